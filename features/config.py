@@ -1,0 +1,50 @@
+"""Configuration of labels and features."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def _default_grades() -> dict[str, float]:
+    # The seed ranker's label table, extended to the other seeds' vocabularies.
+    return {
+        "implement": 1.0,
+        "purchase": 1.0,
+        "save": 0.8,
+        "cart_add": 0.8,
+        "share": 0.6,
+        "like": 0.6,
+        "complete": 0.6,
+        "click": 0.4,
+        "view": 0.1,
+        "dwell": 0.1,
+        "skip": 0.0,
+        "dislike": 0.0,
+        "dismiss": 0.0,
+        "impression": 0.0,
+    }
+
+
+class LabelSettings(BaseModel):
+    """How an impression's events become a graded relevance label."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grades: dict[str, float] = Field(default_factory=_default_grades, description="Grade in [0, 1] per event type; an impression takes its best event's grade.")
+    view_min_grade: float = Field(default=0.1, ge=0, le=1, description="Grade of a view of zero seconds.")
+    view_max_grade: float = Field(default=0.4, ge=0, le=1, description="Grade of a view of view_full_seconds or more.")
+    view_full_seconds: float = Field(default=60.0, gt=0, description="View duration that earns view_max_grade.")
+    rating_grades: dict[int, float] = Field(
+        default_factory=lambda: {5: 1.0, 4: 0.8, 3: 0.4, 2: 0.1, 1: 0.0}, description="Grade per rating star."
+    )
+    levels: int = Field(default=10, gt=1, description="Grades are rounded to integer relevance levels 0..levels for LambdaRank.")
+
+
+class FeatureSettings(BaseModel):
+    """Which features to build and their hyper-parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    feature_set: str = Field(default="ranker_default", description="Name of the registered feature set the ranker trains on.")
+    windows_days: tuple[int, ...] = Field(default=(1, 7, 28), description="Look-back windows for activity counts.")
+    ctr_prior_strength: float = Field(default=20.0, gt=0, description="Pseudo-impressions of the Bayesian prior on click-through.")

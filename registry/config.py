@@ -1,0 +1,16 @@
+"""Configuration of the promotion gate."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GateSettings(BaseModel):
+    """When a new version may replace the champion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ndcg_tolerance: float = Field(default=0.0, ge=0, description="Allowed drop of test NDCG@10 against the champion.")
+    bootstrap_samples: int = Field(default=1000, ge=100, description="Paired bootstrap resamples over queries.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    seed: int = 7
