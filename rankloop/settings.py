@@ -29,12 +29,12 @@ from pydantic_settings import (
 
 from data_contracts.config import ContractSettings
 from features.config import FeatureSettings, LabelSettings
-from models.config import (
+from models.config import RankerSettings
+from models.policy_config import (
     BanditSettings,
     LinUCBSettings,
     OPESettings,
     QLearningSettings,
-    RankerSettings,
     RewardSettings,
 )
 from registry.config import GateSettings
