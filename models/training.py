@@ -1,0 +1,74 @@
+"""Time-based splitting of an impression frame into LambdaRank train/valid/test sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Split:
+    """Impressions (features + ``label`` + ``query_id``), each part sorted so queries are contiguous."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    valid_start: datetime
+    test_start: datetime
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            f"{name}_{what}": n
+            for name, part in (("train", self.train), ("valid", self.valid), ("test", self.test))
+            for what, n in (("rows", len(part)), ("queries", part["query_id"].nunique()))
+        }
+
+
+def time_split(frame: pd.DataFrame, *, end: datetime, valid_days: int, test_days: int) -> Split:
+    """Split by the query's time: test = the last ``test_days`` before ``end``, valid the days before.
+
+    A query (slate) is assigned by its earliest impression, so a slate never straddles two parts.
+
+    Raises:
+        ValueError: a required column is missing or a part is empty.
+    """
+    missing = {"query_id", "ts", "label"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"time_split needs columns {sorted(missing)}; found {list(frame.columns)}")
+    test_start = end - timedelta(days=test_days)
+    valid_start = test_start - timedelta(days=valid_days)
+    query_ts = frame.groupby("query_id", sort=False)["ts"].transform("min")
+    parts = {
+        "train": frame[query_ts < valid_start],
+        "valid": frame[(query_ts >= valid_start) & (query_ts < test_start)],
+        "test": frame[(query_ts >= test_start) & (query_ts < end)],
+    }
+    empty = [name for name, part in parts.items() if part.empty]
+    if empty:
+        raise ValueError(
+            f"time split leaves {empty} empty: window ends {end.isoformat()}, test from {test_start.isoformat()}, "
+            f"valid from {valid_start.isoformat()}; impressions span {frame['ts'].min()} .. {frame['ts'].max()}"
+        )
+    return Split(**{k: _contiguous(v) for k, v in parts.items()}, valid_start=valid_start, test_start=test_start)
+
+
+def _contiguous(part: pd.DataFrame) -> pd.DataFrame:
+    return part.sort_values(["query_id", "position"], kind="stable").reset_index(drop=True)
+
+
+def group_sizes(part: pd.DataFrame) -> np.ndarray:
+    """Sizes of consecutive query groups (the frame must be sorted by ``query_id``)."""
+    q = part["query_id"].to_numpy()
+    if len(q) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
+    return np.diff(np.r_[starts, len(q)]).astype(np.int64)
+
+
+def with_positive_label(part: pd.DataFrame) -> pd.DataFrame:
+    """Only queries with at least one relevant (label > 0) item: NDCG is undefined for the rest."""
+    keep = part.groupby("query_id", sort=False)["label"].transform("max") > 0
+    return part[keep].reset_index(drop=True)

@@ -1,0 +1,52 @@
+"""Session-wide test setup: a private Prefect home and API, quiet libraries, database URIs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before anything imports prefect or mlflow: nothing a test does may touch ~/.prefect or ./mlruns.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="rankloop-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("RANKLOOP_CONFIG", None)
+
+POSTGRES_URI = os.environ.get("RANKLOOP_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URI = os.environ.get("RANKLOOP_TEST_MYSQL_URI", "mysql://root@127.0.0.1:3306/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_uri() -> str:
+    """The real PostgreSQL the tests use (never skipped: a down server fails the test)."""
+    return POSTGRES_URI
+
+
+@pytest.fixture(scope="session")
+def mysql_uri() -> str:
+    """The real MariaDB/MySQL the tests use (never skipped: a down server fails the test)."""
+    return MYSQL_URI
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """One temporary Prefect API for the whole session (it takes seconds to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def rankloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh data home; MLflow defaults to sqlite:///<home>/mlflow.db inside it."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("RANKLOOP_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home
