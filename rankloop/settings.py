@@ -177,15 +177,40 @@ class Settings(BaseSettings):
 
 
 def apply_environment(settings: Settings) -> None:
-    """Point Prefect and MLflow at the data home. Call before importing prefect or mlflow.
+    """Point Prefect and MLflow at the data home. Call before using prefect or mlflow.
 
-    Explicit environment variables win: ``PREFECT_HOME`` and ``MLFLOW_TRACKING_URI`` are
-    only set when absent.
+    ``PREFECT_HOME`` is only set when absent (Prefect reads it once, at import). MLflow's
+    tracking and registry URIs are set for this process from ``settings.tracking_uri``, which
+    already honours an explicit ``MLFLOW_TRACKING_URI``.
     """
+    import mlflow
+
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home_dir))
-    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
     # Keep library chatter (progress bars, telemetry) out of unattended logs.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+
+
+def ensure_experiment(settings: Settings, name: str | None = None) -> str:
+    """Id of experiment ``name`` (default ``settings.experiment``), created with its artifacts
+    under ``<home>/mlartifacts`` when MLflow's store is the embedded default."""
+    import mlflow
+
+    apply_environment(settings)
+    name = name or settings.experiment
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None if settings.mlflow_tracking_uri else (settings.artifact_root / name).as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Created concurrently by another process: use theirs.
+        found = mlflow.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
