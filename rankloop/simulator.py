@@ -212,7 +212,7 @@ def _assemble(world, config, req_idx, users, ts, slate, propensity, device, mood
               events, rel, rng) -> pa.Table:
     n, k = slate.shape
     cols: dict[str, list[np.ndarray]] = {c: [] for c in ("etype", "r", "j", "delay", "value")}
-    for code, (name, mask, delay, value) in enumerate(events):
+    for code, (_name, mask, delay, value) in enumerate(events):
         r, j = np.nonzero(mask)
         cols["etype"].append(np.full(len(r), code, np.int8))
         cols["r"].append(r)
