@@ -1,0 +1,272 @@
+"""Immutable, content-addressed Parquet snapshots of a window of interactions.
+
+``snapshot_dir/<digest>/`` holds ``data.parquet`` (canonical schema) and ``manifest.json``. The
+digest is sha256 over the data (streamed, column by column) plus the query, the mapping's content
+hash and the window, so re-extracting unchanged data gives the same digest and reuses the folder.
+A snapshot is written into ``snapshot_dir/.tmp-<pid>-<random>/`` and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rankloop.errors import Reason, SourceError
+from rankloop.schema import INTERACTION_SCHEMA, conform
+from sources.connect import with_retries
+from sources.hashing import TableHasher
+from sources.mapping import load_mapping
+from sources.stream import open_stream
+from sources.uri import parse_uri
+
+log = logging.getLogger(__name__)
+INDEX_FILE = "index.json"
+_TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One extracted window: where it is, what it holds, and whether it was reused."""
+
+    path: Path
+    digest: str
+    rows: int
+    reused: bool
+    manifest: dict[str, Any] = field(repr=False)
+    previous: dict[str, Any] | None
+    min_ts: datetime | None
+    max_ts: datetime | None
+
+
+def extract_snapshot(
+    uri: str,
+    mapping: str | Path,
+    start: datetime,
+    end: datetime,
+    snapshot_dir: Path,
+    *,
+    batch_rows: int = 250_000,
+    retries: int = 3,
+    retry_delay_s: float = 2.0,
+) -> Snapshot:
+    """Extract interactions with ``start <= ts < end`` into an immutable snapshot (or reuse one).
+
+    Args:
+        uri: source URI (sqlite, postgresql, mysql, mongodb, or a Parquet path); may hold a password.
+        mapping: shipped mapping name or mapping file path.
+        start: inclusive window start (naive datetimes are taken as UTC).
+        end: exclusive window end.
+        snapshot_dir: folder of snapshots (created if absent).
+        batch_rows: rows per streamed batch (bounds memory).
+        retries: retries of transient source failures (unreachable server).
+        retry_delay_s: first retry delay; doubles each time.
+
+    Returns:
+        The :class:`Snapshot`; ``reused`` tells whether an identical one already existed.
+
+    Raises:
+        SourceError: the source is unreachable (after retries), refuses us, or lacks what the mapping needs.
+        ValueError: ``start`` is not before ``end`` or ``batch_rows`` < 1.
+    """
+    start, end = _utc(start), _utc(end)
+    if start >= end or batch_rows < 1:
+        raise ValueError(f"need start < end and batch_rows >= 1; got start={start}, end={end}, batch_rows={batch_rows}")
+    src = parse_uri(uri)
+    spec, mapping_hash = load_mapping(mapping)
+    snapshot_dir = Path(snapshot_dir)
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(snapshot_dir)
+    ident = {"source": src.redacted, "mapping": spec.name, "mapping_hash": mapping_hash,
+             "start": start.isoformat(), "end": end.isoformat()}
+
+    def attempt() -> tuple[Path, dict[str, Any]]:
+        return _write_temp(src, spec, start, end, snapshot_dir, batch_rows, ident)
+
+    tmp, manifest = with_retries(attempt, retries=retries, delay_s=retry_delay_s, what=f"extracting {src.redacted}")
+    return _publish(snapshot_dir, tmp, manifest, ident)
+
+
+def _utc(moment: datetime) -> datetime:
+    if not isinstance(moment, datetime):
+        raise TypeError(f"window bounds must be datetimes, got {type(moment).__name__}")
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _write_temp(src: Any, spec: Any, start: datetime, end: datetime, snapshot_dir: Path, batch_rows: int,
+                ident: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    stream = open_stream(src, spec, INTERACTION_SCHEMA, start=start, end=end, batch_rows=batch_rows)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=snapshot_dir))
+    try:
+        stats = _write_parquet(stream.batches, tmp / "data.parquet")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    digest_input = {**{k: ident[k] for k in ("mapping_hash", "start", "end")}, "query": stream.query,
+                    "columns": stats.pop("column_digests")}
+    digest = hashlib.sha256(json.dumps(digest_input, sort_keys=True).encode()).hexdigest()
+    manifest = {**ident, "kind": src.kind, "query": stream.query, "digest": digest, **stats,
+                "schema": [f.name + ":" + str(f.type) for f in INTERACTION_SCHEMA],
+                "created_at": datetime.now(UTC).isoformat(), "files": {"data.parquet": stats["data_sha256"]}}
+    return tmp, manifest
+
+
+def _write_parquet(batches: Any, path: Path) -> dict[str, Any]:
+    hasher, file_hash = TableHasher(INTERACTION_SCHEMA), hashlib.sha256()
+    rows, lo, hi = 0, None, None
+    with pq.ParquetWriter(path, INTERACTION_SCHEMA, compression="zstd") as writer:
+        for table in batches:
+            table = conform(table)
+            writer.write_table(table)
+            hasher.update(table)
+            rows += table.num_rows
+            lo, hi = _extend(lo, hi, table.column("ts"))
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            file_hash.update(block)
+    return {"rows": rows, "min_ts": lo.isoformat() if lo else None, "max_ts": hi.isoformat() if hi else None,
+            "column_digests": hasher.hexdigests(), "data_sha256": file_hash.hexdigest()}
+
+
+def _extend(lo: datetime | None, hi: datetime | None, ts: pa.ChunkedArray) -> tuple[datetime | None, datetime | None]:
+    if len(ts) == 0:
+        return lo, hi
+    mm = pc.min_max(ts)
+    bmin, bmax = mm["min"].as_py(), mm["max"].as_py()
+    if bmin is None:
+        return lo, hi
+    return (bmin if lo is None else min(lo, bmin)), (bmax if hi is None else max(hi, bmax))
+
+
+def _publish(snapshot_dir: Path, tmp: Path, manifest: dict[str, Any], ident: dict[str, Any]) -> Snapshot:
+    digest = manifest["digest"]
+    final = snapshot_dir / digest
+    reused = (final / "manifest.json").is_file()
+    if reused:
+        shutil.rmtree(tmp, ignore_errors=True)
+        manifest = json.loads((final / "manifest.json").read_text())
+    else:
+        _write_json(tmp / "manifest.json", manifest)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # a concurrent run published the same digest first
+            shutil.rmtree(tmp, ignore_errors=True)
+            reused = True
+    previous = _update_index(snapshot_dir, ident, manifest)
+    _log_outcome(manifest, reused, previous)
+    return Snapshot(path=final / "data.parquet", digest=digest, rows=int(manifest["rows"]), reused=reused,
+                    manifest=manifest, previous=previous, min_ts=_parse_ts(manifest.get("min_ts")),
+                    max_ts=_parse_ts(manifest.get("max_ts")))
+
+
+def _log_outcome(manifest: dict[str, Any], reused: bool, previous: dict[str, Any] | None) -> None:
+    if reused:
+        log.info("snapshot %s reused: %d rows of %s [%s, %s) unchanged", manifest["digest"][:12], manifest["rows"],
+                 manifest["source"], manifest["start"], manifest["end"])
+    elif previous is not None:
+        log.info("snapshot %s written: data changed since %s, rows %d -> %d", manifest["digest"][:12],
+                 previous["digest"][:12], previous["rows_before"], previous["rows_after"])
+    else:
+        log.info("snapshot %s written: %d rows of %s [%s, %s)", manifest["digest"][:12], manifest["rows"],
+                 manifest["source"], manifest["start"], manifest["end"])
+
+
+def _parse_ts(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _index_key(ident: dict[str, Any]) -> str:
+    return f"{ident['source']}|{ident['mapping']}@{ident['mapping_hash'][:16]}|{ident['start']}|{ident['end']}"
+
+
+def read_index(snapshot_dir: Path) -> dict[str, Any]:
+    """The index (source|mapping|window -> latest snapshot); empty when absent."""
+    path = Path(snapshot_dir) / INDEX_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _update_index(snapshot_dir: Path, ident: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any] | None:
+    index = read_index(snapshot_dir)
+    key = _index_key(ident)
+    old = index.get(key)
+    index[key] = {"digest": manifest["digest"], "rows": manifest["rows"], "updated_at": datetime.now(UTC).isoformat()}
+    _write_json(snapshot_dir / INDEX_FILE, index)
+    if old is None:
+        return None
+    return {"digest": old["digest"], "rows_before": old["rows"], "rows_after": manifest["rows"],
+            "changed": old["digest"] != manifest["digest"]}
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def clean_stale_temps(snapshot_dir: Path) -> list[Path]:
+    """Remove temp folders left by dead processes (they are never read); returns what was removed."""
+    removed = []
+    for tmp in Path(snapshot_dir).glob(f"{_TMP_PREFIX}*"):
+        pid = tmp.name[len(_TMP_PREFIX):].split("-", 1)[0]
+        if tmp.is_dir() and not _alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+            log.info("removed stale snapshot temp folder %s", tmp.name)
+    return removed
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return pid.isdigit() and int(pid) == os.getpid()
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_snapshot(path_or_digest: str | Path, snapshot_dir: Path | None = None) -> pa.Table:
+    """Read a snapshot's table by digest (or digest prefix), folder, or ``data.parquet`` path.
+
+    Raises:
+        SourceError: (Reason.NOT_FOUND) no such snapshot.
+    """
+    path = Path(path_or_digest)
+    if path.is_dir():
+        path = path / "data.parquet"
+    if not path.is_file() and snapshot_dir is not None:
+        matches = sorted(p for p in Path(snapshot_dir).glob(f"{path_or_digest}*") if not p.name.startswith("."))
+        if len(matches) == 1:
+            path = matches[0] / "data.parquet"
+    if not path.is_file():
+        raise SourceError(f"snapshot {str(path_or_digest)!r} not found (snapshot dir {snapshot_dir})",
+                          reason=Reason.NOT_FOUND)
+    return pq.read_table(path, schema=INTERACTION_SCHEMA)
+
+
+def snapshot_dataset_info(snapshot: Snapshot) -> dict[str, Any]:
+    """Name, digest, source, schema and profile for ``mlflow.data`` (the flow logs it)."""
+    m = snapshot.manifest
+    return {
+        "name": f"{m['mapping']}[{m['start']},{m['end']})",
+        "digest": snapshot.digest,
+        "source": m["source"],
+        "path": str(snapshot.path),
+        "schema": {f.name: str(f.type) for f in INTERACTION_SCHEMA},
+        "profile": {"rows": snapshot.rows, "min_ts": m.get("min_ts"), "max_ts": m.get("max_ts"),
+                    "start": m["start"], "end": m["end"], "mapping_hash": m["mapping_hash"]},
+    }
