@@ -1,0 +1,226 @@
+"""Disjoint LinUCB (Li et al. 2010): one ridge regression per arm (item) over a one-hot context.
+
+Context vector x (d,) = [1 (bias), one-hot of each configured categorical column]; a value
+never seen in training encodes as all zeros for its column. Per arm a: ``A_a = ridge*I + sum x x^T``,
+``b_a = sum r x``; score = ``x . A_a^-1 b_a + alpha * sqrt(x^T A_a^-1 x)``. A refit adds new
+impressions (after the previous ``data_end``) to the previous A and b; new context values
+extend d (old arms get ``ridge`` on the new diagonal, which is exactly what they would have had).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.policy_config import LinUCBSettings
+from models.thompson import atomic_write_json, atomic_write_parquet
+
+logger = logging.getLogger(__name__)
+
+ARMS_FILE = "linucb_arms.parquet"
+META_FILE = "linucb.json"
+UNKNOWN = "__unknown__"
+
+
+@dataclass(frozen=True)
+class ContextEncoding:
+    """Vocabulary per categorical context column; dimension 0 is the bias."""
+
+    features: tuple[str, ...]
+    vocab: dict[str, list[str]]
+
+    @property
+    def dim(self) -> int:
+        return 1 + sum(len(self.vocab[f]) for f in self.features)
+
+    def offsets(self) -> dict[str, int]:
+        out, pos = {}, 1
+        for f in self.features:
+            out[f], pos = pos, pos + len(self.vocab[f])
+        return out
+
+    def extended(self, frame: pd.DataFrame) -> ContextEncoding:
+        """This encoding with values of ``frame`` it has not seen appended (order kept)."""
+        vocab = {}
+        for f in self.features:
+            seen = set(self.vocab.get(f, []))
+            values = sorted(set(_as_str(frame[f]).unique()) - seen - {UNKNOWN}) if f in frame else []
+            vocab[f] = [*self.vocab.get(f, []), *values]
+        return ContextEncoding(self.features, vocab)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """One-hot matrix (n, d)."""
+        x = np.zeros((len(frame), self.dim))
+        x[:, 0] = 1.0
+        for f, offset in self.offsets().items():
+            if f not in frame:
+                continue
+            codes = pd.Index(self.vocab[f], dtype=object).get_indexer(_as_str(frame[f]))
+            rows = np.flatnonzero(codes >= 0)
+            x[rows, offset + codes[rows]] = 1.0
+        return x
+
+    def old_dims_in(self, newer: ContextEncoding) -> np.ndarray:
+        """Indices in ``newer`` of this encoding's dimensions."""
+        idx, new_off = [0], newer.offsets()
+        for f in self.features:
+            idx.extend(new_off[f] + np.arange(len(self.vocab[f])))
+        return np.asarray(idx, dtype=int)
+
+
+def _as_str(col: pd.Series) -> pd.Series:
+    return col.astype(object).where(col.notna(), UNKNOWN).astype(str)
+
+
+def _outer_sums(x: np.ndarray, codes: np.ndarray, n_arms: int, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-arm X^T X (n_arms, d, d) and X^T r (n_arms, d), one matmul per arm group."""
+    d = x.shape[1]
+    a_add, b_add = np.zeros((n_arms, d, d)), np.zeros((n_arms, d))
+    order = np.argsort(codes, kind="stable")
+    xs, cs, rs = x[order], codes[order], r[order]
+    bounds = np.flatnonzero(np.diff(cs)) + 1
+    starts, ends = np.r_[0, bounds], np.r_[bounds, len(cs)]
+    for s, e in zip(starts, ends, strict=True):
+        block = xs[s:e]
+        a_add[cs[s]] = block.T @ block
+        b_add[cs[s]] = block.T @ rs[s:e]
+    return a_add, b_add
+
+
+@dataclass(frozen=True)
+class LinUCB:
+    """Per-arm A (n_arms, d, d) and b (n_arms, d) with the context encoding."""
+
+    arms: tuple[str, ...]
+    a: np.ndarray
+    b: np.ndarray
+    encoding: ContextEncoding
+    settings: LinUCBSettings
+    fitted_at: datetime
+    data_end: datetime | None
+
+    def _arm_index(self, item_ids: Sequence[Any]) -> np.ndarray:
+        lookup = {arm: i for i, arm in enumerate(self.arms)}
+        return np.array([lookup.get(str(i), -1) for i in item_ids], dtype=int)
+
+    def scores(self, context: Mapping[str, Any], item_ids: Sequence[Any]) -> np.ndarray:
+        """UCB score per item, shape (n_items,); unseen items score ``alpha*sqrt(x.x/ridge)``.
+
+        Args:
+            context: one request's context values by column name (missing -> unknown).
+            item_ids: candidate items.
+        """
+        x = self.encoding.transform(pd.DataFrame([{f: context.get(f) for f in self.encoding.features}]))[0]
+        idx = self._arm_index(item_ids)
+        mean = np.zeros(len(idx))
+        var = np.full(len(idx), float(x @ x) / self.settings.ridge)
+        known = idx >= 0
+        if known.any():
+            a_inv = np.linalg.inv(self.a[idx[known]])
+            theta = np.einsum("kij,kj->ki", a_inv, self.b[idx[known]])
+            mean[known] = theta @ x
+            var[known] = np.einsum("i,kij,j->k", x, a_inv, x)
+        return mean + self.settings.alpha * np.sqrt(np.maximum(var, 0.0))
+
+    def select(self, context: Mapping[str, Any], item_ids: Sequence[Any], k: int = 1) -> list[Any]:
+        """The ``k`` items with the highest UCB score (ties: first listed)."""
+        order = np.argsort(-self.scores(context, item_ids), kind="stable")[:k]
+        return [item_ids[i] for i in order]
+
+    def save(self, directory: Path) -> Path:
+        """Write linucb_arms.parquet (item_id, A row-major, b) and linucb.json into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arms = pd.DataFrame(
+            {"item_id": list(self.arms), "a": [m.ravel().tolist() for m in self.a], "b": [v.tolist() for v in self.b]}
+        )
+        atomic_write_parquet(arms, directory / ARMS_FILE)
+        meta = {
+            "kind": "linucb", "dim": self.encoding.dim, "features": list(self.encoding.features),
+            "vocab": self.encoding.vocab, "settings": self.settings.model_dump(mode="json"),
+            "fitted_at": self.fitted_at.isoformat(),
+            "data_end": self.data_end.isoformat() if self.data_end is not None else None,
+        }
+        atomic_write_json(meta, directory / META_FILE)
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> LinUCB:
+        """Read a table written by :meth:`save`."""
+        directory = Path(directory)
+        meta = json.loads((directory / META_FILE).read_text())
+        arms = pd.read_parquet(directory / ARMS_FILE)
+        d = int(meta["dim"])
+        a = np.array([np.asarray(v, dtype=float) for v in arms["a"]]).reshape(len(arms), d, d)
+        b = np.array([np.asarray(v, dtype=float) for v in arms["b"]]).reshape(len(arms), d)
+        enc = ContextEncoding(tuple(meta["features"]), {k: list(v) for k, v in meta["vocab"].items()})
+        end = pd.Timestamp(meta["data_end"]).to_pydatetime() if meta["data_end"] else None
+        return cls(
+            arms=tuple(str(x) for x in arms["item_id"]), a=a, b=b, encoding=enc,
+            settings=LinUCBSettings(**meta["settings"]),
+            fitted_at=pd.Timestamp(meta["fitted_at"]).to_pydatetime(), data_end=end,
+        )
+
+
+def _grow(previous: LinUCB | None, encoding: ContextEncoding, arms: list[str], ridge: float):
+    """Previous A, b re-indexed onto the new encoding and arm list (ridge*I, 0 for new parts)."""
+    d = encoding.dim
+    a = np.broadcast_to(np.eye(d) * ridge, (len(arms), d, d)).copy()
+    b = np.zeros((len(arms), d))
+    if previous is not None and len(previous.arms):
+        dims = previous.encoding.old_dims_in(encoding)
+        rows = np.arange(len(previous.arms))
+        a[np.ix_(rows, dims, dims)] = previous.a
+        b[np.ix_(rows, dims)] = previous.b
+    return a, b
+
+
+def refit(previous: LinUCB | None, impressions: pd.DataFrame, settings: LinUCBSettings, now: datetime) -> LinUCB:
+    """Add the impressions logged after ``previous.data_end`` to the previous A and b.
+
+    Args:
+        previous: last version's table, or None.
+        impressions: output of :func:`models.rewards.impression_rewards` (item_id, ts, the
+            context columns, ``success`` or ``reward``).
+        settings: alpha, ridge, context features and the reward column.
+        now: tz-aware time of the refit (later impressions are ignored).
+
+    Returns:
+        A new LinUCB (previous is not modified).
+    """
+    if now.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
+    for col in ("item_id", "ts", settings.reward):
+        if col not in impressions:
+            raise ValueError(f"impressions lack column {col!r}; expected the output of impression_rewards")
+    if previous is not None and previous.encoding.features != settings.context_features:
+        raise ValueError(
+            f"context_features changed: previous table has {previous.encoding.features}, "
+            f"settings have {settings.context_features}; start a new table (previous=None)"
+        )
+    ts = pd.to_datetime(impressions["ts"], utc=True)
+    keep = ts <= pd.Timestamp(now)
+    if previous is not None and previous.data_end is not None:
+        keep &= ts > pd.Timestamp(previous.data_end)
+    new = impressions.loc[keep]
+    base_enc = previous.encoding if previous else ContextEncoding(settings.context_features, {})
+    encoding = base_enc.extended(new)
+    old_arms = list(previous.arms) if previous else []
+    arms = old_arms + sorted(set(new["item_id"].astype(str)) - set(old_arms))
+    a, b = _grow(previous, encoding, arms, settings.ridge)
+    codes = pd.Index(arms, dtype=object).get_indexer(new["item_id"].astype(str)).astype(int)
+    r = new[settings.reward].to_numpy(dtype=float)
+    a_add, b_add = _outer_sums(encoding.transform(new), codes, len(arms), r)
+    end = ts[keep].max() if keep.any() else None
+    if previous is not None and previous.data_end is not None and (end is None or end < pd.Timestamp(previous.data_end)):
+        end = pd.Timestamp(previous.data_end)
+    end_dt = pd.Timestamp(end).to_pydatetime() if end is not None else None
+    return LinUCB(tuple(arms), a + a_add, b + b_add, encoding, settings, now, end_dt)

@@ -1,0 +1,255 @@
+"""Thompson-sampling Beta tables: per item (global) and per user x item (sparse).
+
+An impression is a Beta success when its bandit reward exceeds ``success_threshold``
+(:func:`models.rewards.impression_rewards`), otherwise a failure. Item ``i`` has posterior
+``Beta(prior_alpha + s_i, prior_beta + f_i)``; an item never seen gets the prior. With
+``half_life_days`` every count is weighted by ``0.5 ** (age_days / half_life_days)`` at ``now``.
+
+A user x item Beta uses the item's global mean ``m_i`` as ``user_prior_strength`` pseudo-counts:
+``Beta(k*m_i + s_ui, k*(1-m_i) + f_ui)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.policy_config import BanditSettings
+
+logger = logging.getLogger(__name__)
+
+ITEM_FILE = "item_beta.parquet"
+USER_ITEM_FILE = "user_item_beta.parquet"
+META_FILE = "tables.json"
+_SIM_CHUNK = 10_000
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory and os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write a DataFrame as Parquet atomically."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(obj: Any, path: Path) -> None:
+    """Write JSON atomically (sorted keys, indented)."""
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def _decay(ages_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
+    if half_life_days is None:
+        return np.ones_like(ages_days, dtype=float)
+    return np.power(0.5, np.maximum(ages_days, 0.0) / half_life_days)
+
+
+def _counts(frame: pd.DataFrame, keys: list[str], weight: np.ndarray) -> pd.DataFrame:
+    """Weighted successes/failures per key."""
+    success = frame["success"].to_numpy(dtype=bool)
+    work = frame[keys].assign(successes=weight * success, failures=weight * ~success)
+    return work.groupby(keys, as_index=False)[["successes", "failures"]].sum()
+
+
+def _merge_counts(old: pd.DataFrame, new: pd.DataFrame, keys: list[str], factor: float) -> pd.DataFrame:
+    old = old[[*keys, "successes", "failures"]].assign(
+        successes=old["successes"] * factor, failures=old["failures"] * factor
+    )
+    both = pd.concat([old, new], ignore_index=True)
+    return both.groupby(keys, as_index=False)[["successes", "failures"]].sum()
+
+
+@dataclass(frozen=True)
+class BetaTables:
+    """Decayed success/failure counts per item and per user x item, plus the prior.
+
+    ``items``: item_id, successes, failures. ``user_items``: user_id, item_id, successes, failures.
+    ``data_end``: newest impression counted (a refit only adds impressions after it).
+    """
+
+    items: pd.DataFrame
+    user_items: pd.DataFrame
+    settings: BanditSettings
+    fitted_at: datetime
+    data_end: datetime | None
+
+    # --- posterior ------------------------------------------------------------------
+    def _item_params(self, item_ids: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        table = self.items.set_index("item_id")
+        ids = pd.Index(pd.Series(list(item_ids), dtype=object).astype(str))
+        s = table["successes"].reindex(ids).fillna(0.0).to_numpy(dtype=float)
+        f = table["failures"].reindex(ids).fillna(0.0).to_numpy(dtype=float)
+        return s + self.settings.prior_alpha, f + self.settings.prior_beta
+
+    def _user_params(self, item_ids: Sequence[Any], user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        alpha, beta = self._item_params(item_ids)
+        mean, k = alpha / (alpha + beta), self.settings.user_prior_strength
+        mine = self.user_items[self.user_items["user_id"] == str(user_id)].set_index("item_id")
+        ids = pd.Index([str(i) for i in item_ids])
+        s = mine["successes"].reindex(ids).fillna(0.0).to_numpy(dtype=float)
+        f = mine["failures"].reindex(ids).fillna(0.0).to_numpy(dtype=float)
+        prior_a, prior_b = np.maximum(k * mean, 1e-9), np.maximum(k * (1 - mean), 1e-9)
+        return prior_a + s, prior_b + f
+
+    def params(self, item_ids: Sequence[Any], user_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior (alpha, beta) arrays, shape (n_items,), per item or for one user."""
+        if user_id is None:
+            return self._item_params(item_ids)
+        return self._user_params(item_ids, user_id)
+
+    def mean(self, item_ids: Sequence[Any], user_id: str | None = None) -> np.ndarray:
+        """Posterior mean success probability, shape (n_items,)."""
+        alpha, beta = self.params(item_ids, user_id)
+        return alpha / (alpha + beta)
+
+    def sample(self, item_ids: Sequence[Any], rng: np.random.Generator, user_id: str | None = None) -> np.ndarray:
+        """One Thompson draw per item, shape (n_items,)."""
+        alpha, beta = self.params(item_ids, user_id)
+        return rng.beta(alpha, beta)
+
+    def action_probabilities(
+        self, item_ids: Sequence[Any], n_positions: int, n_sims: int | None, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Probability that each item lands at each position when the policy ranks by Beta draws.
+
+        Args:
+            item_ids: the candidate items (n_items).
+            n_positions: slate length (<= n_items).
+            n_sims: Monte Carlo draws (default: settings.n_sims).
+            rng: numpy Generator.
+
+        Returns:
+            Array (n_items, n_positions); each column sums to 1.
+        """
+        n_items = len(item_ids)
+        if not 1 <= n_positions <= n_items:
+            raise ValueError(f"n_positions must be in [1, {n_items}] (the number of items), got {n_positions}")
+        n_sims = n_sims or self.settings.n_sims
+        alpha, beta = self._item_params(item_ids)
+        counts = np.zeros((n_positions, n_items))
+        for start in range(0, n_sims, _SIM_CHUNK):
+            draws = rng.beta(alpha, beta, size=(min(_SIM_CHUNK, n_sims - start), n_items))
+            top = np.argsort(-draws, axis=1)[:, :n_positions]
+            for pos in range(n_positions):
+                counts[pos] += np.bincount(top[:, pos], minlength=n_items)
+        return (counts / n_sims).T
+
+    # --- persistence ----------------------------------------------------------------
+    def save(self, directory: Path) -> Path:
+        """Write item_beta.parquet, user_item_beta.parquet and tables.json into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        alpha, beta = self._item_params(self.items["item_id"].tolist())
+        items = self.items.assign(alpha=alpha, beta=beta)[["item_id", "alpha", "beta", "successes", "failures"]]
+        atomic_write_parquet(items, directory / ITEM_FILE)
+        atomic_write_parquet(self.user_items[["user_id", "item_id", "successes", "failures"]], directory / USER_ITEM_FILE)
+        meta = {
+            "kind": "bandit",
+            "settings": self.settings.model_dump(mode="json"),
+            "fitted_at": self.fitted_at.isoformat(),
+            "data_end": self.data_end.isoformat() if self.data_end is not None else None,
+            "n_items": len(self.items),
+            "n_user_items": len(self.user_items),
+        }
+        atomic_write_json(meta, directory / META_FILE)
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> BetaTables:
+        """Read a table written by :meth:`save`."""
+        directory = Path(directory)
+        missing = [f for f in (ITEM_FILE, USER_ITEM_FILE, META_FILE) if not (directory / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{directory} lacks {missing}; expected {[ITEM_FILE, USER_ITEM_FILE, META_FILE]}")
+        meta = json.loads((directory / META_FILE).read_text())
+        items = pd.read_parquet(directory / ITEM_FILE)[["item_id", "successes", "failures"]]
+        user_items = pd.read_parquet(directory / USER_ITEM_FILE)
+        data_end = pd.Timestamp(meta["data_end"]).to_pydatetime() if meta["data_end"] else None
+        return cls(
+            items=items, user_items=user_items, settings=BanditSettings(**meta["settings"]),
+            fitted_at=pd.Timestamp(meta["fitted_at"]).to_pydatetime(), data_end=data_end,
+        )
+
+
+def empty_tables(settings: BanditSettings, now: datetime) -> BetaTables:
+    """Tables holding only the prior."""
+    items = pd.DataFrame({"item_id": pd.Series(dtype=object), "successes": [], "failures": []})
+    user_items = pd.DataFrame(
+        {"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object), "successes": [], "failures": []}
+    )
+    return BetaTables(items=items, user_items=user_items, settings=settings, fitted_at=now, data_end=None)
+
+
+def _new_impressions(frame: pd.DataFrame, previous: BetaTables | None, now: datetime) -> pd.DataFrame:
+    missing = [c for c in ("user_id", "item_id", "ts", "success") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"impressions lack column(s) {missing}; expected the output of impression_rewards")
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    keep = ts <= pd.Timestamp(now)
+    if previous is not None and previous.data_end is not None:
+        keep &= ts > pd.Timestamp(previous.data_end)
+    if int((~keep).sum()):
+        logger.info("refit skips %d impression(s) already counted or after now", int((~keep).sum()))
+    out = frame.loc[keep, ["user_id", "item_id", "ts", "success"]].copy()
+    out[["user_id", "item_id"]] = out[["user_id", "item_id"]].astype(str)
+    out["ts"] = ts[keep]
+    return out
+
+
+def refit(
+    previous: BetaTables | None, impressions: pd.DataFrame, settings: BanditSettings, now: datetime
+) -> BetaTables:
+    """Add the impressions logged after ``previous.data_end`` to the previous table's counts.
+
+    Args:
+        previous: last version's table, or None to start from the prior.
+        impressions: output of :func:`models.rewards.impression_rewards` (needs user_id,
+            item_id, ts, success).
+        settings: prior and decay.
+        now: tz-aware time of the refit; ages for decay are measured from it.
+
+    Returns:
+        A new BetaTables (previous is not modified).
+    """
+    if now.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
+    new = _new_impressions(impressions, previous, now)
+    ages = (pd.Timestamp(now) - new["ts"]).dt.total_seconds().to_numpy() / 86_400.0
+    weight = _decay(ages, settings.half_life_days)
+    base = previous or empty_tables(settings, now)
+    factor = 1.0
+    if previous is not None and settings.half_life_days is not None:
+        elapsed = (pd.Timestamp(now) - pd.Timestamp(previous.fitted_at)).total_seconds() / 86_400.0
+        factor = float(_decay(np.array([elapsed]), settings.half_life_days)[0])
+    items = _merge_counts(base.items, _counts(new, ["item_id"], weight), ["item_id"], factor)
+    pairs = _merge_counts(base.user_items, _counts(new, ["user_id", "item_id"], weight), ["user_id", "item_id"], factor)
+    data_end = new["ts"].max() if len(new) else None
+    if data_end is None or (base.data_end is not None and data_end < pd.Timestamp(base.data_end)):
+        data_end = base.data_end
+    end = pd.Timestamp(data_end).to_pydatetime() if data_end is not None else None
+    return BetaTables(items=items, user_items=pairs, settings=settings, fitted_at=now, data_end=end)
