@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from rankloop.errors import Reason, SourceError
+from rankloop.schema import REQUIRED_COLUMNS
 from sources import connect
 from sources.mapping import FieldSpec, TableSpec
 from sources.sql_reader import _micros, epoch_bound
@@ -56,7 +57,9 @@ def open_collection(src: SourceURI, spec: TableSpec, aliases: dict[str, FieldSpe
         raise SourceError(f"MongoDB collection {name!r} not found ({src.where}); expected {name!r}, found {sorted(found)}",
                           reason=Reason.MISSING_TABLE, details={"expected": name, "found": sorted(found)})
     sample = connect.guarded(src, f"reading collection {name}", lambda: db[name].find_one()) or {}
-    expected = sorted({(leaf.source or "").split(".")[0] for leaf in aliases.values()})
+    # documents omit null fields, so only the fields of required columns must be in a sample document
+    expected = sorted({(leaf.source or "").split(".")[0] for alias, leaf in aliases.items()
+                       if alias.rsplit("__", 1)[0] in REQUIRED_COLUMNS})
     missing = [f for f in expected if sample and f not in sample]
     if missing:
         client.close()
