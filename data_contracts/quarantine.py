@@ -1,0 +1,48 @@
+"""Persist quarantined rows: Parquet plus a JSON summary, each written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from data_contracts.validate import ContractResult
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temp file in ``path``'s directory, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_quarantine(result: ContractResult, directory: Path) -> Path | None:
+    """Write ``result.quarantined`` to ``<directory>/quarantine-<suite_version>.parquet``.
+
+    Args:
+        result: the outcome of ``validate_interactions``.
+        directory: created if missing.
+
+    Returns:
+        The Parquet path (a ``.json`` summary sits beside it), or None when nothing was quarantined.
+    """
+    if not isinstance(result, ContractResult):
+        raise TypeError(f"result must be a ContractResult, got {type(result).__name__}")
+    if result.quarantined.num_rows == 0:
+        return None
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"quarantine-{result.suite_name}-{result.suite_version}.parquet"
+    _atomic_write(path, lambda tmp: pq.write_table(result.quarantined, tmp))
+    summary = json.dumps(result.summary(), indent=2, sort_keys=True, default=str)
+    _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(summary + "\n"))
+    return path

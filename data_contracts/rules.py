@@ -1,0 +1,292 @@
+"""The ``interactions`` contract suite, declared once.
+
+Each row-level rule names a reason code, one column and a *check* (not-null, in-set, between,
+unique). The check yields both the Great Expectations expectation (``expectation()``) and the
+vectorised pyarrow mask that quarantines rows (``mask()``), so the two cannot drift apart.
+Window bounds are GE suite parameters (``$PARAMETER``), so the suite (and its version) does not
+change from week to week; thresholds from :class:`ContractSettings` are part of the declaration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data_contracts.config import ContractSettings
+from rankloop.schema import EVENT_TYPES, REQUIRED_COLUMNS, TRAIT_COLUMNS, EventType
+
+SUITE_NAME = "interactions"
+WINDOW_START = "window_start"
+WINDOW_END = "window_end"
+
+Params = Mapping[str, Any]
+
+
+def _param(value: Any, params: Params) -> Any:
+    """Resolve a ``{"$PARAMETER": name}`` placeholder against run parameters."""
+    if isinstance(value, dict) and "$PARAMETER" in value:
+        return params[value["$PARAMETER"]]
+    return value
+
+
+def _present(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Non-null and, for floats, not NaN (pandas and GE treat NaN as missing; so do we)."""
+    valid = pc.is_valid(column)
+    if pa.types.is_floating(column.type):
+        valid = pc.and_(valid, pc.invert(pc.fill_null(pc.is_nan(column), True)))
+    return valid
+
+
+def _to_numpy(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+@dataclass(frozen=True)
+class NotNull:
+    """The column has no nulls (NaN counts as null)."""
+
+    expectation_type = "ExpectColumnValuesToNotBeNull"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
+        return pc.invert(_present(column))
+
+
+@dataclass(frozen=True)
+class InSet:
+    """Present values are in ``values``."""
+
+    values: tuple[str, ...]
+    expectation_type = "ExpectColumnValuesToBeInSet"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"value_set": list(self.values)}
+
+    def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
+        known = pc.is_in(column, value_set=pa.array(self.values, type=column.type))
+        return pc.and_(_present(column), pc.invert(known))
+
+
+@dataclass(frozen=True)
+class Between:
+    """Present values lie between ``min_value`` and ``max_value`` (None: unbounded)."""
+
+    min_value: Any = None
+    max_value: Any = None
+    strict_min: bool = False
+    strict_max: bool = False
+    expectation_type = "ExpectColumnValuesToBeBetween"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "min_value": self.min_value, "max_value": self.max_value,
+            "strict_min": self.strict_min, "strict_max": self.strict_max,
+        }
+
+    def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
+        ok = pc.fill_null(_present(column), False)
+        low, high = _param(self.min_value, params), _param(self.max_value, params)
+        if low is not None:
+            ok = pc.and_(ok, (pc.greater if self.strict_min else pc.greater_equal)(column, _scalar(low, column)))
+        if high is not None:
+            ok = pc.and_(ok, (pc.less if self.strict_max else pc.less_equal)(column, _scalar(high, column)))
+        return pc.and_(_present(column), pc.invert(pc.fill_null(ok, False)))
+
+
+@dataclass(frozen=True)
+class Unique:
+    """Present values occur once; every occurrence after the first is quarantined.
+
+    GE counts *all* members of a duplicated group as unexpected: later occurrences (ours) plus one
+    first occurrence per duplicated value.
+    """
+
+    expectation_type = "ExpectColumnValuesToBeUnique"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def mask(self, column: pa.ChunkedArray, params: Params) -> np.ndarray:
+        return repeat_mask(column)
+
+
+def _scalar(value: Any, column: pa.ChunkedArray) -> pa.Scalar:
+    if isinstance(value, datetime) and pa.types.is_timestamp(column.type):
+        return pa.scalar(value, type=column.type)
+    return pa.scalar(value).cast(column.type) if not pa.types.is_floating(column.type) else pa.scalar(float(value))
+
+
+def repeat_mask(column: pa.ChunkedArray) -> np.ndarray:
+    """True on every non-null occurrence of a value after its first.
+
+    Dictionary-encodes once (hashing is the cost); only keys seen twice or more are then located.
+    """
+    n = len(column)
+    # One chunk first: encoding chunk by chunk and unifying the dictionaries afterwards hashes twice.
+    whole = pa.concat_arrays([chunk.cast(pa.large_string()) for chunk in column.chunks]) if column.num_chunks > 1 \
+        else column.chunk(0) if column.num_chunks else pa.array([], column.type)
+    encoded = pc.dictionary_encode(whole)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy()
+    counts = np.bincount(codes[codes >= 0], minlength=len(encoded.dictionary))
+    mask = np.zeros(n, dtype=bool)
+    repeated = counts > 1
+    if not repeated.any():
+        return mask
+    rows = np.flatnonzero((codes >= 0) & repeated[np.maximum(codes, 0)])
+    _, first = np.unique(codes[rows], return_index=True)
+    mask[rows] = True
+    mask[rows[first]] = False
+    return mask
+
+
+Check = NotNull | InSet | Between | Unique
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """One row-level rule: rows it flags are quarantined with ``reason``.
+
+    ``when_event_types`` restricts the rule to rows of those event types (a GE row_condition).
+    ``reason_with_value``: the reason is ``<reason>:<offending value>`` (unknown event types).
+    """
+
+    name: str
+    reason: str
+    column: str
+    check: Check
+    description: str
+    when_event_types: tuple[str, ...] | None = None
+    reason_with_value: bool = False
+
+    def mask(self, table: pa.Table, params: Params) -> np.ndarray:
+        """Boolean array, True where the row breaks this rule (vectorised)."""
+        flagged = self.check.mask(table.column(self.column), params)
+        if self.when_event_types is not None:
+            flagged = pc.and_(pc.fill_null(flagged, False), self.condition(table))
+        return flagged if isinstance(flagged, np.ndarray) else _to_numpy(flagged)
+
+    def condition(self, table: pa.Table) -> pa.ChunkedArray:
+        """Rows the rule applies to (all rows when unconditional)."""
+        if self.when_event_types is None:
+            return pa.chunked_array([np.ones(table.num_rows, dtype=bool)], type=pa.bool_())
+        event_type = table.column("event_type")
+        return pc.is_in(event_type, value_set=pa.array(self.when_event_types, type=event_type.type))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able declaration (the suite version hashes these)."""
+        return {
+            "name": self.name, "reason": self.reason + (":<value>" if self.reason_with_value else ""),
+            "column": self.column, "expectation": self.check.expectation_type,
+            "kwargs": self.check.kwargs(), "when_event_types": self.when_event_types,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the table-level rules look at."""
+
+    rows_in: int
+    rows_valid: int
+    rows_quarantined: int
+    valid_exposures: int  # valid impression/view rows
+
+
+@dataclass(frozen=True)
+class TableRule:
+    """One table-level rule over the post-quarantine counts; ``fatal`` ones stop the run."""
+
+    name: str
+    reason: str
+    description: str
+    fatal: bool
+    check: Callable[[Counts], tuple[bool, Any]] = field(compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able declaration."""
+        return {"name": self.name, "reason": self.reason, "fatal": self.fatal, "description": self.description}
+
+
+EXPOSURE_TYPES: tuple[str, ...] = (EventType.IMPRESSION.value, EventType.VIEW.value)
+
+
+def row_rules(settings: ContractSettings) -> tuple[RowRule, ...]:
+    """Every row-level rule, in the order reasons are reported (the first is ``rule``)."""
+    traits = tuple(
+        RowRule(f"{c}_in_unit_interval", "trait_out_of_range", c, Between(0.0, 1.0), f"{c} in [0, 1] when present.")
+        for c in TRAIT_COLUMNS
+    )
+    return (
+        *(RowRule(f"{c}_not_null", f"null_{c}", c, NotNull(), f"{c} is never null.") for c in REQUIRED_COLUMNS),
+        RowRule("event_type_known", "unknown_event_type", "event_type", InSet(tuple(sorted(EVENT_TYPES))),
+                "event_type is one of rankloop.schema.EventType (sources keep unknown values verbatim).",
+                reason_with_value=True),
+        RowRule("ts_in_window", "ts_outside_window", "ts",
+                Between({"$PARAMETER": WINDOW_START}, {"$PARAMETER": WINDOW_END}, strict_max=True),
+                "ts within the extract window [start, end)."),
+        RowRule("event_id_unique", "duplicate_event_id", "event_id", Unique(),
+                "event_id unique; the first occurrence is kept, later ones quarantined."),
+        RowRule("position_non_negative", "negative_position", "position", Between(0, None),
+                "position >= 0 when present."),
+        RowRule("propensity_in_range", "propensity_out_of_range", "propensity", Between(0.0, 1.0, strict_min=True),
+                "propensity in (0, 1] when present."),
+        RowRule("rating_in_range", "rating_out_of_range", "value", Between(1.0, 5.0),
+                "Rating events: value (stars) in [1, 5] when present.", when_event_types=(EventType.RATING.value,)),
+        RowRule("dwell_in_range", "dwell_out_of_range", "value",
+                Between(0.0, settings.max_dwell_seconds, strict_max=True),
+                "Dwell/view events: value (seconds) in [0, max_dwell_seconds) when present.",
+                when_event_types=(EventType.DWELL.value, EventType.VIEW.value)),
+        RowRule("completion_in_range", "completion_out_of_range", "value", Between(0.0, 100.0),
+                "Complete events: value (percent) in [0, 100] when present.",
+                when_event_types=(EventType.COMPLETE.value,)),
+        *traits,
+        RowRule("action_id_in_range", "action_id_out_of_range", "action_id", Between(0, 26),
+                "action_id in 0..26 when present."),
+    )
+
+
+def table_rules(settings: ContractSettings) -> tuple[TableRule, ...]:
+    """Table-level rules, evaluated on the counts after quarantine."""
+    def fraction(c: Counts) -> tuple[bool, float]:
+        observed = c.rows_quarantined / c.rows_in if c.rows_in else 0.0
+        return observed <= settings.max_quarantine_fraction, observed
+
+    return (
+        TableRule("min_rows_after_quarantine", "too_few_rows",
+                  f"At least min_rows={settings.min_rows} valid rows remain after quarantine.", True,
+                  lambda c: (c.rows_valid >= settings.min_rows, c.rows_valid)),
+        TableRule("max_quarantine_fraction", "too_many_quarantined",
+                  f"At most max_quarantine_fraction={settings.max_quarantine_fraction} of rows quarantined.",
+                  True, fraction),
+        TableRule("has_exposures", "no_exposures",
+                  "At least one valid impression or view row (non-fatal: `passed` is False).", False,
+                  lambda c: (c.valid_exposures >= 1, c.valid_exposures)),
+    )
+
+
+def suite_as_dict(settings: ContractSettings | None = None) -> dict[str, Any]:
+    """The whole declaration (name, version, required columns, rules) as JSON-able data."""
+    settings = settings or ContractSettings()
+    body = {
+        "name": SUITE_NAME,
+        "required_columns": list(REQUIRED_COLUMNS),
+        "row_rules": [r.as_dict() for r in row_rules(settings)],
+        "table_rules": [r.as_dict() for r in table_rules(settings)],
+    }
+    blob = json.dumps(body, sort_keys=True, default=str).encode()
+    return {"version": hashlib.sha256(blob).hexdigest()[:12], **body}
+
+
+def suite_version(settings: ContractSettings | None = None) -> str:
+    """Hash (12 hex) of the declaration; changes whenever a rule or threshold changes."""
+    return suite_as_dict(settings)["version"]

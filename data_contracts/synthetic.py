@@ -1,0 +1,120 @@
+"""Seeded synthetic canonical interactions, and one injected bad row per rule (tests and benches)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rankloop.schema import INTERACTION_SCHEMA, TRAIT_COLUMNS, EventType
+
+_EVENT_MIX: dict[str, float] = {
+    EventType.IMPRESSION: 0.55, EventType.VIEW: 0.12, EventType.CLICK: 0.12, EventType.DWELL: 0.06,
+    EventType.RATING: 0.05, EventType.COMPLETE: 0.04, EventType.SAVE: 0.02, EventType.PURCHASE: 0.02,
+    EventType.SKIP: 0.02,
+}
+
+
+def _ids(prefix: str, numbers: np.ndarray) -> pa.Array:
+    return pc.binary_join_element_wise(prefix, pa.array(numbers).cast(pa.string()), "")
+
+
+def _pick(vocab: tuple[str, ...], rng: np.random.Generator, n: int) -> pa.Array:
+    return pa.array(vocab, pa.string()).take(pa.array(rng.integers(0, len(vocab), n)))
+
+
+def _values(event_type: np.ndarray, rng: np.random.Generator) -> pa.Array:
+    n = len(event_type)
+    value = np.full(n, np.nan)
+    for kind, draw in ((EventType.RATING, lambda k: rng.integers(1, 6, k).astype(float)),
+                       (EventType.DWELL, lambda k: rng.exponential(60.0, k)),
+                       (EventType.VIEW, lambda k: rng.exponential(30.0, k)),
+                       (EventType.COMPLETE, lambda k: rng.uniform(0, 100, k))):
+        where = event_type == kind.value
+        value[where] = np.minimum(draw(int(where.sum())), 3600.0)
+    return pa.array(value, mask=np.isnan(value))
+
+
+def synthetic_interactions(n: int, *, window: tuple[datetime, datetime], seed: int = 0) -> pa.Table:
+    """``n`` valid canonical rows with ts in ``[start, end)`` (every rule holds on them).
+
+    Args:
+        n: row count.
+        window: ``(start, end)``, timezone-aware.
+        seed: numpy seed; equal seeds give equal tables.
+    """
+    rng = np.random.default_rng(seed)
+    kinds = np.array(list(_EVENT_MIX))
+    event_type = kinds[rng.choice(len(kinds), n, p=np.array(list(_EVENT_MIX.values())))]
+    span_us = int((window[1] - window[0]) / timedelta(microseconds=1))
+    start_us = int(window[0].timestamp() * 1_000_000)
+    traits = {c: pa.array(rng.uniform(0, 1, n), mask=rng.random(n) < 0.3) for c in TRAIT_COLUMNS}
+    columns: dict[str, Any] = {
+        "event_id": _ids("e", np.arange(n)), "user_id": _ids("u", rng.integers(0, max(n // 20, 1), n)),
+        "item_id": _ids("i", rng.integers(0, max(n // 50, 1), n)), "event_type": pa.array(event_type, pa.string()),
+        "value": _values(event_type, rng), "ts": pa.array(start_us + rng.integers(0, span_us, n)),
+        "session_id": _ids("s", rng.integers(0, max(n // 8, 1), n)),
+        "request_id": _ids("r", rng.integers(0, max(n // 10, 1), n)),
+        "position": pa.array(rng.integers(0, 10, n, dtype=np.int32)),
+        "propensity": pa.array(rng.uniform(0.01, 1.0, n)), "policy_version": _pick(("v1", "v2"), rng, n),
+        "action_id": pa.array(rng.integers(0, 27, n, dtype=np.int32)),
+        "device": _pick(("mobile", "desktop", "tablet", "tv"), rng, n),
+        "content_type": _pick(("music", "video", "article"), rng, n),
+        "category": _pick(("news", "sport", "jazz", "drama"), rng, n), "mood": _pick(("calm", "happy", "sad"), rng, n),
+        "mood_delta": pa.array(rng.integers(-1, 2, n).astype(float)),
+        "time_of_day": _pick(("morning", "afternoon", "evening", "night"), rng, n), **traits,
+    }
+    arrays = [columns[f.name].cast(f.type) for f in INTERACTION_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=INTERACTION_SCHEMA)
+
+
+Fault = Callable[[dict[str, Any], tuple[datetime, datetime], str], None]
+
+
+def _set(**changes: Any) -> Fault:
+    return lambda row, window, first_id: row.update(changes)
+
+
+# rule name -> how to break one row for it (each breaks exactly that rule and no other).
+FAULTS: dict[str, Fault] = {
+    "event_id_not_null": _set(event_id=None),
+    "user_id_not_null": _set(user_id=None),
+    "item_id_not_null": _set(item_id=None),
+    "event_type_not_null": _set(event_type=None, value=None),
+    "ts_not_null": _set(ts=None),
+    "event_type_known": _set(event_type="teleport", value=None),
+    "ts_in_window": lambda row, window, first_id: row.update(ts=window[1]),
+    "event_id_unique": lambda row, window, first_id: row.update(event_id=first_id),
+    "position_non_negative": _set(position=-1),
+    "propensity_in_range": _set(propensity=0.0),
+    "rating_in_range": _set(event_type="rating", value=6.0),
+    "dwell_in_range": _set(event_type="dwell", value=-3.0),
+    "completion_in_range": _set(event_type="complete", value=100.5),
+    **{f"{c}_in_unit_interval": _set(**{c: 1.25}) for c in TRAIT_COLUMNS},
+    "action_id_in_range": _set(action_id=27),
+}
+
+
+def inject_faults(
+    table: pa.Table, *, window: tuple[datetime, datetime], per_rule: int = 1, seed: int = 0
+) -> tuple[pa.Table, dict[str, int]]:
+    """Append ``per_rule`` copies of random rows broken for each rule in :data:`FAULTS`.
+
+    ``window`` is the validation window (the ``ts_in_window`` fault puts ts at its excluded end).
+
+    Returns:
+        (table with the bad rows appended after the clean ones, rule name -> bad rows injected).
+    """
+    rng = np.random.default_rng(seed)
+    bad: list[dict[str, Any]] = []
+    for name, fault in FAULTS.items():
+        for row in table.take(pa.array(rng.integers(0, table.num_rows, per_rule))).to_pylist():
+            row["event_id"] = f"bad-{name}-{len(bad)}"
+            fault(row, window, table["event_id"][0].as_py())
+            bad.append(row)
+    extra = pa.Table.from_pylist(bad, schema=INTERACTION_SCHEMA)
+    return pa.concat_tables([table, extra]), {name: per_rule for name in FAULTS}

@@ -1,0 +1,221 @@
+"""Validate an extracted interaction window: quarantine bad rows with reasons, stop on fatal problems."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data_contracts import ge_suite
+from data_contracts.config import ContractSettings
+from data_contracts.rules import (
+    EXPOSURE_TYPES,
+    SUITE_NAME,
+    WINDOW_END,
+    WINDOW_START,
+    Counts,
+    RowRule,
+    Unique,
+    row_rules,
+    suite_version,
+    table_rules,
+)
+from rankloop.errors import ContractViolation, Reason
+from rankloop.schema import INTERACTION_SCHEMA, REQUIRED_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ContractResult:
+    """Outcome of :func:`validate_interactions`.
+
+    ``quarantined`` has the canonical columns plus ``reason`` (every failing rule's reason, joined
+    by ';') and ``rule`` (the first failing rule). ``expectations`` holds one record per expectation:
+    name, success, unexpected_count, element_count, engine, and for row rules ``quarantined_count``.
+    ``passed`` is True when every table-level rule holds (bad rows alone do not fail a run).
+    """
+
+    valid: pa.Table
+    quarantined: pa.Table
+    suite_name: str
+    suite_version: str
+    expectations: list[dict[str, Any]] = field(default_factory=list)
+    passed: bool = True
+
+    def summary(self) -> dict[str, Any]:
+        """rows_in, rows_valid, rows_quarantined, per-reason counts, failing expectations."""
+        reasons = pc.split_pattern(self.quarantined.column("reason"), ";").combine_chunks().flatten()
+        counts = {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist()} if len(reasons) else {}
+        return {
+            "suite_name": self.suite_name,
+            "suite_version": self.suite_version,
+            "passed": self.passed,
+            "rows_in": self.valid.num_rows + self.quarantined.num_rows,
+            "rows_valid": self.valid.num_rows,
+            "rows_quarantined": self.quarantined.num_rows,
+            "reasons": dict(sorted(counts.items())),
+            "failed_expectations": [e["name"] for e in self.expectations if not e["success"]],
+        }
+
+
+def validate_interactions(
+    table: pa.Table, *, window: tuple[datetime, datetime], settings: ContractSettings, run_ge: bool = True
+) -> ContractResult:
+    """Check an extract of the window ``[start, end)`` against the ``interactions`` suite.
+
+    Args:
+        table: interactions in the canonical ``INTERACTION_SCHEMA`` (missing nullable columns are
+            filled with nulls, extra columns dropped).
+        window: ``(start, end)``, timezone-aware; ``ts`` must lie in ``[start, end)``.
+        settings: thresholds.
+        run_ge: also run the Great Expectations suite for the official record (on the full table,
+            or on a strided sample of ``settings.ge_max_rows`` rows above that size).
+
+    Returns:
+        The valid rows, the quarantined rows with reasons, and the expectation records.
+
+    Raises:
+        TypeError: ``table`` is not a ``pa.Table`` or the window is not a pair of aware datetimes.
+        ContractViolation: missing required columns or wrong column types (Reason.CONTRACT), an
+            empty extract (Reason.EMPTY), too few valid rows or too many quarantined (Reason.CONTRACT).
+    """
+    _check_arguments(table, window)
+    table = _conform(table)
+    if table.num_rows == 0:
+        raise ContractViolation(
+            f"contract {SUITE_NAME!r}: the extract of window [{window[0]}, {window[1]}) is empty (0 rows)",
+            reason=Reason.EMPTY, details={"window": [str(w) for w in window], "rows_in": 0},
+        )
+    rules = row_rules(settings)
+    params = {WINDOW_START: window[0], WINDOW_END: window[1]}
+    masks = {r.name: r.mask(table, params) for r in rules}
+    bad = np.logical_or.reduce(list(masks.values()))
+    valid, quarantined = table.filter(pa.array(~bad)), _quarantine_table(table, bad, rules, masks)
+    records = _row_records(table, rules, masks, window, settings if run_ge else None)
+    counts = Counts(table.num_rows, valid.num_rows, quarantined.num_rows, _exposures(valid))
+    records += _table_records(counts, settings)
+    _raise_if_fatal(records, counts, quarantined, settings)
+    result = ContractResult(valid, quarantined, SUITE_NAME, suite_version(settings), records,
+                            passed=all(r["success"] for r in records if r["engine"] == "table"))
+    logger.info("contract %s: %s", SUITE_NAME, result.summary())
+    return result
+
+
+def _check_arguments(table: Any, window: Any) -> None:
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"table must be a pyarrow.Table, got {type(table).__name__}")
+    if not (isinstance(window, tuple) and len(window) == 2 and all(isinstance(w, datetime) for w in window)):
+        raise TypeError(f"window must be a (start, end) tuple of datetimes, got {window!r}")
+    if any(w.tzinfo is None for w in window):
+        raise TypeError(f"window bounds must be timezone-aware, got {window!r}")
+    if window[0] >= window[1]:
+        raise ValueError(f"window start must be before end, got [{window[0]}, {window[1]})")
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """Canonical column order and types; fatal if required columns are missing or types differ."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    wrong = {f.name: (str(f.type), str(table.schema.field(f.name).type))
+             for f in INTERACTION_SCHEMA if f.name in table.column_names and table.schema.field(f.name).type != f.type}
+    if missing or wrong:
+        raise ContractViolation(
+            f"contract {SUITE_NAME!r}: missing required column(s) {missing}; wrong type(s) "
+            f"{ {k: f'expected {e}, found {g}' for k, (e, g) in wrong.items()} }; "
+            f"expected columns {list(INTERACTION_SCHEMA.names)}, found {table.column_names}",
+            reason=Reason.CONTRACT,
+            details={"missing_columns": missing, "wrong_types": wrong, "found": table.column_names},
+        )
+    extra = [c for c in table.column_names if c not in INTERACTION_SCHEMA.names]
+    if extra:
+        logger.info("contract %s: dropping non-canonical column(s) %s", SUITE_NAME, extra)
+    arrays = [table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+              for f in INTERACTION_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=INTERACTION_SCHEMA)
+
+
+def _quarantine_table(
+    table: pa.Table, bad: np.ndarray, rules: Sequence[RowRule], masks: dict[str, np.ndarray]
+) -> pa.Table:
+    """Flagged rows with ``reason`` (all failing reasons, ';'-joined) and ``rule`` (the first)."""
+    rows = table.filter(pa.array(bad))
+    flagged = [(r, pa.array(masks[r.name][bad])) for r in rules if masks[r.name].any()]
+    if not flagged:
+        return rows.append_column("reason", pa.array([], pa.string())).append_column("rule", pa.array([], pa.string()))
+    reasons = [pc.if_else(m, _reason(r, rows), None) for r, m in flagged]
+    names = [pc.if_else(m, r.name, None) for r, m in flagged]
+    reason = pc.binary_join_element_wise(*reasons, ";", null_handling="skip") if len(reasons) > 1 else reasons[0]
+    rule = pc.coalesce(*names)
+    return rows.append_column("reason", _chunked(reason)).append_column("rule", _chunked(rule))
+
+
+def _chunked(array: Any) -> pa.ChunkedArray:
+    return array if isinstance(array, pa.ChunkedArray) else pa.chunked_array([array], type=pa.string())
+
+
+def _reason(rule: RowRule, rows: pa.Table) -> Any:
+    if not rule.reason_with_value:
+        return pa.scalar(rule.reason)
+    values = pc.fill_null(rows.column(rule.column).cast(pa.string()), "<null>")
+    return pc.binary_join_element_wise(rule.reason, values, ":")
+
+
+def _exposures(valid: pa.Table) -> int:
+    event_type = valid.column("event_type")
+    return int(pc.sum(pc.is_in(event_type, value_set=pa.array(EXPOSURE_TYPES))).as_py() or 0)
+
+
+def _row_records(
+    table: pa.Table, rules: Sequence[RowRule], masks: dict[str, np.ndarray],
+    window: tuple[datetime, datetime], settings: ContractSettings | None,
+) -> list[dict[str, Any]]:
+    """Exact per-rule records from the masks, merged with GE's record when ``settings`` is given."""
+    exact = [_exact_record(table, r, masks[r.name]) for r in rules]
+    if settings is None:
+        return exact
+    return ge_suite.merge_ge_records(table, rules, exact, window, settings)
+
+
+def _exact_record(table: pa.Table, rule: RowRule, mask: np.ndarray) -> dict[str, Any]:
+    """Counts in GE's semantics (duplicates: every member of a duplicated group) plus our quarantine count."""
+    quarantined = int(mask.sum())
+    unexpected = quarantined
+    if isinstance(rule.check, Unique) and quarantined:
+        # GE also counts each duplicated value's first occurrence: one per distinct repeated value.
+        unexpected += pc.count_distinct(table.column(rule.column).filter(pa.array(mask))).as_py()
+    elements = int(pc.sum(rule.condition(table)).as_py() or 0) if rule.when_event_types else table.num_rows
+    return {
+        "name": rule.name, "expectation": rule.check.expectation_type, "column": rule.column,
+        "success": unexpected == 0, "unexpected_count": unexpected, "element_count": elements,
+        "quarantined_count": quarantined, "engine": "rankloop",
+    }
+
+
+def _table_records(counts: Counts, settings: ContractSettings) -> list[dict[str, Any]]:
+    records = []
+    for rule in table_rules(settings):
+        success, observed = rule.check(counts)
+        records.append({"name": rule.name, "success": bool(success), "observed_value": observed,
+                        "unexpected_count": None, "element_count": counts.rows_in,
+                        "fatal": rule.fatal, "reason": rule.reason, "engine": "table"})
+    return records
+
+
+def _raise_if_fatal(
+    records: list[dict[str, Any]], counts: Counts, quarantined: pa.Table, settings: ContractSettings
+) -> None:
+    failed = [r for r in records if r["engine"] == "table" and r["fatal"] and not r["success"]]
+    for r in records:
+        if r["engine"] == "table" and not r["success"] and not r["fatal"]:
+            logger.warning("contract %s: table rule %s failed (observed %s)", SUITE_NAME, r["name"], r["observed_value"])
+    if not failed:
+        return
+    from data_contracts.report import violation
+
+    raise violation(failed, records, counts, quarantined, settings)
