@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rankloop.schema import TRAIT_COLUMNS
 from sources import extract_snapshot, load_snapshot, read_catalog, write_collection, write_table
 from .conftest import END, MYSQL_URI, PG_URI, START, canonical_rows, in_window
 
@@ -88,7 +89,8 @@ def test_catalog_is_read_with_embeddings(tmp_path: Path) -> None:
     items = pa.table({"item_id": ["a", "b"], "category": ["x", None], "content_type": ["music", "video"],
                       "created_at": pa.array([0, 1_000_000], pa.timestamp("us", tz="UTC")),
                       "embedding": pa.array([[0.5, -1.25], None], pa.list_(pa.float32()))})
-    users = pa.table({"user_id": ["u1"], "trait_openness": [0.25], "embedding": pa.array([[1.0]], pa.list_(pa.float32()))})
+    traits = {c: pa.array([0.25 if c == "trait_openness" else None], pa.float64()) for c in TRAIT_COLUMNS}
+    users = pa.table({"user_id": ["u1"], **traits, "embedding": pa.array([[1.0]], pa.list_(pa.float32()))})
     write_table(uri, "items", items)
     write_table(uri, "users", users)
     got_items, got_users = read_catalog(uri, "rankloop")

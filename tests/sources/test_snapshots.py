@@ -1,0 +1,93 @@
+"""Snapshot reuse, change detection, atomicity, index and the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from sources import extract_snapshot, load_snapshot, read_index, snapshot_dataset_info, write_table
+
+from .conftest import END, START, canonical_rows
+
+
+@pytest.fixture
+def sqlite_uri(tmp_path: Path) -> str:
+    uri = f"sqlite:///{tmp_path / 'src.db'}"
+    write_table(uri, "interactions", canonical_rows(), indexes=[("ts",)])
+    return uri
+
+
+def test_unchanged_data_is_reused_changed_data_is_new(tmp_path: Path, sqlite_uri: str, caplog: pytest.LogCaptureFixture) -> None:
+    snaps = tmp_path / "snaps"
+    first = extract_snapshot(sqlite_uri, "rankloop", START, END, snaps, batch_rows=50)
+    with caplog.at_level(logging.INFO, logger="sources"):
+        again = extract_snapshot(sqlite_uri, "rankloop", START, END, snaps, batch_rows=33)
+    assert (first.reused, again.reused) == (False, True)
+    assert again.digest == first.digest and again.path == first.path
+    assert any("reused" in r.getMessage() for r in caplog.records)
+    write_table(sqlite_uri, "interactions", canonical_rows().slice(0, 300), mode="replace")
+    changed = extract_snapshot(sqlite_uri, "rankloop", START, END, snaps)
+    assert not changed.reused and changed.digest != first.digest
+    assert changed.previous == {"digest": first.digest, "rows_before": 200, "rows_after": 100, "changed": True}
+    assert first.path.is_file()  # the old snapshot is immutable and kept
+    key = next(iter(read_index(snaps)))
+    assert read_index(snaps)[key]["digest"] == changed.digest and "src.db" in key
+
+
+def test_manifest_records_window_mapping_and_checksum(tmp_path: Path, sqlite_uri: str) -> None:
+    snap = extract_snapshot(sqlite_uri, "rankloop", START, END, tmp_path / "snaps")
+    manifest = json.loads((snap.path.parent / "manifest.json").read_text())
+    assert manifest["rows"] == 200 and manifest["mapping"] == "rankloop" and len(manifest["mapping_hash"]) == 64
+    assert manifest["start"] == START.isoformat() and manifest["digest"] == snap.digest
+    assert manifest["min_ts"] == START.isoformat()
+    info = snapshot_dataset_info(snap)
+    assert info["digest"] == snap.digest and info["profile"]["rows"] == 200 and "ts" in info["schema"]
+
+
+def test_leftover_temp_dir_is_ignored_and_cleaned(tmp_path: Path, sqlite_uri: str) -> None:
+    snaps = tmp_path / "snaps"
+    stale = snaps / ".tmp-999999999-abc"
+    stale.mkdir(parents=True)
+    (stale / "data.parquet").write_bytes(b"half written")
+    snap = extract_snapshot(sqlite_uri, "rankloop", START, END, snaps)
+    assert not stale.exists()
+    assert load_snapshot(snap.digest[:10], snaps).num_rows == 200
+    assert [p.name for p in snaps.iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_failed_extraction_leaves_no_snapshot(tmp_path: Path) -> None:
+    from rankloop.errors import SourceError
+
+    uri = f"sqlite:///{tmp_path / 'src.db'}"
+    write_table(uri, "interactions", pa.table({"event_id": ["a"]}))
+    with pytest.raises(SourceError):
+        extract_snapshot(uri, "rankloop", START, END, tmp_path / "snaps")
+    assert [p.name for p in (tmp_path / "snaps").iterdir()] == []
+
+
+def test_cli_extract_json(tmp_path: Path, sqlite_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rankloop.cli import app
+
+    monkeypatch.setenv("RANKLOOP_HOME", str(tmp_path / "home"))
+    args = ["extract", "--source", sqlite_uri, "--start", START.isoformat(), "--end", END.isoformat(), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output.strip().splitlines()[-1])
+    assert payload["rows"] == 200 and payload["reused"] is False and Path(payload["path"]).is_file()
+    again = json.loads(CliRunner().invoke(app, args).output.strip().splitlines()[-1])
+    assert again["reused"] is True and again["digest"] == payload["digest"]
+
+
+def test_cli_extract_fails_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rankloop.cli import app
+
+    monkeypatch.setenv("RANKLOOP_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(app, ["extract", "--source", f"sqlite:///{tmp_path / 'none.db'}",
+                                      "--start", "2025-01-01", "--end", "2025-01-02"])
+    assert result.exit_code == 2
+    assert "not_found" in result.output and "none.db" in result.output
