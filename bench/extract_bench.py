@@ -67,10 +67,10 @@ def run_variant(variant: str, uri: str, rows: int, window_rows: int) -> dict[str
     start, end = window(window_rows)
     with tempfile.TemporaryDirectory() as tmp:
         mapping = mapping_file(Path(tmp))
+        from rankloop.schema import INTERACTION_SCHEMA
         from sources.mapping import load_mapping
         from sources.sql_reader import build_query, typed_leaves
         from sources.transform import leaf_aliases
-        from rankloop.schema import INTERACTION_SCHEMA
 
         spec, _ = load_mapping(mapping)
         leaves = typed_leaves(spec, INTERACTION_SCHEMA, leaf_aliases(spec))

@@ -12,6 +12,7 @@ import pytest
 
 from rankloop.schema import TRAIT_COLUMNS
 from sources import extract_snapshot, load_snapshot, read_catalog, write_collection, write_table
+
 from .conftest import END, MYSQL_URI, PG_URI, START, canonical_rows, in_window
 
 
