@@ -1,0 +1,28 @@
+"""The model registry: manifests, the promotion gate, atomic promotion/rollback, the ledger, the serving loader.
+
+MLflow is the store: each kind is a registered model ``rankloop.<kind>`` whose aliases ``champion``
+and ``previous`` say what serves; the ledger is the experiment ``rankloop-ledger``.
+
+Exports resolve lazily: ``rankloop.settings`` imports ``registry.config`` and must not pull in MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Decision": "registry.decision", "Verdict": "registry.decision", "log_decision": "registry.decision",
+    "OPEEvidence": "registry.gate", "paired_bootstrap": "registry.gate", "policy_gate": "registry.gate",
+    "ranker_gate": "registry.gate", "LedgerEntry": "registry.ledger", "history": "registry.ledger",
+    "LoadedModel": "registry.loader", "load": "registry.loader", "KINDS": "registry.manifest",
+    "build_manifest": "registry.manifest", "verify": "registry.manifest", "promote": "registry.promote",
+    "rollback": "registry.promote", "publish": "registry.publish",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'registry' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

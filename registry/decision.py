@@ -1,0 +1,108 @@
+"""The record of one promotion-gate decision, and how it is logged to an MLflow run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Verdict(StrEnum):
+    """PASS: promote. HOLD: keep the champion (inconclusive or worse). FAIL: the challenger is broken."""
+
+    PASS = "PASS"
+    HOLD = "HOLD"
+    FAIL = "FAIL"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One gate decision: verdict, why, the figures it rests on, and which versions it compared."""
+
+    kind: str
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    figures: dict[str, float | int | str | None] = field(default_factory=dict)
+    challenger_version: int | None = None
+    champion_version: int | None = None
+    timestamp: str = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.verdict, Verdict):
+            object.__setattr__(self, "verdict", Verdict(self.verdict))
+        object.__setattr__(self, "reasons", tuple(self.reasons))
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is Verdict.PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (NaN/inf figures become None)."""
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        data["reasons"] = list(self.reasons)
+        data["figures"] = {k: _finite_or_none(v) for k, v in self.figures.items()}
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decision:
+        return cls(**{**data, "reasons": tuple(data.get("reasons", ())), "verdict": Verdict(data["verdict"])})
+
+    @classmethod
+    def from_json(cls, text: str) -> Decision:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def manual(cls, kind: str, version: int, champion: int | None, reason: str) -> Decision:
+        """The record of a gate that was skipped by hand (a forced promotion or a rollback)."""
+        return cls(kind, Verdict.PASS, (f"gate skipped by hand: {reason}",), {"forced": 1}, version, champion)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def log_decision(decision: Decision, *, run_id: str | None = None, client: Any = None) -> None:
+    """Log a decision to an MLflow run: ``gate/decision.json``, ``gate.*`` tags and numeric figures as metrics.
+
+    Args:
+        decision: the record to log.
+        run_id: the run; default the active run.
+        client: an ``MlflowClient``; default one for the current tracking URI.
+    """
+    import mlflow
+
+    client = client or mlflow.MlflowClient()
+    run_id = run_id or _active_run_id(mlflow)
+    client.log_dict(run_id, decision.to_dict(), "gate/decision.json")
+    tags = {
+        "gate.kind": decision.kind,
+        "gate.verdict": decision.verdict.value,
+        "gate.challenger": str(decision.challenger_version),
+        "gate.champion": str(decision.champion_version),
+        "gate.reasons": "; ".join(decision.reasons)[:4900],
+    }
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    for key, value in decision.figures.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            client.log_metric(run_id, f"gate.{key}", float(value))
+
+
+def _active_run_id(mlflow: Any) -> str:
+    run = mlflow.active_run()
+    if run is None:
+        raise ValueError("log_decision needs run_id= or an active MLflow run; found neither")
+    return run.info.run_id

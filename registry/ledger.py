@@ -1,0 +1,170 @@
+"""The append-only ledger of alias moves, kept in the registry's own store.
+
+Each promotion or rollback is one run of the MLflow experiment ``rankloop-ledger``: its immutable
+facts are params (kind, action, actor, reason, forced, the alias moves, the decision record), and a
+tag ``ledger.status`` goes ``pending`` (written before any alias moves) -> ``committed`` (after) or
+``aborted`` (the move was undone). Written ahead like this, a crash between moving the aliases and
+committing leaves a visible ``pending`` entry instead of an unrecorded move.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from rankloop.settings import Settings
+from registry.decision import Decision
+from registry.manifest import check_kind
+from registry.store import make_client
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "rankloop-ledger"
+PENDING, COMMITTED, ABORTED = "pending", "committed", "aborted"
+
+
+def default_actor() -> str:
+    """Who is acting: ``RANKLOOP_ACTOR`` when set, else the login name."""
+    return os.environ.get("RANKLOOP_ACTOR") or getpass.getuser()
+
+
+@dataclass(frozen=True)
+class Move:
+    """One alias moving from one version (None: unset) to another (None: removed)."""
+
+    alias: str
+    from_version: int | None
+    to_version: int | None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One alias move as the ledger recorded it."""
+
+    when: str
+    actor: str
+    kind: str
+    action: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    reason: str
+    forced: bool
+    status: str
+    operation_id: str
+    decision: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _experiment_id(client: MlflowClient) -> str:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(EXPERIMENT)
+    except MlflowException:  # created concurrently by another process
+        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def open_entry(client: MlflowClient, *, kind: str, action: str, actor: str, reason: str, forced: bool,
+               moves: list[Move], decision: Decision) -> str:
+    """Write a ``pending`` ledger entry for an operation; returns its id (the run id)."""
+    now_ns = time.time_ns()
+    params = {
+        "kind": kind, "action": action, "actor": actor, "reason": reason[:5000], "forced": str(forced).lower(),
+        "when": datetime.fromtimestamp(now_ns / 1e9, UTC).isoformat(), "ts_ns": str(now_ns),
+        "moves": json.dumps([m.__dict__ for m in moves]),
+    }
+    tags = {"ledger.kind": kind, "ledger.status": PENDING, "ledger.ts_ns": str(now_ns),
+            "mlflow.runName": f"{action} {kind} -> {moves[-1].to_version}", "ledger.decision": decision.to_json()[:7900]}
+    run = client.create_run(_experiment_id(client), tags=tags)
+    run_id = run.info.run_id
+    try:
+        client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+        client.log_dict(run_id, decision.to_dict(), "decision.json")
+    except BaseException as e:
+        abort(client, run_id, e)
+        raise
+    return run_id
+
+
+def commit(client: MlflowClient, entry_id: str) -> None:
+    """Mark an entry committed: the moves it records happened."""
+    client.set_tag(entry_id, "ledger.status", COMMITTED)
+    client.set_terminated(entry_id, "FINISHED")
+
+
+def abort(client: MlflowClient, entry_id: str, error: BaseException) -> None:
+    """Mark an entry aborted (the moves were undone); never raises, logs instead."""
+    try:
+        client.set_tag(entry_id, "ledger.status", ABORTED)
+        client.set_tag(entry_id, "ledger.error", f"{type(error).__name__}: {error}"[:4000])
+        client.set_terminated(entry_id, "FAILED")
+    except Exception as e:  # the store may be what failed; the entry then stays 'pending'
+        log.error("could not mark ledger entry %s aborted: %s", entry_id, e)
+
+
+def history(kind: str, *, client: MlflowClient | None = None, settings: Settings | None = None,
+            include_aborted: bool = False) -> list[LedgerEntry]:
+    """Every alias move of a kind, oldest first (aborted operations only when asked).
+
+    Args:
+        kind: the model kind.
+        client, settings: MLflow client and settings (defaults from the environment).
+        include_aborted: also list the moves of operations that were undone.
+
+    Returns:
+        One entry per alias move; the moves of one operation share ``operation_id``.
+    """
+    check_kind(kind)
+    client = client or make_client(settings)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment.experiment_id], f"tags.`ledger.kind` = '{kind}'",
+                                  max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    runs.sort(key=lambda r: int(r.data.tags.get("ledger.ts_ns", 0)))
+    entries = [e for run in runs for e in _entries(run)]
+    return [e for e in entries if include_aborted or e.status != ABORTED]
+
+
+def _entries(run: Any) -> list[LedgerEntry]:
+    p, tags = run.data.params, run.data.tags
+    decision = json.loads(tags["ledger.decision"]) if _is_json(tags.get("ledger.decision")) else None
+    return [
+        LedgerEntry(
+            when=p.get("when", ""), actor=p.get("actor", ""), kind=p.get("kind", ""), action=p.get("action", ""),
+            alias=m["alias"], from_version=m["from_version"], to_version=m["to_version"], reason=p.get("reason", ""),
+            forced=p.get("forced") == "true", status=tags.get("ledger.status", PENDING),
+            operation_id=run.info.run_id, decision=decision,
+        )
+        for m in json.loads(p.get("moves", "[]"))
+    ]
+
+
+def _is_json(text: str | None) -> bool:
+    if not text:
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

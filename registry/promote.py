@@ -1,0 +1,205 @@
+"""Atomic promotion and rollback: verify, write the ledger ahead, move the aliases, commit.
+
+Order of one operation (each name is a failure-injection point, see ``faults``)::
+
+    manifest      read the version's manifest and check it against its recorded digest
+    verify        download the version, compare every sha256, install it in the local cache
+    gate          the decision must PASS, be about this version and the current champion (unless forced)
+    ledger_write  write the ledger entry as 'pending'
+    move_previous alias 'previous' -> the old champion (skipped without a champion)
+    move_champion alias 'champion' -> the new version
+    ledger_commit mark the ledger entry 'committed'
+
+Nothing moves before ``ledger_write``. A failure at or after ``move_previous`` restores both
+aliases to the snapshot taken at the start and marks the ledger entry 'aborted'.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from mlflow.tracking import MlflowClient
+
+from rankloop.errors import Reason, RegistryError
+from rankloop.settings import Settings
+from registry import ledger
+from registry.cache import ModelCache
+from registry.decision import Decision
+from registry.manifest import check_kind
+from registry.store import CHAMPION, PREVIOUS, aliases, get_version, make_client, read_manifest, set_alias
+
+log = logging.getLogger(__name__)
+
+STEPS: tuple[str, ...] = (
+    "manifest", "verify", "gate", "ledger_write", "move_previous", "move_champion", "ledger_commit",
+)
+
+
+class InjectedFault(RuntimeError):
+    """Raised at a step named in ``faults`` (tests prove that nothing moves)."""
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """What an operation did."""
+
+    kind: str
+    version: int
+    previous_champion: int | None
+    entry_id: str
+    action: str
+
+
+def _fault_hook(faults: Collection[str]) -> Callable[[str], None]:
+    unknown = sorted({f.split(":")[0] for f in faults} - set(STEPS))
+    if unknown:
+        raise ValueError(f"unknown fault step(s) {unknown}; expected names from {list(STEPS)} (optionally ':after')")
+
+    def hit(point: str) -> None:
+        if point in faults:
+            raise InjectedFault(f"injected failure at {point}")
+
+    return hit
+
+
+def promote(kind: str, version: int, *, decision: Decision | None, actor: str, reason: str, forced: bool = False,
+            client: MlflowClient | None = None, settings: Settings | None = None,
+            faults: Collection[str] = ()) -> MoveResult:
+    """Make ``version`` the champion of ``kind``; the old champion becomes ``previous``.
+
+    Args:
+        kind, version: what to promote.
+        decision: the gate's decision for this version against the current champion (may be None when forced).
+        actor: who promotes (recorded in the ledger); reason: why (required).
+        forced: skip the gate (a manual promotion); checksums are still verified.
+        client, settings: MLflow client and settings (defaults from the environment).
+        faults: step names (``"verify"``) or ``"<step>:after"`` at which to raise InjectedFault.
+
+    Returns:
+        The MoveResult.
+
+    Raises:
+        RegistryError: refused (no alias moved): NOT_FOUND, CHECKSUM, GATE, REFUSED.
+    """
+    check_kind(kind)
+    return _move(kind, int(version), action="promote", decision=decision, actor=actor, reason=reason,
+                 forced=forced, client=client, settings=settings, faults=faults)
+
+
+def rollback(kind: str, *, to: int | None = None, actor: str, reason: str, client: MlflowClient | None = None,
+             settings: Settings | None = None, faults: Collection[str] = ()) -> MoveResult:
+    """Make ``to`` (default: the version holding ``previous``) the champion; the champion becomes ``previous``.
+
+    The gate is skipped (recorded as forced); checksums are verified.
+
+    Raises:
+        RegistryError: NOT_FOUND (no previous, unknown version), REFUSED (already champion), CHECKSUM.
+    """
+    check_kind(kind)
+    client = client or make_client(settings)
+    state = aliases(client, kind)
+    target = to if to is not None else state.get(PREVIOUS)
+    if target is None:
+        raise RegistryError(f"{kind} has no 'previous' version to roll back to; name one with --to",
+                            reason=Reason.NOT_FOUND, details={"aliases": state})
+    return _move(kind, int(target), action="rollback", decision=None, actor=actor, reason=reason,
+                 forced=True, client=client, settings=settings, faults=faults)
+
+
+def _move(kind: str, version: int, *, action: str, decision: Decision | None, actor: str, reason: str,
+          forced: bool, client: MlflowClient | None, settings: Settings | None,
+          faults: Collection[str]) -> MoveResult:
+    if not reason or not reason.strip():
+        raise ValueError(f"a {action} needs a reason (recorded in the ledger), got {reason!r}")
+    hit = _fault_hook(faults)
+    settings = settings or Settings()
+    client = client or make_client(settings)
+    state = aliases(client, kind)
+    champion = state.get(CHAMPION)
+    get_version(client, kind, version)
+    if champion == version:
+        raise RegistryError(f"{kind} version {version} already is the champion", reason=Reason.REFUSED)
+    manifest = _step(hit, "manifest", lambda: read_manifest(client, kind, version))
+    _step(hit, "verify", lambda: _verify(client, settings, kind, version, manifest))
+    decision = decision if not forced else (decision or Decision.manual(kind, version, champion, reason))
+    _step(hit, "gate", lambda: _check_gate(kind, version, champion, decision, forced))
+    moves = _planned_moves(state, version)
+    hit("ledger_write")
+    entry = ledger.open_entry(client, kind=kind, action=action, actor=actor, reason=reason, forced=forced,
+                              moves=moves, decision=decision)
+    try:
+        hit("ledger_write:after")
+        for move in moves:
+            _step(hit, f"move_{move.alias}", lambda m=move: set_alias(client, kind, m.alias, m.to_version))
+        _step(hit, "ledger_commit", lambda: ledger.commit(client, entry))
+    except BaseException as e:
+        _restore(client, kind, state, entry, e)
+        raise RegistryError(f"{action} of {kind} version {version} failed and was undone: {e}",
+                            reason=Reason.REFUSED, details={"aliases": state}) from e
+    log.info("%s: %s version %d is champion (was %s), by %s: %s", action, kind, version, champion, actor, reason)
+    return MoveResult(kind, version, champion, entry, action)
+
+
+def _step(hit: Callable[[str], None], name: str, action: Callable[[], object]) -> object:
+    hit(name)
+    result = action()
+    hit(f"{name}:after")
+    return result
+
+
+def _verify(client: MlflowClient, settings: Settings, kind: str, version: int, manifest: dict) -> None:
+    cache = ModelCache(settings.cache_dir / "models")
+    tampered = cache.problems(kind, version, manifest)
+    if tampered:
+        path = cache.version_dir(kind, version)
+        raise RegistryError(
+            f"the cached copy of {kind} version {version} at {path} fails its checksums: {tampered}; "
+            f"investigate, then delete {path} to download it again",
+            reason=Reason.CHECKSUM, details={"kind": kind, "version": version, "problems": tampered},
+        )
+    cache.install(client, kind, version, manifest)
+
+
+def _check_gate(kind: str, version: int, champion: int | None, decision: Decision | None, forced: bool) -> None:
+    if forced:
+        return
+    problems = _gate_problems(kind, version, champion, decision)
+    if problems:
+        raise RegistryError(f"the gate does not allow {kind} version {version}: {'; '.join(problems)}",
+                            reason=Reason.GATE, details={"problems": problems})
+
+
+def _gate_problems(kind: str, version: int, champion: int | None, decision: Decision | None) -> list[str]:
+    if decision is None:
+        return ["no gate decision given"]
+    problems = []
+    if (decision.kind, decision.challenger_version) != (kind, version):
+        problems.append(f"the decision is about {decision.kind} version {decision.challenger_version}")
+    if decision.champion_version != champion:
+        problems.append(f"the decision compared with champion {decision.champion_version}, "
+                        f"but the champion is now {champion}")
+    if not decision.passed:
+        problems.append(f"verdict {decision.verdict.value}: {'; '.join(decision.reasons)}")
+    return problems
+
+
+def _planned_moves(state: dict[str, int], version: int) -> list[ledger.Move]:
+    champion = state.get(CHAMPION)
+    moves = [] if champion is None else [ledger.Move(PREVIOUS, state.get(PREVIOUS), champion)]
+    return [*moves, ledger.Move(CHAMPION, champion, version)]
+
+
+def _restore(client: MlflowClient, kind: str, state: dict[str, int], entry: str, error: BaseException) -> None:
+    failed = []
+    for alias in (CHAMPION, PREVIOUS):
+        try:
+            set_alias(client, kind, alias, state.get(alias))
+        except Exception as e:
+            failed.append(f"{alias}: {e}")
+    ledger.abort(client, entry, error)
+    if failed:
+        log.critical("could not restore %s aliases to %s after a failed move: %s", kind, state, failed)
+        raise RegistryError(f"aliases of {kind} could not be restored to {state}: {failed}",
+                            reason=Reason.REFUSED, details={"aliases": state, "failed": failed}) from error
