@@ -18,6 +18,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow
+import yaml
 
 from models.linucb import META_FILE as LINUCB_META
 from models.linucb import LinUCB
@@ -26,7 +27,7 @@ from models.qlearning import META_FILE as QTABLE_META
 from models.qlearning import QTable, encode_states
 from models.thompson import META_FILE as BANDIT_META
 from models.thompson import BetaTables
-from rankloop.errors import RegistryError, Reason
+from rankloop.errors import Reason, RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class PolicyTablesModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.table = load_tables(Path(context.artifacts["tables"]))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input, params=None):  # untyped: MLflow cannot infer a signature from ours
         frame = pd.DataFrame(model_input)
         if isinstance(self.table, BetaTables):
             return self.table.mean(frame["item_id"].tolist())
@@ -65,6 +66,18 @@ class PolicyTablesModel(mlflow.pyfunc.PythonModel):
             rows = frame.to_dict("records")
             return np.array([self.table.scores(row, [row["item_id"]])[0] for row in rows])
         return self.table.best_actions(encode_states(frame, self.table.settings))
+
+
+def download_policy_tables(model_uri: str, dst: Path) -> Path:
+    """Download a registered policy model and return its table directory (``tables`` artifact)."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    try:
+        relative = mlmodel["flavors"]["python_function"]["artifacts"]["tables"]["path"]
+    except KeyError as e:
+        raise RegistryError(f"{model_uri} is not a policy-table model: its MLmodel has no 'tables' artifact",
+                            reason=Reason.NOT_FOUND, details={"model_uri": model_uri}) from e
+    return local / relative
 
 
 def _numeric(name: str, values: Mapping[str, Any]) -> dict[str, float]:

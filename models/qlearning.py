@@ -90,7 +90,7 @@ def encode_states(frame: pd.DataFrame, settings: QLearningSettings) -> np.ndarra
         digits.append(np.where(np.isnan(v), bins, code))
     for col, vocab in (("content_type", settings.content_types), ("mood", settings.moods),
                        ("time_of_day", settings.times_of_day)):
-        digits.append(_vocab_codes(frame[col] if col in frame else None, vocab, n))
+        digits.append(_vocab_codes(frame.get(col), vocab, n))
     code = np.zeros(n, dtype=np.int64)
     for digit, radix in zip(digits, _radices(settings), strict=True):
         code = code * radix + digit
