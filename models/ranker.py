@@ -1,0 +1,382 @@
+"""The LightGBM LambdaRank ranker, with the scikit-learn estimator contract.
+
+``Ranker(...)`` only stores its parameters; ``fit`` checks every ranking invariant up front and
+reports all problems in one message, trains with early stopping on validation NDCG@10 and keeps
+the learned state in attributes ending in ``_``; ``save``/``load`` use LightGBM's native text
+format (never pickle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from lightgbm.basic import _ConfigAliases
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+
+from models.config import RANKER_PARAM_NAMES, RankerSettings
+
+logger = logging.getLogger(__name__)
+
+# LightGBM parameters the Ranker sets itself; extra_params may not name them (or an alias).
+_OWNED_LGB_PARAMS: tuple[str, ...] = (
+    "objective", "metric", "eval_at", "verbosity", "num_iterations", "early_stopping_round",
+    "first_metric_only", "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction",
+    "bagging_fraction", "bagging_freq", "lambdarank_truncation_level", "num_threads", "seed",
+    "deterministic", "force_row_wise", "force_col_wise",
+)
+_DEFAULT_LABEL_GAIN_SIZE = 31  # LightGBM's default label_gain covers labels 0..30
+_BAD_NAME_CHARS = frozenset('",:[]{}')
+_EXAMPLES = 5
+
+
+class _StopOnMetric:
+    """Run ``lightgbm.early_stopping(first_metric_only=True)`` with ``metric`` moved to the front.
+
+    LightGBM sorts ``eval_at``, so ``ndcg@5`` would otherwise be the "first metric" that drives
+    stopping. Reordering the evaluation list the inner callback sees (and only it) makes
+    NDCG@10 decide, while the recorded history keeps LightGBM's order.
+    """
+
+    def __init__(self, metric: str, stopping_rounds: int):
+        self.metric = metric
+        self.inner = lgb.early_stopping(stopping_rounds, first_metric_only=True, verbose=False)
+        self.order = self.inner.order
+        self.before_iteration = False
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        results = env.evaluation_result_list or []
+        front = sorted(results, key=lambda r: r[1] != self.metric)  # stable; r[1] is the metric name
+        if dataclasses.is_dataclass(env):
+            self.inner(dataclasses.replace(env, evaluation_result_list=front))
+        else:  # lightgbm < 4.7: CallbackEnv is a namedtuple
+            self.inner(env._replace(evaluation_result_list=front))
+
+
+class Ranker(BaseEstimator):
+    """LightGBM LambdaRank over a pandas feature frame; parameters as in :class:`RankerSettings`."""
+
+    def __init__(
+        self,
+        *,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 50,
+        n_estimators: int = 400,
+        early_stopping_rounds: int = 30,
+        feature_fraction: float = 0.9,
+        bagging_fraction: float = 0.9,
+        bagging_freq: int = 1,
+        lambdarank_truncation_level: int = 20,
+        num_threads: int = 0,
+        seed: int = 42,
+        extra_params: dict[str, Any] | None = None,
+    ):
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.n_estimators = n_estimators
+        self.early_stopping_rounds = early_stopping_rounds
+        self.feature_fraction = feature_fraction
+        self.bagging_fraction = bagging_fraction
+        self.bagging_freq = bagging_freq
+        self.lambdarank_truncation_level = lambdarank_truncation_level
+        self.num_threads = num_threads
+        self.seed = seed
+        self.extra_params = extra_params
+
+    @classmethod
+    def from_settings(cls, settings: RankerSettings) -> Ranker:
+        """A Ranker with the parameters of ``settings`` (the split fields are not Ranker parameters)."""
+        return cls(**settings.ranker_params())
+
+    # --- training ------------------------------------------------------------------------
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: Any,
+        *,
+        group: Any,
+        eval_set: Sequence[tuple[pd.DataFrame, Any]] | None = None,
+        eval_group: Sequence[Any] | None = None,
+        eval_at: Sequence[int] = (5, 10),
+        callbacks: Sequence[Callable[..., Any]] | None = None,
+    ) -> Self:
+        """Train on ``X`` (rows of one query contiguous, in ``group`` order).
+
+        Args:
+            X: numeric feature frame, one row per impression.
+            y: non-negative integer relevance labels, one per row.
+            group: query (slate) sizes in row order; they add up to ``len(X)``.
+            eval_set: validation ``(X, y)`` pairs; the first drives early stopping on NDCG@max(eval_at).
+            eval_group: the group sizes of each validation pair.
+            eval_at: NDCG cut-offs recorded per iteration; the largest (10) drives early stopping.
+            callbacks: extra LightGBM callbacks.
+
+        Returns:
+            self, with ``booster_``, ``feature_names_``, ``feature_dtypes_``, ``best_iteration_`` and
+            ``evals_result_`` (``{"train"|"valid": {"ndcg@5"|"ndcg@10": [value per iteration]}}``).
+        """
+        settings = self._validated_settings()
+        eval_at = _checked_eval_at(eval_at)
+        labels, sizes, evals = _validated_training_inputs(
+            X, y, group, eval_set, eval_group, self._label_limit()
+        )
+        names = [str(c) for c in X.columns]
+        params = self._lgb_params(settings, eval_at)
+        train_set = _dataset(X, labels, sizes, names, params)
+        valid_sets = [train_set] + [_dataset(Xv, yv, gv, names, params, train_set) for Xv, yv, gv in evals]
+        valid_names = ["train"] + [_valid_name(i) for i in range(len(evals))]
+        history: dict[str, Any] = {}
+        hooks = [lgb.record_evaluation(history), *(callbacks or [])]
+        if evals:
+            hooks.append(_StopOnMetric(f"ndcg@{max(eval_at)}", settings.early_stopping_rounds))
+        logger.info("training LambdaRank on %d rows in %d queries, %d features", len(X), len(sizes), len(names))
+        booster = lgb.train(params, train_set, settings.n_estimators, valid_sets=valid_sets,
+                            valid_names=valid_names, callbacks=hooks)
+        self.booster_ = booster
+        self.feature_names_ = names
+        self.feature_dtypes_ = {name: str(X[name].dtype) for name in names}
+        self.best_iteration_ = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
+        self.evals_result_ = {name: {m: list(v) for m, v in metrics.items()} for name, metrics in history.items()}
+        logger.info("best iteration %d of %d trained", self.best_iteration_, len(history["train"][f"ndcg@{eval_at[0]}"]))
+        return self
+
+    def _validated_settings(self) -> RankerSettings:
+        params = {name: getattr(self, name) for name in RANKER_PARAM_NAMES}
+        params["extra_params"] = dict(self.extra_params or {})
+        settings = RankerSettings(**params)
+        clashes = sorted(k for k in settings.extra_params if k in _owned_aliases())
+        if clashes:
+            raise ValueError(
+                f"extra_params may not set {clashes}: the Ranker sets these itself "
+                "(use the named parameters instead)"
+            )
+        return settings
+
+    def _label_limit(self) -> int:
+        gain = (self.extra_params or {}).get("label_gain")
+        return len(gain) if gain is not None else _DEFAULT_LABEL_GAIN_SIZE
+
+    @staticmethod
+    def _lgb_params(settings: RankerSettings, eval_at: list[int]) -> dict[str, Any]:
+        return {
+            "objective": "lambdarank",
+            "metric": "ndcg",
+            "eval_at": eval_at,
+            "learning_rate": settings.learning_rate,
+            "num_leaves": settings.num_leaves,
+            "min_data_in_leaf": settings.min_child_samples,
+            "feature_fraction": settings.feature_fraction,
+            "bagging_fraction": settings.bagging_fraction,
+            "bagging_freq": settings.bagging_freq,
+            "lambdarank_truncation_level": settings.lambdarank_truncation_level,
+            "num_threads": settings.num_threads,
+            "seed": settings.seed,
+            "deterministic": True,
+            "force_row_wise": True,  # with deterministic: the same model on every machine and run
+            "verbosity": -1,
+            **settings.extra_params,
+        }
+
+    # --- inference -----------------------------------------------------------------------
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Scores of the rows of ``X`` (columns are matched by name, in any order); shape (n,)."""
+        self._check_fitted()
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"X must be a pandas DataFrame, found {type(X).__name__}")
+        problems = _column_problems(X, self.feature_names_, "X")
+        _raise_problems([], problems, "predict")
+        type_problems = _dtype_problems(X, "X")
+        _raise_problems(type_problems, [], "predict")
+        matrix = _matrix(X[self.feature_names_])
+        return self.booster_.predict(matrix, num_iteration=self.best_iteration_)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "booster_"):
+            raise NotFittedError("this Ranker is not fitted yet: call fit(X, y, group=...) or Ranker.load(path) first")
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "booster_")
+
+    # --- persistence ---------------------------------------------------------------------
+    def model_to_string(self) -> str:
+        """The model in LightGBM's native text format, cut at the best iteration."""
+        self._check_fitted()
+        return self.booster_.model_to_string(num_iteration=self.best_iteration_)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model as LightGBM text to ``path`` atomically (temp file, then os.replace)."""
+        target = Path(path)
+        text = self.model_to_string()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Ranker:
+        """A fitted Ranker from a LightGBM text model written by :meth:`save`."""
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"no LightGBM model file at {str(source)!r}")
+        try:
+            booster = lgb.Booster(model_str=source.read_text(encoding="utf-8"))
+        except lgb.basic.LightGBMError as e:
+            raise ValueError(f"{str(source)!r} is not a LightGBM text model: {e}") from e
+        ranker = cls(**_params_from_booster(booster.params))
+        ranker.booster_ = booster
+        ranker.feature_names_ = booster.feature_name()
+        ranker.feature_dtypes_ = {}  # the text model does not record the training dtypes
+        ranker.best_iteration_ = booster.current_iteration()
+        ranker.evals_result_ = {}
+        return ranker
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def _owned_aliases() -> set[str]:
+    return set(_ConfigAliases.get(*_OWNED_LGB_PARAMS)) | {"n_estimators", "early_stopping_rounds"}
+
+
+def _params_from_booster(params: dict[str, Any]) -> dict[str, Any]:
+    mapping = {
+        "learning_rate": "learning_rate", "num_leaves": "num_leaves", "min_child_samples": "min_data_in_leaf",
+        "n_estimators": "num_iterations", "feature_fraction": "feature_fraction",
+        "bagging_fraction": "bagging_fraction", "bagging_freq": "bagging_freq",
+        "lambdarank_truncation_level": "lambdarank_truncation_level", "num_threads": "num_threads", "seed": "seed",
+    }
+    return {ours: params[theirs] for ours, theirs in mapping.items() if theirs in params}
+
+
+def _valid_name(index: int) -> str:
+    return "valid" if index == 0 else f"valid_{index}"
+
+
+def _checked_eval_at(eval_at: Sequence[int]) -> list[int]:
+    values = list(eval_at)
+    bad = [k for k in values if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1]
+    if not values or bad:
+        raise ValueError(f"eval_at must be positive ints, found {values!r} (bad: {bad!r})")
+    return sorted({int(k) for k in values})
+
+
+def _matrix(X: pd.DataFrame) -> np.ndarray:
+    return X.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _dataset(X, labels, sizes, names, params, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+    return lgb.Dataset(
+        _matrix(X[names]), label=labels, group=sizes, feature_name=names,
+        reference=reference, free_raw_data=True, params=params,
+    )
+
+
+def _raise_problems(type_problems: list[str], value_problems: list[str], context: str) -> None:
+    problems = type_problems + value_problems
+    if not problems:
+        return
+    message = f"{context}: {len(problems)} problem(s) with the input:\n- " + "\n- ".join(problems)
+    raise (TypeError if type_problems else ValueError)(message)
+
+
+def _dtype_problems(X: pd.DataFrame, what: str) -> list[str]:
+    bad = [f"{c!r} ({X[c].dtype})" for c in X.columns if not pd.api.types.is_numeric_dtype(X[c].dtype)]
+    if not bad:
+        return []
+    return [f"{what} columns must be numeric (int, float or bool); non-numeric: {', '.join(bad)}"]
+
+
+def _name_problems(X: pd.DataFrame, what: str) -> tuple[list[str], list[str]]:
+    not_str = [repr(c) for c in X.columns if not isinstance(c, str)]
+    odd = [c for c in X.columns if isinstance(c, str) and (_BAD_NAME_CHARS & set(c) or any(ch.isspace() for ch in c))]
+    dupes = sorted({str(c) for c in X.columns[X.columns.duplicated()]})
+    types = [f"{what} column names must be strings, found {', '.join(not_str)}"] if not_str else []
+    values = [f"{what} column names may not contain whitespace or any of {''.join(sorted(_BAD_NAME_CHARS))}: {odd}"] if odd else []
+    values += [f"{what} has duplicate column names: {dupes}"] if dupes else []
+    return types, values
+
+
+def _column_problems(X: pd.DataFrame, expected: list[str], what: str) -> list[str]:
+    found = [str(c) for c in X.columns]
+    missing = [c for c in expected if c not in set(found)]
+    extra = [c for c in found if c not in set(expected)]
+    if not missing and not extra:
+        return []
+    return [f"{what} columns differ from the training features: missing {missing}, extra {extra}"]
+
+
+def _label_problems(y: Any, n_rows: int, limit: int, what: str) -> tuple[np.ndarray | None, list[str], list[str]]:
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        return None, [], [f"{what} must be one-dimensional, found shape {labels.shape}"]
+    if not (np.issubdtype(labels.dtype, np.number) or labels.dtype == bool):
+        return None, [f"{what} must be numeric, found dtype {labels.dtype}"], []
+    values = labels.astype(np.float64)
+    problems = [] if len(values) == n_rows else [f"{what} has {len(values)} labels for {n_rows} rows"]
+    bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values)) | (values >= limit)
+    if bad.any():
+        examples = ", ".join(f"row {i}: {labels[i].item()!r}" for i in np.flatnonzero(bad)[:_EXAMPLES])
+        problems.append(
+            f"{what} must be integers in 0..{limit - 1}; {int(bad.sum())} bad label(s), e.g. {examples}"
+        )
+    return values, [], problems
+
+
+def _group_problems(group: Any, n_rows: int, what: str) -> tuple[np.ndarray | None, list[str]]:
+    sizes = np.asarray(group)
+    if sizes.ndim != 1 or not np.issubdtype(sizes.dtype, np.number) or len(sizes) == 0:
+        return None, [f"{what} must be a non-empty 1-d sequence of query sizes, found {sizes.dtype} of shape {sizes.shape}"]
+    bad = (sizes <= 0) | (sizes != np.round(sizes))
+    problems = []
+    if bad.any():
+        examples = ", ".join(f"query {i}: {sizes[i].item()!r}" for i in np.flatnonzero(bad)[:_EXAMPLES])
+        problems.append(f"{what} sizes must be positive integers; {int(bad.sum())} bad, e.g. {examples}")
+    if int(np.sum(sizes)) != n_rows:
+        problems.append(f"{what} sizes add up to {int(np.sum(sizes))} but X has {n_rows} rows")
+    return sizes.astype(np.int64), problems
+
+
+def _frame_problems(X: Any, y: Any, group: Any, limit: int, what: str) -> tuple[Any, list[str], list[str]]:
+    if not isinstance(X, pd.DataFrame):
+        raise TypeError(f"{what} X must be a pandas DataFrame, found {type(X).__name__}")
+    name_types, name_values = _name_problems(X, f"{what} X")
+    labels, label_types, label_values = _label_problems(y, len(X), limit, f"{what} labels")
+    sizes, group_values = _group_problems(group, len(X), f"{what} group")
+    types = _dtype_problems(X, f"{what} X") + name_types + label_types
+    values = ([f"{what} X has no rows"] if len(X) == 0 else []) + name_values + label_values + group_values
+    return (labels, sizes), types, values
+
+
+def _validated_training_inputs(X, y, group, eval_set, eval_group, limit):
+    """Check the training and validation inputs together; raise once listing every problem."""
+    (labels, sizes), types, values = _frame_problems(X, y, group, limit, "training")
+    eval_set, eval_group = list(eval_set or []), list(eval_group or [])
+    if len(eval_set) != len(eval_group):
+        values.append(f"eval_set has {len(eval_set)} entries but eval_group has {len(eval_group)}")
+    evals = []
+    for i, (pair, valid_group) in enumerate(zip(eval_set, eval_group, strict=False)):
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise TypeError(f"eval_set[{i}] must be an (X, y) tuple, found {type(pair).__name__}")
+        (v_labels, v_sizes), v_types, v_values = _frame_problems(pair[0], pair[1], valid_group, limit, f"eval_set[{i}]")
+        types += v_types
+        values += v_values + _column_problems(pair[0], [str(c) for c in X.columns], f"eval_set[{i}] X")
+        evals.append((pair[0], v_labels, v_sizes))
+    _raise_problems(types, values, "Ranker.fit")
+    return labels, sizes, evals
