@@ -292,3 +292,25 @@ def refit(previous: QTable | None, slates: pd.DataFrame, settings: QLearningSett
     end_dt = pd.Timestamp(end).to_pydatetime() if end is not None else None
     logger.info("Q-learning replayed %d step(s) over %d state(s)", len(steps), len(states))
     return QTable(states, q, visits, settings, episodes, n_steps, now, end_dt)
+
+
+def step_probabilities(table: QTable, steps: pd.DataFrame, epsilon: float | None = None) -> np.ndarray:
+    """Probability the table's epsilon-greedy policy gives each logged step's action, shape (n,).
+
+    Used twice for OPE of a new table with :func:`models.ope.pdwis`: with the table that logged the
+    slates (``pscore``) and with the new table (``target_prob``).
+    """
+    probs = table.policy_probabilities(steps["state"].to_numpy(dtype=np.int64), epsilon)
+    return probs[np.arange(len(steps)), steps["action"].to_numpy(dtype=np.int64)]
+
+
+def replay_metrics(table: QTable, slates: pd.DataFrame) -> dict[str, float]:
+    """Average slate reward and like rate of the logs, plus the table's numeric coverage figures."""
+    n_items = float(slates["n_items"].sum()) if "n_items" in slates else 0.0
+    out = {
+        "average_reward": float(slates["reward"].mean()) if len(slates) else float("nan"),
+        "like_rate": float(slates["likes"].sum()) / n_items if n_items and "likes" in slates else float("nan"),
+        "epsilon": table.epsilon,
+    }
+    numeric = {k: float(v) for k, v in table.coverage().items() if isinstance(v, int | float)}
+    return out | {f"coverage_{k}": v for k, v in numeric.items()}

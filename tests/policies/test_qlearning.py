@@ -147,3 +147,22 @@ def test_many_steps_replay():
     })
     table = refit(None, frame, SETTINGS, NOW)
     assert table.steps == n and table.visits.sum() == n and np.isfinite(table.q).all()
+
+
+def test_step_probabilities_and_pdwis_of_a_new_table():
+    from models.ope import pdwis
+    from models.qlearning import replay_metrics, step_probabilities
+
+    logs = _slates([("u1", "r1", CTX_A, 4, 1.0, 3), ("u1", "r2", CTX_B, 7, 2.0, 2), ("u2", "r3", CTX_A, 4, 0.0, 1)])
+    old = refit(None, _slates([("u0", "r0", CTX_A, 4, 5.0, 9)]), SETTINGS, NOW - timedelta(hours=5))
+    new = refit(old, logs, SETTINGS, NOW)
+    steps = build_steps(logs, SETTINGS)
+    pscore = step_probabilities(old, steps, epsilon=0.27)
+    assert pscore.tolist() == pytest.approx([0.74, 0.01, 0.74])  # old table: 4 is greedy in CTX_A; CTX_B unseen -> 13
+    target = step_probabilities(new, steps, epsilon=0.0)
+    assert target.tolist() == [1.0, 1.0, 1.0]
+    value = pdwis(steps["user_id"], steps["reward"], pscore, target, gamma=1.0)
+    assert value == pytest.approx(0.5 + 2.0)  # step 0: mean(1, 0); step 1: 2
+    metrics = replay_metrics(new, logs.assign(n_items=2, likes=[1, 0, 1]))
+    assert metrics["average_reward"] == pytest.approx(1.0) and metrics["like_rate"] == pytest.approx(2 / 6)
+    assert metrics["coverage_steps"] == 4.0
