@@ -107,6 +107,14 @@ class LinUCB:
     fitted_at: datetime
     data_end: datetime | None
 
+    def __post_init__(self) -> None:
+        n, d = len(self.arms), self.encoding.dim
+        if self.a.shape != (n, d, d) or self.b.shape != (n, d):
+            raise ValueError(
+                f"LinUCB with {n} arms and context dimension {d} needs A of shape {(n, d, d)} and b of shape "
+                f"{(n, d)}, got {self.a.shape} and {self.b.shape}"
+            )
+
     def _arm_index(self, item_ids: Sequence[Any]) -> np.ndarray:
         lookup = {arm: i for i, arm in enumerate(self.arms)}
         return np.array([lookup.get(str(i), -1) for i in item_ids], dtype=int)

@@ -136,6 +136,14 @@ class QTable:
     fitted_at: datetime
     data_end: datetime | None
 
+    def __post_init__(self) -> None:
+        shape = (len(self.states), N_ACTIONS)
+        if self.q.shape != shape or self.visits.shape != shape:
+            raise ValueError(f"QTable with {len(self.states)} states needs q and visits of shape {shape}, "
+                             f"got {self.q.shape} and {self.visits.shape}")
+        if len(self.states) > 1 and np.any(np.diff(self.states) <= 0):
+            raise ValueError("QTable states must be sorted and unique")
+
     @property
     def epsilon(self) -> float:
         """Exploration rate after the episodes trained so far."""

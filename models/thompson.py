@@ -98,6 +98,16 @@ class BetaTables:
     fitted_at: datetime
     data_end: datetime | None
 
+    def __post_init__(self) -> None:
+        missing = {
+            name: sorted(set(cols) - set(frame.columns))
+            for name, frame, cols in (("items", self.items, ("item_id", "successes", "failures")),
+                                      ("user_items", self.user_items, ("user_id", "item_id", "successes", "failures")))
+            if set(cols) - set(frame.columns)
+        }
+        if missing:
+            raise ValueError(f"BetaTables lacks column(s) {missing}")
+
     # --- posterior ------------------------------------------------------------------
     def _item_params(self, item_ids: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         table = self.items.set_index("item_id")

@@ -83,3 +83,9 @@ def test_changed_features_or_missing_columns_are_refused():
         refit(model, _imps(THREE), LinUCBSettings(context_features=("device", "mood")), NOW)
     with pytest.raises(ValueError, match="success"):
         refit(None, _imps(THREE).drop(columns=["success"]), SETTINGS, NOW)
+
+
+def test_inconsistent_state_is_refused_at_construction():
+    model = refit(None, _imps(THREE), SETTINGS, NOW)
+    with pytest.raises(ValueError, match=r"A of shape \(1, 3, 3\)"):
+        LinUCB(model.arms, model.a[:, :2, :2], model.b, model.encoding, SETTINGS, NOW, None)

@@ -166,3 +166,10 @@ def test_step_probabilities_and_pdwis_of_a_new_table():
     metrics = replay_metrics(new, logs.assign(n_items=2, likes=[1, 0, 1]))
     assert metrics["average_reward"] == pytest.approx(1.0) and metrics["like_rate"] == pytest.approx(2 / 6)
     assert metrics["coverage_steps"] == 4.0
+
+
+def test_inconsistent_table_is_refused_at_construction():
+    with pytest.raises(ValueError, match=r"shape \(2, 27\)"):
+        QTable(np.array([1, 2]), np.zeros((2, 26)), np.zeros((2, 27)), SETTINGS, 0, 0, NOW, None)
+    with pytest.raises(ValueError, match="sorted and unique"):
+        QTable(np.array([2, 1]), np.zeros((2, 27)), np.zeros((2, 27)), SETTINGS, 0, 0, NOW, None)

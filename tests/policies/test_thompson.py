@@ -105,3 +105,9 @@ def test_save_load_round_trip(tmp_path):
 def test_naive_now_is_refused():
     with pytest.raises(ValueError, match="timezone-aware"):
         refit(None, _imps(ROWS), BanditSettings(), datetime(2026, 2, 2))
+
+
+def test_tables_without_count_columns_are_refused():
+    good = refit(None, _imps(ROWS), BanditSettings(), NOW)
+    with pytest.raises(ValueError, match=r"'items': \['failures'\]"):
+        BetaTables(good.items.drop(columns=["failures"]), good.user_items, BanditSettings(), NOW, None)
