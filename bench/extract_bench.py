@@ -1,4 +1,5 @@
-"""Extraction benchmark against the local PostgreSQL: ours vs raw ADBC vs pandas.read_sql.
+"""Extraction benchmark against the local PostgreSQL: ours vs raw ADBC vs pandas.read_sql
+(SQLAlchemy + psycopg2, the usual path, and over an ADBC DBAPI connection).
 
 Each variant runs in a fresh subprocess so its peak RSS is its own. Run from the repo root:
 
@@ -86,12 +87,20 @@ def run_variant(variant: str, uri: str, rows: int, window_rows: int) -> dict[str
             with pg.connect(uri) as conn, conn.cursor() as cur:
                 cur.execute(sql)
                 n = cur.fetch_arrow_table().num_rows
-        else:
+        elif variant == "pandas_adbc":
             import adbc_driver_postgresql.dbapi as pg
             import pandas as pd
 
             with pg.connect(uri) as conn:
                 n = len(pd.read_sql(sql, conn))
+        else:
+            import pandas as pd
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(uri.replace("postgresql://", "postgresql+psycopg2://", 1))
+            with engine.connect() as conn:
+                n = len(pd.read_sql(sqlalchemy.text(sql), conn))
+            engine.dispose()
         seconds = time.perf_counter() - t
     return {"rows": n, "seconds": seconds}
 
@@ -121,13 +130,16 @@ def main() -> None:
         "ours_N/2": measure("ours", args.uri, args.rows, args.rows // 2),
         "ours_N": measure("ours", args.uri, args.rows, args.rows),
         "adbc_raw_N": measure("adbc_raw", args.uri, args.rows, args.rows),
-        "pandas_read_sql_N": measure("pandas", args.uri, args.rows, args.rows),
+        "pandas_sqlalchemy_N": measure("pandas_sqlalchemy", args.uri, args.rows, args.rows),
+        "pandas_adbc_N": measure("pandas_adbc", args.uri, args.rows, args.rows),
     }
     print(f"{'variant':<20}{'rows':>12}{'seconds':>10}{'rows/s':>14}{'peak RSS MB':>14}")
     for name, r in runs.items():
         print(f"{name:<20}{r['rows']:>12,}{r['seconds']:>10.2f}{r['rows_per_s']:>14,.0f}{r['peak_rss_mb']:>14.0f}")
-    ours, raw, pandas = (runs[k]["rows_per_s"] for k in ("ours_N", "adbc_raw_N", "pandas_read_sql_N"))
-    summary = {"ours_vs_adbc": ours / raw, "ours_vs_pandas": ours / pandas,
+    ours, raw, pandas, pandas_adbc = (runs[k]["rows_per_s"] for k in
+                                      ("ours_N", "adbc_raw_N", "pandas_sqlalchemy_N", "pandas_adbc_N"))
+    summary = {"ours_vs_adbc": ours / raw, "ours_vs_pandas_sqlalchemy": ours / pandas,
+               "ours_vs_pandas_adbc": ours / pandas_adbc,
                "rss_growth_N_over_half": runs["ours_N"]["peak_rss_mb"] / runs["ours_N/2"]["peak_rss_mb"]}
     print(json.dumps(summary, indent=1))
     out = Path(__file__).parent / "results" / "extract.json"

@@ -66,7 +66,8 @@ def guarded(src: SourceURI, action: str, fn: Callable[[], T]) -> T:
     except SourceError:
         raise
     except Exception as e:  # noqa: BLE001 - drivers raise many unrelated types; all are re-raised typed
-        raise source_error(src, action, e) from _scrubbed_cause(e, src)
+        error, cause = source_error(src, action, e), _scrubbed_cause(e, src)
+    raise error from cause  # outside the handler: no implicit __context__ holding the raw driver text
 
 
 def _scrubbed_cause(error: BaseException, src: SourceURI) -> BaseException:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -59,14 +59,17 @@ class SourceURI:
     """A parsed source location. ``raw`` keeps credentials: never log it, log ``redacted``."""
 
     kind: Kind
-    raw: str
+    raw: str = field(repr=False)
     host: str | None = None
     port: int | None = None
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     database: str | None = None
     path: Path | None = None
     options: tuple[tuple[str, str], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"SourceURI({self.redacted!r})"
 
     @property
     def redacted(self) -> str:

@@ -117,6 +117,8 @@ def _adbc_write(src: SourceURI, conn: Any, name: str, table: pa.Table, mode: str
                                db_schema_name=schema or None)
         for ix in indexes:
             cur.execute(_index_sql(name, ix, '"'))
+        if src.kind == "postgresql":  # fresh statistics so window scans use the ts index
+            cur.execute(f"ANALYZE {'.'.join(chr(34) + p + chr(34) for p in name.split('.'))}")
     conn.commit()
     return table.num_rows if rows in (None, -1) else int(rows)
 

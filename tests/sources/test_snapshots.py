@@ -91,3 +91,15 @@ def test_cli_extract_fails_with_one_line(tmp_path: Path, monkeypatch: pytest.Mon
                                       "--start", "2025-01-01", "--end", "2025-01-02"])
     assert result.exit_code == 2
     assert "not_found" in result.output and "none.db" in result.output
+
+
+def test_empty_window_gives_an_empty_canonical_snapshot(tmp_path: Path, sqlite_uri: str) -> None:
+    from datetime import datetime, UTC
+
+    from rankloop.schema import INTERACTION_SCHEMA
+
+    snap = extract_snapshot(sqlite_uri, "rankloop", datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC),
+                            tmp_path / "snaps")
+    table = load_snapshot(snap.path)
+    assert snap.rows == 0 and table.num_rows == 0 and table.schema.equals(INTERACTION_SCHEMA)
+    assert snap.min_ts is None and snap.max_ts is None

@@ -43,3 +43,9 @@ def test_bad_uris_fail_with_bad_uri_and_no_password(uri: str) -> None:
         parse_uri(uri)
     assert info.value.reason is Reason.BAD_URI
     assert ":pw@" not in str(info.value)
+
+
+def test_parsed_uri_repr_hides_the_password() -> None:
+    src = parse_uri("postgresql://bob:pa55word@db/app")
+    assert "pa55word" not in repr(src) and "pa55word" not in str(src)
+    assert src.password == "pa55word"  # still usable for connecting
