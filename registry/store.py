@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,12 @@ def _info(kind: str, mv: Any) -> VersionInfo:
 def list_versions(client: MlflowClient, kind: str) -> list[VersionInfo]:
     """Every version of a kind, newest first (empty when the model is not registered yet)."""
     versions = client.search_model_versions(f"name = '{model_name(kind)}'")
-    return sorted((_info(kind, mv) for mv in versions), key=lambda v: -v.version)
+    by_version: dict[int, list[str]] = {}
+    for alias, version in aliases(client, kind).items():  # search results do not carry aliases
+        by_version.setdefault(version, []).append(alias)
+    infos = [_info(kind, mv) for mv in versions]
+    infos = [replace(i, aliases=tuple(sorted(by_version.get(i.version, ())))) for i in infos]
+    return sorted(infos, key=lambda v: -v.version)
 
 
 def aliases(client: MlflowClient, kind: str) -> dict[str, int]:

@@ -112,10 +112,14 @@ def history(
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries], indent=2))
         return
-    table = Table("when", "actor", "action", "alias", "from", "to", "forced", "status", "reason", title=f"{kind} history")
+    table = Table(title=f"{kind} history")
+    for column in ("when (UTC)", "who", "move"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold")
     for e in entries:
-        table.add_row(e.when[:19], e.actor, e.action, e.alias, str(e.from_version), str(e.to_version),
-                      "yes" if e.forced else "no", e.status, e.reason)
+        move = f"{e.action} {e.alias} {e.from_version}->{e.to_version}" + (" (forced)" if e.forced else "")
+        status = "" if e.status == "committed" else f" [{e.status}]"
+        table.add_row(e.when[:16].replace("T", " "), e.actor, move + status, e.reason)
     console.print(table)
 
 

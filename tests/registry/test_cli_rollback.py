@@ -1,0 +1,113 @@
+"""On-call CLI against a real SQLite store: rollback, history, refusals with non-zero exits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rankloop.cli import app
+from registry import load
+from registry.cache import ModelCache
+from registry.decision import Decision, Verdict
+from registry.promote import promote
+from registry.store import aliases, read_manifest
+
+from .conftest import Store, register_ranker, run_artifact_path
+
+runner = CliRunner()
+
+
+def _cli(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def _passing(version: int, champion: int | None) -> Decision:
+    return Decision("ranker", Verdict.PASS, ("bootstrap lower bound +0.01 >= -0.0",), {}, version, champion)
+
+
+def test_rollback_to_version_1_serves_it_and_records_both_moves(store: Store) -> None:
+    v1, v2 = register_ranker(store, 1, ndcg=0.41), register_ranker(store, 2, ndcg=0.44)
+    for version, champion in ((v1, None), (v2, v1)):
+        promote("ranker", version, decision=_passing(version, champion), actor="weekly-retrain",
+                reason=f"weekly retrain v{version}", client=store.client)
+    served = load("ranker")
+    assert (served.version, served.from_cache) == (v2, False)
+
+    result = _cli("rollback", "ranker", "--to", str(v1), "--reason", "v2 halved the click-through rate")
+    assert result.exit_code == 0, result.output
+    assert f"version {v1} is champion" in result.output
+
+    assert load("ranker").version == v1
+    assert served.refresh() is True and served.version == v1
+    assert served.refresh() is False
+    assert aliases(store.client, "ranker") == {"champion": v1, "previous": v2}
+
+    moves = json.loads(_cli("history", "ranker", "--json").output)
+    champion_moves = [(m["action"], m["from_version"], m["to_version"], m["reason"]) for m in moves if m["alias"] == "champion"]
+    assert champion_moves == [("promote", None, v1, f"weekly retrain v{v1}"),
+                              ("promote", v1, v2, f"weekly retrain v{v2}"),
+                              ("rollback", v2, v1, "v2 halved the click-through rate")]
+    assert moves[-1]["forced"] is True and moves[0]["actor"] == "weekly-retrain"
+    table = _cli("history", "ranker")
+    assert table.exit_code == 0 and "rollback" in table.output
+
+
+def test_models_lists_versions_with_aliases_and_metrics(store: Store) -> None:
+    rows = json.loads(_cli("models", "ranker", "--json").output)
+    by_version = {r["version"]: r for r in rows}
+    assert by_version[1]["aliases"] == ["champion"] and by_version[1]["metrics"]["ndcg_at_10"] == "0.41"
+    assert by_version[2]["window"] == "2026-10-12..2026-11-16"
+    assert _cli("models").exit_code == 0
+
+
+def test_manual_promote_is_forced_and_recorded(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANKLOOP_ACTOR", "alice")
+    before = aliases(store.client, "ranker")
+    result = _cli("promote", "ranker", str(before["previous"]), "--reason", "hotfix")
+    assert result.exit_code == 0, result.output
+    last = json.loads(_cli("history", "ranker", "--json").output)[-1]
+    assert (last["actor"], last["forced"], last["reason"], last["to_version"]) == ("alice", True, "hotfix", before["previous"])
+    assert _cli("rollback", "ranker", "--reason", "undo hotfix").exit_code == 0
+    assert aliases(store.client, "ranker") == before
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("rollback", "forest", "--reason", "x"), 2, "unknown model kind 'forest'"),
+        (("rollback", "ranker", "--to", "99", "--reason", "x"), 3, "ranker has no version 99"),
+        (("rollback", "bandit", "--reason", "x"), 3, "no 'previous' version"),
+        (("promote", "ranker", "1", "--reason", "x"), 6, "already is the champion"),
+        (("history", "forest"), 2, "unknown model kind"),
+    ],
+)
+def test_refusals_exit_non_zero_with_a_message(store: Store, args: tuple[str, ...], code: int, message: str) -> None:
+    before = aliases(store.client, "ranker")
+    result = _cli(*args)
+    assert result.exit_code == code, result.output
+    assert message in " ".join(result.output.split())
+    assert aliases(store.client, "ranker") == before
+
+
+def test_rollback_refuses_remote_artifacts_that_fail_their_checksums(store: Store) -> None:
+    v = register_ranker(store, 3)
+    run_artifact_path(store, v, "model.txt").write_text("tree=0\n")  # altered in the artifact store
+    before = aliases(store.client, "ranker")
+    result = _cli("rollback", "ranker", "--to", str(v), "--reason", "try v3")
+    assert result.exit_code == 4, result.output
+    assert "checksum mismatch for 'model.txt'" in " ".join(result.output.split())
+    assert aliases(store.client, "ranker") == before
+
+
+def test_rollback_refuses_a_tampered_cached_copy(store: Store) -> None:
+    v = register_ranker(store, 4)
+    cache = ModelCache(store.settings.cache_dir / "models")
+    cached = cache.install(store.client, "ranker", v, read_manifest(store.client, "ranker", v))
+    (cached / "feature_set.json").write_text('{"features": []}')
+    before = aliases(store.client, "ranker")
+    result = _cli("rollback", "ranker", "--to", str(v), "--reason", "try v4")
+    assert result.exit_code == 4, result.output
+    assert "cached copy" in result.output and "feature_set.json" in result.output
+    assert aliases(store.client, "ranker") == before
