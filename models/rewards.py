@@ -68,8 +68,8 @@ def _rating(resp: pd.DataFrame, table: dict[int, float]) -> pd.Series:
     """Reward of the impression's last rating (stars rounded to an integer)."""
     rated = resp[(resp["event_type"] == EventType.RATING.value) & resp["value"].notna()]
     last = rated.sort_values("ts", kind="stable").groupby(KEY)["value"].last()
-    stars = np.rint(last.to_numpy(dtype=float)).astype(int)
-    return pd.Series([table.get(int(s), 0.0) for s in stars], index=last.index, dtype=float)
+    stars = pd.Series(np.rint(last.to_numpy(dtype=float)).astype(int), index=last.index)
+    return stars.map({int(k): float(v) for k, v in table.items()}).fillna(0.0).astype(float)
 
 
 def _dwell(resp: pd.DataFrame, cap: float) -> pd.Series:
