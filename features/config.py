@@ -25,6 +25,16 @@ def _default_grades() -> dict[str, float]:
     }
 
 
+def _default_context_vocab() -> dict[str, tuple[str, ...]]:
+    # Fixed so that codes mean the same thing in training and serving, whatever data a run saw.
+    return {
+        "device": ("mobile", "desktop", "tablet", "tv"),
+        "content_type": ("music", "video", "article", "product", "project"),
+        "time_of_day": ("morning", "afternoon", "evening", "night"),
+        "mood": ("neutral", "happy", "sad", "calm", "peaceful", "energetic", "stressed", "anxious", "angry", "tired"),
+    }
+
+
 class LabelSettings(BaseModel):
     """How an impression's events become a graded relevance label."""
 
@@ -48,3 +58,18 @@ class FeatureSettings(BaseModel):
     feature_set: str = Field(default="ranker_default", description="Name of the registered feature set the ranker trains on.")
     windows_days: tuple[int, ...] = Field(default=(1, 7, 28), description="Look-back windows for activity counts.")
     ctr_prior_strength: float = Field(default=20.0, gt=0, description="Pseudo-impressions of the Bayesian prior on click-through.")
+    ctr_prior_mean: float = Field(
+        default=0.05, gt=0, lt=1,
+        description="Prior click-through used before any impression has been seen (later: the global past click-through).",
+    )
+    engagement_types: tuple[str, ...] = Field(
+        default=("click", "save", "share", "implement", "like", "complete", "cart_add", "purchase"),
+        description="Event types that count as an engagement (affinity, engaged-item profile embedding).",
+    )
+    max_position: int = Field(
+        default=20, ge=1, description="Positions at or beyond this slot share one bucket of the position click-through curve."
+    )
+    context_vocab: dict[str, tuple[str, ...]] = Field(
+        default_factory=_default_context_vocab,
+        description="Fixed vocabulary per context column: code = index, unknown = len(vocab), missing = -1.",
+    )

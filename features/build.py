@@ -1,0 +1,87 @@
+"""Build the feature table of a feature set for a frame of impressions."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from features.config import FeatureSettings
+from features.context import BuildContext
+from features.registry import REGISTRY, FeatureSpec
+from features.sets import get_feature_set
+
+log = logging.getLogger(__name__)
+
+_QUERY_COLUMNS = ("user_id", "item_id", "ts")
+_EVENT_COLUMNS = ("user_id", "item_id", "event_type", "ts")
+# Features of one grain share timelines; computing them together bounds memory.
+_GRAIN_ORDER = ("context", "impression", "user", "item", "user_item", "user_category")
+
+
+def build_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd.DataFrame | None = None,
+                   users: pd.DataFrame | None = None, settings: FeatureSettings,
+                   feature_set: str | None = None) -> pd.DataFrame:
+    """Point-in-time features, one row per impression: each uses only events strictly before its ``ts``.
+
+    Args:
+        impressions: rows to featurise (``user_id``, ``item_id``, ``ts``; optionally ``position`` and
+            the context columns), e.g. the output of :func:`features.labels.impressions`.
+        events: canonical interactions (the history; may include events after the impressions).
+        items: optional item table (category, content_type, created_at, embedding).
+        users: optional user table (trait_* columns, embedding).
+        settings: feature hyper-parameters.
+        feature_set: name of a registered set (default: ``settings.feature_set``).
+
+    Returns:
+        The set's features in declared order, with the dtypes declared, indexed like ``impressions``.
+    """
+    fset = get_feature_set(feature_set or settings.feature_set)
+    _check(impressions, _QUERY_COLUMNS, "impressions")
+    _check(events, _EVENT_COLUMNS, "events")
+    _check_windows(fset.features, settings)
+    ctx = BuildContext(impressions, events, items, users, settings)
+    specs = sorted((REGISTRY[n] for n in fset.features), key=lambda s: _GRAIN_ORDER.index(s.grain))
+    columns: dict[str, np.ndarray] = {}
+    grain = None
+    for spec in specs:
+        if spec.grain != grain:
+            ctx.release()
+            grain = spec.grain
+        started = time.perf_counter()
+        columns[spec.name] = finish(spec, spec.fn(ctx))
+        log.debug("feature %s: %.2fs", spec.name, time.perf_counter() - started)
+    ctx.release()
+    return pd.DataFrame({n: columns[n] for n in fset.features}, index=impressions.index)
+
+
+def finish(spec: FeatureSpec, values: np.ndarray) -> np.ndarray:
+    """Apply a spec's null policy and dtype to raw feature values."""
+    values = np.asarray(values, dtype=np.float64)
+    if spec.fill is not None:
+        values = np.where(np.isfinite(values), values, spec.fill)
+    else:
+        values = np.where(np.isfinite(values), values, np.nan)
+    return values.astype(spec.dtype)
+
+
+def _check(frame: pd.DataFrame, required: tuple[str, ...], what: str) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lack required column(s) {missing}; found {list(frame.columns)}")
+    if not isinstance(frame["ts"].dtype, pd.DatetimeTZDtype):
+        raise TypeError(f"{what}.ts must be tz-aware datetime (UTC), got dtype {frame['ts'].dtype}")
+
+
+def _check_windows(names: tuple[str, ...], settings: FeatureSettings) -> None:
+    windows = {REGISTRY[n].window_days for n in names} - {None}
+    outside = sorted(w for w in windows if w > max(settings.windows_days, default=0))
+    if outside:
+        offenders = [n for n in names if REGISTRY[n].window_days in outside]
+        raise ValueError(
+            f"features {offenders} look back {outside} days, beyond settings.windows_days={settings.windows_days}"
+        )

@@ -1,0 +1,60 @@
+"""The feature catalogue, rendered from the declarations (``rankloop features --write-docs``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from features.registry import REGISTRY, FeatureSpec
+from features.sets import FEATURE_SETS, FEATURES_VERSION
+
+DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "features.md"
+
+_INTRO = """# Feature catalogue
+
+Generated from the feature declarations by `rankloop features --write-docs`; do not edit by hand.
+
+Every feature of an impression at time `t` uses only events with `ts < t` (strictly; see
+`features/timeline.py`). Windows are `[t - window, t)`. `nulls` is the null policy: `fill=v`
+replaces a missing value by `v`; `nullable` leaves NaN (LightGBM treats it as missing).
+Event selections: `event` = any event, `impression` = exposures (impression events; for sources
+without them, the first event of a user/item/session-or-day group), `engage` =
+`FeatureSettings.engagement_types`.
+"""
+
+
+def catalogue_rows(names: tuple[str, ...] | None = None) -> list[dict[str, str]]:
+    """One dict per feature (name, group, grain, dtype, nulls, description), in registry order."""
+    specs: list[FeatureSpec] = [REGISTRY[n] for n in (names or tuple(REGISTRY))]
+    return [{"name": s.name, "group": s.group, "grain": s.grain, "dtype": s.dtype, "nulls": s.nulls,
+             "description": s.description} for s in specs]
+
+
+def render_markdown() -> str:
+    """The whole catalogue page: the feature sets with their hashes, then every feature."""
+    lines = [_INTRO, f"Feature version: {FEATURES_VERSION}. Registered features: {len(REGISTRY)}.", "",
+             "## Feature sets", "", "| set | features | sha256 |", "| --- | ---: | --- |"]
+    lines += [f"| `{s.name}` | {len(s.features)} | `{s.hash}` |" for s in FEATURE_SETS.values()]
+    lines += ["", "## Features", "", "| name | group | grain | dtype | nulls | description |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| `{r['name']}` | {r['group']} | {r['grain']} | {r['dtype']} | {r['nulls']} | {r['description']} |"
+              for r in catalogue_rows()]
+    for fset in FEATURE_SETS.values():
+        if len(fset.features) < len(REGISTRY):
+            lines += ["", f"## `{fset.name}`", "", ", ".join(f"`{n}`" for n in fset.features)]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(path: Path = DOCS_PATH) -> Path:
+    """Write the catalogue atomically (temp file in the same directory, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(render_markdown())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

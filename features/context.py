@@ -1,0 +1,196 @@
+"""What every feature function receives: coded queries and events, plus memoised point-in-time aggregates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.config import FeatureSettings
+from features.timeline import DAY_MS, Timeline, to_fixed
+from rankloop.schema import EventType
+
+# Event selections features can count: an event type, or one of these.
+ANY, EXPOSURE, ENGAGE = "event", "impression", "engage"
+
+
+def _ms(ts: pd.Series) -> np.ndarray:
+    return ts.dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64) // 1000
+
+
+def _codes_and_uniques(*columns: pd.Series) -> tuple[list[np.ndarray], np.ndarray]:
+    """Shared integer codes for several columns (-1 for missing), and the values they index."""
+    joined = pd.concat([c.reset_index(drop=True) for c in columns], ignore_index=True)
+    codes, uniques = pd.factorize(joined)
+    bounds = np.cumsum([0, *(len(c) for c in columns)])
+    return [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)], np.asarray(uniques, dtype=object)
+
+
+def _codes(*columns: pd.Series) -> list[np.ndarray]:
+    """Shared integer codes for several columns (-1 for missing)."""
+    return _codes_and_uniques(*columns)[0]
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name in frame.columns:
+        return frame[name]
+    return pd.Series(None, index=frame.index, dtype=object)
+
+
+@dataclass
+class BuildContext:
+    """Queries (impressions) and events as aligned integer arrays, with memoised aggregates.
+
+    Feature functions read it and never change what a feature returns: the caches only save time.
+    """
+
+    queries: pd.DataFrame
+    events: pd.DataFrame
+    items: pd.DataFrame | None
+    users: pd.DataFrame | None
+    settings: FeatureSettings
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _kept: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.q_user, self.ev_user = _codes(self.queries["user_id"], self.events["user_id"])
+        item_ids = [self.queries["user_id"].iloc[:0]] if self.items is None else [self.items["item_id"]]
+        self.q_item, self.ev_item, self.cat_item = _codes(self.queries["item_id"], self.events["item_id"], *item_ids)
+        self.n_items = int(max(self.q_item.max(initial=-1), self.ev_item.max(initial=-1), self.cat_item.max(initial=-1))) + 1
+        self.q_ms = _ms(self.queries["ts"])
+        self.ev_ms = _ms(self.events["ts"])
+        self.ev_type, types = pd.factorize(self.events["event_type"])
+        self.type_code = {str(t): i for i, t in enumerate(types)}
+        self.max_window_ms = max(self.settings.windows_days, default=28) * DAY_MS
+
+    def release(self) -> None:
+        """Forget the memoised timelines (between grains, to bound memory)."""
+        self._cache.clear()
+
+    def memo(self, key: Any, make, *, keep: bool = False) -> Any:
+        """Memoise ``make()`` under ``key`` (``keep``: survive :meth:`release`)."""
+        store = self._kept if keep else self._cache
+        if key not in store:
+            store[key] = make()
+        return store[key]
+
+    # --- event selections ---------------------------------------------------------------
+    def mask(self, what: str) -> np.ndarray:
+        """Boolean per event: every event, exposures, engagements, or one event type."""
+        return self.memo(("mask", what), lambda: self._mask(what), keep=True)
+
+    def _mask(self, what: str) -> np.ndarray:
+        if what == ANY:
+            return np.ones(len(self.ev_type), dtype=bool)
+        if what == EXPOSURE:
+            return self._exposures()
+        wanted = self.settings.engagement_types if what == ENGAGE else (what,)
+        selected = np.zeros(len(self.type_code) + 1, dtype=bool)
+        selected[[self.type_code[t] for t in wanted if t in self.type_code]] = True
+        return selected[self.ev_type]
+
+    def _exposures(self) -> np.ndarray:
+        """Impression events; without any, the first event of each (user, item, session or day)."""
+        logged = self.ev_type == self.type_code.get(EventType.IMPRESSION.value, -2)
+        if logged.any() or len(logged) == 0:
+            return logged
+        session, _ = pd.factorize(_column(self.events, "session_id"))
+        day = self.ev_ms // DAY_MS
+        context = np.where(session >= 0, session, session.max(initial=-1) + 1 + day - day.min())
+        key = pd.DataFrame({"u": self.ev_user, "i": self.ev_item, "c": context}).groupby(["u", "i", "c"]).ngroup()
+        order = np.lexsort((self.ev_ms, key.to_numpy()))
+        sorted_key = key.to_numpy()[order]
+        first = np.zeros(len(order), dtype=bool)
+        first[order[np.r_[True, sorted_key[1:] != sorted_key[:-1]]]] = True
+        return first
+
+    # --- keys per grain -----------------------------------------------------------------
+    def keys(self, grain: str) -> tuple[np.ndarray, np.ndarray]:
+        """(event keys, query keys) of a grain: user, item, user_item, user_category, global."""
+        return self.memo(("keys", grain), lambda: self._keys(grain), keep=grain != "user_item")
+
+    def _keys(self, grain: str) -> tuple[np.ndarray, np.ndarray]:
+        if grain == "user":
+            return self.ev_user, self.q_user
+        if grain == "item":
+            return self.ev_item, self.q_item
+        if grain == "global":
+            return np.zeros(len(self.ev_ms), np.int64), np.zeros(len(self.q_ms), np.int64)
+        if grain == "user_item":
+            ev_pair = self.ev_user.astype(np.int64) * self.n_items + self.ev_item
+            q_pair = self.q_user.astype(np.int64) * self.n_items + self.q_item
+            return tuple(_codes(pd.Series(ev_pair), pd.Series(q_pair)))
+        if grain == "user_category":
+            ev_cat, q_cat = self.categories()
+            n_cat = int(max(ev_cat.max(initial=-1), q_cat.max(initial=-1))) + 1
+            ev_key = np.where(ev_cat >= 0, self.ev_user.astype(np.int64) * n_cat + ev_cat, -1)
+            q_key = np.where(q_cat >= 0, self.q_user.astype(np.int64) * n_cat + q_cat, -1)
+            return ev_key, q_key
+        raise ValueError(f"unknown grain {grain!r}; expected user, item, user_item, user_category or global")
+
+    def attribute_codes(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(per event, per query) codes of an item attribute (the row's own value, else the items
+        table's; -1 unknown) and the values the codes index."""
+        def make():
+            table = self.items[name] if self.items is not None and name in self.items.columns else None
+            extra = [] if table is None else [table]
+            codes, uniques = _codes_and_uniques(_column(self.events, name), _column(self.queries, name), *extra)
+            by_item = np.full(self.n_items + 1, -1, dtype=np.int64)
+            if table is not None:
+                by_item[self.cat_item] = codes[2]
+            ev = np.where(codes[0] >= 0, codes[0], by_item[self.ev_item])
+            q = np.where(codes[1] >= 0, codes[1], by_item[self.q_item])
+            return ev, q, uniques
+        return self.memo(("attribute", name), make, keep=True)
+
+    def categories(self) -> tuple[np.ndarray, np.ndarray]:
+        """Shared category codes per event and per query (-1 unknown)."""
+        return self.attribute_codes("category")[:2]
+
+    # --- point-in-time aggregates -------------------------------------------------------
+    def timeline(self, grain: str) -> Timeline:
+        """The (memoised) timeline of all events at a grain, queried at the impressions."""
+        def make():
+            ev_key, q_key = self.keys(grain)
+            return Timeline(ev_key, self.ev_ms, q_key, self.q_ms, self.max_window_ms)
+        return self.memo(("timeline", grain), make)
+
+    def prefix(self, grain: str, what: str, values: str | None = None) -> np.ndarray:
+        """Prefix sums at a grain of the selected events (counts, or fixed-point ``values``)."""
+        def make():
+            mask = self.mask(what)
+            weights = mask if values is None else np.where(mask, self.values(values), 0)
+            return self.timeline(grain).prefix(weights)
+        return self.memo(("prefix", grain, what, values), make)
+
+    def values(self, name: str) -> np.ndarray:
+        """Per-event int64 fixed-point values: ``value`` (seconds, stars) or a derived weight."""
+        if name == "value":
+            return self.memo("value", lambda: to_fixed(pd.to_numeric(_column(self.events, "value")).to_numpy(
+                dtype=np.float64, na_value=np.nan)), keep=True)
+        if name == "has_value":
+            return self.memo("has_value", lambda: _column(self.events, "value").notna().to_numpy().astype(np.int64), keep=True)
+        return self._kept[("values", name)]
+
+    def count(self, grain: str, what: str, window_days: int | None) -> np.ndarray:
+        """Per query: number of selected events of the query's key in [t - window, t) (int64)."""
+        window = None if window_days is None else window_days * DAY_MS
+        return self.timeline(grain).total(self.prefix(grain, what), window)
+
+    def total(self, grain: str, what: str, values: str, window_days: int | None) -> np.ndarray:
+        """Per query: sum (float64) of ``values`` over the selected events in [t - window, t)."""
+        window = None if window_days is None else window_days * DAY_MS
+        fixed = self.timeline(grain).total(self.prefix(grain, what, values), window)
+        return fixed / 1e6 if values != "has_value" else fixed.astype(np.float64)
+
+    def secs_since_last(self, grain: str, what: str) -> np.ndarray:
+        """Per query: seconds since the key's latest selected event before t (NaN if none)."""
+        last = self.timeline(grain).last_ms(self.prefix(grain, what), self.mask(what))
+        return (self.q_ms - last) / 1000.0
+
+    def secs_since_first(self, grain: str, what: str) -> np.ndarray:
+        """Per query: seconds since the key's first selected event before t (NaN if none)."""
+        first = self.timeline(grain).first_ms(self.prefix(grain, what), self.mask(what))
+        return (self.q_ms - first) / 1000.0

@@ -1,0 +1,129 @@
+"""User and item activity: windowed counts, smoothed rates, trends, dwell, ratings, recency, position bias."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.context import ANY, ENGAGE, EXPOSURE, BuildContext
+from features.registry import family, grid
+from features.timeline import Timeline, to_fixed
+
+WINDOWS: tuple[int, ...] = (1, 7, 28)
+USER_COUNTED: tuple[str, ...] = (ANY, EXPOSURE, "click", "view", "save", "dismiss", ENGAGE)
+ITEM_COUNTED: tuple[str, ...] = (EXPOSURE, "click", "save", "dismiss", ENGAGE)
+
+
+def past_rate(ctx: BuildContext, what: str) -> np.ndarray:
+    """Global rate of ``what`` per exposure over all events before t (the prior mean; configured default before any)."""
+    def make():
+        shown = ctx.count("global", EXPOSURE, None)
+        hits = ctx.count("global", what, None)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(shown > 0, hits / np.maximum(shown, 1), ctx.settings.ctr_prior_mean)
+        return np.clip(rate, 1e-6, 1.0)
+    return ctx.memo(("past_rate", what), make, keep=True)
+
+
+def smoothed_rate(ctx: BuildContext, grain: str, what: str, window: int | None) -> np.ndarray:
+    """(hits + k * prior) / (exposures + k), k = ctr_prior_strength, prior = global past rate."""
+    k = ctx.settings.ctr_prior_strength
+    prior = past_rate(ctx, what)
+    return (ctx.count(grain, what, window) + k * prior) / (ctx.count(grain, EXPOSURE, window) + k)
+
+
+COUNTS = grid(grain=("user",), what=USER_COUNTED, window=WINDOWS) + grid(grain=("item",), what=ITEM_COUNTED, window=WINDOWS)
+RATES = grid(grain=("user", "item"), what=("click", ENGAGE), window=(7, 28))
+TRENDS = [dict(grain="user", what=ANY), dict(grain="item", what=EXPOSURE), dict(grain="item", what="click")]
+
+
+@family("{grain}_{what}_count_{window}d", COUNTS, dtype="int32", grain="{grain}", group="{grain}_activity", fill=0,
+        doc="Number of the {grain}'s events of kind '{what}' in the {window} days before t.")
+def _windowed_count(ctx: BuildContext, grain: str, what: str, window: int) -> np.ndarray:
+    return ctx.count(grain, what, window)
+
+
+@family("{grain}_{what}_rate_{window}d", RATES, dtype="float32", grain="{grain}", group="{grain}_rates", fill=0.0,
+        doc="Smoothed {what}s per impression of the {grain} over {window} days (Bayesian prior: global past rate).")
+def _smoothed_rate(ctx: BuildContext, grain: str, what: str, window: int) -> np.ndarray:
+    return smoothed_rate(ctx, grain, what, window)
+
+
+@family("{grain}_{what}_trend_7d_28d", TRENDS, dtype="float32", grain="{grain}", group="{grain}_rates", fill=1.0,
+        doc="Daily {what} events of the {grain} over 7 days vs over 28 days, (n7/7 + 1) / (n28/28 + 1).")
+def _trend(ctx: BuildContext, grain: str, what: str) -> np.ndarray:
+    return (ctx.count(grain, what, 7) / 7 + 1.0) / (ctx.count(grain, what, 28) / 28 + 1.0)
+
+
+@family("item_click_rate_trend_7d_28d", [{}], dtype="float32", grain="item", group="item_rates", fill=1.0,
+        doc="Smoothed item click-through over 7 days divided by that over 28 days.")
+def _rate_trend(ctx: BuildContext) -> np.ndarray:
+    return smoothed_rate(ctx, "item", "click", 7) / smoothed_rate(ctx, "item", "click", 28)
+
+
+@family("{grain}_{what}_seconds_mean_28d", grid(grain=("user", "item"), what=("view",)), dtype="float32",
+        grain="{grain}", group="{grain}_dwell", doc="Mean seconds of the {grain}'s {what} events with a duration in the 28 days before t.")
+def _value_mean(ctx: BuildContext, grain: str, what: str) -> np.ndarray:
+    n = ctx.total(grain, what, "has_value", 28)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, ctx.total(grain, what, "value", 28) / n, np.nan)
+
+
+@family("{grain}_rating_mean_28d", grid(grain=("user", "item")), dtype="float32", grain="{grain}",
+        group="{grain}_dwell", doc="Mean stars of the {grain}'s ratings in the 28 days before t.")
+def _rating_mean(ctx: BuildContext, grain: str) -> np.ndarray:
+    return _value_mean(ctx, grain, "rating")
+
+
+@family("user_view_seconds_sum_{window}d", grid(window=(1, 7)), dtype="float32", grain="user", group="user_dwell",
+        fill=0.0, doc="Total seconds the user spent viewing items in the {window} days before t.")
+def _view_seconds_sum(ctx: BuildContext, window: int) -> np.ndarray:
+    return ctx.total("user", "view", "value", window)
+
+
+RECENCY = [dict(grain="user", what=ANY, end="last"), dict(grain="user", what="click", end="last"),
+           dict(grain="user", what=ANY, end="first"), dict(grain="item", what=EXPOSURE, end="first"),
+           dict(grain="item", what=EXPOSURE, end="last"), dict(grain="item", what="click", end="last")]
+
+
+@family("{grain}_secs_since_{end}_{what}", RECENCY, dtype="float32", grain="{grain}", group="recency",
+        doc="Seconds from the {grain}'s {end} {what} event before t to t (NaN if none).")
+def _recency(ctx: BuildContext, grain: str, what: str, end: str) -> np.ndarray:
+    return ctx.secs_since_last(grain, what) if end == "last" else ctx.secs_since_first(grain, what)
+
+
+def position_weights(ctx: BuildContext) -> np.ndarray:
+    """Per event: expected clicks of an exposure at its position, from the position CTR curve before it."""
+    def make():
+        exposed = ctx.mask(EXPOSURE)
+        bucket = _position_bucket(ctx)
+        rows = np.flatnonzero(exposed)
+        curve = Timeline(bucket, ctx.ev_ms, bucket[rows], ctx.ev_ms[rows], 0)
+        glob = Timeline(np.zeros(len(bucket), np.int64), ctx.ev_ms, np.zeros(len(rows), np.int64), ctx.ev_ms[rows], 0)
+        clicks, shown = (ctx.mask("click").astype(np.int64), exposed.astype(np.int64))
+        g_shown = glob.total(glob.prefix(shown), None)
+        prior = np.where(g_shown > 0, glob.total(glob.prefix(clicks), None) / np.maximum(g_shown, 1),
+                         ctx.settings.ctr_prior_mean)
+        k = ctx.settings.ctr_prior_strength
+        rate = (curve.total(curve.prefix(clicks), None) + k * prior) / (curve.total(curve.prefix(shown), None) + k)
+        weights = np.zeros(len(bucket), dtype=np.int64)
+        weights[rows] = to_fixed(rate)
+        return weights
+    return ctx.memo(("values", "position_weight"), make, keep=True)
+
+
+def _position_bucket(ctx: BuildContext) -> np.ndarray:
+    pos = ctx.events["position"] if "position" in ctx.events.columns else None
+    if pos is None:
+        return np.full(len(ctx.ev_ms), -1, dtype=np.int64)
+    values = np.asarray(pos.to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.where(np.isnan(values), -1, np.minimum(np.nan_to_num(values, nan=0), ctx.settings.max_position)).astype(np.int64)
+
+
+@family("{grain}_pbc_click_ratio_28d", grid(grain=("user", "item")), dtype="float32", grain="{grain}",
+        group="position_bias", fill=1.0,
+        doc="Position-bias-corrected click-through of the {grain} over 28 days: (clicks + a) / (expected clicks + a).")
+def _pbc_ratio(ctx: BuildContext, grain: str) -> np.ndarray:
+    position_weights(ctx)
+    a = ctx.settings.ctr_prior_strength * ctx.settings.ctr_prior_mean
+    expected = ctx.total(grain, EXPOSURE, "position_weight", 28)
+    return (ctx.count(grain, "click", 28) + a) / (expected + a)

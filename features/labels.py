@@ -1,0 +1,175 @@
+"""Graded relevance labels: one row per impression, graded by its best response.
+
+An impression is a logged ``impression`` event with a ``request_id`` (its query is the request).
+Sources without slates fall back: the first event of a (user, item, request/session/day) group is
+the impression, and the query is the request, else (user, session), else (user, calendar day).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from features.config import LabelSettings
+from rankloop.schema import EventType
+
+log = logging.getLogger(__name__)
+
+CONTEXT_COLUMNS: tuple[str, ...] = ("device", "content_type", "category", "mood", "time_of_day")
+CARRIED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "ts", "position", "propensity", "policy_version", *CONTEXT_COLUMNS)
+OUTPUT_COLUMNS: tuple[str, ...] = ("query_id", *CARRIED_COLUMNS, "grade", "label")
+_REQUIRED: tuple[str, ...] = ("user_id", "item_id", "event_type", "ts")
+_SCALED_BY_SECONDS = (EventType.VIEW.value, EventType.DWELL.value)
+
+
+def impressions(events: pd.DataFrame, settings: LabelSettings, attribution_hours: float = 24) -> pd.DataFrame:
+    """One graded row per impression.
+
+    Args:
+        events: canonical interactions (``rankloop.schema.INTERACTION_SCHEMA`` columns; ``ts`` UTC).
+        settings: the label table (grades per event type, view scaling, rating grades, levels).
+        attribution_hours: a response counts for an impression if it happens within this many
+            hours at or after the impression.
+
+    Returns:
+        Columns ``OUTPUT_COLUMNS``: ``grade`` in [0, 1] is the best grade among the impression's
+        responses (0 without any), ``label`` = round(grade * levels). Rows are ordered by query
+        start time, query, position, item; the index is a fresh RangeIndex.
+    """
+    _check_events(events, attribution_hours)
+    ev = _with_optional_columns(events)
+    grades = event_grades(ev, settings)
+    horizon = np.int64(round(attribution_hours * 3600 * 1e6))
+    ts = _ts_us(ev["ts"])
+    logged_key, n_keys = _logged_keys(ev)
+    is_logged_imp = (ev["event_type"].to_numpy(dtype=object) == EventType.IMPRESSION.value) & (logged_key >= 0)
+    logged = _logged_rows(logged_key, n_keys, is_logged_imp, ts, grades, horizon)
+    has_imp = np.zeros(n_keys + 1, dtype=bool)
+    has_imp[logged_key[is_logged_imp]] = True
+    rest = np.flatnonzero(~has_imp[logged_key])  # key -1 maps to the spare last slot, always False
+    fallback = _fallback_rows(ev, rest, ts, grades, horizon)
+    log.debug("impressions: %d logged, %d fallback", len(logged[0]), len(fallback[0]))
+    return _assemble(ev, logged, fallback, settings)
+
+
+def event_grades(events: pd.DataFrame, settings: LabelSettings) -> np.ndarray:
+    """Grade in [0, 1] of every event (float64); NaN for event types without a grade."""
+    codes, uniques = pd.factorize(events["event_type"])
+    table = np.array([settings.grades.get(str(u), np.nan) for u in uniques] + [np.nan], dtype=np.float64)
+    grade = table[codes]  # code -1 (missing type) hits the trailing NaN
+    value = pd.to_numeric(events["value"]).to_numpy(dtype=np.float64, na_value=np.nan)
+    etype = np.asarray(uniques, dtype=object)[codes] if len(uniques) else np.array([], dtype=object)
+    scaled = np.isin(etype, _SCALED_BY_SECONDS)
+    span = settings.view_max_grade - settings.view_min_grade
+    frac = np.clip(np.nan_to_num(value / settings.view_full_seconds, nan=0.0), 0.0, 1.0)
+    grade = np.where(scaled, settings.view_min_grade + span * frac, grade)
+    is_rating = etype == EventType.RATING.value
+    stars = np.rint(np.nan_to_num(value, nan=-1.0)).astype(np.int64)
+    rating_grade = pd.Series(stars).map(settings.rating_grades).to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(is_rating, rating_grade, grade)
+
+
+def _check_events(events: pd.DataFrame, attribution_hours: float) -> None:
+    if not isinstance(events, pd.DataFrame):
+        raise TypeError(f"events must be a pandas DataFrame, got {type(events).__name__}")
+    missing = [c for c in _REQUIRED if c not in events.columns]
+    if missing:
+        raise ValueError(f"events lack required column(s) {missing}; found {list(events.columns)}")
+    if not isinstance(events["ts"].dtype, pd.DatetimeTZDtype):
+        raise TypeError(f"events.ts must be tz-aware datetime (UTC), got dtype {events['ts'].dtype}")
+    if not attribution_hours > 0:
+        raise ValueError(f"attribution_hours must be > 0, got {attribution_hours!r}")
+
+
+def _with_optional_columns(events: pd.DataFrame) -> pd.DataFrame:
+    optional = ["value", "request_id", "session_id", *CARRIED_COLUMNS[3:]]
+    absent = [c for c in optional if c not in events.columns]
+    if not absent:
+        return events
+    return events.assign(**{c: pd.Series(None, index=events.index, dtype=object) for c in absent})
+
+
+def _ts_us(ts: pd.Series) -> np.ndarray:
+    return ts.dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64)
+
+
+def _logged_keys(ev: pd.DataFrame) -> tuple[np.ndarray, int]:
+    """Dense code of (user, item, request) per event; -1 where request_id is missing."""
+    user, _ = pd.factorize(ev["user_id"])
+    item, items = pd.factorize(ev["item_id"])
+    req, reqs = pd.factorize(ev["request_id"])
+    pair, _ = pd.factorize(user.astype(np.int64) * max(len(items), 1) + item)
+    key, keys = pd.factorize(pair.astype(np.int64) * (len(reqs) + 1) + req)
+    return np.where(req >= 0, key, -1), len(keys)
+
+
+def _logged_rows(key, n_keys, is_imp, ts, grades, horizon) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(event row of each impression, its best grade, its query source row) for logged impressions."""
+    imp_rows = np.flatnonzero(is_imp)
+    imp_rows = imp_rows[np.lexsort((ts[imp_rows], key[imp_rows]))]
+    first = np.r_[True, key[imp_rows][1:] != key[imp_rows][:-1]] if len(imp_rows) else np.zeros(0, bool)
+    imp_rows = imp_rows[first]
+    imp_ts = np.full(n_keys + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    imp_ts[key[imp_rows]] = ts[imp_rows]
+    resp_ts_imp = imp_ts[key]
+    ok = (key >= 0) & ~is_imp & ~np.isnan(grades) & (ts >= resp_ts_imp) & (ts - resp_ts_imp <= horizon)
+    best = _group_max(key[ok], grades[ok], n_keys + 1)
+    return imp_rows, best[key[imp_rows]], imp_rows
+
+
+def _group_max(codes: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    best = np.zeros(size, dtype=np.float64)  # no response = grade 0 (grades are >= 0)
+    np.maximum.at(best, codes, values)
+    return best
+
+
+def _fallback_query(ev: pd.DataFrame) -> pd.Series:
+    """request_id, else 'user|session', else 'user|YYYY-MM-DD'."""
+    day = ev["ts"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d")
+    session = ev["session_id"].astype("string")
+    user = ev["user_id"].astype("string")
+    grouped = user + "|" + session.fillna(day.astype("string"))
+    return ev["request_id"].astype("string").fillna(grouped)
+
+
+def _fallback_rows(ev, rows, ts, grades, horizon) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """(first event row of each fallback group, its best grade, its query id)."""
+    if len(rows) == 0:
+        return rows, np.zeros(0), pd.Series([], dtype="string")
+    sub = ev.iloc[rows]
+    query = _fallback_query(sub)
+    key = sub.groupby([sub["user_id"], sub["item_id"], query], sort=False, dropna=False).ngroup().to_numpy()
+    order = np.lexsort((ts[rows], key))
+    key_sorted = key[order]
+    starts = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]])
+    start_ts = np.repeat(ts[rows][order][starts], np.diff(np.r_[starts, len(order)]))
+    g = grades[rows][order]
+    ok = ~np.isnan(g) & (ts[rows][order] - start_ts <= horizon)
+    best = _group_max(key_sorted[ok], g[ok], int(key.max()) + 1)
+    first = order[starts]
+    return rows[first], best[key[first]], query.iloc[first].reset_index(drop=True)
+
+
+def _assemble(ev, logged, fallback, settings: LabelSettings) -> pd.DataFrame:
+    parts = []
+    for rows, grade, query in (logged, fallback):
+        part = ev.iloc[rows][list(CARRIED_COLUMNS)].reset_index(drop=True)
+        qid = ev["request_id"].iloc[query].astype("string") if isinstance(query, np.ndarray) else query
+        part.insert(0, "query_id", pd.Series(np.asarray(qid, dtype=object), dtype="string").reset_index(drop=True))
+        part["grade"] = np.clip(grade, 0.0, 1.0)
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True) if len(fallback[0]) else parts[0]
+    out["label"] = np.rint(out["grade"].to_numpy() * settings.levels).astype(np.int32)
+    return _order(out)
+
+
+def _order(out: pd.DataFrame) -> pd.DataFrame:
+    qcode, _ = pd.factorize(out["query_id"], sort=True)
+    icode, _ = pd.factorize(out["item_id"], sort=True)
+    ts = _ts_us(out["ts"])
+    qstart = pd.Series(ts).groupby(qcode).transform("min").to_numpy()
+    pos = pd.to_numeric(out["position"]).to_numpy(dtype=np.float64, na_value=np.inf)
+    order = np.lexsort((icode, pos, qcode, qstart))
+    return out.iloc[order].reset_index(drop=True)

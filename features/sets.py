@@ -1,0 +1,64 @@
+"""Named, hashed feature sets: the reviewed lists of columns a model trains and serves on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from features import defs_activity, defs_affinity, defs_context  # noqa: F401  (registers the features)
+from features.registry import REGISTRY
+
+FEATURES_VERSION = 1  # bump when a feature's meaning changes without its name changing
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A named, ordered tuple of registered feature names."""
+
+    name: str
+    features: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.features, tuple):
+            raise TypeError(f"FeatureSet.features must be a tuple of names, got {type(self.features).__name__}")
+        unknown = [f for f in self.features if f not in REGISTRY]
+        duplicated = sorted({f for f in self.features if self.features.count(f) > 1})
+        if unknown or duplicated or not self.features:
+            raise ValueError(
+                f"feature set {self.name!r} is invalid: unknown features {unknown}, duplicated {duplicated}, "
+                f"{len(self.features)} features (expected at least one, all registered)"
+            )
+
+    @property
+    def hash(self) -> str:
+        """sha256 over the version, the names and each feature's dtype and version."""
+        blob = [FEATURES_VERSION, [(n, REGISTRY[n].dtype, REGISTRY[n].version) for n in self.features]]
+        return hashlib.sha256(json.dumps(blob).encode()).hexdigest()
+
+
+_CORE: tuple[str, ...] = (
+    "user_event_count_7d", "user_click_count_7d", "user_engage_count_28d", "user_click_rate_28d",
+    "user_secs_since_last_event", "user_secs_since_last_click", "user_view_seconds_mean_28d",
+    "item_impression_count_7d", "item_click_count_7d", "item_click_rate_7d", "item_click_rate_28d",
+    "item_impression_trend_7d_28d", "item_pbc_click_ratio_28d", "item_secs_since_first_impression",
+    "ui_impression_count_28d", "ui_engage_count_all", "uc_engage_count_28d", "uc_click_rate_28d",
+    "ctx_hour", "ctx_weekday", "ctx_device", "ctx_position", "emb_cos_engaged_mean",
+)
+
+FEATURE_SETS: dict[str, FeatureSet] = {
+    "ranker_default": FeatureSet("ranker_default", tuple(REGISTRY)),
+    "ranker_core": FeatureSet("ranker_core", _CORE),
+}
+
+
+def get_feature_set(name: str) -> FeatureSet:
+    """The registered feature set called ``name``.
+
+    Raises:
+        KeyError: no such set (the message lists the available names).
+    """
+    try:
+        return FEATURE_SETS[name]
+    except KeyError as e:
+        raise KeyError(f"unknown feature set {name!r}; available: {sorted(FEATURE_SETS)}") from e

@@ -1,0 +1,127 @@
+"""Point-in-time aggregates: for each query (key, t), aggregates over events of that key with ts < t.
+
+Events are sorted once on the composite int64 ``key * span + time`` (time in milliseconds, or
+seconds when milliseconds would overflow int64); queries are sorted the same way, and every
+window boundary is one ``np.searchsorted`` of the sorted queries (fast: sorted needles).
+Counts and sums are differences of prefix sums. Sums are over int64 fixed-point values, so they
+are exact and do not depend on the input row order.
+
+Flooring both event and query times to the same unit keeps strictness: floor(e) < floor(t)
+implies e < t, so an event at (or just before, within one unit of) t is never visible to t.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DAY_MS = 86_400_000
+_LIMIT = np.int64(2) ** 62
+FIXED_POINT = 1_000_000  # fixed-point scale of summed float values (1e-6 resolution)
+
+
+def to_fixed(values: np.ndarray) -> np.ndarray:
+    """Float values -> int64 fixed point; NaN -> 0."""
+    return np.rint(np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0) * FIXED_POINT).astype(np.int64)
+
+
+class Timeline:
+    """Events of one grain, sorted by (key, time), answering queries (key, t) strictly before t.
+
+    Args:
+        event_key: int codes per event (shape (n_events,)); negative = ignore the event.
+        event_ms: event time in epoch milliseconds (n_events,).
+        query_key: int codes per query (n_queries,); negative = no key (every aggregate is empty).
+        query_ms: query time in epoch milliseconds (n_queries,).
+        max_window_ms: longest window that will be asked for.
+        tiebreak: optional per-event values ordering events of equal (key, time), so that
+            ``last_value`` does not depend on the input row order.
+    """
+
+    def __init__(self, event_key, event_ms, query_key, query_ms, max_window_ms: int = 28 * DAY_MS, tiebreak=None):
+        event_key = np.asarray(event_key, dtype=np.int64)
+        query_key = np.asarray(query_key, dtype=np.int64)
+        n_keys = int(max(event_key.max(initial=-1), query_key.max(initial=-1))) + 1
+        times = np.concatenate([event_ms, query_ms]) if len(event_ms) + len(query_ms) else np.zeros(1, np.int64)
+        t0 = int(times.min()) - max_window_ms - 1
+        span_ms = int(times.max()) - t0 + 1
+        self.unit = 1 if (n_keys + 1) * span_ms < _LIMIT else 1000
+        span = span_ms // self.unit + 2
+        if (n_keys + 1) * span >= _LIMIT:
+            raise ValueError(f"{n_keys} keys over {span_ms} ms overflow int64 composite keys even in seconds")
+        self.span = np.int64(span)
+        self._n_events = len(event_key)
+        keep = np.flatnonzero(event_key >= 0)
+        comp = event_key[keep] * self.span + (np.asarray(event_ms)[keep] - t0) // self.unit
+        if tiebreak is None:
+            order = np.argsort(comp, kind="stable")
+        else:
+            order = np.lexsort((np.asarray(tiebreak)[keep], comp))
+        self.order = keep[order]  # original event row of each sorted position
+        self.comp = comp[order]
+        self.t0 = t0
+        valid = query_key >= 0
+        qcomp = np.where(valid, query_key, 0) * self.span + (np.asarray(query_ms) - t0) // self.unit
+        self.q_order = np.argsort(qcomp, kind="stable")
+        self.q_comp = qcomp[self.q_order]
+        self.q_valid = valid[self.q_order]
+        self.q_block = (self.q_comp // self.span) * self.span
+        self.hi = self._search(self.q_comp)
+        self._lo: dict[int | None, np.ndarray] = {}
+
+    def _search(self, needles: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.comp, needles, side="left")
+
+    def lo(self, window_ms: int | None) -> np.ndarray:
+        """First sorted position inside the window [t - window, t) (None: the key's whole past)."""
+        if window_ms not in self._lo:
+            if window_ms is None:
+                bound = self.q_block
+            else:
+                bound = np.maximum(self.q_comp - window_ms // self.unit, self.q_block)
+            self._lo[window_ms] = np.where(self.q_valid, self._search(bound), self.hi)
+        return self._lo[window_ms]
+
+    def _unsort(self, values: np.ndarray) -> np.ndarray:
+        out = np.empty_like(values)
+        out[self.q_order] = values
+        return out
+
+    def prefix(self, values: np.ndarray | None) -> np.ndarray:
+        """Prefix sums (n_sorted + 1,) of per-event ``values`` (None: count every event)."""
+        if values is None:
+            return np.arange(len(self.comp) + 1, dtype=np.int64)
+        values = np.asarray(values)
+        small = values.dtype == bool and len(values) < 2**31  # counts fit int32: half the memory traffic
+        out = np.zeros(len(self.order) + 1, dtype=np.int32 if small else np.int64)
+        np.cumsum(values[self.order], dtype=out.dtype, out=out[1:])
+        return out
+
+    def total(self, prefix: np.ndarray, window_ms: int | None) -> np.ndarray:
+        """Per query: the sum behind ``prefix`` over the window (int64, original query order)."""
+        return self._unsort(prefix[self.hi].astype(np.int64) - prefix[self.lo(window_ms)])
+
+    def last_ms(self, prefix_count: np.ndarray, mask: np.ndarray, window_ms: int | None = None) -> np.ndarray:
+        """Per query: epoch ms (float64, unit-floored) of the latest masked event before t; NaN if none."""
+        return self._nth_ms(prefix_count, mask, window_ms, last=True)
+
+    def first_ms(self, prefix_count: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Per query: epoch ms (float64, unit-floored) of the key's first masked event before t; NaN if none."""
+        return self._nth_ms(prefix_count, mask, None, last=False)
+
+    def _nth_ms(self, prefix_count, mask, window_ms, *, last: bool) -> np.ndarray:
+        lo = self.lo(window_ms)
+        present = prefix_count[self.hi] > prefix_count[lo]
+        positions = np.flatnonzero(np.asarray(mask)[self.order])
+        rank = np.where(present, prefix_count[self.hi] - 1 if last else prefix_count[lo], 0)
+        idx = positions[rank] if len(positions) else np.zeros(len(rank), dtype=np.int64)
+        rel = (self.comp[idx] % self.span) * self.unit + self.t0 if len(self.comp) else idx
+        return self._unsort(np.where(present, rel.astype(np.float64), np.nan))
+
+    def last_value(self, prefix_count, mask, values) -> np.ndarray:
+        """Per query: ``values`` of the latest masked event before t (NaN if none; ties: by tiebreak)."""
+        present = prefix_count[self.hi] > prefix_count[self.lo(None)]
+        positions = np.flatnonzero(np.asarray(mask)[self.order])
+        rank = np.where(present, prefix_count[self.hi] - 1, 0)
+        idx = positions[rank] if len(positions) else np.zeros(len(rank), dtype=np.int64)
+        picked = np.asarray(values, dtype=np.float64)[self.order][idx] if len(positions) else np.zeros(len(rank))
+        return self._unsort(np.where(present, picked, np.nan))
