@@ -40,7 +40,12 @@ class RankerSettings(BaseModel):
         default=50, ge=1, description="Minimum impressions per leaf (LightGBM min_data_in_leaf)."
     )
     n_estimators: int = Field(default=400, ge=1, description="Maximum boosting rounds; early stopping picks fewer.")
-    early_stopping_rounds: int = Field(default=30, ge=1, description="Stop when validation NDCG@10 has not improved for this many rounds.")
+    early_stopping_rounds: int | None = Field(
+        default=30,
+        ge=1,
+        description="Stop when validation NDCG@10 has not improved for this many rounds. None = train all "
+        "n_estimators rounds (validation curves are still recorded).",
+    )
     feature_fraction: float = Field(default=0.9, gt=0, le=1, description="Share of features each tree sees.")
     bagging_fraction: float = Field(default=0.9, gt=0, le=1, description="Share of rows each bagging round keeps.")
     bagging_freq: int = Field(default=1, ge=0, description="Re-draw the bagging sample every this many rounds (0 = off).")

@@ -40,21 +40,22 @@ _EXAMPLES = 5
 
 
 class _StopOnMetric:
-    """Run ``lightgbm.early_stopping(first_metric_only=True)`` with ``metric`` moved to the front.
+    """Run ``lightgbm.early_stopping(first_metric_only=True)`` on ``metric`` of ``dataset`` only.
 
     LightGBM sorts ``eval_at``, so ``ndcg@5`` would otherwise be the "first metric" that drives
-    stopping. Reordering the evaluation list the inner callback sees (and only it) makes
-    NDCG@10 decide, while the recorded history keeps LightGBM's order.
+    stopping. The inner callback sees only ``dataset``'s results with ``metric`` moved to the
+    front, so validation NDCG@10 decides; the recorded history keeps LightGBM's order.
     """
 
-    def __init__(self, metric: str, stopping_rounds: int):
+    def __init__(self, metric: str, stopping_rounds: int, dataset: str = "valid"):
         self.metric = metric
+        self.dataset = dataset
         self.inner = lgb.early_stopping(stopping_rounds, first_metric_only=True, verbose=False)
         self.order = self.inner.order
         self.before_iteration = False
 
     def __call__(self, env: lgb.callback.CallbackEnv) -> None:
-        results = env.evaluation_result_list or []
+        results = [r for r in env.evaluation_result_list or [] if r[0] == self.dataset]  # r[0]: dataset name
         front = sorted(results, key=lambda r: r[1] != self.metric)  # stable; r[1] is the metric name
         if dataclasses.is_dataclass(env):
             self.inner(dataclasses.replace(env, evaluation_result_list=front))
@@ -72,7 +73,7 @@ class Ranker(BaseEstimator):
         num_leaves: int = 31,
         min_child_samples: int = 50,
         n_estimators: int = 400,
-        early_stopping_rounds: int = 30,
+        early_stopping_rounds: int | None = 30,
         feature_fraction: float = 0.9,
         bagging_fraction: float = 0.9,
         bagging_freq: int = 1,
@@ -117,7 +118,8 @@ class Ranker(BaseEstimator):
             X: numeric feature frame, one row per impression.
             y: non-negative integer relevance labels, one per row.
             group: query (slate) sizes in row order; they add up to ``len(X)``.
-            eval_set: validation ``(X, y)`` pairs; the first drives early stopping on NDCG@max(eval_at).
+            eval_set: validation ``(X, y)`` pairs; the first drives early stopping on NDCG@max(eval_at)
+                (unless ``early_stopping_rounds`` is None).
             eval_group: the group sizes of each validation pair.
             eval_at: NDCG cut-offs recorded per iteration; the largest (10) drives early stopping.
             callbacks: extra LightGBM callbacks.
@@ -138,7 +140,7 @@ class Ranker(BaseEstimator):
         valid_names = ["train"] + [_valid_name(i) for i in range(len(evals))]
         history: dict[str, Any] = {}
         hooks = [lgb.record_evaluation(history), *(callbacks or [])]
-        if evals:
+        if evals and settings.early_stopping_rounds is not None:
             hooks.append(_StopOnMetric(f"ndcg@{max(eval_at)}", settings.early_stopping_rounds))
         logger.info("training LambdaRank on %d rows in %d queries, %d features", len(X), len(sizes), len(names))
         booster = lgb.train(params, train_set, settings.n_estimators, valid_sets=valid_sets,

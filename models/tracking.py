@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 TOP_FEATURES_IN_CHART = 30
 _SECRET_KEY = re.compile(r"password|passwd|secret|token|credential|api_?key", re.IGNORECASE)
 _URI_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*):[^/@\s]*@", re.IGNORECASE)
+_KEY_VALUE_SECRET = re.compile(r"(?P<head>(?:password|passwd|pwd|secret|token)\s*=\s*)[^\s;&,]+", re.IGNORECASE)
 _MAX_PARAM_LENGTH = 6000
 
 
@@ -144,7 +145,7 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    text = _URI_PASSWORD.sub(r"\g<head>:***@", text)
+    text = _KEY_VALUE_SECRET.sub(r"\g<head>***", _URI_PASSWORD.sub(r"\g<head>:***@", text))
     return text if len(text) <= _MAX_PARAM_LENGTH else text[: _MAX_PARAM_LENGTH - 3] + "..."
 
 

@@ -68,8 +68,10 @@ def test_early_stopping_keeps_the_best_validation_ndcg_at_10(fitted_ranker):
     assert len(valid) <= fitted_ranker.best_iteration_ + fitted_ranker.early_stopping_rounds
 
 
-def _env(iteration: int, ndcg5: float, ndcg10: float):
-    results = [EvalResult("valid", "ndcg@5", ndcg5, True), EvalResult("valid", "ndcg@10", ndcg10, True)]
+def _env(iteration: int, ndcg5: float, ndcg10: float, other10: float = 0.5):
+    results = [EvalResult("train", "ndcg@5", 0.99, True), EvalResult("train", "ndcg@10", 0.99, True),
+               EvalResult("valid", "ndcg@5", ndcg5, True), EvalResult("valid", "ndcg@10", ndcg10, True),
+               EvalResult("valid_1", "ndcg@5", 0.5, True), EvalResult("valid_1", "ndcg@10", other10, True)]
     return lgb.callback.CallbackEnv(model=None, params={}, iteration=iteration, begin_iteration=0,
                                     end_iteration=100, evaluation_result_list=results)
 
@@ -81,6 +83,21 @@ def test_stopping_is_driven_by_ndcg_at_10_not_the_first_listed_ndcg_at_5():
             stop(_env(i, 0.5 + 0.001 * i, 0.9 - 0.001 * i))
     assert caught.value.best_iteration == 0
     assert i == 3
+
+
+def test_only_the_first_validation_set_drives_stopping():
+    stop = _StopOnMetric("ndcg@10", stopping_rounds=3)
+    for i in range(20):  # the first validation set keeps improving, a second one declines
+        stop(_env(i, 0.5, 0.5 + 0.001 * i, other10=0.9 - 0.001 * i))
+
+
+def test_no_early_stopping_when_rounds_is_none(make_ranker, train_split, valid_split):
+    ranker = make_ranker(n_estimators=25, early_stopping_rounds=None).fit(
+        train_split.X, train_split.y, group=train_split.group,
+        eval_set=[(valid_split.X, valid_split.y)], eval_group=[valid_split.group],
+    )
+    assert ranker.best_iteration_ == 25
+    assert len(ranker.evals_result_["valid"]["ndcg@10"]) == 25
 
 
 def test_validation_curve_agrees_with_our_metric(fitted_ranker, valid_split):

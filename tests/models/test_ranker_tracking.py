@@ -33,7 +33,8 @@ def logged(fitted_ranker, train_split, test_split, tmp_path_factory):
             "similarity": metrics.ranking_report(
                 test_split.y, baselines.similarity_scores(test_split.frame), test_split.group),
         }
-        params = {"source": {"uri": "postgresql://reader:hunter2@db/app", "password": "hunter2"},
+        params = {"source": {"uri": "postgresql://reader:hunter2@db/app", "password": "hunter2",
+                             "dsn": "host=db user=reader password=hunter2 dbname=app"},
                   "labels": {"levels": 10}, "features": {"windows_days": [1, 7, 28]}}
         with mlflow.start_run(experiment_id=experiment, run_name=run_name(WINDOW[1], "ranker_default")) as run:
             info = log_ranker_run(
@@ -85,6 +86,7 @@ def test_params_are_flat_and_never_hold_a_password(logged):
     assert params["labels.levels"] == "10"
     assert params["features.windows_days"] == "[1, 7, 28]"
     assert params["source.uri"] == "postgresql://reader:***@db/app"
+    assert params["source.dsn"] == "host=db user=reader password=*** dbname=app"
     assert "source.password" not in params
     assert not any("hunter2" in v for v in params.values())
 
