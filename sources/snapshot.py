@@ -33,6 +33,8 @@ from sources.uri import parse_uri
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
+# dictionary-encode repetitive text columns only: unique ids make dictionaries slow and useless
+_DICTIONARY_COLUMNS = [f.name for f in INTERACTION_SCHEMA if pa.types.is_string(f.type) and f.name != "event_id"]
 _TMP_PREFIX = ".tmp-"
 
 
@@ -125,7 +127,7 @@ def _write_temp(src: Any, spec: Any, start: datetime, end: datetime, snapshot_di
 def _write_parquet(batches: Any, path: Path) -> dict[str, Any]:
     hasher, file_hash = TableHasher(INTERACTION_SCHEMA), hashlib.sha256()
     rows, lo, hi = 0, None, None
-    with pq.ParquetWriter(path, INTERACTION_SCHEMA, compression="zstd") as writer:
+    with pq.ParquetWriter(path, INTERACTION_SCHEMA, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS) as writer:
         for table in batches:
             table = conform(table)
             writer.write_table(table)

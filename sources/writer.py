@@ -101,13 +101,14 @@ def _as_utc(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return col.cast(pa.timestamp("us", tz="UTC"))
 
 
-def _index_sql(table_name: str, columns: tuple[str, ...], quote: str, if_not_exists: bool = True) -> str:
-    base = table_name.replace(".", "_")
-    ix_name = f"ix_{base}_{'_'.join(columns)}"[:60]
+def _qualified(table_name: str, quote: str) -> str:
+    return ".".join(f"{quote}{p}{quote}" for p in table_name.split("."))
+
+
+def _index_sql(table_name: str, columns: tuple[str, ...], quote: str) -> str:
+    ix_name = f"ix_{table_name.replace('.', '_')}_{'_'.join(columns)}"[:60]
     cols = ", ".join(f"{quote}{c}{quote}" for c in columns)
-    target = ".".join(f"{quote}{p}{quote}" for p in table_name.split("."))
-    exists = "IF NOT EXISTS " if if_not_exists else ""
-    return f"CREATE INDEX {exists}{quote}{ix_name}{quote} ON {target} ({cols})"
+    return f"CREATE INDEX IF NOT EXISTS {quote}{ix_name}{quote} ON {_qualified(table_name, quote)} ({cols})"
 
 
 def _adbc_write(src: SourceURI, conn: Any, name: str, table: pa.Table, mode: str, indexes: list[tuple[str, ...]]) -> int:
@@ -118,7 +119,7 @@ def _adbc_write(src: SourceURI, conn: Any, name: str, table: pa.Table, mode: str
         for ix in indexes:
             cur.execute(_index_sql(name, ix, '"'))
         if src.kind == "postgresql":  # fresh statistics so window scans use the ts index
-            cur.execute(f"ANALYZE {'.'.join(chr(34) + p + chr(34) for p in name.split('.'))}")
+            cur.execute(f"ANALYZE {_qualified(name, chr(34))}")
     conn.commit()
     return table.num_rows if rows in (None, -1) else int(rows)
 
