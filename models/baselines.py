@@ -7,6 +7,10 @@ from collections.abc import Collection
 import numpy as np
 import pandas as pd
 
+# The feature registry's cosine of the user's profile embedding and the item's embedding
+# (features/defs_context.py); the seed ranked by it alone.
+SIMILARITY_FEATURE = "emb_cos_user_profile"
+
 
 def _require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
     if not isinstance(frame, pd.DataFrame):
@@ -48,7 +52,7 @@ def popularity_scores(
 
 
 def similarity_scores(
-    test_frame: pd.DataFrame, similarity_column: str = "user_item_embedding_cosine"
+    test_frame: pd.DataFrame, similarity_column: str = SIMILARITY_FEATURE
 ) -> np.ndarray:
     """The seed's similarity-only ranking: cosine of the user's profile and the item's embedding.
 

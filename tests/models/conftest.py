@@ -10,7 +10,7 @@ import pytest
 
 from models.ranker import Ranker
 
-FEATURES = ["user_item_embedding_cosine", "item_quality_estimate", "noise_a", "noise_b"]
+FEATURES = ["emb_cos_user_profile", "item_quality_estimate", "noise_a", "noise_b"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def make_split(n_queries: int, seed: int, n_items: int = 60, slate: int = 10) ->
     labels = np.digitize(truth, [0.8, 1.4, 2.0]).astype(np.int64)
     X = pd.DataFrame(
         {
-            "user_item_embedding_cosine": cosine + rng.normal(scale=0.05, size=len(items)),
+            "emb_cos_user_profile": cosine + rng.normal(scale=0.05, size=len(items)),
             "item_quality_estimate": quality[items] + rng.normal(scale=0.2, size=len(items)),
             "noise_a": rng.normal(size=len(items)),
             "noise_b": rng.integers(0, 5, size=len(items)),

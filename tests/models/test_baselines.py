@@ -9,7 +9,7 @@ import pytest
 from models.baselines import popularity_scores, similarity_scores
 
 TRAIN = pd.DataFrame({"item_id": ["a", "a", "a", "b", "b", "c"], "label": [2, 1, 0, 0, 3, 0]})
-TEST = pd.DataFrame({"item_id": ["c", "a", "z", "b"], "user_item_embedding_cosine": [0.3, np.nan, -0.2, 0.9]})
+TEST = pd.DataFrame({"item_id": ["c", "a", "z", "b"], "emb_cos_user_profile": [0.3, np.nan, -0.2, 0.9]})
 
 
 def test_popularity_counts_positive_labels_per_item_and_unseen_items_score_zero():
@@ -36,12 +36,12 @@ def test_similarity_ranks_missing_similarity_last():
 
 
 def test_similarity_column_is_a_parameter():
-    frame = TEST.rename(columns={"user_item_embedding_cosine": "cos"})
+    frame = TEST.rename(columns={"emb_cos_user_profile": "cos"})
     assert similarity_scores(frame, "cos")[3] == 0.9
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['user_item_embedding_cosine'\]"):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['emb_cos_user_profile'\]"):
         similarity_scores(frame)
 
 
 def test_similarity_refuses_a_non_numeric_column():
     with pytest.raises(TypeError, match="must be numeric"):
-        similarity_scores(TEST.astype({"user_item_embedding_cosine": str}))
+        similarity_scores(TEST.astype({"emb_cos_user_profile": str}))

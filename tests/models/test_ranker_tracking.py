@@ -131,7 +131,7 @@ def test_run_artifacts_hold_text_model_feature_set_and_importance(logged, fitted
     assert feature_set == {"name": "ranker_default", "hash": "abc123", "features": fitted_ranker.feature_names_}
     importance = json.loads((local / "feature_importance.json").read_text(encoding="utf-8"))
     assert importance["columns"] == ["feature", "gain", "gain_share", "split"]
-    assert importance["data"][0][0] == "user_item_embedding_cosine"  # the planted signal
+    assert importance["data"][0][0] == "emb_cos_user_profile"  # the planted signal
     assert (local / "feature_importance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
