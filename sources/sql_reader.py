@@ -84,6 +84,13 @@ def _micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def resolve_unit(kind: str, unit: str | None) -> str:
+    """The storage unit of a timestamp column (``auto``: epoch us in SQLite, native elsewhere)."""
+    if unit in (None, "auto"):
+        return "us" if kind == "sqlite" and unit == "auto" else "timestamp"
+    return unit
+
+
 def build_query(kind: str, relation: str, leaves: dict[str, tuple[FieldSpec, pa.DataType]],
                 ts: FieldSpec | None, start: datetime | None, end: datetime | None,
                 order: list[str]) -> str:
@@ -93,9 +100,7 @@ def build_query(kind: str, relation: str, leaves: dict[str, tuple[FieldSpec, pa.
     sql = f"SELECT {select} FROM {quote(kind, relation)}"
     if ts is not None and start is not None and end is not None:
         col = quote(kind, ts.source or "")
-        unit = ts.unit or "timestamp"
-        if unit == "auto":
-            unit = "us" if kind == "sqlite" else "timestamp"
+        unit = resolve_unit(kind, ts.unit)
         sql += f" WHERE {col} >= {bound_literal(kind, start, unit)} AND {col} < {bound_literal(kind, end, unit)}"
     if order:
         sql += " ORDER BY " + ", ".join(field_expr(kind, s, "native") for s in order)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from sources import connect, doc_readers, sql_reader
+from sources import connect, doc_readers, mysql_slices, sql_reader
 from sources.mapping import TableSpec
 from sources.transform import apply_mapping, leaf_aliases, raw_kind
 from sources.uri import SourceURI
@@ -65,13 +65,15 @@ def _sql_stream(src: SourceURI, spec: TableSpec, schema: pa.Schema, aliases: dic
         conn.close()
         raise
     raw = {alias: raw_kind(leaf, t) for alias, (leaf, t) in leaves.items()}
-    return Stream(sql, _guarded_batches(src, conn, sql, batch_rows, raw, spec, schema))
+    if src.kind == "mysql" and ts is not None and start is not None and end is not None:
+        sliced = mysql_slices.window_batches(src, conn, relation, leaves, ts, start, end, _order(spec, ts), batch_rows)
+        return Stream(sql, _guarded_batches(src, conn, sliced, spec, schema))
+    return Stream(sql, _guarded_batches(src, conn, sql_reader.stream_query(src, conn, sql, batch_rows, raw), spec, schema))
 
 
-def _guarded_batches(src: SourceURI, conn: Any, sql: str, batch_rows: int, raw: dict[str, Any],
-                     spec: TableSpec, schema: pa.Schema) -> Iterator[pa.Table]:
+def _guarded_batches(src: SourceURI, conn: Any, batches: Iterator[pa.RecordBatch], spec: TableSpec,
+                     schema: pa.Schema) -> Iterator[pa.Table]:
     with contextlib.closing(conn):
-        batches = sql_reader.stream_query(src, conn, sql, batch_rows, raw)
         while True:
             batch = connect.guarded(src, "reading rows", lambda: next(batches, None))
             if batch is None:
