@@ -94,7 +94,7 @@ def test_cli_extract_fails_with_one_line(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_empty_window_gives_an_empty_canonical_snapshot(tmp_path: Path, sqlite_uri: str) -> None:
-    from datetime import datetime, UTC
+    from datetime import UTC, datetime
 
     from rankloop.schema import INTERACTION_SCHEMA
 
