@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rankloop.errors import SourceError
 from rankloop.settings import Settings
@@ -40,7 +41,7 @@ def extract(
             retries=settings.source.connect_retries, retry_delay_s=settings.source.retry_delay_s,
         )
     except SourceError as e:
-        Console(stderr=True).print(f"[red]extract failed ({e.reason}):[/red] {e}", markup=True, highlight=False,
+        Console(stderr=True).print(f"[red]extract failed ({e.reason}):[/red] {escape(str(e))}", highlight=False,
                                    soft_wrap=True)
         raise typer.Exit(code=2) from None
     if as_json:
