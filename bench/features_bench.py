@@ -121,6 +121,7 @@ def main() -> None:
         items.to_parquet(items_path)
         events.to_parquet(events_path)
         print(f"generated {len(events):,} events in {time.perf_counter() - t:.1f}s -> {events_path}")
+        del events, items
     cmd = [sys.executable, __file__, "--feature-set", args.feature_set, "--run", str(events_path), str(items_path)]
     subprocess.run(cmd, check=True)
 

@@ -39,6 +39,13 @@ def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(None, index=frame.index, dtype=object)
 
 
+def _rows_by_code(table_codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """Row of a side table per code (n_codes + 1,), -1 where the table lacks it (and for code -1)."""
+    rows = np.full(n_codes + 1, -1, dtype=np.int64)
+    rows[table_codes] = np.arange(len(table_codes))
+    return rows
+
+
 @dataclass
 class BuildContext:
     """Queries (impressions) and events as aligned integer arrays, with memoised aggregates.
@@ -55,14 +62,20 @@ class BuildContext:
     _kept: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.q_user, self.ev_user = _codes(self.queries["user_id"], self.events["user_id"])
+        user_ids = [] if self.users is None else [self.users["user_id"]]
+        self.q_user, self.ev_user, *table_user = _codes(self.queries["user_id"], self.events["user_id"], *user_ids)
+        self.n_users = int(max(self.q_user.max(initial=-1), self.ev_user.max(initial=-1),
+                               *(c.max(initial=-1) for c in table_user))) + 1
+        self.user_row = _rows_by_code(table_user[0] if table_user else np.zeros(0, np.int64), self.n_users)
         item_ids = [self.queries["user_id"].iloc[:0]] if self.items is None else [self.items["item_id"]]
         self.q_item, self.ev_item, self.cat_item = _codes(self.queries["item_id"], self.events["item_id"], *item_ids)
         self.n_items = int(max(self.q_item.max(initial=-1), self.ev_item.max(initial=-1), self.cat_item.max(initial=-1))) + 1
+        self.item_row = _rows_by_code(self.cat_item, self.n_items)
         self.q_ms = _ms(self.queries["ts"])
         self.ev_ms = _ms(self.events["ts"])
         self.ev_type, types = pd.factorize(self.events["event_type"])
         self.type_code = {str(t): i for i, t in enumerate(types)}
+        self.logged_exposures = EventType.IMPRESSION.value in self.type_code or len(self.ev_type) == 0
         self.max_window_ms = max(self.settings.windows_days, default=28) * DAY_MS
 
     def release(self) -> None:
@@ -86,10 +99,18 @@ class BuildContext:
             return np.ones(len(self.ev_type), dtype=bool)
         if what == EXPOSURE:
             return self._exposures()
+        return self.type_table(what)[self.ev_type]
+
+    def type_table(self, what: str) -> np.ndarray:
+        """Boolean per event type code (last slot: missing type) of a type-based selection."""
+        if what == ANY:
+            return np.ones(len(self.type_code) + 1, dtype=bool)
+        if what == EXPOSURE:
+            what = EventType.IMPRESSION.value
         wanted = self.settings.engagement_types if what == ENGAGE else (what,)
         selected = np.zeros(len(self.type_code) + 1, dtype=bool)
         selected[[self.type_code[t] for t in wanted if t in self.type_code]] = True
-        return selected[self.ev_type]
+        return selected
 
     def _exposures(self) -> np.ndarray:
         """Impression events; without any, the first event of each (user, item, session or day)."""
@@ -160,19 +181,33 @@ class BuildContext:
     def prefix(self, grain: str, what: str, values: str | None = None) -> np.ndarray:
         """Prefix sums at a grain of the selected events (counts, or fixed-point ``values``)."""
         def make():
-            mask = self.mask(what)
-            weights = mask if values is None else np.where(mask, self.values(values), 0)
-            return self.timeline(grain).prefix(weights)
+            if values is None:
+                return self.timeline(grain).prefix_sorted(self.sorted_mask(grain, what))
+            return self.timeline(grain).prefix(np.where(self.mask(what), self.values(values), 0))
         return self.memo(("prefix", grain, what, values), make)
+
+    def sorted_mask(self, grain: str, what: str) -> np.ndarray:
+        """The selection in a grain timeline's sorted order (type lookups on sorted codes: no random gather)."""
+        line = self.timeline(grain)
+        if what == EXPOSURE and not self.logged_exposures:
+            return self.mask(what)[line.order]
+        types = self.memo(("sorted_types", grain), lambda: self.ev_type.astype(np.int16)[line.order])
+        return self.type_table(what)[types]
 
     def values(self, name: str) -> np.ndarray:
         """Per-event int64 fixed-point values: ``value`` (seconds, stars) or a derived weight."""
-        if name == "value":
-            return self.memo("value", lambda: to_fixed(pd.to_numeric(_column(self.events, "value")).to_numpy(
-                dtype=np.float64, na_value=np.nan)), keep=True)
-        if name == "has_value":
-            return self.memo("has_value", lambda: _column(self.events, "value").notna().to_numpy().astype(np.int64), keep=True)
+        if name in ("value", "has_value"):
+            raw = self.memo("raw_value", lambda: self.event_floats("value"), keep=True)
+            if name == "value":
+                return self.memo("value", lambda: to_fixed(raw), keep=True)
+            return self.memo("has_value", lambda: (~np.isnan(raw)).astype(np.int64), keep=True)
         return self._kept[("values", name)]
+
+    def event_floats(self, column: str) -> np.ndarray:
+        """A numeric event column as float64 (NaN where missing; all NaN if the column is absent)."""
+        if column not in self.events.columns:
+            return np.full(len(self.ev_ms), np.nan)
+        return pd.to_numeric(self.events[column]).to_numpy(dtype=np.float64, na_value=np.nan)
 
     def count(self, grain: str, what: str, window_days: int | None) -> np.ndarray:
         """Per query: number of selected events of the query's key in [t - window, t) (int64)."""

@@ -66,7 +66,7 @@ def item_age_secs(ctx: BuildContext) -> np.ndarray:
     created = pd.to_datetime(ctx.items["created_at"], utc=True)
     ms = created.to_numpy(dtype="datetime64[us]").view(np.int64).astype(np.float64) // 1000
     ms = np.r_[np.where(created.isna().to_numpy(), np.nan, ms), np.nan]
-    return (ctx.q_ms - ms[_row_of(ctx.items, "item_id", ctx.queries["item_id"])]) / 1000.0
+    return (ctx.q_ms - ms[ctx.item_row[ctx.q_item]]) / 1000.0
 
 
 def embedding_matrix(column: pd.Series) -> np.ndarray:
@@ -81,10 +81,6 @@ def embedding_matrix(column: pd.Series) -> np.ndarray:
     if len(dims):
         out[present] = pc.list_flatten(arr).to_numpy(zero_copy_only=False).reshape(-1, dims[0])
     return out
-
-
-def _row_of(table: pd.DataFrame, key: str, ids: pd.Series) -> np.ndarray:
-    return pd.Index(table[key]).get_indexer(ids)
 
 
 def item_embeddings(ctx: BuildContext) -> np.ndarray | None:
@@ -118,7 +114,7 @@ def emb_cos_user_profile(ctx: BuildContext) -> np.ndarray:
         log.warning("user embeddings have %d dims, item embeddings %d: emb_cos_user_profile is NaN",
                     users.shape[1], items.shape[1])
         return nan
-    rows = _row_of(ctx.users, "user_id", ctx.queries["user_id"])
+    rows = ctx.user_row[ctx.q_user]
     users = np.vstack([users, np.full((1, users.shape[1]), np.nan)])
     return cosine(users[rows], items[ctx.q_item])
 
@@ -143,8 +139,8 @@ def _trait(ctx: BuildContext, trait: str) -> np.ndarray:
     column = f"trait_{trait}"
     if ctx.users is not None and column in ctx.users.columns:
         values = np.r_[pd.to_numeric(ctx.users[column]).to_numpy(dtype=np.float64, na_value=np.nan), np.nan]
-        return values[_row_of(ctx.users, "user_id", ctx.queries["user_id"])]
-    logged = pd.to_numeric(_column(ctx.events, column)).to_numpy(dtype=np.float64, na_value=np.nan)
+        return values[ctx.user_row[ctx.q_user]]
+    logged = ctx.event_floats(column)
     rows = np.flatnonzero(~np.isnan(logged))
     if len(rows) == 0:
         return np.full(len(ctx.q_ms), np.nan)

@@ -44,7 +44,7 @@ def impressions(events: pd.DataFrame, settings: LabelSettings, attribution_hours
     horizon = np.int64(round(attribution_hours * 3600 * 1e6))
     ts = _ts_us(ev["ts"])
     logged_key, n_keys = _logged_keys(ev)
-    is_logged_imp = (ev["event_type"].to_numpy(dtype=object) == EventType.IMPRESSION.value) & (logged_key >= 0)
+    is_logged_imp = (ev["event_type"] == EventType.IMPRESSION.value).to_numpy(dtype=bool, na_value=False) & (logged_key >= 0)
     logged = _logged_rows(logged_key, n_keys, is_logged_imp, ts, grades, horizon)
     has_imp = np.zeros(n_keys + 1, dtype=bool)
     has_imp[logged_key[is_logged_imp]] = True
@@ -57,18 +57,21 @@ def impressions(events: pd.DataFrame, settings: LabelSettings, attribution_hours
 def event_grades(events: pd.DataFrame, settings: LabelSettings) -> np.ndarray:
     """Grade in [0, 1] of every event (float64); NaN for event types without a grade."""
     codes, uniques = pd.factorize(events["event_type"])
-    table = np.array([settings.grades.get(str(u), np.nan) for u in uniques] + [np.nan], dtype=np.float64)
-    grade = table[codes]  # code -1 (missing type) hits the trailing NaN
+    names = [str(u) for u in uniques] + [""]  # code -1 (missing type) hits the trailing slot
+    grade = np.array([settings.grades.get(n, np.nan) for n in names], dtype=np.float64)[codes]
     value = pd.to_numeric(events["value"]).to_numpy(dtype=np.float64, na_value=np.nan)
-    etype = np.asarray(uniques, dtype=object)[codes] if len(uniques) else np.array([], dtype=object)
-    scaled = np.isin(etype, _SCALED_BY_SECONDS)
+    scaled = np.array([n in _SCALED_BY_SECONDS for n in names])[codes]
     span = settings.view_max_grade - settings.view_min_grade
     frac = np.clip(np.nan_to_num(value / settings.view_full_seconds, nan=0.0), 0.0, 1.0)
     grade = np.where(scaled, settings.view_min_grade + span * frac, grade)
-    is_rating = etype == EventType.RATING.value
-    stars = np.rint(np.nan_to_num(value, nan=-1.0)).astype(np.int64)
-    rating_grade = pd.Series(stars).map(settings.rating_grades).to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.where(is_rating, rating_grade, grade)
+    is_rating = np.array([n == EventType.RATING.value for n in names])[codes]
+    stars = np.rint(np.where(is_rating, np.nan_to_num(value, nan=-1.0), -1.0)).astype(np.int64)
+    top = max((s for s in settings.rating_grades if s >= 0), default=0)
+    by_star = np.full(top + 2, np.nan)  # the last slot: stars without a configured grade
+    for star, g in settings.rating_grades.items():
+        if star >= 0:
+            by_star[star] = g
+    return np.where(is_rating, by_star[np.where((stars >= 0) & (stars <= top), stars, top + 1)], grade)
 
 
 def _check_events(events: pd.DataFrame, attribution_hours: float) -> None:
@@ -84,8 +87,7 @@ def _check_events(events: pd.DataFrame, attribution_hours: float) -> None:
 
 
 def _with_optional_columns(events: pd.DataFrame) -> pd.DataFrame:
-    optional = ["value", "request_id", "session_id", *CARRIED_COLUMNS[3:]]
-    absent = [c for c in optional if c not in events.columns]
+    absent = [c for c in ("value", "request_id", "session_id") if c not in events.columns]
     if not absent:
         return events
     return events.assign(**{c: pd.Series(None, index=events.index, dtype=object) for c in absent})
@@ -155,7 +157,10 @@ def _fallback_rows(ev, rows, ts, grades, horizon) -> tuple[np.ndarray, np.ndarra
 def _assemble(ev, logged, fallback, settings: LabelSettings) -> pd.DataFrame:
     parts = []
     for rows, grade, query in (logged, fallback):
-        part = ev.iloc[rows][list(CARRIED_COLUMNS)].reset_index(drop=True)
+        present = [c for c in CARRIED_COLUMNS if c in ev.columns]
+        part = ev.iloc[rows][present].reset_index(drop=True)
+        part = part.assign(**{c: pd.Series(None, index=part.index, dtype=object) for c in CARRIED_COLUMNS
+                              if c not in present})[list(CARRIED_COLUMNS)]
         qid = ev["request_id"].iloc[query].astype("string") if isinstance(query, np.ndarray) else query
         part.insert(0, "query_id", pd.Series(np.asarray(qid, dtype=object), dtype="string").reset_index(drop=True))
         part["grade"] = np.clip(grade, 0.0, 1.0)

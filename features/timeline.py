@@ -52,16 +52,14 @@ class Timeline:
         self._n_events = len(event_key)
         keep = np.flatnonzero(event_key >= 0)
         comp = event_key[keep] * self.span + (np.asarray(event_ms)[keep] - t0) // self.unit
-        if tiebreak is None:
-            order = np.argsort(comp, kind="stable")
-        else:
-            order = np.lexsort((np.asarray(tiebreak)[keep], comp))
+        # Ties need no order (sums are exact, times equal) unless last_value must pick among them.
+        order = np.argsort(comp) if tiebreak is None else np.lexsort((np.asarray(tiebreak)[keep], comp))
         self.order = keep[order]  # original event row of each sorted position
         self.comp = comp[order]
         self.t0 = t0
         valid = query_key >= 0
         qcomp = np.where(valid, query_key, 0) * self.span + (np.asarray(query_ms) - t0) // self.unit
-        self.q_order = np.argsort(qcomp, kind="stable")
+        self.q_order = np.argsort(qcomp)
         self.q_comp = qcomp[self.q_order]
         self.q_valid = valid[self.q_order]
         self.q_block = (self.q_comp // self.span) * self.span
@@ -90,10 +88,13 @@ class Timeline:
         """Prefix sums (n_sorted + 1,) of per-event ``values`` (None: count every event)."""
         if values is None:
             return np.arange(len(self.comp) + 1, dtype=np.int64)
-        values = np.asarray(values)
-        small = values.dtype == bool and len(values) < 2**31  # counts fit int32: half the memory traffic
-        out = np.zeros(len(self.order) + 1, dtype=np.int32 if small else np.int64)
-        np.cumsum(values[self.order], dtype=out.dtype, out=out[1:])
+        return self.prefix_sorted(np.asarray(values)[self.order])
+
+    def prefix_sorted(self, sorted_values: np.ndarray) -> np.ndarray:
+        """Prefix sums of per-event values already in sorted order (see :attr:`order`)."""
+        small = sorted_values.dtype == bool and len(sorted_values) < 2**31  # counts fit int32: half the traffic
+        out = np.zeros(len(sorted_values) + 1, dtype=np.int32 if small else np.int64)
+        np.cumsum(sorted_values, dtype=out.dtype, out=out[1:])
         return out
 
     def total(self, prefix: np.ndarray, window_ms: int | None) -> np.ndarray:

@@ -98,3 +98,10 @@ def test_invalid_inputs(make_frame):
         impressions(naive, LabelSettings())
     with pytest.raises(ValueError, match="attribution_hours"):
         impressions(make_frame([("u1", "i1", "click", "2026-01-01")]), LabelSettings(), attribution_hours=0)
+
+
+def test_ratings_without_a_configured_grade_count_as_nothing(make_frame):
+    at = "2026-01-01T00:05:00"
+    out = impressions(_slate(make_frame, [("rating", at, 7.0), ("rating", at, 5.0), ("rating", at, np.nan)]),
+                      LabelSettings())
+    assert _grades(out) == {"rating0": 0.0, "rating1": 1.0, "rating2": 0.0}
