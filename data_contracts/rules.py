@@ -37,12 +37,9 @@ def _param(value: Any, params: Params) -> Any:
     return value
 
 
-def _present(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Non-null and, for floats, not NaN (pandas and GE treat NaN as missing; so do we)."""
-    valid = pc.is_valid(column)
-    if pa.types.is_floating(column.type):
-        valid = pc.and_(valid, pc.invert(pc.fill_null(pc.is_nan(column), True)))
-    return valid
+def _missing(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Null or NaN (pandas and GE treat NaN as missing; so do we)."""
+    return pc.is_null(column, nan_is_null=True)
 
 
 def _to_numpy(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -59,7 +56,7 @@ class NotNull:
         return {}
 
     def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
-        return pc.invert(_present(column))
+        return _missing(column)
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ class InSet:
 
     def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
         known = pc.is_in(column, value_set=pa.array(self.values, type=column.type))
-        return pc.and_(_present(column), pc.invert(known))
+        return pc.and_(pc.is_valid(column), pc.invert(known))
 
 
 @dataclass(frozen=True)
@@ -94,13 +91,17 @@ class Between:
         }
 
     def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
-        ok = pc.fill_null(_present(column), False)
+        """True out of range; null where the value is null (filled with False by the caller)."""
         low, high = _param(self.min_value, params), _param(self.max_value, params)
+        checks = []
         if low is not None:
-            ok = pc.and_(ok, (pc.greater if self.strict_min else pc.greater_equal)(column, _scalar(low, column)))
+            checks.append((pc.greater if self.strict_min else pc.greater_equal)(column, _scalar(low, column)))
         if high is not None:
-            ok = pc.and_(ok, (pc.less if self.strict_max else pc.less_equal)(column, _scalar(high, column)))
-        return pc.and_(_present(column), pc.invert(pc.fill_null(ok, False)))
+            checks.append((pc.less if self.strict_max else pc.less_equal)(column, _scalar(high, column)))
+        bad = pc.invert(checks[0] if len(checks) == 1 else pc.and_(*checks))
+        if pa.types.is_floating(column.type):  # NaN compares False: missing, not out of range
+            bad = pc.and_(bad, pc.invert(pc.is_nan(column)))
+        return bad
 
 
 @dataclass(frozen=True)
@@ -126,22 +127,28 @@ def _scalar(value: Any, column: pa.ChunkedArray) -> pa.Scalar:
     return pa.scalar(value).cast(column.type) if not pa.types.is_floating(column.type) else pa.scalar(float(value))
 
 
+def _single_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """One array (encoding chunk by chunk, then unifying dictionaries, would hash twice)."""
+    if column.num_chunks == 1:
+        return column.chunk(0)
+    if column.num_chunks == 0:
+        return pa.array([], column.type)
+    return pa.concat_arrays([chunk.cast(pa.large_string()) for chunk in column.chunks])  # no 2 GiB limit
+
+
 def repeat_mask(column: pa.ChunkedArray) -> np.ndarray:
     """True on every non-null occurrence of a value after its first.
 
     Dictionary-encodes once (hashing is the cost); only keys seen twice or more are then located.
     """
     n = len(column)
-    # One chunk first: encoding chunk by chunk and unifying the dictionaries afterwards hashes twice.
-    whole = pa.concat_arrays([chunk.cast(pa.large_string()) for chunk in column.chunks]) if column.num_chunks > 1 \
-        else column.chunk(0) if column.num_chunks else pa.array([], column.type)
+    whole = _single_chunk(column)
     encoded = pc.dictionary_encode(whole)
-    codes = pc.fill_null(encoded.indices, -1).to_numpy()
-    counts = np.bincount(codes[codes >= 0], minlength=len(encoded.dictionary))
     mask = np.zeros(n, dtype=bool)
-    repeated = counts > 1
-    if not repeated.any():
+    if len(encoded.dictionary) == n - whole.null_count:  # all distinct: the usual case
         return mask
+    codes = pc.fill_null(encoded.indices, -1).to_numpy()
+    repeated = np.bincount(codes[codes >= 0], minlength=len(encoded.dictionary)) > 1
     rows = np.flatnonzero((codes >= 0) & repeated[np.maximum(codes, 0)])
     _, first = np.unique(codes[rows], return_index=True)
     mask[rows] = True
@@ -172,7 +179,7 @@ class RowRule:
         """Boolean array, True where the row breaks this rule (vectorised)."""
         flagged = self.check.mask(table.column(self.column), params)
         if self.when_event_types is not None:
-            flagged = pc.and_(pc.fill_null(flagged, False), self.condition(table))
+            flagged = pc.and_(flagged, self.condition(table))
         return flagged if isinstance(flagged, np.ndarray) else _to_numpy(flagged)
 
     def condition(self, table: pa.Table) -> pa.ChunkedArray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -100,9 +100,10 @@ FAULTS: dict[str, Fault] = {
 
 
 def inject_faults(
-    table: pa.Table, *, window: tuple[datetime, datetime], per_rule: int = 1, seed: int = 0
+    table: pa.Table, *, window: tuple[datetime, datetime], per_rule: int = 1, seed: int = 0,
+    faults: Mapping[str, Fault] | None = None,
 ) -> tuple[pa.Table, dict[str, int]]:
-    """Append ``per_rule`` copies of random rows broken for each rule in :data:`FAULTS`.
+    """Append ``per_rule`` copies of random rows broken for each rule in ``faults`` (default :data:`FAULTS`).
 
     ``window`` is the validation window (the ``ts_in_window`` fault puts ts at its excluded end).
 
@@ -111,10 +112,11 @@ def inject_faults(
     """
     rng = np.random.default_rng(seed)
     bad: list[dict[str, Any]] = []
-    for name, fault in FAULTS.items():
+    faults = FAULTS if faults is None else faults
+    for name, fault in faults.items():
         for row in table.take(pa.array(rng.integers(0, table.num_rows, per_rule))).to_pylist():
             row["event_id"] = f"bad-{name}-{len(bad)}"
             fault(row, window, table["event_id"][0].as_py())
             bad.append(row)
     extra = pa.Table.from_pylist(bad, schema=INTERACTION_SCHEMA)
-    return pa.concat_tables([table, extra]), {name: per_rule for name in FAULTS}
+    return pa.concat_tables([table, extra]), {name: per_rule for name in faults}

@@ -1,0 +1,152 @@
+"""Time the interaction contract: our vectorised masks vs Great Expectations' plain pandas path.
+
+    .venv/bin/python bench/validate_bench.py --rows 10000000
+
+Each engine runs in a fresh subprocess that first builds the synthetic canonical table
+(``data_contracts.synthetic``: clean rows plus ``rows // 10_000`` injected bad rows per rule; not
+timed), then times one engine while a thread samples RSS, so "peak RSS" is that process's peak
+during the timed step and "base RSS" its RSS just before it (the table itself).
+
+Engines:
+
+* ``masks``: ``validate_interactions(run_ge=False)`` -- masks, quarantine table with reasons,
+  valid table, table rules.
+* ``ge``: Arrow -> pandas, then GE 1.x ``batch.validate(suite)`` of the same declared suite on the
+  whole dataframe (ephemeral context, pandas data source, BASIC result format).
+* ``contract``: ``validate_interactions(run_ge=True)`` with default settings: masks plus GE on the
+  strided ``ge_max_rows`` sample (what flows run).
+
+If ``ge`` at ``--rows`` exceeds ``--ge-timeout`` seconds, it is killed and re-run at 1M and 3M
+rows, and the full-size time is extrapolated linearly (said so in the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+
+WINDOW = (datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 2, 9, tzinfo=UTC))
+
+
+class PeakRSS:
+    """Sample this process's RSS every 10 ms while in the ``with`` block."""
+
+    def __enter__(self) -> PeakRSS:
+        self.process = psutil.Process()
+        self.base = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def _table(rows: int):
+    from data_contracts.synthetic import inject_faults, synthetic_interactions
+
+    clean = synthetic_interactions(rows, window=WINDOW, seed=0)
+    return inject_faults(clean, window=WINDOW, per_rule=max(rows // 10_000, 1), seed=1)[0]
+
+
+def _run_masks(table, run_ge: bool) -> dict[str, Any]:
+    from data_contracts import ContractSettings, validate_interactions
+
+    result = validate_interactions(table, window=WINDOW, settings=ContractSettings(min_rows=0), run_ge=run_ge)
+    return {"rows_quarantined": result.quarantined.num_rows, "rows_valid": result.valid.num_rows}
+
+
+def _run_ge(table) -> dict[str, Any]:
+    from data_contracts.config import ContractSettings
+    from data_contracts.ge_suite import _context, build_suite, to_pandas
+    from data_contracts.rules import WINDOW_END, WINDOW_START, row_rules
+    from rankloop.schema import REQUIRED_COLUMNS
+
+    started = time.perf_counter()
+    frame = to_pandas(table)
+    converted = time.perf_counter() - started
+    context = _context()
+    batch = (context.data_sources.add_pandas("bench").add_dataframe_asset("interactions")
+             .add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame}))
+    suite = build_suite(row_rules(ContractSettings()), REQUIRED_COLUMNS)
+    result = batch.validate(suite, expectation_parameters={WINDOW_START: WINDOW[0], WINDOW_END: WINDOW[1]},
+                            result_format={"result_format": "BASIC"})
+    unexpected = sum(r.result.get("unexpected_count") or 0 for r in result.results)
+    return {"to_pandas_seconds": round(converted, 2), "ge_unexpected_total": unexpected}
+
+
+def worker(engine: str, rows: int) -> dict[str, Any]:
+    """Build the table, time one engine; returns the figures."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    table = _table(rows)
+    if engine in ("ge", "contract"):  # import cost is not the engine's
+        import great_expectations  # noqa: F401
+    with PeakRSS() as rss:
+        started = time.perf_counter()
+        extra = _run_ge(table) if engine == "ge" else _run_masks(table, run_ge=engine == "contract")
+        seconds = time.perf_counter() - started
+    return {"engine": engine, "rows": table.num_rows, "seconds": round(seconds, 2),
+            "base_rss_mb": round(rss.base / 2**20), "peak_rss_mb": round(rss.peak / 2**20), **extra}
+
+
+def spawn(engine: str, rows: int, timeout: float | None) -> dict[str, Any] | None:
+    """Run ``worker`` in a fresh interpreter; None when it exceeded ``timeout``."""
+    command = [sys.executable, __file__, "--worker", engine, "--rows", str(rows)]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
+    except subprocess.TimeoutExpired:
+        return None
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"{engine} at {rows} rows failed:\n{e.stderr[-3000:]}") from e
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def extrapolate(rows: int, small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
+    """Linear fit through two GE runs, evaluated at ``rows``."""
+    slope = (large["seconds"] - small["seconds"]) / (large["rows"] - small["rows"])
+    seconds = large["seconds"] + slope * (rows - large["rows"])
+    mem = (large["peak_rss_mb"] - small["peak_rss_mb"]) / (large["rows"] - small["rows"])
+    return {"engine": "ge (extrapolated)", "rows": rows, "seconds": round(seconds, 1),
+            "peak_rss_mb": round(large["peak_rss_mb"] + mem * (rows - large["rows"]))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--engines", default="masks,contract,ge")
+    parser.add_argument("--ge-timeout", type=float, default=300.0)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.rows)))
+        return
+    print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs", flush=True)
+    for engine in args.engines.split(","):
+        figures = spawn(engine, args.rows, args.ge_timeout if engine == "ge" else None)
+        if figures is None:
+            print(f"ge at {args.rows} rows exceeded {args.ge_timeout:.0f} s; running 1M and 3M", flush=True)
+            small, large = (spawn("ge", n, None) for n in (1_000_000, 3_000_000))
+            for f in (small, large):
+                print(json.dumps(f), flush=True)
+            figures = extrapolate(args.rows, small, large)
+        print(json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()
