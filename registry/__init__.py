@@ -16,9 +16,10 @@ _EXPORTS = {
     "OPEEvidence": "registry.gate", "paired_bootstrap": "registry.gate", "policy_gate": "registry.gate",
     "ranker_gate": "registry.gate", "LedgerEntry": "registry.ledger", "history": "registry.ledger",
     "LoadedModel": "registry.loader", "load": "registry.loader", "KINDS": "registry.manifest",
-    "build_manifest": "registry.manifest", "verify": "registry.manifest", "promote": "registry.promote",
-    "rollback": "registry.promote", "publish": "registry.publish",
+    "build_manifest": "registry.manifest", "verify": "registry.manifest", "rollback": "registry.promote",
 }
+# ``promote`` and ``publish`` are also submodule names (the submodule would shadow a lazy export):
+# import them from ``registry.promote`` and ``registry.publish``.
 __all__ = sorted(_EXPORTS)
 
 

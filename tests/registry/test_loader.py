@@ -1,0 +1,108 @@
+"""The serving loader: feature-set checks, the cache, serving from cache when the store is down, policy kinds."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rankloop.errors import Reason, RegistryError
+from rankloop.settings import Settings
+from registry import load
+from registry.promote import promote
+from registry.publish import publish
+
+from .conftest import FEATURES, Store, feature_frame, register_ranker, tiny_booster
+
+
+def _closed_port_uri() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there any more
+
+
+@pytest.fixture(scope="module")
+def champion(store: Store) -> int:
+    v = register_ranker(store, 21)
+    promote("ranker", v, decision=None, actor="t", reason="setup", forced=True, client=store.client)
+    return v
+
+
+def _offline(store: Store) -> Settings:
+    return Settings(home=store.home, mlflow_tracking_uri=_closed_port_uri())
+
+
+def test_ranker_predicts_like_its_booster_and_checks_columns(store: Store, champion: int) -> None:
+    model = load("ranker", settings=store.settings)
+    frame = feature_frame()
+    np.testing.assert_allclose(model.predict(frame[FEATURES[::-1]]), tiny_booster(21).predict(frame[FEATURES].to_numpy()))
+    with pytest.raises(ValueError, match=r"missing \['f_fresh'\], extra \['f_other'\]"):
+        model.predict(frame.drop(columns="f_fresh").assign(f_other=1.0))
+    with pytest.raises(TypeError, match="DataFrame"):
+        model.predict(frame.to_numpy())
+    with pytest.raises(AttributeError, match=r"offers \['predict'\]"):
+        model.sample([1], None)
+    assert model.manifest["feature_set"]["features"] == FEATURES and model.path.parent.name == "ranker"
+
+
+def test_unreachable_store_serves_the_cached_champion_with_a_warning(store: Store, champion: int,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    load("ranker", settings=store.settings)  # caches it and records the alias pointer
+    with caplog.at_level(logging.WARNING, logger="registry.loader"):
+        model = load("ranker", settings=_offline(store), probe_timeout=1.0)
+    assert (model.version, model.from_cache) == (champion, True)
+    assert any("from cache" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert model.predict(feature_frame()).shape == (6,)
+    assert model.refresh() is False and model.version == champion
+
+
+def test_unreachable_store_without_cache_is_refused(store: Store, champion: int) -> None:
+    with pytest.raises(RegistryError, match="no cached ranker version for alias 'staging'") as info:
+        load("ranker", "staging", settings=_offline(store), probe_timeout=1.0)
+    assert info.value.reason is Reason.NOT_FOUND
+
+
+def test_tampered_cache_is_refused_offline_and_repaired_online(store: Store, champion: int,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    model = load("ranker", settings=store.settings)
+    original = (model.path / "model.txt").read_text()
+    (model.path / "model.txt").write_text(original.replace("tree", "TREE", 1))
+    with pytest.raises(RegistryError, match="fails its checksums") as info:
+        load("ranker", settings=_offline(store), probe_timeout=1.0)
+    assert info.value.reason is Reason.CHECKSUM
+    with caplog.at_level(logging.ERROR, logger="registry.cache"):
+        repaired = load("ranker", settings=store.settings)
+    assert (repaired.path / "model.txt").read_text() == original and not repaired.from_cache
+    assert any("corrupt" in r.getMessage() for r in caplog.records)
+
+
+def test_unknown_alias_is_not_found(store: Store, champion: int) -> None:
+    with pytest.raises(RegistryError, match="no version with alias 'canary'"):
+        load("ranker", "canary", settings=store.settings)
+    with pytest.raises(ValueError, match="unknown model kind"):
+        load("forest", settings=store.settings)
+
+
+def test_bandit_tables_logged_by_policy_tracking_load_and_serve(store: Store, tmp_path) -> None:
+    from models.policy_config import BanditSettings
+    from models.policy_tracking import log_policy_run
+    from models.thompson import BetaTables
+
+    items = pd.DataFrame({"item_id": ["a", "b"], "successes": [8.0, 1.0], "failures": [2.0, 9.0]})
+    user_items = pd.DataFrame({"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object),
+                               "successes": [], "failures": []})
+    tables = BetaTables(items=items, user_items=user_items, settings=BanditSettings(),
+                        fitted_at=datetime(2026, 11, 16, tzinfo=UTC), data_end=None)
+    directory = tables.save(tmp_path / "bandit")
+    version = log_policy_run("bandit", directory, metrics={"avg_reward": 0.5}, params={"p": 1}, ope=None)
+    manifest = publish("bandit", version, artifact_dir=directory, client=store.client, metrics={"avg_reward": 0.5})
+    assert set(manifest["files"]) == {p.name for p in directory.iterdir()}
+    promote("bandit", version, decision=None, actor="t", reason="first tables", forced=True, client=store.client)
+    served = load("bandit", settings=store.settings)
+    np.testing.assert_allclose(served.mean(["a", "b"]), [9 / 12, 2 / 12])
+    assert served.sample(["a", "b"], np.random.default_rng(0)).shape == (2,)
