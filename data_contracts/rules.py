@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -159,6 +160,28 @@ def repeat_mask(column: pa.ChunkedArray) -> np.ndarray:
 Check = NotNull | InSet | Between | Unique
 
 
+class Batch:
+    """A table under validation, its run parameters and its event types encoded once.
+
+    Conditional rules test ``event_type`` membership on the small dictionary, then index by code,
+    instead of hashing every string once per rule.
+    """
+
+    def __init__(self, table: pa.Table, params: Params):
+        self.table, self.params = table, params
+
+    @cached_property
+    def _event_types(self) -> tuple[np.ndarray, np.ndarray]:
+        encoded = pc.dictionary_encode(_single_chunk(self.table.column("event_type")))
+        codes = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy()
+        return codes, np.array(encoded.dictionary.to_pylist() + [None], dtype=object)
+
+    def event_type_in(self, types: tuple[str, ...]) -> np.ndarray:
+        """Boolean array: the row's event_type is one of ``types`` (False for nulls)."""
+        codes, dictionary = self._event_types
+        return np.isin(dictionary, list(types))[codes]
+
+
 @dataclass(frozen=True)
 class RowRule:
     """One row-level rule: rows it flags are quarantined with ``reason``.
@@ -175,19 +198,11 @@ class RowRule:
     when_event_types: tuple[str, ...] | None = None
     reason_with_value: bool = False
 
-    def mask(self, table: pa.Table, params: Params) -> np.ndarray:
+    def mask(self, batch: Batch) -> np.ndarray:
         """Boolean array, True where the row breaks this rule (vectorised)."""
-        flagged = self.check.mask(table.column(self.column), params)
-        if self.when_event_types is not None:
-            flagged = pc.and_(flagged, self.condition(table))
-        return flagged if isinstance(flagged, np.ndarray) else _to_numpy(flagged)
-
-    def condition(self, table: pa.Table) -> pa.ChunkedArray:
-        """Rows the rule applies to (all rows when unconditional)."""
-        if self.when_event_types is None:
-            return pa.chunked_array([np.ones(table.num_rows, dtype=bool)], type=pa.bool_())
-        event_type = table.column("event_type")
-        return pc.is_in(event_type, value_set=pa.array(self.when_event_types, type=event_type.type))
+        flagged = self.check.mask(batch.table.column(self.column), batch.params)
+        flagged = flagged if isinstance(flagged, np.ndarray) else _to_numpy(flagged)
+        return flagged if self.when_event_types is None else flagged & batch.event_type_in(self.when_event_types)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able declaration (the suite version hashes these)."""

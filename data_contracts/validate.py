@@ -19,6 +19,7 @@ from data_contracts.rules import (
     SUITE_NAME,
     WINDOW_END,
     WINDOW_START,
+    Batch,
     Counts,
     RowRule,
     Unique,
@@ -94,12 +95,13 @@ def validate_interactions(
             reason=Reason.EMPTY, details={"window": [str(w) for w in window], "rows_in": 0},
         )
     rules = row_rules(settings)
-    params = {WINDOW_START: window[0], WINDOW_END: window[1]}
-    masks = {r.name: r.mask(table, params) for r in rules}
+    batch = Batch(table, {WINDOW_START: window[0], WINDOW_END: window[1]})
+    masks = {r.name: r.mask(batch) for r in rules}
     bad = np.logical_or.reduce(list(masks.values()))
-    valid, quarantined = table.filter(pa.array(~bad)), _quarantine_table(table, bad, rules, masks)
-    records = _row_records(table, rules, masks, window, settings if run_ge else None)
-    counts = Counts(table.num_rows, valid.num_rows, quarantined.num_rows, _exposures(valid))
+    valid, quarantined = _keep_valid(table, bad), _quarantine_table(table, bad, rules, masks)
+    records = _row_records(batch, rules, masks, window, settings if run_ge else None)
+    exposures = int(np.count_nonzero(batch.event_type_in(EXPOSURE_TYPES) & ~bad))
+    counts = Counts(table.num_rows, valid.num_rows, quarantined.num_rows, exposures)
     records += _table_records(counts, settings)
     _raise_if_fatal(records, counts, quarantined, settings)
     result = ContractResult(valid, quarantined, SUITE_NAME, suite_version(settings), records,
@@ -140,6 +142,15 @@ def _conform(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=INTERACTION_SCHEMA)
 
 
+def _keep_valid(table: pa.Table, bad: np.ndarray, max_slices: int = 64) -> pa.Table:
+    """Rows not flagged. With few bad rows, zero-copy slices between them instead of a full copy."""
+    flagged = np.flatnonzero(bad)
+    if len(flagged) > max_slices:
+        return table.filter(pa.array(~bad))
+    bounds = zip(np.r_[0, flagged + 1], np.r_[flagged, table.num_rows], strict=True)
+    return pa.concat_tables([table.slice(a, b - a) for a, b in bounds if b > a] or [table.slice(0, 0)])
+
+
 def _quarantine_table(
     table: pa.Table, bad: np.ndarray, rules: Sequence[RowRule], masks: dict[str, np.ndarray]
 ) -> pa.Table:
@@ -166,30 +177,27 @@ def _reason(rule: RowRule, rows: pa.Table) -> Any:
     return pc.binary_join_element_wise(rule.reason, values, ":")
 
 
-def _exposures(valid: pa.Table) -> int:
-    event_type = valid.column("event_type")
-    return int(pc.sum(pc.is_in(event_type, value_set=pa.array(EXPOSURE_TYPES))).as_py() or 0)
-
-
 def _row_records(
-    table: pa.Table, rules: Sequence[RowRule], masks: dict[str, np.ndarray],
+    batch: Batch, rules: Sequence[RowRule], masks: dict[str, np.ndarray],
     window: tuple[datetime, datetime], settings: ContractSettings | None,
 ) -> list[dict[str, Any]]:
     """Exact per-rule records from the masks, merged with GE's record when ``settings`` is given."""
-    exact = [_exact_record(table, r, masks[r.name]) for r in rules]
+    exact = [_exact_record(batch, r, masks[r.name]) for r in rules]
     if settings is None:
         return exact
-    return ge_suite.merge_ge_records(table, rules, exact, window, settings)
+    return ge_suite.merge_ge_records(batch.table, rules, exact, window, settings)
 
 
-def _exact_record(table: pa.Table, rule: RowRule, mask: np.ndarray) -> dict[str, Any]:
+def _exact_record(batch: Batch, rule: RowRule, mask: np.ndarray) -> dict[str, Any]:
     """Counts in GE's semantics (duplicates: every member of a duplicated group) plus our quarantine count."""
     quarantined = int(mask.sum())
     unexpected = quarantined
     if isinstance(rule.check, Unique) and quarantined:
         # GE also counts each duplicated value's first occurrence: one per distinct repeated value.
-        unexpected += pc.count_distinct(table.column(rule.column).filter(pa.array(mask))).as_py()
-    elements = int(pc.sum(rule.condition(table)).as_py() or 0) if rule.when_event_types else table.num_rows
+        unexpected += pc.count_distinct(batch.table.column(rule.column).filter(pa.array(mask))).as_py()
+    elements = batch.table.num_rows
+    if rule.when_event_types is not None:
+        elements = int(np.count_nonzero(batch.event_type_in(rule.when_event_types)))
     return {
         "name": rule.name, "expectation": rule.check.expectation_type, "column": rule.column,
         "success": unexpected == 0, "unexpected_count": unexpected, "element_count": elements,

@@ -122,3 +122,16 @@ def test_missing_optional_columns_become_nulls_and_extras_are_dropped(clean, win
     result = validate_interactions(table, window=window, settings=settings, run_ge=False)
     assert result.valid.schema.names == clean.schema.names
     assert result.valid["position"].null_count == clean.num_rows
+
+
+@pytest.mark.parametrize("bad_rows", [0, 1, 3, 70])  # few bad rows: zero-copy slices; many: a filter
+def test_valid_rows_keep_their_order_whichever_way_they_are_cut(bad_rows, clean, window, settings) -> None:
+    positions = list(range(0, 2 * bad_rows, 2))
+    position = clean["position"].to_pylist()
+    for i in positions:
+        position[i] = -1
+    table = clean.set_column(clean.schema.get_field_index("position"), "position", pa.array(position, pa.int32()))
+    result = validate_interactions(table, window=window, settings=settings, run_ge=False)
+    kept = [r for i, r in enumerate(clean["event_id"].to_pylist()) if i not in set(positions)]
+    assert result.valid["event_id"].to_pylist() == kept
+    assert result.quarantined["event_id"].to_pylist() == [clean["event_id"][i].as_py() for i in positions]
