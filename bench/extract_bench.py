@@ -120,7 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--uri", default=DEFAULT_URI)
-    parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--skip-load", action="store_true", help="reuse the table a --keep run left")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark table afterwards")
     args = parser.parse_args()
     if not args.skip_load:
         t = time.perf_counter()
@@ -146,6 +147,17 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": args.rows, "uri": "redacted-local-postgres", "runs": runs, "summary": summary,
                                "measured_at": datetime.now(UTC).isoformat()}, indent=2))
+    if not args.keep:
+        drop(args.uri)
+
+
+def drop(uri: str) -> None:
+    """Remove the benchmark table (the test database is shared)."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(uri) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        conn.commit()
 
 
 if __name__ == "__main__":
