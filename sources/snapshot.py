@@ -230,8 +230,10 @@ def clean_stale_temps(snapshot_dir: Path) -> list[Path]:
 
 
 def _alive(pid: str) -> bool:
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return pid.isdigit() and int(pid) == os.getpid()
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, OverflowError):
