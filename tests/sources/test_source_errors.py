@@ -61,11 +61,16 @@ def test_mariadb_bad_password_is_auth(tmp_path: Path, caplog: pytest.LogCaptureF
 
 @pytest.mark.postgres
 def test_postgres_missing_table_lists_found_tables(tmp_path: Path, pg_table: str) -> None:
+    from sources.mapping import MAPPINGS_DIR
+
     write_table(PG_URI, pg_table, pa.table({"x": [1]}))
+    absent = pg_table + "_absent"
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text((MAPPINGS_DIR / "rankloop.yaml").read_text().replace("table: interactions", f"table: {absent}", 1))
     with pytest.raises(SourceError) as info:
-        extract_snapshot(PG_URI, "rankloop", START, END, tmp_path)  # table `interactions` does not exist here
+        extract_snapshot(PG_URI, str(mapping), START, END, tmp_path)
     assert info.value.reason is Reason.MISSING_TABLE
-    assert "'interactions'" in str(info.value) and pg_table in info.value.details["found"]
+    assert f"'{absent}'" in str(info.value) and pg_table in info.value.details["found"]
 
 
 @pytest.mark.mariadb
