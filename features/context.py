@@ -73,7 +73,9 @@ class BuildContext:
         self.item_row = _rows_by_code(self.cat_item, self.n_items)
         self.q_ms = _ms(self.queries["ts"])
         self.ev_ms = _ms(self.events["ts"])
+        self.ev_user, self.ev_item = self.ev_user.astype(np.int32), self.ev_item.astype(np.int32)
         self.ev_type, types = pd.factorize(self.events["event_type"])
+        self.ev_type = self.ev_type.astype(np.int16)
         self.type_code = {str(t): i for i, t in enumerate(types)}
         self.logged_exposures = EventType.IMPRESSION.value in self.type_code or len(self.ev_type) == 0
         self.max_window_ms = max(self.settings.windows_days, default=28) * DAY_MS
@@ -129,7 +131,7 @@ class BuildContext:
 
     # --- keys per grain -----------------------------------------------------------------
     def keys(self, grain: str) -> tuple[np.ndarray, np.ndarray]:
-        """(event keys, query keys) of a grain: user, item, user_item, user_category, global."""
+        """(event keys, query keys) of a grain: user, item, user_item, user_category."""
         return self.memo(("keys", grain), lambda: self._keys(grain), keep=grain != "user_item")
 
     def _keys(self, grain: str) -> tuple[np.ndarray, np.ndarray]:
@@ -137,8 +139,6 @@ class BuildContext:
             return self.ev_user, self.q_user
         if grain == "item":
             return self.ev_item, self.q_item
-        if grain == "global":
-            return np.zeros(len(self.ev_ms), np.int64), np.zeros(len(self.q_ms), np.int64)
         if grain == "user_item":
             ev_pair = self.ev_user.astype(np.int64) * self.n_items + self.ev_item
             q_pair = self.q_user.astype(np.int64) * self.n_items + self.q_item
@@ -149,7 +149,7 @@ class BuildContext:
             ev_key = np.where(ev_cat >= 0, self.ev_user.astype(np.int64) * n_cat + ev_cat, -1)
             q_key = np.where(q_cat >= 0, self.q_user.astype(np.int64) * n_cat + q_cat, -1)
             return ev_key, q_key
-        raise ValueError(f"unknown grain {grain!r}; expected user, item, user_item, user_category or global")
+        raise ValueError(f"unknown grain {grain!r}; expected user, item, user_item or user_category")
 
     def attribute_codes(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(per event, per query) codes of an item attribute (the row's own value, else the items
@@ -183,7 +183,9 @@ class BuildContext:
         def make():
             if values is None:
                 return self.timeline(grain).prefix_sorted(self.sorted_mask(grain, what))
-            return self.timeline(grain).prefix(np.where(self.mask(what), self.values(values), 0))
+            chosen = self.values(values)
+            chosen = self.mask(what) & chosen if chosen.dtype == bool else np.where(self.mask(what), chosen, 0)
+            return self.timeline(grain).prefix(chosen)
         return self.memo(("prefix", grain, what, values), make)
 
     def sorted_mask(self, grain: str, what: str) -> np.ndarray:
@@ -191,7 +193,7 @@ class BuildContext:
         line = self.timeline(grain)
         if what == EXPOSURE and not self.logged_exposures:
             return self.mask(what)[line.order]
-        types = self.memo(("sorted_types", grain), lambda: self.ev_type.astype(np.int16)[line.order])
+        types = self.memo(("sorted_types", grain), lambda: self.ev_type[line.order])
         return self.type_table(what)[types]
 
     def values(self, name: str) -> np.ndarray:
@@ -200,7 +202,7 @@ class BuildContext:
             raw = self.memo("raw_value", lambda: self.event_floats("value"), keep=True)
             if name == "value":
                 return self.memo("value", lambda: to_fixed(raw), keep=True)
-            return self.memo("has_value", lambda: (~np.isnan(raw)).astype(np.int64), keep=True)
+            return self.memo("has_value", lambda: ~np.isnan(raw), keep=True)
         return self._kept[("values", name)]
 
     def event_floats(self, column: str) -> np.ndarray:

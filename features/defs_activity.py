@@ -6,7 +6,7 @@ import numpy as np
 
 from features.context import ANY, ENGAGE, EXPOSURE, BuildContext
 from features.registry import family, grid
-from features.timeline import Timeline, to_fixed
+from features.timeline import counts_before, to_fixed
 
 WINDOWS: tuple[int, ...] = (1, 7, 28)
 USER_COUNTED: tuple[str, ...] = (ANY, EXPOSURE, "click", "view", "save", "dismiss", ENGAGE)
@@ -15,13 +15,16 @@ ITEM_COUNTED: tuple[str, ...] = (EXPOSURE, "click", "save", "dismiss", ENGAGE)
 
 def past_rate(ctx: BuildContext, what: str) -> np.ndarray:
     """Global rate of ``what`` per exposure over all events before t (the prior mean; configured default before any)."""
-    def make():
-        shown = ctx.count("global", EXPOSURE, None)
-        hits = ctx.count("global", what, None)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate = np.where(shown > 0, hits / np.maximum(shown, 1), ctx.settings.ctr_prior_mean)
-        return np.clip(rate, 1e-6, 1.0)
-    return ctx.memo(("past_rate", what), make, keep=True)
+    return ctx.memo(("past_rate", what), lambda: _rate_before(ctx, what, ctx.q_ms), keep=True)
+
+
+def _rate_before(ctx: BuildContext, what: str, at_ms: np.ndarray) -> np.ndarray:
+    """Global hits of ``what`` per exposure over all events strictly before each time in ``at_ms``."""
+    zero_e, zero_q = np.zeros(len(ctx.ev_ms), np.int8), np.zeros(len(at_ms), np.int8)
+    shown = counts_before(np.where(ctx.mask(EXPOSURE), zero_e, -1), ctx.ev_ms, zero_q, at_ms)
+    hits = counts_before(np.where(ctx.mask(what), zero_e, -1), ctx.ev_ms, zero_q, at_ms)
+    rate = np.where(shown > 0, hits / np.maximum(shown, 1), ctx.settings.ctr_prior_mean)
+    return np.clip(rate, 1e-6, 1.0)
 
 
 def smoothed_rate(ctx: BuildContext, grain: str, what: str, window: int | None) -> np.ndarray:
@@ -97,14 +100,12 @@ def position_weights(ctx: BuildContext) -> np.ndarray:
         exposed = ctx.mask(EXPOSURE)
         bucket = _position_bucket(ctx)
         rows = np.flatnonzero(exposed)
-        curve = Timeline(bucket, ctx.ev_ms, bucket[rows], ctx.ev_ms[rows], 0)
-        glob = Timeline(np.zeros(len(bucket), np.int64), ctx.ev_ms, np.zeros(len(rows), np.int64), ctx.ev_ms[rows], 0)
-        clicks, shown = (ctx.mask("click").astype(np.int64), exposed.astype(np.int64))
-        g_shown = glob.total(glob.prefix(shown), None)
-        prior = np.where(g_shown > 0, glob.total(glob.prefix(clicks), None) / np.maximum(g_shown, 1),
-                         ctx.settings.ctr_prior_mean)
+        at = ctx.ev_ms[rows]
+        prior = _rate_before(ctx, "click", at)
+        clicks = counts_before(np.where(ctx.mask("click"), bucket, -1), ctx.ev_ms, bucket[rows], at)
+        shown = counts_before(np.where(exposed, bucket, -1), ctx.ev_ms, bucket[rows], at)
         k = ctx.settings.ctr_prior_strength
-        rate = (curve.total(curve.prefix(clicks), None) + k * prior) / (curve.total(curve.prefix(shown), None) + k)
+        rate = (clicks + k * prior) / (shown + k)  # unknown position (bucket -1): no counts, the prior
         weights = np.zeros(len(bucket), dtype=np.int64)
         weights[rows] = to_fixed(rate)
         return weights

@@ -127,10 +127,16 @@ def emb_cos_engaged_mean(ctx: BuildContext) -> np.ndarray:
         return np.full(len(ctx.q_ms), np.nan)
     rows = np.flatnonzero(ctx.mask(ENGAGE) & ~np.isnan(items[ctx.ev_item, 0]))
     line = Timeline(ctx.ev_user[rows], ctx.ev_ms[rows], ctx.q_user, ctx.q_ms, 0)
-    profile = np.empty((len(ctx.q_ms), items.shape[1]))
-    for j in range(items.shape[1]):
-        profile[:, j] = line.total(line.prefix(to_fixed(items[ctx.ev_item[rows], j])), None)
-    return cosine(profile, items[ctx.q_item])
+    dot, profile_sq, item_sq = (np.zeros(len(ctx.q_ms)) for _ in range(3))
+    for j in range(items.shape[1]):  # one dimension at a time: no (n_impressions, d) matrices
+        profile = line.total(line.prefix(to_fixed(items[ctx.ev_item[rows], j])), None) / 1e6
+        item = items[ctx.q_item, j]
+        dot += profile * item
+        profile_sq += profile * profile
+        item_sq += item * item
+    norm = np.sqrt(profile_sq * item_sq)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norm > 0, dot / norm, np.nan)
 
 
 @family("user_trait_{trait}", grid(trait=BIG_FIVE), dtype="float32", grain="user", group="traits",

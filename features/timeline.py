@@ -24,6 +24,26 @@ def to_fixed(values: np.ndarray) -> np.ndarray:
     return np.rint(np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0) * FIXED_POINT).astype(np.int64)
 
 
+def counts_before(event_key, event_ms, query_key, query_ms) -> np.ndarray:
+    """Per query: number of events with the query's key and a time strictly before its time (int64).
+
+    For few, small keys (positions, one global key): a plain sort, no argsort, no prefix sums.
+    """
+    event_key = np.asarray(event_key, dtype=np.int64)
+    query_key = np.asarray(query_key, dtype=np.int64)
+    if len(event_key) == 0:
+        return np.zeros(len(query_key), dtype=np.int64)
+    t0 = int(min(np.min(event_ms), np.min(query_ms, initial=np.iinfo(np.int64).max))) - 1
+    span = max(int(np.max(event_ms)), int(np.max(query_ms, initial=0))) - t0 + 2
+    n_keys = int(max(event_key.max(), query_key.max(initial=0))) + 2
+    if n_keys * span >= _LIMIT:
+        raise ValueError(f"{n_keys} keys over {span} ms overflow int64 composite keys")
+    keep = event_key >= 0
+    comp = np.sort(event_key[keep] * span + (np.asarray(event_ms)[keep] - t0))
+    block = np.where(query_key >= 0, query_key, n_keys) * span
+    return np.searchsorted(comp, block + (np.asarray(query_ms) - t0)) - np.searchsorted(comp, block)
+
+
 class Timeline:
     """Events of one grain, sorted by (key, time), answering queries (key, t) strictly before t.
 
@@ -54,7 +74,8 @@ class Timeline:
         comp = event_key[keep] * self.span + (np.asarray(event_ms)[keep] - t0) // self.unit
         # Ties need no order (sums are exact, times equal) unless last_value must pick among them.
         order = np.argsort(comp) if tiebreak is None else np.lexsort((np.asarray(tiebreak)[keep], comp))
-        self.order = keep[order]  # original event row of each sorted position
+        index_type = np.int32 if self._n_events < 2**31 else np.int64
+        self.order = keep.astype(index_type)[order]  # original event row of each sorted position
         self.comp = comp[order]
         self.t0 = t0
         valid = query_key >= 0
