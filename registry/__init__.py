@@ -12,11 +12,21 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Decision": "registry.decision", "Verdict": "registry.decision", "log_decision": "registry.decision",
-    "OPEEvidence": "registry.gate", "paired_bootstrap": "registry.gate", "policy_gate": "registry.gate",
-    "ranker_gate": "registry.gate", "LedgerEntry": "registry.ledger", "history": "registry.ledger",
-    "LoadedModel": "registry.loader", "load": "registry.loader", "KINDS": "registry.manifest",
-    "build_manifest": "registry.manifest", "verify": "registry.manifest", "rollback": "registry.promote",
+    "Decision": "registry.decision",
+    "Verdict": "registry.decision",
+    "log_decision": "registry.decision",
+    "OPEEvidence": "registry.gate",
+    "paired_bootstrap": "registry.gate",
+    "policy_gate": "registry.gate",
+    "ranker_gate": "registry.gate",
+    "LedgerEntry": "registry.ledger",
+    "history": "registry.ledger",
+    "LoadedModel": "registry.loader",
+    "load": "registry.loader",
+    "KINDS": "registry.manifest",
+    "build_manifest": "registry.manifest",
+    "verify": "registry.manifest",
+    "rollback": "registry.promote",
 }
 # ``promote`` and ``publish`` are also submodule names (the submodule would shadow a lazy export):
 # import them from ``registry.promote`` and ``registry.publish``.

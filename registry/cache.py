@@ -77,7 +77,8 @@ class ModelCache:
             if problems:
                 raise RegistryError(
                     f"{kind} version {version} fails its checksums in the registry store: {problems}",
-                    reason=Reason.CHECKSUM, details={"kind": kind, "version": version, "problems": problems},
+                    reason=Reason.CHECKSUM,
+                    details={"kind": kind, "version": version, "problems": problems},
                 )
             write_atomic(staged / MANIFEST_FILE, canonical_json(manifest))
             self._replace(staged, self.version_dir(kind, version))
@@ -106,7 +107,12 @@ class ModelCache:
 
     def write_pointer(self, kind: str, alias: str, version: int, manifest: dict[str, Any]) -> None:
         """Remember that ``alias`` resolved to ``version`` (with the manifest's digest)."""
-        record = {"kind": kind, "alias": alias, "version": version, "manifest_sha256": manifest_digest(manifest)}
+        record = {
+            "kind": kind,
+            "alias": alias,
+            "version": version,
+            "manifest_sha256": manifest_digest(manifest),
+        }
         write_atomic(self.pointer_path(kind, alias), json.dumps(record, sort_keys=True))
 
     def from_pointer(self, kind: str, alias: str) -> tuple[int, dict[str, Any], Path]:
@@ -117,15 +123,24 @@ class ModelCache:
         """
         path = self.pointer_path(kind, alias)
         if not path.is_file():
-            raise RegistryError(f"no cached {kind} version for alias {alias!r} (no {path})", reason=Reason.NOT_FOUND)
+            raise RegistryError(
+                f"no cached {kind} version for alias {alias!r} (no {path})", reason=Reason.NOT_FOUND
+            )
         record = json.loads(path.read_text())
         version = int(record["version"])
         manifest = self.cached_manifest(kind, version)
         if manifest is None:
-            raise RegistryError(f"the cache lacks {kind} version {version} that {path} points to", reason=Reason.NOT_FOUND)
-        problems = [] if manifest_digest(manifest) == record["manifest_sha256"] else ["cached manifest was altered"]
+            raise RegistryError(
+                f"the cache lacks {kind} version {version} that {path} points to", reason=Reason.NOT_FOUND
+            )
+        problems = (
+            [] if manifest_digest(manifest) == record["manifest_sha256"] else ["cached manifest was altered"]
+        )
         problems += verify(self.version_dir(kind, version), manifest)
         if problems:
-            raise RegistryError(f"cached {kind} version {version} fails its checksums: {problems}",
-                                reason=Reason.CHECKSUM, details={"kind": kind, "version": version, "problems": problems})
+            raise RegistryError(
+                f"cached {kind} version {version} fails its checksums: {problems}",
+                reason=Reason.CHECKSUM,
+                details={"kind": kind, "version": version, "problems": problems},
+            )
         return version, manifest, self.version_dir(kind, version)

@@ -10,14 +10,21 @@ class GateSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    ndcg_tolerance: float = Field(default=0.0, ge=0, description="Allowed drop of test NDCG@10 against the champion.")
-    bootstrap_samples: int = Field(default=1000, ge=100, description="Paired bootstrap resamples over queries.")
+    ndcg_tolerance: float = Field(
+        default=0.0, ge=0, description="Allowed drop of test NDCG@10 against the champion."
+    )
+    bootstrap_samples: int = Field(
+        default=1000, ge=100, description="Paired bootstrap resamples over queries."
+    )
     confidence: float = Field(
-        default=0.95, gt=0.5, lt=1,
+        default=0.95,
+        gt=0.5,
+        lt=1,
         description="One-sided level of the bootstrap lower bound (0.95: the 5th percentile of the mean difference).",
     )
     seed: int = Field(default=7, description="Seed of the paired bootstrap, so a decision can be replayed.")
     policy_tolerance: float = Field(
-        default=0.0, ge=0,
+        default=0.0,
+        ge=0,
         description="A table policy passes when its OPE lower bound >= the champion's OPE estimate minus this.",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -83,6 +84,7 @@ def log_decision(decision: Decision, *, run_id: str | None = None, client: Any =
         client: an ``MlflowClient``; default one for the current tracking URI.
     """
     import mlflow
+    from mlflow.entities import Metric, RunTag
 
     client = client or mlflow.MlflowClient()
     run_id = run_id or _active_run_id(mlflow)
@@ -94,11 +96,12 @@ def log_decision(decision: Decision, *, run_id: str | None = None, client: Any =
         "gate.champion": str(decision.champion_version),
         "gate.reasons": "; ".join(decision.reasons)[:4900],
     }
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-    for key, value in decision.figures.items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            client.log_metric(run_id, f"gate.{key}", float(value))
+    metrics = [
+        Metric(f"gate.{k}", float(v), int(time.time() * 1000), 0)
+        for k, v in decision.figures.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def _active_run_id(mlflow: Any) -> str:

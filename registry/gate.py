@@ -26,7 +26,9 @@ class BootstrapResult:
     n_queries: int
 
 
-def paired_bootstrap(challenger: np.ndarray, champion: np.ndarray, *, samples: int, confidence: float, seed: int) -> BootstrapResult:
+def paired_bootstrap(
+    challenger: np.ndarray, champion: np.ndarray, *, samples: int, confidence: float, seed: int
+) -> BootstrapResult:
     """Bootstrap the mean of ``challenger - champion`` by resampling queries (pairs stay together).
 
     Args:
@@ -47,7 +49,9 @@ def paired_bootstrap(challenger: np.ndarray, champion: np.ndarray, *, samples: i
     return BootstrapResult(float(diffs.mean()), float(lower), float(upper), int(diffs.size))
 
 
-def check_ranker_outputs(scores: np.ndarray, expected_features: Sequence[str], model_features: Sequence[str]) -> list[str]:
+def check_ranker_outputs(
+    scores: np.ndarray, expected_features: Sequence[str], model_features: Sequence[str]
+) -> list[str]:
     """Problems that make a ranker broken: non-finite scores, features differing from the feature set."""
     problems = []
     bad = int((~np.isfinite(np.asarray(scores, dtype=float))).sum())
@@ -85,12 +89,24 @@ def ranker_gate(
     base = dict(kind="ranker", challenger_version=challenger_version, champion_version=champion_version)
     defects = list(problems) + _nan_problems(new)
     if defects:
-        return Decision(verdict=Verdict.FAIL, reasons=tuple(defects), figures={"n_queries": int(new.size)}, **base)
+        return Decision(
+            verdict=Verdict.FAIL, reasons=tuple(defects), figures={"n_queries": int(new.size)}, **base
+        )
     if new.size == 0:
-        return Decision(verdict=Verdict.HOLD, reasons=("no held-out queries to judge on",), figures={"n_queries": 0}, **base)
+        return Decision(
+            verdict=Verdict.HOLD,
+            reasons=("no held-out queries to judge on",),
+            figures={"n_queries": 0},
+            **base,
+        )
     figures: dict = {"challenger_ndcg_at_10": float(new.mean()), "n_queries": int(new.size)}
     if champion_ndcg is None:
-        return Decision(verdict=Verdict.PASS, reasons=("first version: no champion to compare with",), figures=figures, **base)
+        return Decision(
+            verdict=Verdict.PASS,
+            reasons=("first version: no champion to compare with",),
+            figures=figures,
+            **base,
+        )
     return _compare_rankers(new, _same_queries(new, champion_ndcg), settings, figures, base)
 
 
@@ -102,24 +118,44 @@ def _nan_problems(values: np.ndarray) -> list[str]:
 def _same_queries(new: np.ndarray, champion_ndcg: np.ndarray) -> np.ndarray:
     old = np.asarray(champion_ndcg, dtype=float)
     if old.shape != new.shape:
-        raise ValueError(f"challenger and champion must be scored on the same queries: shapes {new.shape} and {old.shape}")
+        raise ValueError(
+            f"challenger and champion must be scored on the same queries: shapes {new.shape} and {old.shape}"
+        )
     return old
 
 
-def _compare_rankers(new: np.ndarray, old: np.ndarray, settings: GateSettings, figures: dict, base: dict) -> Decision:
+def _compare_rankers(
+    new: np.ndarray, old: np.ndarray, settings: GateSettings, figures: dict, base: dict
+) -> Decision:
     keep = np.isfinite(old)  # queries the champion cannot score are not evidence against the challenger
-    result = paired_bootstrap(new[keep], old[keep], samples=settings.bootstrap_samples, confidence=settings.confidence, seed=settings.seed)
+    result = paired_bootstrap(
+        new[keep],
+        old[keep],
+        samples=settings.bootstrap_samples,
+        confidence=settings.confidence,
+        seed=settings.seed,
+    )
     figures |= {
-        "champion_ndcg_at_10": float(old[keep].mean()), "ndcg_diff": result.mean_diff,
-        "ndcg_diff_lower": result.lower, "ndcg_diff_upper": result.upper,
-        "tolerance": settings.ndcg_tolerance, "confidence": settings.confidence,
+        "champion_ndcg_at_10": float(old[keep].mean()),
+        "ndcg_diff": result.mean_diff,
+        "ndcg_diff_lower": result.lower,
+        "ndcg_diff_upper": result.upper,
+        "tolerance": settings.ndcg_tolerance,
+        "confidence": settings.confidence,
         "champion_unscored_queries": int((~keep).sum()),
     }
     bound = f"lower bound of NDCG@10 difference {result.lower:+.4f} (mean {result.mean_diff:+.4f}, {result.n_queries} queries)"
     if result.lower >= -settings.ndcg_tolerance:
-        return Decision(verdict=Verdict.PASS, reasons=(f"{bound} >= -{settings.ndcg_tolerance}",), figures=figures, **base)
+        return Decision(
+            verdict=Verdict.PASS, reasons=(f"{bound} >= -{settings.ndcg_tolerance}",), figures=figures, **base
+        )
     why = "worse than the champion" if result.upper < -settings.ndcg_tolerance else "inconclusive"
-    return Decision(verdict=Verdict.HOLD, reasons=(f"{why}: {bound} < -{settings.ndcg_tolerance}",), figures=figures, **base)
+    return Decision(
+        verdict=Verdict.HOLD,
+        reasons=(f"{why}: {bound} < -{settings.ndcg_tolerance}",),
+        figures=figures,
+        **base,
+    )
 
 
 @dataclass(frozen=True)
@@ -161,18 +197,40 @@ def policy_gate(
     """
     check_kind(kind)
     base = dict(kind=kind, challenger_version=challenger_version, champion_version=champion_version)
-    figures = {"ope_estimate": challenger.estimate, "ope_lower": challenger.lower, "ope_upper": challenger.upper,
-               "champion_ope_estimate": champion_estimate, "tolerance": settings.policy_tolerance}
+    figures = {
+        "ope_estimate": challenger.estimate,
+        "ope_lower": challenger.lower,
+        "ope_upper": challenger.upper,
+        "champion_ope_estimate": champion_estimate,
+        "tolerance": settings.policy_tolerance,
+    }
     if challenger.status == "cannot_evaluate":
-        return Decision(verdict=Verdict.HOLD, reasons=(f"OPE cannot evaluate the challenger: {challenger.note or 'no reason given'}",), figures=figures, **base)
+        return Decision(
+            verdict=Verdict.HOLD,
+            reasons=(f"OPE cannot evaluate the challenger: {challenger.note or 'no reason given'}",),
+            figures=figures,
+            **base,
+        )
     defects = list(problems) + _ope_problems(challenger)
     if defects:
         return Decision(verdict=Verdict.FAIL, reasons=tuple(defects), figures=figures, **base)
     if champion_estimate is None:
-        return Decision(verdict=Verdict.PASS, reasons=("first version: no champion to compare with",), figures=figures, **base)
+        return Decision(
+            verdict=Verdict.PASS,
+            reasons=("first version: no champion to compare with",),
+            figures=figures,
+            **base,
+        )
     bound = f"OPE lower bound {challenger.lower:.4f} vs champion estimate {champion_estimate:.4f} - {settings.policy_tolerance}"
-    verdict = Verdict.PASS if challenger.lower >= champion_estimate - settings.policy_tolerance else Verdict.HOLD
-    return Decision(verdict=verdict, reasons=(("passes: " if verdict is Verdict.PASS else "falls short: ") + bound,), figures=figures, **base)
+    verdict = (
+        Verdict.PASS if challenger.lower >= champion_estimate - settings.policy_tolerance else Verdict.HOLD
+    )
+    return Decision(
+        verdict=verdict,
+        reasons=(("passes: " if verdict is Verdict.PASS else "falls short: ") + bound,),
+        figures=figures,
+        **base,
+    )
 
 
 def _ope_problems(evidence: OPEEvidence) -> list[str]:

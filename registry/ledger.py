@@ -78,17 +78,36 @@ def _experiment_id(client: MlflowClient) -> str:
         return client.get_experiment_by_name(EXPERIMENT).experiment_id
 
 
-def open_entry(client: MlflowClient, *, kind: str, action: str, actor: str, reason: str, forced: bool,
-               moves: list[Move], decision: Decision) -> str:
+def open_entry(
+    client: MlflowClient,
+    *,
+    kind: str,
+    action: str,
+    actor: str,
+    reason: str,
+    forced: bool,
+    moves: list[Move],
+    decision: Decision,
+) -> str:
     """Write a ``pending`` ledger entry for an operation; returns its id (the run id)."""
     now_ns = time.time_ns()
     params = {
-        "kind": kind, "action": action, "actor": actor, "reason": reason[:5000], "forced": str(forced).lower(),
-        "when": datetime.fromtimestamp(now_ns / 1e9, UTC).isoformat(), "ts_ns": str(now_ns),
+        "kind": kind,
+        "action": action,
+        "actor": actor,
+        "reason": reason[:5000],
+        "forced": str(forced).lower(),
+        "when": datetime.fromtimestamp(now_ns / 1e9, UTC).isoformat(),
+        "ts_ns": str(now_ns),
         "moves": json.dumps([m.__dict__ for m in moves]),
     }
-    tags = {"ledger.kind": kind, "ledger.status": PENDING, "ledger.ts_ns": str(now_ns),
-            "mlflow.runName": f"{action} {kind} -> {moves[-1].to_version}", "ledger.decision": decision.to_json()[:7900]}
+    tags = {
+        "ledger.kind": kind,
+        "ledger.status": PENDING,
+        "ledger.ts_ns": str(now_ns),
+        "mlflow.runName": f"{action} {kind} -> {moves[-1].to_version}",
+        "ledger.decision": decision.to_json()[:7900],
+    }
     run = client.create_run(_experiment_id(client), tags=tags)
     run_id = run.info.run_id
     try:
@@ -116,8 +135,13 @@ def abort(client: MlflowClient, entry_id: str, error: BaseException) -> None:
         log.error("could not mark ledger entry %s aborted: %s", entry_id, e)
 
 
-def history(kind: str, *, client: MlflowClient | None = None, settings: Settings | None = None,
-            include_aborted: bool = False) -> list[LedgerEntry]:
+def history(
+    kind: str,
+    *,
+    client: MlflowClient | None = None,
+    settings: Settings | None = None,
+    include_aborted: bool = False,
+) -> list[LedgerEntry]:
     """Every alias move of a kind, oldest first (aborted operations only when asked).
 
     Args:
@@ -135,8 +159,9 @@ def history(kind: str, *, client: MlflowClient | None = None, settings: Settings
         return []
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment.experiment_id], f"tags.`ledger.kind` = '{kind}'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [experiment.experiment_id], f"tags.`ledger.kind` = '{kind}'", max_results=1000, page_token=token
+        )
         runs += list(page)
         token = page.token
         if not token:
@@ -151,10 +176,18 @@ def _entries(run: Any) -> list[LedgerEntry]:
     decision = json.loads(tags["ledger.decision"]) if _is_json(tags.get("ledger.decision")) else None
     return [
         LedgerEntry(
-            when=p.get("when", ""), actor=p.get("actor", ""), kind=p.get("kind", ""), action=p.get("action", ""),
-            alias=m["alias"], from_version=m["from_version"], to_version=m["to_version"], reason=p.get("reason", ""),
-            forced=p.get("forced") == "true", status=tags.get("ledger.status", PENDING),
-            operation_id=run.info.run_id, decision=decision,
+            when=p.get("when", ""),
+            actor=p.get("actor", ""),
+            kind=p.get("kind", ""),
+            action=p.get("action", ""),
+            alias=m["alias"],
+            from_version=m["from_version"],
+            to_version=m["to_version"],
+            reason=p.get("reason", ""),
+            forced=p.get("forced") == "true",
+            status=tags.get("ledger.status", PENDING),
+            operation_id=run.info.run_id,
+            decision=decision,
         )
         for m in json.loads(p.get("moves", "[]"))
     ]

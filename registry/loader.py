@@ -51,7 +51,9 @@ class RankerAdapter:
         missing = [f for f in self.features if f not in frame.columns]
         extra = [str(c) for c in frame.columns if c not in self.features]
         if missing or extra:
-            raise ValueError(f"frame columns differ from the ranker's feature set: missing {missing}, extra {extra}")
+            raise ValueError(
+                f"frame columns differ from the ranker's feature set: missing {missing}, extra {extra}"
+            )
         return self.ranker.predict(frame[self.features])
 
 
@@ -66,7 +68,9 @@ def _open(kind: str, directory: Path, manifest: dict[str, Any]) -> Any:
 class LoadedModel:
     """A served version. Call the kind's verbs on it (``VERBS``); :meth:`refresh` follows the alias."""
 
-    def __init__(self, kind: str, alias: str, settings: Settings, client: MlflowClient | None, probe_timeout: float):
+    def __init__(
+        self, kind: str, alias: str, settings: Settings, client: MlflowClient | None, probe_timeout: float
+    ):
         self.kind, self.alias = kind, alias
         self._settings, self._client, self._probe_timeout = settings, client, probe_timeout
         self._cache = ModelCache(settings.cache_dir / "models")
@@ -75,7 +79,9 @@ class LoadedModel:
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name not in VERBS.get(self.kind, ()):
-            raise AttributeError(f"a {self.kind} model has no {name!r}; it offers {list(VERBS.get(self.kind, ()))}")
+            raise AttributeError(
+                f"a {self.kind} model has no {name!r}; it offers {list(VERBS.get(self.kind, ()))}"
+            )
         return getattr(self._impl, name)
 
     def __repr__(self) -> str:
@@ -91,10 +97,22 @@ class LoadedModel:
             version, manifest, path, from_cache = self._resolve()
             impl = _open(self.kind, path, manifest) if version != self.version else self._impl
         except RegistryError as e:
-            log.error("refresh of %s@%s failed, still serving version %d: %s", self.kind, self.alias, self.version, e)
+            log.error(
+                "refresh of %s@%s failed, still serving version %d: %s",
+                self.kind,
+                self.alias,
+                self.version,
+                e,
+            )
             return False
         changed = version != self.version
-        self.version, self.manifest, self.path, self.from_cache, self._impl = version, manifest, path, from_cache, impl
+        self.version, self.manifest, self.path, self.from_cache, self._impl = (
+            version,
+            manifest,
+            path,
+            from_cache,
+            impl,
+        )
         if changed:
             log.info("%s@%s moved: now serving version %d", self.kind, self.alias, version)
         return changed
@@ -107,8 +125,14 @@ class LoadedModel:
                 raise
             error = e
         version, manifest, path = self._cache.from_pointer(self.kind, self.alias)
-        log.warning("serving %s version %d from cache %s: the registry at %s is unreachable (%s)",
-                    self.kind, version, path, _safe(self._settings.tracking_uri), error)
+        log.warning(
+            "serving %s version %d from cache %s: the registry at %s is unreachable (%s)",
+            self.kind,
+            version,
+            path,
+            _safe(self._settings.tracking_uri),
+            error,
+        )
         return version, manifest, path, True
 
     def _resolve_remote(self) -> tuple[int, dict[str, Any], Path]:
@@ -118,13 +142,19 @@ class LoadedModel:
             client = self._client or make_client(self._settings)
             version = aliases(client, self.kind).get(self.alias)
             if version is None:
-                raise RegistryError(f"{self.kind} has no version with alias {self.alias!r}", reason=Reason.NOT_FOUND)
+                raise RegistryError(
+                    f"{self.kind} has no version with alias {self.alias!r}", reason=Reason.NOT_FOUND
+                )
             manifest = read_manifest(client, self.kind, version)
             path = self._cache.ensure(client, self.kind, version, manifest)
         except (MlflowException, OSError, requests.RequestException) as e:
             if isinstance(e, MlflowException) and is_not_found(e):
-                raise RegistryError(f"{self.kind}@{self.alias} not found: {e}", reason=Reason.NOT_FOUND) from e
-            raise RegistryError(f"registry unreachable: {type(e).__name__}: {e}", reason=Reason.UNREACHABLE) from e
+                raise RegistryError(
+                    f"{self.kind}@{self.alias} not found: {e}", reason=Reason.NOT_FOUND
+                ) from e
+            raise RegistryError(
+                f"registry unreachable: {type(e).__name__}: {e}", reason=Reason.UNREACHABLE
+            ) from e
         self._cache.write_pointer(self.kind, self.alias, version, manifest)
         return version, manifest, path
 
@@ -132,7 +162,11 @@ class LoadedModel:
 def _safe(uri: str) -> str:
     """A URI without credentials, for messages."""
     parsed = urlparse(uri)
-    return parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")).geturl() if parsed.hostname else uri
+    return (
+        parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")).geturl()
+        if parsed.hostname
+        else uri
+    )
 
 
 def _probe(uri: str, timeout: float) -> None:
@@ -147,8 +181,14 @@ def _probe(uri: str, timeout: float) -> None:
         raise RegistryError(f"registry unreachable: {e}", reason=Reason.UNREACHABLE) from e
 
 
-def load(kind: str, alias: str = CHAMPION, *, settings: Settings | None = None, client: MlflowClient | None = None,
-         probe_timeout: float = 5.0) -> LoadedModel:
+def load(
+    kind: str,
+    alias: str = CHAMPION,
+    *,
+    settings: Settings | None = None,
+    client: MlflowClient | None = None,
+    probe_timeout: float = 5.0,
+) -> LoadedModel:
     """Load the version ``alias`` points to, verified against its manifest.
 
     Args:

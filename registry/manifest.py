@@ -66,8 +66,12 @@ def code_version() -> str:
     """The git sha of the checkout this package runs from, else ``rankloop==<version>``."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-            text=True, timeout=5, check=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -109,7 +113,9 @@ def build_manifest(kind: str, artifact_dir: Path, **fields: Any) -> dict[str, An
 
 def _check_feature_set(feature_set: Any) -> None:
     if not isinstance(feature_set, dict):
-        raise ValueError(f"a ranker manifest needs feature_set={{'name', 'hash', 'features'}}, got {feature_set!r}")
+        raise ValueError(
+            f"a ranker manifest needs feature_set={{'name', 'hash', 'features'}}, got {feature_set!r}"
+        )
     missing = [k for k in ("name", "hash", "features") if k not in feature_set]
     if missing:
         raise ValueError(f"feature_set lacks {missing}; found keys {sorted(feature_set)}")

@@ -33,7 +33,13 @@ from registry.store import CHAMPION, PREVIOUS, aliases, get_version, make_client
 log = logging.getLogger(__name__)
 
 STEPS: tuple[str, ...] = (
-    "manifest", "verify", "gate", "ledger_write", "move_previous", "move_champion", "ledger_commit",
+    "manifest",
+    "verify",
+    "gate",
+    "ledger_write",
+    "move_previous",
+    "move_champion",
+    "ledger_commit",
 )
 
 
@@ -55,7 +61,9 @@ class MoveResult:
 def _fault_hook(faults: Collection[str]) -> Callable[[str], None]:
     unknown = sorted({f.split(":")[0] for f in faults} - set(STEPS))
     if unknown:
-        raise ValueError(f"unknown fault step(s) {unknown}; expected names from {list(STEPS)} (optionally ':after')")
+        raise ValueError(
+            f"unknown fault step(s) {unknown}; expected names from {list(STEPS)} (optionally ':after')"
+        )
 
     def hit(point: str) -> None:
         if point in faults:
@@ -64,9 +72,18 @@ def _fault_hook(faults: Collection[str]) -> Callable[[str], None]:
     return hit
 
 
-def promote(kind: str, version: int, *, decision: Decision | None, actor: str, reason: str, forced: bool = False,
-            client: MlflowClient | None = None, settings: Settings | None = None,
-            faults: Collection[str] = ()) -> MoveResult:
+def promote(
+    kind: str,
+    version: int,
+    *,
+    decision: Decision | None,
+    actor: str,
+    reason: str,
+    forced: bool = False,
+    client: MlflowClient | None = None,
+    settings: Settings | None = None,
+    faults: Collection[str] = (),
+) -> MoveResult:
     """Make ``version`` the champion of ``kind``; the old champion becomes ``previous``.
 
     Args:
@@ -84,12 +101,30 @@ def promote(kind: str, version: int, *, decision: Decision | None, actor: str, r
         RegistryError: refused (no alias moved): NOT_FOUND, CHECKSUM, GATE, REFUSED.
     """
     check_kind(kind)
-    return _move(kind, int(version), action="promote", decision=decision, actor=actor, reason=reason,
-                 forced=forced, client=client, settings=settings, faults=faults)
+    return _move(
+        kind,
+        int(version),
+        action="promote",
+        decision=decision,
+        actor=actor,
+        reason=reason,
+        forced=forced,
+        client=client,
+        settings=settings,
+        faults=faults,
+    )
 
 
-def rollback(kind: str, *, to: int | None = None, actor: str, reason: str, client: MlflowClient | None = None,
-             settings: Settings | None = None, faults: Collection[str] = ()) -> MoveResult:
+def rollback(
+    kind: str,
+    *,
+    to: int | None = None,
+    actor: str,
+    reason: str,
+    client: MlflowClient | None = None,
+    settings: Settings | None = None,
+    faults: Collection[str] = (),
+) -> MoveResult:
     """Make ``to`` (default: the version holding ``previous``) the champion; the champion becomes ``previous``.
 
     The gate is skipped (recorded as forced); checksums are verified.
@@ -102,15 +137,38 @@ def rollback(kind: str, *, to: int | None = None, actor: str, reason: str, clien
     state = aliases(client, kind)
     target = to if to is not None else state.get(PREVIOUS)
     if target is None:
-        raise RegistryError(f"{kind} has no 'previous' version to roll back to; name one with --to",
-                            reason=Reason.NOT_FOUND, details={"aliases": state})
-    return _move(kind, int(target), action="rollback", decision=None, actor=actor, reason=reason,
-                 forced=True, client=client, settings=settings, faults=faults)
+        raise RegistryError(
+            f"{kind} has no 'previous' version to roll back to; name one with --to",
+            reason=Reason.NOT_FOUND,
+            details={"aliases": state},
+        )
+    return _move(
+        kind,
+        int(target),
+        action="rollback",
+        decision=None,
+        actor=actor,
+        reason=reason,
+        forced=True,
+        client=client,
+        settings=settings,
+        faults=faults,
+    )
 
 
-def _move(kind: str, version: int, *, action: str, decision: Decision | None, actor: str, reason: str,
-          forced: bool, client: MlflowClient | None, settings: Settings | None,
-          faults: Collection[str]) -> MoveResult:
+def _move(
+    kind: str,
+    version: int,
+    *,
+    action: str,
+    decision: Decision | None,
+    actor: str,
+    reason: str,
+    forced: bool,
+    client: MlflowClient | None,
+    settings: Settings | None,
+    faults: Collection[str],
+) -> MoveResult:
     if not reason or not reason.strip():
         raise ValueError(f"a {action} needs a reason (recorded in the ledger), got {reason!r}")
     hit = _fault_hook(faults)
@@ -127,8 +185,16 @@ def _move(kind: str, version: int, *, action: str, decision: Decision | None, ac
     _step(hit, "gate", lambda: _check_gate(kind, version, champion, decision, forced))
     moves = _planned_moves(state, version)
     hit("ledger_write")
-    entry = ledger.open_entry(client, kind=kind, action=action, actor=actor, reason=reason, forced=forced,
-                              moves=moves, decision=decision)
+    entry = ledger.open_entry(
+        client,
+        kind=kind,
+        action=action,
+        actor=actor,
+        reason=reason,
+        forced=forced,
+        moves=moves,
+        decision=decision,
+    )
     try:
         hit("ledger_write:after")
         for move in moves:
@@ -136,9 +202,14 @@ def _move(kind: str, version: int, *, action: str, decision: Decision | None, ac
         _step(hit, "ledger_commit", lambda: ledger.commit(client, entry))
     except BaseException as e:
         _restore(client, kind, state, entry, e)
-        raise RegistryError(f"{action} of {kind} version {version} failed and was undone: {e}",
-                            reason=Reason.REFUSED, details={"aliases": state}) from e
-    log.info("%s: %s version %d is champion (was %s), by %s: %s", action, kind, version, champion, actor, reason)
+        raise RegistryError(
+            f"{action} of {kind} version {version} failed and was undone: {e}",
+            reason=Reason.REFUSED,
+            details={"aliases": state},
+        ) from e
+    log.info(
+        "%s: %s version %d is champion (was %s), by %s: %s", action, kind, version, champion, actor, reason
+    )
     return MoveResult(kind, version, champion, entry, action)
 
 
@@ -157,18 +228,24 @@ def _verify(client: MlflowClient, settings: Settings, kind: str, version: int, m
         raise RegistryError(
             f"the cached copy of {kind} version {version} at {path} fails its checksums: {tampered}; "
             f"investigate, then delete {path} to download it again",
-            reason=Reason.CHECKSUM, details={"kind": kind, "version": version, "problems": tampered},
+            reason=Reason.CHECKSUM,
+            details={"kind": kind, "version": version, "problems": tampered},
         )
     cache.install(client, kind, version, manifest)
 
 
-def _check_gate(kind: str, version: int, champion: int | None, decision: Decision | None, forced: bool) -> None:
+def _check_gate(
+    kind: str, version: int, champion: int | None, decision: Decision | None, forced: bool
+) -> None:
     if forced:
         return
     problems = _gate_problems(kind, version, champion, decision)
     if problems:
-        raise RegistryError(f"the gate does not allow {kind} version {version}: {'; '.join(problems)}",
-                            reason=Reason.GATE, details={"problems": problems})
+        raise RegistryError(
+            f"the gate does not allow {kind} version {version}: {'; '.join(problems)}",
+            reason=Reason.GATE,
+            details={"problems": problems},
+        )
 
 
 def _gate_problems(kind: str, version: int, champion: int | None, decision: Decision | None) -> list[str]:
@@ -178,8 +255,10 @@ def _gate_problems(kind: str, version: int, champion: int | None, decision: Deci
     if (decision.kind, decision.challenger_version) != (kind, version):
         problems.append(f"the decision is about {decision.kind} version {decision.challenger_version}")
     if decision.champion_version != champion:
-        problems.append(f"the decision compared with champion {decision.champion_version}, "
-                        f"but the champion is now {champion}")
+        problems.append(
+            f"the decision compared with champion {decision.champion_version}, "
+            f"but the champion is now {champion}"
+        )
     if not decision.passed:
         problems.append(f"verdict {decision.verdict.value}: {'; '.join(decision.reasons)}")
     return problems
@@ -191,7 +270,9 @@ def _planned_moves(state: dict[str, int], version: int) -> list[ledger.Move]:
     return [*moves, ledger.Move(CHAMPION, champion, version)]
 
 
-def _restore(client: MlflowClient, kind: str, state: dict[str, int], entry: str, error: BaseException) -> None:
+def _restore(
+    client: MlflowClient, kind: str, state: dict[str, int], entry: str, error: BaseException
+) -> None:
     failed = []
     for alias in (CHAMPION, PREVIOUS):
         try:
@@ -201,5 +282,8 @@ def _restore(client: MlflowClient, kind: str, state: dict[str, int], entry: str,
     ledger.abort(client, entry, error)
     if failed:
         log.critical("could not restore %s aliases to %s after a failed move: %s", kind, state, failed)
-        raise RegistryError(f"aliases of {kind} could not be restored to {state}: {failed}",
-                            reason=Reason.REFUSED, details={"aliases": state, "failed": failed}) from error
+        raise RegistryError(
+            f"aliases of {kind} could not be restored to {state}: {failed}",
+            reason=Reason.REFUSED,
+            details={"aliases": state, "failed": failed},
+        ) from error

@@ -28,13 +28,23 @@ def default_artifact_uri(client: MlflowClient, kind: str, version: int) -> str:
     try:
         path = mlmodel["flavors"]["python_function"]["artifacts"]["tables"]["path"]
     except (KeyError, TypeError) as e:
-        raise RegistryError(f"{kind} version {version} is not a pyfunc model with a 'tables' artifact",
-                            reason=Reason.NOT_FOUND) from e
+        raise RegistryError(
+            f"{kind} version {version} is not a pyfunc model with a 'tables' artifact",
+            reason=Reason.NOT_FOUND,
+        ) from e
     return f"{base}/{path}"
 
 
-def publish(kind: str, version: int, *, artifact_dir: Path | None = None, artifact_uri: str | None = None,
-            client: MlflowClient | None = None, settings: Settings | None = None, **fields: Any) -> dict[str, Any]:
+def publish(
+    kind: str,
+    version: int,
+    *,
+    artifact_dir: Path | None = None,
+    artifact_uri: str | None = None,
+    client: MlflowClient | None = None,
+    settings: Settings | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     """Build a version's manifest and attach it (``manifest.json`` in its run, digest and summary as tags).
 
     Args:
@@ -44,7 +54,8 @@ def publish(kind: str, version: int, *, artifact_dir: Path | None = None, artifa
         artifact_uri: where the files live in the store; default :func:`default_artifact_uri`.
         client, settings: MLflow client and settings (defaults from the environment).
         **fields: manifest fields (see :func:`registry.manifest.build_manifest`); a ranker's
-            ``feature_set`` defaults to its ``feature_set.json``.
+            ``feature_set`` defaults to its ``feature_set.json``, ``config`` to the settings'
+            model-shaping configuration (reward tables, label grades, priors, gate thresholds).
 
     Returns:
         The attached manifest.
@@ -53,7 +64,9 @@ def publish(kind: str, version: int, *, artifact_dir: Path | None = None, artifa
         RegistryError: CHECKSUM when the upload is incomplete or differs from ``artifact_dir``.
     """
     check_kind(kind)
+    settings = settings or Settings()
     client = client or make_client(settings)
+    fields.setdefault("config", settings.model_config_dict())
     uri = artifact_uri or default_artifact_uri(client, kind, version)
     with tempfile.TemporaryDirectory() as tmp:
         remote = download_files(client, {"artifact_uri": uri}, Path(tmp) / "files")
@@ -62,7 +75,10 @@ def publish(kind: str, version: int, *, artifact_dir: Path | None = None, artifa
         manifest = build_manifest(kind, artifact_dir or remote, artifact_uri=uri, **fields)
         problems = verify(remote, manifest)
     if problems:
-        raise RegistryError(f"the store's copy of {kind} version {version} differs from {artifact_dir}: {problems}",
-                            reason=Reason.CHECKSUM, details={"version": version, "problems": problems})
+        raise RegistryError(
+            f"the store's copy of {kind} version {version} differs from {artifact_dir}: {problems}",
+            reason=Reason.CHECKSUM,
+            details={"version": version, "problems": problems},
+        )
     attach_manifest(client, kind, version, manifest, artifact_uri=uri)
     return manifest

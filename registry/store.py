@@ -65,15 +65,25 @@ def get_version(client: MlflowClient, kind: str, version: int) -> VersionInfo:
         mv = client.get_model_version(model_name(kind), str(version))
     except MlflowException as e:
         if is_not_found(e):
-            raise RegistryError(f"{kind} has no version {version}", reason=Reason.NOT_FOUND,
-                                details={"kind": kind, "version": version}) from e
+            raise RegistryError(
+                f"{kind} has no version {version}",
+                reason=Reason.NOT_FOUND,
+                details={"kind": kind, "version": version},
+            ) from e
         raise
     return _info(kind, mv)
 
 
 def _info(kind: str, mv: Any) -> VersionInfo:
-    return VersionInfo(kind, int(mv.version), tuple(mv.aliases or ()), mv.run_id,
-                       int(mv.creation_timestamp or 0), dict(mv.tags or {}), mv.description or "")
+    return VersionInfo(
+        kind,
+        int(mv.version),
+        tuple(mv.aliases or ()),
+        mv.run_id,
+        int(mv.creation_timestamp or 0),
+        dict(mv.tags or {}),
+        mv.description or "",
+    )
 
 
 def list_versions(client: MlflowClient, kind: str) -> list[VersionInfo]:
@@ -111,7 +121,9 @@ def set_alias(client: MlflowClient, kind: str, alias: str, version: int | None) 
         client.set_registered_model_alias(name, alias, str(version))
 
 
-def attach_manifest(client: MlflowClient, kind: str, version: int, manifest: dict[str, Any], *, artifact_uri: str) -> None:
+def attach_manifest(
+    client: MlflowClient, kind: str, version: int, manifest: dict[str, Any], *, artifact_uri: str
+) -> None:
     """Log ``manifest.json`` to the version's run under ``<kind>/`` and tag the version with its digest.
 
     Args:
@@ -123,7 +135,9 @@ def attach_manifest(client: MlflowClient, kind: str, version: int, manifest: dic
     """
     info = get_version(client, kind, version)
     if info.run_id is None:
-        raise RegistryError(f"{kind} version {version} has no run to log its manifest to", reason=Reason.REFUSED)
+        raise RegistryError(
+            f"{kind} version {version} has no run to log its manifest to", reason=Reason.REFUSED
+        )
     manifest = {**manifest, "artifact_uri": artifact_uri}
     client.log_text(info.run_id, canonical_json(manifest), f"{kind}/{MANIFEST_FILE}")
     tags = {
@@ -156,14 +170,21 @@ def read_manifest(client: MlflowClient, kind: str, version: int) -> dict[str, An
     info = get_version(client, kind, version)
     uri, expected = info.tags.get(TAG_MANIFEST_URI), info.tags.get(TAG_MANIFEST_SHA)
     if not uri or not expected:
-        raise RegistryError(f"{kind} version {version} carries no manifest (tags {TAG_MANIFEST_URI}, "
-                            f"{TAG_MANIFEST_SHA} absent)", reason=Reason.NOT_FOUND, details={"version": version})
+        raise RegistryError(
+            f"{kind} version {version} carries no manifest (tags {TAG_MANIFEST_URI}, "
+            f"{TAG_MANIFEST_SHA} absent)",
+            reason=Reason.NOT_FOUND,
+            details={"version": version},
+        )
     with tempfile.TemporaryDirectory() as tmp:
         path = _download(client, uri, Path(tmp))
         manifest = json.loads(Path(path).read_text())
     if manifest_digest(manifest) != expected:
-        raise RegistryError(f"the manifest of {kind} version {version} does not match its recorded sha256",
-                            reason=Reason.CHECKSUM, details={"version": version, "files": [MANIFEST_FILE]})
+        raise RegistryError(
+            f"the manifest of {kind} version {version} does not match its recorded sha256",
+            reason=Reason.CHECKSUM,
+            details={"version": version, "files": [MANIFEST_FILE]},
+        )
     return manifest
 
 
@@ -184,8 +205,10 @@ def download_files(client: MlflowClient, manifest: dict[str, Any], dest: Path) -
 
 def _download(client: MlflowClient, uri: str, dest: Path) -> str:
     return mlflow.artifacts.download_artifacts(
-        artifact_uri=_resolve_models_uri(client, uri), dst_path=str(dest),
-        tracking_uri=client.tracking_uri, registry_uri=client.tracking_uri,
+        artifact_uri=_resolve_models_uri(client, uri),
+        dst_path=str(dest),
+        tracking_uri=client.tracking_uri,
+        registry_uri=client.tracking_uri,
     )
 
 
@@ -194,7 +217,7 @@ def _resolve_models_uri(client: MlflowClient, uri: str) -> str:
     if not uri.startswith("models:/"):
         return uri
     base, sub = ModelsArtifactRepository.split_models_uri(uri)
-    parts = base[len("models:/"):].split("/")
+    parts = base[len("models:/") :].split("/")
     if len(parts) == 2:
         root = client.get_model_version_download_uri(parts[0], parts[1])
     else:

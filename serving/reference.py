@@ -35,13 +35,18 @@ class ServingConfig:
     mmr_lambda: float = 0.7
 
     def __post_init__(self) -> None:
-        bad = {n: getattr(self, n) for n in ("similarity_weight", "bandit_weight", "exploration_rate", "mmr_lambda")
-               if not 0.0 <= getattr(self, n) <= 1.0}
+        bad = {
+            n: getattr(self, n)
+            for n in ("similarity_weight", "bandit_weight", "exploration_rate", "mmr_lambda")
+            if not 0.0 <= getattr(self, n) <= 1.0
+        }
         if bad:
             raise ValueError(f"ServingConfig values must lie in [0, 1], found {bad}")
         if not np.isclose(self.similarity_weight + self.bandit_weight, 1.0):
-            raise ValueError(f"similarity_weight + bandit_weight must be 1, found "
-                             f"{self.similarity_weight} + {self.bandit_weight}")
+            raise ValueError(
+                f"similarity_weight + bandit_weight must be 1, found "
+                f"{self.similarity_weight} + {self.bandit_weight}"
+            )
 
 
 class Sampler(Protocol):
@@ -67,7 +72,9 @@ def cosine_to(query: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
 
 def blend_scores(similarity: np.ndarray, bandit_draw: np.ndarray, config: ServingConfig) -> np.ndarray:
     """``w_sim * (1 + cos) / 2 + w_bandit * draw``, shape (n,): cosine is mapped to [0, 1], the draws' scale."""
-    return config.similarity_weight * (1.0 + similarity) / 2.0 + config.bandit_weight * np.asarray(bandit_draw)
+    return config.similarity_weight * (1.0 + similarity) / 2.0 + config.bandit_weight * np.asarray(
+        bandit_draw
+    )
 
 
 def explore(ranked: Sequence[Any], k: int, rate: float, rng: np.random.Generator) -> list[Any]:
@@ -80,7 +87,9 @@ def explore(ranked: Sequence[Any], k: int, rate: float, rng: np.random.Generator
     return chosen
 
 
-def mmr(item_ids: Sequence[Any], relevance: np.ndarray, embeddings: np.ndarray, k: int, lambda_: float) -> list[Any]:
+def mmr(
+    item_ids: Sequence[Any], relevance: np.ndarray, embeddings: np.ndarray, k: int, lambda_: float
+) -> list[Any]:
     """Maximal marginal relevance: repeatedly take argmax ``lambda * rel - (1 - lambda) * max cos(chosen)``.
 
     Args:
@@ -114,22 +123,37 @@ def diversity(embeddings: np.ndarray) -> float:
 class ReferenceRecommender:
     """The seed recipes over loaded models (``registry.load`` results, or anything with the same verbs)."""
 
-    def __init__(self, *, ranker: Scorer | None = None, bandit: Sampler | None = None,
-                 config: ServingConfig | None = None):
+    def __init__(
+        self,
+        *,
+        ranker: Scorer | None = None,
+        bandit: Sampler | None = None,
+        config: ServingConfig | None = None,
+    ):
         self.ranker, self.bandit = ranker, bandit
         self.config = config or ServingConfig()
 
-    def blend(self, user_embedding: np.ndarray, item_ids: Sequence[Any], item_embeddings: np.ndarray, k: int,
-              rng: np.random.Generator) -> list[Any]:
+    def blend(
+        self,
+        user_embedding: np.ndarray,
+        item_ids: Sequence[Any],
+        item_embeddings: np.ndarray,
+        k: int,
+        rng: np.random.Generator,
+    ) -> list[Any]:
         """Top ``k`` by similarity/Thompson blend, with exploration."""
         if self.bandit is None:
             raise ValueError("blend needs bandit tables; this recommender was built without bandit=")
         _check_lengths(item_ids, item_embeddings)
-        scores = blend_scores(cosine_to(user_embedding, item_embeddings), self.bandit.sample(item_ids, rng), self.config)
+        scores = blend_scores(
+            cosine_to(user_embedding, item_embeddings), self.bandit.sample(item_ids, rng), self.config
+        )
         ranked = [item_ids[i] for i in np.argsort(-scores, kind="stable")]
         return explore(ranked, k, self.config.exploration_rate, rng)
 
-    def ranked(self, features: pd.DataFrame, item_ids: Sequence[Any], item_embeddings: np.ndarray, k: int) -> list[Any]:
+    def ranked(
+        self, features: pd.DataFrame, item_ids: Sequence[Any], item_embeddings: np.ndarray, k: int
+    ) -> list[Any]:
         """Top ``k`` by ranker score, diversified with MMR (row i of ``features`` describes ``item_ids[i]``)."""
         if self.ranker is None:
             raise ValueError("ranked needs a ranker; this recommender was built without ranker=")

@@ -15,7 +15,13 @@ from rankloop.errors import Reason, RegistryError
 console = Console()
 errors = Console(stderr=True)
 
-EXIT_CODES = {Reason.NOT_FOUND: 3, Reason.CHECKSUM: 4, Reason.GATE: 5, Reason.REFUSED: 6, Reason.UNREACHABLE: 7}
+EXIT_CODES = {
+    Reason.NOT_FOUND: 3,
+    Reason.CHECKSUM: 4,
+    Reason.GATE: 5,
+    Reason.REFUSED: 6,
+    Reason.UNREACHABLE: 7,
+}
 KIND_HELP = "Model kind: ranker, bandit, linucb or qtable."
 
 
@@ -33,11 +39,21 @@ def _fail(error: Exception) -> typer.Exit:
 
 
 def _version_row(info: Any) -> dict[str, Any]:
-    metrics = {k.removeprefix("rankloop.metric."): v for k, v in info.tags.items() if k.startswith("rankloop.metric.")}
+    metrics = {
+        k.removeprefix("rankloop.metric."): v
+        for k, v in info.tags.items()
+        if k.startswith("rankloop.metric.")
+    }
     created = datetime.fromtimestamp(info.created_ms / 1000, UTC).isoformat(timespec="seconds")
-    return {"kind": info.kind, "version": info.version, "aliases": list(info.aliases), "metrics": metrics,
-            "window": info.tags.get("rankloop.window"), "created": created,
-            "has_manifest": "rankloop.manifest_sha256" in info.tags}
+    return {
+        "kind": info.kind,
+        "version": info.version,
+        "aliases": list(info.aliases),
+        "metrics": metrics,
+        "window": info.tags.get("rankloop.window"),
+        "created": created,
+        "has_manifest": "rankloop.manifest_sha256" in info.tags,
+    }
 
 
 def models(
@@ -60,7 +76,9 @@ def models(
     table = Table("kind", "version", "aliases", "metrics", "window", "created", title="registered versions")
     for r in rows:
         metrics = ", ".join(f"{k}={v}" for k, v in sorted(r["metrics"].items()))
-        table.add_row(r["kind"], str(r["version"]), ", ".join(r["aliases"]), metrics, r["window"] or "", r["created"])
+        table.add_row(
+            r["kind"], str(r["version"]), ", ".join(r["aliases"]), metrics, r["window"] or "", r["created"]
+        )
     console.print(table)
 
 
@@ -74,16 +92,21 @@ def promote(
     from registry.promote import promote as do_promote
 
     try:
-        result = do_promote(kind, version, decision=None, actor=default_actor(), reason=reason, forced=True,
-                            client=_client())
+        result = do_promote(
+            kind, version, decision=None, actor=default_actor(), reason=reason, forced=True, client=_client()
+        )
     except (RegistryError, ValueError) as e:
         raise _fail(e) from e
-    console.print(f"{kind} version {result.version} is champion (previous: {result.previous_champion}); forced, by hand")
+    console.print(
+        f"{kind} version {result.version} is champion (previous: {result.previous_champion}); forced, by hand"
+    )
 
 
 def rollback(
     kind: str = typer.Argument(..., help=KIND_HELP),
-    to: int | None = typer.Option(None, "--to", help="Version to return to. Default: the one holding 'previous'."),
+    to: int | None = typer.Option(
+        None, "--to", help="Version to return to. Default: the one holding 'previous'."
+    ),
     reason: str = typer.Option(..., "--reason", help="Why (recorded in the ledger)."),
 ) -> None:
     """Move 'champion' back (to 'previous' or --to); the current champion becomes 'previous'."""
@@ -94,7 +117,9 @@ def rollback(
         result = do_rollback(kind, to=to, actor=default_actor(), reason=reason, client=_client())
     except (RegistryError, ValueError) as e:
         raise _fail(e) from e
-    console.print(f"rolled back {kind}: version {result.version} is champion, {result.previous_champion} is previous")
+    console.print(
+        f"rolled back {kind}: version {result.version} is champion, {result.previous_champion} is previous"
+    )
 
 
 def history(

@@ -79,11 +79,22 @@ def register_ranker(store: Store, seed: int, *, ndcg: float = 0.5, publish: bool
     client.set_terminated(run_id)
     with contextlib.suppress(MlflowException):  # already registered
         client.create_registered_model("rankloop.ranker")
-    version = int(client.create_model_version("rankloop.ranker", f"runs:/{run_id}/ranker", run_id=run_id).version)
+    version = int(
+        client.create_model_version("rankloop.ranker", f"runs:/{run_id}/ranker", run_id=run_id).version
+    )
     if publish:
         window = {"start": "2026-10-12", "end": "2026-11-16"}
-        do_publish("ranker", version, client=client, settings=store.settings, metrics={"ndcg_at_10": ndcg},
-                   window=window, snapshot_digest="abc", contract_suite_version="1", params={"seed": seed})
+        do_publish(
+            "ranker",
+            version,
+            client=client,
+            settings=store.settings,
+            metrics={"ndcg_at_10": ndcg},
+            window=window,
+            snapshot_digest="abc",
+            contract_suite_version="1",
+            params={"seed": seed},
+        )
     return version
 
 

@@ -30,8 +30,14 @@ def _passing(version: int, champion: int | None) -> Decision:
 def test_rollback_to_version_1_serves_it_and_records_both_moves(store: Store) -> None:
     v1, v2 = register_ranker(store, 1, ndcg=0.41), register_ranker(store, 2, ndcg=0.44)
     for version, champion in ((v1, None), (v2, v1)):
-        promote("ranker", version, decision=_passing(version, champion), actor="weekly-retrain",
-                reason=f"weekly retrain v{version}", client=store.client)
+        promote(
+            "ranker",
+            version,
+            decision=_passing(version, champion),
+            actor="weekly-retrain",
+            reason=f"weekly retrain v{version}",
+            client=store.client,
+        )
     served = load("ranker")
     assert (served.version, served.from_cache) == (v2, False)
 
@@ -45,10 +51,16 @@ def test_rollback_to_version_1_serves_it_and_records_both_moves(store: Store) ->
     assert aliases(store.client, "ranker") == {"champion": v1, "previous": v2}
 
     moves = json.loads(_cli("history", "ranker", "--json").output)
-    champion_moves = [(m["action"], m["from_version"], m["to_version"], m["reason"]) for m in moves if m["alias"] == "champion"]
-    assert champion_moves == [("promote", None, v1, f"weekly retrain v{v1}"),
-                              ("promote", v1, v2, f"weekly retrain v{v2}"),
-                              ("rollback", v2, v1, "v2 halved the click-through rate")]
+    champion_moves = [
+        (m["action"], m["from_version"], m["to_version"], m["reason"])
+        for m in moves
+        if m["alias"] == "champion"
+    ]
+    assert champion_moves == [
+        ("promote", None, v1, f"weekly retrain v{v1}"),
+        ("promote", v1, v2, f"weekly retrain v{v2}"),
+        ("rollback", v2, v1, "v2 halved the click-through rate"),
+    ]
     assert moves[-1]["forced"] is True and moves[0]["actor"] == "weekly-retrain"
     table = _cli("history", "ranker")
     assert table.exit_code == 0 and "rollback" in table.output
@@ -68,7 +80,12 @@ def test_manual_promote_is_forced_and_recorded(store: Store, monkeypatch: pytest
     result = _cli("promote", "ranker", str(before["previous"]), "--reason", "hotfix")
     assert result.exit_code == 0, result.output
     last = json.loads(_cli("history", "ranker", "--json").output)[-1]
-    assert (last["actor"], last["forced"], last["reason"], last["to_version"]) == ("alice", True, "hotfix", before["previous"])
+    assert (last["actor"], last["forced"], last["reason"], last["to_version"]) == (
+        "alice",
+        True,
+        "hotfix",
+        before["previous"],
+    )
     assert _cli("rollback", "ranker", "--reason", "undo hotfix").exit_code == 0
     assert aliases(store.client, "ranker") == before
 
@@ -83,7 +100,9 @@ def test_manual_promote_is_forced_and_recorded(store: Store, monkeypatch: pytest
         (("history", "forest"), 2, "unknown model kind"),
     ],
 )
-def test_refusals_exit_non_zero_with_a_message(store: Store, args: tuple[str, ...], code: int, message: str) -> None:
+def test_refusals_exit_non_zero_with_a_message(
+    store: Store, args: tuple[str, ...], code: int, message: str
+) -> None:
     before = aliases(store.client, "ranker")
     result = _cli(*args)
     assert result.exit_code == code, result.output

@@ -25,7 +25,9 @@ def test_first_version_passes() -> None:
 
 def test_clearly_better_challenger_passes() -> None:
     champ = _queries()
-    d = ranker_gate(np.clip(champ + 0.05, 0, 1), champ, settings=GATE, challenger_version=2, champion_version=1)
+    d = ranker_gate(
+        np.clip(champ + 0.05, 0, 1), champ, settings=GATE, challenger_version=2, champion_version=1
+    )
     assert d.verdict is Verdict.PASS
     assert d.figures["ndcg_diff_lower"] > 0
 

@@ -40,7 +40,9 @@ def _offline(store: Store) -> Settings:
 def test_ranker_predicts_like_its_booster_and_checks_columns(store: Store, champion: int) -> None:
     model = load("ranker", settings=store.settings)
     frame = feature_frame()
-    np.testing.assert_allclose(model.predict(frame[FEATURES[::-1]]), tiny_booster(21).predict(frame[FEATURES].to_numpy()))
+    np.testing.assert_allclose(
+        model.predict(frame[FEATURES[::-1]]), tiny_booster(21).predict(frame[FEATURES].to_numpy())
+    )
     with pytest.raises(ValueError, match=r"missing \['f_fresh'\], extra \['f_other'\]"):
         model.predict(frame.drop(columns="f_fresh").assign(f_other=1.0))
     with pytest.raises(TypeError, match="DataFrame"):
@@ -50,8 +52,9 @@ def test_ranker_predicts_like_its_booster_and_checks_columns(store: Store, champ
     assert model.manifest["feature_set"]["features"] == FEATURES and model.path.parent.name == "ranker"
 
 
-def test_unreachable_store_serves_the_cached_champion_with_a_warning(store: Store, champion: int,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_unreachable_store_serves_the_cached_champion_with_a_warning(
+    store: Store, champion: int, caplog: pytest.LogCaptureFixture
+) -> None:
     load("ranker", settings=store.settings)  # caches it and records the alias pointer
     with caplog.at_level(logging.WARNING, logger="registry.loader"):
         model = load("ranker", settings=_offline(store), probe_timeout=1.0)
@@ -67,8 +70,9 @@ def test_unreachable_store_without_cache_is_refused(store: Store, champion: int)
     assert info.value.reason is Reason.NOT_FOUND
 
 
-def test_tampered_cache_is_refused_offline_and_repaired_online(store: Store, champion: int,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_tampered_cache_is_refused_offline_and_repaired_online(
+    store: Store, champion: int, caplog: pytest.LogCaptureFixture
+) -> None:
     model = load("ranker", settings=store.settings)
     original = (model.path / "model.txt").read_text()
     (model.path / "model.txt").write_text(original.replace("tree", "TREE", 1))
@@ -94,15 +98,30 @@ def test_bandit_tables_logged_by_policy_tracking_load_and_serve(store: Store, tm
     from models.thompson import BetaTables
 
     items = pd.DataFrame({"item_id": ["a", "b"], "successes": [8.0, 1.0], "failures": [2.0, 9.0]})
-    user_items = pd.DataFrame({"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object),
-                               "successes": [], "failures": []})
-    tables = BetaTables(items=items, user_items=user_items, settings=BanditSettings(),
-                        fitted_at=datetime(2026, 11, 16, tzinfo=UTC), data_end=None)
+    user_items = pd.DataFrame(
+        {
+            "user_id": pd.Series(dtype=object),
+            "item_id": pd.Series(dtype=object),
+            "successes": [],
+            "failures": [],
+        }
+    )
+    tables = BetaTables(
+        items=items,
+        user_items=user_items,
+        settings=BanditSettings(),
+        fitted_at=datetime(2026, 11, 16, tzinfo=UTC),
+        data_end=None,
+    )
     directory = tables.save(tmp_path / "bandit")
     version = log_policy_run("bandit", directory, metrics={"avg_reward": 0.5}, params={"p": 1}, ope=None)
-    manifest = publish("bandit", version, artifact_dir=directory, client=store.client, metrics={"avg_reward": 0.5})
+    manifest = publish(
+        "bandit", version, artifact_dir=directory, client=store.client, metrics={"avg_reward": 0.5}
+    )
     assert set(manifest["files"]) == {p.name for p in directory.iterdir()}
-    promote("bandit", version, decision=None, actor="t", reason="first tables", forced=True, client=store.client)
+    promote(
+        "bandit", version, decision=None, actor="t", reason="first tables", forced=True, client=store.client
+    )
     served = load("bandit", settings=store.settings)
     np.testing.assert_allclose(served.mean(["a", "b"]), [9 / 12, 2 / 12])
     assert served.sample(["a", "b"], np.random.default_rng(0)).shape == (2,)

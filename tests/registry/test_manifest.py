@@ -22,9 +22,17 @@ def artifact_dir(tmp_path: Path) -> Path:
 
 
 def test_manifest_records_every_file_and_the_given_fields(artifact_dir: Path) -> None:
-    m = build_manifest("ranker", artifact_dir, feature_set=FEATURE_SET, window={"start": "a", "end": "b"},
-                       snapshot_digest="d", contract_suite_version="3", metrics={"ndcg_at_10": 0.61},
-                       config={"gate": {"ndcg_tolerance": 0.0}}, code_version="abc")
+    m = build_manifest(
+        "ranker",
+        artifact_dir,
+        feature_set=FEATURE_SET,
+        window={"start": "a", "end": "b"},
+        snapshot_digest="d",
+        contract_suite_version="3",
+        metrics={"ndcg_at_10": 0.61},
+        config={"gate": {"ndcg_tolerance": 0.0}},
+        code_version="abc",
+    )
     assert set(m["files"]) == {"model.txt", "sub/feature_set.json"}
     assert all(len(h) == 64 for h in m["files"].values())
     assert (m["kind"], m["snapshot_digest"], m["code_version"]) == ("ranker", "d", "abc")
@@ -68,8 +76,11 @@ def test_unknown_field_is_a_type_error(artifact_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "fields", "match"),
-    [("ranker", {}, "feature_set"), ("forest", {}, "unknown model kind 'forest'"),
-     ("ranker", {"feature_set": {"name": "x"}}, r"lacks \['hash', 'features'\]")],
+    [
+        ("ranker", {}, "feature_set"),
+        ("forest", {}, "unknown model kind 'forest'"),
+        ("ranker", {"feature_set": {"name": "x"}}, r"lacks \['hash', 'features'\]"),
+    ],
 )
 def test_invalid_manifests_are_refused(artifact_dir: Path, kind: str, fields: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -82,4 +93,6 @@ def test_empty_or_missing_directory_is_refused(tmp_path: Path) -> None:
         build_manifest("bandit", tmp_path / "empty")
     with pytest.raises(ValueError, match="does not exist"):
         build_manifest("bandit", tmp_path / "nope")
-    assert verify(tmp_path / "nope", {"files": {"a": "b"}}) == [f"artifact directory {str(tmp_path / 'nope')!r} does not exist"]
+    assert verify(tmp_path / "nope", {"files": {"a": "b"}}) == [
+        f"artifact directory {str(tmp_path / 'nope')!r} does not exist"
+    ]

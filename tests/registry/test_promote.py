@@ -25,8 +25,15 @@ def _pass(version: int, champion: int | None) -> Decision:
 def two_versions(store: Store) -> tuple[int, int]:
     """v1 champion, v2 registered (with manifest), not promoted."""
     v1, v2 = register_ranker(store, 1), register_ranker(store, 2)
-    promote("ranker", v1, decision=_pass(v1, None), actor="test", reason="first", client=store.client,
-            settings=store.settings)
+    promote(
+        "ranker",
+        v1,
+        decision=_pass(v1, None),
+        actor="test",
+        reason="first",
+        client=store.client,
+        settings=store.settings,
+    )
     return v1, v2
 
 
@@ -39,14 +46,23 @@ def test_failure_at_any_step_moves_no_alias(store: Store, two_versions: tuple[in
     v1, v2 = two_versions
     before = _state(store)
     with pytest.raises((InjectedFault, RegistryError)):
-        promote("ranker", v2, decision=_pass(v2, v1), actor="test", reason="inject", client=store.client,
-                settings=store.settings, faults=[fault])
+        promote(
+            "ranker",
+            v2,
+            decision=_pass(v2, v1),
+            actor="test",
+            reason="inject",
+            client=store.client,
+            settings=store.settings,
+            faults=[fault],
+        )
     assert _state(store) == before
     assert before[0]["champion"] == v1
 
 
-def test_alias_store_failing_mid_move_restores_previous(store: Store, two_versions: tuple[int, int],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alias_store_failing_mid_move_restores_previous(
+    store: Store, two_versions: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     v1, v2 = two_versions
     before = _state(store)
     real = store.client.set_registered_model_alias
@@ -60,11 +76,21 @@ def test_alias_store_failing_mid_move_restores_previous(store: Store, two_versio
 
     monkeypatch.setattr(store.client, "set_registered_model_alias", flaky)
     with pytest.raises(RegistryError, match="failed and was undone"):
-        promote("ranker", v2, decision=_pass(v2, v1), actor="t", reason="r", client=store.client, settings=store.settings)
+        promote(
+            "ranker",
+            v2,
+            decision=_pass(v2, v1),
+            actor="t",
+            reason="r",
+            client=store.client,
+            settings=store.settings,
+        )
     monkeypatch.undo()
     assert calls[:2] == ["previous", "champion"]
     assert _state(store) == before
-    aborted = [e for e in history("ranker", client=store.client, include_aborted=True) if e.status == "aborted"]
+    aborted = [
+        e for e in history("ranker", client=store.client, include_aborted=True) if e.status == "aborted"
+    ]
     assert aborted and aborted[-1].to_version in (v1, v2)
 
 
@@ -77,45 +103,91 @@ def test_alias_store_failing_mid_move_restores_previous(store: Store, two_versio
         (Decision("bandit", Verdict.PASS, ("ok",), {}, 2, 1), "about bandit version 2"),
     ],
 )
-def test_gate_refuses_and_nothing_moves(store: Store, two_versions: tuple[int, int], decision: Decision | None,
-                                        match: str) -> None:
+def test_gate_refuses_and_nothing_moves(
+    store: Store, two_versions: tuple[int, int], decision: Decision | None, match: str
+) -> None:
     before = _state(store)
     with pytest.raises(RegistryError, match=match) as info:
-        promote("ranker", two_versions[1], decision=decision, actor="t", reason="r", client=store.client,
-                settings=store.settings)
+        promote(
+            "ranker",
+            two_versions[1],
+            decision=decision,
+            actor="t",
+            reason="r",
+            client=store.client,
+            settings=store.settings,
+        )
     assert info.value.reason is Reason.GATE
     assert _state(store) == before
 
 
 def test_refusals_name_what_is_wrong(store: Store, two_versions: tuple[int, int]) -> None:
     with pytest.raises(RegistryError, match="no version 99") as info:
-        promote("ranker", 99, decision=None, actor="t", reason="r", forced=True, client=store.client, settings=store.settings)
+        promote(
+            "ranker",
+            99,
+            decision=None,
+            actor="t",
+            reason="r",
+            forced=True,
+            client=store.client,
+            settings=store.settings,
+        )
     assert info.value.reason is Reason.NOT_FOUND
     with pytest.raises(ValueError, match="needs a reason"):
-        promote("ranker", two_versions[1], decision=None, actor="t", reason=" ", forced=True, client=store.client)
+        promote(
+            "ranker", two_versions[1], decision=None, actor="t", reason=" ", forced=True, client=store.client
+        )
     with pytest.raises(ValueError, match="unknown fault step"):
-        promote("ranker", two_versions[1], decision=None, actor="t", reason="r", client=store.client, faults=["nap"])
+        promote(
+            "ranker",
+            two_versions[1],
+            decision=None,
+            actor="t",
+            reason="r",
+            client=store.client,
+            faults=["nap"],
+        )
 
 
 def test_version_without_manifest_is_refused(store: Store, two_versions: tuple[int, int]) -> None:
     bare = register_ranker(store, 7, publish=False)  # as if the upload step died before the manifest
     with pytest.raises(RegistryError, match="carries no manifest"):
-        promote("ranker", bare, decision=None, actor="t", reason="r", forced=True, client=store.client,
-                settings=store.settings)
+        promote(
+            "ranker",
+            bare,
+            decision=None,
+            actor="t",
+            reason="r",
+            forced=True,
+            client=store.client,
+            settings=store.settings,
+        )
     assert aliases(store.client, "ranker")["champion"] == two_versions[0]
 
 
-def test_promote_then_rollback_moves_champion_and_previous(store: Store, two_versions: tuple[int, int]) -> None:
+def test_promote_then_rollback_moves_champion_and_previous(
+    store: Store, two_versions: tuple[int, int]
+) -> None:
     v3 = register_ranker(store, 3)
     champion = aliases(store.client, "ranker")["champion"]
-    promote("ranker", v3, decision=_pass(v3, champion), actor="t", reason="better", client=store.client,
-            settings=store.settings)
+    promote(
+        "ranker",
+        v3,
+        decision=_pass(v3, champion),
+        actor="t",
+        reason="better",
+        client=store.client,
+        settings=store.settings,
+    )
     assert aliases(store.client, "ranker") == {"champion": v3, "previous": champion}
     rollback("ranker", actor="t", reason="bad clicks", client=store.client, settings=store.settings)
     assert aliases(store.client, "ranker") == {"champion": champion, "previous": v3}
     last = history("ranker", client=store.client)[-2:]
     assert [(e.alias, e.from_version, e.to_version, e.action) for e in last] == [
-        ("previous", champion, v3, "rollback"), ("champion", v3, champion, "rollback")]
+        ("previous", champion, v3, "rollback"),
+        ("champion", v3, champion, "rollback"),
+    ]
     assert last[-1].forced and last[-1].reason == "bad clicks"
     with pytest.raises(RegistryError, match="already is the champion"):
         rollback("ranker", to=champion, actor="t", reason="r", client=store.client, settings=store.settings)
@@ -123,12 +195,15 @@ def test_promote_then_rollback_moves_champion_and_previous(store: Store, two_ver
 
 def test_log_decision_writes_json_tags_and_metrics(store: Store) -> None:
     decision = _pass(5, 4)
-    run_id = store.client.create_run(store.client.get_experiment_by_name("rankloop").experiment_id).info.run_id
+    run_id = store.client.create_run(
+        store.client.get_experiment_by_name("rankloop").experiment_id
+    ).info.run_id
     log_decision(decision, run_id=run_id, client=store.client)
     run = store.client.get_run(run_id)
     assert run.data.tags["gate.verdict"] == "PASS" and run.data.metrics["gate.ndcg_diff_lower"] == 0.01
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="gate/decision.json",
-                                               tracking_uri=store.settings.tracking_uri)
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="gate/decision.json", tracking_uri=store.settings.tracking_uri
+    )
     assert Decision.from_json(Path(path).read_text()) == decision
 
 
@@ -136,8 +211,19 @@ def test_tampered_manifest_is_refused(store: Store, two_versions: tuple[int, int
     v = register_ranker(store, 11)
     manifest = read_manifest(store.client, "ranker", v)
     run_id = store.client.get_model_version("rankloop.ranker", str(v)).run_id
-    store.client.log_text(run_id, json.dumps({**manifest, "metrics": {"ndcg_at_10": 0.99}}), "ranker/manifest.json")
+    store.client.log_text(
+        run_id, json.dumps({**manifest, "metrics": {"ndcg_at_10": 0.99}}), "ranker/manifest.json"
+    )
     with pytest.raises(RegistryError, match="does not match its recorded sha256"):
-        promote("ranker", v, decision=None, actor="t", reason="r", forced=True, client=store.client, settings=store.settings)
+        promote(
+            "ranker",
+            v,
+            decision=None,
+            actor="t",
+            reason="r",
+            forced=True,
+            client=store.client,
+            settings=store.settings,
+        )
     set_alias(store.client, "ranker", "previous", None)
     assert "previous" not in aliases(store.client, "ranker")

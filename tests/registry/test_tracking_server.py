@@ -70,7 +70,9 @@ def _wait_healthy(server: Server) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            pytest.fail(f"mlflow server exited with {server.process.returncode}:\n{server.log.read_text()[-3000:]}")
+            pytest.fail(
+                f"mlflow server exited with {server.process.returncode}:\n{server.log.read_text()[-3000:]}"
+            )
         try:
             if requests.get(f"{server.uri}/health", timeout=2).ok:
                 return
@@ -89,14 +91,27 @@ def server(tmp_path_factory: pytest.TempPathFactory, postgres_uri: str) -> Itera
     tmp = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     command = [
-        str(Path(sys.executable).parent / "mlflow"), "server",
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
         # the explicit driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed
-        "--backend-store-uri", _database_uri(postgres_uri, database, "postgresql+psycopg2"),
-        "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri",
+        _database_uri(postgres_uri, database, "postgresql+psycopg2"),
+        "--artifacts-destination",
+        str(tmp / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     log = tmp / "server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # no job runner (huey consumers): the registry needs none, and it slows start-up
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     srv = Server(f"http://127.0.0.1:{port}", process, log)
     try:
         _wait_healthy(srv)
@@ -114,7 +129,10 @@ def test_promote_load_then_serve_from_cache_when_the_server_dies(
     promote("ranker", v1, decision=None, actor="t", reason="first", forced=True, client=store.client)
     rollback("ranker", to=v2, actor="t", reason="try v2", client=store.client)
     assert aliases(store.client, "ranker") == {"champion": v2, "previous": v1}
-    assert [e.reason for e in history("ranker", client=store.client) if e.alias == "champion"] == ["first", "try v2"]
+    assert [e.reason for e in history("ranker", client=store.client) if e.alias == "champion"] == [
+        "first",
+        "try v2",
+    ]
     served = load("ranker", settings=store.settings)
     assert (served.version, served.from_cache) == (v2, False)
 
@@ -122,5 +140,7 @@ def test_promote_load_then_serve_from_cache_when_the_server_dies(
     with caplog.at_level(logging.WARNING, logger="registry.loader"):
         offline = load("ranker", settings=store.settings, probe_timeout=2.0)
     assert (offline.version, offline.from_cache) == (v2, True)
-    assert any("serving ranker version" in r.getMessage() and "from cache" in r.getMessage() for r in caplog.records)
+    assert any(
+        "serving ranker version" in r.getMessage() and "from cache" in r.getMessage() for r in caplog.records
+    )
     assert offline.predict(feature_frame()).shape == (6,)

@@ -37,7 +37,9 @@ def test_blend_weights_similarity_and_bandit_draws() -> None:
 def test_blend_without_exploration_is_the_score_order() -> None:
     items = ["a", "b", "c"]
     emb = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    rec = ReferenceRecommender(bandit=FixedBandit({"a": 0.0, "b": 1.0, "c": 1.0}), config=ServingConfig(exploration_rate=0.0))
+    rec = ReferenceRecommender(
+        bandit=FixedBandit({"a": 0.0, "b": 1.0, "c": 1.0}), config=ServingConfig(exploration_rate=0.0)
+    )
     # a: 0.6*1 + 0 = 0.6; b: 0.6*0.5 + 0.4 = 0.7; c: 0 + 0.4 = 0.4
     assert rec.blend(np.array([1.0, 0.0]), items, emb, 3, np.random.default_rng(0)) == ["b", "a", "c"]
 
@@ -70,14 +72,21 @@ def test_ranked_uses_a_real_lightgbm_ranker_and_beta_tables(tmp_path) -> None:
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(200, 2)), columns=["f_a", "f_b"])
     y = (X["f_a"] > 0).astype(int).to_numpy()
-    booster = lgb.train({"objective": "lambdarank", "verbose": -1, "num_leaves": 4, "min_data_in_leaf": 5},
-                        lgb.Dataset(X, y, group=[10] * 20), num_boost_round=5)
+    booster = lgb.train(
+        {"objective": "lambdarank", "verbose": -1, "num_leaves": 4, "min_data_in_leaf": 5},
+        lgb.Dataset(X, y, group=[10] * 20),
+        num_boost_round=5,
+    )
     booster.save_model(str(tmp_path / "model.txt"))
     ranker = Ranker.load(tmp_path / "model.txt")
     items = [f"i{n}" for n in range(8)]
-    tables = BetaTables(items=pd.DataFrame({"item_id": items, "successes": np.arange(8.0), "failures": np.ones(8)}),
-                        user_items=pd.DataFrame({"user_id": [], "item_id": [], "successes": [], "failures": []}),
-                        settings=BanditSettings(), fitted_at=datetime(2026, 11, 16, tzinfo=UTC), data_end=None)
+    tables = BetaTables(
+        items=pd.DataFrame({"item_id": items, "successes": np.arange(8.0), "failures": np.ones(8)}),
+        user_items=pd.DataFrame({"user_id": [], "item_id": [], "successes": [], "failures": []}),
+        settings=BanditSettings(),
+        fitted_at=datetime(2026, 11, 16, tzinfo=UTC),
+        data_end=None,
+    )
     rec = ReferenceRecommender(ranker=ranker, bandit=tables)
     emb = rng.normal(size=(8, 4))
     slate = rec.ranked(X.iloc[:8], items, emb, 4)
@@ -95,4 +104,6 @@ def test_invalid_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="without ranker"):
         rec.ranked(pd.DataFrame({"x": [1]}), ["a"], np.ones((1, 2)), 1)
     with pytest.raises(ValueError, match="2 item ids but 1 embedding rows"):
-        ReferenceRecommender(bandit=FixedBandit({})).blend(np.ones(2), ["a", "b"], np.ones((1, 2)), 1, np.random.default_rng(0))
+        ReferenceRecommender(bandit=FixedBandit({})).blend(
+            np.ones(2), ["a", "b"], np.ones((1, 2)), 1, np.random.default_rng(0)
+        )
