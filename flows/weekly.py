@@ -43,7 +43,7 @@ def weekly_retrain(
     champion_version, champion_ndcg = champion(settings, dataset)
     recorded = record(settings, ctx, extracted, validated, dataset, trained)
     outcome = decide(settings, ctx, recorded, trained, champion_version, champion_ndcg)
-    tables = fit_tables(settings, ctx, validated, extracted) if refit_tables else {}
+    tables = fit_tables(settings, ctx, validated, recorded.run_id) if refit_tables else {}
     summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcome, tables)
     logger.info("summary: %s", summary)
     return summary

@@ -62,6 +62,10 @@ class LinUCBSettings(BaseModel):
     reward: Literal["success", "reward"] = Field(
         default="success", description="Target: the 0/1 Beta success or the raw bandit reward."
     )
+    exploration: float = Field(
+        default=0.15, ge=0, le=1, description="Serving exploration rate (seed: 15%); the evaluated policy is "
+        "epsilon-greedy on the UCB scores with this epsilon."
+    )
 
 
 class QLearningSettings(BaseModel):
@@ -73,6 +77,10 @@ class QLearningSettings(BaseModel):
     gamma: float = Field(default=0.9, ge=0, le=1, description="Discount of the next slate's value.")
     epsilon_start: float = Field(default=0.3, ge=0, le=1, description="Exploration rate of a fresh table.")
     epsilon_end: float = Field(default=0.05, ge=0, le=1, description="Floor of the exploration rate.")
+    logging_action_probability: float = Field(
+        default=1 / 27, gt=0, le=1, description="Probability with which the logging policy chose each logged action "
+        "(1/27: uniform exploration, as the simulator and an exploring deployment log). Used as the OPE propensity.",
+    )
     epsilon_decay: float = Field(default=0.995, gt=0, le=1, description="Exploration rate factor per episode.")
     trait_bins: int = Field(default=3, ge=2, le=10, description="Equal-width bins per Big Five trait (+1 'unknown').")
     content_types: tuple[str, ...] = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ class Extracted:
     items: pa.Table | None = None
     users: pa.Table | None = None
     changed: dict[str, Any] | None = None
+    dataset_info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def extract(settings: Settings, start: datetime, end: datetime) -> Extracted:
         items=items,
         users=users,
         changed=snap.previous,
+        dataset_info=sources.snapshot_dataset_info(snap),
     )
 
 
@@ -141,7 +144,7 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
 
 def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> TrainedRanker:
     """Fit LambdaRank with early stopping on validation NDCG@10; score it and the baselines on the test week."""
-    from models.baselines import popularity_scores, similarity_scores
+    from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
     from models.metrics import per_query_ndcg, ranking_report
     from models.ranker import Ranker
     from models.training import group_sizes, with_positive_label
@@ -160,8 +163,10 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     scores = ranker.predict(test[cols])
     history = pd.concat([s.train, s.valid])
     baselines = {"popularity": ranking_report(test["label"], popularity_scores(history, test), g)}
-    if "user_item_embedding_cosine" in test.columns:
+    if SIMILARITY_FEATURE in test.columns:
         baselines["similarity"] = ranking_report(test["label"], similarity_scores(test), g)
+    else:
+        log.warning("no %s feature in set %s: similarity baseline not computed", SIMILARITY_FEATURE, dataset.feature_set)
     return TrainedRanker(
         model_path=model_path,
         report=ranking_report(test["label"], scores, g),
@@ -177,19 +182,17 @@ def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> tuple[int |
     """The current champion's per-query NDCG@10 on this run's test week (None when there is none)."""
     from models.metrics import per_query_ndcg
     from models.training import group_sizes, with_positive_label
-    from registry import load
-    from registry.errors import NoChampion
 
-    try:
-        champion = load("ranker", alias="champion", settings=settings)
-    except NoChampion:
+    champion = _champion("ranker", settings)
+    if champion is None:
         return None, None
     test = with_positive_label(dataset.split.test)
-    missing = [c for c in champion.manifest["features"] if c not in test.columns]
+    wanted = list(champion.manifest["feature_set"]["features"])
+    missing = [c for c in wanted if c not in test.columns]
     if missing:
         log.warning("champion v%s needs features %s this run did not build; judging it as broken", champion.version, missing)
         return champion.version, np.zeros(test["query_id"].nunique())
-    scores = champion.predict(test[champion.manifest["features"]])
+    scores = champion.predict(test[wanted])
     return champion.version, per_query_ndcg(test["label"], scores, group_sizes(test), 10)
 
 
@@ -224,6 +227,7 @@ class RunContext:
     end: datetime
     workdir: Path
     run_name: str
+    actor: str = "weekly-retrain"
 
     @classmethod
     def create(cls, settings: Settings, start: datetime, end: datetime) -> RunContext:
@@ -256,3 +260,171 @@ def redacted_source(settings: Settings) -> str:
     from sources import redact
 
     return redact(settings.source_uri)
+
+
+def _champion(kind: str, settings: Settings) -> Any:
+    """The loaded champion of ``kind``, or None when there is none yet."""
+    from rankloop.errors import Reason, RegistryError
+    from registry import load
+
+    try:
+        return load(kind, alias="champion", settings=settings)
+    except RegistryError as e:
+        if e.reason is Reason.NOT_FOUND:
+            return None
+        raise
+
+
+# --- recording, gate and promotion -----------------------------------------------------------
+@dataclass(frozen=True)
+class Recorded:
+    run_id: str
+    version: int
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: str
+    reasons: list[str]
+    figures: dict[str, Any]
+    promoted: bool
+    champion_before: int | None
+    champion_after: int | None
+
+
+def record_ranker(settings: Settings, ctx: RunContext, extracted: Extracted, validated: Validated,
+                  dataset: Dataset, trained: TrainedRanker) -> Recorded:
+    """One MLflow run for the week: data lineage, the ranker, its metrics; register and attach the manifest."""
+    import mlflow
+
+    from models.ranker import Ranker
+    from models.tracking import log_ranker_run, run_name
+    from rankloop.settings import ensure_experiment
+    from registry.publish import publish
+
+    mlflow.set_experiment(experiment_id=ensure_experiment(settings))
+    tags = run_tags(settings, ctx.start, ctx.end, extracted) | {"rankloop.run_key": run_key(settings, ctx, extracted)}
+    with mlflow.start_run(run_name=run_name(ctx.end, dataset.feature_set), tags=tags) as run:
+        _log_data_lineage(extracted, validated, dataset)
+        info = log_ranker_run(
+            Ranker.load(trained.model_path), test_report=trained.report, baselines=trained.baselines,
+            feature_set_name=dataset.feature_set, feature_set_hash=dataset.feature_set_hash,
+            params=settings.model_config_dict(), window=(ctx.start, ctx.end),
+            snapshot_digest=extracted.digest, code_version=code_version(),
+        )
+        version = int(info.registered_model_version)
+        manifest = publish(
+            "ranker", version, settings=settings,
+            feature_set={"name": dataset.feature_set, "hash": dataset.feature_set_hash, "features": list(dataset.features)},
+            window={"start": ctx.start.isoformat(), "end": ctx.end.isoformat()},
+            snapshot_digest=extracted.digest, contract_suite_version=validated.suite_version,
+            code_version=code_version(), params=trained.params,
+            metrics=trained.report | {f"{b}_{k}": v for b, r in trained.baselines.items() for k, v in r.items()},
+            config=settings.model_config_dict(),
+        )
+        mlflow.set_tag("rankloop.version", str(version))
+    return Recorded(run_id=run.info.run_id, version=version, manifest=manifest)
+
+
+def _log_data_lineage(extracted: Extracted, validated: Validated, dataset: Dataset) -> None:
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    info = extracted.dataset_info
+    try:
+        with warnings.catch_warnings():  # a local path matches several artifact sources; any is right
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(extracted.snapshot_path))
+        mlflow.log_input(MetaDataset(source=source, name=info.get("name", "interactions"), digest=extracted.digest[:36]),
+                         context="training")
+    except Exception as e:  # noqa: BLE001 - lineage is informative; the digest tag is authoritative
+        log.warning("could not log the snapshot as an MLflow dataset input (%s); digest is in the tags", e)
+    mlflow.log_metrics({
+        "rows_in": validated.rows_in, "rows_valid": validated.rows_valid,
+        "rows_quarantined": validated.rows_quarantined, "impressions": dataset.impressions,
+        **{f"split_{k}": v for k, v in dataset.split.sizes().items()},
+    })
+    mlflow.set_tags({"rankloop.contract_suite": f"{validated.suite_name}@{validated.suite_version}",
+                     "rankloop.snapshot_reused": str(extracted.reused).lower()})
+    mlflow.log_dict({"snapshot": info, "quarantine": validated.reasons}, "data/lineage.json")
+
+
+def gate_and_promote(settings: Settings, ctx: RunContext, recorded: Recorded, trained: TrainedRanker,
+                     champion_version: int | None, champion_ndcg: np.ndarray | None) -> Outcome:
+    """Judge the new ranker against the champion on the same test week; promote only on PASS."""
+    import mlflow
+
+    from registry.decision import log_decision
+    from registry.gate import ranker_gate
+    from registry.promote import promote
+
+    decision = ranker_gate(trained.per_query_ndcg, champion_ndcg, settings=settings.gate,
+                           challenger_version=recorded.version, champion_version=champion_version)
+    with mlflow.start_run(run_id=recorded.run_id):
+        log_decision(decision, run_id=recorded.run_id)
+        if champion_ndcg is not None:
+            mlflow.log_metric("champion_ndcg_at_10", float(np.mean(champion_ndcg)))
+    after = champion_version
+    if decision.passed:
+        promote("ranker", recorded.version, decision=decision, actor=ctx.actor, settings=settings,
+                reason=f"weekly retrain {ctx.end:%Y-%m-%d}: {'; '.join(decision.reasons)}")
+        after = recorded.version
+    with mlflow.start_run(run_id=recorded.run_id):
+        mlflow.set_tags({"rankloop.verdict": decision.verdict.value, "rankloop.promoted": str(decision.passed).lower()})
+    return Outcome(verdict=decision.verdict.value, reasons=list(decision.reasons), figures=dict(decision.figures),
+                   promoted=decision.passed, champion_before=champion_version, champion_after=after)
+
+
+def run_key(settings: Settings, ctx: RunContext, extracted: Extracted) -> str:
+    """Identity of a run: window end, source, snapshot digest, code version, configuration hash."""
+    import hashlib
+
+    parts = [ctx.end.isoformat(), extracted.source, settings.source.mapping, extracted.digest,
+             code_version(), settings.config_hash()]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def summarise(ctx: RunContext, extracted: Extracted, validated: Validated, dataset: Dataset,
+              trained: TrainedRanker, recorded: Recorded, outcome: Outcome,
+              tables: dict[str, Any]) -> dict[str, Any]:
+    """The run's summary: what the CLI prints and the artifacts publish."""
+    base = {f"{b}_{k}": v for b, r in trained.baselines.items() for k, v in r.items()}
+    champion_ndcg = outcome.figures.get("champion_ndcg_at_10")
+    return {
+        "status": "completed",
+        "window_start": ctx.start.isoformat(), "window_end": ctx.end.isoformat(),
+        "rows_in": validated.rows_in, "rows_quarantined": validated.rows_quarantined,
+        "snapshot_digest": extracted.digest, "snapshot_reused": extracted.reused,
+        "impressions": dataset.impressions, "feature_set": dataset.feature_set, "features": len(dataset.features),
+        **trained.report, **base,
+        "champion_ndcg_at_10": champion_ndcg,
+        "best_iteration": trained.best_iteration,
+        "run_id": recorded.run_id, "version": recorded.version,
+        "verdict": outcome.verdict, "reasons": outcome.reasons, "promoted": outcome.promoted,
+        "champion_before": outcome.champion_before, "champion_after": outcome.champion_after,
+        "tables": tables,
+    }
+
+
+def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent_run_id: str | None) -> dict[str, Any]:
+    """Refit, judge, register and gate the bandit, LinUCB and Q tables."""
+    import mlflow
+
+    from models.policy_tracking import load_tables
+    from models.rewards import impression_rewards
+    from rankloop.settings import ensure_experiment
+    from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table
+
+    mlflow.set_experiment(experiment_id=ensure_experiment(settings))
+    imps = impression_rewards(validated.events, settings.rewards)
+    out: dict[str, Any] = {}
+    for kind, judge, data in (("bandit", judge_bandit, imps), ("linucb", judge_linucb, imps),
+                              ("qtable", judge_qtable, validated.events)):
+        champion = _champion(kind, settings)
+        table = load_tables(champion.path) if champion is not None else None
+        judged = judge(data, table, champion.version if champion else None, settings, ctx.end)
+        out[kind] = record_table(judged, settings, ctx.workdir, ctx.actor, ctx.end, parent_run_id)
+        log.info("%s: version %s %s (%s)", kind, out[kind]["version"], out[kind]["verdict"], out[kind]["headline"])
+    return out

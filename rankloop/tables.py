@@ -1,0 +1,218 @@
+"""The table stage: refit the Thompson, LinUCB and Q tables on top of their champions, judge each
+off-policy on the test week, register, and promote only when the gate passes.
+
+Judging is held out: the challenger that is *evaluated* is refit on the data before the test
+week (on top of the champion), and compared on the test week's logged slates with the champion.
+The challenger that is *registered* is the refit on the whole window. When nothing new arrived
+before the test week (the champion already saw it) the two tables are equal and the gate holds:
+a table only moves when the logs show it is better.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rankloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TOP = 0  # OPE judges the top slot: its logged propensity is the policy's exact marginal probability.
+
+
+@dataclass(frozen=True)
+class Judged:
+    kind: str
+    final: Any
+    evidence: Any  # registry.gate.OPEEvidence
+    ope: Any  # models.ope.OPEResult
+    champion_estimate: float | None
+    champion_version: int | None
+    metrics: dict[str, float]
+
+
+def _split(frame: pd.DataFrame, end: datetime, test_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    test_start = pd.Timestamp(end - timedelta(days=test_days))
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    return frame[ts < test_start], frame[(ts >= test_start) & (ts < pd.Timestamp(end))]
+
+
+def _evidence(result: Any, estimator: str) -> Any:
+    from registry.gate import OPEEvidence
+
+    if result.verdict != "ok":
+        return OPEEvidence(float("nan"), float("nan"), float("nan"), status="cannot_evaluate", note=result.reason)
+    low, high = result.intervals[estimator]
+    return OPEEvidence(result.estimates[estimator], low, high)
+
+
+def _item_model(pre: pd.DataFrame) -> pd.Series:
+    """Smoothed per-item success rate from the pre-test data (the DR reward model)."""
+    grouped = pre.groupby("item_id")["success"].agg(["sum", "count"])
+    prior = float(pre["success"].mean()) if len(pre) else 0.0
+    return (grouped["sum"] + 10 * prior) / (grouped["count"] + 10)
+
+
+def judge_bandit(imps: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
+                 end: datetime) -> Judged:
+    from models.thompson import refit
+
+    pre, test = _split(imps, end, settings.ranker.test_days)
+    test = test[test["position"] == TOP]
+    challenger = refit(champion, pre, settings.bandit, end)
+    final = refit(champion, imps, settings.bandit, end)
+    items = sorted(imps["item_id"].unique())
+    q_item = _item_model(pre)
+
+    def value(table: Any) -> Any:
+        from models.ope import evaluate_policy
+
+        probs = table.action_probabilities(items, 1, None, np.random.default_rng(settings.ope.seed))[:, 0]
+        prior = float(q_item.mean()) if len(q_item) else 0.0
+        q_all = pd.Series(items).map(q_item).fillna(prior).to_numpy()
+        target = test["item_id"].map(pd.Series(probs, index=items)).fillna(0.0).to_numpy()
+        q_logged = test["item_id"].map(q_item).fillna(prior).to_numpy()
+        q_target = np.full(len(test), float(probs @ q_all))  # context-free policy: same expectation per row
+        return evaluate_policy(test["success"].astype(float).to_numpy(), test["propensity"].to_numpy(),
+                               target, q_logged, q_target, settings=settings.ope)
+
+    return _judged("bandit", final, value(challenger), value(champion) if champion else None, champion_version,
+                   {"average_reward": float(imps["reward"].mean()), "success_rate": float(imps["success"].mean()),
+                    "items": float(len(final.items))})
+
+
+def judge_linucb(imps: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
+                 end: datetime) -> Judged:
+    from models.linucb import refit
+
+    pre, test = _split(imps, end, settings.ranker.test_days)
+    test = test[test["position"] == TOP].reset_index(drop=True)
+    challenger = refit(champion, pre, settings.linucb, end)
+    final = refit(champion, imps, settings.linucb, end)
+    items = sorted(imps["item_id"].unique())
+    q_item = _item_model(pre)
+    context_cols = list(settings.linucb.context_features)
+
+    def value(table: Any) -> Any:
+        eps = settings.linucb.exploration
+        contexts = test[context_cols].astype("string").fillna("")
+        keys = contexts.apply(tuple, axis=1)
+        chosen: dict[tuple, str] = {}
+        for key, row in contexts.drop_duplicates().iterrows():
+            scores = table.scores(row.to_dict(), items)
+            chosen[keys[key]] = items[int(np.argmax(scores))]
+        best = keys.map(chosen)
+        target = np.where(test["item_id"].to_numpy() == best.to_numpy(), 1 - eps, 0.0) + eps / len(items)
+        # q_target: eps * mean q + (1 - eps) * q(best item)
+        prior = float(q_item.mean()) if len(q_item) else 0.0
+        q_best = best.map(q_item).fillna(prior).to_numpy()
+        from models.ope import evaluate_policy
+
+        q_logged = test["item_id"].map(q_item).fillna(prior).to_numpy()
+        q_target = (1 - eps) * q_best + eps * prior
+        return evaluate_policy(test["success"].astype(float).to_numpy(), test["propensity"].to_numpy(),
+                               target, q_logged, q_target, settings=settings.ope)
+
+    return _judged("linucb", final, value(challenger), value(champion) if champion else None, champion_version,
+                   {"average_reward": float(imps["reward"].mean()), "arms": float(len(items))})
+
+
+def judge_qtable(events: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
+                 end: datetime) -> Judged:
+    from models.ope import OPEResult, pdwis
+    from models.qlearning import build_steps, refit, replay_metrics, step_probabilities
+    from models.rewards import q_rewards
+
+    slates = q_rewards(events, settings.rewards)
+    pre, test = _split(slates, end, settings.ranker.test_days)
+    challenger = refit(champion, pre, settings.qlearning, end)
+    final = refit(champion, slates, settings.qlearning, end)
+    steps = build_steps(test, settings.qlearning)
+    pscore = np.full(len(steps), settings.qlearning.logging_action_probability)
+
+    def value(table: Any) -> Any:
+        target = step_probabilities(table, steps, settings.qlearning.epsilon_end)
+        w = target / pscore
+        ess = float(w.sum() ** 2 / (w**2).sum()) if len(w) and (w**2).sum() > 0 else 0.0
+        if ess < settings.ope.min_ess:
+            return OPEResult("cannot_evaluate", f"effective sample size {ess:.1f} < min_ess {settings.ope.min_ess}",
+                             len(w), ess=ess, max_weight=float(w.max()) if len(w) else None)
+        episodes = pd.factorize(steps["user_id"])[0]
+        est = pdwis(episodes, steps["reward"].to_numpy(), pscore, target)
+        low, high = episode_bootstrap(episodes, steps["reward"].to_numpy(), pscore, target, settings)
+        return OPEResult("ok", "", len(w), ess, float(w.max()), {"pdwis": est}, {"pdwis": (low, high)})
+
+    return _judged("qtable", final, value(challenger), value(champion) if champion else None, champion_version,
+                   replay_metrics(final, slates), estimator="pdwis")
+
+
+def episode_bootstrap(episodes: np.ndarray, reward: np.ndarray, pscore: np.ndarray, target: np.ndarray,
+                      settings: Settings) -> tuple[float, float]:
+    """Percentile interval of PDWIS resampling whole episodes (rows of an episode stay together, in order).
+
+    ``episodes`` are integer codes whose rows are contiguous and in step order.
+    """
+    from models.ope import pdwis
+
+    starts = np.flatnonzero(np.r_[True, episodes[1:] != episodes[:-1]])
+    lengths = np.diff(np.r_[starts, len(episodes)])
+    rng = np.random.default_rng(settings.ope.seed)
+    stats = np.empty(settings.ope.bootstrap_samples)
+    for b in range(len(stats)):
+        pick = rng.integers(0, len(starts), len(starts))
+        rows = np.repeat(starts[pick] - np.r_[0, np.cumsum(lengths[pick])[:-1]], lengths[pick]) + np.arange(lengths[pick].sum())
+        stats[b] = pdwis(np.repeat(np.arange(len(pick)), lengths[pick]), reward[rows], pscore[rows], target[rows])
+    tail = (1 - settings.ope.confidence) / 2 * 100
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _judged(kind: str, final: Any, ope: Any, champion_ope: Any, champion_version: int | None,
+            metrics: dict[str, float], estimator: str = "snips") -> Judged:
+    champion_estimate = None
+    if champion_ope is not None and champion_ope.verdict == "ok":
+        champion_estimate = champion_ope.estimates[estimator]
+    return Judged(kind, final, _evidence(ope, estimator), ope, champion_estimate, champion_version, metrics)
+
+
+def record_table(judged: Judged, settings: Settings, workdir: Path, actor: str, end: datetime,
+                 parent_run_id: str | None) -> dict[str, Any]:
+    """Log, register, gate and (on PASS) promote one table; returns its summary."""
+    import mlflow
+
+    from models.policy_tracking import log_policy_run
+    from registry.decision import log_decision
+    from registry.gate import policy_gate
+    from registry.promote import promote
+    from registry.publish import publish
+
+    directory = judged.final.save(workdir / judged.kind)
+    tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+    with mlflow.start_run(run_name=f"{judged.kind} {end:%Y-%m-%d}", tags=tags | {"rankloop.kind": judged.kind}) as run:
+        metrics = judged.metrics | ({"champion_ope_estimate": judged.champion_estimate}
+                                    if judged.champion_estimate is not None else {})
+        params = getattr(settings, _SETTINGS[judged.kind]).model_dump(mode="json")
+        version = log_policy_run(judged.kind, directory, metrics=metrics, params=params, ope=judged.ope)
+        publish(judged.kind, version, settings=settings, artifact_dir=directory,
+                window={"end": end.isoformat()}, params=params, metrics=metrics,
+                config={"rewards": settings.rewards.model_dump(mode="json"), "gate": settings.gate.model_dump(mode="json")})
+        decision = policy_gate(judged.kind, judged.evidence, judged.champion_estimate, settings=settings.gate,
+                               challenger_version=version, champion_version=judged.champion_version)
+        log_decision(decision, run_id=run.info.run_id)
+    if decision.passed:
+        promote(judged.kind, version, decision=decision, actor=actor, settings=settings,
+                reason=f"weekly refit {end:%Y-%m-%d}: {'; '.join(decision.reasons)}")
+    ope = judged.ope
+    headline = (f"{ope.verdict}" if ope.verdict != "ok" else
+                ", ".join(f"{k} {v:.4f}" for k, v in (ope.estimates or {}).items()))
+    return {"version": version, "verdict": decision.verdict.value, "reasons": list(decision.reasons),
+            "promoted": decision.passed, "headline": headline, "run_id": run.info.run_id}
+
+
+_SETTINGS = {"bandit": "bandit", "linucb": "linucb", "qtable": "qlearning"}
