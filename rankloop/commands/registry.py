@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -73,11 +74,16 @@ def models(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("kind", "version", "aliases", "metrics", "window", "created", title="registered versions")
+    table = Table(title="registered versions", box=box.SIMPLE_HEAD)
+    for column in ("kind", "version", "aliases", "created (UTC)"):
+        table.add_column(column, no_wrap=True)
+    for column in ("window", "metrics"):
+        table.add_column(column, overflow="fold")
     for r in rows:
         metrics = ", ".join(f"{k}={v}" for k, v in sorted(r["metrics"].items()))
+        created = r["created"][:16].replace("T", " ")
         table.add_row(
-            r["kind"], str(r["version"]), ", ".join(r["aliases"]), metrics, r["window"] or "", r["created"]
+            r["kind"], str(r["version"]), ", ".join(r["aliases"]), created, r["window"] or "", metrics
         )
     console.print(table)
 
@@ -137,15 +143,29 @@ def history(
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries], indent=2))
         return
-    table = Table(title=f"{kind} history")
-    for column in ("when (UTC)", "who", "move"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("reason", overflow="fold")
-    for e in entries:
-        move = f"{e.action} {e.alias} {e.from_version}->{e.to_version}" + (" (forced)" if e.forced else "")
-        status = "" if e.status == "committed" else f" [{e.status}]"
-        table.add_row(e.when[:16].replace("T", " "), e.actor, move + status, e.reason)
-    console.print(table)
+    if not entries:
+        console.print(f"no alias moves recorded for {kind}")
+    for operation in _operations(entries):
+        first = operation[0]
+        flags = ", ".join(f for f in ("forced" if first.forced else "", first.status) if f)
+        moves = ", ".join(f"{e.alias} {_v(e.from_version)} -> {_v(e.to_version)}" for e in operation)
+        console.print(
+            f"[bold]{first.when[:16].replace('T', ' ')} UTC[/]  {first.action} by {first.actor} ({flags})"
+        )
+        console.print(f"  {moves}", highlight=False)
+        console.print(f"  reason: {first.reason}", highlight=False, markup=False)
+
+
+def _v(version: int | None) -> str:
+    return "none" if version is None else str(version)
+
+
+def _operations(entries: list[Any]) -> list[list[Any]]:
+    """Group the alias moves of one promotion/rollback, keeping the ledger's order."""
+    groups: dict[str, list[Any]] = {}
+    for entry in entries:
+        groups.setdefault(entry.operation_id, []).append(entry)
+    return list(groups.values())
 
 
 def register(app: typer.Typer) -> None:

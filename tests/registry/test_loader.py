@@ -125,3 +125,44 @@ def test_bandit_tables_logged_by_policy_tracking_load_and_serve(store: Store, tm
     served = load("bandit", settings=store.settings)
     np.testing.assert_allclose(served.mean(["a", "b"]), [9 / 12, 2 / 12])
     assert served.sample(["a", "b"], np.random.default_rng(0)).shape == (2,)
+
+
+def test_ranker_logged_by_models_tracking_publishes_and_serves(store: Store) -> None:
+    import mlflow
+
+    from models.config import RankerSettings
+    from models.ranker import Ranker
+    from models.tracking import log_ranker_run
+
+    X = feature_frame(200, seed=5)
+    y = (X["f_pop"] > 0).astype(int).to_numpy()
+    ranker = Ranker.from_settings(RankerSettings(n_estimators=5, min_child_samples=5, num_leaves=4))
+    ranker.fit(X, y, group=[10] * 20)
+    window = (datetime(2026, 10, 12, tzinfo=UTC), datetime(2026, 11, 16, tzinfo=UTC))
+    mlflow.set_experiment("rankloop")
+    with mlflow.start_run():
+        info = log_ranker_run(
+            ranker,
+            test_report={"ndcg_at_10": 0.5},
+            baselines={},
+            feature_set_name="tiny",
+            feature_set_hash="h123",
+            params={},
+            window=window,
+            snapshot_digest="d",
+            code_version="c",
+        )
+    version = int(info.registered_model_version)
+    manifest = publish(
+        "ranker", version, client=store.client, window={"start": "2026-10-12", "end": "2026-11-16"}
+    )
+    assert manifest["feature_set"]["features"] == FEATURES and set(manifest["files"]) == {
+        "model.txt",
+        "feature_set.json",
+    }
+    promote(
+        "ranker", version, decision=None, actor="t", reason="real ranker", forced=True, client=store.client
+    )
+    served = load("ranker", settings=store.settings)
+    assert served.version == version
+    np.testing.assert_allclose(served.predict(X.head(10)), ranker.predict(X.head(10)))
