@@ -54,7 +54,8 @@ def build_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd
         columns[spec.name] = finish(spec, spec.fn(ctx))
         log.debug("feature %s: %.2fs", spec.name, time.perf_counter() - started)
     ctx.release()
-    return pd.DataFrame({n: columns[n] for n in fset.features}, index=impressions.index)
+    # copy=False: the columns are fresh arrays; consolidating them would double the table's memory.
+    return pd.DataFrame({n: columns[n] for n in fset.features}, index=impressions.index, copy=False)
 
 
 def finish(spec: FeatureSpec, values: np.ndarray) -> np.ndarray:

@@ -43,7 +43,7 @@ def impressions(events: pd.DataFrame, settings: LabelSettings, attribution_hours
     grades = event_grades(ev, settings)
     horizon = np.int64(round(attribution_hours * 3600 * 1e6))
     ts = _ts_us(ev["ts"])
-    logged_key, n_keys = _logged_keys(ev)
+    logged_key, n_keys, item_code = _logged_keys(ev)
     is_logged_imp = (ev["event_type"] == EventType.IMPRESSION.value).to_numpy(dtype=bool, na_value=False) & (logged_key >= 0)
     logged = _logged_rows(logged_key, n_keys, is_logged_imp, ts, grades, horizon)
     has_imp = np.zeros(n_keys + 1, dtype=bool)
@@ -51,7 +51,7 @@ def impressions(events: pd.DataFrame, settings: LabelSettings, attribution_hours
     rest = np.flatnonzero(~has_imp[logged_key])  # key -1 maps to the spare last slot, always False
     fallback = _fallback_rows(ev, rest, ts, grades, horizon)
     log.debug("impressions: %d logged, %d fallback", len(logged[0]), len(fallback[0]))
-    return _assemble(ev, logged, fallback, settings)
+    return _assemble(ev, logged, fallback, settings, ts, item_code)
 
 
 def event_grades(events: pd.DataFrame, settings: LabelSettings) -> np.ndarray:
@@ -97,14 +97,15 @@ def _ts_us(ts: pd.Series) -> np.ndarray:
     return ts.dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64)
 
 
-def _logged_keys(ev: pd.DataFrame) -> tuple[np.ndarray, int]:
-    """Dense code of (user, item, request) per event; -1 where request_id is missing."""
+def _logged_keys(ev: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray]:
+    """(dense code of (user, item, request) per event, -1 where request_id is missing; the number
+    of codes; item codes in sorted item_id order)."""
     user, _ = pd.factorize(ev["user_id"])
-    item, items = pd.factorize(ev["item_id"])
+    item, items = pd.factorize(ev["item_id"], sort=True)
     req, reqs = pd.factorize(ev["request_id"])
     pair, _ = pd.factorize(user.astype(np.int64) * max(len(items), 1) + item)
     key, keys = pd.factorize(pair.astype(np.int64) * (len(reqs) + 1) + req)
-    return np.where(req >= 0, key, -1), len(keys)
+    return np.where(req >= 0, key, -1), len(keys), item
 
 
 def _logged_rows(key, n_keys, is_imp, ts, grades, horizon) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,27 +155,26 @@ def _fallback_rows(ev, rows, ts, grades, horizon) -> tuple[np.ndarray, np.ndarra
     return rows[first], best[key[first]], query.iloc[first].reset_index(drop=True)
 
 
-def _assemble(ev, logged, fallback, settings: LabelSettings) -> pd.DataFrame:
-    parts = []
-    for rows, grade, query in (logged, fallback):
-        present = [c for c in CARRIED_COLUMNS if c in ev.columns]
-        part = ev.iloc[rows][present].reset_index(drop=True)
-        part = part.assign(**{c: pd.Series(None, index=part.index, dtype=object) for c in CARRIED_COLUMNS
-                              if c not in present})[list(CARRIED_COLUMNS)]
-        qid = ev["request_id"].iloc[query].astype("string") if isinstance(query, np.ndarray) else query
-        part.insert(0, "query_id", pd.Series(np.asarray(qid, dtype=object), dtype="string").reset_index(drop=True))
-        part["grade"] = np.clip(grade, 0.0, 1.0)
-        parts.append(part)
-    out = pd.concat(parts, ignore_index=True) if len(fallback[0]) else parts[0]
+def _assemble(ev, logged, fallback, settings: LabelSettings, ts: np.ndarray, item_code: np.ndarray) -> pd.DataFrame:
+    rows = np.r_[logged[0], fallback[0]]
+    qid = pd.concat([ev["request_id"].iloc[logged[2]].astype("string").reset_index(drop=True),
+                     fallback[2].astype("string")], ignore_index=True)
+    position = (pd.to_numeric(ev["position"].iloc[rows]).to_numpy(dtype=np.float64, na_value=np.inf)
+                if "position" in ev.columns else np.full(len(rows), np.inf))
+    order = _order(qid, item_code[rows], ts[rows], position)
+    present = [c for c in CARRIED_COLUMNS if c in ev.columns]
+    out = ev.iloc[rows[order]][present].reset_index(drop=True)
+    out = out.assign(**{c: pd.Series(None, index=out.index, dtype=object) for c in CARRIED_COLUMNS
+                        if c not in present})[list(CARRIED_COLUMNS)]
+    out.insert(0, "query_id", qid.iloc[order].reset_index(drop=True))
+    out["grade"] = np.clip(np.r_[logged[1], fallback[1]], 0.0, 1.0)[order]
     out["label"] = np.rint(out["grade"].to_numpy() * settings.levels).astype(np.int32)
-    return _order(out)
+    return out
 
 
-def _order(out: pd.DataFrame) -> pd.DataFrame:
-    qcode, _ = pd.factorize(out["query_id"], sort=True)
-    icode, _ = pd.factorize(out["item_id"], sort=True)
-    ts = _ts_us(out["ts"])
-    qstart = pd.Series(ts).groupby(qcode).transform("min").to_numpy()
-    pos = pd.to_numeric(out["position"]).to_numpy(dtype=np.float64, na_value=np.inf)
-    order = np.lexsort((icode, pos, qcode, qstart))
-    return out.iloc[order].reset_index(drop=True)
+def _order(qid: pd.Series, item: np.ndarray, ts: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Rows by query start time, query id, position (unknown last), item id: a query's rows are contiguous."""
+    qcode, _ = pd.factorize(qid, sort=True)
+    qstart = np.full(qcode.max(initial=-1) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(qstart, qcode, ts)
+    return np.lexsort((item, position, qcode, qstart[qcode]))
