@@ -36,9 +36,11 @@ def point_mlflow_at(mp: pytest.MonkeyPatch, home: Path, uri: str | None = None) 
 
     settings = Settings(home=home, mlflow_tracking_uri=uri)
     mp.setenv("RANKLOOP_HOME", str(home))
+    # apply_environment() sets MLflow's globals (and their environment variables): undo them all
     mp.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    mp.setenv("MLFLOW_REGISTRY_URI", settings.tracking_uri)
     mp.setattr(tracking_utils, "_tracking_uri", settings.tracking_uri)
-    mp.setattr(registry_utils, "_registry_uri", None)
+    mp.setattr(registry_utils, "_registry_uri", settings.tracking_uri)
     home.mkdir(parents=True, exist_ok=True)
     return Store(home, settings, MlflowClient(settings.tracking_uri, settings.tracking_uri))
 
