@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
 
 from flows.retry import transient_only
-from rankloop import stages
+from rankloop import ops, stages
 
 extract = task(stages.extract, name="extract", cache_policy=NONE, retries=2, retry_delay_seconds=10,
                retry_condition_fn=transient_only)
 validate = task(stages.validate, name="validate", cache_policy=NONE)
 build_dataset = task(stages.build_dataset, name="labels-and-features", cache_policy=NONE)
 train_ranker = task(stages.train_ranker, name="train-ranker", cache_policy=NONE)
-champion = task(stages.champion_per_query_ndcg, name="score-champion", cache_policy=NONE)
+champion = task(stages.champion_per_query_ndcg, name="score-champion", cache_policy=NONE, retries=2,
+                retry_delay_seconds=10, retry_condition_fn=transient_only)
 record = task(stages.record_ranker, name="log-and-register", cache_policy=NONE, retries=2,
               retry_delay_seconds=10, retry_condition_fn=transient_only)
 decide = task(stages.gate_and_promote, name="gate-and-promote", cache_policy=NONE)
@@ -29,21 +32,81 @@ def weekly_retrain(
     source_uri: str | None = None,
     mapping: str | None = None,
     refit_tables: bool = True,
+    force: bool = False,
+    scheduled: bool = False,
 ) -> dict[str, Any]:
-    """Extract the window, validate, build features, train and judge the ranker, refit the tables."""
+    """Extract the window, validate, build features, train and judge the ranker, refit the tables.
+
+    A run whose key (window end, source, snapshot digest, code version, configuration hash)
+    already completed returns that run's summary unless ``force``. A ``scheduled`` run that
+    starts more than ``ops.max_lateness_hours`` late skips.
+    """
     settings = stages.settings_for_run(window_end=window_end, source_uri=source_uri, mapping=mapping)
     logger = get_run_logger()
     start, end = settings.window.resolve()
+    late = _lateness_hours() if scheduled else 0.0
+    if late > settings.ops.max_lateness_hours:
+        reason = f"started {late:.1f} h after its schedule (limit {settings.ops.max_lateness_hours} h): skipped"
+        logger.warning(reason)
+        return {"status": "skipped", "reason": reason, "window_end": end.isoformat()}
     logger.info("window [%s, %s) from %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings))
     ctx = stages.RunContext.create(settings, start, end)
-    extracted = extract(settings, start, end)
-    validated = validate(settings, extracted, start, end)
-    dataset = build_dataset(settings, validated, extracted, end)
-    trained = train_ranker(settings, dataset, ctx.workdir)
-    champion_version, champion_ndcg = champion(settings, dataset)
-    recorded = record(settings, ctx, extracted, validated, dataset, trained)
-    outcome = decide(settings, ctx, recorded, trained, champion_version, champion_ndcg)
-    tables = fit_tables(settings, ctx, validated, recorded.run_id) if refit_tables else {}
-    summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcome, tables)
-    logger.info("summary: %s", summary)
+    stage = "extract"
+    try:
+        extracted = extract(settings, start, end)
+        key = stages.run_key(settings, ctx, extracted)
+        earlier = None if force else ops.find_completed_run(settings, key)
+        if earlier is not None:
+            logger.info("run key %s already completed in MLflow run %s: returning its results", key, earlier.get("run_id"))
+            return earlier
+        stage = "validate"
+        validated = validate(settings, extracted, start, end)
+        stage = "labels-and-features"
+        dataset = build_dataset(settings, validated, extracted, end)
+        stage = "train-ranker"
+        trained = train_ranker(settings, dataset, ctx.workdir)
+        stage = "score-champion"
+        champion_version, champion_ndcg = champion(settings, dataset)
+        stage = "log-and-register"
+        recorded = record(settings, ctx, extracted, validated, dataset, trained)
+        stage = "gate-and-promote"
+        outcome = decide(settings, ctx, recorded, trained, champion_version, champion_ndcg)
+        stage = "refit-tables"
+        tables = fit_tables(settings, ctx, validated, recorded.run_id) if refit_tables else {}
+        stage = "summary"
+        summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcome, tables)
+        markdown = ops.publish_summary(recorded.run_id, summary)
+    except Exception as exc:
+        _report_failure(settings, ctx, stage, exc)
+        raise
+    _publish(settings, summary, markdown)
     return summary
+
+
+def _lateness_hours() -> float:
+    scheduled = flow_run.get_scheduled_start_time()
+    return max(0.0, (datetime.now(UTC) - scheduled).total_seconds() / 3600.0)
+
+
+def _publish(settings: Any, summary: dict[str, Any], markdown: str) -> None:
+    logger = get_run_logger()
+    logger.info("ranker v%s %s (test NDCG@10 %.4f, champion %s -> %s)", summary["version"], summary["verdict"],
+                summary["ndcg_at_10"], summary["champion_before"], summary["champion_after"])
+    create_markdown_artifact(markdown, key="weekly-retrain-summary", description="RankLoop weekly retrain")
+    if ops.needs_attention(summary):
+        logger.warning("gate %s: %s", summary["verdict"], "; ".join(summary["reasons"]))
+        ops.notify(settings, summary)
+
+
+def _report_failure(settings: Any, ctx: stages.RunContext, stage: str, exc: BaseException) -> None:
+    from sources.uri import scrub
+
+    error = scrub(scrub(f"{type(exc).__name__}: {exc}", settings.source_uri), settings.tracking_uri)
+    summary = {"status": "failed", "stage": stage, "error": error,
+               "window_start": ctx.start.isoformat(), "window_end": ctx.end.isoformat()}
+    get_run_logger().error("weekly retrain failed at stage %s: %s", stage, summary["error"])
+    try:
+        create_markdown_artifact(ops.summary_markdown(summary), key="weekly-retrain-summary",
+                                 description="RankLoop weekly retrain (failed)")
+    finally:
+        ops.notify(settings, summary)

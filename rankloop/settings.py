@@ -69,6 +69,20 @@ def last_monday(now: datetime) -> datetime:
     return day - timedelta(days=day.weekday())
 
 
+class OpsSettings(BaseModel):
+    """Scheduling and failure reporting."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timezone: str = Field(default="UTC", description="Timezone of the weekly cron (Monday 01:00).")
+    max_lateness_hours: float = Field(
+        default=12.0, gt=0, description="A scheduled run starting later than this skips (logged) instead of piling up."
+    )
+    notify_webhook: str | None = Field(default=None, description="URL that receives a JSON summary when a run fails or a gate holds.")
+    notify_file: Path | None = Field(default=None, description="File that receives one JSON line per failed or held run.")
+    actor: str = Field(default="weekly-retrain", description="Name recorded in the ledger for promotions made by runs.")
+
+
 class Settings(BaseSettings):
     """Everything a RankLoop run can be told. Every field is described; all are recorded per run."""
 
@@ -99,6 +113,7 @@ class Settings(BaseSettings):
     qlearning: QLearningSettings = Field(default_factory=QLearningSettings)
     ope: OPESettings = Field(default_factory=OPESettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
 
     @classmethod
     def settings_customise_sources(

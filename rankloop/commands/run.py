@@ -48,15 +48,45 @@ def train(
     mapping: str | None = typer.Option(None, "--mapping", help="Mapping name or file (default: rankloop)."),
     end: str | None = typer.Option(None, "--end", help="Window end date YYYY-MM-DD (default: last Monday)."),
     tables: bool = typer.Option(True, "--tables/--no-tables", help="Also refit the bandit and Q tables."),
+    force: bool = typer.Option(False, "--force", help="Retrain even if this window already completed."),
 ) -> None:
     """Run one weekly retrain against the configured source and window."""
     _settings(home)
     began = time.perf_counter()
     window_end = _parse_date(end, "--end") if end else None
-    summary = _run(window_end=window_end, source_uri=source, mapping=mapping, refit_tables=tables)
+    summary = _run(window_end=window_end, source_uri=source, mapping=mapping, refit_tables=tables, force=force)
     _print_summary(summary, time.perf_counter() - began)
     if summary.get("status") == "failed":
         raise typer.Exit(1)
+
+
+def backfill(
+    start: str = typer.Option(..., "--from", help="First date (YYYY-MM-DD); the first Monday on or after it is the first window end."),
+    stop: str = typer.Option(..., "--to", help="Last date (YYYY-MM-DD); the last Monday on or before it is the last window end."),
+    home: Path | None = HOME_OPTION,
+    source: str | None = typer.Option(None, "--source", help="Source URI (default: the configured one)."),
+    mapping: str | None = typer.Option(None, "--mapping", help="Mapping name or file."),
+    tables: bool = typer.Option(True, "--tables/--no-tables", help="Also refit the bandit and Q tables."),
+    force: bool = typer.Option(False, "--force", help="Retrain windows that already completed."),
+) -> None:
+    """Run the weekly windows between two dates in order; windows that already completed are not retrained."""
+    from rankloop.ops import weekly_ends
+
+    _settings(home)
+    try:
+        ends = weekly_ends(_parse_date(start, "--from"), _parse_date(stop, "--to"))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    if not ends:
+        console.print(f"no Monday between {start} and {stop}: nothing to run")
+        raise typer.Exit(1)
+    console.print(f"backfill: {len(ends)} weekly window(s) ending {', '.join(map(str, ends))}")
+    for end in ends:
+        began = time.perf_counter()
+        summary = _run(window_end=end, source_uri=source, mapping=mapping, refit_tables=tables, force=force)
+        _print_summary(summary, time.perf_counter() - began)
+        if summary.get("status") == "failed":
+            raise typer.Exit(1)
 
 
 def _parse_date(text: str, option: str) -> date:
@@ -79,7 +109,10 @@ def _fmt(value: Any) -> str:
 
 
 def _print_summary(summary: dict[str, Any], seconds: float) -> None:
-    table = Table(title=f"weekly retrain {summary.get('window_end', '')[:10]}", show_header=False)
+    title = f"weekly retrain {summary.get('window_end', '')[:10]}"
+    if summary.get("reused_run"):
+        title += " (already completed: earlier results, nothing retrained; --force retrains)"
+    table = Table(title=title, show_header=False)
     rows = [
         ("rows extracted", summary.get("rows_in")),
         ("rows quarantined", summary.get("rows_quarantined")),
@@ -106,3 +139,4 @@ def _print_summary(summary: dict[str, Any], seconds: float) -> None:
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
     app.command("train")(train)
+    app.command("backfill")(backfill)

@@ -1,0 +1,117 @@
+"""Operations around a run: idempotency by run key, summaries, notifications, weekly windows."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rankloop.settings import Settings, ensure_experiment
+
+log = logging.getLogger(__name__)
+
+SUMMARY_ARTIFACT = "summary.json"
+
+
+def find_completed_run(settings: Settings, key: str) -> dict[str, Any] | None:
+    """The summary of an earlier completed run with the same run key, or None."""
+    import mlflow
+
+    experiment_id = ensure_experiment(settings)
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`rankloop.run_key` = '{key}' and tags.`rankloop.completed` = 'true'",
+        order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+    )
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    summary = mlflow.artifacts.load_dict(f"runs:/{run_id}/{SUMMARY_ARTIFACT}")
+    return summary | {"reused_run": True}
+
+
+def publish_summary(run_id: str, summary: dict[str, Any]) -> str:
+    """Attach the summary (JSON + Markdown) to the MLflow run and mark the run completed."""
+    import mlflow
+
+    markdown = summary_markdown(summary)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_dict(summary, SUMMARY_ARTIFACT)
+        mlflow.log_text(markdown, "summary.md")
+        mlflow.set_tag("rankloop.completed", "true")
+    return markdown
+
+
+def _f(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """A short Markdown report of a run (or of its failure)."""
+    lines = [f"# RankLoop weekly retrain, window ending {str(summary.get('window_end', ''))[:10]}", "",
+             f"**status:** {summary.get('status')}", ""]
+    if summary.get("status") == "failed":
+        lines += [f"**failed stage:** {summary.get('stage')}", "", f"**error:** {summary.get('error')}", ""]
+    rows = [
+        ("rows in", summary.get("rows_in")), ("rows quarantined", summary.get("rows_quarantined")),
+        ("features", summary.get("features")), ("test NDCG@10", summary.get("ndcg_at_10")),
+        ("champion NDCG@10 (same test week)", summary.get("champion_ndcg_at_10")),
+        ("popularity NDCG@10", summary.get("popularity_ndcg_at_10")),
+        ("gate verdict", summary.get("verdict")), ("reasons", "; ".join(summary.get("reasons") or [])),
+        ("new version", summary.get("version")), ("promoted", summary.get("promoted")),
+        ("champion before -> after", f"{_f(summary.get('champion_before'))} -> {_f(summary.get('champion_after'))}"),
+    ]
+    lines += ["| what | value |", "| --- | --- |", *(f"| {k} | {_f(v)} |" for k, v in rows if v is not None)]
+    for kind, info in (summary.get("tables") or {}).items():
+        lines.append(f"| {kind} table | v{info.get('version')} {info.get('verdict')} ({info.get('headline')}) |")
+    return "\n".join(lines) + "\n"
+
+
+def needs_attention(summary: dict[str, Any]) -> bool:
+    """A failed run, or a gate that held or failed (ranker or any table)."""
+    if summary.get("status") == "failed" or summary.get("verdict") in {"HOLD", "FAIL"}:
+        return True
+    return any(t.get("verdict") == "FAIL" for t in (summary.get("tables") or {}).values())
+
+
+def notify(settings: Settings, summary: dict[str, Any]) -> list[str]:
+    """Send the summary to the configured webhook and/or file; returns where it went.
+
+    A notification that cannot be delivered is logged, never raised: it must not mask the
+    failure it reports.
+    """
+    sent: list[str] = []
+    payload = {"event": "rankloop.run", "at": datetime.now(UTC).isoformat(), **summary}
+    if settings.ops.notify_file:
+        path = Path(settings.ops.notify_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(payload, default=str) + "\n")
+            sent.append(str(path))
+        except OSError as e:
+            log.error("could not write the notification to %s: %s", path, e)
+    if settings.ops.notify_webhook:
+        import httpx
+
+        try:
+            httpx.post(settings.ops.notify_webhook, json=json.loads(json.dumps(payload, default=str)),
+                       timeout=10).raise_for_status()
+            sent.append("webhook")
+        except httpx.HTTPError as e:
+            log.error("could not deliver the notification to the webhook: %s", type(e).__name__)
+    return sent
+
+
+def weekly_ends(start: date, end: date) -> list[date]:
+    """Every Monday in ``[start, end]``: the window ends of the weekly runs between two dates."""
+    if end < start:
+        raise ValueError(f"--to ({end}) is before --from ({start})")
+    first = start + timedelta(days=(7 - start.weekday()) % 7)
+    out = []
+    while first <= end:
+        out.append(first)
+        first += timedelta(days=7)
+    return out

@@ -1,0 +1,102 @@
+"""The weekly retrain under a real Prefect API, against a real (SQLite) MLflow store."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from rankloop.simulator import SimulationConfig
+
+END = datetime(2026, 11, 16, tzinfo=UTC)
+SMALL = SimulationConfig(n_users=400, n_items=120, weeks=5, requests_per_user_week=3.0, end=END, seed=5)
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("weekly") / "home"
+
+
+@pytest.fixture
+def env(home: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None) -> Path:
+    from rankloop.demo import ensure_demo_source
+    from rankloop.settings import Settings
+
+    monkeypatch.setenv("RANKLOOP_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("RANKLOOP_OPS__NOTIFY_FILE", str(home / "notifications.jsonl"))
+    monkeypatch.setenv("RANKLOOP_RANKER__N_ESTIMATORS", "120")
+    ensure_demo_source(Settings(), SMALL)
+    return home
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _versions(name: str) -> list[int]:
+    return sorted(int(v.version) for v in _client().search_model_versions(f"name = '{name}'"))
+
+
+def test_first_run_trains_logs_registers_and_promotes(env: Path) -> None:
+    from flows.weekly import weekly_retrain
+
+    summary = weekly_retrain(window_end=date(2026, 11, 16))
+    assert summary["status"] == "completed" and summary["version"] == 1
+    assert summary["champion_before"] is None and summary["champion_after"] == 1
+    run = _client().get_run(summary["run_id"])
+    for metric in ("ndcg_at_5", "ndcg_at_10", "popularity_ndcg_at_10", "map_at_10", "mrr"):
+        assert metric in run.data.metrics, metric
+    assert _client().get_experiment(run.info.experiment_id).name == "rankloop"
+    assert run.data.metrics["ndcg_at_10"] > run.data.metrics["popularity_ndcg_at_10"]
+    assert int(_client().get_model_version_by_alias("rankloop.ranker", "champion").version) == 1
+    assert run.data.tags["rankloop.snapshot_digest"] == summary["snapshot_digest"]
+    # Every table kind was refit, judged off-policy and registered.
+    for kind in ("bandit", "linucb", "qtable"):
+        assert summary["tables"][kind]["version"] == 1
+        assert _versions(f"rankloop.{kind}") == [1]
+    # Artifacts live in the data home, not in ./mlruns.
+    assert (env / "mlflow.db").exists()
+    assert run.info.artifact_uri.startswith((env / "mlartifacts").as_uri())
+
+
+def test_same_window_again_returns_the_earlier_results(env: Path) -> None:
+    from flows.weekly import weekly_retrain
+
+    before = _versions("rankloop.ranker")
+    summary = weekly_retrain(window_end=date(2026, 11, 16))
+    assert summary["reused_run"] is True
+    assert _versions("rankloop.ranker") == before
+
+
+def test_forced_retrain_never_promotes_a_worse_ranker(env: Path) -> None:
+    from flows.weekly import weekly_retrain
+
+    summary = weekly_retrain(window_end=date(2026, 11, 16), force=True, refit_tables=False)
+    assert summary["version"] == 2 and summary["champion_before"] == 1
+    figures = _client().get_run(summary["run_id"]).data.metrics
+    champion = int(_client().get_model_version_by_alias("rankloop.ranker", "champion").version)
+    if summary["promoted"]:
+        assert champion == 2 and summary["verdict"] == "PASS"
+        assert figures["ndcg_at_10"] >= summary["champion_ndcg_at_10"] - 1e-9 or summary["reasons"]
+    else:
+        assert champion == 1 and summary["verdict"] in {"HOLD", "FAIL"}
+
+
+def test_a_failed_run_reports_its_stage_and_moves_nothing(env: Path, tmp_path: Path) -> None:
+    from flows.weekly import weekly_retrain
+
+    champion = int(_client().get_model_version_by_alias("rankloop.ranker", "champion").version)
+    missing = tmp_path / "nope.db"
+    with pytest.raises(Exception, match="nope.db does not exist"):
+        weekly_retrain(window_end=date(2026, 11, 16), source_uri=f"sqlite:///{missing}")
+    lines = (env / "notifications.jsonl").read_text().splitlines()
+    report = json.loads(lines[-1])
+    assert report["status"] == "failed" and report["stage"] == "extract"
+    assert int(_client().get_model_version_by_alias("rankloop.ranker", "champion").version) == champion
