@@ -84,6 +84,7 @@ def validate_interactions(
 
     Raises:
         TypeError: ``table`` is not a ``pa.Table`` or the window is not a pair of aware datetimes.
+        ValueError: the window's start is not before its end.
         ContractViolation: missing required columns or wrong column types (Reason.CONTRACT), an
             empty extract (Reason.EMPTY), too few valid rows or too many quarantined (Reason.CONTRACT).
     """
