@@ -56,7 +56,10 @@ class FeatureSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     feature_set: str = Field(default="ranker_default", description="Name of the registered feature set the ranker trains on.")
-    windows_days: tuple[int, ...] = Field(default=(1, 7, 28), description="Look-back windows for activity counts.")
+    windows_days: tuple[int, ...] = Field(
+        default=(1, 7, 28),
+        description="Look-back windows for activity counts; a feature set looking back further than the longest is refused.",
+    )
     ctr_prior_strength: float = Field(default=20.0, gt=0, description="Pseudo-impressions of the Bayesian prior on click-through.")
     ctr_prior_mean: float = Field(
         default=0.05, gt=0, lt=1,

@@ -20,12 +20,21 @@ def _ms(ts: pd.Series) -> np.ndarray:
     return ts.dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64) // 1000
 
 
-def _codes_and_uniques(*columns: pd.Series) -> tuple[list[np.ndarray], np.ndarray]:
-    """Shared integer codes for several columns (-1 for missing), and the values they index."""
-    joined = pd.concat([c.reset_index(drop=True) for c in columns], ignore_index=True)
-    codes, uniques = pd.factorize(joined)
-    bounds = np.cumsum([0, *(len(c) for c in columns)])
-    return [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)], np.asarray(uniques, dtype=object)
+def _codes_and_uniques(*columns: pd.Series | int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Shared integer codes for several columns (-1 for missing), and the values they index.
+
+    An int instead of a column stands for that many missing values (an absent column).
+    """
+    present = [c.reset_index(drop=True) for c in columns if not isinstance(c, int)]
+    codes, uniques = pd.factorize(pd.concat(present, ignore_index=True)) if present else (np.zeros(0, np.intp), [])
+    out, start = [], 0
+    for c in columns:
+        if isinstance(c, int):
+            out.append(np.full(c, -1, dtype=np.intp))
+        else:
+            out.append(codes[start:start + len(c)])
+            start += len(c)
+    return out, np.asarray(uniques, dtype=object)
 
 
 def _codes(*columns: pd.Series) -> list[np.ndarray]:
@@ -33,7 +42,8 @@ def _codes(*columns: pd.Series) -> list[np.ndarray]:
     return _codes_and_uniques(*columns)[0]
 
 
-def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+def column_or_null(frame: pd.DataFrame, name: str) -> pd.Series:
+    """``frame[name]``, or an all-null object column when the frame lacks it."""
     if name in frame.columns:
         return frame[name]
     return pd.Series(None, index=frame.index, dtype=object)
@@ -80,9 +90,11 @@ class BuildContext:
         self.logged_exposures = EventType.IMPRESSION.value in self.type_code or len(self.ev_type) == 0
         self.max_window_ms = max(self.settings.windows_days, default=28) * DAY_MS
 
-    def release(self) -> None:
-        """Forget the memoised timelines (between grains, to bound memory)."""
-        self._cache.clear()
+    def release(self, keep_grain: str | None = None) -> None:
+        """Forget the memoised timelines and prefix sums (between grains, to bound memory),
+        except those of ``keep_grain``."""
+        for key in [k for k in self._cache if not (isinstance(k, tuple) and len(k) > 1 and k[1] == keep_grain)]:
+            del self._cache[key]
 
     def memo(self, key: Any, make, *, keep: bool = False) -> Any:
         """Memoise ``make()`` under ``key`` (``keep``: survive :meth:`release`)."""
@@ -119,7 +131,7 @@ class BuildContext:
         logged = self.ev_type == self.type_code.get(EventType.IMPRESSION.value, -2)
         if logged.any() or len(logged) == 0:
             return logged
-        session, _ = pd.factorize(_column(self.events, "session_id"))
+        session, _ = pd.factorize(column_or_null(self.events, "session_id"))
         day = self.ev_ms // DAY_MS
         context = np.where(session >= 0, session, session.max(initial=-1) + 1 + day - day.min())
         key = pd.DataFrame({"u": self.ev_user, "i": self.ev_item, "c": context}).groupby(["u", "i", "c"]).ngroup()
@@ -157,7 +169,8 @@ class BuildContext:
         def make():
             table = self.items[name] if self.items is not None and name in self.items.columns else None
             extra = [] if table is None else [table]
-            codes, uniques = _codes_and_uniques(_column(self.events, name), _column(self.queries, name), *extra)
+            own = [f[name] if name in f.columns else len(f) for f in (self.events, self.queries)]
+            codes, uniques = _codes_and_uniques(*own, *extra)
             by_item = np.full(self.n_items + 1, -1, dtype=np.int64)
             if table is not None:
                 by_item[self.cat_item] = codes[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.context import ANY, ENGAGE, EXPOSURE, BuildContext
-from features.registry import family, grid
+from features.registry import family, feature, grid
 from features.timeline import counts_before, to_fixed
 
 WINDOWS: tuple[int, ...] = (1, 7, 28)
@@ -52,19 +52,20 @@ def _smoothed_rate(ctx: BuildContext, grain: str, what: str, window: int) -> np.
 
 
 @family("{grain}_{what}_trend_7d_28d", TRENDS, dtype="float32", grain="{grain}", group="{grain}_rates", fill=1.0,
+        window_days=28,
         doc="Daily {what} events of the {grain} over 7 days vs over 28 days, (n7/7 + 1) / (n28/28 + 1).")
 def _trend(ctx: BuildContext, grain: str, what: str) -> np.ndarray:
     return (ctx.count(grain, what, 7) / 7 + 1.0) / (ctx.count(grain, what, 28) / 28 + 1.0)
 
 
-@family("item_click_rate_trend_7d_28d", [{}], dtype="float32", grain="item", group="item_rates", fill=1.0,
-        doc="Smoothed item click-through over 7 days divided by that over 28 days.")
-def _rate_trend(ctx: BuildContext) -> np.ndarray:
+@feature(dtype="float32", grain="item", group="item_rates", fill=1.0, window_days=28)
+def item_click_rate_trend_7d_28d(ctx: BuildContext) -> np.ndarray:
+    """Smoothed item click-through over 7 days divided by that over 28 days."""
     return smoothed_rate(ctx, "item", "click", 7) / smoothed_rate(ctx, "item", "click", 28)
 
 
 @family("{grain}_{what}_seconds_mean_28d", grid(grain=("user", "item"), what=("view",)), dtype="float32",
-        grain="{grain}", group="{grain}_dwell", doc="Mean seconds of the {grain}'s {what} events with a duration in the 28 days before t.")
+        grain="{grain}", group="{grain}_dwell", window_days=28, doc="Mean seconds of the {grain}'s {what} events with a duration in the 28 days before t.")
 def _value_mean(ctx: BuildContext, grain: str, what: str) -> np.ndarray:
     n = ctx.total(grain, what, "has_value", 28)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -72,7 +73,7 @@ def _value_mean(ctx: BuildContext, grain: str, what: str) -> np.ndarray:
 
 
 @family("{grain}_rating_mean_28d", grid(grain=("user", "item")), dtype="float32", grain="{grain}",
-        group="{grain}_dwell", doc="Mean stars of the {grain}'s ratings in the 28 days before t.")
+        group="{grain}_dwell", window_days=28, doc="Mean stars of the {grain}'s ratings in the 28 days before t.")
 def _rating_mean(ctx: BuildContext, grain: str) -> np.ndarray:
     return _value_mean(ctx, grain, "rating")
 
@@ -121,7 +122,7 @@ def _position_bucket(ctx: BuildContext) -> np.ndarray:
 
 
 @family("{grain}_pbc_click_ratio_28d", grid(grain=("user", "item")), dtype="float32", grain="{grain}",
-        group="position_bias", fill=1.0,
+        group="position_bias", fill=1.0, window_days=28,
         doc="Position-bias-corrected click-through of the {grain} over 28 days: (clicks + a) / (expected clicks + a).")
 def _pbc_ratio(ctx: BuildContext, grain: str) -> np.ndarray:
     position_weights(ctx)

@@ -6,7 +6,7 @@ import numpy as np
 
 from features.context import ENGAGE, EXPOSURE, BuildContext
 from features.defs_activity import smoothed_rate
-from features.registry import family, grid
+from features.registry import family, feature, grid
 
 PAIR_COUNTS = [
     *grid(grain=("user_item",), short=("ui",), what=(EXPOSURE, "click", "dismiss"), window=(28,), span=("28d",)),
@@ -27,13 +27,13 @@ def _pair_recency(ctx: BuildContext, what: str) -> np.ndarray:
     return ctx.secs_since_last("user_item", what)
 
 
-@family("uc_click_rate_28d", [{}], dtype="float32", grain="user_category", group="affinity", fill=0.0,
-        doc="Smoothed click-through of this user on this item's category over 28 days.")
-def _category_rate(ctx: BuildContext) -> np.ndarray:
+@feature(dtype="float32", grain="user_category", group="affinity", fill=0.0, window_days=28)
+def uc_click_rate_28d(ctx: BuildContext) -> np.ndarray:
+    """Smoothed click-through of this user on this item's category over 28 days."""
     return smoothed_rate(ctx, "user_category", "click", 28)
 
 
-@family("uc_engage_share_28d", [{}], dtype="float32", grain="user_category", group="affinity", fill=0.0,
-        doc="Share of the user's engagements in the 28 days before t that were on this item's category.")
-def _category_share(ctx: BuildContext) -> np.ndarray:
+@feature(dtype="float32", grain="user_category", group="affinity", fill=0.0, window_days=28)
+def uc_engage_share_28d(ctx: BuildContext) -> np.ndarray:
+    """Share of the user's engagements in the 28 days before t that were on this item's category."""
     return ctx.count("user_category", ENGAGE, 28) / np.maximum(ctx.count("user", ENGAGE, 28), 1)

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.context import ENGAGE, BuildContext, _column
+from features.context import ENGAGE, BuildContext, column_or_null
 from features.registry import family, feature, grid
 from features.timeline import Timeline, to_fixed
 from rankloop.schema import BIG_FIVE
@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 
 def vocab_codes(values: pd.Series, vocab: tuple[str, ...]) -> np.ndarray:
     """Index of each value in ``vocab`` (case-insensitive); len(vocab) if unknown, -1 if missing."""
-    text = values.astype("string").str.strip().str.lower().reset_index(drop=True)
-    codes = pd.Index(list(vocab), dtype=object).get_indexer(text.astype(object))
-    return np.where((codes < 0) & text.notna().to_numpy(), len(vocab), codes).astype(np.int16)
+    codes, uniques = pd.factorize(values.reset_index(drop=True))  # map the few distinct values, not every row
+    text = pd.Series(np.asarray(uniques, dtype=object), dtype=object).astype("string").str.strip().str.lower()
+    table = pd.Index(list(vocab), dtype=object).get_indexer(text.astype(object))
+    table = np.where(table < 0, len(vocab), table)  # uniques are never missing: unknown
+    return np.r_[table, -1].astype(np.int16)[codes]
 
 
 @family("ctx_{column}", grid(column=("device", "content_type", "mood", "time_of_day")), dtype="int16",
@@ -32,7 +34,7 @@ def _context_code(ctx: BuildContext, column: str) -> np.ndarray:
     if column == "content_type":
         _, q_codes, uniques = ctx.attribute_codes(column)
         return np.r_[vocab_codes(pd.Series(uniques, dtype=object), vocab), -1][q_codes]
-    return vocab_codes(_column(ctx.queries, column), vocab)
+    return vocab_codes(column_or_null(ctx.queries, column), vocab)
 
 
 def _utc(ctx: BuildContext) -> pd.DatetimeIndex:
@@ -54,7 +56,7 @@ def ctx_weekday(ctx: BuildContext) -> np.ndarray:
 @feature(dtype="int16", grain="impression", group="context", fill=-1)
 def ctx_position(ctx: BuildContext) -> np.ndarray:
     """0-based slot of the impression in its slate (-1 unknown)."""
-    pos = pd.to_numeric(_column(ctx.queries, "position")).to_numpy(dtype=np.float64, na_value=np.nan)
+    pos = pd.to_numeric(column_or_null(ctx.queries, "position")).to_numpy(dtype=np.float64, na_value=np.nan)
     return np.clip(pos, -1, 32767)
 
 
@@ -127,9 +129,11 @@ def emb_cos_engaged_mean(ctx: BuildContext) -> np.ndarray:
         return np.full(len(ctx.q_ms), np.nan)
     rows = np.flatnonzero(ctx.mask(ENGAGE) & ~np.isnan(items[ctx.ev_item, 0]))
     line = Timeline(ctx.ev_user[rows], ctx.ev_ms[rows], ctx.q_user, ctx.q_ms, 0)
+    sorted_items = ctx.ev_item[rows][line.order]
+    fixed = to_fixed(items)
     dot, profile_sq, item_sq = (np.zeros(len(ctx.q_ms)) for _ in range(3))
     for j in range(items.shape[1]):  # one dimension at a time: no (n_impressions, d) matrices
-        profile = line.total(line.prefix(to_fixed(items[ctx.ev_item[rows], j])), None) / 1e6
+        profile = line.total(line.prefix_sorted(fixed[sorted_items, j]), None) / 1e6
         item = items[ctx.q_item, j]
         dot += profile * item
         profile_sq += profile * profile

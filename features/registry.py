@@ -71,17 +71,17 @@ def feature(*, dtype: str, grain: Grain, group: str, fill: float | None = None, 
 
 
 def family(template: str, params: Iterable[Mapping[str, Any]], *, doc: str, dtype: str, grain: Grain | str,
-           group: str, fill: float | None = None, version: int = 1) -> Callable:
+           group: str, fill: float | None = None, window_days: int | None = None, version: int = 1) -> Callable:
     """Register one feature per parameter set from one body ``body(ctx, **params)``.
 
-    ``template``, ``doc``, ``grain`` and ``group`` are formatted with each parameter set; a ``window``
-    parameter is recorded as the feature's window in days.
+    ``template``, ``doc``, ``grain`` and ``group`` are formatted with each parameter set; an int
+    ``window`` parameter is recorded as the feature's look-back in days (else ``window_days``).
     """
     def decorate(body: Callable) -> Callable:
         for p in params:
             name = template.format(**p)
             fn = _bind(body, dict(p), name, doc.format(**p))
-            window = p.get("window")
+            window = p.get("window", window_days)
             _register(FeatureSpec(name, fn, dtype, grain.format(**p), group.format(**p), fn.__doc__, fill,
                                   window if isinstance(window, int) else None, version))
         return body

@@ -41,7 +41,11 @@ def counts_before(event_key, event_ms, query_key, query_ms) -> np.ndarray:
     keep = event_key >= 0
     comp = np.sort(event_key[keep] * span + (np.asarray(event_ms)[keep] - t0))
     block = np.where(query_key >= 0, query_key, n_keys) * span
-    return np.searchsorted(comp, block + (np.asarray(query_ms) - t0)) - np.searchsorted(comp, block)
+    needles = block + (np.asarray(query_ms) - t0)
+    order = np.argsort(needles)  # sorted needles make searchsorted cache-friendly
+    counts = np.empty(len(needles), dtype=np.int64)
+    counts[order] = np.searchsorted(comp, needles[order]) - np.searchsorted(comp, block[order])
+    return counts
 
 
 class Timeline:
