@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,8 +26,14 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def _window_tag(result: ContractResult) -> str:
+    if result.window is None:
+        return "nowindow"
+    return "_".join(w.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for w in result.window)
+
+
 def write_quarantine(result: ContractResult, directory: Path) -> Path | None:
-    """Write ``result.quarantined`` to ``<directory>/quarantine-<suite_version>.parquet``.
+    """Write ``result.quarantined`` to ``<directory>/interactions-<start>_<end>-<suite_version>.parquet``.
 
     Args:
         result: the outcome of ``validate_interactions``.
@@ -41,7 +48,7 @@ def write_quarantine(result: ContractResult, directory: Path) -> Path | None:
         return None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"quarantine-{result.suite_name}-{result.suite_version}.parquet"
+    path = directory / f"{result.suite_name}-{_window_tag(result)}-{result.suite_version}.parquet"
     _atomic_write(path, lambda tmp: pq.write_table(result.quarantined, tmp))
     summary = json.dumps(result.summary(), indent=2, sort_keys=True, default=str)
     _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(summary + "\n"))

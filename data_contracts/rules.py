@@ -134,7 +134,9 @@ def _single_chunk(column: pa.ChunkedArray) -> pa.Array:
         return column.chunk(0)
     if column.num_chunks == 0:
         return pa.array([], column.type)
-    return pa.concat_arrays([chunk.cast(pa.large_string()) for chunk in column.chunks])  # no 2 GiB limit
+    if pa.types.is_string(column.type):  # large offsets: no 2 GiB limit on the concatenated data
+        return pa.concat_arrays([chunk.cast(pa.large_string()) for chunk in column.chunks])
+    return pa.concat_arrays(column.chunks)
 
 
 def repeat_mask(column: pa.ChunkedArray) -> np.ndarray:

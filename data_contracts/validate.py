@@ -49,6 +49,7 @@ class ContractResult:
     suite_version: str
     expectations: list[dict[str, Any]] = field(default_factory=list)
     passed: bool = True
+    window: tuple[datetime, datetime] | None = None
 
     def summary(self) -> dict[str, Any]:
         """rows_in, rows_valid, rows_quarantined, per-reason counts, failing expectations."""
@@ -58,6 +59,7 @@ class ContractResult:
             "suite_name": self.suite_name,
             "suite_version": self.suite_version,
             "passed": self.passed,
+            "window": [w.isoformat() for w in self.window] if self.window else None,
             "rows_in": self.valid.num_rows + self.quarantined.num_rows,
             "rows_valid": self.valid.num_rows,
             "rows_quarantined": self.quarantined.num_rows,
@@ -106,7 +108,7 @@ def validate_interactions(
     records += _table_records(counts, settings)
     _raise_if_fatal(records, counts, quarantined, settings)
     result = ContractResult(valid, quarantined, SUITE_NAME, suite_version(settings), records,
-                            passed=all(r["success"] for r in records if r["engine"] == "table"))
+                            passed=all(r["success"] for r in records if r["engine"] == "table"), window=window)
     logger.info("contract %s: %s", SUITE_NAME, result.summary())
     return result
 

@@ -14,10 +14,12 @@ def test_quarantined_rows_round_trip_with_summary(with_rows, window, settings, t
     result = validate_interactions(with_rows({"position": -1}, {"event_type": "warp"}), window=window,
                                    settings=settings, run_ge=False)
     path = write_quarantine(result, tmp_path / "q")
-    assert path is not None and path.suffix == ".parquet" and result.suite_version in path.name
+    assert path is not None
+    assert path.name == f"interactions-20260105T000000Z_20260209T000000Z-{result.suite_version}.parquet"
     assert pq.read_table(path).equals(result.quarantined)
     summary = json.loads(path.with_suffix(".json").read_text())
     assert summary["rows_quarantined"] == 2 and summary["rows_in"] == 202
+    assert summary["window"] == [w.isoformat() for w in window]
     assert summary["reasons"] == {"negative_position": 1, "unknown_event_type:warp": 1}
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, path.with_suffix(".json").name])
 
