@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureSettings
-from features.context import BuildContext
+from features.context import ENGAGE, BuildContext
 from features.registry import REGISTRY, FeatureSpec
 from features.sets import get_feature_set
 
@@ -19,8 +19,8 @@ _QUERY_COLUMNS = ("user_id", "item_id", "ts")
 _EVENT_COLUMNS = ("user_id", "item_id", "event_type", "ts")
 # Features of one grain share timelines; computing them together bounds memory.
 _GRAIN_ORDER = ("context", "impression", "item", "user_item", "user", "user_category")
-# user_category features also read user totals (uc_engage_share_28d): keep the user timeline for them.
-_KEEP_FOR = {"user_category": "user"}
+# user_category features also read user totals (uc_engage_share_28d): keep those across the release.
+_KEEP_FOR = {"user_category": ("user", ENGAGE)}
 
 
 def build_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd.DataFrame | None = None,
@@ -50,7 +50,7 @@ def build_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd
     grain = None
     for spec in specs:
         if spec.grain != grain:
-            ctx.release(keep_grain=_KEEP_FOR.get(spec.grain))
+            ctx.release(keep=_KEEP_FOR.get(spec.grain))
             grain = spec.grain
         started = time.perf_counter()
         columns[spec.name] = finish(spec, spec.fn(ctx))

@@ -90,10 +90,11 @@ class BuildContext:
         self.logged_exposures = EventType.IMPRESSION.value in self.type_code or len(self.ev_type) == 0
         self.max_window_ms = max(self.settings.windows_days, default=28) * DAY_MS
 
-    def release(self, keep_grain: str | None = None) -> None:
+    def release(self, keep: tuple[str, str] | None = None) -> None:
         """Forget the memoised timelines and prefix sums (between grains, to bound memory),
-        except those of ``keep_grain``."""
-        for key in [k for k in self._cache if not (isinstance(k, tuple) and len(k) > 1 and k[1] == keep_grain)]:
+        except what ``ctx.count(*keep, window)`` needs."""
+        wanted = set() if keep is None else {("timeline", keep[0]), ("prefix", *keep, None)}
+        for key in [k for k in self._cache if k not in wanted]:
             del self._cache[key]
 
     def memo(self, key: Any, make, *, keep: bool = False) -> Any:
