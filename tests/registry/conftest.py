@@ -67,14 +67,18 @@ def feature_frame(n: int = 6, seed: int = 0, features: list[str] = FEATURES) -> 
     return pd.DataFrame(rng.normal(size=(n, len(features))), columns=features)
 
 
+def experiment_id(client: MlflowClient, name: str = "rankloop") -> str:
+    """The experiment's id, created when missing."""
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
 def register_ranker(store: Store, seed: int, *, ndcg: float = 0.5, publish: bool = True) -> int:
     """Log a tiny ranker the way ``models.tracking`` does (run artifacts under ``ranker/``), register it."""
     from registry.publish import publish as do_publish
 
     client = store.client
-    experiment = client.get_experiment_by_name("rankloop")
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment("rankloop")
-    run_id = client.create_run(experiment_id).info.run_id
+    run_id = client.create_run(experiment_id(client)).info.run_id
     feature_set = {"name": "tiny", "hash": "h123", "features": FEATURES}
     client.log_text(run_id, tiny_booster(seed).model_to_string(), "ranker/model.txt")
     client.log_text(run_id, json.dumps(feature_set), "ranker/feature_set.json")

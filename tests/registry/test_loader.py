@@ -16,7 +16,7 @@ from registry import load
 from registry.promote import promote
 from registry.publish import publish
 
-from .conftest import FEATURES, Store, feature_frame, register_ranker, tiny_booster
+from .conftest import FEATURES, Store, experiment_id, feature_frame, register_ranker, tiny_booster
 
 
 def _closed_port_uri() -> str:
@@ -166,3 +166,67 @@ def test_ranker_logged_by_models_tracking_publishes_and_serves(store: Store) -> 
     served = load("ranker", settings=store.settings)
     assert served.version == version
     np.testing.assert_allclose(served.predict(X.head(10)), ranker.predict(X.head(10)))
+
+
+def _register_tables(store: Store, kind: str, directory) -> int:
+    """Register a saved table dir as ``runs:/<run>/tables`` (fast; log_policy_run is covered above)."""
+    import contextlib
+
+    from mlflow.exceptions import MlflowException
+
+    client = store.client
+    run_id = client.create_run(experiment_id(client)).info.run_id
+    client.log_artifacts(run_id, str(directory), "tables")
+    with contextlib.suppress(MlflowException):
+        client.create_registered_model(f"rankloop.{kind}")
+    version = int(
+        client.create_model_version(f"rankloop.{kind}", f"runs:/{run_id}/tables", run_id=run_id).version
+    )
+    publish(kind, version, artifact_dir=directory, artifact_uri=f"runs:/{run_id}/tables", client=client)
+    promote(kind, version, decision=None, actor="t", reason="tables", forced=True, client=client)
+    return version
+
+
+def test_qtable_and_linucb_serve_their_verbs(store: Store, tmp_path) -> None:
+    from models.linucb import ContextEncoding, LinUCB
+    from models.policy_config import LinUCBSettings, QLearningSettings
+    from models.qlearning import QTable
+
+    now = datetime(2026, 11, 16, tzinfo=UTC)
+    q = np.zeros((1, 27))
+    q[0, 7] = 1.0
+    qtable = QTable(
+        states=np.array([5]),
+        q=q,
+        visits=np.ones((1, 27)),
+        settings=QLearningSettings(),
+        episodes=1,
+        steps=1,
+        fitted_at=now,
+        data_end=None,
+    )
+    _register_tables(store, "qtable", qtable.save(tmp_path / "qtable"))
+    served_q = load("qtable", settings=store.settings)
+    assert served_q.best_action(5) == 7 and served_q.action_params(7) == qtable.action_params(7)
+
+    encoding = ContextEncoding(features=("device",), vocab={"device": ["mobile"]})
+    b = np.zeros((2, encoding.dim))
+    b[0] = 1.0
+    linucb = LinUCB(
+        arms=("a", "b"),
+        a=np.stack([np.eye(encoding.dim)] * 2),
+        b=b,
+        encoding=encoding,
+        settings=LinUCBSettings(),
+        fitted_at=now,
+        data_end=None,
+    )
+    _register_tables(store, "linucb", linucb.save(tmp_path / "linucb"))
+    served_l = load("linucb", settings=store.settings)
+    np.testing.assert_allclose(
+        served_l.scores({"device": "mobile"}, ["a", "b"]), linucb.scores({"device": "mobile"}, ["a", "b"])
+    )
+    assert (
+        served_l.scores({"device": "mobile"}, ["a", "b"])[0]
+        > served_l.scores({"device": "mobile"}, ["a", "b"])[1]
+    )

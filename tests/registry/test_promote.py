@@ -14,7 +14,7 @@ from registry.ledger import history
 from registry.promote import STEPS, InjectedFault, promote, rollback
 from registry.store import aliases, read_manifest, set_alias
 
-from .conftest import Store, register_ranker
+from .conftest import Store, experiment_id, register_ranker
 
 
 def _pass(version: int, champion: int | None) -> Decision:
@@ -195,9 +195,7 @@ def test_promote_then_rollback_moves_champion_and_previous(
 
 def test_log_decision_writes_json_tags_and_metrics(store: Store) -> None:
     decision = _pass(5, 4)
-    run_id = store.client.create_run(
-        store.client.get_experiment_by_name("rankloop").experiment_id
-    ).info.run_id
+    run_id = store.client.create_run(experiment_id(store.client)).info.run_id
     log_decision(decision, run_id=run_id, client=store.client)
     run = store.client.get_run(run_id)
     assert run.data.tags["gate.verdict"] == "PASS" and run.data.metrics["gate.ndcg_diff_lower"] == 0.01
