@@ -77,3 +77,30 @@ def test_position_bias_corrected_ctr(make_frame):
     # position 1 with 0 clicks of 1 (global prior 1/2): (0 + 1 * 0.5) / (1 + 1) = 0.25.
     a = 1.0 * 0.5
     assert out.loc[0, "item_pbc_click_ratio_28d"] == pytest.approx((1 + a) / (0.5 + 0.25 + a), rel=1e-5)
+
+
+def test_sources_without_impression_events_use_first_events_as_exposures(make_frame):
+    events = make_frame([
+        ("u1", "i1", "view", "2026-01-01T10:00:00", "s1"),
+        ("u1", "i1", "click", "2026-01-01T10:01:00", "s1"),
+        ("u1", "i2", "save", "2026-01-02T10:00:00", None),
+        ("u1", "i2", "click", "2026-01-02T11:00:00", None),
+        ("u1", "i2", "click", "2026-01-03T11:00:00", None),
+    ], ("user_id", "item_id", "event_type", "ts", "session_id"))
+    queries = make_frame([("u1", "i2", "impression", "2026-01-04T00:00:00")])
+    out = build_features(queries, events, settings=FeatureSettings())
+    assert out.loc[0, "user_impression_count_28d"] == 3  # (i1, s1), (i2, Jan 2), (i2, Jan 3)
+    assert out.loc[0, "ui_impression_count_28d"] == 2
+    assert out.loc[0, "user_click_count_28d"] == 3
+
+
+def test_object_and_arrow_string_columns_give_the_same_features(events, items):
+    from features import impressions
+    from features.config import LabelSettings
+
+    as_object = events.astype({c: object for c in ("user_id", "item_id", "event_type", "request_id", "device")})
+    a, b = impressions(events, LabelSettings()), impressions(as_object, LabelSettings())
+    pd.testing.assert_series_equal(a["grade"], b["grade"])
+    fa = build_features(a, events, items=items, settings=FeatureSettings(), feature_set="ranker_core")
+    fb = build_features(b, as_object, items=items, settings=FeatureSettings(), feature_set="ranker_core")
+    pd.testing.assert_frame_equal(fa, fb, check_exact=True)
