@@ -147,16 +147,29 @@ class LoadedModel:
                 )
             manifest = read_manifest(client, self.kind, version)
             path = self._cache.ensure(client, self.kind, version, manifest)
-        except (MlflowException, OSError, requests.RequestException) as e:
-            if isinstance(e, MlflowException) and is_not_found(e):
-                raise RegistryError(
-                    f"{self.kind}@{self.alias} not found: {e}", reason=Reason.NOT_FOUND
-                ) from e
-            raise RegistryError(
-                f"registry unreachable: {type(e).__name__}: {e}", reason=Reason.UNREACHABLE
-            ) from e
+        except Exception as e:
+            converted = _classified(e, f"{self.kind}@{self.alias}")
+            if converted is e:
+                raise
+            raise converted from e
         self._cache.write_pointer(self.kind, self.alias, version, manifest)
         return version, manifest, path
+
+
+def _classified(error: Exception, what: str) -> Exception:
+    """NOT_FOUND / UNREACHABLE RegistryError for store failures; anything else is returned unchanged."""
+    if isinstance(error, RegistryError):
+        return error
+    if isinstance(error, MlflowException) and is_not_found(error):
+        return RegistryError(f"{what} not found: {error}", reason=Reason.NOT_FOUND)
+    # a tracking store reached directly (postgresql://...) fails with its driver's errors: matched
+    # by module so this package imports no database client
+    store_error = type(error).__module__.split(".")[0] in {"sqlalchemy", "psycopg2", "psycopg", "pymysql"}
+    if isinstance(error, MlflowException | OSError | requests.RequestException) or store_error:
+        return RegistryError(
+            f"registry unreachable: {type(error).__name__}: {error}", reason=Reason.UNREACHABLE
+        )
+    return error
 
 
 def _safe(uri: str) -> str:

@@ -230,3 +230,18 @@ def test_qtable_and_linucb_serve_their_verbs(store: Store, tmp_path) -> None:
         served_l.scores({"device": "mobile"}, ["a", "b"])[0]
         > served_l.scores({"device": "mobile"}, ["a", "b"])[1]
     )
+
+
+def test_store_errors_are_classified_and_programming_errors_are_not() -> None:
+    from mlflow.exceptions import MlflowException
+
+    from registry.loader import _classified
+
+    driver_error = type("OperationalError", (Exception,), {"__module__": "sqlalchemy.exc"})(
+        "connection refused"
+    )
+    assert _classified(driver_error, "ranker@champion").reason is Reason.UNREACHABLE
+    missing = MlflowException("no such alias", error_code="RESOURCE_DOES_NOT_EXIST")
+    assert _classified(missing, "ranker@champion").reason is Reason.NOT_FOUND
+    bug = KeyError("features")
+    assert _classified(bug, "ranker@champion") is bug
