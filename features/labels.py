@@ -43,12 +43,15 @@ def impressions(events: pd.DataFrame, settings: LabelSettings, attribution_hours
     grades = event_grades(ev, settings)
     horizon = np.int64(round(attribution_hours * 3600 * 1e6))
     ts = _ts_us(ev["ts"])
-    logged_key, n_keys, item_code = _logged_keys(ev)
-    is_logged_imp = (ev["event_type"] == EventType.IMPRESSION.value).to_numpy(dtype=bool, na_value=False) & (logged_key >= 0)
-    logged = _logged_rows(logged_key, n_keys, is_logged_imp, ts, grades, horizon)
+    logged_key, n_keys, item_code, pair = _logged_keys(ev)
+    is_imp = (ev["event_type"] == EventType.IMPRESSION.value).to_numpy(dtype=bool, na_value=False)
+    is_logged_imp = is_imp & (logged_key >= 0)
+    orphan_key = _orphan_keys(logged_key, pair, is_imp, is_logged_imp, ts, horizon)
+    graded_key = np.where(orphan_key >= 0, orphan_key, logged_key)
+    logged = _logged_rows(graded_key, n_keys, is_logged_imp, ts, grades, horizon)
     has_imp = np.zeros(n_keys + 1, dtype=bool)
     has_imp[logged_key[is_logged_imp]] = True
-    rest = np.flatnonzero(~has_imp[logged_key])  # key -1 maps to the spare last slot, always False
+    rest = np.flatnonzero(~has_imp[graded_key])  # key -1 maps to the spare last slot, always False
     fallback = _fallback_rows(ev, rest, ts, grades, horizon)
     log.debug("impressions: %d logged, %d fallback", len(logged[0]), len(fallback[0]))
     return _assemble(ev, logged, fallback, settings, ts, item_code)
@@ -97,15 +100,32 @@ def _ts_us(ts: pd.Series) -> np.ndarray:
     return ts.dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64)
 
 
-def _logged_keys(ev: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray]:
+def _logged_keys(ev: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     """(dense code of (user, item, request) per event, -1 where request_id is missing; the number
-    of codes; item codes in sorted item_id order)."""
+    of codes; item codes in sorted item_id order; (user, item) pair codes)."""
     user, _ = pd.factorize(ev["user_id"])
     item, items = pd.factorize(ev["item_id"], sort=True)
     req, reqs = pd.factorize(ev["request_id"])
     pair, _ = pd.factorize(user.astype(np.int64) * max(len(items), 1) + item)
     key, keys = pd.factorize(pair.astype(np.int64) * (len(reqs) + 1) + req)
-    return np.where(req >= 0, key, -1), len(keys), item
+    return np.where(req >= 0, key, -1), len(keys), item, pair
+
+
+def _orphan_keys(key, pair, is_imp, is_logged_imp, ts, horizon) -> np.ndarray:
+    """Per event: for a response without request_id, the key of the same user/item's latest logged
+    impression at or before it within the horizon (sources that log some responses without the
+    request); -1 otherwise."""
+    out = np.full(len(key), -1, dtype=np.int64)
+    candidates = np.flatnonzero(~is_imp & (key < 0))
+    shown = np.flatnonzero(is_logged_imp)
+    if len(candidates) == 0 or len(shown) == 0:
+        return out
+    left = pd.DataFrame({"pair": pair[candidates], "ts": ts[candidates], "row": candidates}).sort_values("ts")
+    right = pd.DataFrame({"pair": pair[shown], "ts": ts[shown], "key": key[shown]}).sort_values("ts")
+    matched = pd.merge_asof(left, right, on="ts", by="pair", direction="backward", tolerance=int(horizon))
+    matched = matched[matched["key"].notna()]
+    out[matched["row"].to_numpy()] = matched["key"].to_numpy(dtype=np.int64)
+    return out
 
 
 def _logged_rows(key, n_keys, is_imp, ts, grades, horizon) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -105,3 +105,13 @@ def test_ratings_without_a_configured_grade_count_as_nothing(make_frame):
     out = impressions(_slate(make_frame, [("rating", at, 7.0), ("rating", at, 5.0), ("rating", at, np.nan)]),
                       LabelSettings())
     assert _grades(out) == {"rating0": 0.0, "rating1": 1.0, "rating2": 0.0}
+
+
+def test_responses_without_request_id_join_the_latest_slate(make_frame):
+    rows = [("u1", "i1", "impression", "2026-01-01T00:00:00", "r1", 0, np.nan),
+            ("u1", "i1", "click", "2026-01-01T00:05:00", None, None, np.nan),  # same user/item, no request
+            ("u1", "i2", "save", "2026-01-01T00:06:00", None, None, np.nan),  # never shown in a slate
+            ("u1", "i1", "save", "2026-01-03T00:00:00", None, None, np.nan)]  # beyond the horizon
+    out = impressions(make_frame(rows, COLUMNS), LabelSettings())
+    got = {(q, i): g for q, i, g in zip(out["query_id"], out["item_id"], out["grade"], strict=True)}
+    assert got == {("r1", "i1"): 0.4, ("u1|2026-01-01", "i2"): 0.8, ("u1|2026-01-03", "i1"): 0.8}
