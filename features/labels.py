@@ -1,8 +1,10 @@
 """Graded relevance labels: one row per impression, graded by its best response.
 
-An impression is a logged ``impression`` event with a ``request_id`` (its query is the request).
-Sources without slates fall back: the first event of a (user, item, request/session/day) group is
-the impression, and the query is the request, else (user, session), else (user, calendar day).
+An impression is a logged ``impression`` event with a ``request_id`` (its query is the request);
+its responses are the same user/item/request's later events (a response logged without a
+request_id joins the same user/item's latest slate before it). Sources without slates fall back:
+the first event of a (user, item, request/session/day) group is the impression, and the query is
+the request, else (user, session), else (user, calendar day).
 """
 
 from __future__ import annotations
