@@ -234,6 +234,7 @@ def test_qtable_and_linucb_serve_their_verbs(store: Store, tmp_path) -> None:
 
 def test_store_errors_are_classified_and_programming_errors_are_not() -> None:
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
     from registry.loader import _classified
 
@@ -241,7 +242,7 @@ def test_store_errors_are_classified_and_programming_errors_are_not() -> None:
         "connection refused"
     )
     assert _classified(driver_error, "ranker@champion").reason is Reason.UNREACHABLE
-    missing = MlflowException("no such alias", error_code="RESOURCE_DOES_NOT_EXIST")
+    missing = MlflowException("no such alias", error_code=RESOURCE_DOES_NOT_EXIST)
     assert _classified(missing, "ranker@champion").reason is Reason.NOT_FOUND
     bug = KeyError("features")
     assert _classified(bug, "ranker@champion") is bug
