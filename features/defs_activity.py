@@ -46,7 +46,7 @@ def _windowed_count(ctx: BuildContext, grain: str, what: str, window: int) -> np
 
 
 @family("{grain}_{what}_rate_{window}d", RATES, dtype="float32", grain="{grain}", group="{grain}_rates", fill=0.0,
-        doc="Smoothed {what}s per impression of the {grain} over {window} days (Bayesian prior: global past rate).")
+        doc="Smoothed events of kind '{what}' per impression of the {grain} over {window} days (Bayesian prior: global past rate).")
 def _smoothed_rate(ctx: BuildContext, grain: str, what: str, window: int) -> np.ndarray:
     return smoothed_rate(ctx, grain, what, window)
 
@@ -90,7 +90,7 @@ RECENCY = [dict(grain="user", what=ANY, end="last"), dict(grain="user", what="cl
 
 
 @family("{grain}_secs_since_{end}_{what}", RECENCY, dtype="float32", grain="{grain}", group="recency",
-        doc="Seconds from the {grain}'s {end} {what} event before t to t (NaN if none).")
+        doc="Seconds from the {grain}'s {end} event of kind '{what}' before t to t (NaN if none).")
 def _recency(ctx: BuildContext, grain: str, what: str, end: str) -> np.ndarray:
     return ctx.secs_since_last(grain, what) if end == "last" else ctx.secs_since_first(grain, what)
 
