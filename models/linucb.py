@@ -84,6 +84,8 @@ def _outer_sums(x: np.ndarray, codes: np.ndarray, n_arms: int, r: np.ndarray) ->
     """Per-arm X^T X (n_arms, d, d) and X^T r (n_arms, d), one matmul per arm group."""
     d = x.shape[1]
     a_add, b_add = np.zeros((n_arms, d, d)), np.zeros((n_arms, d))
+    if len(codes) == 0:  # nothing new since the previous table
+        return a_add, b_add
     order = np.argsort(codes, kind="stable")
     xs, cs, rs = x[order], codes[order], r[order]
     bounds = np.flatnonzero(np.diff(cs)) + 1

@@ -89,3 +89,9 @@ def test_inconsistent_state_is_refused_at_construction():
     model = refit(None, _imps(THREE), SETTINGS, NOW)
     with pytest.raises(ValueError, match=r"A of shape \(1, 3, 3\)"):
         LinUCB(model.arms, model.a[:, :2, :2], model.b, model.encoding, SETTINGS, NOW, None)
+
+
+def test_refit_with_nothing_new_keeps_the_previous_table():
+    first = refit(None, _imps(THREE), SETTINGS, NOW)
+    again = refit(first, _imps(THREE), SETTINGS, NOW)  # every row already counted
+    assert np.array_equal(again.a, first.a) and np.array_equal(again.b, first.b)
