@@ -72,3 +72,26 @@ def with_positive_label(part: pd.DataFrame) -> pd.DataFrame:
     """Only queries with at least one relevant (label > 0) item: NDCG is undefined for the rest."""
     keep = part.groupby("query_id", sort=False)["label"].transform("max") > 0
     return part[keep].reset_index(drop=True)
+
+
+def cap_queries(part: pd.DataFrame, max_queries: int | None, *, seed: int = 0) -> pd.DataFrame:
+    """At most ``max_queries`` whole queries of ``part`` (all of it when it has no more, or None).
+
+    The queries kept are those with the smallest seeded hash of ``query_id``: deterministic and
+    independent of row order. Rows keep their order, so contiguous queries stay contiguous.
+
+    Raises:
+        ValueError: ``max_queries`` < 1 or ``part`` has no ``query_id``.
+    """
+    if max_queries is None:
+        return part
+    if max_queries < 1 or "query_id" not in part.columns:
+        raise ValueError(f"cap_queries needs max_queries >= 1 and a query_id column; got {max_queries!r}, "
+                         f"columns {list(part.columns)}")
+    codes, uniques = pd.factorize(part["query_id"])
+    if len(uniques) <= max_queries:
+        return part
+    hashes = pd.util.hash_array(np.asarray(uniques, dtype=object), hash_key=f"rankloop{seed % 10**8:08d}")
+    keep = np.zeros(len(uniques), dtype=bool)
+    keep[np.argpartition(hashes, max_queries - 1)[:max_queries]] = True
+    return part[keep[codes]].reset_index(drop=True)

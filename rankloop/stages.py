@@ -147,13 +147,17 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
     from models.metrics import per_query_ndcg, ranking_report
     from models.ranker import Ranker
-    from models.training import group_sizes, with_positive_label
+    from models.training import cap_queries, group_sizes, with_positive_label
 
     cols = list(dataset.features)
     s = dataset.split
+    train = cap_queries(s.train, settings.ranker.max_train_queries, seed=settings.ranker.seed)
+    if len(train) < len(s.train):
+        log.info("training on %d of %d rows (max_train_queries=%d)", len(train), len(s.train),
+                 settings.ranker.max_train_queries)
     valid = with_positive_label(s.valid)
     ranker = Ranker.from_settings(settings.ranker)
-    ranker.fit(s.train[cols], s.train["label"], group=group_sizes(s.train),
+    ranker.fit(train[cols], train["label"], group=group_sizes(train),
                eval_set=[(valid[cols], valid["label"])], eval_group=[group_sizes(valid)])
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / "model.txt"
@@ -174,7 +178,8 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
         per_query_ndcg=per_query_ndcg(test["label"], scores, g, 10),
         best_iteration=int(ranker.best_iteration_),
         evals_result=ranker.evals_result_,
-        params=ranker.get_params(),
+        params=ranker.get_params() | {"max_train_queries": settings.ranker.max_train_queries,
+                                      "train_rows_used": len(train), "train_rows_available": len(s.train)},
     )
 
 
