@@ -239,7 +239,7 @@ class RunContext:
         stamp = datetime.now(start.tzinfo).strftime("%Y%m%dT%H%M%S%f")
         workdir = settings.home_dir / "runs" / f"{end:%Y-%m-%d}" / stamp
         workdir.mkdir(parents=True, exist_ok=True)
-        return cls(start=start, end=end, workdir=workdir, run_name=f"weekly {end:%Y-%m-%d}")
+        return cls(start=start, end=end, workdir=workdir, run_name=f"weekly {end:%Y-%m-%d}", actor=settings.ops.actor)
 
 
 def settings_for_run(
@@ -430,6 +430,6 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
         champion = _champion(kind, settings)
         table = load_tables(champion.path) if champion is not None else None
         judged = judge(data, table, champion.version if champion else None, settings, ctx.end)
-        out[kind] = record_table(judged, settings, ctx.workdir, ctx.actor, ctx.end, parent_run_id)
+        out[kind] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id)
         log.info("%s: version %s %s (%s)", kind, out[kind]["version"], out[kind]["verdict"], out[kind]["headline"])
     return out

@@ -181,7 +181,7 @@ def _judged(kind: str, final: Any, ope: Any, champion_ope: Any, champion_version
     return Judged(kind, final, _evidence(ope, estimator), ope, champion_estimate, champion_version, metrics)
 
 
-def record_table(judged: Judged, settings: Settings, workdir: Path, actor: str, end: datetime,
+def record_table(judged: Judged, settings: Settings, workdir: Path, actor: str, window: tuple[datetime, datetime],
                  parent_run_id: str | None) -> dict[str, Any]:
     """Log, register, gate and (on PASS) promote one table; returns its summary."""
     import mlflow
@@ -192,6 +192,7 @@ def record_table(judged: Judged, settings: Settings, workdir: Path, actor: str, 
     from registry.promote import promote
     from registry.publish import publish
 
+    start, end = window
     directory = judged.final.save(workdir / judged.kind)
     tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
     with mlflow.start_run(run_name=f"{judged.kind} {end:%Y-%m-%d}", tags=tags | {"rankloop.kind": judged.kind}) as run:
@@ -200,7 +201,7 @@ def record_table(judged: Judged, settings: Settings, workdir: Path, actor: str, 
         params = getattr(settings, _SETTINGS[judged.kind]).model_dump(mode="json")
         version = log_policy_run(judged.kind, directory, metrics=metrics, params=params, ope=judged.ope)
         publish(judged.kind, version, settings=settings, artifact_dir=directory,
-                window={"end": end.isoformat()}, params=params, metrics=metrics,
+                window={"start": start.isoformat(), "end": end.isoformat()}, params=params, metrics=metrics | judged.ope.as_metrics(),
                 config={"rewards": settings.rewards.model_dump(mode="json"), "gate": settings.gate.model_dump(mode="json")})
         decision = policy_gate(judged.kind, judged.evidence, judged.champion_estimate, settings=settings.gate,
                                challenger_version=version, champion_version=judged.champion_version)

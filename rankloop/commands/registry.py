@@ -57,6 +57,19 @@ def _version_row(info: Any) -> dict[str, Any]:
     }
 
 
+KEY_METRICS = frozenset({
+    "ndcg_at_10", "popularity_ndcg_at_10", "similarity_ndcg_at_10",
+    "ope_snips", "ope_snips_low", "ope_pdwis", "ope_pdwis_low", "ope_ess", "average_reward",
+})
+
+
+def _short(value: str) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
+
+
 def models(
     kind: str | None = typer.Argument(None, help=KIND_HELP + " Default: all."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -80,10 +93,11 @@ def models(
     for column in ("window", "metrics"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        metrics = ", ".join(f"{k}={v}" for k, v in sorted(r["metrics"].items()))
+        metrics = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["metrics"].items()) if k in KEY_METRICS)
         created = r["created"][:16].replace("T", " ")
+        window = "..".join(part[:10] for part in (r["window"] or "").split(".."))
         table.add_row(
-            r["kind"], str(r["version"]), ", ".join(r["aliases"]), created, r["window"] or "", metrics
+            r["kind"], str(r["version"]), ", ".join(r["aliases"]), created, window, metrics
         )
     console.print(table)
 
