@@ -8,7 +8,6 @@ DataFrames, never pickled).
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -199,15 +198,6 @@ def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> tuple[int |
         return champion.version, np.zeros(test["query_id"].nunique())
     scores = champion.predict(test[wanted])
     return champion.version, per_query_ndcg(test["label"], scores, group_sizes(test), 10)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    """Atomically write ``payload`` as JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
-    return path
 
 
 def run_tags(settings: Settings, start: datetime, end: datetime, extracted: Extracted) -> dict[str, str]:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from rankloop.version import code_version
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
@@ -62,22 +62,6 @@ def file_checksums(artifact_dir: Path) -> dict[str, str]:
     }
 
 
-def code_version() -> str:
-    """The git sha of the checkout this package runs from, else ``rankloop==<version>``."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return f"rankloop=={metadata.version('rankloop')}"
-
-
 def build_manifest(kind: str, artifact_dir: Path, **fields: Any) -> dict[str, Any]:
     """Describe a version: its kind, provenance, configuration and the sha256 of each artifact file.
 
@@ -105,7 +89,7 @@ def build_manifest(kind: str, artifact_dir: Path, **fields: Any) -> dict[str, An
     manifest |= {k: fields.get(k, default) for k, default in _FIELDS.items()}
     if kind == "ranker":
         _check_feature_set(manifest["feature_set"])
-    manifest["code_version"] = manifest["code_version"] or code_version()
+    manifest["code_version"] = manifest["code_version"] or code_version()  # rankloop.version
     manifest["created_at"] = datetime.now(UTC).isoformat()
     manifest["files"] = files
     return json.loads(json.dumps(manifest, sort_keys=True, default=str))
