@@ -52,20 +52,29 @@ class ContextEncoding:
         vocab = {}
         for f in self.features:
             seen = set(self.vocab.get(f, []))
-            values = sorted(set(_as_str(frame[f]).unique()) - seen - {UNKNOWN}) if f in frame else []
+            values = sorted(set(_as_str(pd.Series(frame[f].unique()))) - seen - {UNKNOWN}) if f in frame else []
             vocab[f] = [*self.vocab.get(f, []), *values]
         return ContextEncoding(self.features, vocab)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """One-hot matrix (n, d)."""
-        x = np.zeros((len(frame), self.dim))
+        return self.one_hot(self.codes(frame))
+
+    def codes(self, frame: pd.DataFrame) -> np.ndarray:
+        """Vocabulary position of each row's value per feature, (n, n_features); -1 = unseen or absent."""
+        out = np.full((len(frame), len(self.features)), -1, dtype=np.int64)
+        for j, f in enumerate(self.features):
+            if f in frame:
+                out[:, j] = _vocab_codes(frame[f], self.vocab[f])
+        return out
+
+    def one_hot(self, codes: np.ndarray) -> np.ndarray:
+        """One-hot matrix (n, d) of :meth:`codes` output."""
+        x = np.zeros((len(codes), self.dim))
         x[:, 0] = 1.0
-        for f, offset in self.offsets().items():
-            if f not in frame:
-                continue
-            codes = pd.Index(self.vocab[f], dtype=object).get_indexer(_as_str(frame[f]))
-            rows = np.flatnonzero(codes >= 0)
-            x[rows, offset + codes[rows]] = 1.0
+        for j, offset in enumerate(self.offsets().values()):
+            rows = np.flatnonzero(codes[:, j] >= 0)
+            x[rows, offset + codes[rows, j]] = 1.0
         return x
 
     def old_dims_in(self, newer: ContextEncoding) -> np.ndarray:
@@ -80,20 +89,38 @@ def _as_str(col: pd.Series) -> pd.Series:
     return col.astype(object).where(col.notna(), UNKNOWN).astype(str)
 
 
-def _outer_sums(x: np.ndarray, codes: np.ndarray, n_arms: int, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-arm X^T X (n_arms, d, d) and X^T r (n_arms, d), one matmul per arm group."""
-    d = x.shape[1]
+def _vocab_codes(col: pd.Series, vocab: list[str]) -> np.ndarray:
+    """Position in ``vocab`` of each value as :func:`_as_str` spells it (-1 when absent); one
+    string conversion per distinct value, not per row."""
+    codes, uniques = pd.factorize(col, use_na_sentinel=False)
+    names = _as_str(pd.Series(uniques, dtype=object)).to_numpy(dtype=object)
+    return pd.Index(vocab, dtype=object).get_indexer(names)[codes] if len(codes) else np.zeros(0, np.int64)
+
+
+def _outer_sums(encoding: ContextEncoding, frame: pd.DataFrame, arm: np.ndarray, n_arms: int,
+                r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-arm X^T X (n_arms, d, d) and X^T r (n_arms, d) of the one-hot contexts of ``frame``.
+
+    Rows with the same arm and context share one x, so the sums run over the distinct
+    (arm, context) pairs with their counts and reward sums (X^T X is a count: exact).
+    """
+    d = encoding.dim
     a_add, b_add = np.zeros((n_arms, d, d)), np.zeros((n_arms, d))
-    if len(codes) == 0:  # nothing new since the previous table
+    if len(arm) == 0:  # nothing new since the previous table
         return a_add, b_add
-    order = np.argsort(codes, kind="stable")
-    xs, cs, rs = x[order], codes[order], r[order]
+    codes = np.column_stack([arm, encoding.codes(frame)])
+    key, sizes = np.zeros(len(arm), dtype=np.int64), [n_arms] + [len(encoding.vocab[f]) + 1 for f in encoding.features]
+    for j, size in enumerate(sizes):
+        key = key * size + codes[:, j] + (j > 0)
+    uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    count = np.bincount(inverse, minlength=len(uniq)).astype(float)
+    rsum = np.bincount(inverse, weights=r, minlength=len(uniq))
+    x, cs = encoding.one_hot(codes[first, 1:]), arm[first]  # uniq is sorted by arm first
     bounds = np.flatnonzero(np.diff(cs)) + 1
-    starts, ends = np.r_[0, bounds], np.r_[bounds, len(cs)]
-    for s, e in zip(starts, ends, strict=True):
-        block = xs[s:e]
-        a_add[cs[s]] = block.T @ block
-        b_add[cs[s]] = block.T @ rs[s:e]
+    for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(cs)], strict=True):
+        block = x[s:e]
+        a_add[cs[s]] = block.T @ (block * count[s:e, None])
+        b_add[cs[s]] = block.T @ rsum[s:e]
     return a_add, b_add
 
 
@@ -224,11 +251,13 @@ def refit(previous: LinUCB | None, impressions: pd.DataFrame, settings: LinUCBSe
     base_enc = previous.encoding if previous else ContextEncoding(settings.context_features, {})
     encoding = base_enc.extended(new)
     old_arms = list(previous.arms) if previous else []
-    arms = old_arms + sorted(set(new["item_id"].astype(str)) - set(old_arms))
+    item_codes, item_uniques = pd.factorize(new["item_id"], use_na_sentinel=False)
+    item_names = pd.Series(item_uniques, dtype=object).astype(str).to_numpy(dtype=object)
+    arms = old_arms + sorted(set(item_names) - set(old_arms))
     a, b = _grow(previous, encoding, arms, settings.ridge)
-    codes = pd.Index(arms, dtype=object).get_indexer(new["item_id"].astype(str)).astype(int)
+    codes = pd.Index(arms, dtype=object).get_indexer(item_names)[item_codes].astype(np.int64)
     r = new[settings.reward].to_numpy(dtype=float)
-    a_add, b_add = _outer_sums(encoding.transform(new), codes, len(arms), r)
+    a_add, b_add = _outer_sums(encoding, new, codes, len(arms), r)
     end = ts[keep].max() if keep.any() else None
     if previous is not None and previous.data_end is not None and (end is None or end < pd.Timestamp(previous.data_end)):
         end = pd.Timestamp(previous.data_end)
