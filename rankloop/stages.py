@@ -302,8 +302,10 @@ def record_ranker(settings: Settings, ctx: RunContext, extracted: Extracted, val
     tags = run_tags(settings, ctx.start, ctx.end, extracted) | {"rankloop.run_key": run_key(settings, ctx, extracted)}
     with mlflow.start_run(run_name=run_name(ctx.end, dataset.feature_set), tags=tags) as run:
         _log_data_lineage(extracted, validated, dataset)
+        ranker = Ranker.load(trained.model_path)
+        ranker.evals_result_, ranker.best_iteration_ = trained.evals_result, trained.best_iteration  # the curves
         info = log_ranker_run(
-            Ranker.load(trained.model_path), test_report=trained.report, baselines=trained.baselines,
+            ranker, test_report=trained.report, baselines=trained.baselines,
             feature_set_name=dataset.feature_set, feature_set_hash=dataset.feature_set_hash,
             params=settings.model_config_dict(), window=(ctx.start, ctx.end),
             snapshot_digest=extracted.digest, code_version=code_version(),

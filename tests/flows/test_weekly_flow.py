@@ -54,6 +54,9 @@ def test_first_run_trains_logs_registers_and_promotes(env: Path) -> None:
     for metric in ("ndcg_at_5", "ndcg_at_10", "popularity_ndcg_at_10", "map_at_10", "mrr"):
         assert metric in run.data.metrics, metric
     assert _client().get_experiment(run.info.experiment_id).name == "rankloop"
+    curve = _client().get_metric_history(summary["run_id"], "valid_ndcg_at_10")
+    assert len(curve) > 1 and [m.step for m in curve] == sorted(m.step for m in curve)
+    assert "train_ndcg_at_5" in run.data.metrics
     assert run.data.metrics["ndcg_at_10"] > run.data.metrics["popularity_ndcg_at_10"]
     assert int(_client().get_model_version_by_alias("rankloop.ranker", "champion").version) == 1
     assert run.data.tags["rankloop.snapshot_digest"] == summary["snapshot_digest"]
