@@ -43,44 +43,67 @@ def _impressions(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def _attributed_responses(events: pd.DataFrame, impressions: pd.DataFrame) -> pd.DataFrame:
-    """Response rows joined to their impression, keeping only those at/after the impression."""
+    """Response rows with ``imp``, the row of their impression in ``impressions``, keeping only
+    those at/after the impression. Keys are matched as integer codes, not strings."""
     resp = events[(events["event_type"] != EventType.IMPRESSION.value) & events["request_id"].notna()]
     dropped = int(((events["event_type"] != EventType.IMPRESSION.value) & events["request_id"].isna()).sum())
     if dropped:
         logger.info("ignored %d response event(s) without request_id", dropped)
-    cols = [*KEY, "event_type", "value", "ts"] + (["mood_delta"] if "mood_delta" in resp.columns else [])
-    resp = resp.reindex(columns=cols)
-    joined = resp.merge(impressions[[*KEY, "ts"]], on=KEY, suffixes=("", "_imp"))
-    return joined[joined["ts"] >= joined["ts_imp"]]
+    cols = ["event_type", "value", "ts"] + (["mood_delta"] if "mood_delta" in resp.columns else [])
+    imp_key, resp_key = _key_codes(impressions, resp)
+    row_of = np.full(int(max(imp_key.max(initial=-1), resp_key.max(initial=-1))) + 1, -1, dtype=np.int64)
+    row_of[imp_key] = np.arange(len(impressions))  # impression keys are unique
+    imp_row = row_of[resp_key]
+    found = imp_row >= 0
+    joined = resp.loc[found, cols].reset_index(drop=True).assign(imp=imp_row[found])
+    imp_ts = _ns(impressions["ts"])[joined["imp"].to_numpy()]
+    return joined[_ns(joined["ts"]) >= imp_ts]
 
 
-def _once(resp: pd.DataFrame, event_type: str) -> pd.Series:
-    """1.0 per impression key with at least one event of this type."""
-    hit = resp.loc[resp["event_type"] == event_type, KEY].drop_duplicates()
-    return pd.Series(1.0, index=pd.MultiIndex.from_frame(hit), dtype=float)
+def _ns(ts: pd.Series) -> np.ndarray:
+    """Timestamps as naive UTC datetime64[ns] (comparable whatever the unit and zone)."""
+    return pd.to_datetime(ts, utc=True).to_numpy(dtype="datetime64[ns]")
 
 
-def _count(resp: pd.DataFrame, event_type: str) -> pd.Series:
-    return resp[resp["event_type"] == event_type].groupby(KEY).size().astype(float)
+def _key_codes(left: pd.DataFrame, right: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 code per KEY tuple, shared by both frames (equal tuples, equal codes)."""
+    code = np.zeros(len(left) + len(right), dtype=np.int64)
+    for col in KEY:
+        values = pd.concat([left[col], right[col]], ignore_index=True)
+        col_code, uniques = pd.factorize(values)
+        code = pd.factorize(code * (len(uniques) + 1) + (col_code + 1))[0].astype(np.int64)
+    return code[: len(left)], code[len(left):]
 
 
-def _rating(resp: pd.DataFrame, table: dict[int, float]) -> pd.Series:
+def _per_impression(resp: pd.DataFrame, mask: np.ndarray | pd.Series, n: int,
+                    weights: np.ndarray | None = None) -> np.ndarray:
+    rows = resp["imp"].to_numpy()[np.asarray(mask)]
+    return np.bincount(rows, weights=None if weights is None else weights[np.asarray(mask)], minlength=n)
+
+
+def _once(resp: pd.DataFrame, event_type: str, n: int) -> np.ndarray:
+    """1.0 per impression with at least one event of this type."""
+    return (_per_impression(resp, resp["event_type"] == event_type, n) > 0).astype(float)
+
+
+def _count(resp: pd.DataFrame, event_type: str, n: int) -> np.ndarray:
+    return _per_impression(resp, resp["event_type"] == event_type, n).astype(float)
+
+
+def _rating(resp: pd.DataFrame, table: dict[int, float], n: int) -> np.ndarray:
     """Reward of the impression's last rating (stars rounded to an integer)."""
     rated = resp[(resp["event_type"] == EventType.RATING.value) & resp["value"].notna()]
-    last = rated.sort_values("ts", kind="stable").groupby(KEY)["value"].last()
+    last = rated.sort_values("ts", kind="stable").groupby("imp")["value"].last()
     stars = pd.Series(np.rint(last.to_numpy(dtype=float)).astype(int), index=last.index)
-    return stars.map({int(k): float(v) for k, v in table.items()}).fillna(0.0).astype(float)
+    out = np.zeros(n)
+    out[last.index.to_numpy()] = stars.map({int(k): float(v) for k, v in table.items()}).fillna(0.0).to_numpy(float)
+    return out
 
 
-def _dwell(resp: pd.DataFrame, cap: float) -> pd.Series:
-    timed = resp[resp["event_type"].isin([EventType.DWELL.value, EventType.VIEW.value]) & resp["value"].notna()]
-    return timed.groupby(KEY)["value"].sum().clip(lower=0.0, upper=cap)
-
-
-def _on(impressions: pd.DataFrame, series: pd.Series) -> np.ndarray:
-    """Align a per-key series onto the impression rows (0 where absent)."""
-    index = pd.MultiIndex.from_frame(impressions[KEY])
-    return series.reindex(index).fillna(0.0).to_numpy(dtype=float)
+def _dwell(resp: pd.DataFrame, cap: float, n: int) -> np.ndarray:
+    timed = resp["event_type"].isin([EventType.DWELL.value, EventType.VIEW.value]) & resp["value"].notna()
+    total = _per_impression(resp, timed, n, resp["value"].to_numpy(dtype=float, na_value=0.0))
+    return np.clip(total, 0.0, cap)
 
 
 def impression_rewards(events: pd.DataFrame, settings: RewardSettings) -> pd.DataFrame:
@@ -99,24 +122,24 @@ def impression_rewards(events: pd.DataFrame, settings: RewardSettings) -> pd.Dat
     """
     _check_events(events)
     imp = _impressions(events)
-    resp = _attributed_responses(events, imp)
-    clicked = _on(imp, _once(resp, EventType.CLICK.value))
+    resp, n = _attributed_responses(events, imp), len(imp)
+    clicked = _once(resp, EventType.CLICK.value, n)
     reward = (
         settings.click * clicked
-        + settings.save * _on(imp, _once(resp, EventType.SAVE.value))
-        + _on(imp, _rating(resp, settings.rating))
-        + settings.dwell_per_second * _on(imp, _dwell(resp, settings.dwell_cap_seconds))
+        + settings.save * _once(resp, EventType.SAVE.value, n)
+        + _rating(resp, settings.rating, n)
+        + settings.dwell_per_second * _dwell(resp, settings.dwell_cap_seconds, n)
         + settings.view_without_click * (clicked == 0)
     )
     out = imp.assign(reward=reward, clicked=clicked > 0)
     return out.assign(success=out["reward"] > settings.success_threshold)
 
 
-def _mood(resp: pd.DataFrame) -> pd.Series:
+def _mood(resp: pd.DataFrame, n: int) -> np.ndarray:
     if "mood_delta" not in resp.columns:
-        return pd.Series(dtype=float)
-    moods = resp[resp["mood_delta"].notna()]
-    return moods.groupby(KEY)["mood_delta"].sum().clip(lower=-1.0, upper=1.0)
+        return np.zeros(n)
+    delta = resp["mood_delta"]
+    return np.clip(_per_impression(resp, delta.notna(), n, delta.to_numpy(dtype=float, na_value=0.0)), -1.0, 1.0)
 
 
 def q_item_rewards(events: pd.DataFrame, settings: RewardSettings) -> pd.DataFrame:
@@ -127,15 +150,15 @@ def q_item_rewards(events: pd.DataFrame, settings: RewardSettings) -> pd.DataFra
     """
     _check_events(events)
     imp = _impressions(events)
-    resp = _attributed_responses(events, imp)
-    likes = _on(imp, _count(resp, EventType.LIKE.value))
+    resp, n = _attributed_responses(events, imp), len(imp)
+    likes = _count(resp, EventType.LIKE.value, n)
     q = (
         settings.q_like * likes
-        + settings.q_dislike * _on(imp, _count(resp, EventType.DISLIKE.value))
-        + settings.q_complete * _on(imp, _once(resp, EventType.COMPLETE.value))
-        + settings.q_skip * _on(imp, _count(resp, EventType.SKIP.value))
-        + settings.q_share * _on(imp, _count(resp, EventType.SHARE.value))
-        + settings.q_mood_improvement * _on(imp, _mood(resp))
+        + settings.q_dislike * _count(resp, EventType.DISLIKE.value, n)
+        + settings.q_complete * _once(resp, EventType.COMPLETE.value, n)
+        + settings.q_skip * _count(resp, EventType.SKIP.value, n)
+        + settings.q_share * _count(resp, EventType.SHARE.value, n)
+        + settings.q_mood_improvement * _mood(resp, n)
     )
     return imp.assign(q_reward=q, liked=likes > 0)
 
