@@ -1,0 +1,107 @@
+"""The ``daily_bandit_refresh`` flow: refit only the Thompson bandit table from the newest logs.
+
+Wiring only: extract and validate are the weekly flow's stages; the refit, off-policy judgement,
+registration and gate are ``rankloop.tables``' (the same calls ``stages.fit_tables`` makes for
+its first kind). The ranker, LinUCB and Q tables are left to the weekly retrain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from flows.retry import transient_only
+from rankloop import ops, stages
+from rankloop.settings import Settings
+
+ACTOR = "daily-bandit-refresh"
+
+extract = task(stages.extract, name="extract", cache_policy=NONE, retries=2, retry_delay_seconds=10,
+               retry_condition_fn=transient_only)
+validate = task(stages.validate, name="validate", cache_policy=NONE)
+
+
+@task(name="refit-bandit", cache_policy=NONE)
+def refit_bandit(settings: Settings, ctx: stages.RunContext, validated: stages.Validated) -> dict[str, Any] | None:
+    """Refit the champion bandit with the impressions logged since its data end, judge, register, gate.
+
+    Returns the table's summary, or None when nothing was logged after the champion's data end.
+    """
+    import mlflow
+    import pandas as pd
+
+    from models.policy_tracking import load_tables
+    from models.rewards import impression_rewards
+    from rankloop.settings import ensure_experiment
+    from rankloop.tables import judge_bandit, record_table
+
+    mlflow.set_experiment(experiment_id=ensure_experiment(settings))
+    champion = stages._champion("bandit", settings)
+    table = load_tables(champion.path) if champion is not None else None
+    imps = impression_rewards(validated.events, settings.rewards)
+    if table is not None and table.data_end is not None and (
+        imps.empty or pd.to_datetime(imps["ts"], utc=True).max() <= pd.Timestamp(table.data_end)
+    ):
+        return None
+    judged = judge_bandit(imps, table, champion.version if champion else None, settings, ctx.end)
+    return record_table(judged, settings, ctx.workdir, ctx.actor, ctx.end, None)
+
+
+@flow(name="daily_bandit_refresh", log_prints=False)
+def daily_bandit_refresh(
+    window_end: date | None = None,
+    source_uri: str | None = None,
+    mapping: str | None = None,
+) -> dict[str, Any]:
+    """Refit the bandit table on the window ending ``window_end`` (default: today, 00:00 UTC).
+
+    A day without new interactions since the champion's data end skips without registering.
+    A failure or a failed gate is notified like the weekly retrain's.
+    """
+    end_date = window_end or datetime.now(UTC).date()
+    settings = stages.settings_for_run(window_end=end_date, source_uri=source_uri, mapping=mapping)
+    start, end = settings.window.resolve()
+    ctx = replace(stages.RunContext.create(settings, start, end), actor=ACTOR, run_name=f"bandit {end:%Y-%m-%d}")
+    logger = get_run_logger()
+    logger.info("bandit refresh on [%s, %s) from %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings))
+    stage = "extract"
+    try:
+        extracted = extract(settings, start, end)
+        stage = "validate"
+        validated = validate(settings, extracted, start, end)
+        stage = "refit-bandit"
+        bandit = refit_bandit(settings, ctx, validated)
+    except Exception as exc:
+        _report_failure(settings, ctx, stage, exc)
+        raise
+    return _publish(settings, ctx, bandit)
+
+
+def _publish(settings: Settings, ctx: stages.RunContext, bandit: dict[str, Any] | None) -> dict[str, Any]:
+    window = {"window_start": ctx.start.isoformat(), "window_end": ctx.end.isoformat()}
+    if bandit is None:
+        reason = "no interactions since the champion bandit's data end: nothing to refit"
+        get_run_logger().info(reason)
+        return {"status": "skipped", "reason": reason, **window}
+    summary = {"status": "completed", **window, "tables": {"bandit": bandit}}
+    get_run_logger().info("bandit v%s %s (%s)", bandit["version"], bandit["verdict"], bandit["headline"])
+    create_markdown_artifact(ops.summary_markdown(summary), key="daily-bandit-refresh-summary",
+                             description="RankLoop daily bandit refresh")
+    if ops.needs_attention(summary):
+        ops.notify(settings, summary | {"flow": "daily_bandit_refresh"})
+    return summary
+
+
+def _report_failure(settings: Settings, ctx: stages.RunContext, stage: str, exc: BaseException) -> None:
+    from sources.uri import scrub
+
+    error = scrub(scrub(f"{type(exc).__name__}: {exc}", settings.source_uri), settings.tracking_uri)
+    summary = {"status": "failed", "flow": "daily_bandit_refresh", "stage": stage, "error": error,
+               "window_start": ctx.start.isoformat(), "window_end": ctx.end.isoformat()}
+    get_run_logger().error("daily bandit refresh failed at stage %s: %s", stage, error)
+    ops.notify(settings, summary)
