@@ -9,6 +9,7 @@ demo: $(VENV)/.installed
 	$(BIN)/rankloop demo
 
 test: $(VENV)/.installed
+	bash .ci/ensure-browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
