@@ -102,12 +102,11 @@ def judge_linucb(imps: pd.DataFrame, champion: Any, champion_version: int | None
     def value(table: Any) -> Any:
         eps = settings.linucb.exploration
         contexts = test[context_cols].astype("string").fillna("")
-        keys = contexts.apply(tuple, axis=1)
-        chosen: dict[tuple, str] = {}
-        for key, row in contexts.drop_duplicates().iterrows():
-            scores = table.scores(row.to_dict(), items)
-            chosen[keys[key]] = items[int(np.argmax(scores))]
-        best = keys.map(chosen)
+        group = contexts.groupby(context_cols, sort=False).ngroup().to_numpy()  # one argmax per distinct context
+        firsts = np.unique(group, return_index=True)[1]
+        best_of = np.array([items[int(np.argmax(table.scores(contexts.iloc[i].to_dict(), items)))] for i in firsts],
+                           dtype=object)
+        best = pd.Series(best_of[group], index=test.index, dtype=object)
         target = np.where(test["item_id"].to_numpy() == best.to_numpy(), 1 - eps, 0.0) + eps / len(items)
         # q_target: eps * mean q + (1 - eps) * q(best item)
         prior = float(q_item.mean()) if len(q_item) else 0.0
