@@ -58,6 +58,7 @@ def test_first_run_trains_logs_registers_and_promotes(env: Path) -> None:
     assert len(curve) > 1 and [m.step for m in curve] == sorted(m.step for m in curve)
     assert "train_ndcg_at_5" in run.data.metrics
     assert run.data.metrics["ndcg_at_10"] > run.data.metrics["popularity_ndcg_at_10"]
+    assert run.data.metrics["ndcg_at_10"] > run.data.metrics["similarity_ndcg_at_10"]
     assert int(_client().get_model_version_by_alias("rankloop.ranker", "champion").version) == 1
     assert run.data.tags["rankloop.snapshot_digest"] == summary["snapshot_digest"]
     # Every table kind was refit, judged off-policy and registered.
@@ -78,18 +79,30 @@ def test_same_window_again_returns_the_earlier_results(env: Path) -> None:
     assert _versions("rankloop.ranker") == before
 
 
-def test_forced_retrain_never_promotes_a_worse_ranker(env: Path) -> None:
+def test_forced_retrain_never_promotes_a_worse_model(env: Path) -> None:
     from flows.weekly import weekly_retrain
 
-    summary = weekly_retrain(window_end=date(2026, 11, 16), force=True, refit_tables=False)
+    tables_before = {kind: _aliases(f"rankloop.{kind}").get("champion") for kind in ("bandit", "linucb", "qtable")}
+    summary = weekly_retrain(window_end=date(2026, 11, 16), force=True)
     assert summary["version"] == 2 and summary["champion_before"] == 1
     figures = _client().get_run(summary["run_id"]).data.metrics
     champion = int(_client().get_model_version_by_alias("rankloop.ranker", "champion").version)
     if summary["promoted"]:
         assert champion == 2 and summary["verdict"] == "PASS"
-        assert figures["ndcg_at_10"] >= summary["champion_ndcg_at_10"] - 1e-9 or summary["reasons"]
+        assert figures["gate.ndcg_diff_lower"] >= -figures["gate.tolerance"]
     else:
         assert champion == 1 and summary["verdict"] in {"HOLD", "FAIL"}
+    # Tables: a refit whose OPE lower bound is below the champion's estimate is not promoted.
+    for kind, info in summary["tables"].items():
+        run = _client().get_run(info["run_id"]).data.metrics
+        alias = _aliases(f"rankloop.{kind}").get("champion")
+        estimator = "pdwis" if kind == "qtable" else "snips"
+        if info["promoted"]:
+            assert alias == info["version"]
+            if tables_before[kind] is not None:
+                assert run[f"ope_{estimator}_low"] >= run["champion_ope_estimate"]
+        else:
+            assert alias == tables_before[kind], (kind, info)
 
 
 def test_a_failed_run_reports_its_stage_and_moves_nothing(env: Path, tmp_path: Path) -> None:
@@ -105,11 +118,11 @@ def test_a_failed_run_reports_its_stage_and_moves_nothing(env: Path, tmp_path: P
     assert _aliases() == before
 
 
-def _aliases() -> dict[str, int]:
+def _aliases(name: str = "rankloop.ranker") -> dict[str, int]:
     from mlflow.exceptions import MlflowException
 
     try:
-        model = _client().get_registered_model("rankloop.ranker")
+        model = _client().get_registered_model(name)
     except MlflowException:
         return {}
     return {alias: int(v) for alias, v in model.aliases.items()}
