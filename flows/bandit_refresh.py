@@ -49,7 +49,7 @@ def refit_bandit(settings: Settings, ctx: stages.RunContext, validated: stages.V
     ):
         return None
     judged = judge_bandit(imps, table, champion.version if champion else None, settings, ctx.end)
-    return record_table(judged, settings, ctx.workdir, ctx.actor, ctx.end, None)
+    return record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), None)
 
 
 @flow(name="daily_bandit_refresh", log_prints=False)
