@@ -111,7 +111,7 @@ def validate(settings: Settings, extracted: Extracted, start: datetime, end: dat
     result = data_contracts.validate_interactions(table, window=(start, end), settings=settings.contracts)
     qpath = data_contracts.write_quarantine(result, settings.quarantine_dir / extracted.digest)
     summary = result.summary()
-    return Validated(
+    validated = Validated(
         events=result.valid.to_pandas(),
         rows_in=summary["rows_in"],
         rows_valid=summary["rows_valid"],
@@ -121,6 +121,15 @@ def validate(settings: Settings, extracted: Extracted, start: datetime, end: dat
         suite_version=result.suite_version,
         reasons=dict(summary.get("reasons", {})),
     )
+    del table, result
+    release_arrow_memory()
+    return validated
+
+
+def release_arrow_memory() -> None:
+    """Hand the Arrow pool's freed pages back to the OS (mimalloc/jemalloc keep them otherwise: at
+    10M rows the extract's pages stay resident, ~1.5 GB, through the features stage)."""
+    pa.default_memory_pool().release_unused()
 
 
 def build_dataset(settings: Settings, validated: Validated, extracted: Extracted, end: datetime) -> Dataset:
@@ -137,8 +146,11 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     )
     frame = pd.concat([imps[["query_id", "user_id", "item_id", "ts", "position", "label"]], X], axis=1)
     split = time_split(frame, end=end, valid_days=settings.ranker.valid_days, test_days=settings.ranker.test_days)
+    n_impressions = len(imps)
+    del imps, X, frame
+    release_arrow_memory()
     return Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
-                   impressions=len(imps))
+                   impressions=n_impressions)
 
 
 def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> TrainedRanker:
