@@ -35,11 +35,16 @@ def _check_events(events: pd.DataFrame) -> None:
 
 
 def _impressions(events: pd.DataFrame) -> pd.DataFrame:
-    imp = events[(events["event_type"] == EventType.IMPRESSION.value) & events["request_id"].notna()]
-    imp = imp.sort_values("ts", kind="stable").drop_duplicates(KEY, keep="first")
+    """The first impression (by ts) of each KEY, in ts order, with the columns the rewards carry.
+
+    Rows are chosen on integer codes and the needed columns taken once (no sorted full-width copy)."""
+    rows = np.flatnonzero(((events["event_type"] == EventType.IMPRESSION.value) & events["request_id"].notna()).to_numpy())
+    rows = rows[np.argsort(_ns(events["ts"].iloc[rows]), kind="stable")]
+    code = _key_codes(events.iloc[rows], events.iloc[:0])[0]
+    rows = rows[np.sort(np.unique(code, return_index=True)[1])]
     keep = [*KEY, "ts", "position", "propensity", *CONTEXT_COLUMNS]
-    out = imp.reindex(columns=keep).reset_index(drop=True)
-    return out
+    present = [c for c in keep if c in events.columns]
+    return events[present].take(rows).reindex(columns=keep).reset_index(drop=True)
 
 
 def _attributed_responses(events: pd.DataFrame, impressions: pd.DataFrame) -> pd.DataFrame:
