@@ -11,7 +11,7 @@ import pytest
 from .conftest import Webhook, free_port, isolate_mlflow
 
 HELD = {"status": "completed", "window_end": "2026-11-16T00:00:00+00:00", "verdict": "HOLD",
-        "reasons": ["inconclusive: lower bound of NDCG@10 difference -0.0132 (mean +0.0011, 412 queries) < -0.005"], "version": 4, "promoted": False}
+        "reasons": ["inconclusive: lower bound of NDCG@10 difference -0.0132 (mean +0.0011, 412 queries) < -0.0"], "version": 4, "promoted": False}
 
 
 @pytest.fixture

@@ -126,8 +126,8 @@ def test_worker_runs_the_deployment_then_reuses_the_window(
     assert "already completed" in _logs(prefect_server, second.id)
 
 
-def _served(server: PrefectServer, child: Child, timezone: str, active: bool) -> Any:
-    """The weekly deployment once its schedule is in ``timezone`` and ``active`` (bounded wait)."""
+def _served(server: PrefectServer, child: Child, paused: bool) -> Any:
+    """The weekly deployment once its only schedule is in Europe/Paris and it is (not) ``paused``; bounded."""
     from prefect.exceptions import ObjectNotFound
 
     async def go(client: Any) -> Any:
@@ -139,10 +139,10 @@ def _served(server: PrefectServer, child: Child, timezone: str, active: bool) ->
     deadline = time.monotonic() + SERVE_TIMEOUT_S
     while time.monotonic() < deadline:
         found = _call(server, go)
-        if found and [(s.schedule.timezone, s.active) for s in found.schedules] == [(timezone, active)]:
+        if found and [s.schedule.timezone for s in found.schedules] == ["Europe/Paris"] and found.paused is paused:
             return found
         time.sleep(1)
-    pytest.fail(f"weekly-retrain never showed an {'active' if active else 'paused'} {timezone} schedule; "
+    pytest.fail(f"weekly-retrain never showed a {'paused' if paused else 'running'} Europe/Paris schedule; "
                 f"`rankloop schedule` log:\n{child.tail()}")
 
 
@@ -152,11 +152,12 @@ def test_rankloop_schedule_serves_the_weekly_deployment(
     env = prefect_server.env(RANKLOOP_HOME=str(tmp_path / "home"), RANKLOOP_OPS__TIMEZONE="Europe/Paris")
     child = spawn("schedule", [str(BIN / "rankloop"), "schedule", "--no-bandit"], env)
     try:
-        served = _served(prefect_server, child, "Europe/Paris", active=True)
+        served = _served(prefect_server, child, paused=False)
         assert child.process.poll() is None, child.tail()
         assert served.schedules[0].schedule.cron == "0 1 * * 1"
         assert served.parameters["scheduled"] is True
+        assert [s.active for s in served.schedules] == [True]
     finally:
         child.stop()
     # Ctrl-C pauses the schedule: nothing piles up while nobody serves it.
-    _served(prefect_server, child, "Europe/Paris", active=False)
+    _served(prefect_server, child, paused=True)
