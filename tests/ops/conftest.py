@@ -121,7 +121,7 @@ class PrefectServer:
         return child_env(PREFECT_API_URL=self.api_url, PREFECT_HOME=str(self.home), **extra)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_server(spawn: Callable[..., Child], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """A real ``prefect server start`` on a free local port with its own PREFECT_HOME."""
     home = tmp_path_factory.mktemp("prefect-server")
