@@ -1,0 +1,326 @@
+"""The whole weekly retrain at 1M or 10M interactions: under Prefect, without it, and naive baselines.
+
+    .venv/bin/python bench/weekly.py --rows 1000000            # simulate + load PostgreSQL, then measure
+    .venv/bin/python bench/weekly.py --rows 10000000 --skip-load
+
+Load (not timed against the targets): the simulator writes ~``--rows`` interactions (1,500 users per
+300k rows, ``--items`` items, 5 weeks, ~13 interactions per request) into PostgreSQL tables
+``rl_bench_weekly_<N>_{interactions,items,users}``; a copy of the ``rankloop`` mapping points at them.
+
+Variants, each in a fresh subprocess with a fresh ``RANKLOOP_HOME`` (so no champion exists yet and
+peaks do not mix):
+
+* ``prefect``: ``flows.weekly.weekly_retrain(...)`` in-process against Prefect's local ephemeral
+  API (started by the flow call, inside the timed span); per-task seconds are read back from the API.
+* ``direct``: the same ``rankloop.stages`` functions called in the flow's order without Prefect;
+  per-stage seconds, CPU seconds and the peak RSS during the stage (psutil sampling thread, 20 ms).
+* ``naive_extract``: ``pandas.read_sql`` (SQLAlchemy + psycopg2) of the same window and columns.
+* ``naive_validate``: Great Expectations' plain pandas path on the same extract (``bench/validate_bench``).
+
+Imports are done before the timed span in every variant. Writes ``bench/results/weekly_<N>.json``
+and prints a table; the load average is recorded before and after each variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+DEFAULT_URI = "postgresql://postgres@127.0.0.1:5432/test"
+END = datetime(2026, 11, 16, tzinfo=UTC)
+RESULTS = Path(__file__).parent / "results"
+ROWS_PER_USER = 200  # ~13.3 interactions per request x 3 requests per user-week x 5 weeks
+
+
+class PeakRSS:
+    """Sample this process's RSS every 20 ms while in the ``with`` block; CPU seconds too."""
+
+    def __enter__(self) -> PeakRSS:
+        self.process = psutil.Process()
+        self.base = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._cpu0, self._t0 = sum(self.process.cpu_times()[:2]), time.perf_counter()
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._t0
+        self.cpu_seconds = sum(self.process.cpu_times()[:2]) - self._cpu0
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def figures(self) -> dict[str, float]:
+        return {"seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2),
+                "base_rss_mb": round(self.base / 2**20), "peak_rss_mb": round(self.peak / 2**20)}
+
+
+# --- source ----------------------------------------------------------------------------------
+def tables(rows: int) -> dict[str, str]:
+    tag = f"{rows // 1_000_000}m" if rows % 1_000_000 == 0 else str(rows)
+    return {name: f"rl_bench_weekly_{tag}_{name}" for name in ("interactions", "items", "users")}
+
+
+def sim_config(rows: int, items: int):
+    from rankloop.simulator import SimulationConfig
+
+    return SimulationConfig(n_users=max(400, rows // ROWS_PER_USER), n_items=items, weeks=5,
+                            requests_per_user_week=3.0, end=END, seed=0)
+
+
+def load(uri: str, rows: int, items: int) -> dict[str, Any]:
+    """Simulate into PostgreSQL; returns the source's metadata."""
+    from rankloop.simulator import items_table, make_world, simulate, users_table
+    from sources import write_table
+
+    config, names = sim_config(rows, items), tables(rows)
+    started, written = time.perf_counter(), 0
+    for i, chunk in enumerate(simulate(config, chunk_requests=20_000)):
+        written += write_table(uri, names["interactions"], chunk, mode="replace" if i == 0 else "append")
+    world = make_world(config)
+    write_table(uri, names["items"], items_table(world))
+    write_table(uri, names["users"], users_table(world))
+    # One index after the bulk load (what a production table would have).
+    write_table(uri, names["interactions"], chunk.slice(0, 0), mode="append", indexes=[("ts",)])
+    meta = {"rows": written, "n_users": config.n_users, "n_items": config.n_items, "weeks": config.weeks,
+            "end": END.isoformat(), "tables": names, "load_seconds": round(time.perf_counter() - started, 1)}
+    (RESULTS / f"weekly_{rows}_source.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def mapping_file(directory: Path, rows: int) -> Path:
+    from sources.mapping import MAPPINGS_DIR
+
+    text = (MAPPINGS_DIR / "rankloop.yaml").read_text()
+    for name, table in tables(rows).items():
+        text = text.replace(f"table: {name}\n", f"table: {table}\n")
+    path = directory / "bench_weekly_mapping.yaml"
+    path.write_text(text)
+    return path
+
+
+# --- variants (run inside a worker subprocess) -----------------------------------------------
+def _environment(home: Path, uri: str, mapping: Path) -> None:
+    (home / "prefect").mkdir(parents=True, exist_ok=True)
+    os.environ.update(RANKLOOP_HOME=str(home), RANKLOOP_SOURCE__URI=uri, RANKLOOP_SOURCE__MAPPING=str(mapping),
+                      PREFECT_HOME=str(home / "prefect"), GX_ANALYTICS_ENABLED="false",
+                      PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("PREFECT_API_URL", None)
+
+
+def run_prefect(uri: str, mapping: Path) -> dict[str, Any]:
+    import flows.weekly  # noqa: F401 - imports are not the flow's time
+    from flows.weekly import weekly_retrain
+
+    with PeakRSS() as rss:
+        summary = weekly_retrain(window_end=END.date(), source_uri=uri, mapping=str(mapping), force=True)
+    return {"end_to_end": rss.figures(), "tasks": _task_seconds(), "summary": _brief(summary)}
+
+
+def _task_seconds() -> dict[str, float]:
+    """Per-task wall seconds of the last flow run, as the Prefect API recorded them."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    out: dict[str, float] = {}
+    for r in runs:
+        if r.start_time and r.end_time:
+            name = r.name.rsplit("-", 1)[0]
+            out[name] = round(out.get(name, 0.0) + (r.end_time - r.start_time).total_seconds(), 2)
+    return out
+
+
+def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
+    """The flow's body without Prefect, stage by stage."""
+    import mlflow  # noqa: F401
+
+    from rankloop import ops, stages
+
+    stage: dict[str, Any] = {}
+
+    def timed(name: str, fn, *args):
+        with PeakRSS() as rss:
+            value = fn(*args)
+        stage[name] = rss.figures()
+        print(f"{name}: {stage[name]}", file=sys.stderr, flush=True)
+        return value
+
+    with PeakRSS() as whole:
+        settings = stages.settings_for_run(window_end=END.date(), source_uri=uri, mapping=str(mapping))
+        start, end = settings.window.resolve()
+        ctx = stages.RunContext.create(settings, start, end)
+        extracted = timed("extract", stages.extract, settings, start, end)
+        ops.find_completed_run(settings, stages.run_key(settings, ctx, extracted))
+        validated = timed("validate", stages.validate, settings, extracted, start, end)
+        dataset = timed("labels+features", stages.build_dataset, settings, validated, extracted, end)
+        trained = timed("ranker", stages.train_ranker, settings, dataset, ctx.workdir)
+        champ_v, champ_ndcg = timed("evaluation: champion scoring", stages.champion_per_query_ndcg, settings, dataset)
+        recorded = timed("registry: record", stages.record_ranker, settings, ctx, extracted, validated, dataset, trained)
+        outcome = timed("gate + promote", stages.gate_and_promote, settings, ctx, recorded, trained, champ_v, champ_ndcg)
+        tabs = timed("tables", stages.fit_tables, settings, ctx, validated, recorded.run_id)
+        summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcome, tabs)
+        timed("summary", ops.publish_summary, recorded.run_id, summary)
+    return {"end_to_end": whole.figures(), "stages": stage, "summary": _brief(summary),
+            "split": dataset.split.sizes()}
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = ("status", "rows_in", "rows_quarantined", "impressions", "ndcg_at_10", "popularity_ndcg_at_10",
+            "best_iteration", "verdict", "version")
+    return {k: summary.get(k) for k in keys} | {"tables": {k: v.get("verdict") for k, v in summary.get("tables", {}).items()}}
+
+
+def _window_sql(mapping: Path) -> str:
+    from rankloop.schema import INTERACTION_SCHEMA
+    from rankloop.settings import Settings
+    from sources.mapping import load_mapping
+    from sources.sql_reader import build_query, typed_leaves
+    from sources.transform import leaf_aliases
+
+    start, end = Settings().window.model_copy(update={"end": END.date()}).resolve()
+    spec, _ = load_mapping(mapping)
+    leaves = typed_leaves(spec, INTERACTION_SCHEMA, leaf_aliases(spec))
+    return build_query("postgresql", spec.table, leaves, spec.ts_spec, start, end, ["ts", "event_id"])
+
+
+def run_naive_extract(uri: str, mapping: Path) -> dict[str, Any]:
+    import pandas as pd
+    import sqlalchemy
+
+    sql = _window_sql(mapping)
+    engine = sqlalchemy.create_engine(uri.replace("postgresql://", "postgresql+psycopg2://", 1))
+    with PeakRSS() as rss, engine.connect() as conn:
+        frame = pd.read_sql(sqlalchemy.text(sql), conn)
+    engine.dispose()
+    return {"end_to_end": rss.figures(), "rows": len(frame)}
+
+
+def run_naive_validate(uri: str, mapping: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import great_expectations  # noqa: F401
+    import validate_bench
+
+    from rankloop.settings import Settings
+    from sources import extract_snapshot
+
+    start, end = Settings().window.model_copy(update={"end": END.date()}).resolve()
+    import pyarrow.parquet as pq
+
+    snap = extract_snapshot(uri, str(mapping), start, end, Path(os.environ["RANKLOOP_HOME"]) / "snapshots")
+    table = pq.read_table(snap.path)
+    validate_bench.WINDOW = (start, end)
+    with PeakRSS() as rss:
+        extra = validate_bench._run_ge(table)
+    return {"end_to_end": rss.figures(), "rows": table.num_rows, **extra}
+
+
+VARIANTS = {"prefect": run_prefect, "direct": run_direct, "naive_extract": run_naive_extract,
+            "naive_validate": run_naive_validate}
+
+
+def worker(variant: str, uri: str, rows: int) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix=f"rl-weekly-{variant}-"))
+    mapping = mapping_file(home, rows)
+    _environment(home / "home", uri, mapping)
+    result = VARIANTS[variant](uri, mapping)
+    import resource
+
+    result["process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["home"] = str(home)
+    return result
+
+
+def spawn(variant: str, uri: str, rows: int) -> dict[str, Any]:
+    """Run one variant in a fresh interpreter; record the load average around it."""
+    before = os.getloadavg()
+    command = [sys.executable, __file__, "--worker", variant, "--rows", str(rows), "--uri", uri]
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{variant} at {rows} rows failed:\n{out.stderr[-5000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["loadavg_before"], result["loadavg_after"] = before, os.getloadavg()
+    return result
+
+
+# --- report ----------------------------------------------------------------------------------
+def table_text(rows: int, results: dict[str, Any]) -> str:
+    lines = [f"weekly retrain at {rows:,} source rows (load average before/after each variant in the JSON)",
+             f"{'stage':<32}{'seconds':>9}{'CPU s':>9}{'peak RSS MB':>13}{'Prefect task s':>16}"]
+    direct, prefect = results.get("direct"), results.get("prefect")
+    tasks = (prefect or {}).get("tasks", {})
+    task_of = {"extract": "extract", "validate": "validate", "labels+features": "labels-and-features",
+               "ranker": "train-ranker", "evaluation: champion scoring": "score-champion",
+               "registry: record": "log-and-register", "gate + promote": "gate-and-promote", "tables": "refit-tables"}
+    for name, f in (direct or {}).get("stages", {}).items():
+        t = tasks.get(task_of.get(name, ""), "")
+        lines.append(f"{name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}{f['peak_rss_mb']:>13,}{t!s:>16}")
+    for name in ("direct", "prefect", "naive_extract", "naive_validate"):
+        if name in results:
+            f = results[name]["end_to_end"]
+            lines.append(f"{'= ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}"
+                         f"{results[name]['process_peak_rss_mb']:>13,}")
+    if direct and prefect:
+        a, b = prefect["end_to_end"]["seconds"], direct["end_to_end"]["seconds"]
+        lines.append(f"orchestration overhead: {a - b:+.1f} s ({(a - b) / a * 100:+.1f}% of the Prefect run)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--uri", default=DEFAULT_URI)
+    parser.add_argument("--skip-load", action="store_true", help="reuse the tables an earlier run loaded")
+    parser.add_argument("--variants", default="direct,prefect,naive_extract,naive_validate")
+    parser.add_argument("--drop", action="store_true", help="drop the bench tables afterwards")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.uri, args.rows), default=str))
+        return
+    RESULTS.mkdir(exist_ok=True)
+    print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs", flush=True)
+    meta = (json.loads((RESULTS / f"weekly_{args.rows}_source.json").read_text()) if args.skip_load
+            else load(args.uri, args.rows, args.items))
+    print(f"source: {meta['rows']:,} rows in {meta['tables']['interactions']} (load {meta['load_seconds']} s)", flush=True)
+    out_path = RESULTS / f"weekly_{args.rows}.json"
+    results: dict[str, Any] = json.loads(out_path.read_text()).get("variants", {}) if out_path.exists() else {}
+    for variant in args.variants.split(","):
+        results[variant] = spawn(variant, args.uri, args.rows)
+        print(f"{variant}: {json.dumps(results[variant]['end_to_end'])}", flush=True)
+        out_path.write_text(json.dumps({"source": meta, "measured_at": datetime.now(UTC).isoformat(),
+                                        "cpus": os.cpu_count(), "variants": results}, indent=2, default=str))
+    print(table_text(args.rows, results))
+    if args.drop:
+        drop(args.uri, args.rows)
+
+
+def drop(uri: str, rows: int) -> None:
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(uri) as conn, conn.cursor() as cur:
+        for table in tables(rows).values():
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.commit()
+
+
+if __name__ == "__main__":
+    main()
