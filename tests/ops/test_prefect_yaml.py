@@ -77,7 +77,8 @@ def test_schedule_serves_both_flows_in_the_configured_timezone() -> None:
     assert [d.name for d in served_deployments(settings, bandit=False)] == [WEEKLY["name"]]
 
 
-def test_ui_serves_the_embedded_store_with_artifacts_in_the_home(tmp_path: Path) -> None:
+def test_ui_serves_the_embedded_store_with_artifacts_in_the_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = Settings(home=tmp_path / "home")
     command, env = ui_command(settings, "127.0.0.1", 5123)
     assert command[command.index("--port") + 1] == "5123" and command[command.index("--host") + 1] == "127.0.0.1"
