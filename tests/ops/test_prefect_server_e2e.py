@@ -20,6 +20,7 @@ POOL = "rankloop-process"
 RUN_TIMEOUT_S = 480
 CLI_TIMEOUT_S = 180
 SERVE_TIMEOUT_S = 120
+LOG_TIMEOUT_S = 30
 
 
 def _cli(server: PrefectServer, *args: str) -> str:
@@ -84,6 +85,18 @@ def _logs(server: PrefectServer, flow_run_id: Any) -> str:
     return "\n".join(log.message for log in _call(server, go))
 
 
+def _wait_for_log(server: PrefectServer, flow_run_id: Any, text: str) -> None:
+    """Until the flow run's logs (shipped to the API in batches) contain ``text``; bounded."""
+    deadline = time.monotonic() + LOG_TIMEOUT_S
+    logs = ""
+    while time.monotonic() < deadline:
+        logs = _logs(server, flow_run_id)
+        if text in logs:
+            return
+        time.sleep(1)
+    pytest.fail(f"flow run {flow_run_id} never logged {text!r}; its logs:\n{logs}")
+
+
 def _mlflow(home: Path) -> Any:
     from mlflow import MlflowClient
 
@@ -123,7 +136,7 @@ def test_worker_runs_the_deployment_then_reuses_the_window(
     assert second.id != first.id
     assert [int(v.version) for v in client.search_model_versions("name = 'rankloop.ranker'")] == [1]
     assert len(client.search_runs([experiment.experiment_id])) == 1
-    assert "already completed" in _logs(prefect_server, second.id)
+    _wait_for_log(prefect_server, second.id, "already completed")
 
 
 def _served(server: PrefectServer, child: Child, paused: bool) -> Any:
