@@ -41,7 +41,7 @@ def refit_bandit(settings: Settings, ctx: stages.RunContext, validated: stages.V
     from rankloop.tables import judge_bandit, record_table
 
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
-    champion = stages._champion("bandit", settings)
+    champion = stages.current_champion("bandit", settings)
     table = load_tables(champion.path) if champion is not None else None
     imps = impression_rewards(validated.events, settings.rewards)
     if table is not None and table.data_end is not None and (
@@ -90,7 +90,7 @@ def _publish(settings: Settings, ctx: stages.RunContext, bandit: dict[str, Any] 
         return {"status": "skipped", "reason": reason, **window}
     summary = {"status": "completed", **window, "tables": {"bandit": bandit}}
     get_run_logger().info("bandit v%s %s (%s)", bandit["version"], bandit["verdict"], bandit["headline"])
-    create_markdown_artifact(ops.summary_markdown(summary), key="daily-bandit-refresh-summary",
+    create_markdown_artifact(ops.summary_markdown(summary, "daily bandit refresh"), key="daily-bandit-refresh-summary",
                              description="RankLoop daily bandit refresh")
     if ops.needs_attention(summary):
         ops.notify(settings, summary | {"flow": "daily_bandit_refresh"})

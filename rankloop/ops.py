@@ -48,9 +48,9 @@ def _f(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
+def summary_markdown(summary: dict[str, Any], title: str = "weekly retrain") -> str:
     """A short Markdown report of a run (or of its failure)."""
-    lines = [f"# RankLoop weekly retrain, window ending {str(summary.get('window_end', ''))[:10]}", "",
+    lines = [f"# RankLoop {title}, window ending {str(summary.get('window_end', ''))[:10]}", "",
              f"**status:** {summary.get('status')}", ""]
     if summary.get("status") == "failed":
         lines += [f"**failed stage:** {summary.get('stage')}", "", f"**error:** {summary.get('error')}", ""]
