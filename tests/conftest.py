@@ -50,3 +50,9 @@ def rankloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RANKLOOP_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI; no test may inherit another's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
