@@ -8,7 +8,15 @@ import pyarrow.compute as pc
 import pytest
 
 from rankloop.schema import EVENT_TYPES, INTERACTION_SCHEMA
-from rankloop.simulator import SimulationConfig, ideal_action, items_table, make_world, period, simulate, users_table
+from rankloop.simulator import (
+    SimulationConfig,
+    ideal_action,
+    items_table,
+    make_world,
+    period,
+    simulate,
+    users_table,
+)
 
 END = datetime(2026, 11, 16, tzinfo=UTC)
 SMALL = SimulationConfig(n_users=120, n_items=60, weeks=2, requests_per_user_week=2, slate_size=6, end=END, seed=3)
