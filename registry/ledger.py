@@ -16,6 +16,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Param
@@ -68,12 +69,20 @@ class LedgerEntry:
         return dict(self.__dict__)
 
 
+def _artifact_location(client: MlflowClient) -> str | None:
+    """Beside an embedded SQLite store (``<home>/mlartifacts``), never in the caller's working directory."""
+    uri = str(client.tracking_uri)
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / EXPERIMENT).as_uri()
+    return None  # a tracking server decides where artifacts go
+
+
 def _experiment_id(client: MlflowClient) -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(EXPERIMENT)
+        return client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(client))
     except MlflowException:  # created concurrently by another process
         return client.get_experiment_by_name(EXPERIMENT).experiment_id
 

@@ -70,7 +70,11 @@ def feature_frame(n: int = 6, seed: int = 0, features: list[str] = FEATURES) -> 
 def experiment_id(client: MlflowClient, name: str = "rankloop") -> str:
     """The experiment's id, created when missing."""
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment:
+        return experiment.experiment_id
+    uri = str(client.tracking_uri)
+    location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).as_uri() if uri.startswith("sqlite:///") else None
+    return client.create_experiment(name, artifact_location=location)
 
 
 def register_ranker(store: Store, seed: int, *, ndcg: float = 0.5, publish: bool = True) -> int:
