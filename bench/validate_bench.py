@@ -28,7 +28,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -38,25 +37,7 @@ import psutil
 WINDOW = (datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 2, 9, tzinfo=UTC))
 
 
-class PeakRSS:
-    """Sample this process's RSS every 10 ms while in the ``with`` block."""
-
-    def __enter__(self) -> PeakRSS:
-        self.process = psutil.Process()
-        self.base = self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
+from measure import PeakRSS  # noqa: E402 - bench/ is the script's own directory
 
 
 def _table(rows: int, faults: int):
