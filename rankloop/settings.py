@@ -37,6 +37,7 @@ from models.policy_config import (
     QLearningSettings,
     RewardSettings,
 )
+from rankloop.executor import ExecutorSettings
 from registry.config import GateSettings
 from sources.config import SourceSettings
 
@@ -114,6 +115,7 @@ class Settings(BaseSettings):
     ope: OPESettings = Field(default_factory=OPESettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
     @classmethod
     def settings_customise_sources(

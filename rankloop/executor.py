@@ -1,0 +1,75 @@
+"""Where the weekly retrain's stages run: this process (``local``) or a Dask cluster (``dask``).
+
+Examples::
+
+    RANKLOOP_EXECUTOR__KIND=dask
+    RANKLOOP_EXECUTOR__ADDRESS=tcp://scheduler.internal:8786      # an existing cluster
+    RANKLOOP_EXECUTOR__LOCAL_CLUSTER_WORKERS=2                    # or: a LocalCluster RankLoop starts
+
+See docs/scale-out.md. Results do not depend on the executor beyond LightGBM's own distributed
+nondeterminism; the executor is recorded with every run (``executor_summary``), never its credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ExecutorSettings(BaseModel):
+    """The executor of the weekly retrain."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["local", "dask"] = Field(
+        default="local", description="'local': every stage in this process. 'dask': the stages run on a Dask cluster."
+    )
+    address: str | None = Field(
+        default=None,
+        description="Scheduler address of an existing Dask cluster (tcp://host:8786, tls://...). "
+        "Without it, kind 'dask' starts a distributed.LocalCluster of local_cluster_workers workers.",
+    )
+    local_cluster_workers: int = Field(default=2, ge=1, description="Workers of the LocalCluster started when no address is given.")
+    threads_per_worker: int = Field(default=1, ge=1, description="Threads per worker of that LocalCluster.")
+    memory_limit: str = Field(default="auto", description="Memory limit per worker of that LocalCluster (Dask syntax, e.g. '4GiB').")
+    partitioning: Literal["day"] = Field(
+        default="day", description="How extraction, features and training partition the window: one partition per UTC day."
+    )
+
+    @model_validator(mode="after")
+    def _address_only_for_dask(self) -> ExecutorSettings:
+        if self.address is not None and self.kind != "dask":
+            raise ValueError(f"executor.address is set ({_redacted(self.address)!r}) but executor.kind is {self.kind!r}; "
+                             "set RANKLOOP_EXECUTOR__KIND=dask")
+        if self.address is not None and "://" not in self.address:
+            raise ValueError(f"executor.address must be a scheduler URL such as tcp://host:8786, got {_redacted(self.address)!r}")
+        return self
+
+    def task_runner_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of prefect_dask.DaskTaskRunner for this executor."""
+        if self.address:
+            return {"address": self.address}
+        return {"cluster_class": "distributed.LocalCluster",
+                "cluster_kwargs": {"n_workers": self.local_cluster_workers, "threads_per_worker": self.threads_per_worker,
+                                   "memory_limit": self.memory_limit, "processes": True}}
+
+
+def _redacted(address: str) -> str:
+    """The address without any user:password@ part."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return address.rsplit("@", 1)[-1]
+    return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+
+
+def executor_summary(settings: ExecutorSettings) -> dict[str, Any]:
+    """What a run records about its executor (params, tags, summary): no credentials."""
+    out: dict[str, Any] = {"kind": settings.kind, "partitioning": settings.partitioning}
+    if settings.kind == "dask":
+        if settings.address:
+            out["address"] = _redacted(settings.address)
+        else:
+            out["local_cluster_workers"] = settings.local_cluster_workers
+            out["threads_per_worker"] = settings.threads_per_worker
+    return out
