@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data_contracts.rules import SUITE_NAME, WINDOW_END, WINDOW_START, RowRule
+from data_contracts.rules import SUITE_NAME, RowRule
 
 logger = logging.getLogger(__name__)
 
@@ -36,20 +36,26 @@ def _expectation(rule: RowRule) -> Any:
     import great_expectations as gx
     from great_expectations.expectations.row_conditions import Column
 
-    kwargs: dict[str, Any] = {"column": rule.column, **rule.check.kwargs(), "meta": {"rule": rule.name}}
+    column = {} if "column_list" in rule.check.kwargs() else {"column": rule.column}
+    kwargs: dict[str, Any] = {**column, **rule.check.kwargs(), "meta": {"rule": rule.name}}
     if rule.when_event_types is not None:
         kwargs["row_condition"] = Column("event_type").is_in(list(rule.when_event_types))
     return getattr(gx.expectations, rule.check.expectation_type)(**kwargs)
 
 
+def ge_rules(rules: Sequence[RowRule]) -> list[RowRule]:
+    """The rules Great Expectations can express (the exposure join has no GE equivalent)."""
+    return [r for r in rules if r.check.expectation_type is not None]
+
+
 def build_suite(rules: Sequence[RowRule], required_columns: Sequence[str]) -> Any:
-    """An ``ExpectationSuite`` named ``interactions``: column existence, then one expectation per rule."""
+    """An ``ExpectationSuite`` named ``interactions``: column existence, then one expectation per GE-expressible rule."""
     import great_expectations as gx
 
     existence = [
         gx.expectations.ExpectColumnToExist(column=c, meta={"rule": f"{c}_exists"}) for c in required_columns
     ]
-    return gx.ExpectationSuite(name=SUITE_NAME, expectations=[*existence, *(_expectation(r) for r in rules)])
+    return gx.ExpectationSuite(name=SUITE_NAME, expectations=[*existence, *(_expectation(r) for r in ge_rules(rules))])
 
 
 def _context() -> Any:
@@ -67,7 +73,7 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
 
 
 def run_suite(
-    frame: pd.DataFrame, rules: Sequence[RowRule], required_columns: Sequence[str], window: tuple[datetime, datetime]
+    frame: pd.DataFrame, rules: Sequence[RowRule], required_columns: Sequence[str], params: dict[str, datetime]
 ) -> list[dict[str, Any]]:
     """Validate ``frame`` with a ValidationDefinition; one record per expectation.
 
@@ -89,7 +95,7 @@ def run_suite(
     )
     result = definition.run(
         batch_parameters={"dataframe": frame},
-        expectation_parameters={WINDOW_START: window[0], WINDOW_END: window[1]},
+        expectation_parameters=dict(params),
         result_format={"result_format": "BASIC", "partial_unexpected_count": 0},
     )
     return [_record(r) for r in result.results]
@@ -118,7 +124,7 @@ def sample_indices(n_rows: int, max_rows: int | None) -> np.ndarray | None:
 
 def merge_ge_records(
     table: pa.Table, rules: Sequence[RowRule], exact: list[dict[str, Any]],
-    window: tuple[datetime, datetime], settings: Any,
+    params: dict[str, datetime], settings: Any,
 ) -> list[dict[str, Any]]:
     """Run GE (full table, or a strided sample above ``settings.ge_max_rows``) and merge its records.
 
@@ -130,12 +136,15 @@ def merge_ge_records(
 
     indices = sample_indices(table.num_rows, settings.ge_max_rows)
     frame = to_pandas(table if indices is None else table.take(pa.array(indices)))
-    records = run_suite(frame, rules, REQUIRED_COLUMNS, window)
+    records = run_suite(frame, rules, REQUIRED_COLUMNS, params)
     by_name = {r["name"]: r for r in records}
     by_rule = {r.name for r in rules}
     merged = [{**r, "engine": "great_expectations"} for r in records if r["name"] not in by_rule]
     for ours in exact:
-        theirs = by_name[ours["name"]]
+        theirs = by_name.get(ours["name"])
+        if theirs is None:  # no GE equivalent: the masks' record is the record
+            merged.append(ours)
+            continue
         if indices is not None:
             merged.append({**ours, "ge_sample": {**theirs, "rows": int(len(indices))}})
             continue

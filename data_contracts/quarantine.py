@@ -53,3 +53,18 @@ def write_quarantine(result: ContractResult, directory: Path) -> Path | None:
     summary = json.dumps(result.summary(), indent=2, sort_keys=True, default=str)
     _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(summary + "\n"))
     return path
+
+
+def write_report(result: ContractResult, directory: Path, markdown: str) -> Path:
+    """Write the Markdown report and the summary JSON beside the quarantine file (atomic each).
+
+    Returns:
+        ``<directory>/report-<start>_<end>-<suite_version>.md`` (a ``.json`` summary sits beside it).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"report-{_window_tag(result)}-{result.suite_version}.md"
+    _atomic_write(path, lambda tmp: tmp.write_text(markdown))
+    summary = json.dumps(result.summary(), indent=2, sort_keys=True, default=str)
+    _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(summary + "\n"))
+    return path

@@ -1,15 +1,23 @@
-"""Human-readable accounts of a contract outcome: the ContractViolation message and its details."""
+"""Human-readable accounts of a contract outcome: the ContractViolation and the Markdown report."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_contracts.config import ContractSettings
-from data_contracts.rules import SUITE_NAME, Counts
+from data_contracts.rules import SUITE_NAME
 from rankloop.errors import ContractViolation, Reason
+
+if TYPE_CHECKING:
+    from data_contracts.validate import ContractResult
+
+EXAMPLE_COLUMNS = ["event_id", "user_id", "item_id", "event_type", "value", "ts", "session_id", "request_id",
+                   "reason"]
 
 
 def examples_by_rule(quarantined: pa.Table, limit: int) -> dict[str, dict[str, Any]]:
@@ -22,36 +30,123 @@ def examples_by_rule(quarantined: pa.Table, limit: int) -> dict[str, dict[str, A
         out[entry["values"]] = {
             "rows": entry["counts"],
             "event_ids": rows.column("event_id").to_pylist(),
-            "examples": rows.select(["event_id", "user_id", "item_id", "event_type", "value", "ts", "reason"])
-            .to_pylist(),
+            "examples": rows.select(EXAMPLE_COLUMNS).to_pylist(),
         }
     return out
 
 
-def _describe(record: dict[str, Any], counts: Counts, settings: ContractSettings) -> str:
+def describe_failure(record: dict[str, Any], result: ContractResult, settings: ContractSettings) -> str:
+    """One sentence: the check, observed vs allowed (and the previous run it compares with)."""
+    rows_in, valid, quarantined = result.rows_in, result.valid.num_rows, result.quarantined.num_rows
     if record["name"] == "max_quarantine_fraction":
-        return (f"max_quarantine_fraction: {counts.rows_quarantined} of {counts.rows_in} rows quarantined "
+        return (f"max_quarantine_fraction: {quarantined} of {rows_in} rows quarantined "
                 f"({record['observed_value']:.1%}), allowed at most {settings.max_quarantine_fraction:.1%}")
     if record["name"] == "min_rows_after_quarantine":
-        return (f"min_rows_after_quarantine: {counts.rows_valid} valid rows remain of {counts.rows_in}, "
+        return (f"min_rows_after_quarantine: {valid} valid rows remain of {rows_in}, "
                 f"need at least {settings.min_rows}")
+    if record.get("message"):
+        return f"{record['name']}: {record['message']}"
     return f"{record['name']}: observed {record['observed_value']}"
 
 
-def violation(
-    failed: list[dict[str, Any]], records: list[dict[str, Any]], counts: Counts,
-    quarantined: pa.Table, settings: ContractSettings,
-) -> ContractViolation:
-    """A ContractViolation saying which table rules failed, how many rows, and which rules quarantined them."""
-    by_rule = examples_by_rule(quarantined, settings.example_rows)
+def violation(result: ContractResult, settings: ContractSettings) -> ContractViolation:
+    """A ContractViolation naming every failed gate rule, the rows quarantined per rule with examples."""
+    failed = result.failures
+    by_rule = examples_by_rule(result.quarantined, settings.example_rows)
     top = sorted(by_rule.items(), key=lambda kv: -kv[1]["rows"])
     offenders = "; ".join(f"{name}: {v['rows']} rows, e.g. event_id {v['event_ids']}" for name, v in top)
-    message = (f"contract {SUITE_NAME!r} failed: " + "; ".join(_describe(r, counts, settings) for r in failed)
+    message = (f"contract {SUITE_NAME!r} failed: " + "; ".join(describe_failure(r, result, settings) for r in failed)
                + (f". Quarantined by rule: {offenders}" if offenders else ""))
     details = {
-        "counts": vars(counts),
+        "counts": {"rows_in": result.rows_in, "rows_valid": result.valid.num_rows,
+                   "rows_quarantined": result.quarantined.num_rows},
+        "reasons": result.reason_counts(),
         "failed_expectations": [r["name"] for r in failed]
-        + [r["name"] for r in records if r["engine"] != "table" and not r["success"]],
+        + [r["name"] for r in result.expectations if r["engine"] not in ("table", "batch") and not r["success"]],
+        "batch_checks": result.summary()["batch_checks"],
         "quarantined_by_rule": by_rule,
     }
     return ContractViolation(message, reason=Reason.CONTRACT, details=details)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(result: ContractResult, settings: ContractSettings,
+                    context: Mapping[str, Any] | None = None) -> str:
+    """The validation report: verdict, counts, every expectation (pass/fail, counts), batch checks, examples.
+
+    ``context`` adds lines such as the source, the snapshot digest and where the quarantine file is.
+    """
+    s = result.summary()
+    verdict = "PASSED" if result.gate_passed else "FAILED (the run stops before training)"
+    lines = [f"# Data contract `{result.suite_name}` v`{result.suite_version}`: {verdict}", ""]
+    window = s["window"] or ["?", "?"]
+    lines += [f"- window: [{window[0]}, {window[1]})", f"- validated at (now): {s['now']}"]
+    lines += [f"- {k}: {v}" for k, v in (context or {}).items()]
+    lines += [f"- Great Expectations: {_ge_line(result)}", "",
+              "## Counts", "", "| rows extracted | clean | quarantined | quarantined fraction | nothing lost |",
+              "| ---: | ---: | ---: | ---: | --- |",
+              f"| {s['rows_in']:,} | {s['rows_valid']:,} | {s['rows_quarantined']:,} | "
+              f"{s['rows_quarantined'] / s['rows_in']:.3%} (allowed {settings.max_quarantine_fraction:.2%}) | "
+              f"{s['rows_valid']:,} + {s['rows_quarantined']:,} = {s['rows_in']:,} |", ""]
+    if result.failures:
+        lines += ["## Why the gate failed", ""]
+        lines += [f"- {describe_failure(r, result, settings)}" for r in result.failures] + [""]
+    lines += ["## Quarantined rows per reason", ""]
+    reasons = s["reasons"]
+    lines += (["| reason | rows |", "| --- | ---: |"] + [f"| `{k}` | {v:,} |" for k, v in reasons.items()]
+              if reasons else ["none"]) + [""]
+    lines += _expectation_table(result) + _batch_table(result) + _examples(result, settings)
+    return "\n".join(lines) + "\n"
+
+
+def _ge_line(result: ContractResult) -> str:
+    if result.ge_rows is None:
+        return "not run (masks only)"
+    if result.ge_rows < result.rows_in:
+        return (f"run on an evenly strided sample of {result.ge_rows:,} of {result.rows_in:,} rows "
+                "(counts below are exact, from the masks over every row; GE's sample counts in `ge sample`)")
+    return f"run on all {result.ge_rows:,} rows (its counts are the official ones below)"
+
+
+def _expectation_table(result: ContractResult) -> list[str]:
+    lines = ["## Expectations", "", "| expectation | engine | result | unexpected | of rows | quarantined | ge sample |",
+             "| --- | --- | --- | ---: | ---: | ---: | --- |"]
+    for e in result.expectations:
+        if e["engine"] == "batch":
+            continue
+        sample = e.get("ge_sample")
+        sample_text = (f"{sample['unexpected_count']} of {sample['element_count']}" if sample
+                       else e.get("ge", ""))
+        observed = e.get("observed_value") if e["engine"] == "table" else e.get("unexpected_count")
+        lines.append(f"| `{e['name']}` | {e['engine']} | {'pass' if e['success'] else '**FAIL**'} | "
+                     f"{_cell(observed)} | {_cell(e.get('element_count'))} | {_cell(e.get('quarantined_count'))} | "
+                     f"{_cell(sample_text)} |")
+    return [*lines, ""]
+
+
+def _batch_table(result: ContractResult) -> list[str]:
+    lines = ["## Batch checks", "", "| check | result | observed | allowed | detail |", "| --- | --- | ---: | ---: | --- |"]
+    for e in result.expectations:
+        if e["engine"] == "batch":
+            lines.append(f"| `{e['name']}` | {'pass' if e['success'] else '**FAIL**'} | {_cell(e['observed_value'])} | "
+                         f"{_cell(e['allowed'])} | {_cell(e['message'])} |")
+    return [*lines, ""]
+
+
+def _examples(result: ContractResult, settings: ContractSettings) -> list[str]:
+    by_rule = examples_by_rule(result.quarantined, settings.example_rows)
+    if not by_rule:
+        return []
+    lines = ["## Example quarantined rows (by first failing rule)", ""]
+    for name, entry in sorted(by_rule.items(), key=lambda kv: -kv[1]["rows"]):
+        lines += [f"### `{name}`: {entry['rows']:,} rows", "", "| " + " | ".join(EXAMPLE_COLUMNS) + " |",
+                  "|" + " --- |" * len(EXAMPLE_COLUMNS)]
+        lines += ["| " + " | ".join(_cell(row[c]) for c in EXAMPLE_COLUMNS) + " |" for row in entry["examples"]]
+        lines.append("")
+    return lines

@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -27,6 +28,10 @@ from rankloop.schema import EVENT_TYPES, REQUIRED_COLUMNS, TRAIT_COLUMNS, EventT
 SUITE_NAME = "interactions"
 WINDOW_START = "window_start"
 WINDOW_END = "window_end"
+NOW = "now"
+EVENT_KEY: tuple[str, ...] = ("user_id", "item_id", "event_type", "ts")
+# What counts as "shown": an impression, or a view for sources that log only views.
+EXPOSURE_TYPES: tuple[str, ...] = (EventType.IMPRESSION.value, EventType.VIEW.value)
 
 Params = Mapping[str, Any]
 
@@ -159,7 +164,82 @@ def repeat_mask(column: pa.ChunkedArray) -> np.ndarray:
     return mask
 
 
-Check = NotNull | InSet | Between | Unique
+@dataclass(frozen=True)
+class CompoundUnique:
+    """Rows with all of ``columns`` present are unique on them; later copies are quarantined.
+
+    Vectorised: candidates are rows whose (ts, event_type) pair repeats (an integer hash, no string
+    hashing); only those are grouped exactly on every column by Arrow's hash aggregation.
+    """
+
+    columns: tuple[str, ...]
+    expectation_type = "ExpectCompoundColumnsToBeUnique"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"column_list": list(self.columns), "ignore_row_if": "any_value_is_missing"}
+
+    def batch_mask(self, batch: Batch) -> np.ndarray:
+        table, n = batch.table, batch.table.num_rows
+        present = np.logical_and.reduce([~_to_numpy(pc.is_null(table.column(c))) for c in self.columns])
+        hashed = batch.ts_int64.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        hashed ^= batch.event_type_codes.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+        candidates = np.flatnonzero(pd.Series(hashed).duplicated(keep=False).to_numpy() & present)
+        mask = np.zeros(n, dtype=bool)
+        if len(candidates) == 0:
+            return mask
+        rows = table.select(list(self.columns)).take(pa.array(candidates)).append_column("_row", pa.array(candidates))
+        first = rows.group_by(list(self.columns), use_threads=False).aggregate([("_row", "min")]).column("_row_min")
+        mask[candidates] = True
+        mask[first.to_numpy()] = False
+        return mask
+
+
+@dataclass(frozen=True)
+class HasExposure:
+    """Engagement rows (``event_types``) need an exposure (impression or view) of the same item by the
+    same user in the same session, else in the same request; rows with neither id need one anywhere in
+    the extract. No Great Expectations expectation exists for this (it is a join): masks only.
+
+    Vectorised with Arrow hash joins (left semi) of the engagement rows against the exposure rows.
+    """
+
+    event_types: tuple[str, ...]
+    expectation_type = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"exposure_event_types": list(EXPOSURE_TYPES),
+                "match_on": [["user_id", "item_id", "session_id"], ["user_id", "item_id", "request_id"],
+                             ["user_id", "item_id"]]}
+
+    def batch_mask(self, batch: Batch) -> np.ndarray:
+        table, n = batch.table, batch.table.num_rows
+        mask = np.zeros(n, dtype=bool)
+        engaged = batch.event_type_in(self.event_types)
+        engaged &= ~_to_numpy(pc.or_(pc.is_null(table.column("user_id")), pc.is_null(table.column("item_id"))))
+        if not engaged.any():
+            return mask
+        columns = ["user_id", "item_id", "session_id", "request_id"]
+        exposures = table.select(columns).filter(pa.array(batch.event_type_in(EXPOSURE_TYPES)))
+        rows = np.flatnonzero(engaged)
+        remaining = table.select(columns).take(pa.array(rows)).append_column("_row", pa.array(rows))
+        for keys, applies in (
+            (["user_id", "item_id", "session_id"], lambda t: pc.is_valid(t.column("session_id"))),
+            (["user_id", "item_id", "request_id"], lambda t: pc.is_valid(t.column("request_id"))),
+            (["user_id", "item_id"], lambda t: pc.and_(pc.is_null(t.column("session_id")),
+                                                       pc.is_null(t.column("request_id")))),
+        ):
+            probe = remaining.filter(applies(remaining)).select([*keys, "_row"])
+            if probe.num_rows == 0:
+                continue
+            matched = probe.join(exposures.select(keys), keys=keys, join_type="left semi").column("_row")
+            remaining = remaining.filter(pc.invert(pc.is_in(remaining.column("_row"), value_set=matched.combine_chunks())))
+            if remaining.num_rows == 0:
+                return mask
+        mask[remaining.column("_row").to_numpy()] = True
+        return mask
+
+
+Check = NotNull | InSet | Between | Unique | CompoundUnique | HasExposure
 
 
 class Batch:
@@ -171,6 +251,20 @@ class Batch:
 
     def __init__(self, table: pa.Table, params: Params):
         self.table, self.params = table, params
+
+    @cached_property
+    def ts_int64(self) -> np.ndarray:
+        """``ts`` as int64 microseconds (nulls as 0; the not-null rule owns them)."""
+        return pc.fill_null(_single_chunk(self.table.column("ts")).cast(pa.int64()), 0).to_numpy()
+
+    @property
+    def event_type_codes(self) -> np.ndarray:
+        """Per-row index into :attr:`event_type_dictionary` (nulls: its last entry, ``None``)."""
+        return self._event_types[0]
+
+    @property
+    def event_type_dictionary(self) -> np.ndarray:
+        return self._event_types[1]
 
     @cached_property
     def _event_types(self) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +296,10 @@ class RowRule:
 
     def mask(self, batch: Batch) -> np.ndarray:
         """Boolean array, True where the row breaks this rule (vectorised)."""
-        flagged = self.check.mask(batch.table.column(self.column), batch.params)
+        if isinstance(self.check, CompoundUnique | HasExposure):
+            flagged = self.check.batch_mask(batch)
+        else:
+            flagged = self.check.mask(batch.table.column(self.column), batch.params)
         flagged = flagged if isinstance(flagged, np.ndarray) else _to_numpy(flagged)
         return flagged if self.when_event_types is None else flagged & batch.event_type_in(self.when_event_types)
 
@@ -241,9 +338,6 @@ class TableRule:
         return {"name": self.name, "reason": self.reason, "fatal": self.fatal, "description": self.description}
 
 
-EXPOSURE_TYPES: tuple[str, ...] = (EventType.IMPRESSION.value, EventType.VIEW.value)
-
-
 def row_rules(settings: ContractSettings) -> tuple[RowRule, ...]:
     """Every row-level rule, in the order reasons are reported (the first is ``rule``)."""
     traits = tuple(
@@ -255,11 +349,22 @@ def row_rules(settings: ContractSettings) -> tuple[RowRule, ...]:
         RowRule("event_type_known", "unknown_event_type", "event_type", InSet(tuple(sorted(EVENT_TYPES))),
                 "event_type is one of rankloop.schema.EventType (sources keep unknown values verbatim).",
                 reason_with_value=True),
+        RowRule("ts_not_in_future", "ts_in_future", "ts", Between(None, {"$PARAMETER": NOW}),
+                "ts not after `now`, the validation time (a run parameter)."),
         RowRule("ts_in_window", "ts_outside_window", "ts",
                 Between({"$PARAMETER": WINDOW_START}, {"$PARAMETER": WINDOW_END}, strict_max=True),
                 "ts within the extract window [start, end)."),
         RowRule("event_id_unique", "duplicate_event_id", "event_id", Unique(),
                 "event_id unique; the first occurrence is kept, later ones quarantined."),
+        RowRule("event_key_unique", "duplicate_event", ", ".join(EVENT_KEY), CompoundUnique(EVENT_KEY),
+                "(user_id, item_id, event_type, ts) unique (client retries under new event ids); the first "
+                "occurrence is kept, later ones quarantined."),
+        RowRule("engagement_has_impression", "no_impression", "item_id",
+                HasExposure(settings.engagement_event_types),
+                "Engagement events need an impression or view of the same item by the same user in the same "
+                "session (else the same request; with neither id, anywhere in the extract). Masks only: "
+                "Great Expectations has no expectation for a join.",
+                when_event_types=settings.engagement_event_types),
         RowRule("position_non_negative", "negative_position", "position", Between(0, None),
                 "position >= 0 when present."),
         RowRule("propensity_in_range", "propensity_out_of_range", "propensity", Between(0.0, 1.0, strict_min=True),
@@ -267,8 +372,8 @@ def row_rules(settings: ContractSettings) -> tuple[RowRule, ...]:
         RowRule("rating_in_range", "rating_out_of_range", "value", Between(1.0, 5.0),
                 "Rating events: value (stars) in [1, 5] when present.", when_event_types=(EventType.RATING.value,)),
         RowRule("dwell_in_range", "dwell_out_of_range", "value",
-                Between(0.0, settings.max_dwell_seconds, strict_max=True),
-                "Dwell/view events: value (seconds) in [0, max_dwell_seconds) when present.",
+                Between(0.0, settings.max_dwell_seconds),
+                "Dwell/view events: value (seconds) in [0, max_dwell_seconds] when present.",
                 when_event_types=(EventType.DWELL.value, EventType.VIEW.value)),
         RowRule("completion_in_range", "completion_out_of_range", "value", Between(0.0, 100.0),
                 "Complete events: value (percent) in [0, 100] when present.",

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from rankloop.schema import INTERACTION_SCHEMA, TRAIT_COLUMNS, EventType
 
+ENGAGEMENT_TYPES = (EventType.CLICK.value, EventType.SAVE.value, EventType.CART_ADD.value, EventType.PURCHASE.value)
 _EVENT_MIX: dict[str, float] = {
     EventType.IMPRESSION: 0.55, EventType.VIEW: 0.12, EventType.CLICK: 0.12, EventType.DWELL: 0.06,
     EventType.RATING: 0.05, EventType.COMPLETE: 0.04, EventType.SAVE: 0.02, EventType.PURCHASE: 0.02,
@@ -50,15 +51,24 @@ def synthetic_interactions(n: int, *, window: tuple[datetime, datetime], seed: i
     rng = np.random.default_rng(seed)
     kinds = np.array(list(_EVENT_MIX))
     event_type = kinds[rng.choice(len(kinds), n, p=np.array(list(_EVENT_MIX.values())))]
+    keys = {"user_id": rng.integers(0, max(n // 20, 1), n), "item_id": rng.integers(0, max(n // 50, 1), n),
+            "session_id": rng.integers(0, max(n // 8, 1), n), "request_id": rng.integers(0, max(n // 10, 1), n)}
+    # Engagements (click, save, purchase) happen on an item an impression showed the same user in the
+    # same session and request (the contract's exposure rule holds on clean data).
+    shown = np.flatnonzero(event_type == EventType.IMPRESSION.value)
+    engaged = np.flatnonzero(np.isin(event_type, list(ENGAGEMENT_TYPES)))
+    if len(shown) and len(engaged):
+        source = shown[rng.integers(0, len(shown), len(engaged))]
+        for numbers in keys.values():
+            numbers[engaged] = numbers[source]
     span_us = int((window[1] - window[0]) / timedelta(microseconds=1))
     start_us = int(window[0].timestamp() * 1_000_000)
     traits = {c: pa.array(rng.uniform(0, 1, n), mask=rng.random(n) < 0.3) for c in TRAIT_COLUMNS}
     columns: dict[str, Any] = {
-        "event_id": _ids("e", np.arange(n)), "user_id": _ids("u", rng.integers(0, max(n // 20, 1), n)),
-        "item_id": _ids("i", rng.integers(0, max(n // 50, 1), n)), "event_type": pa.array(event_type, pa.string()),
+        "event_id": _ids("e", np.arange(n)), "user_id": _ids("u", keys["user_id"]),
+        "item_id": _ids("i", keys["item_id"]), "event_type": pa.array(event_type, pa.string()),
         "value": _values(event_type, rng), "ts": pa.array(start_us + rng.integers(0, span_us, n)),
-        "session_id": _ids("s", rng.integers(0, max(n // 8, 1), n)),
-        "request_id": _ids("r", rng.integers(0, max(n // 10, 1), n)),
+        "session_id": _ids("s", keys["session_id"]), "request_id": _ids("r", keys["request_id"]),
         "position": pa.array(rng.integers(0, 10, n, dtype=np.int32)),
         "propensity": pa.array(rng.uniform(0.01, 1.0, n)), "policy_version": _pick(("v1", "v2"), rng, n),
         "action_id": pa.array(rng.integers(0, 27, n, dtype=np.int32)),
@@ -88,11 +98,17 @@ FAULTS: dict[str, Fault] = {
     "ts_not_null": _set(ts=None),
     "event_type_known": _set(event_type="teleport", value=None),
     "ts_in_window": lambda row, window, first_id: row.update(ts=window[1]),
+    # a future row in a past window is outside the window too: it carries both reasons
+    "ts_not_in_future": lambda row, window, first_id: row.update(ts=window[1] + timedelta(days=400)),
     "event_id_unique": lambda row, window, first_id: row.update(event_id=first_id),
+    # a client retry: the same (user, item, type, ts) under a new event id
+    "event_key_unique": lambda row, window, first_id: row.update(ts=row["_copied_ts"]),
+    "engagement_has_impression": lambda row, window, first_id: row.update(
+        event_type="click", value=None, session_id=f"lost-{row['event_id']}", request_id=f"lost-{row['event_id']}"),
     "position_non_negative": _set(position=-1),
     "propensity_in_range": _set(propensity=0.0),
     "rating_in_range": _set(event_type="rating", value=6.0),
-    "dwell_in_range": _set(event_type="dwell", value=-3.0),
+    "dwell_in_range": _set(event_type="dwell", value=-3.0),  # negative dwell
     "completion_in_range": _set(event_type="complete", value=100.5),
     **{f"{c}_in_unit_interval": _set(**{c: 1.25}) for c in TRAIT_COLUMNS},
     "action_id_in_range": _set(action_id=27),
@@ -105,7 +121,8 @@ def inject_faults(
 ) -> tuple[pa.Table, dict[str, int]]:
     """Append ``per_rule`` copies of random rows broken for each rule in ``faults`` (default :data:`FAULTS`).
 
-    ``window`` is the validation window (the ``ts_in_window`` fault puts ts at its excluded end).
+    ``window`` is the validation window (the ``ts_in_window`` fault puts ts at its excluded end). Each
+    copy's ts moves 1 microsecond later (so a copy is not a duplicate event unless the fault makes it one).
 
     Returns:
         (table with the bad rows appended after the clean ones, rule name -> bad rows injected).
@@ -116,7 +133,9 @@ def inject_faults(
     for name, fault in faults.items():
         for row in table.take(pa.array(rng.integers(0, table.num_rows, per_rule))).to_pylist():
             row["event_id"] = f"bad-{name}-{len(bad)}"
+            row["_copied_ts"], row["ts"] = row["ts"], row["ts"] + timedelta(microseconds=1)
             fault(row, window, table["event_id"][0].as_py())
+            del row["_copied_ts"]
             bad.append(row)
     extra = pa.Table.from_pylist(bad, schema=INTERACTION_SCHEMA)
     return pa.concat_tables([table, extra]), {name: per_rule for name in faults}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -14,12 +14,15 @@ import pyarrow.compute as pc
 
 from data_contracts import ge_suite
 from data_contracts.config import ContractSettings
+from data_contracts.profile import WindowProfile, batch_records, build_profile
 from data_contracts.rules import (
     EXPOSURE_TYPES,
+    NOW,
     SUITE_NAME,
     WINDOW_END,
     WINDOW_START,
     Batch,
+    CompoundUnique,
     Counts,
     RowRule,
     Unique,
@@ -35,12 +38,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ContractResult:
-    """Outcome of :func:`validate_interactions`.
+    """Outcome of :func:`check_interactions`.
 
     ``quarantined`` has the canonical columns plus ``reason`` (every failing rule's reason, joined
     by ';') and ``rule`` (the first failing rule). ``expectations`` holds one record per expectation:
-    name, success, unexpected_count, element_count, engine, and for row rules ``quarantined_count``.
-    ``passed`` is True when every table-level rule holds (bad rows alone do not fail a run).
+    name, success, unexpected_count, element_count, engine (``great_expectations``, ``rankloop``
+    (masks), ``table`` or ``batch``), and for row rules ``quarantined_count``.
+    ``gate_passed``: no fatal table or batch rule failed (the run may continue).
+    ``passed``: every table and batch rule held, non-fatal ones included.
     """
 
     valid: pa.Table
@@ -50,26 +55,73 @@ class ContractResult:
     expectations: list[dict[str, Any]] = field(default_factory=list)
     passed: bool = True
     window: tuple[datetime, datetime] | None = None
+    gate_passed: bool = True
+    now: datetime | None = None
+    profile: WindowProfile | None = None
+    previous: WindowProfile | None = None
+    ge_rows: int | None = None  # rows Great Expectations validated (None: GE not run)
 
-    def summary(self) -> dict[str, Any]:
-        """rows_in, rows_valid, rows_quarantined, per-reason counts, failing expectations."""
+    @property
+    def rows_in(self) -> int:
+        return self.valid.num_rows + self.quarantined.num_rows
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """The fatal table/batch records that failed (empty when the gate passed)."""
+        return [r for r in self.expectations if r["engine"] in ("table", "batch") and r["fatal"] and not r["success"]]
+
+    def reason_counts(self) -> dict[str, int]:
+        """Quarantined rows per reason code (a row with two reasons counts under both)."""
         reasons = pc.split_pattern(self.quarantined.column("reason"), ";").combine_chunks().flatten()
         counts = {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist()} if len(reasons) else {}
+        return dict(sorted(counts.items()))
+
+    def summary(self) -> dict[str, Any]:
+        """rows_in, rows_valid, rows_quarantined, per-reason counts, failing expectations, batch checks."""
         return {
             "suite_name": self.suite_name,
             "suite_version": self.suite_version,
-            "passed": self.passed,
+            "passed": self.gate_passed,
+            "all_rules_held": self.passed,
             "window": [w.isoformat() for w in self.window] if self.window else None,
-            "rows_in": self.valid.num_rows + self.quarantined.num_rows,
+            "now": self.now.isoformat() if self.now else None,
+            "rows_in": self.rows_in,
             "rows_valid": self.valid.num_rows,
             "rows_quarantined": self.quarantined.num_rows,
-            "reasons": dict(sorted(counts.items())),
+            "reasons": self.reason_counts(),
             "failed_expectations": [e["name"] for e in self.expectations if not e["success"]],
+            "gate_failures": [e["name"] for e in self.failures],
+            "batch_checks": [{k: e.get(k) for k in ("name", "success", "observed_value", "allowed", "message",
+                                                    "previous")}
+                             for e in self.expectations if e["engine"] == "batch"],
+            "ge_rows": self.ge_rows,
         }
+
+    def violation(self, settings: ContractSettings) -> ContractViolation:
+        """The ContractViolation naming every failed gate rule with counts and example rows."""
+        from data_contracts.report import violation
+
+        return violation(self, settings)
+
+    def raise_if_failed(self, settings: ContractSettings) -> None:
+        """Raise :meth:`violation` when a fatal table or batch rule failed."""
+        if not self.gate_passed:
+            raise self.violation(settings)
 
 
 def validate_interactions(
-    table: pa.Table, *, window: tuple[datetime, datetime], settings: ContractSettings, run_ge: bool = True
+    table: pa.Table, *, window: tuple[datetime, datetime], settings: ContractSettings, run_ge: bool = True,
+    now: datetime | None = None, previous: WindowProfile | None = None,
+) -> ContractResult:
+    """:func:`check_interactions`, raising ContractViolation when the gate fails."""
+    result = check_interactions(table, window=window, settings=settings, run_ge=run_ge, now=now, previous=previous)
+    result.raise_if_failed(settings)
+    return result
+
+
+def check_interactions(
+    table: pa.Table, *, window: tuple[datetime, datetime], settings: ContractSettings, run_ge: bool = True,
+    now: datetime | None = None, previous: WindowProfile | None = None,
 ) -> ContractResult:
     """Check an extract of the window ``[start, end)`` against the ``interactions`` suite.
 
@@ -80,17 +132,21 @@ def validate_interactions(
         settings: thresholds.
         run_ge: also run the Great Expectations suite for the official record (on the full table,
             or on a strided sample of ``settings.ge_max_rows`` rows above that size).
+        now: the validation time; ``ts`` after it is quarantined as ``ts_in_future``. Default: now (UTC).
+        previous: the previous window's profile (batch-level checks compare with it); None: first run.
 
     Returns:
-        The valid rows, the quarantined rows with reasons, and the expectation records.
+        The valid rows, the quarantined rows with reasons, the expectation records, this window's
+        profile and the gate verdict (``gate_passed``; see :meth:`ContractResult.raise_if_failed`).
 
     Raises:
-        TypeError: ``table`` is not a ``pa.Table`` or the window is not a pair of aware datetimes.
+        TypeError: ``table`` is not a ``pa.Table`` or the window/now is not timezone-aware.
         ValueError: the window's start is not before its end.
         ContractViolation: missing required columns or wrong column types (Reason.CONTRACT), an
-            empty extract (Reason.EMPTY), too few valid rows or too many quarantined (Reason.CONTRACT).
+            empty extract (Reason.EMPTY), rows lost between extract and clean + quarantined.
     """
-    _check_arguments(table, window)
+    now = datetime.now(UTC) if now is None else now
+    _check_arguments(table, window, now)
     table = _conform(table)
     if table.num_rows == 0:
         raise ContractViolation(
@@ -98,22 +154,44 @@ def validate_interactions(
             reason=Reason.EMPTY, details={"window": [str(w) for w in window], "rows_in": 0},
         )
     rules = row_rules(settings)
-    batch = Batch(table, {WINDOW_START: window[0], WINDOW_END: window[1]})
+    batch = Batch(table, {WINDOW_START: window[0], WINDOW_END: window[1], NOW: now})
     masks = {r.name: r.mask(batch) for r in rules}
     bad = np.logical_or.reduce(list(masks.values()))
     valid, quarantined = _keep_valid(table, bad), _quarantine_table(table, bad, rules, masks)
-    records = _row_records(batch, rules, masks, window, settings if run_ge else None)
+    _check_nothing_lost(table.num_rows, valid.num_rows, quarantined.num_rows)
+    records = _row_records(batch, rules, masks, window, now, settings if run_ge else None)
     exposures = int(np.count_nonzero(batch.event_type_in(EXPOSURE_TYPES) & ~bad))
     counts = Counts(table.num_rows, valid.num_rows, quarantined.num_rows, exposures)
-    records += _table_records(counts, settings)
-    _raise_if_fatal(records, counts, quarantined, settings)
-    result = ContractResult(valid, quarantined, SUITE_NAME, suite_version(settings), records,
-                            passed=all(r["success"] for r in records if r["engine"] == "table"), window=window)
-    logger.info("contract %s: %s", SUITE_NAME, result.summary())
+    version = suite_version(settings)
+    profile = build_profile(batch.ts_int64[~bad], batch.event_type_dictionary[batch.event_type_codes[~bad]],
+                            window, now, version)
+    records += _table_records(counts, settings) + batch_records(profile, previous, settings)
+    checks = [r for r in records if r["engine"] in ("table", "batch")]
+    _log_non_fatal(checks)
+    ge_rows = None if not run_ge else min(table.num_rows, settings.ge_max_rows or table.num_rows)
+    result = ContractResult(valid, quarantined, SUITE_NAME, version, records,
+                            passed=all(r["success"] for r in checks), window=window,
+                            gate_passed=all(r["success"] for r in checks if r["fatal"]), now=now,
+                            profile=profile, previous=previous, ge_rows=ge_rows)
+    logger.info("contract %s: %s", SUITE_NAME, {k: v for k, v in result.summary().items() if k != "batch_checks"})
     return result
 
 
-def _check_arguments(table: Any, window: Any) -> None:
+def _check_nothing_lost(rows_in: int, rows_valid: int, rows_quarantined: int) -> None:
+    """clean + quarantined must equal extracted; anything else is a bug, never a silent loss."""
+    if rows_valid + rows_quarantined != rows_in:
+        raise ContractViolation(
+            f"contract {SUITE_NAME!r}: rows lost: {rows_valid} clean + {rows_quarantined} quarantined "
+            f"!= {rows_in} extracted", reason=Reason.CONTRACT,
+            details={"rows_in": rows_in, "rows_valid": rows_valid, "rows_quarantined": rows_quarantined},
+        )
+    logger.info("contract %s: nothing lost: %d extracted = %d clean + %d quarantined",
+                SUITE_NAME, rows_in, rows_valid, rows_quarantined)
+
+
+def _check_arguments(table: Any, window: Any, now: Any) -> None:
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        raise TypeError(f"now must be a timezone-aware datetime, got {now!r}")
     if not isinstance(table, pa.Table):
         raise TypeError(f"table must be a pyarrow.Table, got {type(table).__name__}")
     if not (isinstance(window, tuple) and len(window) == 2 and all(isinstance(w, datetime) for w in window)):
@@ -182,13 +260,14 @@ def _reason(rule: RowRule, rows: pa.Table) -> Any:
 
 def _row_records(
     batch: Batch, rules: Sequence[RowRule], masks: dict[str, np.ndarray],
-    window: tuple[datetime, datetime], settings: ContractSettings | None,
+    window: tuple[datetime, datetime], now: datetime, settings: ContractSettings | None,
 ) -> list[dict[str, Any]]:
     """Exact per-rule records from the masks, merged with GE's record when ``settings`` is given."""
     exact = [_exact_record(batch, r, masks[r.name]) for r in rules]
     if settings is None:
         return exact
-    return ge_suite.merge_ge_records(batch.table, rules, exact, window, settings)
+    return ge_suite.merge_ge_records(batch.table, rules, exact, {WINDOW_START: window[0], WINDOW_END: window[1],
+                                                                  NOW: now}, settings)
 
 
 def _exact_record(batch: Batch, rule: RowRule, mask: np.ndarray) -> dict[str, Any]:
@@ -198,6 +277,9 @@ def _exact_record(batch: Batch, rule: RowRule, mask: np.ndarray) -> dict[str, An
     if isinstance(rule.check, Unique) and quarantined:
         # GE also counts each duplicated value's first occurrence: one per distinct repeated value.
         unexpected += pc.count_distinct(batch.table.column(rule.column).filter(pa.array(mask))).as_py()
+    if isinstance(rule.check, CompoundUnique) and quarantined:
+        columns = list(rule.check.columns)
+        unexpected += batch.table.select(columns).filter(pa.array(mask)).group_by(columns).aggregate([]).num_rows
     elements = batch.table.num_rows
     if rule.when_event_types is not None:
         elements = int(np.count_nonzero(batch.event_type_in(rule.when_event_types)))
@@ -205,6 +287,7 @@ def _exact_record(batch: Batch, rule: RowRule, mask: np.ndarray) -> dict[str, An
         "name": rule.name, "expectation": rule.check.expectation_type, "column": rule.column,
         "success": unexpected == 0, "unexpected_count": unexpected, "element_count": elements,
         "quarantined_count": quarantined, "engine": "rankloop",
+        **({} if rule.check.expectation_type else {"ge": "no Great Expectations equivalent (masks only)"}),
     }
 
 
@@ -218,15 +301,9 @@ def _table_records(counts: Counts, settings: ContractSettings) -> list[dict[str,
     return records
 
 
-def _raise_if_fatal(
-    records: list[dict[str, Any]], counts: Counts, quarantined: pa.Table, settings: ContractSettings
-) -> None:
-    failed = [r for r in records if r["engine"] == "table" and r["fatal"] and not r["success"]]
-    for r in records:
-        if r["engine"] == "table" and not r["success"] and not r["fatal"]:
-            logger.warning("contract %s: table rule %s failed (observed %s)", SUITE_NAME, r["name"], r["observed_value"])
-    if not failed:
-        return
-    from data_contracts.report import violation
-
-    raise violation(failed, records, counts, quarantined, settings)
+def _log_non_fatal(checks: list[dict[str, Any]]) -> None:
+    for r in checks:
+        if not r["success"]:
+            log = logger.error if r["fatal"] else logger.warning
+            log("contract %s: %s rule %s failed (observed %s)%s", SUITE_NAME, r["engine"], r["name"],
+                r["observed_value"], f": {r['message']}" if r.get("message") else "")

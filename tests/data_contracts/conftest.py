@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -34,11 +34,13 @@ def clean() -> pa.Table:
 
 @pytest.fixture
 def with_rows(clean: pa.Table) -> Callable[..., pa.Table]:
-    """Append rows (dicts overriding a copy of clean row 1) to the clean table."""
+    """Append rows (dicts overriding a copy of clean row 1, ts 1 us apart) to the clean table."""
 
     def build(*changes: dict[str, Any]) -> pa.Table:
         base = clean.slice(1, 1).to_pylist()[0]
-        rows = [{**base, "event_id": f"x{i}", **c} for i, c in enumerate(changes)]
+        # distinct ts: copies of one row would otherwise be duplicate events (same user, item, type, ts)
+        rows = [{**base, "event_id": f"x{i}", "ts": base["ts"] + timedelta(microseconds=i + 1), **c}
+                for i, c in enumerate(changes)]
         return pa.concat_tables([clean, pa.Table.from_pylist(rows, schema=INTERACTION_SCHEMA)])
 
     return build

@@ -62,9 +62,9 @@ def test_too_few_valid_rows(clean, window) -> None:
 
 
 def test_no_exposures_fails_without_raising(clean, window, settings) -> None:
-    no_exposure = clean.filter(pa.compute.is_in(clean["event_type"], pa.array(["click", "rating"])))
+    no_exposure = clean.filter(pa.compute.is_in(clean["event_type"], pa.array(["dwell", "rating"])))
     result = validate_interactions(no_exposure, window=window, settings=settings, run_ge=False)
-    assert not result.passed
+    assert not result.passed and result.gate_passed  # non-fatal: the gate still passes
     assert "has_exposures" in result.summary()["failed_expectations"]
 
 

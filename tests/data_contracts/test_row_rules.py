@@ -24,7 +24,8 @@ def test_one_bad_row_per_rule_is_quarantined_with_its_reason(rule_name, clean, w
     result = validate_interactions(table, window=window, settings=settings, run_ge=False)
     assert result.quarantined.num_rows == 1
     row = result.quarantined.to_pylist()[0]
-    expected = RULES[rule_name].reason + (":teleport" if rule_name == "event_type_known" else "")
+    expected = RULES[rule_name].reason + {"event_type_known": ":teleport",
+                                          "ts_not_in_future": ";ts_outside_window"}.get(rule_name, "")
     assert (row["reason"], row["rule"]) == (expected, rule_name)
     assert result.valid.num_rows == clean.num_rows
     assert result.valid.schema.equals(clean.schema)
@@ -75,13 +76,14 @@ def test_all_failing_reasons_are_joined_and_the_first_rule_named(with_rows, wind
 @pytest.mark.parametrize(
     ("change", "bad"),
     [
-        ({"event_type": "click", "value": 9.0}, False),  # the rating range applies to ratings only
+        ({"event_type": "skip", "value": 9.0}, False),  # the rating range applies to ratings only
         ({"event_type": "rating", "value": float("nan")}, False),  # NaN is missing, like null
         ({"event_type": "rating", "value": None}, False),
         ({"event_type": "rating", "value": 5.0}, False),
         ({"event_type": "rating", "value": 0.5}, True),
-        ({"event_type": "view", "value": 6 * 3600.0}, True),  # dwell/view maximum is excluded
-        ({"event_type": "view", "value": 6 * 3600.0 - 1}, False),
+        ({"event_type": "view", "value": 86_400.0}, False),  # dwell/view: 0-86,400 s inclusive
+        ({"event_type": "view", "value": 86_400.5}, True),
+        ({"event_type": "dwell", "value": -0.5}, True),
         ({"event_type": "dwell", "value": 0.0}, False),
         ({"event_type": "complete", "value": 100.0}, False),
         ({"event_type": "complete", "value": -0.1}, True),
