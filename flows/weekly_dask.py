@@ -1,0 +1,138 @@
+"""The weekly retrain on a Dask cluster (``RANKLOOP_EXECUTOR__KIND=dask``): wiring only.
+
+The per-day stages (``rankloop.distributed``) run as mapped tasks on the cluster through
+prefect-dask's ``DaskTaskRunner``; the ranker trains with ``lightgbm.dask`` on the same cluster;
+scoring the champion, registry, gate, promotion and the tables are the local stages, called in
+the flow's process exactly as ``flows/weekly.py`` calls them. See docs/scale-out.md.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from flows.retry import transient_only
+from rankloop import distributed, ops, stages
+from rankloop.executor import executor_summary
+
+extract_day = task(distributed.extract_day, name="extract-day", cache_policy=NONE, retries=2, retry_delay_seconds=10,
+                   retry_condition_fn=transient_only)
+combine = task(distributed.combine_extracts, name="combine-extracts", cache_policy=NONE, retries=2,
+               retry_delay_seconds=10, retry_condition_fn=transient_only)
+validate = task(distributed.validate_partitioned, name="validate", cache_policy=NONE)
+label = task(distributed.label_partitions, name="labels", cache_policy=NONE)
+featurise = task(distributed.featurise_day, name="features-day", cache_policy=NONE)
+split = task(distributed.partitioned_dataset, name="time-split", cache_policy=NONE)
+champion = task(stages.champion_per_query_ndcg, name="score-champion", cache_policy=NONE, retries=2,
+                retry_delay_seconds=10, retry_condition_fn=transient_only)
+record = task(stages.record_ranker, name="log-and-register", cache_policy=NONE, retries=2,
+              retry_delay_seconds=10, retry_condition_fn=transient_only)
+decide = task(stages.gate_and_promote, name="gate-and-promote", cache_policy=NONE)
+fit_tables = task(stages.fit_tables, name="refit-tables", cache_policy=NONE)
+
+
+@task(name="train-ranker-dask", cache_policy=NONE)
+def train_ranker(settings: Any, dataset: stages.Dataset, workdir: Path) -> stages.TrainedRanker:
+    """``distributed.train_ranker_distributed`` with a client of the flow's cluster."""
+    from prefect_dask import get_dask_client
+
+    with get_dask_client() as client:
+        return distributed.train_ranker_distributed(settings, dataset, workdir, client)
+
+
+def task_runner(settings: Any) -> Any:
+    """prefect-dask's task runner for ``settings.executor`` (an existing scheduler, or a LocalCluster)."""
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(**settings.executor.task_runner_kwargs())
+
+
+def run(window_end: date | None = None, source_uri: str | None = None, mapping: str | None = None,
+        refit_tables: bool = True, force: bool = False) -> dict[str, Any]:
+    """The Dask flow on the cluster the settings name (the executor hook of ``flows/weekly.py`` calls it)."""
+    settings = stages.settings_for_run(window_end=window_end, source_uri=source_uri, mapping=mapping)
+    return weekly_retrain_dask.with_options(task_runner=task_runner(settings))(
+        window_end=window_end, source_uri=source_uri, mapping=mapping, refit_tables=refit_tables, force=force)
+
+
+@flow(name="weekly_retrain_dask", log_prints=False)
+def weekly_retrain_dask(window_end: date | None = None, source_uri: str | None = None, mapping: str | None = None,
+                        refit_tables: bool = True, force: bool = False) -> dict[str, Any]:
+    """Extract by day, validate, label, featurise by day, train on the cluster, judge; refit the tables."""
+    settings = stages.settings_for_run(window_end=window_end, source_uri=source_uri, mapping=mapping)
+    logger = get_run_logger()
+    start, end = settings.window.resolve()
+    executor = executor_summary(settings.executor)
+    logger.info("window [%s, %s) from %s on %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings),
+                executor)
+    ctx = stages.RunContext.create(settings, start, end)
+    stage = "extract"
+    try:
+        windows = distributed.day_windows(start, end)
+        days = extract_day.map(unmapped(settings), [w[0] for w in windows], [w[1] for w in windows])
+        combined = combine(settings, [f.result() for f in days], start, end)
+        extracted = combined.extracted
+        key = stages.run_key(settings, ctx, extracted)
+        earlier = None if force else ops.find_completed_run(settings, key)
+        if earlier is not None:
+            logger.info("run key %s already completed in MLflow run %s: returning its results", key, earlier.get("run_id"))
+            return earlier
+        stage = "validate"
+        validated = validate.submit(settings, combined, start, end, ctx.workdir).result()
+        stage = "labels-and-features"
+        labelled = label.submit(settings, validated, extracted, ctx.workdir).result()
+        day_list = sorted(labelled.impression_paths)
+        parts = featurise.map(unmapped(settings), day_list, unmapped(labelled), unmapped(validated), unmapped(ctx.workdir))
+        dataset = split(settings, [f.result() for f in parts], labelled, end, ctx.workdir)
+        stage = "train-ranker"
+        trained = train_ranker.submit(settings, dataset, ctx.workdir).result()
+        stage = "score-champion"
+        champion_version, champion_ndcg = champion(settings, dataset)
+        stage = "log-and-register"
+        recorded = record(settings, ctx, extracted, validated, dataset, trained)
+        _record_executor(recorded.run_id, executor)
+        stage = "gate-and-promote"
+        outcome = decide(settings, ctx, recorded, trained, champion_version, champion_ndcg)
+        stage = "refit-tables"
+        tables = fit_tables(settings, ctx, validated, recorded.run_id) if refit_tables else {}
+        stage = "summary"
+        summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcome, tables)
+        summary["executor"] = executor
+        markdown = ops.publish_summary(recorded.run_id, summary)
+    except Exception as exc:
+        _report_failure(settings, ctx, stage, exc)
+        raise
+    logger.info("ranker v%s %s (test NDCG@10 %.4f, champion %s -> %s)", summary["version"], summary["verdict"],
+                summary["ndcg_at_10"], summary["champion_before"], summary["champion_after"])
+    create_markdown_artifact(markdown, key="weekly-retrain-summary", description="RankLoop weekly retrain (Dask)")
+    if ops.needs_attention(summary):
+        logger.warning("gate %s: %s", summary["verdict"], "; ".join(summary["reasons"]))
+        ops.notify(settings, summary)
+    return summary
+
+
+def _record_executor(run_id: str, executor: dict[str, Any]) -> None:
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params({f"executor.{k}": v for k, v in executor.items()})
+        mlflow.set_tag("rankloop.executor", executor["kind"])
+
+
+def _report_failure(settings: Any, ctx: stages.RunContext, stage: str, exc: BaseException) -> None:
+    from sources.uri import scrub
+
+    error = scrub(scrub(f"{type(exc).__name__}: {exc}", settings.source_uri), settings.tracking_uri)
+    summary = {"status": "failed", "stage": stage, "error": error, "executor": executor_summary(settings.executor),
+               "window_start": ctx.start.isoformat(), "window_end": ctx.end.isoformat()}
+    get_run_logger().error("weekly retrain (Dask) failed at stage %s: %s", stage, error)
+    try:
+        create_markdown_artifact(ops.summary_markdown(summary), key="weekly-retrain-summary",
+                                 description="RankLoop weekly retrain (Dask, failed)")
+    finally:
+        ops.notify(settings, summary)

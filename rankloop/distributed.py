@@ -1,0 +1,389 @@
+"""The weekly retrain's stages on a Dask cluster, as plain functions (docs/scale-out.md).
+
+``flows/weekly_dask.py`` runs the per-day functions as mapped Prefect tasks on the cluster's
+workers and the rest as in the local flow. What runs where:
+
+* extraction: one ``sources.extract_snapshot`` per UTC day (immutable, content-addressed, reused),
+  combined into one manifest whose digest is the sha256 of the days' digests (:func:`combine_extracts`);
+* the contract: once over the whole window (uniqueness and table-level rules need every row), then
+  the valid rows are written back per day (:func:`validate_partitioned`);
+* labels: once over the whole window (a label looks forward, to responses after its impression),
+  written per query day (:func:`label_partitions`);
+* features: per query day, from that day's impressions and the events of that day and before
+  (:func:`featurise_day`; ``features.partitioned``);
+* the ranker: ``lightgbm.dask.DaskLGBMRanker`` over the train days, validation curve per day
+  (:func:`train_ranker_distributed`; ``models.dask_ranker``);
+* registry, gate, promotion and the tables: the local stages (``rankloop.stages``), unchanged.
+
+Large data travels as Parquet files under the run's working folder (which must be on storage every
+worker sees); tasks exchange only paths and small results. Nothing here imports Prefect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rankloop import stages
+from rankloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+# --- files -------------------------------------------------------------------------------------
+def _write_table(table: pa.Table, path: Path) -> Path:
+    """Write ``table`` as Parquet atomically (temp file in the same folder, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    return _write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+
+
+def _write_json(obj: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def _read_frames(paths: list[Path], columns: list[str] | None = None) -> pd.DataFrame:
+    tables = [pq.read_table(p, columns=columns) for p in paths]
+    return pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame()
+
+
+# --- extraction ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DayPart:
+    """The snapshot of one UTC day of the window."""
+
+    day: date
+    path: Path
+    digest: str
+    rows: int
+    reused: bool
+
+
+def day_windows(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` cut at 00:00 UTC: one window per day (the first and last may be partial)."""
+    from features.partitioned import day_starts
+
+    return [(max(d, start), min(d + timedelta(days=1), end)) for d in day_starts(start, end)]
+
+
+def extract_day(settings: Settings, day_start: datetime, day_end: datetime) -> DayPart:
+    """Snapshot one day of the configured source (``sources.extract_snapshot``; reused when identical)."""
+    import sources
+
+    snap = sources.extract_snapshot(
+        settings.source_uri, settings.source.mapping, day_start, day_end, settings.snapshot_dir,
+        batch_rows=settings.source.batch_rows, retries=settings.source.connect_retries,
+        retry_delay_s=settings.source.retry_delay_s,
+    )
+    return DayPart(day=day_start.date(), path=Path(snap.path), digest=snap.digest, rows=snap.rows, reused=snap.reused)
+
+
+@dataclass(frozen=True)
+class PartitionedExtract:
+    """The window's day snapshots combined: ``extracted`` is what the local stages read."""
+
+    extracted: stages.Extracted
+    parts: tuple[DayPart, ...]
+
+
+def combine_extracts(settings: Settings, parts: list[DayPart], start: datetime, end: datetime) -> PartitionedExtract:
+    """One manifest (and digest) for the day snapshots, plus the catalogue read once."""
+    import sources
+
+    parts = sorted(parts, key=lambda p: p.day)
+    days = [p.day for p in parts]
+    if len(set(days)) != len(days):
+        raise ValueError(f"day snapshots overlap: {sorted(str(d) for d in days)}")
+    source = sources.redact(settings.source_uri)
+    ident = {"source": source, "mapping": settings.source.mapping, "start": start.isoformat(), "end": end.isoformat(),
+             "partitioning": "day", "parts": [{"day": p.day.isoformat(), "digest": p.digest, "rows": p.rows} for p in parts]}
+    digest = hashlib.sha256(json.dumps([(d["day"], d["digest"]) for d in ident["parts"]]).encode()).hexdigest()
+    folder = settings.snapshot_dir / "partitioned" / digest
+    manifest = folder / "manifest.json"
+    reused = manifest.exists() and all(p.reused for p in parts)
+    if not manifest.exists():
+        _write_json({**ident, "digest": digest, "rows": sum(p.rows for p in parts),
+                     "files": {p.day.isoformat(): str(p.path) for p in parts}}, manifest)
+    items, users = sources.read_catalog(settings.source_uri, settings.source.mapping)
+    info = {"name": f"{settings.source.mapping}[{start.isoformat()},{end.isoformat()})", "digest": digest,
+            "source": source, "path": str(folder),
+            "profile": {"rows": sum(p.rows for p in parts), "start": start.isoformat(), "end": end.isoformat(),
+                        "partitions": len(parts)}}
+    extracted = stages.Extracted(snapshot_path=folder, digest=digest, rows=sum(p.rows for p in parts), reused=reused,
+                                 source=source, items=items, users=users, changed=None, dataset_info=info)
+    return PartitionedExtract(extracted=extracted, parts=tuple(parts))
+
+
+# --- contract ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PartitionedValidated:
+    """The contract's outcome (the fields ``stages.record_ranker`` reads) and the valid rows per day."""
+
+    rows_in: int
+    rows_valid: int
+    rows_quarantined: int
+    quarantine_path: Path | None
+    suite_name: str
+    suite_version: str
+    reasons: dict[str, int] = field(default_factory=dict)
+    valid_paths: dict[date, Path] = field(default_factory=dict)
+
+    def load_events(self, columns: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+        """The valid events of every day as pandas: all columns, or those of ``columns`` the files have
+        (what ``stages.Validated.load_events`` returns for the local run)."""
+        paths = [self.valid_paths[d] for d in sorted(self.valid_paths)]
+        if columns is not None and paths:
+            names = set(pq.read_schema(paths[0]).names)
+            columns = [c for c in columns if c in names]
+        return _read_frames(paths, columns)
+
+    @property
+    def events(self) -> pd.DataFrame:
+        """Every valid row (the stages that need the whole window in one process read this)."""
+        return self.load_events()
+
+
+def validate_partitioned(settings: Settings, combined: PartitionedExtract, start: datetime, end: datetime,
+                         workdir: Path) -> PartitionedValidated:
+    """The interaction contract over the whole window; valid rows written to ``<workdir>/valid/<day>.parquet``.
+
+    Quarantined rows go to ``<home>/quarantine/<combined digest>/`` exactly as in the local stage.
+    """
+    import pyarrow.compute as pc
+
+    import data_contracts
+
+    table = pa.concat_tables([pq.read_table(p.path) for p in combined.parts]) if combined.parts else None
+    if table is None:
+        raise ValueError(f"no day snapshots to validate for [{start.isoformat()}, {end.isoformat()})")
+    result = data_contracts.validate_interactions(table, window=(start, end), settings=settings.contracts)
+    qpath = data_contracts.write_quarantine(result, settings.quarantine_dir / combined.extracted.digest)
+    summary = result.summary()
+    valid = result.valid
+    day = pc.cast(pc.floor_temporal(valid.column("ts"), unit="day"), pa.timestamp("us", tz="UTC"))
+    paths = {}
+    for p in combined.parts:
+        moment = pa.scalar(datetime(p.day.year, p.day.month, p.day.day), type=pa.timestamp("us"))
+        mask = pc.equal(pc.cast(day, pa.timestamp("us")), moment)
+        paths[p.day] = _write_table(valid.filter(mask), workdir / "valid" / f"{p.day.isoformat()}.parquet")
+    written = sum(pq.ParquetFile(p).metadata.num_rows for p in paths.values())
+    if written != summary["rows_valid"]:
+        raise ValueError(f"valid rows outside the window's days: wrote {written} of {summary['rows_valid']}")
+    out = PartitionedValidated(rows_in=summary["rows_in"], rows_valid=summary["rows_valid"],
+                               rows_quarantined=summary["rows_quarantined"], quarantine_path=qpath,
+                               suite_name=result.suite_name, suite_version=result.suite_version,
+                               reasons=dict(summary.get("reasons", {})), valid_paths=paths)
+    del table, result, valid
+    stages.release_arrow_memory()
+    return out
+
+
+# --- labels and features -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Labelled:
+    """Labelled impressions per query day, and the catalogue files the feature partitions read."""
+
+    impression_paths: dict[date, Path]
+    impressions: int
+    items_path: Path | None
+    users_path: Path | None
+
+
+def label_partitions(settings: Settings, validated: PartitionedValidated, extracted: stages.Extracted,
+                     workdir: Path) -> Labelled:
+    """Graded labels over the whole window (they look forward), written per query day."""
+    import features
+    from features.partitioned import split_by_query_day
+
+    imps = features.impressions(validated.load_events(), settings.labels)
+    paths = {day: _write_frame(frame, workdir / "impressions" / f"{day.isoformat()}.parquet")
+             for day, frame in split_by_query_day(imps).items()}
+    items = _write_table(extracted.items, workdir / "catalog" / "items.parquet") if extracted.items is not None else None
+    users = _write_table(extracted.users, workdir / "catalog" / "users.parquet") if extracted.users is not None else None
+    return Labelled(impression_paths=paths, impressions=len(imps), items_path=items, users_path=users)
+
+
+@dataclass(frozen=True)
+class FeaturePart:
+    """One query day's labelled feature rows (queries contiguous) and its query sizes."""
+
+    day: date
+    path: Path
+    rows: int
+    groups: np.ndarray
+
+
+def featurise_day(settings: Settings, day: date, labelled: Labelled, validated: PartitionedValidated,
+                  workdir: Path) -> FeaturePart:
+    """Features of one query day: its impressions, the events of that day and every day before."""
+    from features.partitioned import build_partition
+    from models.training import group_sizes
+
+    imps = pd.read_parquet(labelled.impression_paths[day])
+    events = _read_frames([p for d, p in sorted(validated.valid_paths.items()) if d <= day])
+    items = pd.read_parquet(labelled.items_path) if labelled.items_path else None
+    users = pd.read_parquet(labelled.users_path) if labelled.users_path else None
+    frame = build_partition(imps, events, items=items, users=users, settings=settings.features)
+    path = _write_frame(frame, workdir / "features" / f"{day.isoformat()}.parquet")
+    return FeaturePart(day=day, path=path, rows=len(frame), groups=group_sizes(frame))
+
+
+@dataclass(frozen=True)
+class PartitionedSplit:
+    """Train/valid/test by query day: train and valid stay as files; the test week is loaded."""
+
+    train: tuple[FeaturePart, ...]
+    valid: tuple[FeaturePart, ...]
+    test: pd.DataFrame
+    valid_start: datetime
+    test_start: datetime
+    paths: dict[str, Path] = field(default_factory=dict)  # "test": the test week as one file
+
+    def read(self, part: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """``columns`` of one part ("train", "valid" or "test"), queries contiguous."""
+        if part == "test":
+            return self.test if columns is None else self.test[list(columns)]
+        if part not in ("train", "valid"):
+            raise ValueError(f"part must be 'train', 'valid' or 'test', got {part!r}")
+        return _read_frames([p.path for p in getattr(self, part)], list(columns) if columns is not None else None)
+
+    def sizes(self) -> dict[str, int]:
+        """As ``models.training.Split.sizes`` (a query lives in one partition)."""
+        out = {}
+        for name, parts in (("train", self.train), ("valid", self.valid)):
+            out[f"{name}_rows"] = sum(p.rows for p in parts)
+            out[f"{name}_queries"] = sum(len(p.groups) for p in parts)
+        out["test_rows"], out["test_queries"] = len(self.test), int(self.test["query_id"].nunique())
+        return out
+
+    def history(self, columns: list[str]) -> pd.DataFrame:
+        """``columns`` of the train and valid days (what the popularity baseline counts)."""
+        return pd.concat([pd.read_parquet(p.path, columns=columns) for p in (*self.train, *self.valid)],
+                         ignore_index=True)
+
+
+def partitioned_dataset(settings: Settings, parts: list[FeaturePart], labelled: Labelled, end: datetime,
+                        workdir: Path) -> stages.Dataset:
+    """The local ``Dataset`` over day partitions (the same time split: a query goes by its first impression)."""
+    import features
+    from features.partitioned import contiguous
+
+    fset = features.get_feature_set(settings.features.feature_set)
+    test_start = end - timedelta(days=settings.ranker.test_days)
+    valid_start = test_start - timedelta(days=settings.ranker.valid_days)
+    parts = sorted((p for p in parts if p.rows), key=lambda p: p.day)
+    train = tuple(p for p in parts if p.day < valid_start.date())
+    valid = tuple(p for p in parts if valid_start.date() <= p.day < test_start.date())
+    test_parts = [p for p in parts if test_start.date() <= p.day < end.date()]
+    empty = [n for n, ps in (("train", train), ("valid", valid), ("test", test_parts)) if not ps]
+    if empty:
+        raise ValueError(f"time split leaves {empty} empty: window ends {end.isoformat()}, test from "
+                         f"{test_start.isoformat()}, valid from {valid_start.isoformat()}")
+    test = contiguous(_read_frames([p.path for p in test_parts]))
+    test_path = _write_frame(test, workdir / "features" / "test-week" / "test.parquet")
+    split = PartitionedSplit(train=train, valid=valid, test=test, valid_start=valid_start, test_start=test_start,
+                             paths={"test": test_path})
+    return stages.Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
+                          impressions=labelled.impressions)
+
+
+# --- the ranker ----------------------------------------------------------------------------------
+def _query_hashes(path: Path, seed: int) -> np.ndarray:
+    from models.dask_ranker import query_hashes
+
+    return query_hashes(pd.read_parquet(path, columns=["query_id"]), seed)
+
+
+def _train_partition(path: Path, columns: list[str], threshold: Any, seed: int) -> pd.DataFrame:
+    from models.dask_ranker import keep_capped
+
+    return keep_capped(pd.read_parquet(path, columns=columns), threshold, seed)
+
+
+def _train_groups(path: Path, threshold: Any, seed: int) -> np.ndarray:
+    from models.training import group_sizes
+
+    return group_sizes(_train_partition(path, ["query_id"], threshold, seed))
+
+
+def _valid_curve(path: Path, booster_text: str, columns: list[str]) -> tuple[dict[int, np.ndarray], int]:
+    from models.dask_ranker import partition_curve
+    from models.training import with_positive_label
+
+    return partition_curve(booster_text, with_positive_label(pd.read_parquet(path, columns=columns)), columns[2:])
+
+
+def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdir: Path, client: Any) -> stages.TrainedRanker:
+    """``stages.train_ranker`` on the cluster: DaskLGBMRanker over the train days, the validation
+    curve per valid day, then the test week scored as locally."""
+    import dask.dataframe as dd
+
+    from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
+    from models.dask_ranker import cap_threshold, choose_iteration, fit_distributed
+    from models.metrics import per_query_ndcg, ranking_report
+    from models.training import group_sizes, with_positive_label
+
+    split: PartitionedSplit = dataset.split
+    cols = list(dataset.features)
+    seed, cap = settings.ranker.seed, settings.ranker.max_train_queries
+    paths = [p.path for p in split.train]
+    threshold = cap_threshold(client.gather(client.map(_query_hashes, paths, seed=seed, pure=False)), cap) if cap else None
+    groups = client.gather(client.map(_train_groups, paths, threshold=threshold, seed=seed, pure=False))
+    used = int(sum(g.sum() for g in groups))
+    available = sum(p.rows for p in split.train)
+    if used < available:
+        log.info("training on %d of %d rows (max_train_queries=%d)", used, available, cap)
+    columns = ["query_id", "label", *cols]
+    meta = pq.read_schema(paths[0]).empty_table().select(columns).to_pandas()
+    train = dd.from_map(_train_partition, paths, columns=columns, threshold=threshold, seed=seed, meta=meta,
+                        enforce_metadata=False)
+    booster = fit_distributed(client, train, groups, cols, settings.ranker)
+    text = client.scatter(booster.model_to_string(), broadcast=True)
+    curves = client.gather(client.map(_valid_curve, [p.path for p in split.valid], booster_text=text,
+                                      columns=columns, pure=False))
+    fit = choose_iteration(booster, curves, settings.ranker)
+    ranker = fit.ranker()
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_path = ranker.save(workdir / "model.txt")
+    # From here on exactly as stages.train_ranker: the test week and the baselines.
+    test = with_positive_label(split.test)
+    g = group_sizes(test)
+    scores = ranker.predict(test[cols])
+    baselines = {"popularity": ranking_report(test["label"], popularity_scores(split.history(["item_id", "label"]), test), g)}
+    if SIMILARITY_FEATURE in test.columns:
+        baselines["similarity"] = ranking_report(test["label"], similarity_scores(test), g)
+    params = ranker.get_params() | {"max_train_queries": cap, "train_rows_used": used, "train_rows_available": available,
+                                    "trainer": "lightgbm.dask.DaskLGBMRanker"}
+    return stages.TrainedRanker(
+        model_path=model_path, report=ranking_report(test["label"], scores, g), baselines=baselines,
+        per_query_ndcg=per_query_ndcg(test["label"], scores, g, 10), best_iteration=fit.best_iteration,
+        evals_result=fit.evals_result, params=params,
+    )
