@@ -3,8 +3,8 @@
 A partition is one UTC day of *queries* (a query belongs to the day of its earliest impression, so
 a slate is never split). Its features need its impressions plus every event strictly before them:
 features look back up to 28 days, and some over the whole extracted past (first-seen times,
-all-time pair counts, the global past click-through). So a partition's events are all events of
-its day and the days before it; labels look *forward* (a response within the attribution window),
+all-time pair counts, the global past click-through). So a partition's events are all events up
+to its latest impression (a slate that starts before midnight may show items after it); labels look *forward* (a response within the attribution window),
 so they are computed once, globally, before partitioning (:func:`features.impressions`).
 
 Given those inputs, :func:`build_partition` returns exactly the rows and values the local build

@@ -243,12 +243,14 @@ class FeaturePart:
 
 def featurise_day(settings: Settings, day: date, labelled: Labelled, validated: PartitionedValidated,
                   workdir: Path) -> FeaturePart:
-    """Features of one query day: its impressions, the events of that day and every day before."""
+    """Features of one query day: its impressions, and the events of every day up to its latest impression's."""
     from features.partitioned import build_partition
     from models.training import group_sizes
 
     imps = pd.read_parquet(labelled.impression_paths[day])
-    events = _read_frames([p for d, p in sorted(validated.valid_paths.items()) if d <= day])
+    # A query that starts before midnight may show items after it: read up to its latest impression's day.
+    last = imps["ts"].max().tz_convert("UTC").date() if len(imps) else day
+    events = _read_frames([p for d, p in sorted(validated.valid_paths.items()) if d <= max(day, last)])
     items = pd.read_parquet(labelled.items_path) if labelled.items_path else None
     users = pd.read_parquet(labelled.users_path) if labelled.users_path else None
     frame = build_partition(imps, events, items=items, users=users, settings=settings.features)

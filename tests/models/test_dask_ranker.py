@@ -1,0 +1,81 @@
+"""The cluster-free pieces of the Dask ranker: the query cap over partitions, early-stopping choice, curves."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.config import RankerSettings
+from models.dask_ranker import (
+    cap_threshold,
+    early_stopping_iteration,
+    keep_capped,
+    partition_curve,
+    portable,
+    query_hashes,
+)
+from models.metrics import ndcg_at_k
+from models.training import cap_queries, group_sizes
+
+
+def _frame(n_queries: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    q = np.repeat([f"q{i:03d}" for i in range(n_queries)], 5)
+    return pd.DataFrame({"query_id": q, "label": rng.integers(0, 3, len(q)), "f1": rng.random(len(q)),
+                         "f2": rng.random(len(q))})
+
+
+def test_capping_partitions_keeps_the_queries_cap_queries_keeps() -> None:
+    whole = _frame(60)
+    parts = [whole.iloc[:100], whole.iloc[100:220], whole.iloc[220:]]  # whole queries per part
+    threshold = cap_threshold([query_hashes(p, 7) for p in parts], 17)
+    capped = pd.concat([keep_capped(p, threshold, 7) for p in parts], ignore_index=True)
+    expected = cap_queries(whole, 17, seed=7)
+    assert capped["query_id"].nunique() == 17
+    assert sorted(capped["query_id"].unique()) == sorted(expected["query_id"].unique())
+
+
+def test_no_cap_or_a_large_cap_keeps_everything() -> None:
+    part = _frame(5)
+    assert cap_threshold([query_hashes(part, 0)], None) is None
+    assert cap_threshold([query_hashes(part, 0)], 99) is None
+    assert keep_capped(part, None, 0) is part
+    with pytest.raises(ValueError, match="max_queries"):
+        cap_threshold([query_hashes(part, 0)], 0)
+
+
+def test_early_stopping_iteration_matches_lightgbm_rules() -> None:
+    curve = [0.5, 0.6, 0.6, 0.55, 0.58, 0.59, 0.61, 0.4]
+    assert early_stopping_iteration(curve, 3) == 2  # stops at i=4, best first reached at iteration 2
+    assert early_stopping_iteration(curve, 5) == 7  # the 0.61 comes before the patience runs out
+    assert early_stopping_iteration(curve, None) == len(curve)
+    with pytest.raises(ValueError, match="empty"):
+        early_stopping_iteration([], 3)
+
+
+def test_partition_curve_is_the_ndcg_of_each_iteration() -> None:
+    train = _frame(40, seed=1)
+    params = {"objective": "lambdarank", "verbosity": -1, "num_threads": 1, "min_data_in_leaf": 5, "seed": 1}
+    booster = lgb.train(params, lgb.Dataset(train[["f1", "f2"]].to_numpy(), train["label"],
+                                            group=group_sizes(train)), 6)
+    valid = _frame(12, seed=2)
+    sums, n = partition_curve(booster.model_to_string(), valid, ["f1", "f2"], eval_at=(5,))
+    assert n == 12 and len(sums[5]) == 6
+    for i in (1, 6):
+        scores = booster.predict(valid[["f1", "f2"]].to_numpy(), num_iteration=i, raw_score=True)
+        assert sums[5][i - 1] / n == pytest.approx(ndcg_at_k(valid["label"], scores, group_sizes(valid), 5))
+
+
+def test_portable_model_drops_the_cluster_and_keeps_predictions() -> None:
+    train = _frame(20, seed=3)
+    params = {"objective": "lambdarank", "verbosity": -1, "num_threads": 1, "min_data_in_leaf": 5,
+              "machines": "127.0.0.1:12400,127.0.0.1:12401", "num_machines": 1}
+    booster = lgb.train(params, lgb.Dataset(train[["f1", "f2"]].to_numpy(), train["label"],
+                                            group=group_sizes(train)), 3)
+    out = portable(booster, RankerSettings(num_threads=0))
+    text = out.model_to_string()
+    assert "[num_threads: 0]" in text and "machines:" not in text
+    X = train[["f1", "f2"]].to_numpy()
+    assert np.array_equal(out.predict(X), booster.predict(X))
