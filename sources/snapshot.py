@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 from rankloop.errors import Reason, SourceError
 from rankloop.schema import INTERACTION_SCHEMA, conform
 from sources.connect import with_retries
-from sources.hashing import TableHasher
+from sources.hashing import DIGEST_FORMAT, TableHasher
 from sources.mapping import load_mapping
-from sources.stream import open_stream
+from sources.stream import open_stream, prefetched
 from sources.uri import parse_uri
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ INDEX_FILE = "index.json"
 # dictionary-encode repetitive text columns only: unique ids make dictionaries slow and useless
 _DICTIONARY_COLUMNS = [f.name for f in INTERACTION_SCHEMA if pa.types.is_string(f.type) and f.name != "event_id"]
 _TMP_PREFIX = ".tmp-"
+_ROW_GROUP_ROWS = 131_072  # rows per batch when re-reading a snapshot file
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ def extract_snapshot(
     batch_rows: int = 250_000,
     retries: int = 3,
     retry_delay_s: float = 2.0,
+    prefetch: int = 2,
 ) -> Snapshot:
     """Extract interactions with ``start <= ts < end`` into an immutable snapshot (or reuse one).
 
@@ -74,6 +76,8 @@ def extract_snapshot(
         batch_rows: rows per streamed batch (bounds memory).
         retries: retries of transient source failures (unreachable server).
         retry_delay_s: first retry delay; doubles each time.
+        prefetch: batches read ahead in a background thread while the current one is written
+            (0 = read and write in turn); memory grows by at most this many batches.
 
     Returns:
         The :class:`Snapshot`; ``reused`` tells whether an identical one already existed.
@@ -83,8 +87,9 @@ def extract_snapshot(
         ValueError: ``start`` is not before ``end`` or ``batch_rows`` < 1.
     """
     start, end = _utc(start), _utc(end)
-    if start >= end or batch_rows < 1:
-        raise ValueError(f"need start < end and batch_rows >= 1; got start={start}, end={end}, batch_rows={batch_rows}")
+    if start >= end or batch_rows < 1 or prefetch < 0:
+        raise ValueError(f"need start < end, batch_rows >= 1 and prefetch >= 0; got start={start}, end={end}, "
+                         f"batch_rows={batch_rows}, prefetch={prefetch}")
     src = parse_uri(uri)
     spec, mapping_hash = load_mapping(mapping)
     snapshot_dir = Path(snapshot_dir)
@@ -94,7 +99,7 @@ def extract_snapshot(
              "start": start.isoformat(), "end": end.isoformat()}
 
     def attempt() -> tuple[Path, dict[str, Any]]:
-        return _write_temp(src, spec, start, end, snapshot_dir, batch_rows, ident)
+        return _write_temp(src, spec, start, end, snapshot_dir, batch_rows, prefetch, ident)
 
     tmp, manifest = with_retries(attempt, retries=retries, delay_s=retry_delay_s, what=f"extracting {src.redacted}")
     return _publish(snapshot_dir, tmp, manifest, ident)
@@ -107,21 +112,29 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _write_temp(src: Any, spec: Any, start: datetime, end: datetime, snapshot_dir: Path, batch_rows: int,
-                ident: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+                prefetch: int, ident: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     stream = open_stream(src, spec, INTERACTION_SCHEMA, start=start, end=end, batch_rows=batch_rows)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=snapshot_dir))
     try:
-        stats = _write_parquet(stream.batches, tmp / "data.parquet")
+        stats = _write_parquet(prefetched(stream.batches, prefetch), tmp / "data.parquet")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    digest_input = {**{k: ident[k] for k in ("mapping_hash", "start", "end")}, "query": stream.query,
-                    "columns": stats.pop("column_digests")}
-    digest = hashlib.sha256(json.dumps(digest_input, sort_keys=True).encode()).hexdigest()
-    manifest = {**ident, "kind": src.kind, "query": stream.query, "digest": digest, **stats,
+    digest = snapshot_digest(ident, stream.query, stats["column_digests"])
+    manifest = {**ident, "kind": src.kind, "query": stream.query, "digest": digest, "digest_format": DIGEST_FORMAT,
+                **stats,
                 "schema": [f.name + ":" + str(f.type) for f in INTERACTION_SCHEMA],
                 "created_at": datetime.now(UTC).isoformat(), "files": {"data.parquet": stats["data_sha256"]}}
     return tmp, manifest
+
+
+def snapshot_digest(ident: dict[str, Any], query: str, column_digests: dict[str, str]) -> str:
+    """sha256 over the column digests, the query, the mapping's content hash and the window."""
+    digest_input = {**{k: ident[k] for k in ("mapping_hash", "start", "end")}, "query": query,
+                    "columns": column_digests}
+    if DIGEST_FORMAT != 1:
+        digest_input["digest_format"] = DIGEST_FORMAT
+    return hashlib.sha256(json.dumps(digest_input, sort_keys=True).encode()).hexdigest()
 
 
 def _write_parquet(batches: Any, path: Path) -> dict[str, Any]:
@@ -202,12 +215,29 @@ def _update_index(snapshot_dir: Path, ident: dict[str, Any], manifest: dict[str,
     index = read_index(snapshot_dir)
     key = _index_key(ident)
     old = index.get(key)
-    index[key] = {"digest": manifest["digest"], "rows": manifest["rows"], "updated_at": datetime.now(UTC).isoformat()}
+    fmt = manifest.get("digest_format", 1)
+    index[key] = {"digest": manifest["digest"], "rows": manifest["rows"], "digest_format": fmt,
+                  "updated_at": datetime.now(UTC).isoformat()}
     _write_json(snapshot_dir / INDEX_FILE, index)
     if old is None:
         return None
-    return {"digest": old["digest"], "rows_before": old["rows"], "rows_after": manifest["rows"],
-            "changed": old["digest"] != manifest["digest"]}
+    previous = {"digest": old["digest"], "rows_before": old["rows"], "rows_after": manifest["rows"],
+                "changed": old["digest"] != manifest["digest"]}
+    if old.get("digest_format", 1) != fmt and previous["changed"]:
+        # digests of different formats never match: compare the data itself, hashed the current way
+        previous["changed"] = _column_digests(snapshot_dir / old["digest"] / "data.parquet") != manifest.get("column_digests")
+        previous["digest_format_before"] = old.get("digest_format", 1)
+    return previous
+
+
+def _column_digests(path: Path) -> dict[str, str] | None:
+    """Current-format column digests of a snapshot file, streamed by row group (None if absent)."""
+    if not path.is_file():
+        return None
+    hasher = TableHasher(INTERACTION_SCHEMA)
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_ROW_GROUP_ROWS):
+        hasher.update(conform(pa.Table.from_batches([batch])))
+    return hasher.hexdigests()
 
 
 def _write_json(path: Path, payload: Any) -> None:

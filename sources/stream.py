@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -15,6 +17,9 @@ from sources import connect, doc_readers, mysql_slices, sql_reader
 from sources.mapping import TableSpec
 from sources.transform import apply_mapping, leaf_aliases, raw_kind
 from sources.uri import SourceURI
+
+T = TypeVar("T")
+_POLL_S = 0.05
 
 
 @dataclass
@@ -98,3 +103,58 @@ def _mongo_stream(src: SourceURI, spec: TableSpec, schema: pa.Schema, aliases: d
                 yield apply_mapping(spec, batch, schema)
 
     return Stream(query, batches())
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the caller.
+
+    The drivers (ADBC, connectorx, pymongo) release the GIL while they fetch and decode, so the
+    next batch is read while the caller maps, hashes and writes this one. Memory stays bounded:
+    ``depth`` queued items plus the one being produced. The producer's exception is re-raised
+    here; when the caller stops early the producer stops at its next item and closes ``items``
+    (in its own thread, so a generator's cleanup such as closing a connection runs). ``depth`` 0
+    iterates in the caller's thread.
+    """
+    if depth < 1:
+        yield from items
+        return
+    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        outcome: tuple[bool, Any] = (False, None)
+        try:
+            for item in items:
+                if not offer((True, item)):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            outcome = (False, e)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+        offer(outcome)
+
+    worker = threading.Thread(target=produce, name="rankloop-source-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            has_item, value = slots.get()
+            if not has_item:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        worker.join()
