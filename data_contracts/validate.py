@@ -34,6 +34,7 @@ from rankloop.errors import ContractViolation, Reason
 from rankloop.schema import INTERACTION_SCHEMA, REQUIRED_COLUMNS
 
 logger = logging.getLogger(__name__)
+_QUARANTINE_SCHEMA = pa.schema([f.with_nullable(True) for f in INTERACTION_SCHEMA])
 
 
 @dataclass(frozen=True)
@@ -235,8 +236,11 @@ def _keep_valid(table: pa.Table, bad: np.ndarray, max_slices: int = 64) -> pa.Ta
 def _quarantine_table(
     table: pa.Table, bad: np.ndarray, rules: Sequence[RowRule], masks: dict[str, np.ndarray]
 ) -> pa.Table:
-    """Flagged rows with ``reason`` (all failing reasons, ';'-joined) and ``rule`` (the first)."""
-    rows = table.filter(pa.array(bad))
+    """Flagged rows with ``reason`` (all failing reasons, ';'-joined) and ``rule`` (the first).
+
+    Every column is nullable here: a row quarantined for a null id must still be writable to Parquet.
+    """
+    rows = table.filter(pa.array(bad)).cast(_QUARANTINE_SCHEMA)
     flagged = [(r, pa.array(masks[r.name][bad])) for r in rules if masks[r.name].any()]
     if not flagged:
         return rows.append_column("reason", pa.array([], pa.string())).append_column("rule", pa.array([], pa.string()))

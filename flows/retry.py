@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from rankloop.errors import SourceError
+from rankloop.errors import ContractViolation, SourceError, TrainingError
 
 _TRANSIENT_NAMES = ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TimeoutError")
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """True for errors worth retrying: an unreachable database, a tracking-server timeout."""
+    """True for errors worth retrying: an unreachable database, a tracking-server timeout.
+
+    A contract or training failure is never transient, whatever it was chained from: the same data
+    fails the same way again.
+    """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        if isinstance(exc, ContractViolation | TrainingError):
+            return False
         if isinstance(exc, SourceError):
             return exc.transient
         if type(exc).__name__ in _TRANSIENT_NAMES or isinstance(exc, ConnectionError | TimeoutError):

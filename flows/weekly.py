@@ -15,7 +15,7 @@ from rankloop import ops, stages
 
 extract = task(stages.extract, name="extract", cache_policy=NONE, retries=2, retry_delay_seconds=10,
                retry_condition_fn=transient_only)
-validate = task(stages.validate, name="validate", cache_policy=NONE)
+validate = task(stages.validate, name="validate", cache_policy=NONE, retries=0)  # a contract failure is never retried
 build_dataset = task(stages.build_dataset, name="labels-and-features", cache_policy=NONE)
 train_ranker = task(stages.train_ranker, name="train-ranker", cache_policy=NONE)
 champion = task(stages.champion_per_query_ndcg, name="score-champion", cache_policy=NONE, retries=2,
@@ -49,11 +49,6 @@ def weekly_retrain(
         reason = f"started {late:.1f} h after its schedule (limit {settings.ops.max_lateness_hours} h): skipped"
         logger.warning(reason)
         return {"status": "skipped", "reason": reason, "window_end": end.isoformat()}
-    if settings.executor.kind == "dask":  # the executor hook (docs/scale-out.md): the same run on a Dask cluster
-        from flows.weekly_dask import run as run_on_dask
-
-        return run_on_dask(window_end=window_end, source_uri=source_uri, mapping=mapping,
-                           refit_tables=refit_tables, force=force)
     logger.info("window [%s, %s) from %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings))
     ctx = stages.RunContext.create(settings, start, end)
     stage = "extract"
@@ -104,14 +99,23 @@ def _publish(settings: Any, summary: dict[str, Any], markdown: str) -> None:
 
 
 def _report_failure(settings: Any, ctx: stages.RunContext, stage: str, exc: BaseException) -> None:
+    from rankloop.errors import ContractViolation
     from sources.uri import scrub
 
     error = scrub(scrub(f"{type(exc).__name__}: {exc}", settings.source_uri), settings.tracking_uri)
     summary = {"status": "failed", "stage": stage, "error": error,
                "window_start": ctx.start.isoformat(), "window_end": ctx.end.isoformat()}
+    details = exc.details if isinstance(exc, ContractViolation) else {}
+    if details.get("report_path"):  # the failed contract: where its report, quarantine and MLflow run are
+        summary.update(details.get("counts") or {}, quarantined_reasons=details.get("reasons"),
+                       **{k: details.get(k) for k in ("failed_expectations", "report_path", "quarantine_path",
+                                                      "mlflow_run_id")})
     get_run_logger().error("weekly retrain failed at stage %s: %s", stage, summary["error"])
     try:
         create_markdown_artifact(ops.summary_markdown(summary), key="weekly-retrain-summary",
                                  description="RankLoop weekly retrain (failed)")
+        if details.get("report_markdown"):
+            create_markdown_artifact(details["report_markdown"], key="contract-report",
+                                     description="RankLoop data contract report (failed)")
     finally:
         ops.notify(settings, summary)

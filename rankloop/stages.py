@@ -51,6 +51,9 @@ class Validated:
     suite_name: str
     suite_version: str
     reasons: dict[str, int] = field(default_factory=dict)
+    report_path: Path | None = None  # the contract's Markdown report (logged with the run)
+    contract: dict[str, Any] = field(default_factory=dict)  # ContractOutcome.summary()
+    metrics: dict[str, float] = field(default_factory=dict)  # contract counts for MLflow
 
 
 @dataclass(frozen=True)
@@ -104,26 +107,63 @@ def extract(settings: Settings, start: datetime, end: datetime) -> Extracted:
 
 
 def validate(settings: Settings, extracted: Extracted, start: datetime, end: datetime) -> Validated:
-    """Run the interaction contract; quarantine bad rows under ``<home>/quarantine/<digest>/``."""
+    """Run the interaction contract. Quarantine, report and summary go to ``<home>/quarantine/<digest>/``
+    (beside the immutable snapshot folder, keyed by its digest); this window's profile to
+    ``<home>/contracts/profiles/`` when it passes.
+
+    Raises:
+        ContractViolation: the gate failed (too many quarantined rows, a batch-level check, too few
+            rows); the report and counts are then logged to an MLflow run marked FAILED and the
+            error's details name the report, the quarantine file and that run.
+    """
     import data_contracts
+    from data_contracts.tracking import contract_metrics
 
     table = pq.read_table(extracted.snapshot_path)
-    result = data_contracts.validate_interactions(table, window=(start, end), settings=settings.contracts)
-    qpath = data_contracts.write_quarantine(result, settings.quarantine_dir / extracted.digest)
-    summary = result.summary()
+    outcome = data_contracts.validate_snapshot(
+        table, window=(start, end), settings=settings.contracts, out_dir=settings.quarantine_dir / extracted.digest,
+        profiles_dir=settings.home_dir / "contracts" / "profiles", source=extracted.source,
+        mapping=settings.source.mapping, snapshot_digest=extracted.digest, extracted_rows=extracted.rows,
+    )
+    del table
+    result, summary = outcome.result, outcome.summary()
+    if not result.gate_passed:
+        error = result.violation(settings.contracts)
+        error.details.update(report_path=str(outcome.report_path), quarantine_path=summary["quarantine_path"],
+                             report_markdown=outcome.report_markdown,
+                             mlflow_run_id=_log_failed_contract(settings, extracted, start, end, outcome))
+        raise error
     validated = Validated(
         events=result.valid.to_pandas(),
         rows_in=summary["rows_in"],
         rows_valid=summary["rows_valid"],
         rows_quarantined=summary["rows_quarantined"],
-        quarantine_path=qpath,
+        quarantine_path=outcome.quarantine_path,
         suite_name=result.suite_name,
         suite_version=result.suite_version,
-        reasons=dict(summary.get("reasons", {})),
+        reasons=dict(summary["reasons"]),
+        report_path=outcome.report_path,
+        contract=summary,
+        metrics=contract_metrics(outcome),
     )
-    del table, result
+    del result, outcome
     release_arrow_memory()
     return validated
+
+
+def _log_failed_contract(settings: Settings, extracted: Extracted, start: datetime, end: datetime,
+                         outcome: Any) -> str | None:
+    """The failed contract's report and counts in an MLflow run marked FAILED (None if MLflow is unreachable)."""
+    from data_contracts.tracking import log_failed_contract_run
+    from rankloop.settings import ensure_experiment
+
+    try:
+        return log_failed_contract_run(outcome, experiment_id=ensure_experiment(settings),
+                                       run_name=f"weekly {end:%Y-%m-%d} contract failed",
+                                       tags=run_tags(settings, start, end, extracted))
+    except Exception as e:  # noqa: BLE001 - the ContractViolation is the error to raise; the report is on disk
+        log.warning("could not log the failed contract to MLflow (%s); the report is at %s", e, outcome.report_path)
+        return None
 
 
 def release_arrow_memory() -> None:
@@ -357,8 +397,13 @@ def _log_data_lineage(extracted: Extracted, validated: Validated, dataset: Datas
         "rows_in": validated.rows_in, "rows_valid": validated.rows_valid,
         "rows_quarantined": validated.rows_quarantined, "impressions": dataset.impressions,
         **{f"split_{k}": v for k, v in dataset.split.sizes().items()},
+        **validated.metrics,
     })
+    if validated.report_path is not None and Path(validated.report_path).is_file():
+        mlflow.log_artifact(str(validated.report_path), "data/contract")
+        mlflow.log_dict(validated.contract, "data/contract/summary.json")
     mlflow.set_tags({"rankloop.contract_suite": f"{validated.suite_name}@{validated.suite_version}",
+                     "rankloop.contract_passed": "true",
                      "rankloop.snapshot_reused": str(extracted.reused).lower()})
     mlflow.log_dict({"snapshot": info, "quarantine": validated.reasons}, "data/lineage.json")
 
