@@ -1,0 +1,136 @@
+"""The weekly retrain on a 2-worker Dask LocalCluster beside the local run, from PostgreSQL.
+
+    flock /tmp/rankloop-heavy.lock .venv/bin/python bench/dask_weekly.py --rows 1000000
+    flock /tmp/rankloop-heavy.lock .venv/bin/python bench/dask_weekly.py --rows 10000000
+
+Reads the tables ``bench/weekly.py --rows N`` loaded (``rl_bench_weekly_<N>_*``; never loads, drops
+or changes them) through the same mapping copy, and reuses that script's helpers. Variants, each in
+a fresh subprocess with a fresh ``RANKLOOP_HOME``:
+
+* ``local``: ``bench/weekly.py``'s ``prefect`` variant (``flows.weekly.weekly_retrain``).
+* ``dask``: ``flows.weekly_dask.run`` against a ``distributed.LocalCluster`` (2 workers x 1 thread)
+  started before the timed span; per-task seconds from the Prefect API (mapped tasks summed over
+  their days: worker seconds, not wall), peak RSS of the driver and of the whole process tree
+  (driver + nannies + workers, sampled every 50 ms).
+
+Writes ``bench/results/dask_weekly_<N>.json``; the load average is recorded around each variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+import weekly as bw  # noqa: E402 - bench/weekly.py: the tables, the mapping copy, the environment, the local variant
+from measure import PeakRSS  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class TreeRSS:
+    """Peak summed RSS of this process and all its descendants (the LocalCluster's workers)."""
+
+    def __enter__(self) -> TreeRSS:
+        import psutil
+
+        self.root = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _total(self) -> int:
+        total = 0
+        for p in [self.root, *self.root.children(recursive=True)]:
+            with contextlib.suppress(Exception):  # a process may end between listing and reading
+                total += p.memory_info().rss
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self._total())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_dask(uri: str, mapping: Path) -> dict[str, Any]:
+    from distributed import LocalCluster
+
+    import flows.weekly_dask  # noqa: F401 - imports are not the flow's time
+    from flows.weekly_dask import run
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        os.environ.update(RANKLOOP_EXECUTOR__KIND="dask", RANKLOOP_EXECUTOR__ADDRESS=cluster.scheduler_address)
+        from prefect.client.orchestration import get_client
+
+        with PeakRSS() as server, get_client(sync_client=True) as client:
+            client.api_healthcheck()
+        with TreeRSS() as tree, PeakRSS() as rss:
+            summary = run(window_end=bw.END.date(), source_uri=uri, mapping=str(mapping), force=True)
+    return {"end_to_end": rss.figures() | {"tree_peak_rss_mb": round(tree.peak / 2**20)},
+            "server_start": server.figures(), "tasks": bw._task_seconds(), "summary": bw._brief(summary)}
+
+
+VARIANTS = {"local": bw.run_prefect, "dask": run_dask}
+
+
+def worker(variant: str, uri: str, rows: int) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix=f"rl-dask-weekly-{variant}-"))
+    mapping = bw.mapping_file(home, rows)
+    bw._environment(home / "home", uri, mapping)
+    return VARIANTS[variant](uri, mapping) | {"home": str(home)}
+
+
+def spawn(variant: str, uri: str, rows: int) -> dict[str, Any]:
+    before, started = os.getloadavg(), time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--worker", variant, "--rows", str(rows), "--uri", uri],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{variant} at {rows} rows failed:\n{out.stderr[-5000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["loadavg_before"], result["loadavg_after"] = before, os.getloadavg()
+    result["subprocess_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--uri", default=bw.DEFAULT_URI)
+    parser.add_argument("--variants", default="local,dask")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.uri, args.rows), default=str))
+        return
+    RESULTS.mkdir(exist_ok=True)
+    print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs; tables {bw.tables(args.rows)}", flush=True)
+    out_path = RESULTS / f"dask_weekly_{args.rows}.json"
+    results: dict[str, Any] = json.loads(out_path.read_text()).get("variants", {}) if out_path.exists() else {}
+    for variant in args.variants.split(","):
+        results[variant] = spawn(variant, args.uri, args.rows)
+        print(f"{variant}: {json.dumps(results[variant]['end_to_end'])} {json.dumps(results[variant]['summary'])}",
+              flush=True)
+        print(f"  tasks: {json.dumps(results[variant]['tasks'])}", flush=True)
+        out_path.write_text(json.dumps({"measured_at": datetime.now(UTC).isoformat(), "cpus": os.cpu_count(),
+                                        "variants": results}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
