@@ -112,7 +112,7 @@ def _drop_postgres() -> None:
 def _run_ge(table) -> dict[str, Any]:
     from data_contracts.config import ContractSettings
     from data_contracts.ge_suite import _context, build_suite, to_pandas
-    from data_contracts.rules import WINDOW_END, WINDOW_START, row_rules
+    from data_contracts.rules import NOW, WINDOW_END, WINDOW_START, row_rules
     from rankloop.schema import REQUIRED_COLUMNS
 
     started = time.perf_counter()
@@ -122,7 +122,8 @@ def _run_ge(table) -> dict[str, Any]:
     batch = (context.data_sources.add_pandas("bench").add_dataframe_asset("interactions")
              .add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame}))
     suite = build_suite(row_rules(ContractSettings()), REQUIRED_COLUMNS)
-    result = batch.validate(suite, expectation_parameters={WINDOW_START: WINDOW[0], WINDOW_END: WINDOW[1]},
+    params = {WINDOW_START: WINDOW[0], WINDOW_END: WINDOW[1], NOW: datetime.now(UTC)}
+    result = batch.validate(suite, expectation_parameters=params,
                             result_format={"result_format": "BASIC"})
     unexpected = sum(r.result.get("unexpected_count") or 0 for r in result.results)
     return {"to_pandas_seconds": round(converted, 2), "ge_unexpected_total": unexpected}
