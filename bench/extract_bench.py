@@ -1,7 +1,9 @@
 """Extraction benchmark against the local PostgreSQL: ours vs raw ADBC vs pandas.read_sql
 (SQLAlchemy + psycopg2, the usual path, and over an ADBC DBAPI connection).
 
-Each variant runs in a fresh subprocess so its peak RSS is its own. Run from the repo root:
+Each variant runs in a fresh subprocess so its peak RSS is its own; ``ours_N_prefetch0`` is ours
+without the background reader (fetch and write in turn). The 1-minute load average is recorded
+before and after each variant. Run from the repo root (under the machine-wide lock):
 
     .venv/bin/python bench/extract_bench.py --rows 2000000
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -77,10 +80,11 @@ def run_variant(variant: str, uri: str, rows: int, window_rows: int) -> dict[str
         leaves = typed_leaves(spec, INTERACTION_SCHEMA, leaf_aliases(spec))
         sql = build_query("postgresql", TABLE, leaves, spec.ts_spec, start, end, ["ts", "event_id"])
         t = time.perf_counter()
-        if variant == "ours":
+        if variant.startswith("ours"):
             from sources import extract_snapshot
 
-            n = extract_snapshot(uri, mapping, start, end, Path(tmp) / "snaps").rows
+            prefetch = {"prefetch": 0} if variant == "ours_prefetch0" else {}
+            n = extract_snapshot(uri, mapping, start, end, Path(tmp) / "snaps", **prefetch).rows
         elif variant == "adbc_raw":
             import adbc_driver_postgresql.dbapi as pg
 
@@ -110,9 +114,11 @@ def measure(variant: str, uri: str, rows: int, window_rows: int) -> dict[str, fl
     code = (f"import json, resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import extract_bench as b; r = b.run_variant({variant!r}, {uri!r}, {rows}, {window_rows}); "
             "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; print(json.dumps(r))")
+    load_before = os.getloadavg()[0]
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["rows_per_s"] = result["rows"] / result["seconds"]
+    result["load_1min_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
 
 
@@ -130,17 +136,20 @@ def main() -> None:
     runs = {
         "ours_N/2": measure("ours", args.uri, args.rows, args.rows // 2),
         "ours_N": measure("ours", args.uri, args.rows, args.rows),
+        "ours_N_prefetch0": measure("ours_prefetch0", args.uri, args.rows, args.rows),
         "adbc_raw_N": measure("adbc_raw", args.uri, args.rows, args.rows),
         "pandas_sqlalchemy_N": measure("pandas_sqlalchemy", args.uri, args.rows, args.rows),
         "pandas_adbc_N": measure("pandas_adbc", args.uri, args.rows, args.rows),
     }
-    print(f"{'variant':<20}{'rows':>12}{'seconds':>10}{'rows/s':>14}{'peak RSS MB':>14}")
+    print(f"{'variant':<20}{'rows':>12}{'seconds':>10}{'rows/s':>14}{'peak RSS MB':>14}  load before/after")
     for name, r in runs.items():
-        print(f"{name:<20}{r['rows']:>12,}{r['seconds']:>10.2f}{r['rows_per_s']:>14,.0f}{r['peak_rss_mb']:>14.0f}")
+        print(f"{name:<20}{r['rows']:>12,}{r['seconds']:>10.2f}{r['rows_per_s']:>14,.0f}{r['peak_rss_mb']:>14.0f}  "
+              f"{r['load_1min_before_after']}")
     ours, raw, pandas, pandas_adbc = (runs[k]["rows_per_s"] for k in
                                       ("ours_N", "adbc_raw_N", "pandas_sqlalchemy_N", "pandas_adbc_N"))
     summary = {"ours_vs_adbc": ours / raw, "ours_vs_pandas_sqlalchemy": ours / pandas,
-               "ours_vs_pandas_adbc": ours / pandas_adbc,
+               "ours_vs_pandas_adbc": ours / pandas_adbc, "adbc_vs_pandas_sqlalchemy": raw / pandas,
+               "ours_prefetch0_vs_adbc": runs["ours_N_prefetch0"]["rows_per_s"] / raw,
                "rss_growth_N_over_half": runs["ours_N"]["peak_rss_mb"] / runs["ours_N/2"]["peak_rss_mb"]}
     print(json.dumps(summary, indent=1))
     out = Path(__file__).parent / "results" / "extract.json"
