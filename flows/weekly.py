@@ -49,6 +49,11 @@ def weekly_retrain(
         reason = f"started {late:.1f} h after its schedule (limit {settings.ops.max_lateness_hours} h): skipped"
         logger.warning(reason)
         return {"status": "skipped", "reason": reason, "window_end": end.isoformat()}
+    if settings.executor.kind == "dask":  # the executor hook (docs/scale-out.md): the same run on a Dask cluster
+        from flows.weekly_dask import run as run_on_dask
+
+        return run_on_dask(window_end=window_end, source_uri=source_uri, mapping=mapping,
+                           refit_tables=refit_tables, force=force)
     logger.info("window [%s, %s) from %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings))
     ctx = stages.RunContext.create(settings, start, end)
     stage = "extract"
