@@ -85,23 +85,24 @@ def weekly_retrain_dask(window_end: date | None = None, source_uri: str | None =
         stage = "validate"
         validated = validate.submit(settings, combined, start, end, ctx.workdir).result()
         stage = "labels-and-features"
-        labelled = label.submit(settings, validated, extracted, ctx.workdir).result()
+        labelled = label.submit(settings, validated.valid_paths, extracted, ctx.workdir).result()
         day_list = sorted(labelled.impression_paths)
-        parts = featurise.map(unmapped(settings), day_list, unmapped(labelled), unmapped(validated), unmapped(ctx.workdir))
+        parts = featurise.map(unmapped(settings), day_list, unmapped(labelled), unmapped(validated.valid_paths),
+                                 unmapped(ctx.workdir))
         dataset = split(settings, [f.result() for f in parts], labelled, end, ctx.workdir)
         stage = "train-ranker"
         trained = train_ranker.submit(settings, dataset, ctx.workdir).result()
         stage = "score-champion"
         champion_version, champion_ndcg = champion(settings, dataset)
         stage = "log-and-register"
-        recorded = record(settings, ctx, extracted, validated, dataset, trained)
+        recorded = record(settings, ctx, extracted, validated.validated, dataset, trained)
         _record_executor(recorded.run_id, executor)
         stage = "gate-and-promote"
         outcome = decide(settings, ctx, recorded, trained, champion_version, champion_ndcg)
         stage = "refit-tables"
-        tables = fit_tables(settings, ctx, validated, recorded.run_id) if refit_tables else {}
+        tables = fit_tables(settings, ctx, validated.validated, recorded.run_id) if refit_tables else {}
         stage = "summary"
-        summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcome, tables)
+        summary = stages.summarise(ctx, extracted, validated.validated, dataset, trained, recorded, outcome, tables)
         summary["executor"] = executor
         markdown = ops.publish_summary(recorded.run_id, summary)
     except Exception as exc:

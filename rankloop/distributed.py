@@ -130,6 +130,7 @@ def combine_extracts(settings: Settings, parts: list[DayPart], start: datetime, 
     manifest = folder / "manifest.json"
     reused = manifest.exists() and all(p.reused for p in parts)
     if not manifest.exists():
+        _link_parts(parts, folder / "parts")
         _write_json({**ident, "digest": digest, "rows": sum(p.rows for p in parts),
                      "files": {p.day.isoformat(): str(p.path) for p in parts}}, manifest)
     items, users = sources.read_catalog(settings.source_uri, settings.source.mapping)
@@ -137,73 +138,81 @@ def combine_extracts(settings: Settings, parts: list[DayPart], start: datetime, 
             "source": source, "path": str(folder),
             "profile": {"rows": sum(p.rows for p in parts), "start": start.isoformat(), "end": end.isoformat(),
                         "partitions": len(parts)}}
-    extracted = stages.Extracted(snapshot_path=folder, digest=digest, rows=sum(p.rows for p in parts), reused=reused,
+    extracted = stages.Extracted(snapshot_path=folder / "parts", digest=digest, rows=sum(p.rows for p in parts), reused=reused,
                                  source=source, items=items, users=users, changed=None, dataset_info=info)
     return PartitionedExtract(extracted=extracted, parts=tuple(parts))
+
+
+def _link_parts(parts: list[DayPart], target: Path) -> None:
+    """``target/<day>.parquet`` for every day snapshot (hard links; copies across filesystems), so the
+    folder reads as one Parquet dataset (``pq.read_table(target)``). Built aside, then renamed into place."""
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".parts-", dir=target.parent))
+    try:
+        for p in parts:
+            try:
+                os.link(p.path, tmp / f"{p.day.isoformat()}.parquet")
+            except OSError:
+                shutil.copyfile(p.path, tmp / f"{p.day.isoformat()}.parquet")
+        if target.exists():  # another run of the same digest got there first: same content
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 # --- contract ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PartitionedValidated:
-    """The contract's outcome (the fields ``stages.record_ranker`` reads) and the valid rows per day."""
+    """The local contract stage's ``validated`` (what recording, the gate and the tables read) and its
+    valid rows written per day (what the labels and the feature partitions read)."""
 
-    rows_in: int
-    rows_valid: int
-    rows_quarantined: int
-    quarantine_path: Path | None
-    suite_name: str
-    suite_version: str
-    reasons: dict[str, int] = field(default_factory=dict)
+    validated: Any  # rankloop.stages.Validated
     valid_paths: dict[date, Path] = field(default_factory=dict)
 
     def load_events(self, columns: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
-        """The valid events of every day as pandas: all columns, or those of ``columns`` the files have
-        (what ``stages.Validated.load_events`` returns for the local run)."""
+        """The valid events of every day: all columns, or those of ``columns`` the files have."""
         paths = [self.valid_paths[d] for d in sorted(self.valid_paths)]
         if columns is not None and paths:
             names = set(pq.read_schema(paths[0]).names)
             columns = [c for c in columns if c in names]
         return _read_frames(paths, columns)
 
-    @property
-    def events(self) -> pd.DataFrame:
-        """Every valid row (the stages that need the whole window in one process read this)."""
-        return self.load_events()
+
+def _valid_events(validated: Any) -> pd.DataFrame:
+    """The valid events of a ``stages.Validated`` (held in memory, or a Parquet file it loads)."""
+    load = getattr(validated, "load_events", None)
+    return load() if load is not None else validated.events
 
 
 def validate_partitioned(settings: Settings, combined: PartitionedExtract, start: datetime, end: datetime,
                          workdir: Path) -> PartitionedValidated:
-    """The interaction contract over the whole window; valid rows written to ``<workdir>/valid/<day>.parquet``.
+    """``stages.validate`` over the whole window (uniqueness and table-level rules need every row:
+    the same quarantine, report and gate as the local run), then the valid rows written per day to
+    ``<workdir>/valid/<day>.parquet``."""
+    import inspect
 
-    Quarantined rows go to ``<home>/quarantine/<combined digest>/`` exactly as in the local stage.
-    """
-    import pyarrow.compute as pc
+    from features.partitioned import event_days
 
-    import data_contracts
-
-    table = pa.concat_tables([pq.read_table(p.path) for p in combined.parts]) if combined.parts else None
-    if table is None:
-        raise ValueError(f"no day snapshots to validate for [{start.isoformat()}, {end.isoformat()})")
-    result = data_contracts.validate_interactions(table, window=(start, end), settings=settings.contracts)
-    qpath = data_contracts.write_quarantine(result, settings.quarantine_dir / combined.extracted.digest)
-    summary = result.summary()
-    valid = result.valid
-    day = pc.cast(pc.floor_temporal(valid.column("ts"), unit="day"), pa.timestamp("us", tz="UTC"))
+    wants_workdir = "workdir" in inspect.signature(stages.validate).parameters
+    args = (settings, combined.extracted, start, end) + ((workdir,) if wants_workdir else ())
+    validated = stages.validate(*args)
+    events = _valid_events(validated)
+    days = event_days(events["ts"])
     paths = {}
     for p in combined.parts:
-        moment = pa.scalar(datetime(p.day.year, p.day.month, p.day.day), type=pa.timestamp("us"))
-        mask = pc.equal(pc.cast(day, pa.timestamp("us")), moment)
-        paths[p.day] = _write_table(valid.filter(mask), workdir / "valid" / f"{p.day.isoformat()}.parquet")
+        frame = events[days == np.datetime64(p.day.isoformat(), "D")]
+        paths[p.day] = _write_frame(frame.reset_index(drop=True), workdir / "valid" / f"{p.day.isoformat()}.parquet")
     written = sum(pq.ParquetFile(p).metadata.num_rows for p in paths.values())
-    if written != summary["rows_valid"]:
-        raise ValueError(f"valid rows outside the window's days: wrote {written} of {summary['rows_valid']}")
-    out = PartitionedValidated(rows_in=summary["rows_in"], rows_valid=summary["rows_valid"],
-                               rows_quarantined=summary["rows_quarantined"], quarantine_path=qpath,
-                               suite_name=result.suite_name, suite_version=result.suite_version,
-                               reasons=dict(summary.get("reasons", {})), valid_paths=paths)
-    del table, result, valid
+    if written != len(events):
+        raise ValueError(f"valid rows outside the window's days: wrote {written} of {len(events)}")
+    del events
     stages.release_arrow_memory()
-    return out
+    return PartitionedValidated(validated=validated, valid_paths=paths)
 
 
 # --- labels and features -------------------------------------------------------------------------
@@ -217,13 +226,13 @@ class Labelled:
     users_path: Path | None
 
 
-def label_partitions(settings: Settings, validated: PartitionedValidated, extracted: stages.Extracted,
+def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracted: stages.Extracted,
                      workdir: Path) -> Labelled:
     """Graded labels over the whole window (they look forward), written per query day."""
     import features
     from features.partitioned import split_by_query_day
 
-    imps = features.impressions(validated.load_events(), settings.labels)
+    imps = features.impressions(PartitionedValidated(None, valid_paths).load_events(), settings.labels)
     paths = {day: _write_frame(frame, workdir / "impressions" / f"{day.isoformat()}.parquet")
              for day, frame in split_by_query_day(imps).items()}
     items = _write_table(extracted.items, workdir / "catalog" / "items.parquet") if extracted.items is not None else None
@@ -241,7 +250,7 @@ class FeaturePart:
     groups: np.ndarray
 
 
-def featurise_day(settings: Settings, day: date, labelled: Labelled, validated: PartitionedValidated,
+def featurise_day(settings: Settings, day: date, labelled: Labelled, valid_paths: dict[date, Path],
                   workdir: Path) -> FeaturePart:
     """Features of one query day: its impressions, and the events of every day up to its latest impression's."""
     from features.partitioned import build_partition
@@ -250,7 +259,7 @@ def featurise_day(settings: Settings, day: date, labelled: Labelled, validated: 
     imps = pd.read_parquet(labelled.impression_paths[day])
     # A query that starts before midnight may show items after it: read up to its latest impression's day.
     last = imps["ts"].max().tz_convert("UTC").date() if len(imps) else day
-    events = _read_frames([p for d, p in sorted(validated.valid_paths.items()) if d <= max(day, last)])
+    events = _read_frames([p for d, p in sorted(valid_paths.items()) if d <= max(day, last)])
     items = pd.read_parquet(labelled.items_path) if labelled.items_path else None
     users = pd.read_parquet(labelled.users_path) if labelled.users_path else None
     frame = build_partition(imps, events, items=items, users=users, settings=settings.features)

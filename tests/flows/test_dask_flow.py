@@ -13,7 +13,7 @@ import pytest
 from rankloop.simulator import SimulationConfig
 
 END = datetime(2026, 11, 16, tzinfo=UTC)
-SMALL = SimulationConfig(n_users=300, n_items=100, weeks=5, requests_per_user_week=3.0, end=END, seed=11)
+SMALL = SimulationConfig(n_users=700, n_items=150, weeks=5, requests_per_user_week=3.0, end=END, seed=11)
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -71,6 +71,8 @@ def test_same_rows_extracted_and_quarantined(runs: dict[str, dict]) -> None:
 
 def test_ndcg_within_tolerance_and_gate_runs(runs: dict[str, dict]) -> None:
     local, dask = runs["local"], runs["dask"]
+    print(f"test NDCG@10 local {local['ndcg_at_10']:.4f} dask {dask['ndcg_at_10']:.4f}; "
+          f"best iteration local {local['best_iteration']} dask {dask['best_iteration']}")
     assert abs(dask["ndcg_at_10"] - local["ndcg_at_10"]) <= 0.01, (dask["ndcg_at_10"], local["ndcg_at_10"])
     # The baselines see the same test week and history: identical.
     assert dask["popularity_ndcg_at_10"] == pytest.approx(local["popularity_ndcg_at_10"], abs=1e-12)
@@ -126,3 +128,17 @@ def test_feature_values_match_on_a_sample(runs: dict[str, dict], homes: dict[str
     for col in (*fset.features, "label"):
         a, b = merged[f"{col}_l"].to_numpy(dtype=np.float64), merged[f"{col}_d"].to_numpy(dtype=np.float64)
         assert np.array_equal(a, b, equal_nan=True), col
+
+
+def test_the_weekly_flow_dispatches_to_dask_by_configuration(runs: dict[str, dict], homes: dict[str, Path],
+                                                              cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flows.weekly.weekly_retrain with the dask executor finds the Dask run's key (the local path's
+    snapshot digest differs), so it went through flows.weekly_dask."""
+    from flows.weekly import weekly_retrain
+
+    _use_home(monkeypatch, homes["dask"])
+    monkeypatch.setenv("RANKLOOP_EXECUTOR__KIND", "dask")
+    monkeypatch.setenv("RANKLOOP_EXECUTOR__ADDRESS", cluster)
+    again = weekly_retrain(window_end=date(2026, 11, 16))
+    assert again["run_id"] == runs["dask"]["run_id"]
+    assert again["snapshot_digest"] == runs["dask"]["snapshot_digest"] != runs["local"]["snapshot_digest"]
