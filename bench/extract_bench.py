@@ -113,7 +113,8 @@ def measure(variant: str, uri: str, rows: int, window_rows: int) -> dict[str, fl
     """Run a variant in a fresh subprocess; peak RSS via RUSAGE_CHILDREN of a one-child wrapper."""
     code = (f"import json, resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import extract_bench as b; r = b.run_variant({variant!r}, {uri!r}, {rows}, {window_rows}); "
-            "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; print(json.dumps(r))")
+            "u = resource.getrusage(resource.RUSAGE_SELF); r['peak_rss_mb'] = u.ru_maxrss / 1024; "
+            "r['process_cpu_s'] = u.ru_utime + u.ru_stime; print(json.dumps(r))")
     load_before = os.getloadavg()[0]
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -128,23 +129,27 @@ def main() -> None:
     parser.add_argument("--uri", default=DEFAULT_URI)
     parser.add_argument("--skip-load", action="store_true", help="reuse the table a --keep run left")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark table afterwards")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of all variants (interleaved); figures are each variant's median round")
     args = parser.parse_args()
     if not args.skip_load:
         t = time.perf_counter()
         load(args.uri, args.rows)
         print(f"loaded {args.rows:,} rows in {time.perf_counter() - t:.1f}s")
-    runs = {
-        "ours_N/2": measure("ours", args.uri, args.rows, args.rows // 2),
-        "ours_N": measure("ours", args.uri, args.rows, args.rows),
-        "ours_N_prefetch0": measure("ours_prefetch0", args.uri, args.rows, args.rows),
-        "adbc_raw_N": measure("adbc_raw", args.uri, args.rows, args.rows),
-        "pandas_sqlalchemy_N": measure("pandas_sqlalchemy", args.uri, args.rows, args.rows),
-        "pandas_adbc_N": measure("pandas_adbc", args.uri, args.rows, args.rows),
-    }
-    print(f"{'variant':<20}{'rows':>12}{'seconds':>10}{'rows/s':>14}{'peak RSS MB':>14}  load before/after")
+    variants = {"ours_N/2": ("ours", args.rows // 2), "ours_N": ("ours", args.rows),
+                "ours_N_prefetch0": ("ours_prefetch0", args.rows), "adbc_raw_N": ("adbc_raw", args.rows),
+                "pandas_sqlalchemy_N": ("pandas_sqlalchemy", args.rows), "pandas_adbc_N": ("pandas_adbc", args.rows)}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    for _ in range(args.repeats):  # interleaved, so a burst of load from elsewhere hits every variant alike
+        for name, (variant, window_rows) in variants.items():
+            rounds[name].append(measure(variant, args.uri, args.rows, window_rows))
+    runs = {name: {**sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2],
+                   "all_seconds": [round(r["seconds"], 3) for r in rs]} for name, rs in rounds.items()}
+    print(f"{'variant (median)':<20}{'rows':>12}{'seconds':>10}{'rows/s':>14}{'peak RSS MB':>14}{'CPU s':>8}"
+          "  load before/after, all rounds' seconds")
     for name, r in runs.items():
-        print(f"{name:<20}{r['rows']:>12,}{r['seconds']:>10.2f}{r['rows_per_s']:>14,.0f}{r['peak_rss_mb']:>14.0f}  "
-              f"{r['load_1min_before_after']}")
+        print(f"{name:<20}{r['rows']:>12,}{r['seconds']:>10.2f}{r['rows_per_s']:>14,.0f}{r['peak_rss_mb']:>14.0f}"
+              f"{r['process_cpu_s']:>8.2f}  {r['load_1min_before_after']} {r['all_seconds']}")
     ours, raw, pandas, pandas_adbc = (runs[k]["rows_per_s"] for k in
                                       ("ours_N", "adbc_raw_N", "pandas_sqlalchemy_N", "pandas_adbc_N"))
     summary = {"ours_vs_adbc": ours / raw, "ours_vs_pandas_sqlalchemy": ours / pandas,
@@ -154,7 +159,8 @@ def main() -> None:
     print(json.dumps(summary, indent=1))
     out = Path(__file__).parent / "results" / "extract.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": args.rows, "uri": "redacted-local-postgres", "runs": runs, "summary": summary,
+    out.write_text(json.dumps({"rows": args.rows, "uri": "redacted-local-postgres", "repeats": args.repeats,
+                               "runs": runs, "summary": summary,
                                "measured_at": datetime.now(UTC).isoformat()}, indent=2))
     if not args.keep:
         drop(args.uri)
