@@ -127,7 +127,11 @@ def impression_rewards(events: pd.DataFrame, settings: RewardSettings) -> pd.Dat
     """
     _check_events(events)
     imp = _impressions(events)
-    resp, n = _attributed_responses(events, imp), len(imp)
+    return _bandit_rewards(imp, _attributed_responses(events, imp), settings)
+
+
+def _bandit_rewards(imp: pd.DataFrame, resp: pd.DataFrame, settings: RewardSettings) -> pd.DataFrame:
+    n = len(imp)
     clicked = _once(resp, EventType.CLICK.value, n)
     reward = (
         settings.click * clicked
@@ -155,7 +159,11 @@ def q_item_rewards(events: pd.DataFrame, settings: RewardSettings) -> pd.DataFra
     """
     _check_events(events)
     imp = _impressions(events)
-    resp, n = _attributed_responses(events, imp), len(imp)
+    return _q_item_rewards(imp, _attributed_responses(events, imp), settings)
+
+
+def _q_item_rewards(imp: pd.DataFrame, resp: pd.DataFrame, settings: RewardSettings) -> pd.DataFrame:
+    n = len(imp)
     likes = _count(resp, EventType.LIKE.value, n)
     q = (
         settings.q_like * likes
@@ -180,7 +188,11 @@ def q_rewards(events: pd.DataFrame, settings: RewardSettings) -> pd.DataFrame:
         the slate's context (content_type, mood, time_of_day, traits: first impression),
         ``reward``, ``n_items`` and ``likes``.
     """
-    items = q_item_rewards(events, settings).sort_values("ts", kind="stable")
+    return _slates(q_item_rewards(events, settings))
+
+
+def _slates(items: pd.DataFrame) -> pd.DataFrame:
+    items = items.sort_values("ts", kind="stable")
     context = ["ts", "action_id", "content_type", "mood", "time_of_day", *TRAIT_COLUMNS]
     grouped = items.groupby(["request_id", "user_id"], sort=False)
     slates = grouped[context].first()
@@ -188,3 +200,13 @@ def q_rewards(events: pd.DataFrame, settings: RewardSettings) -> pd.DataFrame:
     slates["n_items"] = grouped.size()
     slates["likes"] = grouped["liked"].sum()
     return slates.reset_index().sort_values(["ts", "request_id"], kind="stable").reset_index(drop=True)
+
+
+def reward_frames(events: pd.DataFrame, settings: RewardSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(impression_rewards(events), q_rewards(events))`` from one impression frame and one
+    attribution of the responses (each would otherwise build both again)."""
+    _check_events(events)
+    imp = _impressions(events)
+    resp = _attributed_responses(events, imp)
+    slates = _slates(_q_item_rewards(imp, resp, settings))
+    return _bandit_rewards(imp, resp, settings), slates

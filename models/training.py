@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARTS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,23 @@ def time_split(frame: pd.DataFrame, *, end: datetime, valid_days: int, test_days
     Raises:
         ValueError: a required column is missing or a part is empty.
     """
+    rows, valid_start, test_start = split_rows(frame, end=end, valid_days=valid_days, test_days=test_days)
+    parts = {k: frame.take(r).reset_index(drop=True) for k, r in rows.items()}
+    return Split(**parts, valid_start=valid_start, test_start=test_start)
+
+
+def split_rows(frame: pd.DataFrame, *, end: datetime, valid_days: int,
+               test_days: int) -> tuple[dict[str, np.ndarray], datetime, datetime]:
+    """The rows of each part of :func:`time_split`, in its order (queries contiguous), without copying the frame.
+
+    ``frame`` needs ``query_id``, ``ts`` and ``label`` (``position`` orders a query's rows when present).
+
+    Returns:
+        ({"train"|"valid"|"test": row positions}, valid_start, test_start).
+
+    Raises:
+        ValueError: a required column is missing or a part is empty.
+    """
     missing = {"query_id", "ts", "label"} - set(frame.columns)
     if missing:
         raise ValueError(f"time_split needs columns {sorted(missing)}; found {list(frame.columns)}")
@@ -53,8 +76,80 @@ def time_split(frame: pd.DataFrame, *, end: datetime, valid_days: int, test_days
             f"valid from {valid_start.isoformat()}; impressions span {frame['ts'].min()} .. {frame['ts'].max()}"
         )
     order = _contiguous_order(frame)
-    parts = {k: frame.take(order[mask[order]]).reset_index(drop=True) for k, mask in masks.items()}
-    return Split(**parts, valid_start=valid_start, test_start=test_start)
+    return {k: order[mask[order]] for k, mask in masks.items()}, valid_start, test_start
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as an Arrow table, column by column (NaN -> null; tz-aware times as UTC timestamps).
+
+    Not ``pa.Table.from_pandas``: pyarrow 25 reads ``Series.values`` of tz-aware columns, which
+    pandas 3.1 deprecates; and without pandas metadata the file reads back by its Arrow types."""
+    columns = {}
+    for name, column in frame.items():
+        if isinstance(column.dtype, pd.DatetimeTZDtype):
+            naive = column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+            columns[str(name)] = pa.array(naive).cast(pa.timestamp(column.dtype.unit, tz="UTC"))
+        else:
+            columns[str(name)] = pa.Array.from_pandas(column)
+    return pa.table(columns)
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """A time split kept as one Parquet file per part (what the weekly stages hand each other).
+
+    Each file holds the columns of :class:`Split`'s frames in the same row order; read a part,
+    or only some of its columns, when it is needed.
+    """
+
+    paths: dict[str, Path]
+    valid_start: datetime
+    test_start: datetime
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def sizes(self) -> dict[str, int]:
+        """Rows and queries per part, as :meth:`Split.sizes`."""
+        return dict(self.counts)
+
+    def read(self, part: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """One part (``train``, ``valid`` or ``test``) as a DataFrame, optionally only ``columns``."""
+        if part not in self.paths:
+            raise ValueError(f"no split part {part!r}; parts are {sorted(self.paths)}")
+        return pq.read_table(self.paths[part], columns=columns).to_pandas()
+
+
+def write_split(rows: dict[str, np.ndarray], frames: list[pd.DataFrame], directory: Path, *,
+                valid_start: datetime, test_start: datetime, chunk_rows: int = 500_000) -> SplitFiles:
+    """Write each part's rows of the column-wise union of ``frames`` (aligned, same length) to
+    ``<directory>/<part>.parquet``, ``chunk_rows`` rows at a time (the whole frame is never copied).
+
+    Each file is written to a temporary name and moved into place (atomic)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    query_code = pd.factorize(frames[0]["query_id"])[0]
+    paths, counts = {}, {}
+    for part, part_rows in rows.items():
+        path = directory / f"{part}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        writer = None
+        try:
+            for lo in range(0, max(len(part_rows), 1), chunk_rows):
+                take = part_rows[lo:lo + chunk_rows]
+                chunk = pd.concat([f.take(take).reset_index(drop=True) for f in frames], axis=1)
+                table = _arrow(chunk)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="lz4")
+                writer.write_table(table)
+            writer.close()
+            writer = None
+            os.replace(tmp, path)
+        finally:
+            if writer is not None:
+                writer.close()
+            tmp.unlink(missing_ok=True)
+        paths[part] = path
+        codes = query_code[part_rows]
+        counts[f"{part}_rows"], counts[f"{part}_queries"] = len(part_rows), len(np.unique(codes[codes >= 0]))
+    return SplitFiles(paths=paths, valid_start=valid_start, test_start=test_start, counts=counts)
 
 
 def _contiguous_order(frame: pd.DataFrame) -> np.ndarray:

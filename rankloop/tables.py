@@ -122,13 +122,12 @@ def judge_linucb(imps: pd.DataFrame, champion: Any, champion_version: int | None
                    {"average_reward": float(imps["reward"].mean()), "arms": float(len(items))})
 
 
-def judge_qtable(events: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
+def judge_qtable(slates: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
                  end: datetime) -> Judged:
+    """``slates``: the window's :func:`models.rewards.q_rewards` (one row per logged slate)."""
     from models.ope import OPEResult, pdwis
     from models.qlearning import build_steps, refit, replay_metrics, step_probabilities
-    from models.rewards import q_rewards
 
-    slates = q_rewards(events, settings.rewards)
     pre, test = _split(slates, end, settings.ranker.test_days)
     challenger = refit(champion, pre, settings.qlearning, end)
     final = refit(champion, slates, settings.qlearning, end)
