@@ -147,8 +147,8 @@ def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
         ctx = stages.RunContext.create(settings, start, end)
         extracted = timed("extract", stages.extract, settings, start, end)
         ops.find_completed_run(settings, stages.run_key(settings, ctx, extracted))
-        validated = timed("validate", stages.validate, settings, extracted, start, end)
-        dataset = timed("labels+features", stages.build_dataset, settings, validated, extracted, end)
+        validated = timed("validate", stages.validate, settings, extracted, start, end, ctx.workdir)
+        dataset = timed("labels+features", stages.build_dataset, settings, validated, extracted, end, ctx.workdir)
         trained = timed("ranker", stages.train_ranker, settings, dataset, ctx.workdir)
         champ_v, champ_ndcg = timed("evaluation: champion scoring", stages.champion_per_query_ndcg, settings, dataset)
         recorded = timed("registry: record", stages.record_ranker, settings, ctx, extracted, validated, dataset, trained)
@@ -156,6 +156,7 @@ def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
         tabs = timed("tables", stages.fit_tables, settings, ctx, validated, recorded.run_id)
         summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcome, tabs)
         timed("summary", ops.publish_summary, recorded.run_id, summary)
+        stages.discard_intermediates(ctx.workdir)
     return {"end_to_end": whole.figures(), "stages": stage, "summary": _brief(summary),
             "split": dataset.split.sizes()}
 

@@ -12,6 +12,7 @@ from features.config import FeatureSettings
 from features.context import ENGAGE, BuildContext
 from features.registry import REGISTRY, FeatureSpec
 from features.sets import get_feature_set
+from rankloop.schema import TRAIT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,19 @@ _EVENT_COLUMNS = ("user_id", "item_id", "event_type", "ts")
 _GRAIN_ORDER = ("context", "impression", "item", "user_item", "user", "user_category")
 # user_category features also read user totals (uc_engage_share_28d): keep those across the release.
 _KEEP_FOR = {"user_category": ("user", ENGAGE)}
+
+
+def event_columns(users: pd.DataFrame | None = None) -> tuple[str, ...]:
+    """The event columns :func:`build_features` reads (a caller may load only these).
+
+    Codes and times (user, item, type, ts), ``value``, ``position``, ``session_id`` (exposures of
+    sources without impressions), the events' own ``category``/``content_type`` (item attributes),
+    and the Big Five traits logged on events, needed only when ``users`` lacks them.
+    Keep in step with the feature functions: ``tests/features`` checks that these columns give the
+    same features as the full events."""
+    traits = tuple(c for c in TRAIT_COLUMNS if users is None or c not in users.columns)
+    return ("user_id", "item_id", "event_type", "ts", "value", "position", "session_id", "category",
+            "content_type", *traits)
 
 
 def build_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd.DataFrame | None = None,

@@ -23,6 +23,9 @@ CONTEXT_COLUMNS: tuple[str, ...] = ("device", "content_type", "category", "mood"
 CARRIED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "ts", "position", "propensity", "policy_version", *CONTEXT_COLUMNS)
 OUTPUT_COLUMNS: tuple[str, ...] = ("query_id", *CARRIED_COLUMNS, "grade", "label")
 _REQUIRED: tuple[str, ...] = ("user_id", "item_id", "event_type", "ts")
+# The event columns impressions() reads (a caller may load only these).
+EVENT_COLUMNS: tuple[str, ...] = (*_REQUIRED, "value", "request_id", "session_id",
+                                  *(c for c in CARRIED_COLUMNS if c not in _REQUIRED))
 _SCALED_BY_SECONDS = (EventType.VIEW.value, EventType.DWELL.value)
 
 

@@ -43,7 +43,7 @@ def refit_bandit(settings: Settings, ctx: stages.RunContext, validated: stages.V
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
     champion = stages.current_champion("bandit", settings)
     table = load_tables(champion.path) if champion is not None else None
-    imps = impression_rewards(validated.events, settings.rewards)
+    imps = impression_rewards(validated.load_events(), settings.rewards)
     if table is not None and table.data_end is not None and (
         imps.empty or pd.to_datetime(imps["ts"], utc=True).max() <= pd.Timestamp(table.data_end)
     ):
@@ -73,9 +73,10 @@ def daily_bandit_refresh(
     try:
         extracted = extract(settings, start, end)
         stage = "validate"
-        validated = validate(settings, extracted, start, end)
+        validated = validate(settings, extracted, start, end, ctx.workdir)
         stage = "refit-bandit"
         bandit = refit_bandit(settings, ctx, validated)
+        stages.discard_intermediates(ctx.workdir)
     except Exception as exc:
         _report_failure(settings, ctx, stage, exc)
         raise

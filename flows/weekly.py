@@ -65,9 +65,9 @@ def weekly_retrain(
             logger.info("run key %s already completed in MLflow run %s: returning its results", key, earlier.get("run_id"))
             return earlier
         stage = "validate"
-        validated = validate(settings, extracted, start, end)
+        validated = validate(settings, extracted, start, end, ctx.workdir)
         stage = "labels-and-features"
-        dataset = build_dataset(settings, validated, extracted, end)
+        dataset = build_dataset(settings, validated, extracted, end, ctx.workdir)
         stage = "train-ranker"
         trained = train_ranker(settings, dataset, ctx.workdir)
         stage = "score-champion"
@@ -81,6 +81,7 @@ def weekly_retrain(
         stage = "summary"
         summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcome, tables)
         markdown = ops.publish_summary(recorded.run_id, summary)
+        stages.discard_intermediates(ctx.workdir)  # a failed run keeps them for inspection
     except Exception as exc:
         _report_failure(settings, ctx, stage, exc)
         raise

@@ -2,14 +2,19 @@
 
 ``flows/weekly.py`` wraps each one in a Prefect task and wires them; benchmarks call them
 directly to measure orchestration overhead. Each stage takes the settings and what earlier
-stages returned, and returns a small typed result (large data travels as Parquet paths or
-DataFrames, never pickled).
+stages returned, and returns a small typed result: large data (the valid events, the split
+feature matrix) is written as Parquet under the run's ``workdir/data`` and each stage reads only
+the columns it needs, when it needs them, so nothing large stays alive between stages (or in
+Prefect's task states). Nothing is pickled.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +48,9 @@ class Extracted:
 
 @dataclass(frozen=True)
 class Validated:
-    events: pd.DataFrame
+    """The contract's verdict; the valid events are a Parquet file (``load_events`` reads them)."""
+
+    events_path: Path
     rows_in: int
     rows_valid: int
     rows_quarantined: int
@@ -55,12 +62,22 @@ class Validated:
     contract: dict[str, Any] = field(default_factory=dict)  # ContractOutcome.summary()
     metrics: dict[str, float] = field(default_factory=dict)  # contract counts for MLflow
 
+    def load_events(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The valid events as pandas: all columns, or those of ``columns`` the file has."""
+        if columns is not None:
+            names = set(pq.read_schema(self.events_path).names)
+            columns = [c for c in columns if c in names]
+        return pq.read_table(self.events_path, columns=columns).to_pandas()
+
+
+SPLIT_KEY_COLUMNS = ("query_id", "user_id", "item_id", "ts", "position", "label")  # beside the features
+
 
 @dataclass(frozen=True)
 class Dataset:
-    """Impressions with labels and features, split by time."""
+    """Impressions with labels and features, split by time (one Parquet file per part)."""
 
-    split: Any  # models.training.Split
+    split: Any  # models.training.SplitFiles
     feature_set: str
     feature_set_hash: str
     features: tuple[str, ...]
@@ -106,10 +123,10 @@ def extract(settings: Settings, start: datetime, end: datetime) -> Extracted:
     )
 
 
-def validate(settings: Settings, extracted: Extracted, start: datetime, end: datetime) -> Validated:
+def validate(settings: Settings, extracted: Extracted, start: datetime, end: datetime, workdir: Path) -> Validated:
     """Run the interaction contract. Quarantine, report and summary go to ``<home>/quarantine/<digest>/``
     (beside the immutable snapshot folder, keyed by its digest); this window's profile to
-    ``<home>/contracts/profiles/`` when it passes.
+    ``<home>/contracts/profiles/`` when it passes; the valid rows to ``<workdir>/data/events.parquet``.
 
     Raises:
         ContractViolation: the gate failed (too many quarantined rows, a batch-level check, too few
@@ -134,7 +151,7 @@ def validate(settings: Settings, extracted: Extracted, start: datetime, end: dat
                              mlflow_run_id=_log_failed_contract(settings, extracted, start, end, outcome))
         raise error
     validated = Validated(
-        events=result.valid.to_pandas(),
+        events_path=write_parquet(result.valid, workdir / "data" / "events.parquet"),
         rows_in=summary["rows_in"],
         rows_valid=summary["rows_valid"],
         rows_quarantined=summary["rows_quarantined"],
@@ -166,6 +183,25 @@ def _log_failed_contract(settings: Settings, extracted: Extracted, start: dateti
         return None
 
 
+def write_parquet(table: pa.Table, path: Path) -> Path:
+    """Write ``table`` to ``path`` atomically (temporary file + ``os.replace``); returns ``path``.
+
+    LZ4: these files are read back within the run, so fast beats small."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="lz4")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def discard_intermediates(workdir: Path) -> None:
+    """Remove a finished run's intermediate data (``<workdir>/data``); the model and tables stay."""
+    shutil.rmtree(workdir / "data", ignore_errors=True)
+
+
 def release_arrow_memory() -> None:
     """Collect cycles (the contract's GE objects hold the extract) and hand the Arrow pool's freed
     pages back to the OS (mimalloc keeps them otherwise: ~1.7 GB at 10M rows through the features stage)."""
@@ -175,22 +211,31 @@ def release_arrow_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def build_dataset(settings: Settings, validated: Validated, extracted: Extracted, end: datetime) -> Dataset:
-    """Graded labels -> point-in-time features -> time split."""
+def build_dataset(settings: Settings, validated: Validated, extracted: Extracted, end: datetime,
+                  workdir: Path) -> Dataset:
+    """Graded labels -> point-in-time features -> time split, written to ``<workdir>/data/split/<part>.parquet``."""
     import features
-    from models.training import time_split
+    from features.labels import EVENT_COLUMNS as LABEL_COLUMNS
+    from models.training import split_rows, write_split
 
-    imps = features.impressions(validated.events, settings.labels)
-    fset = features.get_feature_set(settings.features.feature_set)
     items = extracted.items.to_pandas() if extracted.items is not None else None
     users = extracted.users.to_pandas() if extracted.users is not None else None
+    feature_columns = features.event_columns(users)
+    events = validated.load_events(list(dict.fromkeys([*LABEL_COLUMNS, *feature_columns])))  # only what is read
+    imps = features.impressions(events, settings.labels)
+    events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
+    fset = features.get_feature_set(settings.features.feature_set)
     X = features.build_features(
-        imps, validated.events, items=items, users=users, settings=settings.features, feature_set=fset.name
+        imps, events, items=items, users=users, settings=settings.features, feature_set=fset.name
     )
-    frame = pd.concat([imps[["query_id", "user_id", "item_id", "ts", "position", "label"]], X], axis=1)
-    split = time_split(frame, end=end, valid_days=settings.ranker.valid_days, test_days=settings.ranker.test_days)
     n_impressions = len(imps)
-    del imps, X, frame
+    keys = imps[list(SPLIT_KEY_COLUMNS)]
+    del events, imps, items, users
+    release_arrow_memory()
+    rows, valid_start, test_start = split_rows(keys, end=end, valid_days=settings.ranker.valid_days,
+                                               test_days=settings.ranker.test_days)
+    split = write_split(rows, [keys, X], workdir / "data" / "split", valid_start=valid_start, test_start=test_start)
+    del keys, X, rows
     release_arrow_memory()
     return Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
                    impressions=n_impressions)
@@ -205,22 +250,27 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
 
     cols = list(dataset.features)
     s = dataset.split
-    train = cap_queries(s.train, settings.ranker.max_train_queries, seed=settings.ranker.seed)
-    if len(train) < len(s.train):
-        log.info("training on %d of %d rows (max_train_queries=%d)", len(train), len(s.train),
+    train = s.read("train", ["query_id", "label", *cols])
+    available = len(train)
+    train = cap_queries(train, settings.ranker.max_train_queries, seed=settings.ranker.seed)
+    if len(train) < available:
+        log.info("training on %d of %d rows (max_train_queries=%d)", len(train), available,
                  settings.ranker.max_train_queries)
-    valid = with_positive_label(s.valid)
+    valid = with_positive_label(s.read("valid", ["query_id", "label", *cols]))
     ranker = Ranker.from_settings(settings.ranker)
     ranker.fit(train[cols], train["label"], group=group_sizes(train),
                eval_set=[(valid[cols], valid["label"])], eval_group=[group_sizes(valid)])
+    used = len(train)
+    del train, valid
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / "model.txt"
     ranker.save(model_path)
-    test = with_positive_label(s.test)
+    test = with_positive_label(s.read("test", ["query_id", "item_id", "label", *cols]))
     g = group_sizes(test)
     scores = ranker.predict(test[cols])
-    history = pd.concat([s.train, s.valid])
+    history = pd.concat([s.read(part, ["item_id", "label"]) for part in ("train", "valid")], ignore_index=True)
     baselines = {"popularity": ranking_report(test["label"], popularity_scores(history, test), g)}
+    del history
     if SIMILARITY_FEATURE in test.columns:
         baselines["similarity"] = ranking_report(test["label"], similarity_scores(test), g)
     else:
@@ -233,7 +283,7 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
         best_iteration=int(ranker.best_iteration_),
         evals_result=ranker.evals_result_,
         params=ranker.get_params() | {"max_train_queries": settings.ranker.max_train_queries,
-                                      "train_rows_used": len(train), "train_rows_available": len(s.train)},
+                                      "train_rows_used": used, "train_rows_available": available},
     )
 
 
@@ -245,9 +295,10 @@ def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> tuple[int |
     champion = current_champion("ranker", settings)
     if champion is None:
         return None, None
-    test = with_positive_label(dataset.split.test)
     wanted = list(champion.manifest["feature_set"]["features"])
-    missing = [c for c in wanted if c not in test.columns]
+    built = set(pq.read_schema(dataset.split.paths["test"]).names)
+    test = with_positive_label(dataset.split.read("test", ["query_id", "label", *(c for c in wanted if c in built)]))
+    missing = [c for c in wanted if c not in built]
     if missing:
         log.warning("champion v%s needs features %s this run did not build; judging it as broken", champion.version, missing)
         return champion.version, np.zeros(test["query_id"].nunique())
@@ -470,15 +521,19 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
     import mlflow
 
     from models.policy_tracking import load_tables
-    from models.rewards import impression_rewards
+    from models.rewards import reward_frames
+    from rankloop.schema import INTERACTION_SCHEMA
     from rankloop.settings import ensure_experiment
     from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table
 
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
-    imps = impression_rewards(validated.events, settings.rewards)
+    events = validated.load_events([c for c in INTERACTION_SCHEMA.names if c != "event_id"])
+    imps, slates = reward_frames(events, settings.rewards)  # one impression frame for both
+    del events
+    release_arrow_memory()
     out: dict[str, Any] = {}
     for kind, judge, data in (("bandit", judge_bandit, imps), ("linucb", judge_linucb, imps),
-                              ("qtable", judge_qtable, validated.events)):
+                              ("qtable", judge_qtable, slates)):
         champion = current_champion(kind, settings)
         table = load_tables(champion.path) if champion is not None else None
         judged = judge(data, table, champion.version if champion else None, settings, ctx.end)

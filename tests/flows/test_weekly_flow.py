@@ -68,6 +68,10 @@ def test_first_run_trains_logs_registers_and_promotes(env: Path) -> None:
     # Artifacts live in the data home, not in ./mlruns.
     assert (env / "mlflow.db").exists()
     assert run.info.artifact_uri.startswith((env / "mlartifacts").as_uri())
+    # The run's intermediate Parquet (valid events, split) is gone; its model stays in the workdir.
+    workdirs = [p for p in (env / "runs" / "2026-11-16").iterdir() if (p / "model.txt").exists()]
+    assert len(workdirs) == 1 and not (workdirs[0] / "data").exists()
+    assert (workdirs[0] / "bandit").is_dir()
 
 
 def test_same_window_again_returns_the_earlier_results(env: Path) -> None:

@@ -1,0 +1,45 @@
+"""The declared event columns are all that labels and features read: loading only those changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+from features import build_features, event_columns, impressions
+from features.config import FeatureSettings, LabelSettings
+from features.labels import EVENT_COLUMNS
+from rankloop.schema import INTERACTION_SCHEMA, TRAIT_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def wide_events(events: pd.DataFrame) -> pd.DataFrame:
+    """The fixture with every other canonical column filled (own categories differ from the items
+    table's for some rows; traits logged on events), so a column the code reads but the lists
+    lack would change some feature."""
+    rng = np.random.default_rng(2)
+    n = len(events)
+    extra = {"category": np.where(rng.random(n) < 0.3, "c9", None), "content_type": np.where(rng.random(n) < 0.3, "video", None),
+             "action_id": rng.integers(0, 27, n).astype(np.int32), "mood_delta": rng.choice([-1.0, 0.0, 1.0], n)}
+    extra |= {c: np.where(rng.random(n) < 0.5, rng.random(n), np.nan) for c in TRAIT_COLUMNS}
+    wide = events.assign(**extra)
+    assert set(INTERACTION_SCHEMA.names) <= set(wide.columns)
+    return wide
+
+
+def test_labels_read_only_their_columns(wide_events):
+    pdt.assert_frame_equal(impressions(wide_events[list(EVENT_COLUMNS)], LabelSettings()),
+                           impressions(wide_events, LabelSettings()))
+
+
+@pytest.mark.parametrize("with_users", [True, False])
+def test_features_read_only_event_columns(wide_events, items, users, with_users):
+    users = users if with_users else None
+    labelled = impressions(wide_events, LabelSettings())
+    full = build_features(labelled, wide_events, items=items, users=users, settings=FeatureSettings())
+    slim = build_features(labelled, wide_events[list(event_columns(users))], items=items, users=users,
+                          settings=FeatureSettings())
+    pdt.assert_frame_equal(slim, full)
+    traits_read = set(TRAIT_COLUMNS) & set(event_columns(users))
+    assert traits_read == (set() if with_users else set(TRAIT_COLUMNS))  # the users table has them all
