@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -55,23 +56,38 @@ def build_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd
         The set's features in declared order, with the dtypes declared, indexed like ``impressions``.
     """
     fset = get_feature_set(feature_set or settings.feature_set)
+    columns = dict(iter_features(impressions, events, items=items, users=users, settings=settings,
+                                 feature_set=fset.name))
+    # copy=False: the columns are fresh arrays; consolidating them would double the table's memory.
+    return pd.DataFrame({n: columns[n] for n in fset.features}, index=impressions.index, copy=False)
+
+
+def iter_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd.DataFrame | None = None,
+                  users: pd.DataFrame | None = None, settings: FeatureSettings,
+                  feature_set: str | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """:func:`build_features` one column at a time: ``(name, values)`` in computation order (grain
+    by grain, not the set's order), each array aligned with ``impressions``' rows. A caller that
+    writes each column away as it comes never holds the whole table. The inputs are checked
+    before the first column."""
+    fset = get_feature_set(feature_set or settings.feature_set)
     _check(impressions, _QUERY_COLUMNS, "impressions")
     _check(events, _EVENT_COLUMNS, "events")
     _check_windows(fset.features, settings)
-    ctx = BuildContext(impressions, events, items, users, settings)
-    specs = sorted((REGISTRY[n] for n in fset.features), key=lambda s: _GRAIN_ORDER.index(s.grain))
-    columns: dict[str, np.ndarray] = {}
+    return _columns(BuildContext(impressions, events, items, users, settings), fset.features)
+
+
+def _columns(ctx: BuildContext, names: tuple[str, ...]) -> Iterator[tuple[str, np.ndarray]]:
+    specs = sorted((REGISTRY[n] for n in names), key=lambda s: _GRAIN_ORDER.index(s.grain))
     grain = None
     for spec in specs:
         if spec.grain != grain:
             ctx.release(keep=_KEEP_FOR.get(spec.grain))
             grain = spec.grain
         started = time.perf_counter()
-        columns[spec.name] = finish(spec, spec.fn(ctx))
+        values = finish(spec, spec.fn(ctx))
         log.debug("feature %s: %.2fs", spec.name, time.perf_counter() - started)
+        yield spec.name, values
     ctx.release()
-    # copy=False: the columns are fresh arrays; consolidating them would double the table's memory.
-    return pd.DataFrame({n: columns[n] for n in fset.features}, index=impressions.index, copy=False)
 
 
 def finish(spec: FeatureSpec, values: np.ndarray) -> np.ndarray:

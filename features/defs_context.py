@@ -97,6 +97,9 @@ def item_embeddings(ctx: BuildContext) -> np.ndarray | None:
     return ctx.memo("item_embeddings", make, keep=True)
 
 
+_COSINE_ROWS = 262_144
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine of (n, d) matrices; NaN where either row is missing or zero."""
     norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
@@ -118,7 +121,11 @@ def emb_cos_user_profile(ctx: BuildContext) -> np.ndarray:
         return nan
     rows = ctx.user_row[ctx.q_user]
     users = np.vstack([users, np.full((1, users.shape[1]), np.nan)])
-    return cosine(users[rows], items[ctx.q_item])
+    out = np.empty(len(rows))
+    for lo in range(0, len(rows), _COSINE_ROWS):  # row blocks: no (n_impressions, d) matrices (row-wise: same values)
+        hi = lo + _COSINE_ROWS
+        out[lo:hi] = cosine(users[rows[lo:hi]], items[ctx.q_item[lo:hi]])
+    return out
 
 
 @feature(dtype="float32", grain="user_item", group="embedding")

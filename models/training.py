@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -111,45 +112,67 @@ class SplitFiles:
         """Rows and queries per part, as :meth:`Split.sizes`."""
         return dict(self.counts)
 
-    def read(self, part: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """One part (``train``, ``valid`` or ``test``) as a DataFrame, optionally only ``columns``."""
+    def read(self, part: str, columns: list[str] | None = None, rows: np.ndarray | None = None) -> pd.DataFrame:
+        """One part (``train``, ``valid`` or ``test``) as a DataFrame: optionally only ``columns``, and
+        only the rows where the boolean mask ``rows`` (one per row of the part) is True, filtered
+        batch by batch while reading (the unfiltered part is never in memory)."""
         if part not in self.paths:
             raise ValueError(f"no split part {part!r}; parts are {sorted(self.paths)}")
-        return pq.read_table(self.paths[part], columns=columns).to_pandas()
+        if rows is None:
+            return pq.read_table(self.paths[part], columns=columns).to_pandas()
+        file = pq.ParquetFile(self.paths[part])
+        if len(rows) != file.metadata.num_rows:
+            raise ValueError(f"row mask has {len(rows)} values; split part {part!r} has {file.metadata.num_rows} rows")
+        batches, lo = [], 0
+        for batch in file.iter_batches(batch_size=262_144, columns=columns):
+            batches.append(batch.filter(pa.array(rows[lo:lo + batch.num_rows])))
+            lo += batch.num_rows
+        if not batches:  # an empty part
+            return pq.read_table(self.paths[part], columns=columns).to_pandas()
+        return pa.Table.from_batches(batches).to_pandas()
 
 
-def write_split(rows: dict[str, np.ndarray], frames: list[pd.DataFrame], directory: Path, *,
-                valid_start: datetime, test_start: datetime, chunk_rows: int = 500_000) -> SplitFiles:
-    """Write each part's rows of the column-wise union of ``frames`` (aligned, same length) to
-    ``<directory>/<part>.parquet``, ``chunk_rows`` rows at a time (the whole frame is never copied).
+def write_split(rows: dict[str, np.ndarray], keys: pd.DataFrame, features: Mapping[str, np.ndarray | Path],
+                directory: Path, *, valid_start: datetime, test_start: datetime) -> SplitFiles:
+    """Write each part's rows of ``keys`` and ``features`` to ``<directory>/<part>.parquet``.
 
-    Each file is written to a temporary name and moved into place (atomic)."""
+    Args:
+        rows: row positions of each part, in order (:func:`split_rows`).
+        keys: the id, time and label columns (``query_id`` first), one row per impression.
+        features: feature columns in order, each an array aligned with ``keys`` or the path of one
+            saved with ``np.save`` (loaded one at a time, so the caller need not hold the matrix).
+        directory: where the files go; each is written to a temporary name and moved into place.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    query_code = pd.factorize(frames[0]["query_id"])[0]
+    query_code = pd.factorize(keys["query_id"])[0]
+    columns: dict[str, dict[str, pa.Array]] = {part: {} for part in rows}
+    for name, source in features.items():
+        values = np.load(source) if isinstance(source, (str, os.PathLike)) else np.asarray(source)
+        if len(values) != len(keys):
+            raise ValueError(f"feature {name!r} has {len(values)} rows; keys have {len(keys)}")
+        for part, part_rows in rows.items():
+            columns[part][name] = pa.array(values[part_rows])
+        del values
     paths, counts = {}, {}
     for part, part_rows in rows.items():
-        path = directory / f"{part}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        writer = None
-        try:
-            for lo in range(0, max(len(part_rows), 1), chunk_rows):
-                take = part_rows[lo:lo + chunk_rows]
-                chunk = pd.concat([f.take(take).reset_index(drop=True) for f in frames], axis=1)
-                table = _arrow(chunk)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="lz4")
-                writer.write_table(table)
-            writer.close()
-            writer = None
-            os.replace(tmp, path)
-        finally:
-            if writer is not None:
-                writer.close()
-            tmp.unlink(missing_ok=True)
-        paths[part] = path
+        table = _arrow(keys.take(part_rows).reset_index(drop=True))
+        for name, array in columns.pop(part).items():
+            table = table.append_column(name, array)
+        paths[part] = _write_atomic(table, directory / f"{part}.parquet")
+        del table
         codes = query_code[part_rows]
         counts[f"{part}_rows"], counts[f"{part}_queries"] = len(part_rows), len(np.unique(codes[codes >= 0]))
     return SplitFiles(paths=paths, valid_start=valid_start, test_start=test_start, counts=counts)
+
+
+def _write_atomic(table: pa.Table, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="lz4")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def _contiguous_order(frame: pd.DataFrame) -> np.ndarray:
@@ -192,10 +215,18 @@ def cap_queries(part: pd.DataFrame, max_queries: int | None, *, seed: int = 0) -
     if max_queries < 1 or "query_id" not in part.columns:
         raise ValueError(f"cap_queries needs max_queries >= 1 and a query_id column; got {max_queries!r}, "
                          f"columns {list(part.columns)}")
-    codes, uniques = pd.factorize(part["query_id"])
+    keep = cap_mask(part["query_id"], max_queries, seed=seed)
+    return part if keep is None else part[keep].reset_index(drop=True)
+
+
+def cap_mask(query_id: pd.Series, max_queries: int, *, seed: int = 0) -> np.ndarray | None:
+    """The rows :func:`cap_queries` keeps, as a boolean mask over ``query_id``; None when it keeps all."""
+    if max_queries < 1:
+        raise ValueError(f"cap_mask needs max_queries >= 1; got {max_queries!r}")
+    codes, uniques = pd.factorize(query_id)
     if len(uniques) <= max_queries:
-        return part
+        return None
     hashes = pd.util.hash_array(np.asarray(uniques, dtype=object), hash_key=f"rankloop{seed % 10**8:08d}")
     keep = np.zeros(len(uniques), dtype=bool)
     keep[np.argpartition(hashes, max_queries - 1)[:max_queries]] = True
-    return part[keep[codes]].reset_index(drop=True)
+    return keep[codes]

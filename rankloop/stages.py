@@ -203,12 +203,23 @@ def discard_intermediates(workdir: Path) -> None:
 
 
 def release_arrow_memory() -> None:
-    """Collect cycles (the contract's GE objects hold the extract) and hand the Arrow pool's freed
-    pages back to the OS (mimalloc keeps them otherwise: ~1.7 GB at 10M rows through the features stage)."""
+    """Collect cycles (the contract's GE objects hold the extract), hand the Arrow pool's freed pages
+    back to the OS (mimalloc keeps them otherwise: ~1.7 GB at 10M rows through the features stage),
+    and glibc's free heap pages too (``malloc_trim``: numpy/LightGBM buffers freed by one stage
+    would otherwise stay resident under the next stage's peak)."""
     import gc
 
     gc.collect()
     pa.default_memory_pool().release_unused()
+    _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def build_dataset(settings: Settings, validated: Validated, extracted: Extracted, end: datetime,
@@ -221,21 +232,30 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     items = extracted.items.to_pandas() if extracted.items is not None else None
     users = extracted.users.to_pandas() if extracted.users is not None else None
     feature_columns = features.event_columns(users)
+    release_arrow_memory()
     events = validated.load_events(list(dict.fromkeys([*LABEL_COLUMNS, *feature_columns])))  # only what is read
     imps = features.impressions(events, settings.labels)
     events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
     fset = features.get_feature_set(settings.features.feature_set)
-    X = features.build_features(
-        imps, events, items=items, users=users, settings=settings.features, feature_set=fset.name
-    )
+    # Each feature column goes to disk as soon as it is computed: the matrix is never in memory
+    # together with the events and the builder's working set.
+    spill = workdir / "data" / "features"
+    spill.mkdir(parents=True, exist_ok=True)
+    saved: dict[str, Path] = {}
+    for name, values in features.iter_features(imps, events, items=items, users=users,
+                                               settings=settings.features, feature_set=fset.name):
+        saved[name] = spill / f"{name}.npy"
+        np.save(saved[name], values)
     n_impressions = len(imps)
     keys = imps[list(SPLIT_KEY_COLUMNS)]
     del events, imps, items, users
     release_arrow_memory()
     rows, valid_start, test_start = split_rows(keys, end=end, valid_days=settings.ranker.valid_days,
                                                test_days=settings.ranker.test_days)
-    split = write_split(rows, [keys, X], workdir / "data" / "split", valid_start=valid_start, test_start=test_start)
-    del keys, X, rows
+    split = write_split(rows, keys, {n: saved[n] for n in fset.features}, workdir / "data" / "split",
+                        valid_start=valid_start, test_start=test_start)
+    shutil.rmtree(spill, ignore_errors=True)
+    del keys, rows
     release_arrow_memory()
     return Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
                    impressions=n_impressions)
@@ -246,13 +266,16 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
     from models.metrics import per_query_ndcg, ranking_report
     from models.ranker import Ranker
-    from models.training import cap_queries, group_sizes, with_positive_label
+    from models.training import cap_mask, group_sizes, with_positive_label
 
+    release_arrow_memory()
     cols = list(dataset.features)
     s = dataset.split
-    train = s.read("train", ["query_id", "label", *cols])
-    available = len(train)
-    train = cap_queries(train, settings.ranker.max_train_queries, seed=settings.ranker.seed)
+    query_id = s.read("train", ["query_id"])["query_id"]
+    available, cap = len(query_id), settings.ranker.max_train_queries
+    keep = cap_mask(query_id, cap, seed=settings.ranker.seed) if cap is not None else None
+    del query_id
+    train = s.read("train", ["query_id", "label", *cols], rows=keep)  # the capped rows only
     if len(train) < available:
         log.info("training on %d of %d rows (max_train_queries=%d)", len(train), available,
                  settings.ranker.max_train_queries)
@@ -261,7 +284,8 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     ranker.fit(train[cols], train["label"], group=group_sizes(train),
                eval_set=[(valid[cols], valid["label"])], eval_group=[group_sizes(valid)])
     used = len(train)
-    del train, valid
+    del train, valid, keep
+    release_arrow_memory()
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / "model.txt"
     ranker.save(model_path)
@@ -526,6 +550,7 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
     from rankloop.settings import ensure_experiment
     from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table
 
+    release_arrow_memory()
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
     events = validated.load_events([c for c in INTERACTION_SCHEMA.names if c != "event_id"])
     imps, slates = reward_frames(events, settings.rewards)  # one impression frame for both

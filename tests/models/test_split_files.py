@@ -9,7 +9,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from models.training import split_rows, time_split, write_split
+from models.training import cap_mask, cap_queries, split_rows, time_split, write_split
 
 END = datetime(2026, 11, 16, tzinfo=UTC)
 
@@ -23,6 +23,7 @@ def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
             rows.append({"query_id": f"q{q}", "user_id": f"u{q % 7}", "item_id": f"i{rng.integers(30)}",
                          "ts": start + timedelta(minutes=int(pos)), "position": int(pos), "label": int(rng.integers(3))})
     keys = pd.DataFrame(rows).sample(frac=1.0, random_state=1).reset_index(drop=True)
+    keys.loc[keys.index[::9], "position"] = np.nan
     features = pd.DataFrame({"f_count": rng.integers(0, 100, len(keys)).astype(np.int32),
                              "f_rate": rng.random(len(keys)).astype(np.float32),
                              "f_code": rng.integers(-1, 4, len(keys)).astype(np.int16)})
@@ -30,13 +31,17 @@ def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     return keys, features
 
 
-@pytest.mark.parametrize("chunk_rows", [7, 1000])
-def test_split_files_hold_time_split_frames(tmp_path, chunk_rows):
+@pytest.mark.parametrize("saved", [False, True])
+def test_split_files_hold_time_split_frames(tmp_path, saved):
     keys, features = _frames()
     expected = time_split(pd.concat([keys, features], axis=1), end=END, valid_days=7, test_days=7)
     rows, valid_start, test_start = split_rows(keys, end=END, valid_days=7, test_days=7)
-    files = write_split(rows, [keys, features], tmp_path / "split", valid_start=valid_start,
-                        test_start=test_start, chunk_rows=chunk_rows)
+    sources = {c: features[c].to_numpy() for c in features}
+    if saved:  # columns spilled with np.save, loaded one at a time
+        for name, values in sources.items():
+            np.save(tmp_path / f"{name}.npy", values)
+        sources = {name: tmp_path / f"{name}.npy" for name in sources}
+    files = write_split(rows, keys, sources, tmp_path / "split", valid_start=valid_start, test_start=test_start)
     for part in ("train", "valid", "test"):
         got = files.read(part)
         pdt.assert_frame_equal(got, getattr(expected, part), check_dtype=False)
@@ -47,6 +52,22 @@ def test_split_files_hold_time_split_frames(tmp_path, chunk_rows):
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["test.parquet", "train.parquet", "valid.parquet"]
     with pytest.raises(ValueError, match="no split part 'holdout'"):
         files.read("holdout")
+    with pytest.raises(ValueError, match="has 1 rows"):
+        write_split(rows, keys, {"short": np.zeros(1)}, tmp_path / "bad", valid_start=valid_start, test_start=test_start)
+
+
+def test_reading_a_capped_part_equals_capping_it(tmp_path):
+    keys, features = _frames()
+    rows, valid_start, test_start = split_rows(keys, end=END, valid_days=7, test_days=7)
+    files = write_split(rows, keys, {c: features[c].to_numpy() for c in features}, tmp_path,
+                        valid_start=valid_start, test_start=test_start)
+    train = files.read("train")
+    keep = cap_mask(train["query_id"], 5, seed=4)
+    assert keep is not None and keep.sum() == 25 and cap_mask(train["query_id"], 10_000) is None
+    pdt.assert_frame_equal(files.read("train", ["query_id", "f_rate"], rows=keep),
+                           cap_queries(train, 5, seed=4)[["query_id", "f_rate"]])
+    with pytest.raises(ValueError, match="row mask has 3 values"):
+        files.read("train", rows=np.ones(3, dtype=bool))
 
 
 def test_split_rows_rejects_an_empty_part():
