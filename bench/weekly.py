@@ -11,9 +11,11 @@ Variants, each in a fresh subprocess with a fresh ``RANKLOOP_HOME`` (so no champ
 peaks do not mix):
 
 * ``prefect``: ``flows.weekly.weekly_retrain(...)`` in-process against Prefect's local ephemeral
-  API (started by the flow call, inside the timed span); per-task seconds are read back from the API.
+  API, started and timed first on its own (``server_start``; a deployment's API is already up);
+  per-task seconds are read back from the API.
 * ``direct``: the same ``rankloop.stages`` functions called in the flow's order without Prefect;
-  per-stage seconds, CPU seconds and the peak RSS during the stage (psutil sampling thread, 20 ms).
+  per-stage seconds, CPU seconds and the peak RSS during the stage (psutil sampling thread, 20 ms);
+  ``base_rss_mb`` is what the earlier stages left resident.
 * ``naive_extract``: ``pandas.read_sql`` (SQLAlchemy + psycopg2) of the same window and columns.
 * ``naive_validate``: Great Expectations' plain pandas path on the same extract (``bench/validate_bench``).
 
