@@ -46,7 +46,29 @@ def test_refits_registers_and_gates_only_the_bandit_then_skips_a_day_without_new
     assert _models(home) == {"rankloop.bandit": [1]}  # no ranker, LinUCB or Q table
     uri = f"sqlite:///{home / 'mlflow.db'}"
     assert int(MlflowClient(uri, uri).get_model_version_by_alias("rankloop.bandit", "champion").version) == 1
-    # The simulated logs end at END: a later day brings nothing after the champion's data end.
-    later = daily_bandit_refresh(window_end=date(2026, 11, 17))
-    assert later["status"] == "skipped" and "nothing to refit" in later["reason"]
+    # The same window again brings nothing after the champion's data end: skipped, nothing registered.
+    again = daily_bandit_refresh(window_end=END.date())
+    assert again["status"] == "skipped" and "nothing to refit" in again["reason"]
     assert _models(home) == {"rankloop.bandit": [1]}
+
+
+def test_a_day_with_no_interactions_stops_the_refresh_and_keeps_the_champion(home: Path, tmp_path: Path) -> None:
+    """The simulated logs end at END: the next day's window holds an empty day, which is an outage
+    (the contract's day-volume check), not "nothing new": the run fails, says which day, notifies,
+    and the champion stays."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from flows.bandit_refresh import daily_bandit_refresh
+    from rankloop.errors import ContractViolation
+
+    assert daily_bandit_refresh(window_end=END.date())["status"] == "completed"
+    with pytest.raises(ContractViolation, match=r"day_volume_in_window.*2026-11-16 0 rows"):
+        daily_bandit_refresh(window_end=date(2026, 11, 17))
+    assert _models(home) == {"rankloop.bandit": [1]}
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    assert int(MlflowClient(uri, uri).get_model_version_by_alias("rankloop.bandit", "champion").version) == 1
+    notes = [json.loads(line) for line in (tmp_path / "notify.jsonl").read_text().splitlines()]
+    failed = [n for n in notes if n.get("status") == "failed"]
+    assert failed and failed[-1]["stage"] == "validate" and "2026-11-16" in failed[-1]["error"]
