@@ -104,18 +104,33 @@ def _outer_sums(encoding: ContextEncoding, frame: pd.DataFrame, arm: np.ndarray,
     Rows with the same arm and context share one x, so the sums run over the distinct
     (arm, context) pairs with their counts and reward sums (X^T X is a count: exact).
     """
-    d = encoding.dim
-    a_add, b_add = np.zeros((n_arms, d, d)), np.zeros((n_arms, d))
     if len(arm) == 0:  # nothing new since the previous table
-        return a_add, b_add
+        return _pair_sums(encoding, np.zeros((0, 1 + len(encoding.features)), np.int64), np.zeros(0), np.zeros(0), n_arms)
     codes = np.column_stack([arm, encoding.codes(frame)])
-    key, sizes = np.zeros(len(arm), dtype=np.int64), [n_arms] + [len(encoding.vocab[f]) + 1 for f in encoding.features]
-    for j, size in enumerate(sizes):
-        key = key * size + codes[:, j] + (j > 0)
+    key = _pair_keys(encoding, codes, n_arms)
     uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     count = np.bincount(inverse, minlength=len(uniq)).astype(float)
     rsum = np.bincount(inverse, weights=r, minlength=len(uniq))
-    x, cs = encoding.one_hot(codes[first, 1:]), arm[first]  # uniq is sorted by arm first
+    return _pair_sums(encoding, codes[first], count, rsum, n_arms)
+
+
+def _pair_keys(encoding: ContextEncoding, codes: np.ndarray, n_arms: int) -> np.ndarray:
+    """One int64 per (arm, context codes) row of ``codes``, ordered by arm first (as :func:`_outer_sums`)."""
+    key, sizes = np.zeros(len(codes), dtype=np.int64), [n_arms] + [len(encoding.vocab[f]) + 1 for f in encoding.features]
+    for j, size in enumerate(sizes):
+        key = key * size + codes[:, j] + (j > 0)
+    return key
+
+
+def _pair_sums(encoding: ContextEncoding, codes: np.ndarray, count: np.ndarray, rsum: np.ndarray,
+               n_arms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-arm X^T X and X^T r from distinct (arm, context) rows ``codes`` (n, 1 + n_features),
+    sorted by their :func:`_pair_keys`, with their impression counts and reward sums."""
+    d = encoding.dim
+    a_add, b_add = np.zeros((n_arms, d, d)), np.zeros((n_arms, d))
+    if len(codes) == 0:
+        return a_add, b_add
+    x, cs = encoding.one_hot(codes[:, 1:]), codes[:, 0]
     bounds = np.flatnonzero(np.diff(cs)) + 1
     for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(cs)], strict=True):
         block = x[s:e]
@@ -259,6 +274,101 @@ def refit(previous: LinUCB | None, impressions: pd.DataFrame, settings: LinUCBSe
     r = new[settings.reward].to_numpy(dtype=float)
     a_add, b_add = _outer_sums(encoding, new, codes, len(arms), r)
     end = ts[keep].max() if keep.any() else None
+    if previous is not None and previous.data_end is not None and (end is None or end < pd.Timestamp(previous.data_end)):
+        end = pd.Timestamp(previous.data_end)
+    end_dt = pd.Timestamp(end).to_pydatetime() if end is not None else None
+    return LinUCB(tuple(arms), a + a_add, b + b_add, encoding, settings, now, end_dt)
+
+
+# --- refit from per-partition aggregates (the Dask executor, docs/scale-out.md) -------------------
+PAIR_COUNT, PAIR_REWARD = "n", "r"
+
+
+@dataclass(frozen=True)
+class ArmContextStats:
+    """What :func:`refit` adds to A and b, for some of the impressions: per distinct (arm, context
+    values) the number of impressions and their reward sum. ``A_a = sum n x x^T`` and
+    ``b_a = sum r x`` over an arm's rows, so partitions combine by adding per (arm, context); the
+    vocabulary and the arm list are only known once they are combined.
+
+    ``pairs``: item_id, the context features (as :func:`refit` spells them: strings, missing =
+    ``__unknown__``), ``n``, ``r``. ``data_end``: the newest impression counted."""
+
+    features: tuple[str, ...]
+    pairs: pd.DataFrame
+    data_end: pd.Timestamp | None
+    rows: int
+
+
+def arm_context_stats(impressions: pd.DataFrame, settings: LinUCBSettings, now: datetime,
+                      since: datetime | None = None) -> ArmContextStats:
+    """The sufficient statistics of :func:`refit` for one partition of the impressions.
+
+    Args:
+        impressions: as for :func:`refit`.
+        settings: the context features and the reward column.
+        now: tz-aware time of the refit (later impressions are not counted).
+        since: the previous table's ``data_end`` (impressions at or before it are not counted).
+    """
+    if now.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
+    for col in ("item_id", "ts", settings.reward):
+        if col not in impressions:
+            raise ValueError(f"impressions lack column {col!r}; expected the output of impression_rewards")
+    ts = pd.to_datetime(impressions["ts"], utc=True)
+    keep = ts <= pd.Timestamp(now)
+    if since is not None:
+        keep &= ts > pd.Timestamp(since)
+    new = impressions.loc[keep]
+    keys = {"item_id": pd.Series(new["item_id"], dtype=object).astype(str).to_numpy(dtype=object)}
+    for f in settings.context_features:
+        keys[f] = _as_str(new[f]).to_numpy(dtype=object) if f in new else np.full(len(new), UNKNOWN, dtype=object)
+    work = pd.DataFrame(keys).assign(**{PAIR_COUNT: 1.0, PAIR_REWARD: new[settings.reward].to_numpy(dtype=float)})
+    pairs = work.groupby(list(keys), as_index=False, sort=True)[[PAIR_COUNT, PAIR_REWARD]].sum()
+    return ArmContextStats(tuple(settings.context_features), pairs, ts[keep].max() if keep.any() else None,
+                           int(keep.sum()))
+
+
+def combine_stats(parts: Sequence[ArmContextStats]) -> ArmContextStats:
+    """The statistics of all partitions together (sums per (arm, context); the newest impression)."""
+    if not parts:
+        raise ValueError("combine_stats needs at least one partition's ArmContextStats")
+    features = {p.features for p in parts}
+    if len(features) != 1:
+        raise ValueError(f"partitions were computed with different context features: {sorted(features)}")
+    keys = ["item_id", *parts[0].features]
+    pairs = pd.concat([p.pairs for p in parts], ignore_index=True).groupby(keys, as_index=False, sort=True)[
+        [PAIR_COUNT, PAIR_REWARD]].sum()
+    ends = [p.data_end for p in parts if p.data_end is not None]
+    return ArmContextStats(parts[0].features, pairs, max(ends) if ends else None, sum(p.rows for p in parts))
+
+
+def refit_from_stats(previous: LinUCB | None, stats: ArmContextStats, settings: LinUCBSettings,
+                     now: datetime) -> LinUCB:
+    """:func:`refit` from combined :func:`arm_context_stats` (computed with ``since=previous.data_end``):
+    the same vocabulary, arms, A and b (to float summation order of the reward sums)."""
+    if now.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
+    if stats.features != tuple(settings.context_features):
+        raise ValueError(f"statistics were computed for context features {stats.features}, "
+                         f"settings have {settings.context_features}")
+    if previous is not None and previous.encoding.features != settings.context_features:
+        raise ValueError(
+            f"context_features changed: previous table has {previous.encoding.features}, "
+            f"settings have {settings.context_features}; start a new table (previous=None)"
+        )
+    pairs = stats.pairs
+    base_enc = previous.encoding if previous else ContextEncoding(settings.context_features, {})
+    encoding = base_enc.extended(pairs)
+    old_arms = list(previous.arms) if previous else []
+    names = pairs["item_id"].to_numpy(dtype=object)
+    arms = old_arms + sorted(set(names) - set(old_arms))
+    a, b = _grow(previous, encoding, arms, settings.ridge)
+    codes = np.column_stack([pd.Index(arms, dtype=object).get_indexer(names).astype(np.int64), encoding.codes(pairs)])
+    order = np.argsort(_pair_keys(encoding, codes, len(arms)), kind="stable")
+    a_add, b_add = _pair_sums(encoding, codes[order], pairs[PAIR_COUNT].to_numpy(dtype=float)[order],
+                              pairs[PAIR_REWARD].to_numpy(dtype=float)[order], len(arms))
+    end = stats.data_end
     if previous is not None and previous.data_end is not None and (end is None or end < pd.Timestamp(previous.data_end)):
         end = pd.Timestamp(previous.data_end)
     end_dt = pd.Timestamp(end).to_pydatetime() if end is not None else None

@@ -210,3 +210,46 @@ def reward_frames(events: pd.DataFrame, settings: RewardSettings) -> tuple[pd.Da
     resp = _attributed_responses(events, imp)
     slates = _slates(_q_item_rewards(imp, resp, settings))
     return _bandit_rewards(imp, resp, settings), slates
+
+
+# --- partitions of whole requests (the Dask executor, docs/scale-out.md) --------------------------
+# A reward needs every row of its request (the impressions, and the responses after them, which may
+# fall on a later day). A request belongs to the UTC day of its first impression (its "home", as a
+# query does in features/partitioned.py): that day's partition takes the request's rows from every
+# day they fall on, and no other partition sees them. Responses before their request's first
+# impression cannot be attributed (their impression comes later) and rows without a request_id
+# are ignored, so rows of requests without a home do not change any reward.
+def request_index(events: pd.DataFrame) -> pd.DataFrame:
+    """Every request_id in ``events`` with its first impression's ts in ``events`` (NaT: none there).
+
+    Needs request_id, event_type and ts; one row per request."""
+    missing = [c for c in ("request_id", "event_type", "ts") if c not in events.columns]
+    if missing:
+        raise ValueError(f"events lack column(s) {missing}; expected at least request_id, event_type, ts")
+    rows = events[events["request_id"].notna()]
+    ts = pd.to_datetime(rows["ts"], utc=True).where(rows["event_type"] == EventType.IMPRESSION.value)
+    out = ts.groupby(rows["request_id"].to_numpy(), sort=True).min()
+    return pd.DataFrame({"request_id": out.index.to_numpy(dtype=object), "first_impression": out.to_numpy()})
+
+
+def request_moves(index_by_day: dict) -> pd.DataFrame:
+    """The rows that leave their day's partition for their request's home.
+
+    Args:
+        index_by_day: per UTC day (``datetime.date``), :func:`request_index` of that day's events.
+
+    Returns:
+        request_id, day (where some of its rows are), home (the day of its first impression,
+        earlier than ``day``): the day's partition leaves these requests out and the home's
+        partition reads them from that day.
+    """
+    frames = [f.assign(day=pd.Timestamp(day)) for day, f in index_by_day.items() if len(f)]
+    if not frames:
+        return pd.DataFrame({"request_id": pd.Series(dtype=object), "day": pd.Series(dtype="datetime64[ns]"),
+                             "home": pd.Series(dtype="datetime64[ns]")})
+    both = pd.concat(frames, ignore_index=True)
+    first = both.groupby("request_id", sort=False)["first_impression"].transform("min")
+    home = pd.to_datetime(first, utc=True).dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D")
+    moved = home.notna() & (home < both["day"])
+    return pd.DataFrame({"request_id": both.loc[moved, "request_id"].to_numpy(dtype=object),
+                         "day": both.loc[moved, "day"].to_numpy(), "home": home[moved].to_numpy()})

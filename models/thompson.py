@@ -216,13 +216,18 @@ def empty_tables(settings: BanditSettings, now: datetime) -> BetaTables:
 
 
 def _new_impressions(frame: pd.DataFrame, previous: BetaTables | None, now: datetime) -> pd.DataFrame:
+    return _impressions_since(frame, previous.data_end if previous is not None else None, now)
+
+
+def _impressions_since(frame: pd.DataFrame, since: datetime | None, now: datetime) -> pd.DataFrame:
+    """The rows a refit counts: ``since < ts <= now`` (``since``: the previous table's ``data_end``)."""
     missing = [c for c in ("user_id", "item_id", "ts", "success") if c not in frame.columns]
     if missing:
         raise ValueError(f"impressions lack column(s) {missing}; expected the output of impression_rewards")
     ts = pd.to_datetime(frame["ts"], utc=True)
     keep = ts <= pd.Timestamp(now)
-    if previous is not None and previous.data_end is not None:
-        keep &= ts > pd.Timestamp(previous.data_end)
+    if since is not None:
+        keep &= ts > pd.Timestamp(since)
     if int((~keep).sum()):
         logger.info("refit skips %d impression(s) already counted or after now", int((~keep).sum()))
     out = frame.loc[keep, ["user_id", "item_id", "ts", "success"]].copy()
@@ -259,6 +264,71 @@ def refit(
     items = _merge_counts(base.items, _counts(new, ["item_id"], weight), ["item_id"], factor)
     pairs = _merge_counts(base.user_items, _counts(new, ["user_id", "item_id"], weight), ["user_id", "item_id"], factor)
     data_end = new["ts"].max() if len(new) else None
+    if data_end is None or (base.data_end is not None and data_end < pd.Timestamp(base.data_end)):
+        data_end = base.data_end
+    end = pd.Timestamp(data_end).to_pydatetime() if data_end is not None else None
+    return BetaTables(items=items, user_items=pairs, settings=settings, fitted_at=now, data_end=end)
+
+
+# --- refit from per-partition aggregates (the Dask executor, docs/scale-out.md) -------------------
+@dataclass(frozen=True)
+class BetaCounts:
+    """What :func:`refit` adds to the previous table, for some of the impressions: decayed
+    successes/failures per item and per user x item (sums, so partitions combine by adding) and the
+    newest impression counted. ``rows``: impressions counted."""
+
+    items: pd.DataFrame
+    user_items: pd.DataFrame
+    data_end: pd.Timestamp | None
+    rows: int
+
+
+def beta_counts(impressions: pd.DataFrame, settings: BanditSettings, now: datetime,
+                since: datetime | None = None) -> BetaCounts:
+    """The sufficient statistics of :func:`refit` for one partition of the impressions.
+
+    Args:
+        impressions: as for :func:`refit` (one partition; a key may appear in several partitions).
+        settings: the decay (ages are measured from ``now``, as :func:`refit` does).
+        now: tz-aware time of the refit; later impressions are not counted.
+        since: the previous table's ``data_end``; impressions at or before it are not counted.
+    """
+    if now.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
+    new = _impressions_since(impressions, since, now)
+    ages = (pd.Timestamp(now) - new["ts"]).dt.total_seconds().to_numpy() / 86_400.0
+    weight = _decay(ages, settings.half_life_days)
+    return BetaCounts(items=_counts(new, ["item_id"], weight), user_items=_counts(new, ["user_id", "item_id"], weight),
+                      data_end=new["ts"].max() if len(new) else None, rows=len(new))
+
+
+def combine_counts(parts: Sequence[BetaCounts]) -> BetaCounts:
+    """The counts of all partitions together (sums per key; the newest impression of any)."""
+    def total(frames: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
+        return pd.concat(frames, ignore_index=True).groupby(keys, as_index=False)[["successes", "failures"]].sum()
+
+    if not parts:
+        raise ValueError("combine_counts needs at least one partition's BetaCounts")
+    ends = [p.data_end for p in parts if p.data_end is not None]
+    return BetaCounts(items=total([p.items for p in parts], ["item_id"]),
+                      user_items=total([p.user_items for p in parts], ["user_id", "item_id"]),
+                      data_end=max(ends) if ends else None, rows=sum(p.rows for p in parts))
+
+
+def refit_from_counts(previous: BetaTables | None, counts: BetaCounts, settings: BanditSettings,
+                      now: datetime) -> BetaTables:
+    """:func:`refit` from combined :func:`beta_counts` (computed with ``since=previous.data_end``):
+    the same table, to float summation order."""
+    if now.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
+    base = previous or empty_tables(settings, now)
+    factor = 1.0
+    if previous is not None and settings.half_life_days is not None:
+        elapsed = (pd.Timestamp(now) - pd.Timestamp(previous.fitted_at)).total_seconds() / 86_400.0
+        factor = float(_decay(np.array([elapsed]), settings.half_life_days)[0])
+    items = _merge_counts(base.items, counts.items, ["item_id"], factor)
+    pairs = _merge_counts(base.user_items, counts.user_items, ["user_id", "item_id"], factor)
+    data_end = counts.data_end
     if data_end is None or (base.data_end is not None and data_end < pd.Timestamp(base.data_end)):
         data_end = base.data_end
     end = pd.Timestamp(data_end).to_pydatetime() if data_end is not None else None
