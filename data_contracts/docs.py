@@ -9,12 +9,11 @@ update_docs(Path('docs/contracts.md'))"
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from data_contracts.config import ContractSettings
 from data_contracts.rules import suite_as_dict
+from rankloop.atomic import write_text
 
 BEGIN = "<!-- BEGIN GENERATED RULES (data_contracts.docs.update_docs) -->"
 END = "<!-- END GENERATED RULES -->"
@@ -56,10 +55,7 @@ def update_docs(path: Path, settings: ContractSettings | None = None) -> None:
         raise ValueError(f"{path} lacks the markers {BEGIN!r} and {END!r}")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"{head}{BEGIN}\n{render_rules_markdown(settings)}{END}{tail}")
-    os.replace(tmp, path)
+    write_text(path, f"{head}{BEGIN}\n{render_rules_markdown(settings)}{END}{tail}")
 
 
 def generated_section(path: Path) -> str:

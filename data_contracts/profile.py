@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from data_contracts.config import ContractSettings
+from rankloop.atomic import write_json
 
 DAY_US = 86_400 * 1_000_000
 
@@ -195,14 +194,7 @@ def write_profile(profile: WindowProfile, directory: Path) -> Path:
     folder = Path(directory) / (profile.source_key or "default")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / _file_name(profile.window_start, profile.window_end)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(profile), handle, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, asdict(profile))
     return path
 
 

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from data_contracts.validate import ContractResult
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temp file in ``path``'s directory, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from rankloop.atomic import atomic_write
 
 
 def _window_tag(result: ContractResult) -> str:
@@ -49,9 +35,9 @@ def write_quarantine(result: ContractResult, directory: Path) -> Path | None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{result.suite_name}-{_window_tag(result)}-{result.suite_version}.parquet"
-    _atomic_write(path, lambda tmp: pq.write_table(result.quarantined, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(result.quarantined, tmp))
     summary = json.dumps(result.summary(), indent=2, sort_keys=True, default=str)
-    _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(summary + "\n"))
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(summary + "\n"))
     return path
 
 
@@ -64,7 +50,7 @@ def write_report(result: ContractResult, directory: Path, markdown: str) -> Path
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"report-{_window_tag(result)}-{result.suite_version}.md"
-    _atomic_write(path, lambda tmp: tmp.write_text(markdown))
+    atomic_write(path, lambda tmp: tmp.write_text(markdown))
     summary = json.dumps(result.summary(), indent=2, sort_keys=True, default=str)
-    _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(summary + "\n"))
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(summary + "\n"))
     return path

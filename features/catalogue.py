@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from features.registry import REGISTRY, FeatureSpec
 from features.sets import FEATURE_SETS, FEATURES_VERSION
+from rankloop.atomic import write_text
 
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "features.md"
 
@@ -48,13 +47,5 @@ def render_markdown() -> str:
 
 def write_docs(path: Path = DOCS_PATH) -> Path:
     """Write the catalogue atomically (temp file in the same directory, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render_markdown())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, render_markdown())
     return path

@@ -13,6 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rankloop.atomic import write_parquet
+
 PARTS = ("train", "valid", "test")
 
 
@@ -158,21 +160,11 @@ def write_split(rows: dict[str, np.ndarray], keys: pd.DataFrame, features: Mappi
         table = _arrow(keys.take(part_rows).reset_index(drop=True))
         for name, array in columns.pop(part).items():
             table = table.append_column(name, array)
-        paths[part] = _write_atomic(table, directory / f"{part}.parquet")
+        paths[part] = write_parquet(table, directory / f"{part}.parquet", compression="lz4")
         del table
         codes = query_code[part_rows]
         counts[f"{part}_rows"], counts[f"{part}_queries"] = len(part_rows), len(np.unique(codes[codes >= 0]))
     return SplitFiles(paths=paths, valid_start=valid_start, test_start=test_start, counts=counts)
-
-
-def _write_atomic(table: pa.Table, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="lz4")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _contiguous_order(frame: pd.DataFrame) -> np.ndarray:

@@ -11,7 +11,6 @@ Prefect's task states). Nothing is pickled.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -184,17 +183,10 @@ def _log_failed_contract(settings: Settings, extracted: Extracted, start: dateti
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
-    """Write ``table`` to ``path`` atomically (temporary file + ``os.replace``); returns ``path``.
+    """Write ``table`` to ``path`` atomically; LZ4: these files are read back within the run, so fast beats small."""
+    from rankloop.atomic import write_parquet as write
 
-    LZ4: these files are read back within the run, so fast beats small."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="lz4")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write(table, path, compression="lz4")
 
 
 def discard_intermediates(workdir: Path) -> None:

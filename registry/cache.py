@@ -18,6 +18,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from rankloop.atomic import write_text
 from rankloop.errors import Reason, RegistryError
 from registry.manifest import MANIFEST_FILE, canonical_json, manifest_digest, verify
 from registry.store import download_files
@@ -27,15 +28,7 @@ log = logging.getLogger(__name__)
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, text)
 
 
 class ModelCache:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rankloop.atomic import write_json
 from rankloop.errors import Reason, SourceError
 from rankloop.schema import INTERACTION_SCHEMA, conform
 from sources.connect import with_retries
@@ -241,10 +242,7 @@ def _column_digests(path: Path) -> dict[str, str] | None:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    write_json(path, payload)
 
 
 def clean_stale_temps(snapshot_dir: Path) -> list[Path]:

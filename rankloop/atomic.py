@@ -1,0 +1,62 @@
+"""Atomic file writes: a temporary file in the target's folder, then ``os.replace``.
+
+A process killed at any point leaves either the previous file or the complete new one, never a
+half-written file that a rerun or the serving code would read (the temporary file carries a
+leading dot and a ``.tmp`` suffix, so readers and globs skip it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a fresh temporary path beside ``path``, then move it into place.
+
+    Args:
+        path: the final file; its folder is created if missing.
+        write: writes the whole content to the path it is given.
+
+    Returns:
+        ``path``. On any error (or interruption) the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """``data`` to ``path``, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(path: Path, text: str) -> Path:
+    """``text`` (UTF-8) to ``path``, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, obj: Any, *, indent: int | None = 2) -> Path:
+    """``obj`` as JSON (sorted keys, ``default=str``, trailing newline) to ``path``, atomically."""
+    return write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet(table: pa.Table, path: Path, *, compression: str = "zstd") -> Path:
+    """``table`` as Parquet to ``path``, atomically (``compression``: zstd for kept files, lz4 for
+    intermediates read back within the run)."""
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=compression))
