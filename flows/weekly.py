@@ -6,10 +6,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
+from flows.reporting import publish, report_failure
 from flows.retry import transient_only
 from rankloop import ops, stages
 
@@ -83,45 +83,12 @@ def weekly_retrain(
         markdown = ops.publish_summary(recorded.run_id, summary)
         stages.discard_intermediates(ctx.workdir)  # a failed run keeps them for inspection
     except Exception as exc:
-        _report_failure(settings, ctx, stage, exc)
+        report_failure(settings, ctx, stage, exc)
         raise
-    _publish(settings, summary, markdown)
+    publish(settings, summary, markdown)
     return summary
 
 
 def _lateness_hours() -> float:
     scheduled = flow_run.get_scheduled_start_time()
     return max(0.0, (datetime.now(UTC) - scheduled).total_seconds() / 3600.0)
-
-
-def _publish(settings: Any, summary: dict[str, Any], markdown: str) -> None:
-    logger = get_run_logger()
-    logger.info("ranker v%s %s (test NDCG@10 %.4f, champion %s -> %s)", summary["version"], summary["verdict"],
-                summary["ndcg_at_10"], summary["champion_before"], summary["champion_after"])
-    create_markdown_artifact(markdown, key="weekly-retrain-summary", description="RankLoop weekly retrain")
-    if ops.needs_attention(summary):
-        logger.warning("gate %s: %s", summary["verdict"], "; ".join(summary["reasons"]))
-        ops.notify(settings, summary)
-
-
-def _report_failure(settings: Any, ctx: stages.RunContext, stage: str, exc: BaseException) -> None:
-    from rankloop.errors import ContractViolation
-    from sources.uri import scrub
-
-    error = scrub(scrub(f"{type(exc).__name__}: {exc}", settings.source_uri), settings.tracking_uri)
-    summary = {"status": "failed", "stage": stage, "error": error,
-               "window_start": ctx.start.isoformat(), "window_end": ctx.end.isoformat()}
-    details = exc.details if isinstance(exc, ContractViolation) else {}
-    if details.get("report_path"):  # the failed contract: where its report, quarantine and MLflow run are
-        summary.update(details.get("counts") or {}, quarantined_reasons=details.get("reasons"),
-                       **{k: details.get(k) for k in ("failed_expectations", "report_path", "quarantine_path",
-                                                      "mlflow_run_id")})
-    get_run_logger().error("weekly retrain failed at stage %s: %s", stage, summary["error"])
-    try:
-        create_markdown_artifact(ops.summary_markdown(summary), key="weekly-retrain-summary",
-                                 description="RankLoop weekly retrain (failed)")
-        if details.get("report_markdown"):
-            create_markdown_artifact(details["report_markdown"], key="contract-report",
-                                     description="RankLoop data contract report (failed)")
-    finally:
-        ops.notify(settings, summary)

@@ -2,8 +2,9 @@
 
 The per-day stages (``rankloop.distributed``) run as mapped tasks on the cluster through
 prefect-dask's ``DaskTaskRunner``; the ranker trains with ``lightgbm.dask`` on the same cluster;
-scoring the champion, registry, gate, promotion and the tables are the local stages, called in
-the flow's process exactly as ``flows/weekly.py`` calls them. See docs/scale-out.md.
+the tables' rewards and sufficient statistics are computed per request day on the workers and
+combined into the local refit; scoring the champion, registry, gate, promotion and the tables'
+judging are the local code, called exactly as ``flows/weekly.py`` calls it. See docs/scale-out.md.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
+from flows.reporting import publish, report_failure
 from flows.retry import transient_only
 from rankloop import distributed, ops, stages
 from rankloop.executor import executor_summary
@@ -33,7 +34,6 @@ champion = task(stages.champion_per_query_ndcg, name="score-champion", cache_pol
 record = task(stages.record_ranker, name="log-and-register", cache_policy=NONE, retries=2,
               retry_delay_seconds=10, retry_condition_fn=transient_only)
 decide = task(stages.gate_and_promote, name="gate-and-promote", cache_policy=NONE)
-fit_tables = task(stages.fit_tables, name="refit-tables", cache_policy=NONE)
 
 
 @task(name="train-ranker-dask", cache_policy=NONE)
@@ -43,6 +43,25 @@ def train_ranker(settings: Any, dataset: stages.Dataset, workdir: Path) -> stage
 
     with get_dask_client() as client:
         return distributed.train_ranker_distributed(settings, dataset, workdir, client)
+
+
+@task(name="refit-tables-dask", cache_policy=NONE)
+def fit_tables(settings: Any, ctx: stages.RunContext, validated: distributed.PartitionedValidated,
+               parent_run_id: str | None, scheduler: str) -> dict[str, Any]:
+    """``distributed.fit_tables_distributed`` (rewards and table statistics per request day on the
+    cluster at ``scheduler``); runs in the flow's process, where the registry and MLflow are reached."""
+    from distributed import Client
+
+    with Client(scheduler) as client:
+        return distributed.fit_tables_distributed(settings, ctx, validated, parent_run_id, client)
+
+
+def _scheduler_address() -> str:
+    """The scheduler of the flow's task runner (an existing cluster, or the LocalCluster it started)."""
+    from prefect_dask import get_dask_client
+
+    with get_dask_client() as client:
+        return client.scheduler.address
 
 
 def task_runner(settings: Any) -> Any:
@@ -100,20 +119,15 @@ def weekly_retrain_dask(window_end: date | None = None, source_uri: str | None =
         stage = "gate-and-promote"
         outcome = decide(settings, ctx, recorded, trained, champion_version, champion_ndcg)
         stage = "refit-tables"
-        tables = fit_tables(settings, ctx, validated.validated, recorded.run_id) if refit_tables else {}
+        tables = fit_tables(settings, ctx, validated, recorded.run_id, _scheduler_address()) if refit_tables else {}
         stage = "summary"
         summary = stages.summarise(ctx, extracted, validated.validated, dataset, trained, recorded, outcome, tables)
         summary["executor"] = executor
         markdown = ops.publish_summary(recorded.run_id, summary)
     except Exception as exc:
-        _report_failure(settings, ctx, stage, exc)
+        report_failure(settings, ctx, stage, exc, extra={"executor": executor}, label="weekly retrain (Dask)")
         raise
-    logger.info("ranker v%s %s (test NDCG@10 %.4f, champion %s -> %s)", summary["version"], summary["verdict"],
-                summary["ndcg_at_10"], summary["champion_before"], summary["champion_after"])
-    create_markdown_artifact(markdown, key="weekly-retrain-summary", description="RankLoop weekly retrain (Dask)")
-    if ops.needs_attention(summary):
-        logger.warning("gate %s: %s", summary["verdict"], "; ".join(summary["reasons"]))
-        ops.notify(settings, summary)
+    publish(settings, summary, markdown, description="RankLoop weekly retrain (Dask)")
     return summary
 
 
@@ -123,17 +137,3 @@ def _record_executor(run_id: str, executor: dict[str, Any]) -> None:
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params({f"executor.{k}": v for k, v in executor.items()})
         mlflow.set_tag("rankloop.executor", executor["kind"])
-
-
-def _report_failure(settings: Any, ctx: stages.RunContext, stage: str, exc: BaseException) -> None:
-    from sources.uri import scrub
-
-    error = scrub(scrub(f"{type(exc).__name__}: {exc}", settings.source_uri), settings.tracking_uri)
-    summary = {"status": "failed", "stage": stage, "error": error, "executor": executor_summary(settings.executor),
-               "window_start": ctx.start.isoformat(), "window_end": ctx.end.isoformat()}
-    get_run_logger().error("weekly retrain (Dask) failed at stage %s: %s", stage, error)
-    try:
-        create_markdown_artifact(ops.summary_markdown(summary), key="weekly-retrain-summary",
-                                 description="RankLoop weekly retrain (Dask, failed)")
-    finally:
-        ops.notify(settings, summary)

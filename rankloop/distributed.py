@@ -13,7 +13,12 @@ workers and the rest as in the local flow. What runs where:
   (:func:`featurise_day`; ``features.partitioned``);
 * the ranker: ``lightgbm.dask.DaskLGBMRanker`` over the train days, validation curve per day
   (:func:`train_ranker_distributed`; ``models.dask_ranker``);
-* registry, gate, promotion and the tables: the local stages (``rankloop.stages``), unchanged.
+* the tables: rewards per request day on the workers (a request belongs to the day of its first
+  impression; ``models.rewards.request_moves``), the Thompson and LinUCB sufficient statistics per
+  day, combined in the flow's process into exactly the local refit (:func:`fit_tables_distributed`);
+  Q-learning replays the combined slates in the flow's process (its updates are sequential);
+* registry, gate, promotion and the judging of the tables: the local code (``rankloop.stages``,
+  ``rankloop.tables``), unchanged.
 
 Large data travels as Parquet files under the run's working folder (which must be on storage every
 worker sees); tasks exchange only paths and small results. Nothing here imports Prefect.
@@ -183,25 +188,15 @@ class PartitionedValidated:
         return _read_frames(paths, columns)
 
 
-def _valid_events(validated: Any) -> pd.DataFrame:
-    """The valid events of a ``stages.Validated`` (held in memory, or a Parquet file it loads)."""
-    load = getattr(validated, "load_events", None)
-    return load() if load is not None else validated.events
-
-
 def validate_partitioned(settings: Settings, combined: PartitionedExtract, start: datetime, end: datetime,
                          workdir: Path) -> PartitionedValidated:
     """``stages.validate`` over the whole window (uniqueness and table-level rules need every row:
     the same quarantine, report and gate as the local run), then the valid rows written per day to
     ``<workdir>/valid/<day>.parquet``."""
-    import inspect
-
     from features.partitioned import event_days
 
-    wants_workdir = "workdir" in inspect.signature(stages.validate).parameters
-    args = (settings, combined.extracted, start, end) + ((workdir,) if wants_workdir else ())
-    validated = stages.validate(*args)
-    events = _valid_events(validated)
+    validated = stages.validate(settings, combined.extracted, start, end, workdir)
+    events = validated.load_events()
     days = event_days(events["ts"])
     paths = {}
     for p in combined.parts:
@@ -398,3 +393,139 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
         per_query_ndcg=per_query_ndcg(test["label"], scores, g, 10), best_iteration=fit.best_iteration,
         evals_result=fit.evals_result, params=params,
     )
+
+
+# --- the tables ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TablePart:
+    """One request day's share of the tables: the refits' sufficient statistics for the whole window
+    (``*_all``) and before the test week (``*_pre``), and its judging rows and slates as files."""
+
+    day: date
+    impressions: int
+    bandit_all: Any  # models.thompson.BetaCounts
+    bandit_pre: Any
+    linucb_all: Any  # models.linucb.ArmContextStats
+    linucb_pre: Any
+    judge_paths: tuple[Path, ...]
+    slates_path: Path
+
+
+def _request_index(path: Path) -> pd.DataFrame:
+    from models.rewards import request_index
+
+    return request_index(pd.read_parquet(path, columns=["request_id", "event_type", "ts"]))
+
+
+def _day_rows(path: Path, columns: list[str], ids: Any, keep: bool) -> pd.DataFrame:
+    """Rows of one day file with a request_id, those whose request is in ``ids`` (``keep``) or is not."""
+    names = set(pq.read_schema(path).names)
+    frame = pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
+    frame = frame[frame["request_id"].notna()]
+    inside = frame["request_id"].isin(ids) if len(ids) else np.zeros(len(frame), dtype=bool)
+    return frame[inside if keep else ~inside]
+
+
+def request_day_events(day: date, valid_paths: dict[date, Path], moves: pd.DataFrame,
+                       columns: list[str]) -> pd.DataFrame:
+    """The events of the requests whose first impression falls on ``day``: the day's rows without the
+    requests that started earlier, then the later days' rows of requests that started on ``day``."""
+    d = pd.Timestamp(day)
+    parts = [_day_rows(valid_paths[day], columns, moves.loc[moves["day"] == d, "request_id"].to_numpy(), keep=False)]
+    mine = moves[moves["home"] == d]
+    for later in sorted(mine["day"].unique()):
+        ids = mine.loc[mine["day"] == later, "request_id"].to_numpy()
+        parts.append(_day_rows(valid_paths[pd.Timestamp(later).date()], columns, ids, keep=True))
+    return pd.concat(parts, ignore_index=True)
+
+
+def table_partition(day: date, settings: Settings, valid_paths: dict[date, Path], moves: pd.DataFrame,
+                    since: dict[str, datetime | None], end: datetime, workdir: Path) -> TablePart:
+    """Rewards of one request day and its Thompson/LinUCB statistics (with the decay and the
+    champion's ``data_end`` the local refit applies: ``since[kind]``); its judging rows (item_id, ts,
+    success, reward before the test week; every judged column in it) and its slates as Parquet."""
+    from models.linucb import arm_context_stats
+    from models.rewards import reward_frames
+    from models.thompson import beta_counts
+    from rankloop.schema import INTERACTION_SCHEMA
+
+    columns = [c for c in INTERACTION_SCHEMA.names if c != "event_id"]
+    imps, slates = reward_frames(request_day_events(day, valid_paths, moves, columns), settings.rewards)
+    test_start = pd.Timestamp(end - timedelta(days=settings.ranker.test_days))
+    pre = imps[pd.to_datetime(imps["ts"], utc=True) < test_start]
+    folder = workdir / "tables" / "days"
+    judged = ["item_id", "ts", "success", "reward", "position", "propensity", *settings.linucb.context_features]
+    paths = (_write_frame(pre[["item_id", "ts", "success", "reward"]], folder / f"{day.isoformat()}.pre.parquet"),
+             _write_frame(imps.loc[~imps.index.isin(pre.index), [c for c in judged if c in imps]],
+                          folder / f"{day.isoformat()}.test.parquet"))
+    return TablePart(
+        day=day, impressions=len(imps),
+        bandit_all=beta_counts(imps, settings.bandit, end, since["bandit"]),
+        bandit_pre=beta_counts(pre, settings.bandit, end, since["bandit"]),
+        linucb_all=arm_context_stats(imps, settings.linucb, end, since["linucb"]),
+        linucb_pre=arm_context_stats(pre, settings.linucb, end, since["linucb"]),
+        judge_paths=paths, slates_path=_write_frame(slates, folder / f"{day.isoformat()}.slates.parquet"),
+    )
+
+
+def _judge_frame(parts: list[TablePart]) -> pd.DataFrame:
+    """The impressions the judges read (item_id, ts, success, reward; the judged columns on the test
+    week), in ts order as the local impression frame."""
+    frame = _read_frames([p.judge_paths[0] for p in parts])
+    test = _read_frames([p.judge_paths[1] for p in parts])
+    frame = pd.concat([frame, test], ignore_index=True) if len(test) else frame
+    return frame.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def _slates(parts: list[TablePart]) -> pd.DataFrame:
+    """The window's slates as ``models.rewards.q_rewards`` orders them (a request lives in one part)."""
+    slates = _read_frames([p.slates_path for p in parts])
+    return slates.sort_values(["ts", "request_id"], kind="stable").reset_index(drop=True)
+
+
+def fit_tables_distributed(settings: Settings, ctx: stages.RunContext, validated: PartitionedValidated,
+                           parent_run_id: str | None, client: Any) -> dict[str, Any]:
+    """``stages.fit_tables`` with the rewards and the Thompson/LinUCB statistics computed per request
+    day on the cluster; the refits are combined here and judged, recorded and gated by the local code."""
+    import mlflow
+
+    from models.linucb import combine_stats, refit_from_stats
+    from models.policy_tracking import load_tables
+    from models.rewards import request_moves
+    from models.thompson import combine_counts, refit_from_counts
+    from rankloop.settings import ensure_experiment
+    from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table
+
+    mlflow.set_experiment(experiment_id=ensure_experiment(settings))
+    champions = {}
+    for kind in ("bandit", "linucb", "qtable"):
+        champion = stages.current_champion(kind, settings)
+        champions[kind] = (load_tables(champion.path) if champion is not None else None,
+                           champion.version if champion is not None else None)
+    since = {k: getattr(champions[k][0], "data_end", None) for k in ("bandit", "linucb")}
+    days = sorted(validated.valid_paths)
+    index = client.gather(client.map(_request_index, [validated.valid_paths[d] for d in days], pure=False))
+    moves = client.scatter(request_moves(dict(zip(days, index, strict=True))), broadcast=True)
+    parts = client.gather(client.map(table_partition, days, settings=settings, valid_paths=validated.valid_paths,
+                                     moves=moves, since=since, end=ctx.end, workdir=ctx.workdir, pure=False))
+    log.info("tables: %d impressions over %d request days", sum(p.impressions for p in parts), len(parts))
+    end = ctx.end
+    fits = {
+        "bandit": lambda champ, which: refit_from_counts(
+            champ, combine_counts([getattr(p, f"bandit_{which}") for p in parts]), settings.bandit, end),
+        "linucb": lambda champ, which: refit_from_stats(
+            champ, combine_stats([getattr(p, f"linucb_{which}") for p in parts]), settings.linucb, end),
+    }
+    imps = _judge_frame(parts)
+    out: dict[str, Any] = {}
+    for kind, judge in (("bandit", judge_bandit), ("linucb", judge_linucb)):
+        table, version = champions[kind]
+        judged = judge(imps, table, version, settings, end, fitted=(fits[kind](table, "pre"), fits[kind](table, "all")))
+        out[kind] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id)
+    del imps
+    table, version = champions["qtable"]  # sequential updates over episodes: replayed here, from the slates
+    judged = judge_qtable(_slates(parts), table, version, settings, end)
+    out["qtable"] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id)
+    for kind, rec in out.items():
+        log.info("%s: version %s %s (%s)", kind, rec["version"], rec["verdict"], rec["headline"])
+    return out

@@ -32,6 +32,18 @@ class RankLoopError(Exception):
         self.reason = reason
         self.details = details or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross processes (a Dask worker's task, Prefect results); the keyword-only arguments
+        # defeat Exception's default pickling, so rebuild with the same message and attributes.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[RankLoopError], args: tuple[Any, ...], state: dict[str, Any]) -> RankLoopError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class SourceError(RankLoopError):
     """Extraction failed: the source is unreachable, refuses us, or lacks what the mapping needs."""

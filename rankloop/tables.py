@@ -60,13 +60,17 @@ def _item_model(pre: pd.DataFrame) -> pd.Series:
 
 
 def judge_bandit(imps: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
-                 end: datetime) -> Judged:
+                 end: datetime, *, fitted: tuple[Any, Any] | None = None) -> Judged:
+    """``fitted``: the (challenger, final) refits when they were made elsewhere (the Dask path combines
+    them from per-partition aggregates, ``rankloop.distributed``); ``imps`` then needs item_id, ts,
+    success and reward on every row and the rest only on the test week's."""
     from models.thompson import refit
 
     pre, test = _split(imps, end, settings.ranker.test_days)
     test = test[test["position"] == TOP]
-    challenger = refit(champion, pre, settings.bandit, end)
-    final = refit(champion, imps, settings.bandit, end)
+    if fitted is None:
+        fitted = refit(champion, pre, settings.bandit, end), refit(champion, imps, settings.bandit, end)
+    challenger, final = fitted
     items = sorted(imps["item_id"].unique())
     q_item = _item_model(pre)
 
@@ -88,13 +92,15 @@ def judge_bandit(imps: pd.DataFrame, champion: Any, champion_version: int | None
 
 
 def judge_linucb(imps: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
-                 end: datetime) -> Judged:
+                 end: datetime, *, fitted: tuple[Any, Any] | None = None) -> Judged:
+    """``fitted``: as for :func:`judge_bandit`."""
     from models.linucb import refit
 
     pre, test = _split(imps, end, settings.ranker.test_days)
     test = test[test["position"] == TOP].reset_index(drop=True)
-    challenger = refit(champion, pre, settings.linucb, end)
-    final = refit(champion, imps, settings.linucb, end)
+    if fitted is None:
+        fitted = refit(champion, pre, settings.linucb, end), refit(champion, imps, settings.linucb, end)
+    challenger, final = fitted
     items = sorted(imps["item_id"].unique())
     q_item = _item_model(pre)
     context_cols = list(settings.linucb.context_features)

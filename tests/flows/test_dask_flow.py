@@ -142,3 +142,83 @@ def test_the_weekly_flow_dispatches_to_dask_by_configuration(runs: dict[str, dic
     again = weekly_retrain(window_end=date(2026, 11, 16))
     assert again["run_id"] == runs["dask"]["run_id"]
     assert again["snapshot_digest"] == runs["dask"]["snapshot_digest"] != runs["local"]["snapshot_digest"]
+
+
+def _table_dir(home: Path, kind: str) -> Path:
+    found = sorted(home.glob(f"runs/*/*/{kind}"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_tables_from_partitioned_aggregates_equal_the_local_tables(runs: dict[str, dict], homes: dict[str, Path]) -> None:
+    """The Dask run refits Thompson and LinUCB from per-request-day statistics and replays Q from the
+    combined slates: the saved tables equal the local run's, and so do their OPE verdicts."""
+    from models.linucb import LinUCB
+    from models.qlearning import QTable
+    from models.thompson import BetaTables
+
+    local, dask = (BetaTables.load(_table_dir(homes[k], "bandit")) for k in ("local", "dask"))
+    for name in ("items", "user_items"):
+        assert len(getattr(local, name)) > 0
+        pd.testing.assert_frame_equal(getattr(dask, name), getattr(local, name), rtol=1e-12, atol=1e-12)
+    assert dask.data_end == local.data_end
+    lin_local, lin_dask = (LinUCB.load(_table_dir(homes[k], "linucb")) for k in ("local", "dask"))
+    assert lin_dask.arms == lin_local.arms and lin_dask.encoding == lin_local.encoding
+    np.testing.assert_array_equal(lin_dask.a, lin_local.a)
+    np.testing.assert_allclose(lin_dask.b, lin_local.b, rtol=1e-12, atol=1e-9)
+    q_local, q_dask = (QTable.load(_table_dir(homes[k], "qtable")) for k in ("local", "dask"))
+    np.testing.assert_array_equal(q_dask.states, q_local.states)
+    np.testing.assert_allclose(q_dask.q, q_local.q, rtol=1e-12, atol=1e-12)
+    for kind in ("bandit", "linucb", "qtable"):
+        mine, theirs = runs["dask"]["tables"][kind], runs["local"]["tables"][kind]
+        assert (mine["verdict"], mine["promoted"]) == (theirs["verdict"], theirs["promoted"]), kind
+
+
+def test_a_contract_failure_on_dask_behaves_as_locally(runs: dict[str, dict], homes: dict[str, Path], cluster: str,
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too many bad rows: the Dask flow stops at the same stages.validate, leaves the report, the
+    quarantine, a FAILED MLflow run and the notification, and the champion does not move.
+    Runs on a copy of the Dask run's home (its champion is version 1)."""
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from mlflow import MlflowClient
+
+    from flows.weekly_dask import run
+    from rankloop.errors import ContractViolation
+    from rankloop.settings import Settings, apply_environment
+    from sources import write_table
+
+    home = tmp_path / "home"
+    shutil.copytree(homes["dask"], home)
+    _use_home(monkeypatch, home)
+    monkeypatch.setenv("RANKLOOP_EXECUTOR__KIND", "dask")
+    monkeypatch.setenv("RANKLOOP_EXECUTOR__ADDRESS", cluster)
+    monkeypatch.setenv("RANKLOOP_OPS__NOTIFY_FILE", str(home / "notifications.jsonl"))
+    settings = Settings()
+    apply_environment(settings)
+    good = pa.concat_tables([pq.read_table(p) for p in sorted((home / "snapshots").glob("*/data.parquet"))])
+    assert good.num_rows == runs["dask"]["rows_in"]
+    sample = good.filter(pc.equal(pc.bit_wise_and(pa.array(range(good.num_rows)), 31), 0))  # ~3%: above 1%
+    bad = sample.set_column(0, "event_id", pc.binary_join_element_wise(sample["event_id"], "neg", "-"))
+    bad = bad.set_column(bad.schema.get_field_index("event_type"), "event_type", pa.array(["dwell"] * bad.num_rows))
+    bad = bad.set_column(bad.schema.get_field_index("value"), "value", pa.array([-5.0] * bad.num_rows))
+    write_table(settings.source_uri, "interactions", bad, mode="append")
+    client = MlflowClient()
+    versions = sorted(int(v.version) for v in client.search_model_versions("name = 'rankloop.ranker'"))
+
+    with pytest.raises(ContractViolation, match="max_quarantine_fraction"):
+        run(window_end=date(2026, 11, 16), force=True)
+    assert int(client.get_model_version_by_alias("rankloop.ranker", "champion").version) == 1
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'rankloop.ranker'")) == versions
+    report = json.loads((home / "notifications.jsonl").read_text().splitlines()[-1])
+    assert (report["status"], report["stage"], report["rows_quarantined"]) == ("failed", "validate", bad.num_rows)
+    assert report["quarantined_reasons"] == {"dwell_out_of_range": bad.num_rows}
+    assert report["executor"]["kind"] == "dask"
+    assert Path(report["report_path"]).is_file() and Path(report["quarantine_path"]).is_file()
+    failed = client.get_run(report["mlflow_run_id"])
+    assert failed.info.status == "FAILED"
+    assert failed.data.metrics["contract.quarantined.dwell_out_of_range"] == bad.num_rows
