@@ -72,10 +72,13 @@ class TreeRSS:
 def run_dask(uri: str, mapping: Path) -> dict[str, Any]:
     from distributed import LocalCluster
 
+    memory_limit = os.environ.get("RL_BENCH_WORKER_MEMORY", "auto")
+
     import flows.weekly_dask  # noqa: F401 - imports are not the flow's time
     from flows.weekly_dask import run
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      memory_limit=memory_limit) as cluster:
         os.environ.update(RANKLOOP_EXECUTOR__KIND="dask", RANKLOOP_EXECUTOR__ADDRESS=cluster.scheduler_address)
         from prefect.client.orchestration import get_client
 
@@ -83,7 +86,7 @@ def run_dask(uri: str, mapping: Path) -> dict[str, Any]:
             client.api_healthcheck()
         with TreeRSS() as tree, PeakRSS() as rss:
             summary = run(window_end=bw.END.date(), source_uri=uri, mapping=str(mapping), force=True)
-    return {"end_to_end": rss.figures() | {"tree_peak_rss_mb": round(tree.peak / 2**20)},
+    return {"end_to_end": rss.figures() | {"tree_peak_rss_mb": round(tree.peak / 2**20)}, "worker_memory_limit": memory_limit,
             "server_start": server.figures(), "tasks": bw._task_seconds(), "summary": bw._brief(summary)}
 
 
@@ -114,11 +117,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--uri", default=bw.DEFAULT_URI)
     parser.add_argument("--variants", default="local,dask")
+    parser.add_argument("--worker-memory", default="auto",
+                        help="memory_limit per LocalCluster worker (Dask syntax, e.g. 7GiB; default auto = RAM/2)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.uri, args.rows), default=str))
         return
+    os.environ["RL_BENCH_WORKER_MEMORY"] = args.worker_memory  # read by the dask variant's subprocess
     RESULTS.mkdir(exist_ok=True)
     print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs; tables {bw.tables(args.rows)}", flush=True)
     out_path = RESULTS / f"dask_weekly_{args.rows}.json"

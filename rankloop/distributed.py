@@ -248,15 +248,18 @@ class FeaturePart:
 def featurise_day(settings: Settings, day: date, labelled: Labelled, valid_paths: dict[date, Path],
                   workdir: Path) -> FeaturePart:
     """Features of one query day: its impressions, and the events of every day up to its latest impression's."""
+    import features
     from features.partitioned import build_partition
     from models.training import group_sizes
 
     imps = pd.read_parquet(labelled.impression_paths[day])
-    # A query that starts before midnight may show items after it: read up to its latest impression's day.
-    last = imps["ts"].max().tz_convert("UTC").date() if len(imps) else day
-    events = _read_frames([p for d, p in sorted(valid_paths.items()) if d <= max(day, last)])
     items = pd.read_parquet(labelled.items_path) if labelled.items_path else None
     users = pd.read_parquet(labelled.users_path) if labelled.users_path else None
+    # A query that starts before midnight may show items after it: read up to its latest impression's day.
+    last = imps["ts"].max().tz_convert("UTC").date() if len(imps) else day
+    paths = [p for d, p in sorted(valid_paths.items()) if d <= max(day, last)]
+    names = set(pq.read_schema(paths[0]).names) if paths else set()
+    events = _read_frames(paths, [c for c in features.event_columns(users) if c in names])  # only what features read
     frame = build_partition(imps, events, items=items, users=users, settings=settings.features)
     path = _write_frame(frame, workdir / "features" / f"{day.isoformat()}.parquet")
     return FeaturePart(day=day, path=path, rows=len(frame), groups=group_sizes(frame))
