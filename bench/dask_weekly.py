@@ -105,7 +105,9 @@ def spawn(variant: str, uri: str, rows: int) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--worker", variant, "--rows", str(rows), "--uri", uri],
                          capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"{variant} at {rows} rows failed:\n{out.stderr[-5000:]}")
+        log = Path(tempfile.gettempdir()) / f"rl-dask-weekly-{variant}-{rows}.stderr.log"
+        log.write_text(out.stderr)
+        raise RuntimeError(f"{variant} at {rows} rows failed (whole stderr: {log}):\n{out.stderr[-5000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["loadavg_before"], result["loadavg_after"] = before, os.getloadavg()
     result["subprocess_seconds"] = round(time.perf_counter() - started, 1)

@@ -331,10 +331,12 @@ def _query_hashes(path: Path, seed: int) -> np.ndarray:
     return query_hashes(pd.read_parquet(path, columns=["query_id"]), seed)
 
 
-def _train_partition(path: Path, columns: list[str], threshold: Any, seed: int) -> pd.DataFrame:
+def _train_partition(path: Path, read: list[str], threshold: Any, seed: int) -> pd.DataFrame:
     from models.dask_ranker import keep_capped
 
-    return keep_capped(pd.read_parquet(path, columns=columns), threshold, seed)
+    # ``read``, not ``columns``: dask.dataframe.from_map projects selected columns into a ``columns``
+    # argument, and capping needs query_id even when training selects only the features.
+    return keep_capped(pd.read_parquet(path, columns=read), threshold, seed)
 
 
 def _train_groups(path: Path, threshold: Any, seed: int) -> np.ndarray:
@@ -372,7 +374,7 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
         log.info("training on %d of %d rows (max_train_queries=%d)", used, available, cap)
     columns = ["query_id", "label", *cols]
     meta = pq.read_schema(paths[0]).empty_table().select(columns).to_pandas()
-    train = dd.from_map(_train_partition, paths, columns=columns, threshold=threshold, seed=seed, meta=meta,
+    train = dd.from_map(_train_partition, paths, read=columns, threshold=threshold, seed=seed, meta=meta,
                         enforce_metadata=False)
     booster = fit_distributed(client, train, groups, cols, settings.ranker)
     text = client.scatter(booster.model_to_string(), broadcast=True)
