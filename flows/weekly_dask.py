@@ -18,6 +18,7 @@ from prefect.cache_policies import NONE
 
 from flows.reporting import publish, report_failure
 from flows.retry import transient_only
+from flows.weekly import champion, decide, record  # the same tasks: one registry/gate path
 from rankloop import distributed, ops, stages
 from rankloop.executor import executor_summary
 
@@ -29,11 +30,6 @@ validate = task(distributed.validate_partitioned, name="validate", cache_policy=
 label = task(distributed.label_partitions, name="labels", cache_policy=NONE)
 featurise = task(distributed.featurise_day, name="features-day", cache_policy=NONE)
 split = task(distributed.partitioned_dataset, name="time-split", cache_policy=NONE)
-champion = task(stages.champion_per_query_ndcg, name="score-champion", cache_policy=NONE, retries=2,
-                retry_delay_seconds=10, retry_condition_fn=transient_only)
-record = task(stages.record_ranker, name="log-and-register", cache_policy=NONE, retries=2,
-              retry_delay_seconds=10, retry_condition_fn=transient_only)
-decide = task(stages.gate_and_promote, name="gate-and-promote", cache_policy=NONE)
 
 
 @task(name="train-ranker-dask", cache_policy=NONE)
