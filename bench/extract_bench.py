@@ -160,10 +160,23 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "extract.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": args.rows, "uri": "redacted-local-postgres", "repeats": args.repeats,
-                               "runs": runs, "summary": summary,
+                               "runs": runs, "summary": summary, "versions": versions(),
                                "measured_at": datetime.now(UTC).isoformat()}, indent=2))
     if not args.keep:
         drop(args.uri)
+
+
+def versions() -> dict[str, str]:
+    """The installed versions of the libraries the variants use (their speed moves between releases)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("adbc-driver-postgresql", "adbc-driver-manager", "pyarrow", "pandas", "sqlalchemy", "psycopg2-binary"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "absent"
+    return found
 
 
 def drop(uri: str) -> None:
