@@ -22,6 +22,7 @@ class Reason(StrEnum):
     NOT_FOUND = "not_found"
     REFUSED = "refused"
     GATE = "gate"
+    BUSY = "busy"
 
 
 class RankLoopError(Exception):

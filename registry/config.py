@@ -28,3 +28,9 @@ class GateSettings(BaseModel):
         ge=0,
         description="A table policy passes when its OPE lower bound >= the champion's OPE estimate minus this.",
     )
+    lock_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a promotion or rollback waits for another one of the same model kind to finish "
+        "(they are serialised by a lock file under <home>/locks) before it fails naming the lock.",
+    )

@@ -12,14 +12,25 @@ Order of one operation (each name is a failure-injection point, see ``faults``):
 
 Nothing moves before ``ledger_write``. A failure at or after ``move_previous`` restores both
 aliases to the snapshot taken at the start and marks the ledger entry 'aborted'.
+
+Promotions and rollbacks of one model kind are serialised by a lock file,
+``<home>/locks/registry-<kind>.lock``: the aliases are read, the gate is checked against the
+champion read *under the lock* and the aliases are moved without another operation in between, so
+a scheduled promotion racing a 3 a.m. rollback cannot promote against a champion that was just
+replaced (its decision names the old champion and is refused). The lock protects processes that
+share the data home (one host or a shared file system); it waits ``gate.lock_timeout_s`` and then
+fails with ``Reason.BUSY`` naming the lock file.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+from filelock import FileLock, Timeout
 from mlflow.tracking import MlflowClient
 
 from rankloop.errors import Reason, RegistryError
@@ -133,27 +144,56 @@ def rollback(
         RegistryError: NOT_FOUND (no previous, unknown version), REFUSED (already champion), CHECKSUM.
     """
     check_kind(kind)
+    settings = settings or Settings()
     client = client or make_client(settings)
-    state = aliases(client, kind)
-    target = to if to is not None else state.get(PREVIOUS)
-    if target is None:
-        raise RegistryError(
-            f"{kind} has no 'previous' version to roll back to; name one with --to",
-            reason=Reason.NOT_FOUND,
-            details={"aliases": state},
+    with registry_lock(settings, kind):
+        state = aliases(client, kind)
+        target = to if to is not None else state.get(PREVIOUS)
+        if target is None:
+            raise RegistryError(
+                f"{kind} has no 'previous' version to roll back to; name one with --to",
+                reason=Reason.NOT_FOUND,
+                details={"aliases": state},
+            )
+        return _move_locked(
+            kind,
+            int(target),
+            action="rollback",
+            decision=None,
+            actor=actor,
+            reason=reason,
+            forced=True,
+            client=client,
+            settings=settings,
+            faults=faults,
         )
-    return _move(
-        kind,
-        int(target),
-        action="rollback",
-        decision=None,
-        actor=actor,
-        reason=reason,
-        forced=True,
-        client=client,
-        settings=settings,
-        faults=faults,
-    )
+
+
+def lock_path(settings: Settings, kind: str) -> Path:
+    """The lock file that serialises promotions and rollbacks of ``kind``."""
+    return settings.home_dir / "locks" / f"registry-{kind}.lock"
+
+
+@contextmanager
+def registry_lock(settings: Settings, kind: str, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold ``kind``'s promotion lock; fail with Reason.BUSY after ``timeout_s`` (default gate.lock_timeout_s)."""
+    path = lock_path(settings, kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wait = settings.gate.lock_timeout_s if timeout_s is None else timeout_s
+    lock = FileLock(str(path), timeout=wait)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RegistryError(
+            f"another promotion or rollback of {kind} held the lock {path} for more than {wait:g} s; "
+            "nothing was moved; retry when it has finished (`rankloop history` shows what it did)",
+            reason=Reason.BUSY,
+            details={"lock": str(path), "waited_s": wait},
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _move(
@@ -169,10 +209,28 @@ def _move(
     settings: Settings | None,
     faults: Collection[str],
 ) -> MoveResult:
+    settings = settings or Settings()
+    with registry_lock(settings, kind):
+        return _move_locked(kind, version, action=action, decision=decision, actor=actor, reason=reason,
+                            forced=forced, client=client, settings=settings, faults=faults)
+
+
+def _move_locked(
+    kind: str,
+    version: int,
+    *,
+    action: str,
+    decision: Decision | None,
+    actor: str,
+    reason: str,
+    forced: bool,
+    client: MlflowClient | None,
+    settings: Settings,
+    faults: Collection[str],
+) -> MoveResult:
     if not reason or not reason.strip():
         raise ValueError(f"a {action} needs a reason (recorded in the ledger), got {reason!r}")
     hit = _fault_hook(faults)
-    settings = settings or Settings()
     client = client or make_client(settings)
     state = aliases(client, kind)
     champion = state.get(CHAMPION)

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 from rankloop.atomic import write_json
 from rankloop.errors import Reason, SourceError
@@ -34,6 +35,7 @@ from sources.uri import parse_uri
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
+INDEX_LOCK = ".index.lock"
 # dictionary-encode repetitive text columns only: unique ids make dictionaries slow and useless
 _DICTIONARY_COLUMNS = [f.name for f in INTERACTION_SCHEMA if pa.types.is_string(f.type) and f.name != "event_id"]
 _TMP_PREFIX = ".tmp-"
@@ -213,6 +215,13 @@ def read_index(snapshot_dir: Path) -> dict[str, Any]:
 
 
 def _update_index(snapshot_dir: Path, ident: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any] | None:
+    # Read-modify-write of one shared file: concurrent extracts (a backfill beside the weekly run, the
+    # Dask path's per-day snapshots) hold the lock so no entry is lost.
+    with FileLock(str(snapshot_dir / INDEX_LOCK)):
+        return _update_index_locked(snapshot_dir, ident, manifest)
+
+
+def _update_index_locked(snapshot_dir: Path, ident: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any] | None:
     index = read_index(snapshot_dir)
     key = _index_key(ident)
     old = index.get(key)

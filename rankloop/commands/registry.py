@@ -22,6 +22,7 @@ EXIT_CODES = {
     Reason.GATE: 5,
     Reason.REFUSED: 6,
     Reason.UNREACHABLE: 7,
+    Reason.BUSY: 8,
 }
 KIND_HELP = "Model kind: ranker, bandit, linucb or qtable."
 

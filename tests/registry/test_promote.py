@@ -225,3 +225,78 @@ def test_tampered_manifest_is_refused(store: Store, two_versions: tuple[int, int
         )
     set_alias(store.client, "ranker", "previous", None)
     assert "previous" not in aliases(store.client, "ranker")
+
+
+def test_promotion_waits_for_the_kinds_lock_then_fails_busy_moving_nothing(
+    store: Store, two_versions: tuple[int, int]
+) -> None:
+    from filelock import FileLock
+
+    from registry.promote import lock_path
+
+    v1, v2 = two_versions
+    before = _state(store)
+    settings = store.settings.model_copy(update={"gate": store.settings.gate.model_copy(update={"lock_timeout_s": 0.3})})
+    held = FileLock(str(lock_path(settings, "ranker")))
+    lock_path(settings, "ranker").parent.mkdir(parents=True, exist_ok=True)
+    with held:
+        champion = before[0]["champion"]
+        with pytest.raises(RegistryError) as info:
+            promote("ranker", v2, decision=_pass(v2, champion), actor="t", reason="busy", client=store.client,
+                    settings=settings)
+        assert info.value.reason is Reason.BUSY
+        assert str(lock_path(settings, "ranker")) in str(info.value)
+        with pytest.raises(RegistryError) as info:
+            rollback("ranker", actor="t", reason="busy", client=store.client, settings=settings)
+        assert info.value.reason is Reason.BUSY
+    assert _state(store) == before
+    # Another kind has its own lock: not blocked by the ranker's.
+    assert lock_path(settings, "bandit") != lock_path(settings, "ranker")
+
+
+def test_a_rollback_that_lands_first_makes_the_racing_promotion_refuse(
+    store: Store, two_versions: tuple[int, int]
+) -> None:
+    """The weekly run scored its candidate against the champion; on-call rolls back meanwhile.
+
+    The promotion waits for the rollback's lock, then re-reads the aliases under the lock and
+    refuses: its decision is about a champion that no longer holds the alias.
+    """
+    import threading
+
+    from filelock import FileLock
+
+    from registry.promote import lock_path
+
+    state = aliases(store.client, "ranker")
+    if "previous" not in state:
+        promote("ranker", two_versions[1], decision=_pass(two_versions[1], state["champion"]), actor="t",
+                reason="setup", client=store.client, settings=store.settings)
+        state = aliases(store.client, "ranker")
+    champion, previous = state["champion"], state["previous"]
+    candidate = register_ranker(store, 7)
+    decision = _pass(candidate, champion)  # scored against the champion before the rollback
+    lock = FileLock(str(lock_path(store.settings, "ranker")))
+    outcome: dict[str, BaseException | None] = {}
+    with lock:  # hold the lock so the promotion is queued behind the rollback below
+        def weekly() -> None:
+            try:
+                promote("ranker", candidate, decision=decision, actor="weekly-retrain", reason="weekly",
+                        client=store.client, settings=store.settings)
+                outcome["error"] = None
+            except BaseException as e:  # noqa: BLE001 - inspected below
+                outcome["error"] = e
+
+        thread = threading.Thread(target=weekly)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive(), "the promotion must wait for the lock"
+        # the on-call rollback runs while the lock is held by 'someone' -> do the alias moves by hand,
+        # as the rollback would have, then release
+        set_alias(store.client, "ranker", "champion", previous)
+        set_alias(store.client, "ranker", "previous", champion)
+    thread.join(30)
+    assert not thread.is_alive()
+    error = outcome["error"]
+    assert isinstance(error, RegistryError) and error.reason is Reason.GATE, error
+    assert aliases(store.client, "ranker") == {"champion": previous, "previous": champion}

@@ -103,3 +103,29 @@ def test_empty_window_gives_an_empty_canonical_snapshot(tmp_path: Path, sqlite_u
     table = load_snapshot(snap.path)
     assert snap.rows == 0 and table.num_rows == 0 and table.schema.equals(INTERACTION_SCHEMA)
     assert snap.min_ts is None and snap.max_ts is None
+
+
+def _index_many(snapshot_dir: str, worker: int, count: int) -> None:
+    from sources.snapshot import _update_index
+
+    for i in range(count):
+        ident = {"source": f"sqlite:///w{worker}.db", "mapping": "rankloop", "mapping_hash": "0" * 64,
+                 "start": f"2026-01-{1 + i % 28:02d}", "end": f"w{worker}-{i}"}
+        _update_index(Path(snapshot_dir), ident, {"digest": f"{worker:02d}{i:04d}", "rows": i, "digest_format": 2})
+
+
+def test_concurrent_extracts_lose_no_index_entry(tmp_path: Path) -> None:
+    """Processes updating the snapshot index at once (a backfill beside the weekly run) keep every entry."""
+    import multiprocessing
+
+    workers, count = 4, 40
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_index_many, args=(str(tmp_path), w, count)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    index = read_index(tmp_path)
+    assert len(index) == workers * count
+    assert {entry["digest"] for entry in index.values()} == {f"{w:02d}{i:04d}" for w in range(workers) for i in range(count)}
