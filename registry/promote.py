@@ -112,18 +112,20 @@ def promote(
         RegistryError: refused (no alias moved): NOT_FOUND, CHECKSUM, GATE, REFUSED.
     """
     check_kind(kind)
-    return _move(
-        kind,
-        int(version),
-        action="promote",
-        decision=decision,
-        actor=actor,
-        reason=reason,
-        forced=forced,
-        client=client,
-        settings=settings,
-        faults=faults,
-    )
+    settings = settings or Settings()
+    with registry_lock(settings, kind):
+        return _move(
+            kind,
+            int(version),
+            action="promote",
+            decision=decision,
+            actor=actor,
+            reason=reason,
+            forced=forced,
+            client=client,
+            settings=settings,
+            faults=faults,
+        )
 
 
 def rollback(
@@ -155,7 +157,7 @@ def rollback(
                 reason=Reason.NOT_FOUND,
                 details={"aliases": state},
             )
-        return _move_locked(
+        return _move(
             kind,
             int(target),
             action="rollback",
@@ -206,28 +208,10 @@ def _move(
     reason: str,
     forced: bool,
     client: MlflowClient | None,
-    settings: Settings | None,
-    faults: Collection[str],
-) -> MoveResult:
-    settings = settings or Settings()
-    with registry_lock(settings, kind):
-        return _move_locked(kind, version, action=action, decision=decision, actor=actor, reason=reason,
-                            forced=forced, client=client, settings=settings, faults=faults)
-
-
-def _move_locked(
-    kind: str,
-    version: int,
-    *,
-    action: str,
-    decision: Decision | None,
-    actor: str,
-    reason: str,
-    forced: bool,
-    client: MlflowClient | None,
     settings: Settings,
     faults: Collection[str],
 ) -> MoveResult:
+    """Move the aliases; the caller holds ``registry_lock(settings, kind)``."""
     if not reason or not reason.strip():
         raise ValueError(f"a {action} needs a reason (recorded in the ledger), got {reason!r}")
     hit = _fault_hook(faults)
