@@ -61,6 +61,11 @@ def test_first_run_trains_logs_registers_and_promotes(env: Path) -> None:
     assert run.data.metrics["ndcg_at_10"] > run.data.metrics["similarity_ndcg_at_10"]
     assert int(_client().get_model_version_by_alias("rankloop.ranker", "champion").version) == 1
     assert run.data.tags["rankloop.snapshot_digest"] == summary["snapshot_digest"]
+    # The snapshot is the run's dataset input (MLflow's Datasets tab), named by its digest.
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.digest == summary["snapshot_digest"][:36]
+    assert summary["snapshot_digest"] in inputs[0].dataset.source
+    assert [t.value for t in inputs[0].tags if t.key == "mlflow.data.context"] == ["training"]
     # Every table kind was refit, judged off-policy and registered.
     for kind in ("bandit", "linucb", "qtable"):
         assert summary["tables"][kind]["version"] == 1
