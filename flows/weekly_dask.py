@@ -33,11 +33,14 @@ split = task(distributed.partitioned_dataset, name="time-split", cache_policy=NO
 
 
 @task(name="train-ranker-dask", cache_policy=NONE)
-def train_ranker(settings: Any, dataset: stages.Dataset, workdir: Path) -> stages.TrainedRanker:
-    """``distributed.train_ranker_distributed`` with a client of the flow's cluster."""
-    from prefect_dask import get_dask_client
+def train_ranker(settings: Any, dataset: stages.Dataset, workdir: Path, scheduler: str) -> stages.TrainedRanker:
+    """``distributed.train_ranker_distributed`` driven from the flow's process with a client of the
+    cluster at ``scheduler``. Not submitted to a worker: a task there holds one of that worker's
+    threads while it waits for the training, and LightGBM needs every worker's (a LocalCluster of
+    1-thread workers deadlocked, or trained on the other workers only)."""
+    from distributed import Client
 
-    with get_dask_client() as client:
+    with Client(scheduler) as client:
         return distributed.train_ranker_distributed(settings, dataset, workdir, client)
 
 
@@ -106,7 +109,7 @@ def weekly_retrain_dask(window_end: date | None = None, source_uri: str | None =
                                  unmapped(ctx.workdir))
         dataset = split(settings, [f.result() for f in parts], labelled, end, ctx.workdir)
         stage = "train-ranker"
-        trained = train_ranker.submit(settings, dataset, ctx.workdir).result()
+        trained = train_ranker(settings, dataset, ctx.workdir, _scheduler_address())
         stage = "score-champion"
         champion_version, champion_ndcg = champion(settings, dataset)
         stage = "log-and-register"

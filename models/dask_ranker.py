@@ -62,33 +62,104 @@ def lgb_params(settings: RankerSettings, eval_at: Sequence[int] = (5, 10)) -> di
     return Ranker._lgb_params(ranker._validated_settings(), list(eval_at))
 
 
-def fit_distributed(client: Any, train: Any, groups: Sequence[np.ndarray], features: Sequence[str],
-                    settings: RankerSettings) -> lgb.Booster:
+def placement(workers: Sequence[str], n_parts: int) -> list[str]:
+    """The worker of each training partition: partition i on ``sorted(workers)[i % len(workers)]``.
+
+    Round robin by partition (day) index, so every worker holds days from across the window (each
+    worker's share is what LightGBM samples its bin boundaries from) and the assignment depends only
+    on the number of workers, never on the scheduler's choices.
+    """
+    ordered = sorted(set(workers))
+    if not ordered:
+        raise ValueError("the cluster has no workers")
+    return [ordered[i % len(ordered)] for i in range(n_parts)]
+
+
+class PlacedClient:
+    """A ``distributed.Client`` for ``DaskLGBMRanker`` that hands it the training parts on the workers of
+    :func:`placement`, in partition order.
+
+    ``lightgbm.dask._train`` computes one part per partition, asks ``client.who_has(parts)`` where
+    they are and gives each worker the parts found there; the worker that comes first becomes
+    LightGBM's rank 0. ``distributed.Client.who_has`` collects the keys into a set, so that order
+    (which worker has which rank, and the order of the parts, i.e. of the rows, in each worker's
+    local Dataset) changed with each process's string hashing, and so did the model: bins, bagging
+    and the histograms all depend on it. Here ``who_has`` answers in partition order with the
+    planned worker of each part (a part the scheduler put elsewhere is fetched by its worker;
+    logged), so the model depends only on the data, the parameters and the number of workers.
+    Everything else is the wrapped client's.
+    """
+
+    def __init__(self, client: Any, workers: Sequence[str]) -> None:
+        self._client = client
+        self._workers = list(workers)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def who_has(self, futures: Any = None, **kwargs: Any) -> Any:
+        held = self._client.who_has(futures, **kwargs)
+        if futures is None or len(futures) != len(self._workers):
+            return held  # not lightgbm's question about the training parts
+        out = {}
+        for i, (future, worker) in enumerate(zip(futures, self._workers, strict=True)):
+            where = list(held.get(future.key, ()))
+            if worker not in where:
+                log.warning("training part %d is on %s, not on its planned worker %s: it moves there", i, where, worker)
+            out[future.key] = [worker]
+        return out
+
+
+def fit_distributed(client: Any, frames: Sequence[Any], workers: Sequence[str], groups: Sequence[np.ndarray],
+                    features: Sequence[str], settings: RankerSettings) -> lgb.Booster:
     """Train ``settings.n_estimators`` LambdaRank trees on the cluster; returns the whole booster.
 
     Args:
         client: a ``distributed.Client``.
-        train: dask DataFrame with ``features`` and ``label``; partition i holds whole queries, in
-            the order of ``groups[i]``.
+        frames: per partition, a future of its DataFrame (``features`` and ``label``; whole queries in
+            the order of ``groups[i]``), held by ``workers[i]``.
+        workers: the worker of each partition (:func:`placement`).
         groups: per partition, its query sizes in row order.
         features: feature columns, in model order.
         settings: the ranker settings (as for the local Ranker).
     """
+    import dask
     import dask.array as da
+    import dask.dataframe as dd
     from lightgbm.dask import DaskLGBMRanker
 
-    if train.npartitions != len(groups):
-        raise ValueError(f"train has {train.npartitions} partitions but {len(groups)} group arrays were given")
+    if not len(frames) == len(workers) == len(groups):
+        raise ValueError(f"{len(frames)} partitions, {len(workers)} workers and {len(groups)} group arrays: "
+                         "one of each per partition")
     params = lgb_params(settings)
     params.pop("num_threads", None)  # lightgbm.dask sets it to each worker's nthreads
     params.pop("eval_at", None)
     params.pop("metric", None)
-    group = da.concatenate([da.from_array(np.asarray(g, dtype=np.int64), chunks=len(g)) for g in groups])
-    model = DaskLGBMRanker(client=client, n_estimators=settings.n_estimators, **params)
-    log.info("training LambdaRank on %d partitions, %d queries, %d features (lightgbm.dask)",
-             train.npartitions, int(sum(len(g) for g in groups)), len(features))
-    model.fit(train[list(features)], train["label"], group=group)
+    cols = list(features)
+
+    def pinned(fn: Any, *args: Any) -> list[Any]:  # each partition's piece computed where its frame is
+        return [client.submit(fn, f, *args, workers=[w], allow_other_workers=False, pure=False)
+                for f, w in zip(frames, workers, strict=True)]
+
+    meta = client.submit(_head, frames[0], workers=[workers[0]], pure=False).result()
+    X = dd.from_delayed(pinned(_select, cols), meta=meta[cols], verify_meta=False)
+    y = dd.from_delayed(pinned(_select, "label"), meta=meta["label"], verify_meta=False)
+    sizes = [client.scatter(np.asarray(g, dtype=np.int64), workers=[w]) for g, w in zip(groups, workers, strict=True)]
+    group = da.concatenate([da.from_delayed(dask.delayed(s), shape=(len(g),), dtype=np.int64)
+                            for s, g in zip(sizes, groups, strict=True)])
+    model = DaskLGBMRanker(client=PlacedClient(client, workers), n_estimators=settings.n_estimators, **params)
+    log.info("training LambdaRank on %d partitions over %d workers, %d queries, %d features (lightgbm.dask)",
+             len(frames), len(set(workers)), int(sum(len(g) for g in groups)), len(cols))
+    model.fit(X, y, group=group)
     return portable(model.to_local().booster_, settings)
+
+
+def _head(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.iloc[:0]
+
+
+def _select(frame: pd.DataFrame, columns: Any) -> Any:
+    return frame[columns]
 
 
 # The cluster's addresses and per-worker threads: true of one training run, not of the model.

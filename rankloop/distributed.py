@@ -334,8 +334,9 @@ def _query_hashes(path: Path, seed: int) -> np.ndarray:
 def _train_partition(path: Path, read: list[str], threshold: Any, seed: int) -> pd.DataFrame:
     from models.dask_ranker import keep_capped
 
-    # ``read``, not ``columns``: dask.dataframe.from_map projects selected columns into a ``columns``
-    # argument, and capping needs query_id even when training selects only the features.
+    # ``read`` names every column the partition needs: capping needs query_id even though training
+    # then selects only the features. (Read through dask.dataframe.from_map, an argument named
+    # ``columns`` received the training's projection and query_id was lost: tests/models/test_dask_training.py.)
     return keep_capped(pd.read_parquet(path, columns=read), threshold, seed)
 
 
@@ -355,10 +356,8 @@ def _valid_curve(path: Path, booster_text: str, columns: list[str]) -> tuple[dic
 def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdir: Path, client: Any) -> stages.TrainedRanker:
     """``stages.train_ranker`` on the cluster: DaskLGBMRanker over the train days, the validation
     curve per valid day, then the test week scored as locally."""
-    import dask.dataframe as dd
-
     from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
-    from models.dask_ranker import cap_threshold, choose_iteration, fit_distributed
+    from models.dask_ranker import cap_threshold, choose_iteration, fit_distributed, placement
     from models.metrics import per_query_ndcg, ranking_report
     from models.training import group_sizes, with_positive_label
 
@@ -373,10 +372,13 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
     if used < available:
         log.info("training on %d of %d rows (max_train_queries=%d)", used, available, cap)
     columns = ["query_id", "label", *cols]
-    meta = pq.read_schema(paths[0]).empty_table().select(columns).to_pandas()
-    train = dd.from_map(_train_partition, paths, read=columns, threshold=threshold, seed=seed, meta=meta,
-                        enforce_metadata=False)
-    booster = fit_distributed(client, train, groups, cols, settings.ranker)
+    # Each train day is read on the worker placement() gives it (round robin over the sorted workers),
+    # so the model is the same on every run with the same number of workers (models.dask_ranker).
+    workers = placement(list(client.scheduler_info(n_workers=-1)["workers"]), len(paths))
+    frames = [client.submit(_train_partition, p, read=columns, threshold=threshold, seed=seed, workers=[w],
+                            allow_other_workers=False, pure=False) for p, w in zip(paths, workers, strict=True)]
+    booster = fit_distributed(client, frames, workers, groups, cols, settings.ranker)
+    del frames
     text = client.scatter(booster.model_to_string(), broadcast=True)
     curves = client.gather(client.map(_valid_curve, [p.path for p in split.valid], booster_text=text,
                                       columns=columns, pure=False))

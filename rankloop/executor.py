@@ -6,8 +6,10 @@ Examples::
     RANKLOOP_EXECUTOR__ADDRESS=tcp://scheduler.internal:8786      # an existing cluster
     RANKLOOP_EXECUTOR__LOCAL_CLUSTER_WORKERS=2                    # or: a LocalCluster RankLoop starts
 
-See docs/scale-out.md. Results do not depend on the executor beyond LightGBM's own distributed
-nondeterminism; the executor is recorded with every run (``executor_summary``), never its credentials.
+See docs/scale-out.md. Results do not depend on the executor beyond LightGBM's data-parallel training
+(each worker's bins and bagging come from its own share of the rows: the Dask model is the same on
+every run with the same number of workers, close to but not equal to the local one); the executor is
+recorded with every run (``executor_summary``), never its credentials.
 """
 
 from __future__ import annotations

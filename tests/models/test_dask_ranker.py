@@ -79,3 +79,46 @@ def test_portable_model_drops_the_cluster_and_keeps_predictions() -> None:
     assert "[num_threads: 0]" in text and "machines:" not in text
     X = train[["f1", "f2"]].to_numpy()
     assert np.array_equal(out.predict(X), booster.predict(X))
+
+
+def test_placement_is_round_robin_over_sorted_workers() -> None:
+    from models.dask_ranker import placement
+
+    workers = ["tcp://127.0.0.1:9", "tcp://127.0.0.1:10", "tcp://127.0.0.1:11"]
+    assert placement(workers, 5) == [workers[1], workers[2], workers[0], workers[1], workers[2]]
+    assert placement(list(reversed(workers)), 5) == placement(workers, 5)  # the scheduler's order does not matter
+    with pytest.raises(ValueError, match="no workers"):
+        placement([], 3)
+
+
+class _Future:
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class _Client:
+    """Answers who_has like distributed: keys in set order, each part wherever it happens to be."""
+
+    def __init__(self, held: dict[str, list[str]]) -> None:
+        self.held = held
+        self.other = "delegated"
+
+    def who_has(self, futures=None, **kwargs):  # noqa: ANN001, ANN201
+        keys = list({f.key for f in futures})
+        return {k: self.held[k] for k in keys}
+
+
+def test_placed_client_reports_parts_in_partition_order_on_their_planned_workers(caplog: pytest.LogCaptureFixture) -> None:
+    from models.dask_ranker import PlacedClient
+
+    parts = [_Future(f"dict-{c}") for c in "qwertyuiop"]
+    planned = ["w0", "w1"] * 5
+    held = {f.key: [w] for f, w in zip(parts, planned, strict=True)}
+    held[parts[3].key] = ["w0"]  # the scheduler put part 3 on the other worker
+    client = PlacedClient(_Client(held), planned)
+    answer = client.who_has(parts)
+    assert list(answer) == [f.key for f in parts]  # partition order: rank 0 is the worker of part 0
+    assert [answer[f.key] for f in parts] == [[w] for w in planned]
+    assert "training part 3" in caplog.text
+    assert client.other == "delegated"
+    assert client.who_has(parts[:2]) == {f.key: held[f.key] for f in parts[:2]}  # any other question: unchanged
