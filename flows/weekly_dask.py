@@ -123,6 +123,7 @@ def weekly_retrain_dask(window_end: date | None = None, source_uri: str | None =
         summary = stages.summarise(ctx, extracted, validated.validated, dataset, trained, recorded, outcome, tables)
         summary["executor"] = executor
         markdown = ops.publish_summary(recorded.run_id, summary)
+        distributed.discard_intermediates(ctx.workdir)  # a failed run keeps them for inspection
     except Exception as exc:
         report_failure(settings, ctx, stage, exc, extra={"executor": executor}, label="weekly retrain (Dask)")
         raise

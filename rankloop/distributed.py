@@ -324,6 +324,26 @@ def partitioned_dataset(settings: Settings, parts: list[FeaturePart], labelled: 
                           impressions=labelled.impressions)
 
 
+# --- cleaning up ---------------------------------------------------------------------------------
+# What a Dask run writes under its working folder besides what the local run writes there: the valid
+# rows, labelled impressions and features per day, the catalogue, the tables' per-day rewards and slates.
+INTERMEDIATES = ("valid", "impressions", "catalog", "features", "tables/days")
+
+
+def discard_intermediates(workdir: Path) -> None:
+    """Remove a completed Dask run's intermediate data, as ``stages.discard_intermediates`` does for the
+    local run: the run folder then holds what the local run's holds (the model and the tables). The
+    snapshots (``<home>/snapshots``) and the quarantine stay; a failed run keeps everything for inspection."""
+    import shutil
+
+    stages.discard_intermediates(workdir)
+    for name in INTERMEDIATES:
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    tables = workdir / "tables"
+    if tables.is_dir() and not any(tables.iterdir()):
+        tables.rmdir()
+
+
 # --- the ranker ----------------------------------------------------------------------------------
 def _query_hashes(path: Path, seed: int) -> np.ndarray:
     from models.dask_ranker import query_hashes

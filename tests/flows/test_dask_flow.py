@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ def cluster() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def homes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dask-vs-local")
-    return {"local": root / "local", "dask": root / "dask"}
+    return {"local": root / "local", "dask": root / "dask", "dask features": root / "dask-features"}
 
 
 def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
@@ -47,6 +48,15 @@ def runs(homes: dict[str, Path], cluster: str, prefect_api: None) -> dict[str, d
     """The local flow and the Dask flow, each on its own copy of the same simulated source."""
     from flows.weekly import weekly_retrain
     from flows.weekly_dask import run
+    from rankloop import distributed
+
+    discard = distributed.discard_intermediates
+
+    def keep_features(workdir: Path) -> None:
+        """The completed run's cleanup, after copying its day partitions' features aside (the
+        feature comparison below reads them)."""
+        shutil.copytree(workdir / "features", homes["dask features"])
+        discard(workdir)
 
     out = {}
     with pytest.MonkeyPatch.context() as mp:
@@ -56,8 +66,15 @@ def runs(homes: dict[str, Path], cluster: str, prefect_api: None) -> dict[str, d
         _use_home(mp, homes["dask"])
         mp.setenv("RANKLOOP_EXECUTOR__KIND", "dask")
         mp.setenv("RANKLOOP_EXECUTOR__ADDRESS", cluster)
+        mp.setattr(distributed, "discard_intermediates", keep_features)
         out["dask"] = run(window_end=date(2026, 11, 16))
     return out
+
+
+def _completed_run_dir(home: Path) -> Path:
+    found = [d for d in sorted(home.glob("runs/*/*")) if (d / "model.txt").is_file()]
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_same_rows_extracted_and_quarantined(runs: dict[str, dict]) -> None:
@@ -79,6 +96,29 @@ def test_ndcg_within_tolerance_and_gate_runs(runs: dict[str, dict]) -> None:
     assert dask["version"] == 1 and dask["champion_after"] == 1  # same registry/gate code: first version promoted
     for kind in ("bandit", "linucb", "qtable"):
         assert dask["tables"][kind]["version"] == 1
+
+
+def test_a_completed_run_keeps_what_the_local_run_keeps(runs: dict[str, dict], homes: dict[str, Path]) -> None:
+    """The Dask run's per-day intermediates (valid rows, impressions, features, table rewards) are gone
+    once it completes: its folder holds what the local run's holds (model and tables). The day
+    snapshots, the combined manifest and the registered model stay, so a rerun and serving work."""
+    from mlflow import MlflowClient
+
+    from rankloop.settings import Settings, apply_environment
+
+    dask, local = _completed_run_dir(homes["dask"]), _completed_run_dir(homes["local"])
+    assert len(list(homes["dask features"].glob("*.parquet"))) >= 30  # the cleanup ran after the features existed
+    assert sorted(p.name for p in dask.iterdir()) == sorted(p.name for p in local.iterdir()) \
+        == ["bandit", "linucb", "model.txt", "qtable"]
+    assert not list(dask.rglob("*.parquet.*.tmp"))
+    digest = runs["dask"]["snapshot_digest"]
+    assert (homes["dask"] / "snapshots" / "partitioned" / digest / "manifest.json").is_file()
+    assert len(list((homes["dask"] / "snapshots" / "partitioned" / digest / "parts").glob("*.parquet"))) == 35
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RANKLOOP_HOME", str(homes["dask"]))
+        apply_environment(Settings())
+        version = MlflowClient().get_model_version_by_alias("rankloop.ranker", "champion")
+    assert int(version.version) == runs["dask"]["version"] == 1
 
 
 def test_executor_recorded_in_mlflow(runs: dict[str, dict], homes: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,7 +156,7 @@ def test_feature_values_match_on_a_sample(runs: dict[str, dict], homes: dict[str
     X = features.build_features(imps, events, items=extracted.items.to_pandas(), users=extracted.users.to_pandas(),
                                 settings=settings.features)
     local = pd.concat([imps[["query_id", "item_id", "label"]], X], axis=1)
-    files = sorted((homes["dask"] / "runs").glob("*/*/features/*.parquet"))
+    files = sorted(homes["dask features"].glob("*.parquet"))  # copied aside before the run's cleanup
     assert len(files) >= 30  # one partition per day of the 35-day window that has queries
     dask = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     assert len(dask) == len(local)
