@@ -1,4 +1,6 @@
-"""The Dask ranker's training on a 2-worker LocalCluster: the same model on every run."""
+"""The Dask ranker's training on a 2-worker LocalCluster: the same model on every run, and capped
+training over day partitions (each partition needs its query_id to cap, even when training reads
+only the features)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.training import group_sizes
+from models.training import cap_queries, group_sizes
 
 pytestmark = pytest.mark.slow
 
@@ -82,3 +84,21 @@ def test_training_gives_the_same_model_every_run(client: object, tmp_path: Path)
     assert second.report == first.report
     assert first.report["ndcg_at_10"] > first.baselines["popularity"]["ndcg_at_10"]  # it learned something
 
+
+def test_capped_training_reads_query_id_for_the_cap(client: object, tmp_path: Path) -> None:
+    """Regression (00ee9c4): with ranker.max_train_queries the partitions are capped by their query ids
+    while training selects only the features; the partition reader once received the selected
+    features as its columns (dask.dataframe.from_map projection), lost query_id and training failed.
+    The capped training must use exactly the queries models.training.cap_queries keeps."""
+    from rankloop.distributed import train_ranker_distributed
+
+    dataset = _dataset(tmp_path)
+    whole = pd.concat([pd.read_parquet(p.path) for p in dataset.split.train], ignore_index=True)
+    cap = 150  # of 360 train queries
+    settings = _settings(max_train_queries=cap)
+    trained = train_ranker_distributed(settings, dataset, tmp_path / "capped", client)
+    kept = cap_queries(whole, cap, seed=settings.ranker.seed)
+    assert kept["query_id"].nunique() == cap
+    assert trained.params["train_rows_available"] == len(whole)
+    assert trained.params["train_rows_used"] == len(kept) < len(whole)
+    assert trained.model_path.read_text().count("Tree=") == 25
