@@ -1,4 +1,9 @@
-"""RankLoop's error hierarchy: each carries a reason code and the offending names or rows."""
+"""RankLoop's error hierarchy: each carries a reason code, the offending names or rows, and a hint.
+
+The CLI turns any :class:`RankLoopError` into one line on stderr,
+``error (<reason>): <what is wrong> - <what to do>``, and exits with ``EXIT_CODES[reason]``
+(documented in docs/operations.md). ``str(error)`` says what is wrong; ``error.hint`` what to do.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ class Reason(StrEnum):
     MISSING_COLUMN = "missing_column"
     BAD_URI = "bad_uri"
     BAD_MAPPING = "bad_mapping"
+    BAD_CONFIG = "bad_config"
     CONTRACT = "contract"
     EMPTY = "empty"
     INVALID_INPUT = "invalid_input"
@@ -23,15 +29,79 @@ class Reason(StrEnum):
     REFUSED = "refused"
     GATE = "gate"
     BUSY = "busy"
+    NO_SPACE = "no_space"
+    IO = "io"
+    SOURCE_COUNT = "source_count"
+    TRAINING = "training"
+
+
+#: The exit code of each reason (``rankloop`` commands; 0 is success, 1 a failed run without a reason).
+EXIT_CODES: dict[Reason, int] = {
+    Reason.INVALID_INPUT: 2,
+    Reason.BAD_URI: 2,
+    Reason.BAD_MAPPING: 2,
+    Reason.BAD_CONFIG: 2,
+    Reason.EMPTY: 2,
+    Reason.MISSING_TABLE: 2,
+    Reason.MISSING_COLUMN: 2,
+    Reason.NOT_FOUND: 3,
+    Reason.CHECKSUM: 4,
+    Reason.GATE: 5,
+    Reason.REFUSED: 6,
+    Reason.UNREACHABLE: 7,
+    Reason.BUSY: 8,
+    Reason.AUTH: 9,
+    Reason.NO_SPACE: 10,
+    Reason.IO: 10,
+    Reason.CONTRACT: 11,
+    Reason.SOURCE_COUNT: 11,
+    Reason.TRAINING: 12,
+}
+
+#: What to do, when the raiser gave no hint.
+DEFAULT_HINTS: dict[Reason, str] = {
+    Reason.UNREACHABLE: "check that the server is up and the host and port are right, then run the command again",
+    Reason.AUTH: "check the user and password (pass the password through RANKLOOP_SOURCE__URI or a settings file)",
+    Reason.MISSING_TABLE: "check the mapping's table name against the source",
+    Reason.MISSING_COLUMN: "check the mapping's column names against the source",
+    Reason.BAD_URI: "see docs/sources.md for the accepted source URIs",
+    Reason.BAD_MAPPING: "fix the mapping (docs/sources.md lists the mapping keys); `rankloop extract` tries one",
+    Reason.BAD_CONFIG: "fix the setting named (README, Configuration)",
+    Reason.CONTRACT: "read the contract report named above; the champion is unchanged",
+    Reason.EMPTY: "choose a window that holds data (`--end` a Monday after the first events)",
+    Reason.INVALID_INPUT: "see `rankloop COMMAND --help`",
+    Reason.CHECKSUM: "the artifact was changed after it was published: roll back to a verified version",
+    Reason.NOT_FOUND: "`rankloop models` lists the registered versions",
+    Reason.REFUSED: "nothing moved; `rankloop history KIND` shows the current aliases",
+    Reason.GATE: "nothing moved; promote by hand with `rankloop promote KIND VERSION --reason ...` to override",
+    Reason.BUSY: "another promotion or rollback of this kind holds the lock: wait for it and run the command again",
+    Reason.NO_SPACE: "free space on that device (old runs under <home>/runs can go), then run the command again",
+    Reason.IO: "check the path's permissions and device, then run the command again",
+    Reason.SOURCE_COUNT: "the source changed while it was read or the mapping's window filter is wrong: run again",
+    Reason.TRAINING: "see the run's log with -v",
+}
 
 
 class RankLoopError(Exception):
-    """Base class. ``reason`` is a :class:`Reason`; ``details`` holds offending names/rows."""
+    """Base class. ``reason`` is a :class:`Reason`; ``details`` holds offending names/rows;
+    ``hint`` says what the user can do about it (one clause, no trailing period)."""
 
-    def __init__(self, message: str, *, reason: Reason, details: dict[str, Any] | None = None):
+    def __init__(self, message: str, *, reason: Reason, details: dict[str, Any] | None = None,
+                 hint: str | None = None):
         super().__init__(message)
         self.reason = reason
         self.details = details or {}
+        self.hint = hint
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.reason, 1)
+
+    def one_line(self) -> str:
+        """``error (<reason>): <what is wrong> - <what to do>``, on one line."""
+        what = " ".join(str(self).split())
+        hint = self.hint or DEFAULT_HINTS.get(self.reason, "run again with -v for details")
+        return f"error ({self.reason.value}): {what} - {' '.join(hint.split())}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Errors cross processes (a Dask worker's task, Prefect results); the keyword-only arguments
@@ -49,9 +119,14 @@ def _rebuild(cls: type[RankLoopError], args: tuple[Any, ...], state: dict[str, A
 class SourceError(RankLoopError):
     """Extraction failed: the source is unreachable, refuses us, or lacks what the mapping needs."""
 
-    def __init__(self, message: str, *, reason: Reason, transient: bool = False, details: dict[str, Any] | None = None):
-        super().__init__(message, reason=reason, details=details)
+    def __init__(self, message: str, *, reason: Reason, transient: bool = False,
+                 details: dict[str, Any] | None = None, hint: str | None = None):
+        super().__init__(message, reason=reason, details=details, hint=hint)
         self.transient = transient
+
+
+class ConfigError(RankLoopError):
+    """The settings (environment, RANKLOOP_CONFIG file, options) are not valid."""
 
 
 class ContractViolation(RankLoopError):
@@ -64,3 +139,7 @@ class TrainingError(RankLoopError):
 
 class RegistryError(RankLoopError):
     """A registry operation was refused or failed (nothing moved)."""
+
+
+class StorageError(RankLoopError):
+    """A file could not be written or read: no space left, permissions, I/O (names the path)."""
