@@ -75,7 +75,13 @@ class OpsSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    timezone: str = Field(default="UTC", description="Timezone of the weekly cron (Monday 01:00).")
+    timezone: str = Field(default="UTC", description="Timezone of both crons.")
+    weekly_cron: str = Field(
+        default="0 1 * * 1", description="When `rankloop schedule` runs the weekly retrain (cron; prefect.yaml keeps the same)."
+    )
+    bandit_cron: str = Field(
+        default="0 2 * * *", description="When `rankloop schedule` runs the daily bandit refresh (cron; prefect.yaml keeps the same)."
+    )
     max_lateness_hours: float = Field(
         default=12.0, gt=0, description="A scheduled run starting later than this skips (logged) instead of piling up."
     )

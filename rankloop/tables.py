@@ -6,6 +6,14 @@ week (on top of the champion), and compared on the test week's logged slates wit
 The challenger that is *registered* is the refit on the whole window. When nothing new arrived
 before the test week (the champion already saw it) the two tables are equal and the gate holds:
 a table only moves when the logs show it is better.
+
+What each table needs from the log (docs/policies.md): the bandit and LinUCB tables learn from
+trials, which are logged impressions (with a request_id) or, in logs without any, the first
+event of each user/item/request-or-session-or-day (:func:`models.rewards.exposure_events`); their
+off-policy judgement needs logged propensities at the top slot, so tables fitted on derived
+trials are registered and held (HOLD), never promoted by the gate. The Q table needs slates
+logged with the Q-learner's ``action_id``. A kind the log cannot fit is :class:`Skipped` with its
+reason: nothing is registered, and the run goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +32,52 @@ from rankloop.settings import Settings
 log = logging.getLogger(__name__)
 
 TOP = 0  # OPE judges the top slot: its logged propensity is the policy's exact marginal probability.
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A table kind this window's log cannot fit: nothing is registered or promoted, the run goes on."""
+
+    kind: str
+    reason: str
+
+    def summary(self) -> dict[str, Any]:
+        """The table's entry in the run summary (the shape :func:`record_table` returns)."""
+        return {"version": None, "verdict": "SKIPPED", "reasons": [self.reason], "promoted": False,
+                "headline": f"skipped: {self.reason}", "run_id": None, "skipped": self.reason}
+
+
+@dataclass(frozen=True)
+class TableFrames:
+    """The rewards the tables fit on, and where their trials came from."""
+
+    imps: pd.DataFrame  # models.rewards.impression_rewards: one row per trial
+    slates: pd.DataFrame  # models.rewards.q_rewards: one row per (request, user)
+    trials: str  # "impressions" (logged) or "exposures" (derived from the log's own events)
+
+
+def table_frames(events: pd.DataFrame, settings: Settings) -> TableFrames:
+    """Reward frames from the logged impressions, or from exposures when the window logs none."""
+    from models.rewards import exposure_events, has_logged_impressions, reward_frames
+
+    if len(events) == 0 or has_logged_impressions(events):
+        return TableFrames(*reward_frames(events, settings.rewards), trials="impressions")
+    log.info("no logged impressions in window: the tables' trials are the first event of each user/item/request")
+    return TableFrames(*reward_frames(exposure_events(events), settings.rewards), trials="exposures")
+
+
+def skip_table(skipped: Skipped, parent_run_id: str | None) -> None:
+    """Say on the week's MLflow run (tag ``rankloop.<kind>``) why a table was skipped."""
+    from mlflow import MlflowClient
+
+    if parent_run_id:
+        MlflowClient().set_tag(parent_run_id, f"rankloop.{skipped.kind}", f"skipped: {skipped.reason}")
+    log.info("%s: skipped (%s)", skipped.kind, skipped.reason)
+
+
+NO_TRIALS = "no impressions in window (and no events to use as trials)"
+NO_ACTIONS = ("no slates with an action_id in window: the Q table replays slates logged with the "
+              "Q-learner's action")
 
 
 @dataclass(frozen=True)
@@ -60,12 +114,14 @@ def _item_model(pre: pd.DataFrame) -> pd.Series:
 
 
 def judge_bandit(imps: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
-                 end: datetime, *, fitted: tuple[Any, Any] | None = None) -> Judged:
+                 end: datetime, *, fitted: tuple[Any, Any] | None = None) -> Judged | Skipped:
     """``fitted``: the (challenger, final) refits when they were made elsewhere (the Dask path combines
     them from per-partition aggregates, ``rankloop.distributed``); ``imps`` then needs item_id, ts,
-    success and reward on every row and the rest only on the test week's."""
+    success and reward on every row and the rest only on the test week's. No trials: :class:`Skipped`."""
     from models.thompson import refit
 
+    if len(imps) == 0:
+        return Skipped("bandit", NO_TRIALS)
     pre, test = _split(imps, end, settings.ranker.test_days)
     test = test[test["position"] == TOP]
     if fitted is None:
@@ -77,6 +133,8 @@ def judge_bandit(imps: pd.DataFrame, champion: Any, champion_version: int | None
     def value(table: Any) -> Any:
         from models.ope import evaluate_policy
 
+        if (unsupported := _without_propensities(test)) is not None:
+            return unsupported
         probs = table.action_probabilities(items, 1, None, np.random.default_rng(settings.ope.seed))[:, 0]
         prior = float(q_item.mean()) if len(q_item) else 0.0
         q_all = pd.Series(items).map(q_item).fillna(prior).to_numpy()
@@ -88,14 +146,16 @@ def judge_bandit(imps: pd.DataFrame, champion: Any, champion_version: int | None
 
     return _judged("bandit", final, value(challenger), value(champion) if champion else None, champion_version,
                    {"average_reward": float(imps["reward"].mean()), "success_rate": float(imps["success"].mean()),
-                    "items": float(len(final.items))})
+                    "items": float(len(final.items)), **_trial_metrics(imps)})
 
 
 def judge_linucb(imps: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
-                 end: datetime, *, fitted: tuple[Any, Any] | None = None) -> Judged:
-    """``fitted``: as for :func:`judge_bandit`."""
+                 end: datetime, *, fitted: tuple[Any, Any] | None = None) -> Judged | Skipped:
+    """``fitted``: as for :func:`judge_bandit`. No trials: :class:`Skipped`."""
     from models.linucb import refit
 
+    if len(imps) == 0:
+        return Skipped("linucb", NO_TRIALS)
     pre, test = _split(imps, end, settings.ranker.test_days)
     test = test[test["position"] == TOP].reset_index(drop=True)
     if fitted is None:
@@ -106,6 +166,8 @@ def judge_linucb(imps: pd.DataFrame, champion: Any, champion_version: int | None
     context_cols = list(settings.linucb.context_features)
 
     def value(table: Any) -> Any:
+        if (unsupported := _without_propensities(test)) is not None:
+            return unsupported
         eps = settings.linucb.exploration
         contexts = test[context_cols].astype("string").fillna("")
         group = contexts.groupby(context_cols, sort=False).ngroup().to_numpy()  # one argmax per distinct context
@@ -125,15 +187,18 @@ def judge_linucb(imps: pd.DataFrame, champion: Any, champion_version: int | None
                                target, q_logged, q_target, settings=settings.ope)
 
     return _judged("linucb", final, value(challenger), value(champion) if champion else None, champion_version,
-                   {"average_reward": float(imps["reward"].mean()), "arms": float(len(items))})
+                   {"average_reward": float(imps["reward"].mean()), "arms": float(len(items)), **_trial_metrics(imps)})
 
 
 def judge_qtable(slates: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
-                 end: datetime) -> Judged:
-    """``slates``: the window's :func:`models.rewards.q_rewards` (one row per logged slate)."""
+                 end: datetime) -> Judged | Skipped:
+    """``slates``: the window's :func:`models.rewards.q_rewards` (one row per logged slate). Without
+    a slate that carries an action_id: :class:`Skipped`."""
     from models.ope import OPEResult, pdwis
     from models.qlearning import build_steps, refit, replay_metrics, step_probabilities
 
+    if len(slates) == 0 or not slates["action_id"].notna().any():
+        return Skipped("qtable", NO_ACTIONS if len(slates) else NO_TRIALS)
     pre, test = _split(slates, end, settings.ranker.test_days)
     challenger = refit(champion, pre, settings.qlearning, end)
     final = refit(champion, slates, settings.qlearning, end)
@@ -154,6 +219,24 @@ def judge_qtable(slates: pd.DataFrame, champion: Any, champion_version: int | No
 
     return _judged("qtable", final, value(challenger), value(champion) if champion else None, champion_version,
                    replay_metrics(final, slates), estimator="pdwis")
+
+
+def _without_propensities(test: pd.DataFrame) -> Any:
+    """A cannot-evaluate result when the test week has no top-slot trial with a logged propensity
+    (trials derived from views/clicks have none), else None."""
+    from models.ope import OPEResult
+
+    if len(test) and test["propensity"].notna().any():
+        return None
+    return OPEResult("cannot_evaluate", "no logged impressions with a propensity at the top slot in the test week "
+                     "(trials derived from the log's own events): off-policy evaluation needs the logging "
+                     "policy's propensities; review the table and promote it by hand if wanted", len(test))
+
+
+def _trial_metrics(imps: pd.DataFrame) -> dict[str, float]:
+    """How many trials the table saw, and whether they were logged impressions (1) or derived (0)."""
+    logged = bool(imps["propensity"].notna().any()) if "propensity" in imps.columns else False
+    return {"trials": float(len(imps)), "trials_logged": float(logged)}
 
 
 def episode_bootstrap(episodes: np.ndarray, reward: np.ndarray, pscore: np.ndarray, target: np.ndarray,

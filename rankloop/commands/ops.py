@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +15,14 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from rankloop.settings import Settings
+from rankloop.errors import ConfigError, RankLoopError, Reason
+from rankloop.settings import OpsSettings, Settings
 
 console = Console()
 
-# The same schedules as prefect.yaml (tests/ops checks they agree).
-WEEKLY = {"name": "weekly-retrain", "cron": "0 1 * * 1"}
-DAILY_BANDIT = {"name": "daily-bandit-refresh", "cron": "0 2 * * *"}
+# The deployments and their default crons, as prefect.yaml declares them (tests/ops checks they agree).
+WEEKLY = {"name": "weekly-retrain", "cron": OpsSettings().weekly_cron}
+DAILY_BANDIT = {"name": "daily-bandit-refresh", "cron": OpsSettings().bandit_cron}
 
 HOME_OPTION = typer.Option(None, "--home", help="Data home (default: $RANKLOOP_HOME or ./.rankloop).")
 
@@ -36,23 +39,25 @@ def _settings(home: Path | None) -> Settings:
 
 def served_deployments(settings: Settings, bandit: bool = True) -> list[Any]:
     """The runner deployments ``rankloop schedule`` serves: the weekly retrain and, optionally,
-    the daily bandit refresh, on their crons in ``settings.ops.timezone``, one run at a time.
+    the daily bandit refresh, on ``settings.ops.weekly_cron`` and ``bandit_cron`` in
+    ``settings.ops.timezone``, one run at a time.
 
     Args:
-        settings: where the timezone comes from.
+        settings: where the crons and their timezone come from.
         bandit: also serve the daily bandit refresh.
 
     Returns:
         Prefect ``RunnerDeployment`` objects for ``prefect.serve``.
+
+    Raises:
+        ConfigError: a cron or the timezone is not valid.
     """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-    from prefect.schedules import Cron
 
     from flows.weekly import weekly_retrain
 
-    tz = settings.ops.timezone
     out = [weekly_retrain.to_deployment(
-        name=WEEKLY["name"], schedules=[Cron(WEEKLY["cron"], timezone=tz)], parameters={"scheduled": True},
+        name=WEEKLY["name"], schedules=[_cron(settings.ops, "weekly_cron")], parameters={"scheduled": True},
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
         tags=["rankloop", "weekly"],
     )]
@@ -60,19 +65,40 @@ def served_deployments(settings: Settings, bandit: bool = True) -> list[Any]:
         from flows.bandit_refresh import daily_bandit_refresh
 
         out.append(daily_bandit_refresh.to_deployment(
-            name=DAILY_BANDIT["name"], schedules=[Cron(DAILY_BANDIT["cron"], timezone=tz)],
+            name=DAILY_BANDIT["name"], schedules=[_cron(settings.ops, "bandit_cron")],
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
             tags=["rankloop", "daily"],
         ))
     return out
 
 
+def _cron(ops: OpsSettings, field: str) -> Any:
+    """``ops.<field>`` as a Prefect cron schedule in ``ops.timezone``; a mistake names its variable."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from prefect.schedules import Cron
+
+    try:
+        ZoneInfo(ops.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ConfigError(f"RANKLOOP_OPS__TIMEZONE={ops.timezone!r} is not an IANA timezone", reason=Reason.BAD_CONFIG,
+                          hint="give a name such as UTC or Europe/Paris") from e
+    expression = getattr(ops, field)
+    try:
+        return Cron(expression, timezone=ops.timezone)
+    except ValueError as e:
+        raise ConfigError(f"RANKLOOP_OPS__{field.upper()}={expression!r} is not a cron expression",
+                          reason=Reason.BAD_CONFIG,
+                          hint="give five fields, minute hour day-of-month month day-of-week, e.g. '0 1 * * 1'") from e
+
+
 def schedule(
     home: Path | None = HOME_OPTION,
-    bandit: bool = typer.Option(True, "--bandit/--no-bandit", help="Also serve the daily bandit refresh (02:00)."),
+    bandit: bool = typer.Option(True, "--bandit/--no-bandit", help="Also serve the daily bandit refresh."),
 ) -> None:
-    """Run the weekly retrain every Monday 01:00 (RANKLOOP_OPS__TIMEZONE) from this process, until Ctrl-C.
+    """Run the weekly retrain (Monday 01:00) and the daily bandit refresh (02:00) from this process, until Ctrl-C.
 
+    The crons are RANKLOOP_OPS__WEEKLY_CRON and RANKLOOP_OPS__BANDIT_CRON in RANKLOOP_OPS__TIMEZONE.
     No work pool or worker needed: this process creates the deployments and runs them itself.
     Its Prefect API is PREFECT_API_URL (default: a local one under <home>/prefect).
     """
@@ -80,8 +106,9 @@ def schedule(
 
     settings = _settings(home)
     deployments = served_deployments(settings, bandit=bandit)
-    for job in (WEEKLY, DAILY_BANDIT)[: len(deployments)]:
-        console.print(f"serving {job['name']}: cron '{job['cron']}' ({settings.ops.timezone})")
+    for deployment in deployments:
+        console.print(f"serving {deployment.name}: cron '{deployment.schedules[0].schedule.cron}' "
+                      f"({settings.ops.timezone})")
     console.print(f"data home {settings.home_dir}; Ctrl-C stops (and pauses the schedules)")
     serve(*deployments, print_starting_message=False)
 
@@ -115,6 +142,7 @@ def ui(
     if settings.tracking_uri.startswith(("http://", "https://")):
         console.print(f"MLflow runs on a tracking server: open {redact(settings.tracking_uri)}")
         return
+    ensure_can_listen(host, port)
     settings.artifact_root.mkdir(parents=True, exist_ok=True)
     command, env = ui_command(settings, host, port)
     console.print(f"MLflow UI: http://{host}:{port}  (store {redact(settings.tracking_uri)}; Ctrl-C stops it)")
@@ -126,6 +154,30 @@ def ui(
     except KeyboardInterrupt:
         code = _stop(process)
     raise typer.Exit(code)
+
+
+def ensure_can_listen(host: str, port: int) -> None:
+    """Fail now when nothing could listen on ``host:port``: MLflow's server would fail in the background.
+
+    Raises:
+        RankLoopError: the port is taken (``busy``), or the address cannot be bound (``invalid_input``).
+    """
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host!r} does not resolve: {e.strerror}", reason=Reason.INVALID_INPUT,
+                          hint="give an address of this machine, e.g. 127.0.0.1") from e
+    with socket.socket(family, kind) as probe:
+        # As the web server binds: a port left in TIME_WAIT by an earlier run is free, a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise RankLoopError(f"port {port} on {host} is already in use", reason=Reason.BUSY,
+                                    hint="choose another --port, or stop the process listening on it") from e
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", reason=Reason.INVALID_INPUT,
+                              hint="choose another --port (above 1023 without root) or --host") from e
 
 
 def _interrupt(signum: int, frame: Any) -> None:
