@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -35,6 +37,44 @@ def _default_context_vocab() -> dict[str, tuple[str, ...]]:
     }
 
 
+class ImplicitQuerySettings(BaseModel):
+    """How the ranker's queries are built when the log has no (or too few) logged slates.
+
+    An implicit query is one user's session (else calendar day, UTC): the items the user engaged
+    with, graded by the label table, plus sampled candidates they did not engage with (grade 0).
+    Every row of the query is featurised at the query's request time (its first event), so a
+    sampled candidate sees exactly the history its engaged neighbours see.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["auto", "logged", "implicit"] = Field(
+        default="auto",
+        description="auto: implicit queries when the window holds fewer than min_logged_queries queries with "
+        "an impression event; logged: always the logged slates; implicit: always implicit queries.",
+    )
+    min_logged_queries: int = Field(
+        default=50, ge=1,
+        description="Fewest logged slates (queries holding at least one impression event) for auto to train on "
+        "the logged slates.",
+    )
+    query_by: Literal["session", "day"] = Field(
+        default="session",
+        description="An implicit query is the user's session (day when the session is unknown) or the user's UTC day.",
+    )
+    popular_negatives: int = Field(
+        default=10, ge=0,
+        description="Candidates per query drawn in proportion to the items' past events (popularity-weighted).",
+    )
+    uniform_negatives: int = Field(
+        default=10, ge=0, description="Candidates per query drawn uniformly from the items known before the query's day.",
+    )
+    popularity_days: int = Field(
+        default=28, ge=1, description="Popularity weights count each item's events in this many days before the query's day.",
+    )
+    seed: int = Field(default=0, description="Seed of the candidate draws (each query's draw depends only on it and the query).")
+
+
 class LabelSettings(BaseModel):
     """How an impression's events become a graded relevance label."""
 
@@ -48,6 +88,10 @@ class LabelSettings(BaseModel):
         default_factory=lambda: {5: 1.0, 4: 0.8, 3: 0.4, 2: 0.1, 1: 0.0}, description="Grade per rating star."
     )
     levels: int = Field(default=10, gt=1, description="Grades are rounded to integer relevance levels 0..levels for LambdaRank.")
+    implicit: ImplicitQuerySettings = Field(
+        default_factory=ImplicitQuerySettings,
+        description="Queries for logs without slates (engaged items plus sampled candidates).",
+    )
 
 
 class FeatureSettings(BaseModel):

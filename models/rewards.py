@@ -212,6 +212,43 @@ def reward_frames(events: pd.DataFrame, settings: RewardSettings) -> tuple[pd.Da
     return _bandit_rewards(imp, resp, settings), slates
 
 
+def has_logged_impressions(events: pd.DataFrame) -> bool:
+    """Whether ``events`` hold an impression with a request_id (what the reward functions attribute to)."""
+    if "request_id" not in events.columns:
+        return False
+    return bool(((events["event_type"] == EventType.IMPRESSION.value) & events["request_id"].notna()).any())
+
+
+def exposure_events(events: pd.DataFrame) -> pd.DataFrame:
+    """``events`` with one synthetic impression per (user, item, request) at its first event.
+
+    For logs without impressions: the views, clicks, ratings or purchases themselves are the
+    trials. The request is the event's request_id, else ``user|session``, else ``user|UTC day``
+    (written into ``request_id`` of every row), so the reward functions attribute each group's
+    events to its synthetic impression. The synthetic rows copy their first event's context and
+    carry no position, propensity or value: nothing logged says how likely the item was to be
+    shown, so off-policy estimates cannot be made from them.
+
+    Returns:
+        A new frame (``events`` is not modified), the synthetic impressions first.
+    """
+    if "request_id" not in events.columns:
+        events = events.assign(request_id=pd.Series(None, index=events.index, dtype=object))
+    _check_events(events)
+    day = pd.to_datetime(events["ts"], utc=True).dt.strftime("%Y-%m-%d").astype("string")
+    session = events["session_id"].astype("string") if "session_id" in events.columns else None
+    user = events["user_id"].astype("string")
+    group = user + "|" + (("s:" + session).fillna("d:" + day) if session is not None else "d:" + day)
+    request = events["request_id"].astype("string").fillna(group)
+    ev = events.assign(request_id=request.astype(object))
+    first = ev.take(np.argsort(_ns(ev["ts"]), kind="stable")).drop_duplicates(KEY)
+    shown = first.assign(event_type=EventType.IMPRESSION.value, value=np.nan,
+                         **{c: np.nan for c in ("position", "propensity") if c in ev.columns})
+    if "event_id" in shown.columns:
+        shown = shown.assign(event_id="exposure:" + shown["event_id"].astype("string"))
+    return pd.concat([shown, ev], ignore_index=True)
+
+
 # --- partitions of whole requests (the Dask executor, docs/scale-out.md) --------------------------
 # A reward needs every row of its request (the impressions, and the responses after them, which may
 # fall on a later day). A request belongs to the UTC day of its first impression (its "home", as a

@@ -11,6 +11,11 @@ the user's traits and mood changes how much music/video is liked.
 
 The signal is learnable: relevance is mostly personal (latent match and category taste), so a
 ranker that sees the user's history and profile similarity beats popularity.
+
+``log_layout`` chooses what the source keeps of the same simulation: every slate (``slates``),
+the responses only, as a source without impression logging holds them (``no_impressions``: no
+impressions, request ids, positions, propensities or policy actions), or the star ratings alone
+(``ratings``: user, item, stars, time; the layout of a public ratings log).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +38,8 @@ CONTENT_TYPES = ("project", "product", "music", "video", "article")
 DEVICES = ("mobile", "desktop", "tablet")
 MOODS = ("happy", "calm", "sad", "energetic", "stressed")
 TIMES_OF_DAY = ("night", "morning", "afternoon", "evening")
+LOG_LAYOUTS = ("slates", "no_impressions", "ratings")
+_SLATE_COLUMNS = ("request_id", "position", "propensity", "policy_version", "action_id")
 
 
 @dataclass(frozen=True)
@@ -46,8 +54,11 @@ class SimulationConfig:
     dim: int = 16
     end: datetime | None = None  # exclusive end of the simulated period; default: last Monday
     seed: int = 0
+    log_layout: Literal["slates", "no_impressions", "ratings"] = "slates"
 
     def __post_init__(self) -> None:
+        if self.log_layout not in LOG_LAYOUTS:
+            raise ValueError(f"SimulationConfig.log_layout must be one of {LOG_LAYOUTS}, got {self.log_layout!r}")
         for name in ("n_users", "n_items", "weeks", "slate_size", "dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SimulationConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -134,7 +145,22 @@ def simulate(config: SimulationConfig, *, chunk_requests: int = 50_000) -> Itera
     pop_prior = np.exp(world.item_quality + rng.normal(0, 0.5, config.n_items))
     for lo in range(0, n_requests, chunk_requests):
         hi = min(lo + chunk_requests, n_requests)
-        yield _simulate_chunk(world, config, rng, np.arange(lo, hi), req_user[lo:hi], req_ts[lo:hi], pop_prior)
+        chunk = _simulate_chunk(world, config, rng, np.arange(lo, hi), req_user[lo:hi], req_ts[lo:hi], pop_prior)
+        yield chunk if config.log_layout == "slates" else _as_layout(chunk, config.log_layout)
+
+
+def _as_layout(chunk: pa.Table, layout: str) -> pa.Table:
+    """What a source of ``layout`` keeps of a simulated chunk (drawn as slates: same world, same users)."""
+    import pyarrow.compute as pc
+
+    if layout == "ratings":
+        kept = chunk.filter(pc.equal(chunk["event_type"], "rating"))
+        own = ("event_id", "user_id", "item_id", "event_type", "value", "ts")
+        return pa.table({f.name: kept[f.name] if f.name in own else pa.nulls(len(kept), f.type)
+                         for f in INTERACTION_SCHEMA}, schema=INTERACTION_SCHEMA)
+    kept = chunk.filter(pc.not_equal(chunk["event_type"], "impression"))
+    return pa.table({f.name: pa.nulls(len(kept), f.type) if f.name in _SLATE_COLUMNS else kept[f.name]
+                     for f in INTERACTION_SCHEMA}, schema=INTERACTION_SCHEMA)
 
 
 def _simulate_chunk(world, config, rng, req_idx, users, ts, pop_prior) -> pa.Table:

@@ -81,6 +81,7 @@ class Dataset:
     feature_set_hash: str
     features: tuple[str, ...]
     impressions: int
+    protocol: dict[str, Any] = field(default_factory=dict)  # features.implicit.QueryProtocol.as_dict()
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     feature_columns = features.event_columns(users)
     release_arrow_memory()
     events = validated.load_events(list(dict.fromkeys([*LABEL_COLUMNS, *feature_columns])))  # only what is read
-    imps = features.impressions(events, settings.labels)
+    imps, protocol = features.ranking_queries(events, settings.labels)  # logged slates or implicit queries
     events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
     fset = features.get_feature_set(settings.features.feature_set)
     # Each feature column goes to disk as soon as it is computed: the matrix is never in memory
@@ -250,7 +251,7 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     del keys, rows
     release_arrow_memory()
     return Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
-                   impressions=n_impressions)
+                   impressions=n_impressions, protocol=protocol.as_dict())
 
 
 def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> TrainedRanker:
@@ -299,7 +300,8 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
         best_iteration=int(ranker.best_iteration_),
         evals_result=ranker.evals_result_,
         params=ranker.get_params() | {"max_train_queries": settings.ranker.max_train_queries,
-                                      "train_rows_used": used, "train_rows_available": available},
+                                      "train_rows_used": used, "train_rows_available": available,
+                                      "query_protocol": dataset.protocol.get("name", "logged_slates")},
     )
 
 
@@ -473,6 +475,9 @@ def _log_data_lineage(extracted: Extracted, validated: Validated, dataset: Datas
                      "rankloop.contract_passed": "true",
                      "rankloop.snapshot_reused": str(extracted.reused).lower()})
     mlflow.log_dict({"snapshot": info, "quarantine": validated.reasons}, "data/lineage.json")
+    if dataset.protocol:  # which queries the ranker and the baselines were judged on
+        mlflow.set_tag("rankloop.query_protocol", dataset.protocol["name"])
+        mlflow.log_dict(dataset.protocol, "data/query_protocol.json")
 
 
 def gate_and_promote(settings: Settings, ctx: RunContext, recorded: Recorded, trained: TrainedRanker,
@@ -522,6 +527,7 @@ def summarise(ctx: RunContext, extracted: Extracted, validated: Validated, datas
         "rows_in": validated.rows_in, "rows_quarantined": validated.rows_quarantined,
         "snapshot_digest": extracted.digest, "snapshot_reused": extracted.reused,
         "impressions": dataset.impressions, "feature_set": dataset.feature_set, "features": len(dataset.features),
+        "query_protocol": dataset.protocol.get("name", "logged_slates"), "query_protocol_detail": dataset.protocol,
         **trained.report, **base,
         "champion_ndcg_at_10": champion_ndcg,
         "best_iteration": trained.best_iteration,
@@ -537,23 +543,26 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
     import mlflow
 
     from models.policy_tracking import load_tables
-    from models.rewards import reward_frames
     from rankloop.schema import INTERACTION_SCHEMA
     from rankloop.settings import ensure_experiment
-    from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table
+    from rankloop.tables import Skipped, judge_bandit, judge_linucb, judge_qtable, record_table, skip_table, table_frames
 
     release_arrow_memory()
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
     events = validated.load_events([c for c in INTERACTION_SCHEMA.names if c != "event_id"])
-    imps, slates = reward_frames(events, settings.rewards)  # one impression frame for both
+    frames = table_frames(events, settings)  # logged impressions, or exposures when the log has none
     del events
     release_arrow_memory()
     out: dict[str, Any] = {}
-    for kind, judge, data in (("bandit", judge_bandit, imps), ("linucb", judge_linucb, imps),
-                              ("qtable", judge_qtable, slates)):
+    for kind, judge, data in (("bandit", judge_bandit, frames.imps), ("linucb", judge_linucb, frames.imps),
+                              ("qtable", judge_qtable, frames.slates)):
         champion = current_champion(kind, settings)
         table = load_tables(champion.path) if champion is not None else None
         judged = judge(data, table, champion.version if champion else None, settings, ctx.end)
+        if isinstance(judged, Skipped):  # the log cannot fit this kind: nothing registered, the champion stays
+            skip_table(judged, parent_run_id)
+            out[kind] = judged.summary()
+            continue
         out[kind] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id)
         log.info("%s: version %s %s (%s)", kind, out[kind]["version"], out[kind]["verdict"], out[kind]["headline"])
     return out

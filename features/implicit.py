@@ -1,0 +1,244 @@
+"""The ranker's queries: logged slates, or implicit-feedback queries for logs without them.
+
+A log with slates (``impression`` events) gives the ranker what was shown and what was engaged
+with (:func:`features.labels.impressions`). A log without them (views, clicks, purchases, ratings
+only) says nothing about what the user passed over, so each query is built the standard
+implicit-feedback way: one user's session (or UTC day), the items the user engaged with, graded
+by the label table, plus candidates sampled from the items known before the query's day, half
+popularity-weighted and half uniform by default, that the user did not touch in the query (grade 0).
+
+Every row of an implicit query is dated at the query's request time (its first event): features
+see only what happened before it, for engaged items and sampled candidates alike. Rows carry no
+position (a sampled candidate has none) and one value per item for category and content type, so
+neither tells the two apart. Each query's draw depends only on the seed, the query id and the
+events before its day, so adding later events never changes an earlier query.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.config import ImplicitQuerySettings, LabelSettings
+from features.labels import (
+    CARRIED_COLUMNS,
+    OUTPUT_COLUMNS,
+    _check_events,
+    _fallback_query,
+    _order,
+    _with_optional_columns,
+    event_grades,
+)
+from rankloop.schema import EventType
+
+log = logging.getLogger(__name__)
+
+LOGGED, IMPLICIT = "logged_slates", "implicit_sampled"
+QUERY_CONTEXT = ("device", "mood", "time_of_day")  # taken from the query's first event
+ITEM_ATTRIBUTES = ("content_type", "category")  # one value per item (its first in the window)
+_DAY_US = 86_400 * 1_000_000
+_NUMERIC = ("position", "propensity")  # null on every implicit row
+
+
+@dataclass(frozen=True)
+class QueryProtocol:
+    """Which queries the ranker (and every baseline, on the same test rows) was trained and judged on."""
+
+    name: str  # LOGGED or IMPLICIT
+    reason: str
+    logged_queries: int
+    settings: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line for logs and summaries."""
+        if self.name == LOGGED:
+            return f"{LOGGED}: {self.reason}"
+        s = self.settings
+        return (f"{IMPLICIT}: {self.reason}; per {s['query_by']}, engaged items + {s['popular_negatives']} "
+                f"popularity-weighted + {s['uniform_negatives']} uniform candidates (seed {s['seed']})")
+
+
+def logged_query_count(events: pd.DataFrame) -> int:
+    """Queries (request, else user session, else user day) holding at least one impression event."""
+    shown = events[(events["event_type"] == EventType.IMPRESSION.value).to_numpy(dtype=bool, na_value=False)]
+    if shown.empty:
+        return 0
+    absent = [c for c in ("request_id", "session_id") if c not in shown.columns]
+    shown = shown.assign(**{c: pd.Series(None, index=shown.index, dtype=object) for c in absent})
+    return int(_fallback_query(shown).nunique())
+
+
+def choose_protocol(events: pd.DataFrame, settings: ImplicitQuerySettings) -> QueryProtocol:
+    """Logged slates when the window has enough of them (or ``mode`` says so), else implicit queries."""
+    logged = logged_query_count(events)
+    used = settings.model_dump(mode="json")
+    if settings.mode == "logged":
+        return QueryProtocol(LOGGED, "mode=logged", logged, {})
+    if settings.mode == "implicit":
+        return QueryProtocol(IMPLICIT, "mode=implicit", logged, used)
+    if logged >= settings.min_logged_queries:
+        return QueryProtocol(LOGGED, f"{logged} logged slates >= min_logged_queries {settings.min_logged_queries}",
+                             logged, {})
+    return QueryProtocol(IMPLICIT, f"{logged} logged slates < min_logged_queries {settings.min_logged_queries}",
+                         logged, used)
+
+
+def ranking_queries(events: pd.DataFrame, settings: LabelSettings) -> tuple[pd.DataFrame, QueryProtocol]:
+    """The graded rows the ranker trains and is judged on, and the protocol that built them.
+
+    Returns:
+        (rows with ``features.labels.OUTPUT_COLUMNS``, the protocol).
+    """
+    from features.labels import impressions
+
+    protocol = choose_protocol(events, settings.implicit)
+    log.info("ranker queries: %s", protocol.describe())
+    if protocol.name == LOGGED:
+        return impressions(events, settings), protocol
+    return implicit_queries(events, settings), protocol
+
+
+def implicit_queries(events: pd.DataFrame, settings: LabelSettings) -> pd.DataFrame:
+    """Engaged items plus sampled candidates per user session (or day), dated at the query's start.
+
+    Args:
+        events: canonical interactions (``ts`` UTC).
+        settings: the label table, and ``settings.implicit`` for the query grain and the draws.
+
+    Returns:
+        Columns ``OUTPUT_COLUMNS``, ordered by query start, query id, item id. Engaged items carry
+        their best event's grade; sampled candidates grade 0. ``position``, ``propensity`` and
+        ``policy_version`` are null on every row.
+    """
+    _check_events(events, 24)
+    if events.empty:
+        empty = pd.DataFrame({"query_id": [], "user_id": [], "item_id": [], "grade": [],
+                              "ts": pd.Series([], dtype="datetime64[us, UTC]")})
+        return _frame(empty, settings)
+    ev = events.reset_index(drop=True)
+    query = _query_ids(ev, settings.implicit.query_by)
+    ts = ev["ts"].dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64)
+    grades = event_grades(_with_optional_columns(ev), settings)
+    touched = pd.DataFrame({"query_id": query.to_numpy(dtype=object), "user_id": ev["user_id"].to_numpy(dtype=object),
+                            "item_id": ev["item_id"].to_numpy(dtype=object), "us": ts, "grade": grades,
+                            "row": np.arange(len(ev))})
+    first = touched.sort_values(["us", "row"], kind="stable").drop_duplicates("query_id")
+    start_us = touched["query_id"].map(first.set_index("query_id")["us"])
+    engaged = (touched.assign(start=start_us).groupby(["query_id", "item_id"], sort=False)
+               .agg(user_id=("user_id", "first"), us=("start", "first"), grade=("grade", "max")).reset_index())
+    engaged["grade"] = engaged["grade"].fillna(0.0)
+    sampled = _sampled(engaged, first, item_ids=touched["item_id"], event_us=ts, settings=settings.implicit)
+    rows = pd.concat([engaged, sampled], ignore_index=True)
+    rows["ts"] = pd.to_datetime(rows["us"], unit="us", utc=True).astype("datetime64[us, UTC]")
+    context = ev.iloc[first["row"].to_numpy()][[c for c in QUERY_CONTEXT if c in ev.columns]]
+    rows = rows.join(context.set_axis(first["query_id"].to_numpy()), on="query_id")
+    for column in ITEM_ATTRIBUTES:
+        if column in ev.columns:
+            rows[column] = rows["item_id"].map(ev.dropna(subset=[column]).drop_duplicates("item_id")
+                                               .set_index("item_id")[column])
+    log.debug("implicit queries: %d queries, %d engaged rows, %d sampled", len(first), len(engaged), len(sampled))
+    return _frame(rows, settings)
+
+
+def _query_ids(ev: pd.DataFrame, query_by: str) -> pd.Series:
+    """'user|s:session' (session grain, when the session is known), else 'user|d:YYYY-MM-DD'."""
+    day = "d:" + ev["ts"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d").astype("string")
+    if query_by == "session" and "session_id" in ev.columns:
+        day = ("s:" + ev["session_id"].astype("string")).fillna(day)
+    return ev["user_id"].astype("string") + "|" + day
+
+
+def _sampled(engaged: pd.DataFrame, queries: pd.DataFrame, *, item_ids: pd.Series, event_us: np.ndarray,
+             settings: ImplicitQuerySettings) -> pd.DataFrame:
+    """Candidates per query, from the items seen before the query's UTC day (none on the window's first day)."""
+    wanted = {"popular": settings.popular_negatives, "uniform": settings.uniform_negatives}
+    drawn = [pd.DataFrame({"qrow": at, "code": codes, "kind": kind, "draw": draw})
+             for at, codes, kind, draw in _draws(queries, item_ids, event_us, settings, wanted)]
+    if not drawn:
+        return pd.DataFrame(columns=["query_id", "user_id", "item_id", "us", "grade"])
+    items = np.asarray(pd.factorize(item_ids, sort=True)[1], dtype=object)
+    cand = pd.concat(drawn, ignore_index=True).sort_values(["qrow", "kind", "draw"], kind="stable")
+    q = queries.iloc[cand["qrow"].to_numpy()]
+    cand = cand.assign(query_id=q["query_id"].to_numpy(), item_id=items[cand["code"].to_numpy()])
+    seen = pd.MultiIndex.from_frame(engaged[["query_id", "item_id"]])
+    cand = cand[~pd.MultiIndex.from_frame(cand[["query_id", "item_id"]]).isin(seen)]
+    cand = cand.drop_duplicates(["query_id", "item_id"])
+    limit = np.array(list(wanted.values()))[cand["kind"].to_numpy()]
+    cand = cand[cand.groupby(["qrow", "kind"]).cumcount().to_numpy() < limit]
+    q = queries.iloc[cand["qrow"].to_numpy()]
+    return pd.DataFrame({"query_id": cand["query_id"].to_numpy(), "user_id": q["user_id"].to_numpy(),
+                         "item_id": cand["item_id"].to_numpy(), "us": q["us"].to_numpy(), "grade": 0.0})
+
+
+def _draws(queries: pd.DataFrame, item_ids: pd.Series, event_us: np.ndarray, settings: ImplicitQuerySettings,
+           wanted: dict[str, int]):
+    """Per query day and kind: (query rows, drawn item codes, kind index, draw index), flattened.
+
+    The pool of a day is every item with an event before it; popularity weights count each item's
+    events in the ``popularity_days`` before it. Days are walked in order with running counts."""
+    item_code = pd.factorize(item_ids, sort=True)[0]
+    n_items = int(item_code.max()) + 1
+    ev_day = event_us // _DAY_US
+    q_day = queries["us"].to_numpy() // _DAY_US
+    order = np.argsort(ev_day, kind="stable")
+    days, starts = np.unique(ev_day[order], return_index=True)
+    by_day = dict(zip(days.tolist(), np.split(item_code[order], starts[1:]), strict=True))
+    seen = np.zeros(n_items, dtype=np.int64)  # events before the current day
+    recent = np.zeros(n_items, dtype=np.int64)  # events in the popularity_days before it
+    query_ids = queries["query_id"].to_numpy(dtype=object)
+    for day in range(int(ev_day.min()), int(q_day.max()) + 1):
+        at = np.flatnonzero(q_day == day)
+        pool = np.flatnonzero(seen > 0)
+        if len(at) and len(pool):
+            weights = {"popular": recent[pool].astype(np.float64), "uniform": np.ones(len(pool))}
+            for j, (kind, n) in enumerate(wanted.items()):
+                if n == 0 or weights[kind].sum() <= 0:
+                    continue
+                draws = 3 * n + 5  # duplicates and engaged items are dropped afterwards
+                u = _uniforms(query_ids[at], draws, settings.seed + 7919 * j)
+                cum = np.cumsum(weights[kind])
+                pick = np.minimum(np.searchsorted(cum, u * cum[-1], side="right"), len(pool) - 1)
+                yield np.repeat(at, draws), pool[pick].ravel(), j, np.tile(np.arange(draws), len(at))
+        today = np.bincount(by_day.get(day, np.zeros(0, np.intp)), minlength=n_items)
+        seen += today
+        recent += today
+        gone = by_day.get(day - settings.popularity_days)
+        if gone is not None:
+            recent -= np.bincount(gone, minlength=n_items)
+
+
+def _uniforms(query_ids: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    """(len(query_ids), draws) uniforms in [0, 1), a function of (seed, query id, draw) only."""
+    key = f"rankloop{seed % 10**8:08d}"
+    base = pd.util.hash_array(np.asarray(query_ids, dtype=object), hash_key=key).astype(np.uint64)
+    x = base[:, None] + (np.arange(1, draws + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))[None, :]
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def _frame(rows: pd.DataFrame, settings: LabelSettings) -> pd.DataFrame:
+    """``rows`` (query_id, user_id, item_id, ts, grade, context) as ``OUTPUT_COLUMNS``, in query order."""
+    out = pd.DataFrame({"query_id": rows["query_id"].astype("string")})
+    for column in CARRIED_COLUMNS:
+        if column in rows.columns:
+            out[column] = rows[column].to_numpy()
+        elif column in _NUMERIC:
+            out[column] = np.full(len(out), np.nan)
+        else:
+            out[column] = pd.Series(None, index=out.index, dtype=object)
+    out["grade"] = np.clip(rows["grade"].to_numpy(dtype=np.float64), 0.0, 1.0)
+    out["label"] = np.rint(out["grade"].to_numpy() * settings.levels).astype(np.int32)
+    if len(out):
+        item_code = pd.factorize(out["item_id"], sort=True)[0]
+        us = out["ts"].dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64)
+        out = out.take(_order(out["query_id"], item_code, us, np.full(len(out), np.inf)))
+    return out.reset_index(drop=True)[list(OUTPUT_COLUMNS)]

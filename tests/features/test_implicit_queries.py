@@ -1,0 +1,139 @@
+"""Implicit-feedback queries for logs without slates: engaged items plus sampled candidates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import build_features, implicit_queries, ranking_queries
+from features.config import FeatureSettings, ImplicitQuerySettings, LabelSettings
+from features.implicit import IMPLICIT, LOGGED, choose_protocol, logged_query_count
+
+from .conftest import make_events
+
+
+def _no_slates(events: pd.DataFrame) -> pd.DataFrame:
+    """The same log as a source without impressions would hold it: no impressions, request ids or positions."""
+    kept = events[events["event_type"] != "impression"]
+    return kept.drop(columns=["request_id", "position", "propensity"]).reset_index(drop=True)
+
+
+def _labels(**implicit) -> LabelSettings:
+    return LabelSettings(implicit=ImplicitQuerySettings(**implicit))
+
+
+@pytest.fixture(scope="module")
+def log() -> pd.DataFrame:
+    return _no_slates(make_events(n_requests=400))
+
+
+def test_protocol_follows_the_log_and_the_settings(events, log):
+    assert logged_query_count(events) == events["request_id"].nunique() == 300
+    assert choose_protocol(events, ImplicitQuerySettings()).name == LOGGED
+    assert logged_query_count(log) == 0 and choose_protocol(log, ImplicitQuerySettings()).name == IMPLICIT
+    too_few = choose_protocol(events, ImplicitQuerySettings(min_logged_queries=301))
+    assert too_few.name == IMPLICIT and "300 logged slates < min_logged_queries 301" in too_few.reason
+    assert choose_protocol(log, ImplicitQuerySettings(mode="logged")).name == LOGGED
+    forced = choose_protocol(events, ImplicitQuerySettings(mode="implicit"))
+    assert forced.name == IMPLICIT and forced.settings["popular_negatives"] == 10  # what was used is recorded
+
+
+def test_a_slate_log_keeps_its_logged_impressions(events):
+    from features import impressions
+
+    rows, protocol = ranking_queries(events, LabelSettings())
+    assert protocol.name == LOGGED
+    pd.testing.assert_frame_equal(rows, impressions(events, LabelSettings()))
+
+
+def test_engaged_items_are_graded_and_sampled_candidates_are_zero(make_frame):
+    rows = [("u1", f"old{i}", "view", "2026-01-01T08:00:00") for i in range(30)]
+    rows += [("u1", "x", "purchase", "2026-01-03T10:00:05"), ("u1", "x", "view", "2026-01-03T10:00:00"),
+             ("u1", "y", "view", "2026-01-03T11:00:00"), ("u1", "z", "dismiss", "2026-01-03T12:00:00")]
+    events = make_frame(rows).assign(value=np.nan)
+    out = implicit_queries(events, _labels(query_by="day", popular_negatives=5, uniform_negatives=5))
+    query = out[out["query_id"] == "u1|d:2026-01-03"]
+    grades = dict(zip(query["item_id"], query["grade"], strict=True))
+    assert (grades["x"], grades["y"], grades["z"]) == (1.0, 0.1, 0.0)  # purchase, a view of 0 s, dismiss
+    sampled = query[~query["item_id"].isin(["x", "y", "z"])]
+    assert len(sampled) == 10 and sampled["item_id"].str.startswith("old").all() and (sampled["label"] == 0).all()
+    assert query["ts"].nunique() == 1 and query["ts"].iloc[0] == pd.Timestamp("2026-01-03T10:00:00", tz="UTC")
+    assert query["position"].isna().all() and query["propensity"].isna().all()
+    first_day = out[out["query_id"] == "u1|d:2026-01-01"]
+    assert len(first_day) == 30  # nothing was known before the window's first day: no candidates
+
+
+def test_candidates_exclude_the_query_s_items_and_respect_the_counts(log):
+    settings = _labels(popular_negatives=4, uniform_negatives=3)
+    out = implicit_queries(log, settings)
+    touched = log.assign(query=log["user_id"] + "|s:" + log["session_id"])
+    engaged = set(zip(touched["query"], touched["item_id"], strict=True))
+    per_query = out.groupby("query_id").size()
+    n_engaged = touched.groupby("query")["item_id"].nunique()
+    sampled = per_query - n_engaged.reindex(per_query.index)
+    assert sampled.max() == 7 and sampled.min() >= 0 and (sampled == 7).mean() > 0.5
+    zero = out[out["label"] == 0]
+    assert not out.duplicated(["query_id", "item_id"]).any()
+    extra = [(q, i) for q, i in zip(zero["query_id"], zero["item_id"], strict=True) if (q, i) not in engaged]
+    assert len(extra) == int(sampled.sum())
+    assert out["query_id"].nunique() == touched["query"].nunique()
+
+
+def test_candidates_come_from_items_seen_before_the_query_s_day(log):
+    out = implicit_queries(log, _labels(query_by="day"))
+    day = out["ts"].dt.floor("D")
+    first_seen = log.groupby("item_id")["ts"].min().dt.floor("D")
+    touched = set(zip(log["user_id"] + "|d:" + log["ts"].dt.strftime("%Y-%m-%d"), log["item_id"], strict=True))
+    sampled = np.array([(q, i) not in touched for q, i in zip(out["query_id"], out["item_id"], strict=True)])
+    assert sampled.sum() > 1000
+    assert (out.loc[sampled, "item_id"].map(first_seen) < day[sampled]).all()
+
+
+def test_popularity_weighted_draws_favour_popular_items(make_frame):
+    rows = [(f"u{i}", "hit", "view", "2026-01-01T08:00:00") for i in range(200)]
+    rows += [(f"u{i}", f"rare{i}", "view", "2026-01-01T09:00:00") for i in range(20)]
+    rows += [(f"v{i}", "new", "click", "2026-01-02T10:00:00") for i in range(300)]
+    events = make_frame(rows).assign(value=np.nan)
+    day2 = lambda out: out[out["ts"].dt.day == 2]  # noqa: E731
+    popular = day2(implicit_queries(events, _labels(query_by="day", popular_negatives=1, uniform_negatives=0)))
+    uniform = day2(implicit_queries(events, _labels(query_by="day", popular_negatives=0, uniform_negatives=1)))
+    share = lambda out: float((out.loc[out["item_id"] != "new", "item_id"] == "hit").mean())  # noqa: E731
+    assert share(popular) > 0.85  # 200 of 220 past events
+    assert share(uniform) < 0.15  # 1 of 21 items
+
+
+def test_draws_are_seeded_and_do_not_depend_on_later_events(log):
+    settings = _labels(query_by="day")
+    a, b = implicit_queries(log, settings), implicit_queries(log, settings)
+    pd.testing.assert_frame_equal(a, b)
+    other = implicit_queries(log, _labels(query_by="day", seed=1))
+    assert not other["item_id"].equals(a["item_id"])
+    cut = pd.Timestamp("2026-03-20", tz="UTC")
+    early = implicit_queries(log[log["ts"] < cut], settings)
+    pd.testing.assert_frame_equal(early, a[a["ts"] < cut].reset_index(drop=True))
+    shuffled = implicit_queries(log.sample(frac=1.0, random_state=3), settings)
+    pd.testing.assert_frame_equal(shuffled, a)
+
+
+def test_sampled_candidates_see_only_events_before_the_query(log, items, users):
+    settings = _labels(query_by="day")
+    rows = implicit_queries(log, settings)
+    cut = rows["ts"].sort_values().iloc[len(rows) // 2]
+    base = build_features(rows, log, items=items, users=users, settings=FeatureSettings())
+    after = log["ts"] >= cut
+    future = pd.concat([log[~after], log[after].assign(event_type="click", value=999.0),
+                        log[~after].assign(ts=cut + pd.Timedelta(hours=1), event_type="save")], ignore_index=True)
+    rebuilt = build_features(rows, future, items=items, users=users, settings=FeatureSettings())
+    past = (rows["ts"] <= cut).to_numpy()
+    sampled = (rows["label"] == 0).to_numpy()
+    assert (past & sampled).sum() > 500
+    pd.testing.assert_frame_equal(rebuilt[past], base[past], check_exact=True)
+    assert not rebuilt[~past].equals(base[~past]), "the altered future should change later queries"
+
+
+def test_item_attributes_and_context_do_not_tell_candidates_apart(log):
+    out = implicit_queries(log.assign(category=log["item_id"].str[-1:]), _labels())
+    assert out.groupby("item_id")["category"].nunique().max() == 1
+    assert out["category"].notna().all()  # sampled items get the same catalogue value as engaged ones
+    assert out.groupby("query_id")["device"].nunique(dropna=False).max() == 1
