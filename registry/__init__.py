@@ -27,9 +27,12 @@ _EXPORTS = {
     "build_manifest": "registry.manifest",
     "verify": "registry.manifest",
     "rollback": "registry.promote",
+    "rollback_offline": "registry.offline",
+    "owner_tags": "registry.owner",
+    "RecoveryReport": "registry.recover",
 }
-# ``promote`` and ``publish`` are also submodule names (the submodule would shadow a lazy export):
-# import them from ``registry.promote`` and ``registry.publish``.
+# ``promote``, ``publish`` and ``recover`` are also submodule names (the submodule would shadow a
+# lazy export): import them from ``registry.promote``, ``registry.publish`` and ``registry.recover``.
 __all__ = sorted(_EXPORTS)
 
 

@@ -78,16 +78,25 @@ def _finite_or_none(value: Any) -> Any:
 def log_decision(decision: Decision, *, run_id: str | None = None, client: Any = None) -> None:
     """Log a decision to an MLflow run: ``gate/decision.json``, ``gate.*`` tags and numeric figures as metrics.
 
+    A PASS without a champion ("first version") is only recorded after the registry confirms that
+    the kind has no champion: a champion lookup that failed must never read as "none".
+
     Args:
         decision: the record to log.
         run_id: the run; default the active run.
         client: an ``MlflowClient``; default one for the current tracking URI.
+
+    Raises:
+        RegistryError: UNREACHABLE (the registry cannot confirm a first version), REFUSED (the
+            decision says "first version" but the registry has a champion); nothing is logged then.
     """
     import mlflow
     from mlflow.entities import Metric, RunTag
 
     client = client or mlflow.MlflowClient()
     run_id = run_id or _active_run_id(mlflow)
+    if decision.passed and decision.champion_version is None and not decision.figures.get("forced"):
+        _confirm_first_version(client, decision)
     client.log_dict(run_id, decision.to_dict(), "gate/decision.json")
     tags = {
         "gate.kind": decision.kind,
@@ -102,6 +111,21 @@ def log_decision(decision: Decision, *, run_id: str | None = None, client: Any =
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     ]
     client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def _confirm_first_version(client: Any, decision: Decision) -> None:
+    from rankloop.errors import Reason, RegistryError
+    from registry.store import CHAMPION, aliases
+
+    champion = aliases(client, decision.kind).get(CHAMPION)  # UNREACHABLE propagates: never "none"
+    if champion is not None:
+        raise RegistryError(
+            f"the gate passed {decision.kind} version {decision.challenger_version} as a first version, "
+            f"but the registry's champion is version {champion}: the champion was not scored; nothing recorded",
+            reason=Reason.REFUSED,
+            details={"kind": decision.kind, "champion": champion},
+            hint="run again: the champion lookup failed earlier in this run",
+        )
 
 
 def _active_run_id(mlflow: Any) -> str:

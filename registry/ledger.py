@@ -4,7 +4,9 @@ Each promotion or rollback is one run of the MLflow experiment ``rankloop-ledger
 facts are params (kind, action, actor, reason, forced, the alias moves, the decision record), and a
 tag ``ledger.status`` goes ``pending`` (written before any alias moves) -> ``committed`` (after) or
 ``aborted`` (the move was undone). Written ahead like this, a crash between moving the aliases and
-committing leaves a visible ``pending`` entry instead of an unrecorded move.
+committing leaves a visible ``pending`` entry instead of an unrecorded move; the entry carries its
+owner process (``registry.owner``) so that recovery (``registry.recover``) can resolve it once that
+process is gone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from mlflow.tracking import MlflowClient
 from rankloop.settings import Settings
 from registry.decision import Decision
 from registry.manifest import check_kind
+from registry.owner import owner_tags
+from registry.reach import reaches_store
 from registry.store import make_client
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,7 @@ def _artifact_location(client: MlflowClient) -> str | None:
     return None  # a tracking server decides where artifacts go
 
 
+@reaches_store
 def _experiment_id(client: MlflowClient) -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
@@ -87,6 +92,7 @@ def _experiment_id(client: MlflowClient) -> str:
         return client.get_experiment_by_name(EXPERIMENT).experiment_id
 
 
+@reaches_store
 def open_entry(
     client: MlflowClient,
     *,
@@ -116,6 +122,7 @@ def open_entry(
         "ledger.ts_ns": str(now_ns),
         "mlflow.runName": f"{action} {kind} -> {moves[-1].to_version}",
         "ledger.decision": decision.to_json()[:7900],
+        **owner_tags(),
     }
     run = client.create_run(_experiment_id(client), tags=tags)
     run_id = run.info.run_id
@@ -128,20 +135,87 @@ def open_entry(
     return run_id
 
 
-def commit(client: MlflowClient, entry_id: str) -> None:
-    """Mark an entry committed: the moves it records happened."""
+def terminate(client: MlflowClient, run_id: str, status: str) -> None:
+    """End a run without MLflow's "View run ... at <tracking URI>" line on stdout.
+
+    Library code never prints: the line would break ``--json`` output and echo the tracking URI
+    (credentials included) on every ledger operation.
+    """
+    saved = os.environ.get(_NO_LINKS)
+    os.environ[_NO_LINKS] = "true"
+    try:
+        client.set_terminated(run_id, status)
+    finally:
+        if saved is None:
+            os.environ.pop(_NO_LINKS, None)
+        else:
+            os.environ[_NO_LINKS] = saved
+
+
+_NO_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
+@reaches_store
+def commit(client: MlflowClient, entry_id: str, note: str | None = None) -> None:
+    """Mark an entry committed: the moves it records happened (``note``: how that was established)."""
+    if note:
+        client.set_tag(entry_id, "ledger.recovered", note[:4000])
     client.set_tag(entry_id, "ledger.status", COMMITTED)
-    client.set_terminated(entry_id, "FINISHED")
+    terminate(client, entry_id, "FINISHED")
 
 
-def abort(client: MlflowClient, entry_id: str, error: BaseException) -> None:
-    """Mark an entry aborted (the moves were undone); never raises, logs instead."""
+def abort(client: MlflowClient, entry_id: str, error: BaseException | str) -> None:
+    """Mark an entry aborted (the moves were undone, or never happened); never raises, logs instead."""
+    why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     try:
         client.set_tag(entry_id, "ledger.status", ABORTED)
-        client.set_tag(entry_id, "ledger.error", f"{type(error).__name__}: {error}"[:4000])
-        client.set_terminated(entry_id, "FAILED")
-    except Exception as e:  # the store may be what failed; the entry then stays 'pending'
+        client.set_tag(entry_id, "ledger.error", why[:4000])
+        terminate(client, entry_id, "FAILED")
+    except Exception as e:  # the store may be what failed; the entry then stays 'pending' for recovery
         log.error("could not mark ledger entry %s aborted: %s", entry_id, e)
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """A ledger entry still ``pending``: its moves, when it was opened, and the tags naming its owner."""
+
+    entry_id: str
+    kind: str
+    moves: tuple[Move, ...]
+    ts_ns: int
+    tags: dict[str, str]
+
+
+@reaches_store
+def pending(client: MlflowClient, kind: str) -> list[PendingEntry]:
+    """The ``pending`` entries of a kind, oldest first (empty when the ledger does not exist yet)."""
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    query = f"tags.`ledger.kind` = '{check_kind(kind)}' and tags.`ledger.status` = '{PENDING}'"
+    runs = all_runs(client, [experiment.experiment_id], query)
+    entries = [
+        PendingEntry(
+            run.info.run_id,
+            kind,
+            tuple(Move(**m) for m in json.loads(run.data.params.get("moves", "[]"))),
+            int(run.data.tags.get("ledger.ts_ns", 0)),
+            dict(run.data.tags),
+        )
+        for run in runs
+    ]
+    return sorted(entries, key=lambda e: e.ts_ns)
+
+
+def all_runs(client: MlflowClient, experiment_ids: list[str], query: str) -> list[Any]:
+    """Every run of the experiments matching ``query`` (all pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, query, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def history(
@@ -162,22 +236,18 @@ def history(
         One entry per alias move; the moves of one operation share ``operation_id``.
     """
     check_kind(kind)
-    client = client or make_client(settings)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is None:
-        return []
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment.experiment_id], f"tags.`ledger.kind` = '{kind}'", max_results=1000, page_token=token
-        )
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
+    runs = _runs_of(client or make_client(settings), kind)
     runs.sort(key=lambda r: int(r.data.tags.get("ledger.ts_ns", 0)))
     entries = [e for run in runs for e in _entries(run)]
     return [e for e in entries if include_aborted or e.status != ABORTED]
+
+
+@reaches_store
+def _runs_of(client: MlflowClient, kind: str) -> list[Any]:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    return all_runs(client, [experiment.experiment_id], f"tags.`ledger.kind` = '{kind}'")
 
 
 def _entries(run: Any) -> list[LedgerEntry]:

@@ -3,7 +3,11 @@
 ``load("ranker")`` resolves the alias in the registry, makes sure a verified copy of that version is
 in ``<home>/cache/models/ranker/<version>/`` and records the alias in a pointer file. When the
 tracking server cannot be reached, it serves the version the pointer names (after checking its
-sha256 offline) and logs a WARNING; ``.from_cache`` is then True.
+sha256 offline) and logs a WARNING; ``.from_cache`` is then True. Without a pointer it raises
+UNREACHABLE, never NOT_FOUND: "no champion" is only ever the registry's answer. A champion pinned
+by an offline rollback on this host (``registry.offline``) is served instead of the registry's
+until the pin has been applied to the registry. A pointer that cannot be written (a full disk)
+is logged, and the verified version is served all the same.
 """
 
 from __future__ import annotations
@@ -11,19 +15,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
-import requests
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rankloop.errors import Reason, RegistryError
+from rankloop.errors import Reason, RegistryError, StorageError
 from rankloop.settings import Settings
 from registry.cache import ModelCache
 from registry.manifest import check_kind
-from registry.store import CHAMPION, aliases, is_not_found, make_client, read_manifest
+from registry.offline import read_pin
+from registry.reach import classify, is_empty_sqlite, probe
+from registry.store import CHAMPION, PREVIOUS, aliases, make_client, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +93,13 @@ class LoadedModel:
     def refresh(self) -> bool:
         """Follow the alias again; returns True when it now points to another version (which is loaded).
 
-        When the store is unreachable or the new version cannot be loaded, keeps serving the
-        current version (logged) and returns False.
+        When the store is unreachable or the new version cannot be loaded (or cached: a full
+        disk), keeps serving the current version (logged) and returns False.
         """
         try:
             version, manifest, path, from_cache = self._resolve()
             impl = _open(self.kind, path, manifest) if version != self.version else self._impl
-        except RegistryError as e:
+        except (RegistryError, StorageError) as e:
             log.error(
                 "refresh of %s@%s failed, still serving version %d: %s",
                 self.kind,
@@ -118,80 +121,60 @@ class LoadedModel:
         return changed
 
     def _resolve(self) -> tuple[int, dict[str, Any], Path, bool]:
+        pin = read_pin(self._settings, self.kind) if self.alias == CHAMPION else None
+        if pin is not None:
+            manifest, path = self._cache.verified(self.kind, pin.version, pin.manifest_sha256)
+            log.info("serving %s version %d pinned by an offline rollback on this host (%s)",
+                     self.kind, pin.version, pin.reason)
+            return pin.version, manifest, path, True
         try:
             return (*self._resolve_remote(), False)
         except RegistryError as e:
             if e.reason is not Reason.UNREACHABLE:
                 raise
             error = e
+        if self._cache.read_pointer(self.kind, self.alias) is None:
+            raise RegistryError(
+                f"{error}; this host has no cached {self.kind}@{self.alias} to serve meanwhile",
+                reason=Reason.UNREACHABLE,
+                details=error.details,
+                hint=error.hint,
+            ) from error
         version, manifest, path = self._cache.from_pointer(self.kind, self.alias)
-        log.warning(
-            "serving %s version %d from cache %s: the registry at %s is unreachable (%s)",
-            self.kind,
-            version,
-            path,
-            _safe(self._settings.tracking_uri),
-            error,
-        )
+        log.warning("serving %s version %d from cache %s: %s", self.kind, version, path, error)
         return version, manifest, path, True
 
     def _resolve_remote(self) -> tuple[int, dict[str, Any], Path]:
         uri = self._settings.tracking_uri
-        _probe(uri, self._probe_timeout)
+        if is_empty_sqlite(uri):
+            raise RegistryError(f"nothing is registered yet (no store at {uri})", reason=Reason.NOT_FOUND)
+        probe(uri, self._probe_timeout)
+        client = self._client or make_client(self._settings)
+        state = aliases(client, self.kind)
+        version = state.get(self.alias)
+        if version is None:
+            raise RegistryError(f"{self.kind} has no version with alias {self.alias!r}", reason=Reason.NOT_FOUND)
         try:
-            client = self._client or make_client(self._settings)
-            version = aliases(client, self.kind).get(self.alias)
-            if version is None:
-                raise RegistryError(
-                    f"{self.kind} has no version with alias {self.alias!r}", reason=Reason.NOT_FOUND
-                )
             manifest = read_manifest(client, self.kind, version)
             path = self._cache.ensure(client, self.kind, version, manifest)
         except Exception as e:
-            converted = _classified(e, f"{self.kind}@{self.alias}")
+            converted = classify(e, uri)
+            if isinstance(converted, RegistryError) and converted.reason is Reason.NOT_FOUND:
+                # the alias exists: its version being unservable is not "no champion"
+                converted = RegistryError(
+                    f"{self.kind}@{self.alias} names version {version}, which cannot be served: {converted}",
+                    reason=Reason.REFUSED,
+                    details={"kind": self.kind, "version": version},
+                    hint=f"roll {self.kind} back to a servable version (rankloop rollback {self.kind} --reason ...)",
+                )
             if converted is e:
                 raise
             raise converted from e
-        self._cache.write_pointer(self.kind, self.alias, version, manifest)
+        try:
+            self._cache.write_pointer(self.kind, self.alias, version, manifest, previous=state.get(PREVIOUS))
+        except StorageError as e:
+            log.warning("serving %s version %d without updating its pointer: %s", self.kind, version, e)
         return version, manifest, path
-
-
-def _classified(error: Exception, what: str) -> Exception:
-    """NOT_FOUND / UNREACHABLE RegistryError for store failures; anything else is returned unchanged."""
-    if isinstance(error, RegistryError):
-        return error
-    if isinstance(error, MlflowException) and is_not_found(error):
-        return RegistryError(f"{what} not found: {error}", reason=Reason.NOT_FOUND)
-    # a tracking store reached directly (postgresql://...) fails with its driver's errors: matched
-    # by module so this package imports no database client
-    store_error = type(error).__module__.split(".")[0] in {"sqlalchemy", "psycopg2", "psycopg", "pymysql"}
-    if isinstance(error, MlflowException | OSError | requests.RequestException) or store_error:
-        return RegistryError(
-            f"registry unreachable: {type(error).__name__}: {error}", reason=Reason.UNREACHABLE
-        )
-    return error
-
-
-def _safe(uri: str) -> str:
-    """A URI without credentials, for messages."""
-    parsed = urlparse(uri)
-    return (
-        parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")).geturl()
-        if parsed.hostname
-        else uri
-    )
-
-
-def _probe(uri: str, timeout: float) -> None:
-    """Fail fast (UNREACHABLE) when the tracking store is down, instead of waiting out MLflow's retries."""
-    parsed = urlparse(uri)
-    try:
-        if parsed.scheme in {"http", "https"}:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
-        elif parsed.scheme == "sqlite" and not Path(uri.removeprefix("sqlite:///")).exists():
-            raise FileNotFoundError(f"no SQLite store at {uri.removeprefix('sqlite:///')}")
-    except (requests.RequestException, OSError) as e:
-        raise RegistryError(f"registry unreachable: {e}", reason=Reason.UNREACHABLE) from e
 
 
 def load(
@@ -215,7 +198,9 @@ def load(
         A LoadedModel with ``.version``, ``.kind``, ``.manifest``, ``.from_cache`` and the kind's verbs.
 
     Raises:
-        RegistryError: NOT_FOUND (no such alias, nothing cached), CHECKSUM (corrupt and no good copy).
+        RegistryError: NOT_FOUND only when the registry answered that the alias does not exist;
+            UNREACHABLE when it cannot be asked and this host has no cached copy; CHECKSUM
+            (corrupt and no good copy); REFUSED (the alias names a version that cannot be served).
     """
     check_kind(kind)
     return LoadedModel(kind, alias, settings or Settings(), client, probe_timeout)

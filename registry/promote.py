@@ -11,7 +11,10 @@ Order of one operation (each name is a failure-injection point, see ``faults``):
     ledger_commit mark the ledger entry 'committed'
 
 Nothing moves before ``ledger_write``. A failure at or after ``move_previous`` restores both
-aliases to the snapshot taken at the start and marks the ledger entry 'aborted'.
+aliases to the snapshot taken at the start and marks the ledger entry 'aborted'. A process killed
+in between leaves the entry 'pending': the next operation of the kind resolves it under the lock
+before it moves anything (``registry.recover.heal_kind``), as it applies an offline rollback
+recorded on this host and marks manifest-less versions unusable.
 
 Promotions and rollbacks of one model kind are serialised by a lock file,
 ``<home>/locks/registry-<kind>.lock``: the aliases are read, the gate is checked against the
@@ -25,12 +28,9 @@ fails with ``Reason.BUSY`` naming the lock file.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from pathlib import Path
 
-from filelock import FileLock, Timeout
 from mlflow.tracking import MlflowClient
 
 from rankloop.errors import Reason, RegistryError
@@ -38,8 +38,21 @@ from rankloop.settings import Settings
 from registry import ledger
 from registry.cache import ModelCache
 from registry.decision import Decision
+from registry.lock import lock_path, registry_lock
 from registry.manifest import check_kind
-from registry.store import CHAMPION, PREVIOUS, aliases, get_version, make_client, read_manifest, set_alias
+from registry.recover import heal_kind
+from registry.store import (
+    CHAMPION,
+    PREVIOUS,
+    TAG_UNUSABLE,
+    aliases,
+    get_version,
+    make_client,
+    read_manifest,
+    set_alias,
+)
+
+__all__ = ["STEPS", "InjectedFault", "MoveResult", "lock_path", "move_locked", "promote", "registry_lock", "rollback"]
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +126,10 @@ def promote(
     """
     check_kind(kind)
     settings = settings or Settings()
+    client = client or make_client(settings)
     with registry_lock(settings, kind):
-        return _move(
+        heal_kind(client, settings, kind)
+        return move_locked(
             kind,
             int(version),
             action="promote",
@@ -149,15 +164,17 @@ def rollback(
     settings = settings or Settings()
     client = client or make_client(settings)
     with registry_lock(settings, kind):
+        heal_kind(client, settings, kind)
         state = aliases(client, kind)
         target = to if to is not None else state.get(PREVIOUS)
         if target is None:
             raise RegistryError(
-                f"{kind} has no 'previous' version to roll back to; name one with --to",
+                f"{kind} has no 'previous' version to roll back to",
                 reason=Reason.NOT_FOUND,
                 details={"aliases": state},
+                hint=f"name one with --to (`rankloop models {kind}` lists them)",
             )
-        return _move(
+        return move_locked(
             kind,
             int(target),
             action="rollback",
@@ -171,34 +188,7 @@ def rollback(
         )
 
 
-def lock_path(settings: Settings, kind: str) -> Path:
-    """The lock file that serialises promotions and rollbacks of ``kind``."""
-    return settings.home_dir / "locks" / f"registry-{kind}.lock"
-
-
-@contextmanager
-def registry_lock(settings: Settings, kind: str, timeout_s: float | None = None) -> Iterator[None]:
-    """Hold ``kind``'s promotion lock; fail with Reason.BUSY after ``timeout_s`` (default gate.lock_timeout_s)."""
-    path = lock_path(settings, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wait = settings.gate.lock_timeout_s if timeout_s is None else timeout_s
-    lock = FileLock(str(path), timeout=wait)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise RegistryError(
-            f"another promotion or rollback of {kind} held the lock {path} for more than {wait:g} s; "
-            "nothing was moved; retry when it has finished (`rankloop history` shows what it did)",
-            reason=Reason.BUSY,
-            details={"lock": str(path), "waited_s": wait},
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _move(
+def move_locked(
     kind: str,
     version: int,
     *,
@@ -218,9 +208,16 @@ def _move(
     client = client or make_client(settings)
     state = aliases(client, kind)
     champion = state.get(CHAMPION)
-    get_version(client, kind, version)
+    info = get_version(client, kind, version)
     if champion == version:
         raise RegistryError(f"{kind} version {version} already is the champion", reason=Reason.REFUSED)
+    if TAG_UNUSABLE in info.tags:
+        raise RegistryError(
+            f"{kind} version {version} is unusable: {info.tags[TAG_UNUSABLE]}",
+            reason=Reason.REFUSED,
+            details={"kind": kind, "version": version},
+            hint=f"choose another version (`rankloop models {kind}` lists the usable ones)",
+        )
     manifest = _step(hit, "manifest", lambda: read_manifest(client, kind, version))
     _step(hit, "verify", lambda: _verify(client, settings, kind, version, manifest))
     decision = decision if not forced else (decision or Decision.manual(kind, version, champion, reason))

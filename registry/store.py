@@ -17,6 +17,9 @@ from mlflow.tracking import MlflowClient
 from rankloop.errors import Reason, RegistryError
 from rankloop.settings import Settings, apply_environment
 from registry.manifest import MANIFEST_FILE, canonical_json, check_kind, manifest_digest, summary
+from registry.reach import is_not_found, reaches_store, storage_error
+
+__all__ = ["is_not_found"]  # re-exported: callers import it from here
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,10 @@ TAG_KIND = "rankloop.kind"
 TAG_MANIFEST_URI = "rankloop.manifest_uri"
 TAG_MANIFEST_SHA = "rankloop.manifest_sha256"
 TAG_ARTIFACT_URI = "rankloop.artifact_uri"
-_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+#: Set on a version that must never serve (e.g. registered by a run that died before its manifest).
+TAG_UNUSABLE = "rankloop.unusable"
+#: MLflow stores versions as 32-bit integers; a larger number names no version (and overflows some stores).
+MAX_VERSION = 2**31 - 1
 
 
 def model_name(kind: str) -> str:
@@ -37,13 +43,29 @@ def model_name(kind: str) -> str:
 def make_client(settings: Settings | None = None) -> MlflowClient:
     """A client for the settings' tracking URI (the environment is applied first)."""
     settings = settings or Settings()
-    apply_environment(settings)
+    try:
+        apply_environment(settings)
+    except OSError as e:
+        raise storage_error(e, settings.home_dir, "the data home must be a writable directory") from e
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
-def is_not_found(error: MlflowException) -> bool:
-    """True when MLflow says the model, version or alias does not exist."""
-    return getattr(error, "error_code", "") in _NOT_FOUND
+def check_version(kind: str, version: int) -> int:
+    """``version`` when it can name a version; RegistryError (INVALID_INPUT below 1, NOT_FOUND above MAX_VERSION)."""
+    if version < 1:
+        raise RegistryError(
+            f"a version number is 1 or more, got {version}",
+            reason=Reason.INVALID_INPUT,
+            hint=f"`rankloop models {kind}` lists the versions",
+        )
+    if version > MAX_VERSION:
+        raise RegistryError(
+            f"{kind} has no version {version}",
+            reason=Reason.NOT_FOUND,
+            details={"kind": kind, "version": version},
+            hint=f"`rankloop models {kind}` lists the versions",
+        )
+    return version
 
 
 @dataclass(frozen=True)
@@ -59,8 +81,10 @@ class VersionInfo:
     description: str
 
 
+@reaches_store
 def get_version(client: MlflowClient, kind: str, version: int) -> VersionInfo:
     """One version, or RegistryError(NOT_FOUND) naming the kind and version."""
+    check_version(kind, version)
     try:
         mv = client.get_model_version(model_name(kind), str(version))
     except MlflowException as e:
@@ -69,6 +93,7 @@ def get_version(client: MlflowClient, kind: str, version: int) -> VersionInfo:
                 f"{kind} has no version {version}",
                 reason=Reason.NOT_FOUND,
                 details={"kind": kind, "version": version},
+                hint=f"`rankloop models {kind}` lists the versions",
             ) from e
         raise
     return _info(kind, mv)
@@ -86,6 +111,7 @@ def _info(kind: str, mv: Any) -> VersionInfo:
     )
 
 
+@reaches_store
 def list_versions(client: MlflowClient, kind: str) -> list[VersionInfo]:
     """Every version of a kind, newest first (empty when the model is not registered yet)."""
     versions = client.search_model_versions(f"name = '{model_name(kind)}'")
@@ -97,8 +123,13 @@ def list_versions(client: MlflowClient, kind: str) -> list[VersionInfo]:
     return sorted(infos, key=lambda v: -v.version)
 
 
+@reaches_store
 def aliases(client: MlflowClient, kind: str) -> dict[str, int]:
-    """Alias -> version of a kind's registered model (empty when it is not registered)."""
+    """Alias -> version of a kind's registered model (empty only when the store says it is not registered).
+
+    Raises:
+        RegistryError: UNREACHABLE when the store cannot be asked: never an empty answer then.
+    """
     try:
         model = client.get_registered_model(model_name(kind))
     except MlflowException as e:
@@ -108,6 +139,13 @@ def aliases(client: MlflowClient, kind: str) -> dict[str, int]:
     return {alias: int(version) for alias, version in (model.aliases or {}).items()}
 
 
+@reaches_store
+def mark_unusable(client: MlflowClient, kind: str, version: int, why: str) -> None:
+    """Tag a version ``rankloop.unusable`` (``why``): ``promote`` refuses it and ``rankloop models`` hides it."""
+    client.set_model_version_tag(model_name(kind), str(version), TAG_UNUSABLE, why[:4000])
+
+
+@reaches_store
 def set_alias(client: MlflowClient, kind: str, alias: str, version: int | None) -> None:
     """Point ``alias`` at ``version``, or remove it when ``version`` is None."""
     name = model_name(kind)
@@ -121,6 +159,7 @@ def set_alias(client: MlflowClient, kind: str, alias: str, version: int | None) 
         client.set_registered_model_alias(name, alias, str(version))
 
 
+@reaches_store
 def attach_manifest(
     client: MlflowClient, kind: str, version: int, manifest: dict[str, Any], *, artifact_uri: str
 ) -> None:
@@ -161,6 +200,7 @@ def _summary_tags(manifest: dict[str, Any]) -> dict[str, str]:
     return tags
 
 
+@reaches_store
 def read_manifest(client: MlflowClient, kind: str, version: int) -> dict[str, Any]:
     """Download a version's manifest and check it against the digest in the version's tags.
 
@@ -188,6 +228,7 @@ def read_manifest(client: MlflowClient, kind: str, version: int) -> dict[str, An
     return manifest
 
 
+@reaches_store
 def download_files(client: MlflowClient, manifest: dict[str, Any], dest: Path) -> Path:
     """Download the files a manifest lists into the new directory ``dest``; returns ``dest``."""
     uri = manifest.get("artifact_uri")

@@ -1,174 +1,305 @@
-"""On-call commands: ``models``, ``promote``, ``rollback``, ``history``."""
+"""On-call commands: ``models``, ``promote``, ``rollback``, ``history``.
+
+Each heals what a crash left behind first (``registry.recover``) and fails with one line
+``error (<reason>): <what is wrong> - <what to do>`` and the reason's exit code. Against a tracking
+server that is down they fail in seconds: a ``/health`` probe first, then MLflow's HTTP retries
+bounded for the command (``registry.reach.BOUNDED_REQUESTS``). ``rollback --offline`` works
+without the registry at all.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
-from rankloop.errors import Reason, RegistryError
+from rankloop.errors import RankLoopError, Reason, RegistryError
 
-console = Console()
-errors = Console(stderr=True)
-
-EXIT_CODES = {
-    Reason.NOT_FOUND: 3,
-    Reason.CHECKSUM: 4,
-    Reason.GATE: 5,
-    Reason.REFUSED: 6,
-    Reason.UNREACHABLE: 7,
-    Reason.BUSY: 8,
-}
 KIND_HELP = "Model kind: ranker, bandit, linucb or qtable."
+PROBE_TIMEOUT_S = 5.0
+#: A read command heals a kind only if its lock is free within this time (a busy lock means an
+#: operation is under way: its pending entry is not debris).
+HEAL_LOCK_S = 2.0
+#: The metrics ``models`` shows, with the short labels that keep its table within 80 columns.
+KEY_METRICS = {
+    "ndcg_at_10": "ndcg@10", "popularity_ndcg_at_10": "popularity", "similarity_ndcg_at_10": "similarity",
+    "ope_snips": "snips", "ope_snips_low": "snips low", "ope_pdwis": "pdwis", "ope_pdwis_low": "pdwis low",
+    "ope_ess": "ess", "average_reward": "avg reward",
+}
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _client() -> Any:
+# The same options as rankloop.commands.common's HOME_OPTION / JSON_OPTION.
+def _home_option() -> Any:
+    return typer.Option(None, "--home", metavar="PATH", help="Data home (default: $RANKLOOP_HOME or ./.rankloop).")
+
+
+def _json_option() -> Any:
+    return typer.Option(False, "--json", help="Print JSON instead of text.")
+
+
+def one_line_errors(command: _F) -> _F:
+    """Print a RankLoopError as its one line on stderr and exit with its reason's code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RankLoopError as e:
+            typer.echo(e.one_line(), err=True)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _kind(kind: str) -> str:
+    from registry.manifest import KINDS, check_kind
+
+    try:
+        return check_kind(kind)
+    except ValueError as e:
+        raise RegistryError(str(e), reason=Reason.INVALID_INPUT, hint=f"KIND is one of {', '.join(KINDS)}") from None
+
+
+def _version(kind: str, text: str, what: str) -> int:
+    from registry.store import check_version
+
+    try:
+        number = int(text)
+    except ValueError:
+        raise RegistryError(
+            f"{what} must be a version number, got {text!r}",
+            reason=Reason.INVALID_INPUT,
+            hint=f"`rankloop models {kind}` lists the versions",
+        ) from None
+    return check_version(kind, number)
+
+
+def _reason(reason: str) -> str:
+    if not reason.strip():
+        raise RegistryError("--reason is empty", reason=Reason.INVALID_INPUT,
+                            hint="say why (it is recorded in the ledger)")
+    return reason
+
+
+def _settings(home: Path | None) -> Any:
     from rankloop.settings import Settings
+
+    settings = Settings(home=home) if home is not None else Settings()
+    if not settings.home_dir.is_dir() and settings.tracking_uri.startswith("sqlite:"):
+        raise RegistryError(f"there is no RankLoop data home at {settings.home_dir}", reason=Reason.NOT_FOUND,
+                            hint="point --home / RANKLOOP_HOME at an existing home, or run `rankloop demo` first")
+    return settings
+
+
+@contextmanager
+def registry_session(home: Path | None, kinds: tuple[str, ...] = ()) -> Iterator[tuple[Any, Any]]:
+    """Settings and a client for one command: probed, with bounded retries, after healing ``kinds``."""
+    from registry.reach import bounded_requests, is_empty_sqlite, probe
+    from registry.recover import recover
     from registry.store import make_client
 
-    return make_client(Settings())
+    settings = _settings(home)
+    with bounded_requests():
+        if not is_empty_sqlite(settings.tracking_uri):
+            probe(settings.tracking_uri, PROBE_TIMEOUT_S)
+        client = make_client(settings)
+        recover(settings, client=client, kinds=kinds, lock_timeout_s=HEAL_LOCK_S)
+        yield settings, client
 
 
-def _fail(error: Exception) -> typer.Exit:
-    code = EXIT_CODES.get(error.reason, 1) if isinstance(error, RegistryError) else 2
-    errors.print(f"[bold red]refused:[/] {error}", markup=True, highlight=False)
-    return typer.Exit(code)
+def _console() -> Console:
+    return Console()  # created per command: it reads COLUMNS when it is made
+
+
+def _number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def _version_row(info: Any) -> dict[str, Any]:
+    from registry.store import TAG_MANIFEST_SHA, TAG_UNUSABLE
+
     metrics = {
-        k.removeprefix("rankloop.metric."): v
+        k.removeprefix("rankloop.metric."): _number(v)
         for k, v in info.tags.items()
         if k.startswith("rankloop.metric.")
     }
-    created = datetime.fromtimestamp(info.created_ms / 1000, UTC).isoformat(timespec="seconds")
     return {
         "kind": info.kind,
         "version": info.version,
         "aliases": list(info.aliases),
         "metrics": metrics,
         "window": info.tags.get("rankloop.window"),
-        "created": created,
-        "has_manifest": "rankloop.manifest_sha256" in info.tags,
+        "created": datetime.fromtimestamp(info.created_ms / 1000, UTC).isoformat(timespec="seconds"),
+        "has_manifest": TAG_MANIFEST_SHA in info.tags,
+        "unusable": info.tags.get(TAG_UNUSABLE),
     }
 
 
-KEY_METRICS = frozenset({
-    "ndcg_at_10", "popularity_ndcg_at_10", "similarity_ndcg_at_10",
-    "ope_snips", "ope_snips_low", "ope_pdwis", "ope_pdwis_low", "ope_ess", "average_reward",
-})
-
-
-def _short(value: str) -> str:
-    try:
-        return f"{float(value):.4g}"
-    except ValueError:
-        return value
-
-
+@one_line_errors
 def models(
-    kind: str | None = typer.Argument(None, help=KIND_HELP + " Default: all."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    kind: str | None = typer.Argument(None, metavar="[KIND]", help=KIND_HELP + " Default: all."),
+    show_all: bool = typer.Option(False, "--all", help="Also list versions marked unusable."),
+    home: Path | None = _home_option(),
+    as_json: bool = _json_option(),
 ) -> None:
-    """List registered versions with their aliases, key metrics, data window and creation time."""
-    from registry.manifest import KINDS, check_kind
+    """List registered versions with their aliases, key metrics, data window and creation date."""
+    from registry.manifest import KINDS
     from registry.store import list_versions
 
-    try:
-        kinds = [check_kind(kind)] if kind else list(KINDS)
-        client = _client()
+    kinds = (_kind(kind),) if kind else KINDS
+    with registry_session(home, kinds) as (_, client):
         rows = [_version_row(v) for k in kinds for v in list_versions(client, k)]
-    except (RegistryError, ValueError) as e:
-        raise _fail(e) from e
+    rows = [r for r in rows if show_all or not r["unusable"]]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="registered versions", box=box.SIMPLE_HEAD)
-    for column in ("kind", "version", "aliases", "created (UTC)"):
+    _console().print(_models_table(rows))
+
+
+def _models_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="registered versions", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for column in ("kind", "ver", "aliases", "created", "window (UTC)"):
         table.add_column(column, no_wrap=True)
-    for column in ("window", "metrics"):
-        table.add_column(column, overflow="fold")
+    table.add_column("key metrics")
     for r in rows:
-        metrics = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["metrics"].items()) if k in KEY_METRICS)
-        created = r["created"][:16].replace("T", " ")
+        metrics = "\n".join(f"{label} {_short(r['metrics'][k])}" for k, label in KEY_METRICS.items() if k in r["metrics"])
         window = "..".join(part[:10] for part in (r["window"] or "").split(".."))
-        table.add_row(
-            r["kind"], str(r["version"]), ", ".join(r["aliases"]), created, window, metrics
-        )
-    console.print(table)
+        aliases = "\n".join(r["aliases"]) or ("unusable" if r["unusable"] else "")
+        table.add_row(r["kind"], str(r["version"]), aliases, r["created"][:10], window, metrics)
+    return table
 
 
+def _short(value: float | str) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
+@one_line_errors
 def promote(
-    kind: str = typer.Argument(..., help=KIND_HELP),
-    version: int = typer.Argument(..., help="Version to make champion."),
-    reason: str = typer.Option(..., "--reason", help="Why (recorded in the ledger)."),
+    kind: str = typer.Argument(..., metavar="KIND", help=KIND_HELP),
+    version: str = typer.Argument(..., metavar="VERSION", help="Version to make champion."),
+    reason: str = typer.Option(..., "--reason", metavar="TEXT", help="Why (recorded in the ledger)."),
+    home: Path | None = _home_option(),
+    as_json: bool = _json_option(),
 ) -> None:
     """Make VERSION the champion by hand: skips the gate (recorded as forced), still verifies checksums."""
     from registry.ledger import default_actor
     from registry.promote import promote as do_promote
 
-    try:
-        result = do_promote(
-            kind, version, decision=None, actor=default_actor(), reason=reason, forced=True, client=_client()
-        )
-    except (RegistryError, ValueError) as e:
-        raise _fail(e) from e
-    console.print(
-        f"{kind} version {result.version} is champion (previous: {result.previous_champion}); forced, by hand"
+    kind = _kind(kind)
+    number, reason = _version(kind, version, "VERSION"), _reason(reason)
+    with registry_session(home) as (settings, client):
+        result = do_promote(kind, number, decision=None, actor=default_actor(), reason=reason, forced=True,
+                            client=client, settings=settings)
+    if as_json:
+        typer.echo(json.dumps(_move_json(result)))
+        return
+    _console().print(
+        f"{kind} version {result.version} is champion (previous: {result.previous_champion}); forced, by hand",
+        highlight=False,
     )
 
 
+def _move_json(result: Any) -> dict[str, Any]:
+    return {"kind": result.kind, "action": result.action, "version": result.version,
+            "previous": result.previous_champion, "ledger_entry": result.entry_id, "offline": False}
+
+
+@one_line_errors
 def rollback(
-    kind: str = typer.Argument(..., help=KIND_HELP),
-    to: int | None = typer.Option(
-        None, "--to", help="Version to return to. Default: the one holding 'previous'."
+    kind: str = typer.Argument(..., metavar="KIND", help=KIND_HELP),
+    to: str | None = typer.Option(
+        None, "--to", metavar="VERSION", help="Version to return to. Default: the one holding 'previous'."
     ),
-    reason: str = typer.Option(..., "--reason", help="Why (recorded in the ledger)."),
+    reason: str = typer.Option(..., "--reason", metavar="TEXT", help="Why (recorded in the ledger)."),
+    offline: bool = typer.Option(
+        False, "--offline",
+        help="The registry is down: make this host's loaders serve the previous verified cached version at "
+        "their next refresh; the registry is updated at the next registry operation that reaches it.",
+    ),
+    home: Path | None = _home_option(),
+    as_json: bool = _json_option(),
 ) -> None:
     """Move 'champion' back (to 'previous' or --to); the current champion becomes 'previous'."""
     from registry.ledger import default_actor
+
+    kind, reason = _kind(kind), _reason(reason)
+    target = None if to is None else _version(kind, to, "--to")
+    if offline:
+        _rollback_offline(kind, target, reason, home, as_json)
+        return
     from registry.promote import rollback as do_rollback
 
-    try:
-        result = do_rollback(kind, to=to, actor=default_actor(), reason=reason, client=_client())
-    except (RegistryError, ValueError) as e:
-        raise _fail(e) from e
-    console.print(
-        f"rolled back {kind}: version {result.version} is champion, {result.previous_champion} is previous"
+    with registry_session(home) as (settings, client):
+        result = do_rollback(kind, to=target, actor=default_actor(), reason=reason, client=client, settings=settings)
+    if as_json:
+        typer.echo(json.dumps(_move_json(result)))
+        return
+    _console().print(
+        f"rolled back {kind}: version {result.version} is champion, {result.previous_champion} is previous",
+        highlight=False,
     )
 
 
+def _rollback_offline(kind: str, target: int | None, reason: str, home: Path | None, as_json: bool) -> None:
+    from registry.ledger import default_actor
+    from registry.offline import pin_path, rollback_offline
+
+    settings = _settings(home)
+    pin = rollback_offline(kind, to=target, actor=default_actor(), reason=reason, settings=settings)
+    if as_json:
+        typer.echo(json.dumps({"kind": kind, "action": "rollback", "version": pin.version,
+                               "previous": pin.previous, "offline": True,
+                               "pin": str(pin_path(settings, kind))}))
+        return
+    _console().print(
+        f"{kind} version {pin.version} pinned on this host (was {pin.previous}): its loaders serve it at their "
+        f"next refresh(); the registry gets this rollback at the next registry operation that reaches it",
+        highlight=False,
+    )
+
+
+@one_line_errors
 def history(
-    kind: str = typer.Argument(..., help=KIND_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    kind: str = typer.Argument(..., metavar="KIND", help=KIND_HELP),
     include_aborted: bool = typer.Option(False, "--all", help="Also show operations that were undone."),
+    home: Path | None = _home_option(),
+    as_json: bool = _json_option(),
 ) -> None:
     """Every alias move of KIND, oldest first: when, who, from, to, reason, forced."""
     from registry.ledger import history as ledger_history
 
-    try:
-        entries = ledger_history(kind, client=_client(), include_aborted=include_aborted)
-    except (RegistryError, ValueError) as e:
-        raise _fail(e) from e
+    kind = _kind(kind)
+    with registry_session(home, (kind,)) as (_, client):
+        entries = ledger_history(kind, client=client, include_aborted=include_aborted)
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries], indent=2))
         return
+    console = _console()
     if not entries:
         console.print(f"no alias moves recorded for {kind}")
     for operation in _operations(entries):
         first = operation[0]
         flags = ", ".join(f for f in ("forced" if first.forced else "", first.status) if f)
         moves = ", ".join(f"{e.alias} {_v(e.from_version)} -> {_v(e.to_version)}" for e in operation)
-        console.print(
-            f"[bold]{first.when[:16].replace('T', ' ')} UTC[/]  {first.action} by {first.actor} ({flags})"
-        )
-        console.print(f"  {moves}", highlight=False)
-        console.print(f"  reason: {first.reason}", highlight=False, markup=False)
+        console.print(Text.assemble((f"{first.when[:16].replace('T', ' ')} UTC", "bold"),
+                                    f"  {first.action} by {first.actor} ({flags})"))
+        console.print(Padding(Text(moves), (0, 0, 0, 2)))
+        console.print(Padding(Text(f"reason: {first.reason}"), (0, 0, 0, 2)))
 
 
 def _v(version: int | None) -> str:

@@ -69,7 +69,7 @@ def test_rollback_to_version_1_serves_it_and_records_both_moves(store: Store) ->
 def test_models_lists_versions_with_aliases_and_metrics(store: Store) -> None:
     rows = json.loads(_cli("models", "ranker", "--json").output)
     by_version = {r["version"]: r for r in rows}
-    assert by_version[1]["aliases"] == ["champion"] and by_version[1]["metrics"]["ndcg_at_10"] == "0.41"
+    assert by_version[1]["aliases"] == ["champion"] and by_version[1]["metrics"]["ndcg_at_10"] == 0.41
     assert by_version[2]["window"] == "2026-10-12..2026-11-16"
     assert _cli("models").exit_code == 0
 
@@ -130,3 +130,68 @@ def test_rollback_refuses_a_tampered_cached_copy(store: Store) -> None:
     assert result.exit_code == 4, result.output
     assert "cached copy" in result.output and "feature_set.json" in result.output
     assert aliases(store.client, "ranker") == before
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("rollback", "ranker", "--to", "99999999999999999999", "--reason", "x"), 3,
+         "ranker has no version 99999999999999999999"),
+        (("promote", "ranker", "99999999999999999999", "--reason", "x"), 3, "ranker has no version"),
+        (("rollback", "ranker", "--to", "abc", "--reason", "x"), 2, "--to must be a version number, got 'abc'"),
+        (("rollback", "ranker", "--to", "0", "--reason", "x"), 2, "a version number is 1 or more, got 0"),
+        (("rollback", "ranker", "--to=-4", "--reason", "x"), 2, "a version number is 1 or more, got -4"),
+        (("promote", "ranker", "2.5", "--reason", "x"), 2, "VERSION must be a version number, got '2.5'"),
+        (("rollback", "ranker", "--reason", "  "), 2, "--reason is empty"),
+        (("models", "--home", "/nonexistent/rankloop-home"), 3, "there is no RankLoop data home"),
+        (("history", "forest", "--json"), 2, "unknown model kind 'forest'"),
+    ],
+)
+def test_bad_input_ends_in_one_line_without_a_traceback(
+    store: Store, args: tuple[str, ...], code: int, message: str
+) -> None:
+    before = aliases(store.client, "ranker")
+    result = _cli(*args)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == code, result.output
+    assert len(lines) == 1 and lines[0].startswith("error (") and message in lines[0], result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+    assert aliases(store.client, "ranker") == before
+
+
+def test_models_and_history_read_at_80_columns(store: Store) -> None:
+    reason = "clicks fell 9% on mobile after the feature-set change; rolling back while we check the join " * 2
+    current = aliases(store.client, "ranker")
+    assert _cli("rollback", "ranker", "--reason", reason).exit_code == 0
+    for args in (("models",), ("history", "ranker")):
+        result = runner.invoke(app, list(args), env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+        assert "…" not in result.stdout
+    history = " ".join(result.stdout.split())
+    assert " ".join(reason.split()) in history  # wrapped, never cut
+    models = _cli("models", "ranker").stdout
+    assert "ndcg@10 0.41" in models and "2026-10-12..2026-11-16" in " ".join(models.split())
+    assert _cli("rollback", "ranker", "--to", str(current["champion"]), "--reason", "back").exit_code == 0
+
+
+def test_json_numbers_are_numbers_and_home_selects_the_store(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANKLOOP_HOME", "/nonexistent/elsewhere")  # --home wins over the environment
+    home = str(store.home)
+    rows = json.loads(_cli("models", "ranker", "--json", "--home", home).stdout)
+    assert all(isinstance(r["version"], int) for r in rows)
+    assert all(isinstance(v, float) for r in rows for v in r["metrics"].values())
+    moves = json.loads(_cli("history", "ranker", "--json", "--home", home).stdout)
+    assert all(isinstance(m[k], int | None) for m in moves for k in ("from_version", "to_version"))
+    state = aliases(store.client, "ranker")
+    moved = json.loads(_cli("rollback", "ranker", "--json", "--reason", "json", "--home", home).stdout)
+    assert moved == {"kind": "ranker", "action": "rollback", "version": state["previous"],
+                     "previous": state["champion"], "ledger_entry": moved["ledger_entry"], "offline": False}
+    assert _cli("rollback", "ranker", "--reason", "undo json", "--home", home).exit_code == 0
+
+
+def test_help_shows_uppercase_metavars() -> None:
+    text = " ".join(runner.invoke(app, ["rollback", "--help"], env={"COLUMNS": "120"}).output.split())
+    for shown in ("KIND", "--to VERSION", "--reason TEXT", "--home PATH", "--offline", "--json"):
+        assert shown in text

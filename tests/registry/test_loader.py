@@ -64,10 +64,11 @@ def test_unreachable_store_serves_the_cached_champion_with_a_warning(
     assert model.refresh() is False and model.version == champion
 
 
-def test_unreachable_store_without_cache_is_refused(store: Store, champion: int) -> None:
-    with pytest.raises(RegistryError, match="no cached ranker version for alias 'staging'") as info:
+def test_unreachable_store_without_cache_is_unreachable_never_not_found(store: Store, champion: int) -> None:
+    with pytest.raises(RegistryError, match="no cached ranker@staging") as info:
         load("ranker", "staging", settings=_offline(store), probe_timeout=1.0)
-    assert info.value.reason is Reason.NOT_FOUND
+    assert info.value.reason is Reason.UNREACHABLE
+    assert "is unreachable" in str(info.value) and "127.0.0.1" in str(info.value)
 
 
 def test_tampered_cache_is_refused_offline_and_repaired_online(
@@ -230,19 +231,3 @@ def test_qtable_and_linucb_serve_their_verbs(store: Store, tmp_path) -> None:
         served_l.scores({"device": "mobile"}, ["a", "b"])[0]
         > served_l.scores({"device": "mobile"}, ["a", "b"])[1]
     )
-
-
-def test_store_errors_are_classified_and_programming_errors_are_not() -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
-
-    from registry.loader import _classified
-
-    driver_error = type("OperationalError", (Exception,), {"__module__": "sqlalchemy.exc"})(
-        "connection refused"
-    )
-    assert _classified(driver_error, "ranker@champion").reason is Reason.UNREACHABLE
-    missing = MlflowException("no such alias", error_code=RESOURCE_DOES_NOT_EXIST)
-    assert _classified(missing, "ranker@champion").reason is Reason.NOT_FOUND
-    bug = KeyError("features")
-    assert _classified(bug, "ranker@champion") is bug

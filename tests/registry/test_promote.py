@@ -150,9 +150,13 @@ def test_refusals_name_what_is_wrong(store: Store, two_versions: tuple[int, int]
         )
 
 
-def test_version_without_manifest_is_refused(store: Store, two_versions: tuple[int, int]) -> None:
-    bare = register_ranker(store, 7, publish=False)  # as if the upload step died before the manifest
-    with pytest.raises(RegistryError, match="carries no manifest"):
+def test_version_without_manifest_is_tagged_unusable_and_refused(
+    store: Store, two_versions: tuple[int, int]
+) -> None:
+    from registry.store import TAG_UNUSABLE, get_version
+
+    bare = register_ranker(store, 7, publish=False)  # its run ended without publishing a manifest
+    with pytest.raises(RegistryError, match=f"ranker version {bare} is unusable: no manifest") as info:
         promote(
             "ranker",
             bare,
@@ -163,6 +167,8 @@ def test_version_without_manifest_is_refused(store: Store, two_versions: tuple[i
             client=store.client,
             settings=store.settings,
         )
+    assert info.value.reason is Reason.REFUSED
+    assert "ended (FINISHED) without publishing one" in get_version(store.client, "ranker", bare).tags[TAG_UNUSABLE]
     assert aliases(store.client, "ranker")["champion"] == two_versions[0]
 
 
