@@ -11,26 +11,25 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
 
-from flows.retry import transient_only
+from flows.tasks import failed_stage, stage_task
 from rankloop import ops, stages
 from rankloop.settings import Settings
 
 ACTOR = "daily-bandit-refresh"
 
-extract = task(stages.extract, name="extract", cache_policy=NONE, retries=2, retry_delay_seconds=10,
-               retry_condition_fn=transient_only)
-validate = task(stages.validate, name="validate", cache_policy=NONE)
+extract = stage_task(stages.extract, "extract", transient_retries=2)
+validate = stage_task(stages.validate, "validate")
+promote = stage_task(stages.promote, "promote")
 
 
-@task(name="refit-bandit", cache_policy=NONE)
-def refit_bandit(settings: Settings, ctx: stages.RunContext, validated: stages.Validated) -> dict[str, Any] | None:
+def _refit_bandit(settings: Settings, ctx: stages.RunContext, validated: stages.Validated) -> Any:
     """Refit the champion bandit with the impressions logged since its data end, judge, register, gate.
 
-    Returns the table's summary, or None when nothing was logged after the champion's data end.
+    Returns the table's ``rankloop.promotion.Candidate``, or None when nothing was logged after the
+    champion's data end.
     """
     import mlflow
     import pandas as pd
@@ -49,7 +48,11 @@ def refit_bandit(settings: Settings, ctx: stages.RunContext, validated: stages.V
     ):
         return None
     judged = judge_bandit(imps, table, champion.version if champion else None, settings, ctx.end)
-    return record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), None)
+    return record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), None,
+                        champion)
+
+
+refit_bandit = stage_task(_refit_bandit, "refit-bandit")
 
 
 @flow(name="daily_bandit_refresh", log_prints=False)
@@ -69,16 +72,14 @@ def daily_bandit_refresh(
     ctx = replace(stages.RunContext.create(settings, start, end), actor=ACTOR, run_name=f"bandit {end:%Y-%m-%d}")
     logger = get_run_logger()
     logger.info("bandit refresh on [%s, %s) from %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings))
-    stage = "extract"
     try:
         extracted = extract(settings, start, end)
-        stage = "validate"
         validated = validate(settings, extracted, start, end, ctx.workdir)
-        stage = "refit-bandit"
-        bandit = refit_bandit(settings, ctx, validated)
+        candidate = refit_bandit(settings, ctx, validated)
+        bandit = promote(settings, ctx, [candidate])["bandit"] if candidate is not None else None
         stages.discard_intermediates(ctx.workdir)
     except Exception as exc:
-        _report_failure(settings, ctx, stage, exc)
+        _report_failure(settings, ctx, failed_stage(exc), exc)
         raise
     return _publish(settings, ctx, bandit)
 

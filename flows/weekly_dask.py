@@ -13,27 +13,23 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
-from prefect.cache_policies import NONE
+from prefect import flow, get_run_logger, unmapped
 
 from flows.reporting import publish, report_failure
-from flows.retry import transient_only
-from flows.weekly import champion, decide, record  # the same tasks: one registry/gate path
+from flows.tasks import failed_stage, stage_task
+from flows.weekly import champion, judge, promote, record  # the same tasks: one registry/gate path
 from rankloop import distributed, ops, stages
 from rankloop.executor import executor_summary
 
-extract_day = task(distributed.extract_day, name="extract-day", cache_policy=NONE, retries=2, retry_delay_seconds=10,
-                   retry_condition_fn=transient_only)
-combine = task(distributed.combine_extracts, name="combine-extracts", cache_policy=NONE, retries=2,
-               retry_delay_seconds=10, retry_condition_fn=transient_only)
-validate = task(distributed.validate_partitioned, name="validate", cache_policy=NONE)
-label = task(distributed.label_partitions, name="labels", cache_policy=NONE)
-featurise = task(distributed.featurise_day, name="features-day", cache_policy=NONE)
-split = task(distributed.partitioned_dataset, name="time-split", cache_policy=NONE)
+extract_day = stage_task(distributed.extract_day, "extract-day", transient_retries=2)
+combine = stage_task(distributed.combine_extracts, "combine-extracts", transient_retries=2)
+validate = stage_task(distributed.validate_partitioned, "validate")
+label = stage_task(distributed.label_partitions, "labels")
+featurise = stage_task(distributed.featurise_day, "features-day")
+split = stage_task(distributed.partitioned_dataset, "time-split")
 
 
-@task(name="train-ranker-dask", cache_policy=NONE)
-def train_ranker(settings: Any, dataset: stages.Dataset, workdir: Path, scheduler: str) -> stages.TrainedRanker:
+def _train_ranker(settings: Any, dataset: stages.Dataset, workdir: Path, scheduler: str) -> stages.TrainedRanker:
     """``distributed.train_ranker_distributed`` driven from the flow's process with a client of the
     cluster at ``scheduler``. Not submitted to a worker: a task there holds one of that worker's
     threads while it waits for the training, and LightGBM needs every worker's (a LocalCluster of
@@ -44,15 +40,20 @@ def train_ranker(settings: Any, dataset: stages.Dataset, workdir: Path, schedule
         return distributed.train_ranker_distributed(settings, dataset, workdir, client)
 
 
-@task(name="refit-tables-dask", cache_policy=NONE)
-def fit_tables(settings: Any, ctx: stages.RunContext, validated: distributed.PartitionedValidated,
-               parent_run_id: str | None, scheduler: str) -> dict[str, Any]:
+train_ranker = stage_task(_train_ranker, "train-ranker-dask")
+
+
+def _fit_tables(settings: Any, ctx: stages.RunContext, validated: distributed.PartitionedValidated,
+                parent_run_id: str | None, scheduler: str) -> list[Any]:
     """``distributed.fit_tables_distributed`` (rewards and table statistics per request day on the
     cluster at ``scheduler``); runs in the flow's process, where the registry and MLflow are reached."""
     from distributed import Client
 
     with Client(scheduler) as client:
         return distributed.fit_tables_distributed(settings, ctx, validated, parent_run_id, client)
+
+
+fit_tables = stage_task(_fit_tables, "refit-tables-dask")
 
 
 def _scheduler_address() -> str:
@@ -71,25 +72,29 @@ def task_runner(settings: Any) -> Any:
 
 
 def run(window_end: date | None = None, source_uri: str | None = None, mapping: str | None = None,
-        refit_tables: bool = True, force: bool = False) -> dict[str, Any]:
+        refit_tables: bool = True, force: bool = False, source_secret: str | None = None) -> dict[str, Any]:
     """The Dask flow on the cluster the settings name (the executor hook of ``flows/weekly.py`` calls it)."""
-    settings = stages.settings_for_run(window_end=window_end, source_uri=source_uri, mapping=mapping)
+    settings = stages.settings_for_run(window_end=window_end, source_uri=source_uri, mapping=mapping,
+                                       source_secret=source_secret)
     return weekly_retrain_dask.with_options(task_runner=task_runner(settings))(
-        window_end=window_end, source_uri=source_uri, mapping=mapping, refit_tables=refit_tables, force=force)
+        window_end=window_end, source_uri=source_uri, mapping=mapping, refit_tables=refit_tables, force=force,
+        source_secret=source_secret)
 
 
 @flow(name="weekly_retrain_dask", log_prints=False)
 def weekly_retrain_dask(window_end: date | None = None, source_uri: str | None = None, mapping: str | None = None,
-                        refit_tables: bool = True, force: bool = False) -> dict[str, Any]:
-    """Extract by day, validate, label, featurise by day, train on the cluster, judge; refit the tables."""
-    settings = stages.settings_for_run(window_end=window_end, source_uri=source_uri, mapping=mapping)
+                        refit_tables: bool = True, force: bool = False,
+                        source_secret: str | None = None) -> dict[str, Any]:
+    """Extract by day, validate, label, featurise by day, train on the cluster, judge; refit the
+    tables; promote what passed at the end (as ``flows/weekly.py``)."""
+    settings = stages.settings_for_run(window_end=window_end, source_uri=source_uri, mapping=mapping,
+                                       source_secret=source_secret)
     logger = get_run_logger()
     start, end = settings.window.resolve()
     executor = executor_summary(settings.executor)
     logger.info("window [%s, %s) from %s on %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings),
                 executor)
     ctx = stages.RunContext.create(settings, start, end)
-    stage = "extract"
     try:
         windows = distributed.day_windows(start, end)
         days = extract_day.map(unmapped(settings), [w[0] for w in windows], [w[1] for w in windows])
@@ -99,33 +104,30 @@ def weekly_retrain_dask(window_end: date | None = None, source_uri: str | None =
         earlier = None if force else ops.find_completed_run(settings, key)
         if earlier is not None:
             logger.info("run key %s already completed in MLflow run %s: returning its results", key, earlier.get("run_id"))
-            return earlier
-        stage = "validate"
+            distributed.discard_intermediates(ctx.workdir)
+            stages.discard_workdir(ctx.workdir)
+            return stages.with_current_champions(settings, earlier)
         validated = validate.submit(settings, combined, start, end, ctx.workdir).result()
-        stage = "labels-and-features"
         labelled = label.submit(settings, validated.valid_paths, extracted, ctx.workdir).result()
         day_list = sorted(labelled.impression_paths)
         parts = featurise.map(unmapped(settings), day_list, unmapped(labelled), unmapped(validated.valid_paths),
                                  unmapped(ctx.workdir))
         dataset = split(settings, [f.result() for f in parts], labelled, end, ctx.workdir)
-        stage = "train-ranker"
         trained = train_ranker(settings, dataset, ctx.workdir, _scheduler_address())
-        stage = "score-champion"
-        champion_version, champion_ndcg = champion(settings, dataset)
-        stage = "log-and-register"
-        recorded = record(settings, ctx, extracted, validated.validated, dataset, trained)
+        scored = champion(settings, dataset)
+        recorded = record(settings, ctx, extracted, validated.validated, dataset, trained, scored)
         _record_executor(recorded.run_id, executor)
-        stage = "gate-and-promote"
-        outcome = decide(settings, ctx, recorded, trained, champion_version, champion_ndcg)
-        stage = "refit-tables"
-        tables = fit_tables(settings, ctx, validated, recorded.run_id, _scheduler_address()) if refit_tables else {}
-        stage = "summary"
-        summary = stages.summarise(ctx, extracted, validated.validated, dataset, trained, recorded, outcome, tables)
+        candidates = [judge(settings, recorded, trained, scored)]
+        if refit_tables:
+            candidates += fit_tables(settings, ctx, validated, recorded.run_id, _scheduler_address())
+        outcomes = promote(settings, ctx, candidates, recorded.run_id)
+        summary = stages.summarise(ctx, extracted, validated.validated, dataset, trained, recorded, outcomes)
         summary["executor"] = executor
         markdown = ops.publish_summary(recorded.run_id, summary)
         distributed.discard_intermediates(ctx.workdir)  # a failed run keeps them for inspection
     except Exception as exc:
-        report_failure(settings, ctx, stage, exc, extra={"executor": executor}, label="weekly retrain (Dask)")
+        report_failure(settings, ctx, failed_stage(exc), exc, extra={"executor": executor},
+                       label="weekly retrain (Dask)")
         raise
     publish(settings, summary, markdown, description="RankLoop weekly retrain (Dask)")
     return summary

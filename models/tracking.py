@@ -73,8 +73,8 @@ def log_ranker_run(
     window: tuple[datetime, datetime],
     snapshot_digest: str,
     code_version: str,
-    registered_model_name: str = "rankloop.ranker",
-) -> ModelInfo:
+    registered_model_name: str | None = "rankloop.ranker",
+) -> ModelInfo | None:
     """Log a fitted ranker, its evaluation and its lineage to the active MLflow run.
 
     Args:
@@ -87,10 +87,13 @@ def log_ranker_run(
         window: the run's ``[start, end)`` window.
         snapshot_digest: sha256 of the interaction snapshot trained on.
         code_version: git commit (or package version) of the code.
-        registered_model_name: registered model that receives a new version.
+        registered_model_name: registered model that receives a new version; None logs the run's
+            evaluation and ``ranker/model.txt`` but no model version (a challenger identical to its
+            champion).
 
     Returns:
-        The ModelInfo of the logged LightGBM model, with ``registered_model_version`` set.
+        The ModelInfo of the logged LightGBM model, with ``registered_model_version`` set (None when
+        nothing was registered).
     """
     run = mlflow.active_run()
     if run is None:
@@ -107,6 +110,8 @@ def log_ranker_run(
     mlflow.log_text(ranker.model_to_string(), "ranker/model.txt")
     feature_set = {"name": feature_set_name, "hash": feature_set_hash, "features": list(ranker.feature_names_)}
     mlflow.log_text(json.dumps(feature_set, indent=2), "ranker/feature_set.json")
+    if registered_model_name is None:
+        return None
     info = _log_model(ranker, registered_model_name)
     logger.info("logged ranker to run %s as %s version %s", run_id, registered_model_name, info.registered_model_version)
     return info

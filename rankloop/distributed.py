@@ -511,7 +511,7 @@ def _slates(parts: list[TablePart]) -> pd.DataFrame:
 
 
 def fit_tables_distributed(settings: Settings, ctx: stages.RunContext, validated: PartitionedValidated,
-                           parent_run_id: str | None, client: Any) -> dict[str, Any]:
+                           parent_run_id: str | None, client: Any) -> list[Any]:
     """``stages.fit_tables`` with the rewards and the Thompson/LinUCB statistics computed per request
     day on the cluster; the refits are combined here and judged, recorded and gated by the local code."""
     import mlflow
@@ -524,9 +524,9 @@ def fit_tables_distributed(settings: Settings, ctx: stages.RunContext, validated
     from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table
 
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
-    champions = {}
+    champions, loaded = {}, {}
     for kind in ("bandit", "linucb", "qtable"):
-        champion = stages.current_champion(kind, settings)
+        champion = loaded[kind] = stages.current_champion(kind, settings)
         champions[kind] = (load_tables(champion.path) if champion is not None else None,
                            champion.version if champion is not None else None)
     since = {k: getattr(champions[k][0], "data_end", None) for k in ("bandit", "linucb")}
@@ -548,11 +548,13 @@ def fit_tables_distributed(settings: Settings, ctx: stages.RunContext, validated
     for kind, judge in (("bandit", judge_bandit), ("linucb", judge_linucb)):
         table, version = champions[kind]
         judged = judge(imps, table, version, settings, end, fitted=(fits[kind](table, "pre"), fits[kind](table, "all")))
-        out[kind] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id)
+        out[kind] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id,
+                                 loaded[kind])
     del imps
     table, version = champions["qtable"]  # sequential updates over episodes: replayed here, from the slates
     judged = judge_qtable(_slates(parts), table, version, settings, end)
-    out["qtable"] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id)
+    out["qtable"] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id,
+                                 loaded["qtable"])
     for kind, rec in out.items():
-        log.info("%s: version %s %s (%s)", kind, rec["version"], rec["verdict"], rec["headline"])
-    return out
+        log.info("%s: version %s %s (%s)", kind, rec.version, rec.status, rec.headline)
+    return list(out.values())

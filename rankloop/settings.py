@@ -135,15 +135,19 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = os.environ.get("RANKLOOP_CONFIG")
         if config:
+            from rankloop.errors import ConfigError, Reason
+
             path = Path(config)
             if not path.is_file():
-                raise FileNotFoundError(f"RANKLOOP_CONFIG names {str(path)!r}, which is not a file")
+                raise ConfigError(f"RANKLOOP_CONFIG names {str(path)!r}, which is not a file", reason=Reason.BAD_CONFIG,
+                                  hint="point RANKLOOP_CONFIG at a .toml or .yaml settings file, or unset it")
             if path.suffix in {".yaml", ".yml"}:
                 sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
             elif path.suffix == ".toml":
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
             else:
-                raise ValueError(f"RANKLOOP_CONFIG must be a .toml, .yaml or .yml file, got {str(path)!r}")
+                raise ConfigError(f"RANKLOOP_CONFIG must be a .toml, .yaml or .yml file, got {str(path)!r}",
+                                  reason=Reason.BAD_CONFIG, hint="rename the file or point RANKLOOP_CONFIG at another")
         return tuple(sources)
 
     # --- derived locations -------------------------------------------------------------
@@ -199,6 +203,70 @@ class Settings(BaseSettings):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def load_settings(**overrides: Any) -> Settings:
+    """``Settings(**overrides)``, with every configuration mistake as one :class:`ConfigError` that
+    names the environment variable or the settings file and line, and what was expected."""
+    from pydantic import ValidationError
+
+    from rankloop.errors import ConfigError, Reason
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_describe_invalid(e), reason=Reason.BAD_CONFIG,
+                          hint="fix or unset it (README, Configuration, lists every setting)") from None
+    except ConfigError:
+        raise
+    except Exception as e:  # the file's parser: YAML/TOML syntax, a refused YAML tag
+        config = os.environ.get("RANKLOOP_CONFIG", "")
+        raise ConfigError(f"RANKLOOP_CONFIG file {config}: {_parser_problem(e)}", reason=Reason.BAD_CONFIG,
+                          hint="fix the file or unset RANKLOOP_CONFIG") from None
+
+
+def _describe_invalid(error: Any) -> str:
+    """The first problem of a ValidationError, named as the user wrote it (variable, or file and line)."""
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    dotted = ".".join(loc)
+    got = first.get("input")
+    what = "unknown setting" if first["type"] == "extra_forbidden" else first["msg"].rstrip(".")
+    variable = "RANKLOOP_" + "__".join(part.upper() for part in loc)
+    if loc == ["mlflow_tracking_uri"] and "MLFLOW_TRACKING_URI" in os.environ:
+        variable = "MLFLOW_TRACKING_URI"
+    if variable in os.environ:
+        return f"{variable}={os.environ[variable]!r}: {what}"
+    config = os.environ.get("RANKLOOP_CONFIG")
+    if config:
+        line = _line_of(Path(config), loc[-1])
+        where = f"{config}" + (f" line {line}" if line else "")
+        return f"{where}: {dotted} = {got!r}: {what}" if what != "unknown setting" else f"{where}: unknown setting {dotted}"
+    return f"setting {dotted} = {got!r}: {what}"
+
+
+def _line_of(path: Path, key: str) -> int | None:
+    import re
+
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*[:=]")
+    return next((i for i, text in enumerate(lines, 1) if pattern.match(text)), None)
+
+
+def _parser_problem(error: BaseException) -> str:
+    mark = getattr(error, "problem_mark", None)  # yaml.MarkedYAMLError
+    if mark is not None:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        return f"line {mark.line + 1}: {problem}"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def is_local_store(tracking_uri: str) -> bool:
+    """True for a tracking store this process writes itself (a database or folder), not a server."""
+    return not tracking_uri.startswith(("http://", "https://", "databricks"))
+
+
 def apply_environment(settings: Settings) -> None:
     """Point Prefect and MLflow at the data home. Call before using prefect or mlflow.
 
@@ -214,8 +282,15 @@ def apply_environment(settings: Settings) -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; put the environment back, or the next
+    # Settings() would take our own default for the user's explicit choice.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def ensure_experiment(settings: Settings, name: str | None = None) -> str:
@@ -228,7 +303,9 @@ def ensure_experiment(settings: Settings, name: str | None = None) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = None if settings.mlflow_tracking_uri else (settings.artifact_root / name).as_uri()
+    # A local store keeps every experiment's artifacts in the data home, whatever the current directory
+    # (MLflow's own default is ./mlruns); a tracking server decides for itself.
+    location = (settings.artifact_root / name).as_uri() if is_local_store(settings.tracking_uri) else None
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:

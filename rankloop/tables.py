@@ -42,9 +42,16 @@ class Skipped:
     reason: str
 
     def summary(self) -> dict[str, Any]:
-        """The table's entry in the run summary (the shape :func:`record_table` returns)."""
+        """The table's entry in the run summary."""
         return {"version": None, "verdict": "SKIPPED", "reasons": [self.reason], "promoted": False,
                 "headline": f"skipped: {self.reason}", "run_id": None, "skipped": self.reason}
+
+    def candidate(self, champion_version: int | None) -> Any:
+        """The kind's ``rankloop.promotion.Candidate``: skipped, the champion stays."""
+        from rankloop.promotion import Candidate, Status
+
+        return Candidate(self.kind, Status.SKIPPED, None, champion_version, (self.reason,),
+                         headline=f"skipped: {self.reason}", verdict="SKIPPED")
 
 
 @dataclass(frozen=True)
@@ -268,23 +275,40 @@ def _judged(kind: str, final: Any, ope: Any, champion_ope: Any, champion_version
     return Judged(kind, final, _evidence(ope, estimator), ope, champion_estimate, champion_version, metrics)
 
 
-def record_table(judged: Judged, settings: Settings, workdir: Path, actor: str, window: tuple[datetime, datetime],
-                 parent_run_id: str | None) -> dict[str, Any]:
-    """Log, register, gate and (on PASS) promote one table; returns its summary."""
+def record_table(judged: Judged | Skipped, settings: Settings, workdir: Path, actor: str,
+                 window: tuple[datetime, datetime], parent_run_id: str | None, champion: Any = None) -> Any:
+    """Log, register and gate one table; returns its ``rankloop.promotion.Candidate`` (the run
+    promotes at its end). A refit whose files equal those of ``champion`` (the loaded champion:
+    ``version``, ``manifest``) is UNCHANGED: logged, not registered. A :class:`Skipped` kind is
+    only noted on the week's run."""
     import mlflow
 
     from models.policy_tracking import log_policy_run
+    from rankloop.promotion import Candidate, Status, candidate_from_decision
     from registry.decision import log_decision
     from registry.gate import policy_gate
-    from registry.promote import promote
+    from registry.manifest import file_checksums
     from registry.publish import publish
 
+    if isinstance(judged, Skipped):
+        skip_table(judged, parent_run_id)
+        return judged.candidate(champion.version if champion is not None else None)
     start, end = window
     directory = judged.final.save(workdir / judged.kind)
+    ope = judged.ope
+    headline = (f"{ope.verdict}" if ope.verdict != "ok" else
+                ", ".join(f"{k} {v:.4f}" for k, v in (ope.estimates or {}).items()))
     tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+    same = champion is not None and file_checksums(directory) == champion.manifest.get("files")
     with mlflow.start_run(run_name=f"{judged.kind} {end:%Y-%m-%d}", tags=tags | {"rankloop.kind": judged.kind}) as run:
         metrics = judged.metrics | ({"champion_ope_estimate": judged.champion_estimate}
                                     if judged.champion_estimate is not None else {})
+        if same:
+            reason = f"the same table as champion v{judged.champion_version} (identical files)"
+            mlflow.log_metrics({k: float(v) for k, v in (metrics | ope.as_metrics()).items() if v is not None})
+            mlflow.set_tags({"rankloop.verdict": "UNCHANGED", "rankloop.unchanged": reason})
+            return Candidate(judged.kind, Status.UNCHANGED, judged.champion_version, judged.champion_version,
+                             (reason,), headline=headline, run_id=run.info.run_id, verdict="UNCHANGED")
         params = getattr(settings, _SETTINGS[judged.kind]).model_dump(mode="json")
         version = log_policy_run(judged.kind, directory, metrics=metrics, params=params, ope=judged.ope)
         publish(judged.kind, version, settings=settings, artifact_dir=directory,
@@ -293,14 +317,8 @@ def record_table(judged: Judged, settings: Settings, workdir: Path, actor: str, 
         decision = policy_gate(judged.kind, judged.evidence, judged.champion_estimate, settings=settings.gate,
                                challenger_version=version, champion_version=judged.champion_version)
         log_decision(decision, run_id=run.info.run_id)
-    if decision.passed:
-        promote(judged.kind, version, decision=decision, actor=actor, settings=settings,
-                reason=f"weekly refit {end:%Y-%m-%d}: {'; '.join(decision.reasons)}")
-    ope = judged.ope
-    headline = (f"{ope.verdict}" if ope.verdict != "ok" else
-                ", ".join(f"{k} {v:.4f}" for k, v in (ope.estimates or {}).items()))
-    return {"version": version, "verdict": decision.verdict.value, "reasons": list(decision.reasons),
-            "promoted": decision.passed, "headline": headline, "run_id": run.info.run_id}
+    return candidate_from_decision(judged.kind, decision, version=version, champion_before=judged.champion_version,
+                                   headline=headline, run_id=run.info.run_id)
 
 
 _SETTINGS = {"bandit": "bandit", "linucb": "linucb", "qtable": "qlearning"}

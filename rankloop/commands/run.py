@@ -1,99 +1,137 @@
-"""`rankloop demo` and `rankloop train`: run the weekly retrain in this process."""
+"""`rankloop demo`, `rankloop train` and `rankloop backfill`: run the weekly retrain in this process."""
 
 from __future__ import annotations
 
 import os
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-console = Console()
+from rankloop.commands.common import (
+    DATE_HELP,
+    HOME_OPTION,
+    JSON_OPTION,
+    echo_json,
+    parse_window,
+    settings_for,
+)
 
-HOME_OPTION = typer.Option(None, "--home", help="Data home (default: $RANKLOOP_HOME or ./.rankloop).")
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+SOURCE_OPTION = typer.Option(None, "--source", metavar="URI", help="Source URI (default: the configured source, "
+                             "else the demo database). A password in it is passed to the run through the "
+                             "environment, never as a stored parameter.")
+MAPPING_OPTION = typer.Option(None, "--mapping", metavar="NAME", help="Mapping name or file (default: rankloop).")
+TABLES_OPTION = typer.Option(True, "--tables/--no-tables", help="Also refit the bandit, LinUCB and Q tables.")
 
 
-def _settings(home: Path | None):
-    from rankloop.settings import Settings, apply_environment
-
-    if home is not None:
-        os.environ["RANKLOOP_HOME"] = str(home)
-    settings = Settings()
-    apply_environment(settings)
-    return settings
-
-
-def demo(home: Path | None = HOME_OPTION) -> None:
+def demo(home: Path | None = HOME_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Simulate interactions into <home>/interactions.db (once), then retrain on the latest complete week."""
     from rankloop.demo import ensure_demo_source
 
-    settings = _settings(home)
+    settings = settings_for(home)
     began = time.perf_counter()
-    with console.status("simulating the demo source (first run only)"):
-        meta = ensure_demo_source(settings)
-    console.print(f"demo source: {settings.demo_db} ({meta['rows']:,} interactions, {meta['start'][:10]} .. {meta['end'][:10]})")
+    if not settings.demo_db.exists() and not as_json:
+        errors.print("simulating the demo source (first run only) ...")
+    meta = ensure_demo_source(settings)
+    if not as_json:
+        errors.print(f"demo source {settings.demo_db}: {meta['rows']:,} interactions, "
+                     f"{meta['start'][:10]} .. {meta['end'][:10]}")
     summary = _run(window_end=date.fromisoformat(meta["end"][:10]))
-    _print_summary(summary, time.perf_counter() - began)
-    if summary.get("status") == "failed":
-        raise typer.Exit(1)
+    _finish(summary, time.perf_counter() - began, as_json)
 
 
 def train(
     home: Path | None = HOME_OPTION,
-    source: str | None = typer.Option(None, "--source", help="Source URI (default: the demo database)."),
-    mapping: str | None = typer.Option(None, "--mapping", help="Mapping name or file (default: rankloop)."),
-    end: str | None = typer.Option(None, "--end", help="Window end date YYYY-MM-DD (default: last Monday)."),
-    tables: bool = typer.Option(True, "--tables/--no-tables", help="Also refit the bandit and Q tables."),
+    source: str | None = SOURCE_OPTION,
+    mapping: str | None = MAPPING_OPTION,
+    start: str | None = typer.Option(None, "--start", metavar="DATE", help=f"Window start, {DATE_HELP} "
+                                     "(default: --end minus window.history_days)."),
+    end: str | None = typer.Option(None, "--end", metavar="DATE", help=f"Exclusive window end, {DATE_HELP}; "
+                                   "its last week is the test week (default: the most recent Monday)."),
+    tables: bool = TABLES_OPTION,
     force: bool = typer.Option(False, "--force", help="Retrain even if this window already completed."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Run one weekly retrain against the configured source and window."""
-    _settings(home)
+    first, last = parse_window(start, end, need_start=False)
+    _window_length(first, last)
+    settings_for(home)
     began = time.perf_counter()
-    window_end = _parse_date(end, "--end") if end else None
-    summary = _run(window_end=window_end, source_uri=source, mapping=mapping, refit_tables=tables, force=force)
-    _print_summary(summary, time.perf_counter() - began)
-    if summary.get("status") == "failed":
-        raise typer.Exit(1)
+    summary = _run(window_end=last, mapping=mapping, refit_tables=tables, force=force, **_source_parameter(source))
+    _finish(summary, time.perf_counter() - began, as_json)
 
 
 def backfill(
-    start: str = typer.Option(..., "--from", help="First date (YYYY-MM-DD); the first Monday on or after it is the first window end."),
-    stop: str = typer.Option(..., "--to", help="Last date (YYYY-MM-DD); the last Monday on or before it is the last window end."),
+    start: str = typer.Option(..., "--start", "--from", metavar="DATE",
+                              help=f"First date, {DATE_HELP}: the first Monday on or after it ends the first window."),
+    end: str = typer.Option(..., "--end", "--to", metavar="DATE",
+                            help=f"Last date, {DATE_HELP}: the last Monday on or before it ends the last window."),
     home: Path | None = HOME_OPTION,
-    source: str | None = typer.Option(None, "--source", help="Source URI (default: the configured one)."),
-    mapping: str | None = typer.Option(None, "--mapping", help="Mapping name or file."),
-    tables: bool = typer.Option(True, "--tables/--no-tables", help="Also refit the bandit and Q tables."),
+    source: str | None = SOURCE_OPTION,
+    mapping: str | None = MAPPING_OPTION,
+    tables: bool = TABLES_OPTION,
     force: bool = typer.Option(False, "--force", help="Retrain windows that already completed."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Run the weekly windows between two dates in order; windows that already completed are not retrained."""
     from rankloop.ops import weekly_ends
 
-    _settings(home)
-    try:
-        ends = weekly_ends(_parse_date(start, "--from"), _parse_date(stop, "--to"))
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from e
+    first, last = parse_window(start, end)
+    settings_for(home)
+    ends = weekly_ends(first, last)
     if not ends:
-        console.print(f"no Monday between {start} and {stop}: nothing to run")
-        raise typer.Exit(1)
-    console.print(f"backfill: {len(ends)} weekly window(s) ending {', '.join(map(str, ends))}")
-    for end in ends:
+        from rankloop.errors import ConfigError, Reason
+
+        raise ConfigError(f"no Monday between {first} and {last}: no weekly window ends there",
+                          reason=Reason.INVALID_INPUT, hint="widen --start/--end to include a Monday")
+    if not as_json:
+        errors.print(f"backfill: {len(ends)} weekly window(s) ending {', '.join(map(str, ends))}")
+    parameters = _source_parameter(source)
+    summaries = []
+    for window_end in ends:
         began = time.perf_counter()
-        summary = _run(window_end=end, source_uri=source, mapping=mapping, refit_tables=tables, force=force)
-        _print_summary(summary, time.perf_counter() - began)
-        if summary.get("status") == "failed":
-            raise typer.Exit(1)
+        summary = _run(window_end=window_end, mapping=mapping, refit_tables=tables, force=force, **parameters)
+        summaries.append(summary)
+        if not as_json:
+            _print_summary(summary, time.perf_counter() - began)
+    if as_json:
+        echo_json(summaries)
 
 
-def _parse_date(text: str, option: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as e:
-        raise typer.BadParameter(f"{option} expects a date like 2026-11-16, got {text!r}") from e
+def _window_length(first: date | None, last: date | None) -> None:
+    """``--start`` sets the window's history (the end defaults to the most recent Monday)."""
+    if first is None:
+        return
+    from rankloop.errors import ConfigError, Reason
+    from rankloop.settings import last_monday
+
+    end = last or last_monday(datetime.now(UTC)).date()
+    days = (end - first).days
+    if days < 14:
+        raise ConfigError(f"the window {first} .. {end} is {days} days; a weekly retrain needs at least 14",
+                          reason=Reason.INVALID_INPUT, hint="give an earlier --start (or omit it: 35 days)")
+    os.environ["RANKLOOP_WINDOW__HISTORY_DAYS"] = str(days)
+
+
+def _source_parameter(source: str | None) -> dict[str, Any]:
+    """The flow's source parameter: never with a password (Prefect stores parameters). A password
+    goes to this process's environment, where the run (in this process) reads it."""
+    if source is None:
+        return {}
+    from sources.uri import parse_uri, redact
+
+    parse_uri(source)  # refuses unknown schemes and control characters with one clear error
+    shown = redact(source)
+    if shown != source:
+        os.environ["RANKLOOP_SOURCE__URI"] = source
+    return {"source_uri": shown}
 
 
 def _run(**parameters: Any) -> dict[str, Any]:
@@ -102,38 +140,74 @@ def _run(**parameters: Any) -> dict[str, Any]:
     return weekly_retrain(**parameters)
 
 
-def _fmt(value: Any) -> str:
+def _finish(summary: dict[str, Any], seconds: float, as_json: bool) -> None:
+    if as_json:
+        echo_json(summary | {"seconds": round(seconds, 1)})
+    else:
+        _print_summary(summary, seconds)
+    if summary.get("status") == "failed":
+        raise typer.Exit(1)
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
-        return f"{value:.4f}"
-    return "-" if value is None else str(value)
+        return f"{value:.{digits}f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
+    """The short block ``train``/``demo`` print (the README shows it)."""
+    if summary.get("status") == "skipped":
+        return [f"skipped: {summary.get('reason')}"]
+    window = f"{str(summary.get('window_start', ''))[:10]} .. {str(summary.get('window_end', ''))[:10]}"
+    lines = [f"window   {window}, snapshot {str(summary.get('snapshot_digest', ''))[:12]}"
+             f" ({'reused' if summary.get('snapshot_reused') else 'new'})"]
+    if summary.get("reused_run"):
+        lines.append("         already completed: earlier results, nothing retrained (--force retrains)")
+    lines += [
+        f"data     {_f(summary.get('rows_in'))} rows, {_f(summary.get('rows_quarantined'))} quarantined, "
+        f"{_f(summary.get('impressions'))} impressions, {_f(summary.get('features'))} features",
+        f"ranker   NDCG@10 {_f(summary.get('ndcg_at_10'))}, popularity {_f(summary.get('popularity_ndcg_at_10'))}, "
+        f"similarity {_f(summary.get('similarity_ndcg_at_10'))}, champion {_f(summary.get('champion_ndcg_at_10'))}",
+    ]
+    kinds = {"ranker": {"status": summary.get("ranker_status") or ("promoted" if summary.get("promoted") else "held"),
+                        "version": summary.get("version"), "reasons": summary.get("reasons") or [],
+                        "champion_before": summary.get("champion_before"),
+                        "champion_after": summary.get("champion_after"),
+                        "champion_now": summary.get("champion_now")},
+             **(summary.get("tables") or {})}
+    for kind, info in kinds.items():
+        lines.append(f"{kind:<8} {_kind_line(info)}")
+    lines.append(f"took {seconds:.1f} s, MLflow run {str(summary.get('run_id') or '-')[:12]} "
+                 "(`rankloop runs`, `rankloop ui`)")
+    return lines
+
+
+def _kind_line(info: dict[str, Any]) -> str:
+    status = info.get("status") or ("promoted" if info.get("promoted") else str(info.get("verdict", "")).lower())
+    reasons = "; ".join(info.get("reasons") or [])
+    version = info.get("version")
+    before, after = info.get("champion_before"), info.get("champion_after")
+    if status == "promoted":
+        head = f"v{version} promoted (champion {_f(before)} -> {after})"
+    elif status == "unchanged":
+        head = f"unchanged (champion v{_f(before)})"
+    elif status == "skipped":
+        head = "skipped"
+    else:
+        head = f"v{_f(version)} {status} (champion stays {_f(before)})"
+    if "champion_now" in info and info["champion_now"] != after:
+        head += f", champion now {_f(info['champion_now'])}"
+    return f"{head}: {reasons}" if reasons else head
 
 
 def _print_summary(summary: dict[str, Any], seconds: float) -> None:
-    title = f"weekly retrain {summary.get('window_end', '')[:10]}"
-    if summary.get("reused_run"):
-        title += " (already completed: earlier results, nothing retrained; --force retrains)"
-    table = Table(title=title, show_header=False)
-    rows = [
-        ("rows extracted", summary.get("rows_in")),
-        ("rows quarantined", summary.get("rows_quarantined")),
-        ("snapshot", f"{summary.get('snapshot_digest', '')[:12]} ({'reused' if summary.get('snapshot_reused') else 'new'})"),
-        ("impressions", summary.get("impressions")),
-        ("ranker ndcg@5", summary.get("ndcg_at_5")),
-        ("ranker ndcg@10", summary.get("ndcg_at_10")),
-        ("popularity ndcg@10", summary.get("popularity_ndcg_at_10")),
-        ("similarity ndcg@10", summary.get("similarity_ndcg_at_10")),
-        ("champion ndcg@10 (same test week)", summary.get("champion_ndcg_at_10")),
-        ("new version", summary.get("version")),
-        ("gate", f"{summary.get('verdict')}: {'; '.join(summary.get('reasons', []))}"),
-        ("champion before -> after", f"{_fmt(summary.get('champion_before'))} -> {_fmt(summary.get('champion_after'))}"),
-    ]
-    for kind, info in (summary.get("tables") or {}).items():
-        rows.append((f"{kind} table", f"v{info.get('version')} {info.get('verdict')}: {info.get('headline', '')}"))
-    rows.append(("MLflow run", summary.get("run_id")))
-    rows.append(("took", f"{seconds:.1f} s"))
-    for key, value in rows:
-        table.add_row(key, _fmt(value))
-    console.print(table)
+    for line in summary_lines(summary, seconds):
+        console.print(escape(line), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from rankloop.errors import ConfigError
 from rankloop.schema import EVENT_TYPES, INTERACTION_SCHEMA, REQUIRED_COLUMNS, Interaction, conform
 from rankloop.settings import Settings, WindowSettings, last_monday
 
@@ -65,8 +66,33 @@ def test_config_file_and_typos(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     with pytest.raises(ValidationError, match="learning_rat"):
         Settings()
     monkeypatch.setenv("RANKLOOP_CONFIG", str(tmp_path / "absent.toml"))
-    with pytest.raises(FileNotFoundError, match="absent.toml"):
+    with pytest.raises(ConfigError, match="absent.toml"):
         Settings()
+
+
+def test_configuration_mistakes_name_the_variable_or_the_file_and_line(tmp_path, monkeypatch) -> None:
+    from rankloop.errors import Reason
+    from rankloop.settings import load_settings
+
+    monkeypatch.setenv("RANKLOOP_RANKER__LEARNING_RATE", "fast")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.reason is Reason.BAD_CONFIG
+    assert info.value.one_line().startswith("error (bad_config): RANKLOOP_RANKER__LEARNING_RATE='fast'")
+    monkeypatch.delenv("RANKLOOP_RANKER__LEARNING_RATE")
+    cfg = tmp_path / "rankloop.toml"
+    cfg.write_text("[gate]\nndcg_tolerance = 0.01\n\n[ranker]\nlearning_rat = 0.1\n")
+    monkeypatch.setenv("RANKLOOP_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match=r"rankloop.toml line 5: unknown setting ranker.learning_rat"):
+        load_settings()
+    cfg.write_text("[ranker]\nlearning_rate = \n")
+    with pytest.raises(ConfigError, match=r"rankloop.toml.*line 2"):
+        load_settings()
+    yml = tmp_path / "rankloop.yaml"
+    yml.write_text("ranker:\n  learning_rate: !!python/object:os.system 'echo pwned'\n")
+    monkeypatch.setenv("RANKLOOP_CONFIG", str(yml))
+    with pytest.raises(ConfigError, match=r"rankloop.yaml: line 2"):
+        load_settings()
 
 
 def test_window_resolution() -> None:

@@ -88,25 +88,46 @@ def test_same_window_again_returns_the_earlier_results(env: Path) -> None:
     assert _versions("rankloop.ranker") == before
 
 
-def test_forced_retrain_never_promotes_a_worse_model(env: Path) -> None:
+def test_forced_retrain_of_the_same_data_changes_nothing(env: Path) -> None:
+    """No churn: the same data and settings give the champion's model again, recorded as unchanged."""
     from flows.weekly import weekly_retrain
 
+    versions = {kind: _versions(f"rankloop.{kind}") for kind in ("ranker", "bandit", "linucb", "qtable")}
+    aliases = {kind: _aliases(f"rankloop.{kind}") for kind in versions}
+    summary = weekly_retrain(window_end=date(2026, 11, 16), force=True)
+    assert summary["ranker_status"] == "unchanged" and summary["version"] is None
+    assert "champion v1" in summary["reasons"][0]
+    assert summary["champion_before"] == summary["champion_after"] == 1
+    champions = [kind for kind in ("bandit", "linucb", "qtable") if "champion" in aliases[kind]]
+    assert champions, "the first run promoted no table: nothing to compare with"
+    for kind in champions:  # a table without a champion has nothing to be identical to
+        assert summary["tables"][kind]["status"] == "unchanged", (kind, summary["tables"][kind])
+        assert _versions(f"rankloop.{kind}") == versions[kind]  # nothing registered
+    assert _versions("rankloop.ranker") == versions["ranker"]
+    assert {kind: _aliases(f"rankloop.{kind}") for kind in versions} == aliases  # nothing moved
+    assert _client().get_run(summary["run_id"]).data.tags["rankloop.verdict"] == "UNCHANGED"
+
+
+def test_forced_retrain_never_promotes_a_worse_model(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.weekly import weekly_retrain
+
+    monkeypatch.setenv("RANKLOOP_RANKER__N_ESTIMATORS", "4")  # another model: judged against champion 1
     tables_before = {kind: _aliases(f"rankloop.{kind}").get("champion") for kind in ("bandit", "linucb", "qtable")}
     summary = weekly_retrain(window_end=date(2026, 11, 16), force=True)
     assert summary["version"] == 2 and summary["champion_before"] == 1
     figures = _client().get_run(summary["run_id"]).data.metrics
     champion = int(_client().get_model_version_by_alias("rankloop.ranker", "champion").version)
     if summary["promoted"]:
-        assert champion == 2 and summary["verdict"] == "PASS"
+        assert champion == 2 and summary["verdict"] == "PASS" and summary["ranker_status"] == "promoted"
         assert figures["gate.ndcg_diff_lower"] >= -figures["gate.tolerance"]
     else:
-        assert champion == 1 and summary["verdict"] in {"HOLD", "FAIL"}
+        assert champion == 1 and summary["verdict"] in {"HOLD", "FAIL"} and summary["ranker_status"] == "held"
     # Tables: a refit whose OPE lower bound is below the champion's estimate is not promoted.
     for kind, info in summary["tables"].items():
-        run = _client().get_run(info["run_id"]).data.metrics
         alias = _aliases(f"rankloop.{kind}").get("champion")
-        estimator = "pdwis" if kind == "qtable" else "snips"
         if info["promoted"]:
+            run = _client().get_run(info["run_id"]).data.metrics
+            estimator = "pdwis" if kind == "qtable" else "snips"
             assert alias == info["version"]
             if tables_before[kind] is not None:
                 assert run[f"ope_{estimator}_low"] >= run["champion_ope_estimate"]
