@@ -66,7 +66,15 @@ def read_pin(settings: Settings, kind: str) -> Pin | None:
     path = pin_path(settings, kind)
     if not path.is_file():
         return None
-    return Pin(**json.loads(path.read_text()))
+    try:
+        return Pin(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as e:
+        raise RegistryError(
+            f"the offline rollback record {path} is unreadable ({e})",
+            reason=Reason.REFUSED,
+            details={"path": str(path)},
+            hint=f"delete {path} to drop the offline rollback (this host then follows the registry)",
+        ) from e
 
 
 def rollback_offline(kind: str, *, to: int | None = None, actor: str, reason: str,
@@ -150,8 +158,6 @@ def reconcile(client: MlflowClient, settings: Settings, kind: str) -> str | None
         RegistryError: the rollback could not be applied (e.g. CHECKSUM): the pin stays, so this
             host keeps serving the pinned version.
     """
-    from registry.promote import move_locked  # promote heals through this module before it moves
-
     pin = read_pin(settings, kind)
     if pin is None:
         return None
@@ -162,13 +168,32 @@ def reconcile(client: MlflowClient, settings: Settings, kind: str) -> str | None
         outcome = "superseded"
         _record_superseded(client, pin, champion)
     else:
-        move_locked(kind, pin.version, action="rollback", decision=None, actor=pin.actor,
-                    reason=pin.ledger_reason(), forced=True, client=client, settings=settings, faults=())
+        _apply(client, settings, pin)
         outcome = "applied"
     pin_path(settings, kind).unlink(missing_ok=True)
     log.warning("offline rollback of %s to version %d %s in the registry", kind, pin.version,
                 {"applied": "applied", "already": "was already", "superseded": "superseded"}[outcome])
     return outcome
+
+
+def _apply(client: MlflowClient, settings: Settings, pin: Pin) -> None:
+    from registry.promote import move_locked  # promote heals through this module before it moves
+
+    try:
+        move_locked(pin.kind, pin.version, action="rollback", decision=None, actor=pin.actor,
+                    reason=pin.ledger_reason(), forced=True, client=client, settings=settings, faults=())
+    except RegistryError as e:
+        if e.reason in (Reason.UNREACHABLE, Reason.BUSY):
+            raise
+        path = pin_path(settings, pin.kind)
+        raise RegistryError(
+            f"the offline rollback of {pin.kind} to version {pin.version} recorded in {path} cannot be applied "
+            f"to the registry: {e}",
+            reason=e.reason,
+            details={"path": str(path), **e.details},
+            hint=f"this host keeps serving version {pin.version}; fix the cause, or delete {path} to drop the "
+            "offline rollback (this host then follows the registry)",
+        ) from e
 
 
 def _record_superseded(client: MlflowClient, pin: Pin, champion: int | None) -> None:
