@@ -132,7 +132,7 @@ def _serving(cache: ModelCache, settings: Settings, kind: str,
         raise RegistryError(
             f"this host has never served {kind} (no {cache.pointer_path(kind, CHAMPION)}): nothing to roll back here",
             reason=Reason.NOT_FOUND,
-            hint="roll back in the registry once it answers: rankloop rollback KIND --reason ...",
+            hint=f"roll back in the registry once it answers: rankloop rollback {kind} --reason ...",
         )
     version, previous = int(pointer["version"]), pointer.get("previous")
     return version, previous, (version, previous)

@@ -106,7 +106,9 @@ def classify(error: BaseException, uri: str) -> BaseException:
         return error
     local = local_os_error(error)
     if local is not None:
-        return storage_error(local, local.filename or tempfile.gettempdir(), "remove files you no longer need")
+        where = local.filename or tempfile.gettempdir()
+        return storage_error(local, where, "a model's files are written there: delete what you no longer need "
+                             "(old runs under <home>/runs, unused cached versions) or point TMPDIR at a larger disk")
     store = redact(uri)
     if isinstance(error, MlflowException) and is_not_found(error):
         return RegistryError(f"not found in the registry at {store}: {_cause(error)}", reason=Reason.NOT_FOUND)
