@@ -100,6 +100,11 @@ class FeatureSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     feature_set: str = Field(default="ranker_default", description="Name of the registered feature set the ranker trains on.")
+    implicit_feature_set: str = Field(
+        default="ranker_implicit",
+        description="The feature set the ranker trains on when the window's queries are implicit (a log without "
+        "slates): its collaborative features carry the personal signal such logs hold.",
+    )
     windows_days: tuple[int, ...] = Field(
         default=(1, 7, 28),
         description="Look-back windows for activity counts; a feature set looking back further than the longest is refused.",

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import ImplicitQuerySettings, LabelSettings
+from features.config import FeatureSettings, ImplicitQuerySettings, LabelSettings
 from features.labels import (
     CARRIED_COLUMNS,
     OUTPUT_COLUMNS,
@@ -88,6 +88,11 @@ def choose_protocol(events: pd.DataFrame, settings: ImplicitQuerySettings) -> Qu
                              logged, {})
     return QueryProtocol(IMPLICIT, f"{logged} logged slates < min_logged_queries {settings.min_logged_queries}",
                          logged, used)
+
+
+def feature_set_for(protocol: QueryProtocol, settings: FeatureSettings) -> str:
+    """The feature set the ranker trains on for queries built by ``protocol``."""
+    return settings.implicit_feature_set if protocol.name == IMPLICIT else settings.feature_set
 
 
 def ranking_queries(events: pd.DataFrame, settings: LabelSettings) -> tuple[pd.DataFrame, QueryProtocol]:

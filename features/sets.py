@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from features import defs_activity, defs_affinity, defs_context  # noqa: F401  (registers the features)
+from features import defs_activity, defs_affinity, defs_collaborative, defs_context  # noqa: F401  (registers the features)
 from features.registry import REGISTRY
 
 FEATURES_VERSION = 1  # bump when a feature's meaning changes without its name changing
@@ -46,9 +46,13 @@ _CORE: tuple[str, ...] = (
     "ctx_hour", "ctx_weekday", "ctx_device", "ctx_position", "emb_cos_engaged_mean",
 )
 
+_DEFAULT: tuple[str, ...] = tuple(n for n, spec in REGISTRY.items() if spec.group != defs_collaborative.GROUP)
+
 FEATURE_SETS: dict[str, FeatureSet] = {
-    "ranker_default": FeatureSet("ranker_default", tuple(REGISTRY)),
+    "ranker_default": FeatureSet("ranker_default", _DEFAULT),
     "ranker_core": FeatureSet("ranker_core", _CORE),
+    # Implicit-feedback queries (logs without slates): the defaults plus the collaborative signal.
+    "ranker_implicit": FeatureSet("ranker_implicit", _DEFAULT + tuple(n for n in REGISTRY if n not in _DEFAULT)),
 }
 
 

@@ -11,6 +11,9 @@ from features.config import FeatureSettings, LabelSettings
 
 # Features that can legitimately be constant on the fixture (none today; add with a reason).
 CONSTANT_OK: frozenset[str] = frozenset()
+ALL = "ranker_implicit"  # every registered feature: the defaults plus the collaborative ones
+# ranker_default as the demo's models were trained on it: adding features elsewhere must not move it.
+DEFAULT_HASH = "316b94389907d672d6925fdbccfcf63d40b0171141c6d67debbe4d3b151ad4d0"
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +23,12 @@ def labelled(events):
 
 @pytest.fixture(scope="module")
 def table(labelled, events, items, users):
-    return build_features(labelled, events, items=items, users=users, settings=FeatureSettings())
+    return build_features(labelled, events, items=items, users=users, settings=FeatureSettings(), feature_set=ALL)
 
 
 @pytest.fixture(scope="module")
 def table_again(labelled, events, items, users):
-    return build_features(labelled, events, items=items, users=users, settings=FeatureSettings())
+    return build_features(labelled, events, items=items, users=users, settings=FeatureSettings(), feature_set=ALL)
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +37,16 @@ def shuffled_table(labelled, events, items, users):
     rng = np.random.default_rng(11)
     shuffle = lambda f: f.iloc[rng.permutation(len(f))]  # noqa: E731
     out = build_features(shuffle(labelled), shuffle(events).reset_index(drop=True), items=shuffle(items),
-                         users=shuffle(users), settings=FeatureSettings())
+                         users=shuffle(users), settings=FeatureSettings(), feature_set=ALL)
     return out.loc[labelled.index]
 
 
 def test_registry_is_large_enough():
     assert len(REGISTRY) >= 50
     assert len(FEATURE_SETS["ranker_core"].features) >= 15
-    assert FEATURE_SETS["ranker_default"].features == tuple(REGISTRY)
+    assert sorted(FEATURE_SETS[ALL].features) == sorted(REGISTRY)
+    assert FEATURE_SETS["ranker_default"].features == tuple(n for n, s in REGISTRY.items() if s.group != "collaborative")
+    assert FEATURE_SETS["ranker_default"].hash == DEFAULT_HASH
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -65,7 +70,7 @@ def test_a_smaller_set_gives_the_same_values(table, labelled, events, items, use
 
 
 def test_output_shape_order_and_index(table, labelled):
-    assert list(table.columns) == list(FEATURE_SETS["ranker_default"].features)
+    assert list(table.columns) == list(FEATURE_SETS[ALL].features)
     assert table.index.equals(labelled.index)
 
 
