@@ -1,13 +1,23 @@
-"""Operations around a run: idempotency by run key, summaries, notifications, weekly windows."""
+"""Operations around a run: idempotency by run key, summaries, notifications, weekly windows, and
+the Prefect server behind ``rankloop schedule``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rankloop.errors import RankLoopError, Reason
 from rankloop.settings import Settings, ensure_experiment
 
 log = logging.getLogger(__name__)
@@ -115,3 +125,67 @@ def weekly_ends(start: date, end: date) -> list[date]:
         out.append(first)
         first += timedelta(days=7)
     return out
+
+
+SERVER_START_TIMEOUT_S = 120
+
+
+@contextlib.contextmanager
+def local_prefect_server(prefect_home: Path, timeout_s: float = SERVER_START_TIMEOUT_S) -> Iterator[str]:
+    """A ``prefect server start`` of our own on a free local port, its database and log
+    (``server.log``) in ``prefect_home``; yields its API URL and stops it on exit.
+
+    Prefect's ephemeral API, what a process without ``PREFECT_API_URL`` gets, runs no scheduler
+    service: served deployments would never get a scheduled run.
+
+    Raises:
+        RankLoopError: the server exited or did not answer within ``timeout_s`` (``unreachable``).
+    """
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    log_path = prefect_home / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    with open(log_path, "ab") as log_file:
+        # Its own session: Ctrl-C reaches only us, and the server outlives serve()'s pausing of the schedules.
+        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _answers(httpx, f"{url}/health"):
+            if server.poll() is not None or time.monotonic() > deadline:
+                what = f"exited with code {server.returncode}" if server.poll() is not None else \
+                    f"did not answer within {timeout_s:.0f} s"
+                raise RankLoopError(f"the local Prefect server {what} (its log: {log_path})", reason=Reason.UNREACHABLE,
+                                    hint="read its log, or start one (`prefect server start`) and set PREFECT_API_URL")
+            time.sleep(0.5)
+        log.info("Prefect server %s (log %s)", url, log_path)
+        yield url
+    finally:
+        _stop_group(server)
+
+
+def _answers(httpx: Any, url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL, to the process's group (the server's web and service workers go too)."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=wait)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,17 +102,63 @@ def schedule(
 
     The crons are RANKLOOP_OPS__WEEKLY_CRON and RANKLOOP_OPS__BANDIT_CRON in RANKLOOP_OPS__TIMEZONE.
     No work pool or worker needed: this process creates the deployments and runs them itself.
-    Its Prefect API is PREFECT_API_URL (default: a local one under <home>/prefect).
+    Its Prefect API is PREFECT_API_URL; without one it starts a Prefect server of its own
+    (database and server.log in <home>/prefect) and stops it on exit.
     """
+    settings = _settings(home)  # first: Prefect reads PREFECT_HOME (<home>/prefect by default) once, at import
     from prefect import serve
 
-    settings = _settings(home)
     deployments = served_deployments(settings, bandit=bandit)
-    for deployment in deployments:
-        console.print(f"serving {deployment.name}: cron '{deployment.schedules[0].schedule.cron}' "
-                      f"({settings.ops.timezone})")
-    console.print(f"data home {settings.home_dir}; Ctrl-C stops (and pauses the schedules)")
-    serve(*deployments, print_starting_message=False)
+    with _prefect_api() as (api_url, own):
+        refuse_pool_deployments(deployments)
+        for deployment in deployments:
+            console.print(f"serving {deployment.name}: cron '{deployment.schedules[0].schedule.cron}' "
+                          f"({settings.ops.timezone})")
+        console.print(f"Prefect API {api_url}" + (" (started for this process)" if own else ""))
+        console.print(f"data home {settings.home_dir}; Ctrl-C stops (and pauses the schedules)")
+        serve(*deployments, print_starting_message=False)
+
+
+@contextlib.contextmanager
+def _prefect_api() -> Iterator[tuple[str, bool]]:
+    """PREFECT_API_URL (or the profile's), else a Prefect server of our own in PREFECT_HOME: Prefect's
+    ephemeral API runs no scheduler. Yields the URL and whether the server is ours."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    from rankloop.ops import local_prefect_server
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured, False
+        return
+    with local_prefect_server(Path(PREFECT_HOME.value())) as url, temporary_settings({PREFECT_API_URL: url}):
+        yield url, True
+
+
+def refuse_pool_deployments(deployments: list[Any]) -> None:
+    """Refuse to serve a deployment whose name a work pool already runs (``prefect deploy`` of prefect.yaml).
+
+    Serving would take it over only in part (it keeps its pool and loses its code location), so
+    its runs would crash and a worker of the pool would race this process for them.
+
+    Raises:
+        RankLoopError: such a deployment exists (``refused``).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for deployment in deployments:
+            try:
+                existing = client.read_deployment_by_name(deployment.full_name)
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name:
+                raise RankLoopError(
+                    f"deployment '{deployment.full_name}' already runs on work pool {existing.work_pool_name!r} "
+                    "(prefect deploy); `rankloop schedule` would break its runs", reason=Reason.REFUSED,
+                    hint=f"run it with a worker (`prefect worker start --pool {existing.work_pool_name}`), or delete "
+                    f"it first (`prefect deployment delete '{deployment.full_name}'`)")
 
 
 def ui_command(settings: Settings, host: str, port: int) -> tuple[list[str], dict[str, str]]:

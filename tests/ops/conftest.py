@@ -3,7 +3,9 @@ small simulated data homes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +28,7 @@ BIN = Path(sys.executable).parent
 END = datetime(2026, 11, 16, tzinfo=UTC)
 SMALL = SimulationConfig(n_users=400, n_items=120, weeks=5, requests_per_user_week=3.0, end=END, seed=5)
 STARTUP_TIMEOUT_S = 120
+CLI_TIMEOUT_S = 180
 # Variables of the test session that must not leak into a child (they point at the session's own stores).
 _PRIVATE = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL", "RANKLOOP_CONFIG")
 
@@ -115,10 +119,58 @@ def spawn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Ch
 class PrefectServer:
     api_url: str
     home: Path
+    log: Path | None = None  # the server's own output (its services log there)
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment of a client, worker or served process of this server."""
         return child_env(PREFECT_API_URL=self.api_url, PREFECT_HOME=str(self.home), **extra)
+
+    def cli(self, *args: str, cwd: Path = REPO) -> str:
+        """``prefect --no-prompt ARGS`` against this server; fails the test on a non-zero exit."""
+        done = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=cwd, env=self.env(),
+                              capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+        assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    def call(self, coroutine: Callable[[Any], Any]) -> Any:
+        """Run ``coroutine(client)`` against this server (not the session's own Prefect API)."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        async def main() -> Any:
+            async with get_client() as client:
+                return await coroutine(client)
+
+        with temporary_settings({PREFECT_API_URL: self.api_url}):
+            return asyncio.run(main())
+
+    def delete_deployment(self, name: str) -> None:
+        """Delete the deployment ``flow/deployment`` if it exists (`rankloop schedule` serves no pool's deployment)."""
+        from prefect.exceptions import ObjectNotFound
+
+        async def go(client: Any) -> None:
+            with contextlib.suppress(ObjectNotFound):
+                await client.delete_deployment((await client.read_deployment_by_name(name)).id)
+
+        self.call(go)
+
+    def scheduler_errors(self) -> list[str]:
+        """The records of the server's log that report a failure of its scheduler services."""
+        text = self.log.read_text(errors="replace") if self.log else ""
+        return [record for record in _log_records(text)
+                if "Can't evaluate bulk DML" in record
+                or (("Traceback" in record or "| ERROR" in record) and "schedul" in record.lower())]
+
+
+def _log_records(text: str) -> list[str]:
+    """A log split at its timestamped lines (``HH:MM:SS.mmm | LEVEL | ...``), a traceback staying with its record."""
+    records: list[str] = []
+    for line in text.splitlines():
+        if not records or (len(line) > 13 and line[2] == ":" and line[12:15] == " | "):
+            records.append(line)
+        else:
+            records[-1] += "\n" + line
+    return records
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +183,7 @@ def prefect_server(spawn: Callable[..., Child], tmp_path_factory: pytest.TempPat
                                      "--port", str(port)], server.env())
     try:
         wait_http(f"{server.api_url}/health", child)
-        yield server
+        yield dataclasses.replace(server, log=child.log)
     finally:
         child.stop()
 

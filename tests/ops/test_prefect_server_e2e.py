@@ -162,6 +162,7 @@ def _served(server: PrefectServer, child: Child, paused: bool) -> Any:
 def test_rankloop_schedule_serves_the_weekly_deployment(
     prefect_server: PrefectServer, spawn: Callable[..., Child], tmp_path: Path
 ) -> None:
+    prefect_server.delete_deployment("weekly_retrain/weekly-retrain")  # a work pool's deployment is not served over
     env = prefect_server.env(RANKLOOP_HOME=str(tmp_path / "home"), RANKLOOP_OPS__TIMEZONE="Europe/Paris")
     child = spawn("schedule", [str(BIN / "rankloop"), "schedule", "--no-bandit"], env)
     try:
