@@ -10,6 +10,7 @@ Prefect's task states). Nothing is pickled.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import warnings
@@ -93,6 +94,7 @@ class TrainedRanker:
     best_iteration: int
     evals_result: dict[str, Any]
     params: dict[str, Any]
+    test_scores: np.ndarray | None = None  # in the test file's row order (the no-churn check compares them)
 
 
 def extract(settings: Settings, start: datetime, end: datetime) -> Extracted:
@@ -109,6 +111,15 @@ def extract(settings: Settings, start: datetime, end: datetime) -> Extracted:
         retries=settings.source.connect_retries,
         retry_delay_s=settings.source.retry_delay_s,
     )
+    if snap.rows == 0:
+        from rankloop.errors import ContractViolation, Reason
+
+        raise ContractViolation(
+            f"the window [{start:%Y-%m-%d}, {end:%Y-%m-%d}) of {sources.redact(settings.source_uri)} "
+            f"(mapping {settings.source.mapping}) holds no interactions", reason=Reason.EMPTY,
+            details={"window": [start.isoformat(), end.isoformat()], "rows_in": 0},
+            hint="choose an --end (a Monday) whose last 5 weeks hold data; `rankloop extract --start ... --end ...` "
+                 "over a wide window shows where the data is")
     items, users = sources.read_catalog(settings.source_uri, settings.source.mapping)
     return Extracted(
         snapshot_path=Path(snap.path),
@@ -195,6 +206,23 @@ def discard_intermediates(workdir: Path) -> None:
     shutil.rmtree(workdir / "data", ignore_errors=True)
 
 
+def discard_workdir(workdir: Path) -> None:
+    """Remove the folder of a run that did nothing (its key had already completed)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the window's folder, when this was its only run
+        workdir.parent.rmdir()
+
+
+def with_current_champions(settings: Settings, summary: dict[str, Any]) -> dict[str, Any]:
+    """An earlier run's summary with each kind's champion as it is now (``champion_now``), not as it was."""
+    from registry.store import CHAMPION, aliases, make_client
+
+    client = make_client(settings)
+    now = {kind: aliases(client, kind).get(CHAMPION) for kind in ("ranker", *(summary.get("tables") or {}))}
+    tables = {kind: info | {"champion_now": now.get(kind)} for kind, info in (summary.get("tables") or {}).items()}
+    return summary | {"champion_now": now["ranker"], "tables": tables}
+
+
 def release_arrow_memory() -> None:
     """Collect cycles (the contract's GE objects hold the extract), hand the Arrow pool's freed pages
     back to the OS (mimalloc keeps them otherwise: ~1.7 GB at 10M rows through the features stage),
@@ -243,6 +271,8 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     keys = imps[list(SPLIT_KEY_COLUMNS)]
     del events, imps, items, users
     release_arrow_memory()
+    check_split_coverage(keys["ts"], end=end, valid_days=settings.ranker.valid_days,
+                         test_days=settings.ranker.test_days)
     rows, valid_start, test_start = split_rows(keys, end=end, valid_days=settings.ranker.valid_days,
                                                test_days=settings.ranker.test_days)
     split = write_split(rows, keys, {n: saved[n] for n in fset.features}, workdir / "data" / "split",
@@ -252,6 +282,41 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     release_arrow_memory()
     return Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
                    impressions=n_impressions, protocol=protocol.as_dict())
+
+
+def check_split_coverage(ts: pd.Series, *, end: datetime, valid_days: int, test_days: int) -> None:
+    """Refuse a window whose queries leave the train, valid or test part of the time split empty,
+    naming the days each part needs and the days that hold data."""
+    from datetime import timedelta
+
+    from rankloop.errors import Reason, TrainingError
+
+    test_start = end - timedelta(days=test_days)
+    valid_start = test_start - timedelta(days=valid_days)
+    days = pd.to_datetime(ts, utc=True).dt.floor("D")
+    parts = {"train": days < pd.Timestamp(valid_start),
+             "valid": (days >= pd.Timestamp(valid_start)) & (days < pd.Timestamp(test_start)),
+             "test": (days >= pd.Timestamp(test_start)) & (days < pd.Timestamp(end))}
+    empty = [name for name, mask in parts.items() if not mask.any()]
+    if not empty:
+        return
+    held = sorted(days.unique())
+    span = (f"{len(held)} day(s) with impressions, {held[0]:%Y-%m-%d} .. {held[-1]:%Y-%m-%d}" if held
+            else "no impressions")
+    need = valid_days + test_days + 1
+    first = held[0].date() if held else None
+    suggestion = ""
+    if first is not None:
+        earliest = first + timedelta(days=need)
+        earliest += timedelta(days=(7 - earliest.weekday()) % 7)  # a Monday
+        suggestion = f", e.g. --end {earliest}"
+    raise TrainingError(
+        f"the window ending {end:%Y-%m-%d} cannot be split: {', '.join(empty)} part(s) empty (train before "
+        f"{valid_start:%Y-%m-%d}, valid {valid_start:%Y-%m-%d} .. {test_start:%Y-%m-%d}, test {test_start:%Y-%m-%d} "
+        f".. {end:%Y-%m-%d}); the window has {span}", reason=Reason.EMPTY,
+        details={"empty": empty, "days": [f"{d:%Y-%m-%d}" for d in held]},
+        hint=f"a weekly retrain needs data on at least {need} days before --end: choose an --end at least "
+             f"{need} days after the first event{suggestion}")
 
 
 def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> TrainedRanker:
@@ -305,23 +370,52 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     )
 
 
-def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> tuple[int | None, np.ndarray | None]:
-    """The current champion's per-query NDCG@10 on this run's test week (None when there is none)."""
+@dataclass(frozen=True)
+class ChampionScores:
+    """The ranker champion on this run's test week (all None when there is no champion)."""
+
+    version: int | None = None
+    per_query_ndcg: np.ndarray | None = None
+    scores: np.ndarray | None = None  # in the test file's row order; None when it could not score
+    model_sha256: str | None = None  # of its model.txt, from its manifest
+
+
+def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> ChampionScores:
+    """The current champion's per-query NDCG@10 and scores on this run's test week."""
     from models.metrics import per_query_ndcg
     from models.training import group_sizes, with_positive_label
 
     champion = current_champion("ranker", settings)
     if champion is None:
-        return None, None
+        return ChampionScores()
     wanted = list(champion.manifest["feature_set"]["features"])
     built = set(pq.read_schema(dataset.split.paths["test"]).names)
     test = with_positive_label(dataset.split.read("test", ["query_id", "label", *(c for c in wanted if c in built)]))
+    sha = (champion.manifest.get("files") or {}).get("model.txt")
     missing = [c for c in wanted if c not in built]
     if missing:
         log.warning("champion v%s needs features %s this run did not build; judging it as broken", champion.version, missing)
-        return champion.version, np.zeros(test["query_id"].nunique())
-    scores = champion.predict(test[wanted])
-    return champion.version, per_query_ndcg(test["label"], scores, group_sizes(test), 10)
+        return ChampionScores(champion.version, np.zeros(test["query_id"].nunique()), None, sha)
+    scores = np.asarray(champion.predict(test[wanted]), dtype=np.float64)
+    return ChampionScores(champion.version, per_query_ndcg(test["label"], scores, group_sizes(test), 10), scores, sha)
+
+
+def same_as_champion(trained: TrainedRanker, champion: ChampionScores) -> str | None:
+    """Why the challenger is the champion over again (same model bytes, or the same test-week
+    scores), or None when it differs."""
+    import hashlib
+
+    from models.ranker import Ranker
+
+    if champion.version is None:
+        return None
+    registered_text = Ranker.load(trained.model_path).model_to_string()  # what record_ranker would register
+    if champion.model_sha256 == hashlib.sha256(registered_text.encode()).hexdigest():
+        return f"the same model as champion v{champion.version} (identical model.txt)"
+    if (champion.scores is not None and trained.test_scores is not None
+            and np.array_equal(champion.scores, trained.test_scores)):
+        return f"the same scores as champion v{champion.version} on every test-week row"
+    return None
 
 
 def run_tags(settings: Settings, start: datetime, end: datetime, extracted: Extracted) -> dict[str, str]:
@@ -357,21 +451,86 @@ class RunContext:
 
 
 def settings_for_run(
-    *, window_end: Any = None, source_uri: str | None = None, mapping: str | None = None
+    *, window_end: Any = None, source_uri: str | None = None, mapping: str | None = None,
+    source_secret: str | None = None, now: datetime | None = None,
 ) -> Settings:
-    """The environment's settings with the flow's parameters applied on top."""
-    from rankloop.settings import apply_environment
+    """The environment's settings with the flow's parameters applied on top.
 
-    settings = Settings()
-    updates: dict[str, Any] = {}
-    if window_end is not None:
-        updates["window"] = settings.window.model_copy(update={"end": window_end})
-    source_updates = {k: v for k, v in (("uri", source_uri), ("mapping", mapping)) if v is not None}
+    The window end is always resolved to a date here (default: the most recent Monday), so a run
+    with ``window_end=None`` and one naming that Monday have the same configuration hash and run key.
+
+    Raises:
+        ConfigError: the settings are invalid, or ``source_uri`` carries a password (flow parameters
+            are stored by Prefect), or a redacted ``source_uri`` does not match the configured source.
+    """
+    from datetime import UTC
+
+    from rankloop.settings import apply_environment, last_monday, load_settings
+
+    settings = load_settings()
+    end = window_end or settings.window.end or last_monday(now or datetime.now(UTC)).date()
+    updates: dict[str, Any] = {"window": settings.window.model_copy(update={"end": end})}
+    source_updates: dict[str, Any] = {}
+    uri = resolve_source_uri(settings, source_uri, source_secret)
+    if uri is not None:
+        source_updates["uri"] = uri
+    if mapping is not None:
+        source_updates["mapping"] = mapping
     if source_updates:
         updates["source"] = settings.source.model_copy(update=source_updates)
     settings = settings.model_copy(update=updates)
     apply_environment(settings)
     return settings
+
+
+def resolve_source_uri(settings: Settings, source_uri: str | None, source_secret: str | None) -> str | None:
+    """The source URI a run reads, from its parameters, without a password ever being a parameter.
+
+    ``source_uri`` may carry no password, or a redacted one (``user:***@``): the password then comes
+    from the configured source (``RANKLOOP_SOURCE__URI`` / the settings file) when that names the same
+    source. ``source_secret`` names a Prefect Secret block whose value is the whole URI.
+    """
+    from rankloop.errors import ConfigError, Reason
+    from sources.uri import redact
+
+    how = ("put the URI with its password in RANKLOOP_SOURCE__URI (the worker's environment) or in the "
+           "settings file named by RANKLOOP_CONFIG, or in a Prefect Secret block named by --source-secret "
+           "/ the source_secret parameter; then pass the URI without its password")
+    if source_secret is not None:
+        if source_uri is not None:
+            raise ConfigError("give either source_uri or source_secret, not both", reason=Reason.BAD_CONFIG,
+                              hint="the Secret block holds the whole URI")
+        return _secret_value(source_secret)
+    if source_uri is None:
+        return None
+    shown = redact(source_uri)
+    if ":***@" in source_uri:
+        configured = settings.source.uri
+        if configured is not None and redact(configured) == shown:
+            return configured
+        raise ConfigError(f"source {shown} hides its password, and the configured source "
+                          f"({redact(configured) if configured else 'none'}) is not the same URI",
+                          reason=Reason.BAD_CONFIG, hint=how)
+    if shown != source_uri:
+        raise ConfigError(f"the source URI parameter {shown} carries a password, which Prefect would store "
+                          "with the flow run", reason=Reason.BAD_CONFIG, hint=how)
+    return source_uri
+
+
+def _secret_value(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    from rankloop.errors import ConfigError, Reason
+
+    try:
+        value = Secret.load(name).get()
+    except ValueError as e:
+        raise ConfigError(f"no Prefect Secret block named {name!r}", reason=Reason.BAD_CONFIG,
+                          hint="create it with `prefect block create secret` or in the UI") from e
+    if not isinstance(value, str):
+        raise ConfigError(f"Prefect Secret block {name!r} does not hold a URI string", reason=Reason.BAD_CONFIG,
+                          hint="store the whole source URI as the secret's value")
+    return value
 
 
 def redacted_source(settings: Settings) -> str:
@@ -398,23 +557,15 @@ def current_champion(kind: str, settings: Settings) -> Any:
 @dataclass(frozen=True)
 class Recorded:
     run_id: str
-    version: int
-    manifest: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    verdict: str
-    reasons: list[str]
-    figures: dict[str, Any]
-    promoted: bool
-    champion_before: int | None
-    champion_after: int | None
+    version: int | None  # None: identical to the champion, nothing registered
+    manifest: dict[str, Any] | None
+    unchanged: str | None = None  # why the challenger is the champion over again
 
 
 def record_ranker(settings: Settings, ctx: RunContext, extracted: Extracted, validated: Validated,
-                  dataset: Dataset, trained: TrainedRanker) -> Recorded:
-    """One MLflow run for the week: data lineage, the ranker, its metrics; register and attach the manifest."""
+                  dataset: Dataset, trained: TrainedRanker, champion: ChampionScores | None = None) -> Recorded:
+    """One MLflow run for the week: data lineage, the ranker, its metrics; register and attach the
+    manifest, unless the ranker is the champion over again (then the run records it as unchanged)."""
     import mlflow
 
     from models.ranker import Ranker
@@ -422,6 +573,7 @@ def record_ranker(settings: Settings, ctx: RunContext, extracted: Extracted, val
     from rankloop.settings import ensure_experiment
     from registry.publish import publish
 
+    unchanged = same_as_champion(trained, champion) if champion is not None else None
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
     tags = run_tags(settings, ctx.start, ctx.end, extracted) | {"rankloop.run_key": run_key(settings, ctx, extracted)}
     with mlflow.start_run(run_name=run_name(ctx.end, dataset.feature_set), tags=tags) as run:
@@ -433,7 +585,11 @@ def record_ranker(settings: Settings, ctx: RunContext, extracted: Extracted, val
             feature_set_name=dataset.feature_set, feature_set_hash=dataset.feature_set_hash,
             params=settings.model_config_dict(), window=(ctx.start, ctx.end),
             snapshot_digest=extracted.digest, code_version=code_version(),
+            registered_model_name=None if unchanged else RANKER_MODEL,
         )
+        if info is None:
+            mlflow.set_tags({"rankloop.unchanged": unchanged, "rankloop.version": str(champion.version)})
+            return Recorded(run_id=run.info.run_id, version=None, manifest=None, unchanged=unchanged)
         version = int(info.registered_model_version)
         manifest = publish(
             "ranker", version, settings=settings,
@@ -480,30 +636,47 @@ def _log_data_lineage(extracted: Extracted, validated: Validated, dataset: Datas
         mlflow.log_dict(dataset.protocol, "data/query_protocol.json")
 
 
-def gate_and_promote(settings: Settings, ctx: RunContext, recorded: Recorded, trained: TrainedRanker,
-                     champion_version: int | None, champion_ndcg: np.ndarray | None) -> Outcome:
-    """Judge the new ranker against the champion on the same test week; promote only on PASS."""
+def judge_ranker(settings: Settings, recorded: Recorded, trained: TrainedRanker,
+                 champion: ChampionScores) -> Any:
+    """Judge the new ranker against the champion on the same test week (nothing is promoted here:
+    ``promote`` does it at the end of the run). Returns a ``rankloop.promotion.Candidate``."""
     import mlflow
 
+    from rankloop.promotion import Candidate, Status, candidate_from_decision
     from registry.decision import log_decision
     from registry.gate import ranker_gate
-    from registry.promote import promote
 
-    decision = ranker_gate(trained.per_query_ndcg, champion_ndcg, settings=settings.gate,
-                           challenger_version=recorded.version, champion_version=champion_version)
+    headline = f"test NDCG@10 {trained.report.get('ndcg_at_10', float('nan')):.4f}"
+    if recorded.unchanged:
+        with mlflow.start_run(run_id=recorded.run_id):
+            mlflow.set_tags({"rankloop.verdict": "UNCHANGED", "rankloop.promoted": "false"})
+        return Candidate("ranker", Status.UNCHANGED, champion.version, champion.version, (recorded.unchanged,),
+                         headline=headline, run_id=recorded.run_id, verdict="UNCHANGED")
+    decision = ranker_gate(trained.per_query_ndcg, champion.per_query_ndcg, settings=settings.gate,
+                           challenger_version=recorded.version, champion_version=champion.version)
     with mlflow.start_run(run_id=recorded.run_id):
         log_decision(decision, run_id=recorded.run_id)
-        if champion_ndcg is not None:
-            mlflow.log_metric("champion_ndcg_at_10", float(np.mean(champion_ndcg)))
-    after = champion_version
-    if decision.passed:
-        promote("ranker", recorded.version, decision=decision, actor=ctx.actor, settings=settings,
-                reason=f"weekly retrain {ctx.end:%Y-%m-%d}: {'; '.join(decision.reasons)}")
-        after = recorded.version
-    with mlflow.start_run(run_id=recorded.run_id):
-        mlflow.set_tags({"rankloop.verdict": decision.verdict.value, "rankloop.promoted": str(decision.passed).lower()})
-    return Outcome(verdict=decision.verdict.value, reasons=list(decision.reasons), figures=dict(decision.figures),
-                   promoted=decision.passed, champion_before=champion_version, champion_after=after)
+        if champion.per_query_ndcg is not None:
+            mlflow.log_metric("champion_ndcg_at_10", float(np.mean(champion.per_query_ndcg)))
+        mlflow.set_tags({"rankloop.verdict": decision.verdict.value, "rankloop.promoted": "false"})
+    return candidate_from_decision("ranker", decision, version=recorded.version, champion_before=champion.version,
+                                   headline=headline, run_id=recorded.run_id,
+                                   figures={k: v for k, v in decision.figures.items()})
+
+
+def promote(settings: Settings, ctx: RunContext, candidates: list[Any],
+            run_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """The run's last stage: promote every kind that passed (all or none; ``rankloop.promotion``)."""
+    import mlflow
+
+    from rankloop.promotion import promote_candidates
+
+    outcomes = promote_candidates(settings, candidates, actor=ctx.actor, end=ctx.end)
+    ranker = outcomes.get("ranker")
+    if ranker is not None and run_id is not None:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.set_tag("rankloop.promoted", str(ranker["promoted"]).lower())
+    return outcomes
 
 
 def run_key(settings: Settings, ctx: RunContext, extracted: Extracted) -> str:
@@ -516,11 +689,12 @@ def run_key(settings: Settings, ctx: RunContext, extracted: Extracted) -> str:
 
 
 def summarise(ctx: RunContext, extracted: Extracted, validated: Validated, dataset: Dataset,
-              trained: TrainedRanker, recorded: Recorded, outcome: Outcome,
-              tables: dict[str, Any]) -> dict[str, Any]:
-    """The run's summary: what the CLI prints and the artifacts publish."""
+              trained: TrainedRanker, recorded: Recorded, outcomes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The run's summary: what the CLI prints and the artifacts publish. ``outcomes``: each kind's
+    final entry (``promote``'s result): promoted, held, unchanged or skipped, with its reasons."""
     base = {f"{b}_{k}": v for b, r in trained.baselines.items() for k, v in r.items()}
-    champion_ndcg = outcome.figures.get("champion_ndcg_at_10")
+    ranker = outcomes["ranker"]
+    figures = ranker.get("figures") or {}
     return {
         "status": "completed",
         "window_start": ctx.start.isoformat(), "window_end": ctx.end.isoformat(),
@@ -529,23 +703,28 @@ def summarise(ctx: RunContext, extracted: Extracted, validated: Validated, datas
         "impressions": dataset.impressions, "feature_set": dataset.feature_set, "features": len(dataset.features),
         "query_protocol": dataset.protocol.get("name", "logged_slates"), "query_protocol_detail": dataset.protocol,
         **trained.report, **base,
-        "champion_ndcg_at_10": champion_ndcg,
+        "champion_ndcg_at_10": figures.get("champion_ndcg_at_10"),
         "best_iteration": trained.best_iteration,
         "run_id": recorded.run_id, "version": recorded.version,
-        "verdict": outcome.verdict, "reasons": outcome.reasons, "promoted": outcome.promoted,
-        "champion_before": outcome.champion_before, "champion_after": outcome.champion_after,
-        "tables": tables,
+        "verdict": ranker["verdict"], "reasons": ranker["reasons"], "promoted": ranker["promoted"],
+        "ranker_status": ranker["status"],
+        "champion_before": ranker["champion_before"], "champion_after": ranker["champion_after"],
+        "tables": {kind: info for kind, info in outcomes.items() if kind != "ranker"},
     }
 
 
-def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent_run_id: str | None) -> dict[str, Any]:
-    """Refit, judge, register and gate the bandit, LinUCB and Q tables."""
+def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent_run_id: str | None) -> list[Any]:
+    """Refit, judge, register and gate the bandit, LinUCB and Q tables (promotion comes at the run's end).
+
+    Returns:
+        One ``rankloop.promotion.Candidate`` per kind.
+    """
     import mlflow
 
     from models.policy_tracking import load_tables
     from rankloop.schema import INTERACTION_SCHEMA
     from rankloop.settings import ensure_experiment
-    from rankloop.tables import Skipped, judge_bandit, judge_linucb, judge_qtable, record_table, skip_table, table_frames
+    from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table, table_frames
 
     release_arrow_memory()
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
@@ -553,16 +732,14 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
     frames = table_frames(events, settings)  # logged impressions, or exposures when the log has none
     del events
     release_arrow_memory()
-    out: dict[str, Any] = {}
+    out: list[Any] = []
     for kind, judge, data in (("bandit", judge_bandit, frames.imps), ("linucb", judge_linucb, frames.imps),
                               ("qtable", judge_qtable, frames.slates)):
         champion = current_champion(kind, settings)
         table = load_tables(champion.path) if champion is not None else None
         judged = judge(data, table, champion.version if champion else None, settings, ctx.end)
-        if isinstance(judged, Skipped):  # the log cannot fit this kind: nothing registered, the champion stays
-            skip_table(judged, parent_run_id)
-            out[kind] = judged.summary()
-            continue
-        out[kind] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id)
-        log.info("%s: version %s %s (%s)", kind, out[kind]["version"], out[kind]["verdict"], out[kind]["headline"])
+        candidate = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id,
+                                 champion)
+        log.info("%s: version %s %s (%s)", kind, candidate.version, candidate.status, candidate.headline)
+        out.append(candidate)
     return out
