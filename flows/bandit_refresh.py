@@ -13,9 +13,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
 from flows.tasks import failed_stage, stage_task
-from rankloop import ops, stages
+from flows.weekly import recover
+from rankloop import ops, recovery, stages
 from rankloop.settings import Settings
 
 ACTOR = "daily-bandit-refresh"
@@ -70,9 +72,11 @@ def daily_bandit_refresh(
     settings = stages.settings_for_run(window_end=end_date, source_uri=source_uri, mapping=mapping)
     start, end = settings.window.resolve()
     ctx = replace(stages.RunContext.create(settings, start, end), actor=ACTOR, run_name=f"bandit {end:%Y-%m-%d}")
+    recovery.claim(ctx.workdir, flow_run.get_id())
     logger = get_run_logger()
     logger.info("bandit refresh on [%s, %s) from %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings))
     try:
+        recover(settings)
         extracted = extract(settings, start, end)
         validated = validate(settings, extracted, start, end, ctx.workdir)
         candidate = refit_bandit(settings, ctx, validated)
@@ -81,6 +85,8 @@ def daily_bandit_refresh(
     except Exception as exc:
         _report_failure(settings, ctx, failed_stage(exc), exc)
         raise
+    finally:
+        recovery.release(ctx.workdir)
     return _publish(settings, ctx, bandit)
 
 

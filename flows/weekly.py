@@ -14,8 +14,9 @@ from prefect.runtime import flow_run
 
 from flows.reporting import publish, report_failure
 from flows.tasks import failed_stage, stage_task
-from rankloop import ops, stages
+from rankloop import ops, recovery, stages
 
+recover = stage_task(recovery.heal, "recover", transient_retries=2)
 extract = stage_task(stages.extract, "extract", transient_retries=2)
 validate = stage_task(stages.validate, "validate")  # a contract failure is never retried
 build_dataset = stage_task(stages.build_dataset, "labels-and-features")
@@ -63,7 +64,9 @@ def weekly_retrain(
                            force=force, source_secret=source_secret)
     logger.info("window [%s, %s) from %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings))
     ctx = stages.RunContext.create(settings, start, end)
+    recovery.claim(ctx.workdir, flow_run.get_id())  # first: a kill from here on is found by the next run
     try:
+        recover(settings)
         extracted = extract(settings, start, end)
         key = stages.run_key(settings, ctx, extracted)
         earlier = None if force else ops.find_completed_run(settings, key)
@@ -86,6 +89,8 @@ def weekly_retrain(
     except Exception as exc:
         report_failure(settings, ctx, failed_stage(exc), exc)
         raise
+    finally:
+        recovery.release(ctx.workdir)
     publish(settings, summary, markdown)
     return summary
 

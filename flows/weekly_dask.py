@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
+from prefect.runtime import flow_run
 
 from flows.reporting import publish, report_failure
 from flows.tasks import failed_stage, stage_task
-from flows.weekly import champion, judge, promote, record  # the same tasks: one registry/gate path
-from rankloop import distributed, ops, stages
+from flows.weekly import champion, judge, promote, record, recover  # the same tasks: one registry/gate path
+from rankloop import distributed, ops, recovery, stages
 from rankloop.executor import executor_summary
 
 extract_day = stage_task(distributed.extract_day, "extract-day", transient_retries=2)
@@ -95,7 +96,9 @@ def weekly_retrain_dask(window_end: date | None = None, source_uri: str | None =
     logger.info("window [%s, %s) from %s on %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings),
                 executor)
     ctx = stages.RunContext.create(settings, start, end)
+    recovery.claim(ctx.workdir, flow_run.get_id())
     try:
+        recover(settings)
         windows = distributed.day_windows(start, end)
         days = extract_day.map(unmapped(settings), [w[0] for w in windows], [w[1] for w in windows])
         combined = combine(settings, [f.result() for f in days], start, end)
@@ -129,6 +132,8 @@ def weekly_retrain_dask(window_end: date | None = None, source_uri: str | None =
         report_failure(settings, ctx, failed_stage(exc), exc, extra={"executor": executor},
                        label="weekly retrain (Dask)")
         raise
+    finally:
+        recovery.release(ctx.workdir)
     publish(settings, summary, markdown, description="RankLoop weekly retrain (Dask)")
     return summary
 

@@ -18,6 +18,7 @@ import warnings
 from typing import Any
 
 import typer
+import typer.core
 from typer._click.exceptions import NoArgsIsHelpError
 from typer.exceptions import Abort, Exit, TyperException
 
@@ -28,8 +29,31 @@ from rankloop.errors import EXIT_CODES, RankLoopError, Reason
 VERBOSE_FLAGS = ("-v", "--verbose")
 INTERRUPTED = 130
 
+class RankLoopGroup(typer.core.TyperGroup):
+    """Turns any failure of a command into one stderr line and its exit code (also under CliRunner)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (Exit, NoArgsIsHelpError, KeyboardInterrupt, Abort):
+            raise
+        except BaseException as error:  # noqa: BLE001 - the CLI's one place that turns failures into a line
+            if isinstance(error, SystemExit):
+                raise
+            if ctx.params.get("verbose") or _VERBOSE[0]:
+                import traceback
+
+                traceback.print_exc()
+            line, code = _error_line(error, ctx.invoked_subcommand or "")
+            typer.echo(line, err=True)
+            raise Exit(code) from None
+
+
+_VERBOSE = [False]  # set by main() (it takes -v from anywhere on the command line)
+
 app = typer.Typer(
     name="rankloop",
+    cls=RankLoopGroup,
     help="Retrain recommendation rankers, bandit tables and Q-policies from interaction logs.",
     no_args_is_help=True,
     add_completion=False,
@@ -93,6 +117,7 @@ def configure_output(verbose: bool) -> None:
     # its API handler still receives every flow and task log.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "CRITICAL")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "ERROR")  # MLflow's own stderr handler
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -106,15 +131,17 @@ def configure_output(verbose: bool) -> None:
         for noisy in ("alembic", "httpx", "httpcore", "urllib3", "mlflow.store", "great_expectations"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     else:
+        # Only RankLoop's own warnings: an error is the failure the final line reports, once.
         handler.setLevel(logging.WARNING)
-        handler.addFilter(lambda record: record.name.split(".")[0] in ("rankloop", "flows", "registry", "sources",
-                                                                        "features", "models", "data_contracts"))
+        handler.addFilter(lambda record: record.levelno == logging.WARNING and record.name.split(".")[0] in (
+            "rankloop", "flows", "registry", "sources", "features", "models", "data_contracts"))
         warnings.filterwarnings("ignore")  # third-party warnings (MLflow's, pandas') are not the user's
     root.addHandler(handler)
     progress = logging.getLogger("rankloop.progress")
     progress.setLevel(logging.INFO)
     progress.propagate = verbose
-    progress.addHandler(ProgressHandler())
+    if sys.stderr.isatty() and not verbose:  # a terminal: one line per stage; a pipe or -v: the log has it
+        progress.addHandler(ProgressHandler())
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -155,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     verbose = any(a in VERBOSE_FLAGS for a in args[:cut])
     args = [a for a in args[:cut] if a not in VERBOSE_FLAGS] + args[cut:]
     configure_output(verbose)
+    _VERBOSE[0] = verbose
     code = _run(args, verbose)
     sys.stdout.flush()
     sys.exit(code)

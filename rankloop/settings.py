@@ -88,6 +88,9 @@ class OpsSettings(BaseModel):
     notify_webhook: str | None = Field(default=None, description="URL that receives a JSON summary when a run fails or a gate holds.")
     notify_file: Path | None = Field(default=None, description="File that receives one JSON line per failed or held run.")
     actor: str = Field(default="weekly-retrain", description="Name recorded in the ledger for promotions made by runs.")
+    keep_failed_runs: int = Field(
+        default=2, ge=0, description="Failed runs whose intermediate data (<home>/runs/<end>/<stamp>/data) is kept for "
+        "inspection; older ones are removed at the start of the next run.")
 
 
 class Settings(BaseSettings):
@@ -282,6 +285,8 @@ def apply_environment(settings: Settings) -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # MLflow prints "View run ... at: <tracking URI>" (credentials included) to stdout after each run.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; put the environment back, or the next
     # Settings() would take our own default for the user's explicit choice.
     before = os.environ.get("MLFLOW_TRACKING_URI")

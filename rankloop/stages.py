@@ -188,10 +188,16 @@ def _log_failed_contract(settings: Settings, extracted: Extracted, start: dateti
     try:
         return log_failed_contract_run(outcome, experiment_id=ensure_experiment(settings),
                                        run_name=f"weekly {end:%Y-%m-%d} contract failed",
-                                       tags=run_tags(settings, start, end, extracted))
+                                       tags=run_tags(settings, start, end, extracted) | _owner_tags())
     except Exception as e:  # noqa: BLE001 - the ContractViolation is the error to raise; the report is on disk
         log.warning("could not log the failed contract to MLflow (%s); the report is at %s", e, outcome.report_path)
         return None
+
+
+def _owner_tags() -> dict[str, str]:
+    from registry import owner_tags
+
+    return owner_tags()
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
@@ -575,7 +581,8 @@ def record_ranker(settings: Settings, ctx: RunContext, extracted: Extracted, val
 
     unchanged = same_as_champion(trained, champion) if champion is not None else None
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
-    tags = run_tags(settings, ctx.start, ctx.end, extracted) | {"rankloop.run_key": run_key(settings, ctx, extracted)}
+    tags = (run_tags(settings, ctx.start, ctx.end, extracted) | {"rankloop.run_key": run_key(settings, ctx, extracted)}
+            | _owner_tags())
     with mlflow.start_run(run_name=run_name(ctx.end, dataset.feature_set), tags=tags) as run:
         _log_data_lineage(extracted, validated, dataset)
         ranker = Ranker.load(trained.model_path)

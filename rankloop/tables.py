@@ -298,7 +298,9 @@ def record_table(judged: Judged | Skipped, settings: Settings, workdir: Path, ac
     ope = judged.ope
     headline = (f"{ope.verdict}" if ope.verdict != "ok" else
                 ", ".join(f"{k} {v:.4f}" for k, v in (ope.estimates or {}).items()))
-    tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+    from registry import owner_tags
+
+    tags = ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}) | owner_tags()
     same = champion is not None and file_checksums(directory) == champion.manifest.get("files")
     with mlflow.start_run(run_name=f"{judged.kind} {end:%Y-%m-%d}", tags=tags | {"rankloop.kind": judged.kind}) as run:
         metrics = judged.metrics | ({"champion_ope_estimate": judged.champion_estimate}

@@ -100,8 +100,8 @@ def utc_midnight(day: date) -> datetime:
 
 
 def echo_json(payload: Any) -> None:
-    """One JSON document on stdout (numbers stay numbers; dates and paths become strings)."""
-    typer.echo(json.dumps(payload, indent=2, default=_jsonable))
+    """One JSON document on one stdout line (numbers stay numbers; dates and paths become strings)."""
+    typer.echo(json.dumps(payload, default=_jsonable))
 
 
 def _jsonable(value: Any) -> Any:

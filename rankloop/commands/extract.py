@@ -2,62 +2,73 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from rankloop.errors import SourceError
-from rankloop.settings import Settings
+from rankloop.commands.common import (
+    DATE_HELP,
+    HOME_OPTION,
+    JSON_OPTION,
+    echo_json,
+    parse_window,
+    settings_for,
+    utc_midnight,
+)
 
-
-def _parse_date(text: str, option: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as e:
-        raise typer.BadParameter(f"{option} must be an ISO date or datetime (e.g. 2025-01-06), got {text!r}") from e
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+START_OPTION = typer.Option(..., "--start", metavar="DATE", help=f"Inclusive window start, {DATE_HELP}.")
+END_OPTION = typer.Option(..., "--end", metavar="DATE", help=f"Exclusive window end, {DATE_HELP}.")
+SOURCE_OPTION = typer.Option(None, "--source", metavar="URI", help="Source URI (default: the configured source).")
+MAPPING_OPTION = typer.Option(None, "--mapping", metavar="NAME", help="Mapping name or file (default: the configured one).")
 
 
 def extract(
-    start: str = typer.Option(..., "--start", help="Inclusive window start (ISO date/datetime, UTC if naive)."),
-    end: str = typer.Option(..., "--end", help="Exclusive window end (ISO date/datetime, UTC if naive)."),
-    source: str | None = typer.Option(None, "--source", help="Source URI. Default: the configured source."),
-    mapping: str | None = typer.Option(None, "--mapping", help="Mapping name or file. Default: the configured one."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    start: str = START_OPTION,
+    end: str = END_OPTION,
+    source: str | None = SOURCE_OPTION,
+    mapping: str | None = MAPPING_OPTION,
+    home: Path | None = HOME_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Extract [start, end) into an immutable Parquet snapshot (reused when the data is unchanged)."""
-    from sources import extract_snapshot, redact
+    from rankloop import stages
 
-    settings = Settings()
-    console = Console()
-    uri = source or settings.source_uri
-    try:
-        snap = extract_snapshot(
-            uri, mapping or settings.source.mapping, _parse_date(start, "--start"), _parse_date(end, "--end"),
-            settings.snapshot_dir, batch_rows=settings.source.batch_rows,
-            retries=settings.source.connect_retries, retry_delay_s=settings.source.retry_delay_s,
-        )
-    except SourceError as e:
-        Console(stderr=True).print(f"[red]extract failed ({e.reason}):[/red] {escape(str(e))}", highlight=False,
-                                   soft_wrap=True)
-        raise typer.Exit(code=2) from None
+    first, last = parse_window(start, end)
+    settings = with_source(settings_for(home), source, mapping)
+    extracted = stages.extract(settings, utc_midnight(first), utc_midnight(last))
+    payload = {"rows": extracted.rows, "path": str(extracted.snapshot_path), "digest": extracted.digest,
+               "reused": extracted.reused, "source": extracted.source, "mapping": settings.source.mapping,
+               "window": [first.isoformat(), last.isoformat()], "previous": extracted.changed}
     if as_json:
-        payload = {"rows": snap.rows, "path": str(snap.path), "digest": snap.digest, "reused": snap.reused,
-                   "min_ts": snap.min_ts.isoformat() if snap.min_ts else None,
-                   "max_ts": snap.max_ts.isoformat() if snap.max_ts else None,
-                   "source": redact(uri), "previous": snap.previous}
-        typer.echo(json.dumps(payload))
+        echo_json(payload)
         return
-    state = "reused" if snap.reused else "written"
-    console.print(f"snapshot [bold]{snap.digest[:12]}[/bold] {state}: {snap.rows:,} rows "
-                  f"({snap.min_ts} .. {snap.max_ts}) from {redact(uri)}")
-    console.print(f"  {snap.path}")
-    if snap.previous and snap.previous.get("changed"):
-        console.print(f"  data changed since {snap.previous['digest'][:12]}: "
-                      f"rows {snap.previous['rows_before']:,} -> {snap.previous['rows_after']:,}")
+    console = Console(highlight=False)
+    state = "reused" if extracted.reused else "written"
+    console.print(f"snapshot {extracted.digest[:12]} {state}: {extracted.rows:,} rows of [{first}, {last}) "
+                  f"from {extracted.source}", soft_wrap=True)
+    console.print(f"  {extracted.snapshot_path}", soft_wrap=True)
+    previous = extracted.changed or {}
+    if previous.get("changed"):
+        console.print(f"  data changed since {previous['digest'][:12]}: "
+                      f"rows {previous['rows_before']:,} -> {previous['rows_after']:,}")
+
+
+def with_source(settings, source: str | None, mapping: str | None):  # noqa: ANN001, ANN201 - Settings in, Settings out
+    """``settings`` with ``--source``/``--mapping`` applied (the URI is checked: scheme, control characters)."""
+    from sources import load_mapping
+    from sources.uri import parse_uri
+
+    updates = {}
+    if source is not None:
+        parse_uri(source)
+        updates["uri"] = source
+    if mapping is not None:
+        load_mapping(mapping)
+        updates["mapping"] = mapping
+    if not updates:
+        return settings
+    return settings.model_copy(update={"source": settings.source.model_copy(update=updates)})
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 
 def features(
-    feature_set: str | None = typer.Option(None, "--set", help="Only the features of this feature set."),
+    feature_set: str | None = typer.Option(None, "--set", metavar="NAME", help="Only the features of this feature set."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     write_docs: bool = typer.Option(False, "--write-docs", help="Regenerate docs/features.md and exit."),
 ) -> None:
@@ -26,8 +26,10 @@ def features(
     try:
         fset = get_feature_set(feature_set) if feature_set else None
     except KeyError as e:
-        Console(stderr=True).print(f"[red]{e.args[0]}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+        from rankloop.errors import ConfigError, Reason
+
+        raise ConfigError(str(e.args[0]), reason=Reason.INVALID_INPUT,
+                          hint="`rankloop features` lists the features; docs/features.md the sets") from None
     rows = catalogue_rows(fset.features if fset else None)
     if as_json:
         payload = {"set": fset.name if fset else None, "hash": fset.hash if fset else None,

@@ -62,7 +62,7 @@ def train(
     """Run one weekly retrain against the configured source and window."""
     first, last = parse_window(start, end, need_start=False)
     _window_length(first, last)
-    settings_for(home)
+    _check_mapping(settings_for(home), mapping)
     began = time.perf_counter()
     summary = _run(window_end=last, mapping=mapping, refit_tables=tables, force=force, **_source_parameter(source))
     _finish(summary, time.perf_counter() - began, as_json)
@@ -84,7 +84,7 @@ def backfill(
     from rankloop.ops import weekly_ends
 
     first, last = parse_window(start, end)
-    settings_for(home)
+    _check_mapping(settings_for(home), mapping)
     ends = weekly_ends(first, last)
     if not ends:
         from rankloop.errors import ConfigError, Reason
@@ -103,6 +103,13 @@ def backfill(
             _print_summary(summary, time.perf_counter() - began)
     if as_json:
         echo_json(summaries)
+
+
+def _check_mapping(settings: Any, mapping: str | None) -> None:
+    """Fail before the run starts when the mapping cannot be loaded (unknown name, invalid file)."""
+    from sources import load_mapping
+
+    load_mapping(mapping or settings.source.mapping)
 
 
 def _window_length(first: date | None, last: date | None) -> None:

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from rankloop.commands.common import HOME_OPTION, JSON_OPTION, echo_json, settings_for
+from rankloop.settings import Settings
+
+console = Console(highlight=False)
 
 
-def recent_runs(last: int) -> list[dict[str, Any]]:
+def recent_runs(last: int, settings: Settings) -> list[dict[str, Any]]:
     """The ``last`` most recent weekly ranker runs of the configured experiment, newest first."""
     import mlflow
 
-    from rankloop.settings import Settings, ensure_experiment
+    from rankloop.settings import ensure_experiment
 
-    settings = Settings()
     experiment_id = ensure_experiment(settings)
     runs = mlflow.search_runs(
         experiment_ids=[experiment_id], filter_string="tags.`rankloop.run_key` != ''",
@@ -41,32 +44,33 @@ def _row(run: Any) -> dict[str, Any]:
         "popularity_ndcg_at_10": m.get("popularity_ndcg_at_10"),
         "champion_ndcg_at_10": champ,
         "delta_vs_champion": ndcg - champ if ndcg is not None and champ is not None else None,
-        "version": int(t["rankloop.version"]) if "rankloop.version" in t else None,
+        "version": int(t["rankloop.version"]) if t.get("rankloop.version", "").isdigit() else None,
         "verdict": t.get("rankloop.verdict"),
         "promoted": t.get("rankloop.promoted") == "true",
     }
 
 
 def runs(
-    last: int = typer.Option(10, "--last", min=1, help="How many recent runs to show."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per run, newest first)."),
+    last: int = typer.Option(10, "--last", min=1, metavar="N", help="How many recent runs to show."),
+    home: Path | None = HOME_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Recent weekly runs: window, rows, test NDCG@10, change against the champion, promoted or not."""
-    rows = recent_runs(last)
+    rows = recent_runs(last, settings_for(home, write=False))
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        echo_json(rows)
         return
     if not rows:
         console.print("no weekly runs yet: run `rankloop demo` or `rankloop train`")
         return
-    table = Table(title="recent weekly runs (newest first)")
-    for col in ("week ending", "rows", "NDCG@10", "vs champion", "version", "gate", "promoted", "run"):
-        table.add_column(col, no_wrap=True)
+    table = Table(title="recent weekly runs, newest first", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("week end", "rows", "NDCG@10", "vs champ", "ver", "gate", "moved", "run"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("rows", "NDCG@10", "vs champ", "ver") else "left")
     for r in rows:
         window = (r["window_end"] or "")[:10]
         delta = "first" if r["champion_ndcg_at_10"] is None and r["verdict"] else _num(r["delta_vs_champion"], signed=True)
         table.add_row(window, _num(r["rows"]), _num(r["ndcg_at_10"]), delta, _num(r["version"]),
-                      r["verdict"] or r["status"], "yes" if r["promoted"] else "no", r["run_id"][:8])
+                      (r["verdict"] or r["status"]).lower(), "yes" if r["promoted"] else "no", r["run_id"][:8])
     console.print(table)
 
 

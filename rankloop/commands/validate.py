@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rankloop.commands.extract import _parse_date
-from rankloop.errors import ContractViolation, SourceError
-from rankloop.settings import Settings
+from rankloop.commands.common import (
+    HOME_OPTION,
+    JSON_OPTION,
+    echo_json,
+    parse_window,
+    settings_for,
+    utc_midnight,
+)
+from rankloop.commands.extract import END_OPTION, MAPPING_OPTION, SOURCE_OPTION, START_OPTION, with_source
+from rankloop.errors import ContractViolation, Reason
 
 
 def validate(
-    start: str = typer.Option(..., "--start", help="Inclusive window start (ISO date/datetime, UTC if naive)."),
-    end: str = typer.Option(..., "--end", help="Exclusive window end (ISO date/datetime, UTC if naive)."),
-    source: str | None = typer.Option(None, "--source", help="Source URI. Default: the configured source."),
-    mapping: str | None = typer.Option(None, "--mapping", help="Mapping name or file. Default: the configured one."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (also when the batch fails)."),
+    start: str = START_OPTION,
+    end: str = END_OPTION,
+    source: str | None = SOURCE_OPTION,
+    mapping: str | None = MAPPING_OPTION,
+    home: Path | None = HOME_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Snapshot [start, end) and validate it: exit 0 when the batch passes the gate, 1 when it fails.
 
@@ -31,25 +39,28 @@ def validate(
 
     from data_contracts import validate_snapshot
     from data_contracts.report import describe_failure
-    from sources import extract_snapshot, redact
+    from rankloop import stages
 
-    settings = Settings()
-    uri, mapping_name = source or settings.source_uri, mapping or settings.source.mapping
-    window = (_parse_date(start, "--start"), _parse_date(end, "--end"))
+    first, last = parse_window(start, end)
+    settings = with_source(settings_for(home), source, mapping)
+    window = (utc_midnight(first), utc_midnight(last))
     try:
-        snap = extract_snapshot(uri, mapping_name, *window, settings.snapshot_dir, batch_rows=settings.source.batch_rows,
-                                retries=settings.source.connect_retries, retry_delay_s=settings.source.retry_delay_s)
-    except SourceError as e:
-        Console(stderr=True).print(f"[red]extract failed ({e.reason}):[/red] {escape(str(e))}", highlight=False,
-                                   soft_wrap=True)
-        raise typer.Exit(code=2) from None
-    base = {"source": redact(uri), "mapping": mapping_name, "window": [w.isoformat() for w in window],
+        snap = stages.extract(settings, *window)
+    except ContractViolation as e:
+        if e.reason is not Reason.EMPTY:
+            raise
+        _finish({"source": stages.redacted_source(settings), "mapping": settings.source.mapping,
+                 "window": [w.isoformat() for w in window], "snapshot_digest": "", "rows": 0, "clean_rows": 0,
+                 "quarantined_rows": 0, "passed": False, "reasons": {}, "failures": [f"{e.reason}: {e}"]}, as_json)
+        return
+    mapping_name = settings.source.mapping
+    base = {"source": snap.source, "mapping": mapping_name, "window": [w.isoformat() for w in window],
             "snapshot_digest": snap.digest}
     try:
         outcome = validate_snapshot(
-            pq.read_table(snap.path), window=window, settings=settings.contracts,
+            pq.read_table(snap.snapshot_path), window=window, settings=settings.contracts,
             out_dir=settings.quarantine_dir / snap.digest, profiles_dir=settings.home_dir / "contracts" / "profiles",
-            source=redact(uri), mapping=mapping_name, snapshot_digest=snap.digest, record_profile=False,
+            source=snap.source, mapping=mapping_name, snapshot_digest=snap.digest, record_profile=False,
             extracted_rows=snap.rows,
         )
     except ContractViolation as e:  # unusable extract (empty, missing columns): nothing to quarantine
@@ -67,7 +78,7 @@ def validate(
 
 def _finish(payload: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(payload, default=str))
+        echo_json(payload)
     else:
         console = Console()
         verdict = "[green]PASSED[/green]" if payload["passed"] else "[red]FAILED[/red]"
