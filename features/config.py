@@ -73,6 +73,11 @@ class ImplicitQuerySettings(BaseModel):
         default=28, ge=1, description="Popularity weights count each item's events in this many days before the query's day.",
     )
     seed: int = Field(default=0, description="Seed of the candidate draws (each query's draw depends only on it and the query).")
+    advised_history_days: int = Field(
+        default=56, ge=1,
+        description="Implicit queries over a shorter history get a warning in the run's protocol note (on a "
+        "ratings-only log the ranker trailed popularity with 35 days and beat it with 91: docs/learning.md).",
+    )
 
 
 class LabelSettings(BaseModel):

@@ -17,7 +17,7 @@ events before its day, so adding later events never changes an earlier query.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ class QueryProtocol:
     reason: str
     logged_queries: int
     settings: dict[str, Any]
+    note: str = ""  # a warning for the user (e.g. too short a history for implicit queries)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +108,12 @@ def ranking_queries(events: pd.DataFrame, settings: LabelSettings) -> tuple[pd.D
     log.info("ranker queries: %s", protocol.describe())
     if protocol.name == LOGGED:
         return impressions(events, settings), protocol
+    days = (events["ts"].max() - events["ts"].min()).days if len(events) else 0
+    if days < settings.implicit.advised_history_days:
+        note = (f"the window holds {days} days of history; implicit queries learn little more than popularity "
+                f"from less than {settings.implicit.advised_history_days} (set RANKLOOP_WINDOW__HISTORY_DAYS=91)")
+        log.warning("ranker queries: %s", note)
+        protocol = replace(protocol, note=note)
     return implicit_queries(events, settings), protocol
 
 

@@ -137,3 +137,10 @@ def test_item_attributes_and_context_do_not_tell_candidates_apart(log):
     assert out.groupby("item_id")["category"].nunique().max() == 1
     assert out["category"].notna().all()  # sampled items get the same catalogue value as engaged ones
     assert out.groupby("query_id")["device"].nunique(dropna=False).max() == 1
+
+
+def test_a_short_history_is_noted_with_the_protocol(log):
+    _, short = ranking_queries(log, LabelSettings())
+    assert "holds 39 days of history" in short.note and "HISTORY_DAYS=91" in short.note
+    _, enough = ranking_queries(log, _labels(advised_history_days=30))
+    assert enough.note == "" and enough.as_dict()["note"] == ""
