@@ -11,7 +11,16 @@ import pytest
 from models.rewards import exposure_events, has_logged_impressions, reward_frames
 from rankloop.settings import Settings
 from rankloop.simulator import SimulationConfig, simulate
-from rankloop.tables import NO_ACTIONS, NO_TRIALS, Judged, Skipped, judge_bandit, judge_linucb, judge_qtable, table_frames
+from rankloop.tables import (
+    NO_ACTIONS,
+    NO_TRIALS,
+    Judged,
+    Skipped,
+    judge_bandit,
+    judge_linucb,
+    judge_qtable,
+    table_frames,
+)
 from registry.gate import policy_gate
 
 from .conftest import frame, response
