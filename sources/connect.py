@@ -17,10 +17,16 @@ from sources.uri import SourceURI, scrub
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# A host name that does not resolve is a configuration error: retrying cannot fix it.
+_NO_HOST = re.compile(
+    r"(?i)could not translate host name|name or service not known|nodename nor servname|"
+    r"temporary failure in name resolution|no address associated with hostname|name does not resolve|"
+    r"unknown (mysql |mariadb )?server host|getaddrinfo failed|failed to lookup address|dns"
+)
 _UNREACHABLE = re.compile(
     r"(?i)connection refused|could not connect|can't connect|failed to connect|timed? ?out|"
-    r"no route to host|name or service not known|could not translate host|server closed the connection|"
-    r"lost connection|connection reset|serverselectiontimeout|network is unreachable|temporary failure"
+    r"no route to host|server closed the connection|"
+    r"lost connection|connection reset|serverselectiontimeout|network is unreachable"
 )
 _AUTH = re.compile(
     r"(?i)password authentication failed|access denied|authentication failed|role \".*\" does not exist|"
@@ -36,10 +42,12 @@ _MYSQL_CODES = {2002: Reason.UNREACHABLE, 2003: Reason.UNREACHABLE, 2005: Reason
 
 def classify(error: BaseException) -> Reason:
     """The reason code for a driver exception (by vendor code first, then by message)."""
+    text = f"{type(error).__name__}: {error}"
+    if _NO_HOST.search(text):
+        return Reason.UNREACHABLE
     code = error.args[0] if error.args and isinstance(error.args[0], int) else None
     if code in _MYSQL_CODES:
         return _MYSQL_CODES[code]
-    text = f"{type(error).__name__}: {error}"
     for pattern, reason in ((_AUTH, Reason.AUTH), (_NO_DATABASE, Reason.NOT_FOUND), (_NO_TABLE, Reason.MISSING_TABLE),
                             (_NO_COLUMN, Reason.MISSING_COLUMN), (_UNREACHABLE, Reason.UNREACHABLE)):
         if pattern.search(text):
@@ -47,16 +55,40 @@ def classify(error: BaseException) -> Reason:
     return Reason.INVALID_INPUT
 
 
+def is_transient(error: BaseException) -> bool:
+    """Only a refused or timed-out connection may heal by itself; an unknown host or a refused
+    password never does."""
+    return classify(error) is Reason.UNREACHABLE and not _NO_HOST.search(f"{type(error).__name__}: {error}")
+
+
 def source_error(src: SourceURI, action: str, error: BaseException) -> SourceError:
     """A :class:`SourceError` for ``error`` raised while doing ``action`` on ``src`` (secrets scrubbed)."""
     reason = classify(error)
     detail = scrub(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__, src.raw)
-    hints = {Reason.UNREACHABLE: "source unreachable", Reason.AUTH: "source refused the credentials",
-             Reason.NOT_FOUND: "database not found", Reason.MISSING_TABLE: "table or collection not found",
-             Reason.MISSING_COLUMN: "column not found"}
-    message = f"{hints.get(reason, 'source error')} while {action} ({src.kind}, {src.where}, uri {src.redacted}): {detail}"
-    return SourceError(message, reason=reason, transient=reason is Reason.UNREACHABLE,
-                       details={"uri": src.redacted, "host": src.host, "database": src.database})
+    no_host = bool(_NO_HOST.search(f"{type(error).__name__}: {error}"))
+    what = {Reason.UNREACHABLE: "host name does not resolve" if no_host else "source unreachable",
+            Reason.AUTH: "source refused the credentials", Reason.NOT_FOUND: "database not found",
+            Reason.MISSING_TABLE: "table or collection not found", Reason.MISSING_COLUMN: "column not found"}
+    message = f"{what.get(reason, 'source error')} while {action} ({src.kind}, {src.where}, uri {src.redacted}): {detail}"
+    return SourceError(message, reason=reason, transient=reason is Reason.UNREACHABLE and not no_host,
+                       details={"uri": src.redacted, "host": src.host, "database": src.database},
+                       hint=_hint(src, reason, no_host))
+
+
+def _hint(src: SourceURI, reason: Reason, no_host: bool) -> str | None:
+    host = f"{src.host or 'localhost'}:{src.port or 'default port'}"
+    if reason is Reason.UNREACHABLE and no_host:
+        return f"host {src.host!r} does not resolve: check the host name in the source URI (not retried)"
+    if reason is Reason.UNREACHABLE:
+        return f"check that the server at {host} is up and accepts connections; the command retries a refused connection"
+    if reason is Reason.AUTH:
+        return (f"check the user {src.user or '(none)'!r} and its password for {host} (percent-encode @ : / in a "
+                f"password; pass it through RANKLOOP_SOURCE__URI or a settings file, not a command line)")
+    if reason is Reason.NOT_FOUND:
+        return f"check the database name {src.database!r} in the source URI"
+    if reason is Reason.MISSING_COLUMN:
+        return "check the mapping's `from:` names against the source's columns"
+    return None
 
 
 def guarded(src: SourceURI, action: str, fn: Callable[[], T]) -> T:
@@ -110,9 +142,9 @@ def connect_sqlite_readonly(src: SourceURI) -> Any:
 
 
 def postgres_uri(src: SourceURI) -> str:
-    """The URI libpq accepts (driver suffixes like ``+psycopg`` removed)."""
-    scheme, rest = src.raw.split("://", 1)
-    return "postgresql://" + rest if scheme.lower() != "postgresql" else src.raw
+    """The URI libpq accepts: driver suffixes like ``+psycopg`` removed, user and password
+    percent-encoded as we parsed them (libpq would cut a raw ``@`` in a password)."""
+    return src.driver_uri("postgresql")
 
 
 def connect_postgres(src: SourceURI) -> Any:
@@ -141,7 +173,7 @@ def connect_mongo(src: SourceURI) -> Any:
     """pymongo client (``pymongo.MongoClient`` is looked up at call time so mongomock can patch it)."""
     import pymongo
 
-    uri = _strip_query_option(src.raw, "collection")
+    uri = src.driver_uri(drop_options=("collection",))  # pymongo rejects unknown options
 
     def open_client() -> Any:
         client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
@@ -149,10 +181,3 @@ def connect_mongo(src: SourceURI) -> Any:
         return client
 
     return guarded(src, "connecting", open_client)
-
-
-def _strip_query_option(uri: str, name: str) -> str:
-    """``uri`` without the query option ``name`` (pymongo rejects unknown options)."""
-    base, _, query = uri.partition("?")
-    kept = [p for p in query.split("&") if p and not p.lower().startswith(name.lower() + "=")]
-    return base + ("?" + "&".join(kept) if kept else "")
