@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rankloop.schema import EVENT_TYPES
@@ -24,8 +26,29 @@ class ContractSettings(BaseModel):
     )
     engagement_event_types: tuple[str, ...] = Field(
         default=("click", "save", "cart_add", "purchase"),
-        description="Event types that need an exposure (impression or view) of the same item by the same user "
-        "in the same session or request; rows without one are quarantined as no_impression.",
+        description="Event types that need an exposure (impression or view) of the same item by the same user: "
+        "in the same session or request, or within exposure_lookback_days before it; rows without one are "
+        "quarantined as no_impression.",
+    )
+    exposure_lookback_days: float = Field(
+        default=7.0, ge=0,
+        description="An engagement counts as following an exposure when the same user saw or viewed the same item "
+        "at most this many days before it (in the extract, or in the prior exposures given), whatever the session.",
+    )
+    exposure_clock_skew_seconds: float = Field(
+        default=60.0, ge=0,
+        description="An exposure logged up to this many seconds after the engagement still counts (clients and "
+        "trackers log asynchronously).",
+    )
+    max_id_length: int = Field(
+        default=256, ge=1,
+        description="event_id, user_id, item_id, session_id and request_id longer than this many characters are "
+        "quarantined (a 10,000-character id is a logging bug, not an id).",
+    )
+    ts_floor: datetime = Field(
+        default=datetime(1980, 1, 1, tzinfo=UTC),
+        description="Rows with ts before this are quarantined as ts_before_floor (epoch-0 defaults, wrong epoch "
+        "units, pre-1970 values). Timezone-aware.",
     )
     max_volume_change: float = Field(
         default=0.5, gt=0,
@@ -57,6 +80,13 @@ class ContractSettings(BaseModel):
     example_rows: int = Field(
         default=5, ge=1, le=100, description="How many offending rows a ContractViolation quotes per rule."
     )
+
+    @field_validator("ts_floor")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError(f"ts_floor must be timezone-aware (e.g. 1980-01-01T00:00:00Z), got {value.isoformat()}")
+        return value.astimezone(UTC)
 
     @field_validator("engagement_event_types")
     @classmethod

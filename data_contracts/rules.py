@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_contracts.config import ContractSettings
-from rankloop.schema import EVENT_TYPES, REQUIRED_COLUMNS, TRAIT_COLUMNS, EventType
+from rankloop.schema import EVENT_TYPES, REQUIRED_COLUMNS, SOURCE_ERRORS, TRAIT_COLUMNS, EventType
 
 SUITE_NAME = "interactions"
 WINDOW_START = "window_start"
@@ -32,6 +32,9 @@ NOW = "now"
 EVENT_KEY: tuple[str, ...] = ("user_id", "item_id", "event_type", "ts")
 # What counts as "shown": an impression, or a view for sources that log only views.
 EXPOSURE_TYPES: tuple[str, ...] = (EventType.IMPRESSION.value, EventType.VIEW.value)
+ID_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "item_id")
+LENGTH_CHECKED: tuple[str, ...] = (*ID_COLUMNS, "session_id", "request_id")
+FINITE_CHECKED: tuple[str, ...] = ("value", "propensity", "mood_delta")
 
 Params = Mapping[str, Any]
 
@@ -108,6 +111,60 @@ class Between:
         if pa.types.is_floating(column.type):  # NaN compares False: missing, not out of range
             bad = pc.and_(bad, pc.invert(pc.is_nan(column)))
         return bad
+
+
+@dataclass(frozen=True)
+class NotBlank:
+    """Present values hold something other than whitespace."""
+
+    expectation_type = "ExpectColumnValuesToNotMatchRegex"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"regex": r"^\s*$"}
+
+    def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
+        return pc.equal(pc.utf8_trim_whitespace(column), "")
+
+
+@dataclass(frozen=True)
+class MaxLength:
+    """Present values are at most ``max_value`` characters long."""
+
+    max_value: int
+    expectation_type = "ExpectColumnValueLengthsToBeBetween"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"min_value": None, "max_value": self.max_value}
+
+    def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
+        return pc.greater(pc.utf8_length(column), self.max_value)
+
+
+@dataclass(frozen=True)
+class Finite:
+    """Present values are finite numbers (NaN and infinities are not measurements). Great Expectations
+    reads NaN as missing, so this has no GE expectation: masks only."""
+
+    expectation_type = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
+        return pc.invert(pc.is_finite(column))
+
+
+@dataclass(frozen=True)
+class IsNull:
+    """The column is null: ``source_errors`` names the values extraction could not convert."""
+
+    expectation_type = "ExpectColumnValuesToBeNull"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
+        return pc.is_valid(column)
 
 
 @dataclass(frozen=True)
@@ -197,19 +254,24 @@ class CompoundUnique:
 @dataclass(frozen=True)
 class HasExposure:
     """Engagement rows (``event_types``) need an exposure (impression or view) of the same item by the
-    same user in the same session, else in the same request; rows with neither id need one anywhere in
-    the extract. No Great Expectations expectation exists for this (it is a join): masks only.
+    same user: in the same session, or in the same request, or at most ``lookback_s`` seconds before
+    it (up to ``skew_s`` after it) whatever the session, in the extract or in the prior exposures the
+    run supplies. No Great Expectations expectation exists for this (it is a join): masks only.
 
-    Vectorised with Arrow hash joins (left semi) of the engagement rows against the exposure rows.
+    Vectorised: Arrow hash joins (left semi) for the session and request links, then an as-of join
+    (``pandas.merge_asof``, backward, by user-item pair) for the lookback.
     """
 
     event_types: tuple[str, ...]
+    lookback_s: float = 7 * 86_400.0
+    skew_s: float = 60.0
     expectation_type = None
 
     def kwargs(self) -> dict[str, Any]:
         return {"exposure_event_types": list(EXPOSURE_TYPES),
-                "match_on": [["user_id", "item_id", "session_id"], ["user_id", "item_id", "request_id"],
-                             ["user_id", "item_id"]]}
+                "match_on": [["user_id", "item_id", "session_id"], ["user_id", "item_id", "request_id"]],
+                "or_within": {"keys": ["user_id", "item_id"], "lookback_seconds": self.lookback_s,
+                              "skew_seconds": self.skew_s}}
 
     def batch_mask(self, batch: Batch) -> np.ndarray:
         table, n = batch.table, batch.table.num_rows
@@ -222,24 +284,48 @@ class HasExposure:
         exposures = table.select(columns).filter(pa.array(batch.event_type_in(EXPOSURE_TYPES)))
         rows = np.flatnonzero(engaged)
         remaining = table.select(columns).take(pa.array(rows)).append_column("_row", pa.array(rows))
-        for keys, applies in (
-            (["user_id", "item_id", "session_id"], lambda t: pc.is_valid(t.column("session_id"))),
-            (["user_id", "item_id", "request_id"], lambda t: pc.is_valid(t.column("request_id"))),
-            (["user_id", "item_id"], lambda t: pc.and_(pc.is_null(t.column("session_id")),
-                                                       pc.is_null(t.column("request_id")))),
-        ):
-            probe = remaining.filter(applies(remaining)).select([*keys, "_row"])
+        for keys in (["user_id", "item_id", "session_id"], ["user_id", "item_id", "request_id"]):
+            probe = remaining.filter(pc.is_valid(remaining.column(keys[-1]))).select([*keys, "_row"])
             if probe.num_rows == 0:
                 continue
             matched = probe.join(exposures.select(keys), keys=keys, join_type="left semi").column("_row")
             remaining = remaining.filter(pc.invert(pc.is_in(remaining.column("_row"), value_set=matched.combine_chunks())))
             if remaining.num_rows == 0:
                 return mask
-        mask[remaining.column("_row").to_numpy()] = True
+        rows = remaining.column("_row").to_numpy()
+        mask[rows[~self._seen_before(batch, rows)]] = True
         return mask
 
+    def _seen_before(self, batch: Batch, rows: np.ndarray) -> np.ndarray:
+        """Per engagement row: an exposure of the pair in ``[ts - lookback, ts + skew]``."""
+        table = batch.table
+        engaged = pa.table({"user_id": table.column("user_id").take(pa.array(rows)),
+                            "item_id": table.column("item_id").take(pa.array(rows)),
+                            "ts": pa.array(batch.ts_int64[rows])})
+        shown = table.filter(pa.array(batch.event_type_in(EXPOSURE_TYPES))).select(["user_id", "item_id", "ts"])
+        if batch.prior_exposures is not None:
+            shown = pa.concat_tables([shown, batch.prior_exposures.select(["user_id", "item_id", "ts"]).cast(shown.schema)])
+        shown = shown.filter(pc.is_in(shown.column("user_id"), value_set=_single_chunk(engaged.column("user_id"))))
+        if shown.num_rows == 0:
+            return np.zeros(len(rows), dtype=bool)
+        users = pc.dictionary_encode(pa.concat_arrays([_single_chunk(engaged.column("user_id")).cast(pa.large_string()),
+                                                       _single_chunk(shown.column("user_id")).cast(pa.large_string())]))
+        items = pc.dictionary_encode(pa.concat_arrays([_single_chunk(engaged.column("item_id")).cast(pa.large_string()),
+                                                       _single_chunk(shown.column("item_id")).cast(pa.large_string())]))
+        pair = (pc.fill_null(users.indices, -1).to_numpy().astype(np.int64) * (len(items.dictionary) + 1)
+                + pc.fill_null(items.indices, -1).to_numpy().astype(np.int64))
+        n, skew, lookback = len(rows), int(self.skew_s * 1e6), int(self.lookback_s * 1e6)
+        shown_ts = pc.fill_null(_single_chunk(shown.column("ts")).cast(pa.int64()), np.iinfo(np.int64).min).to_numpy()
+        left = pd.DataFrame({"pair": pair[:n], "at": batch.ts_int64[rows] + skew, "i": np.arange(n)}).sort_values("at")
+        right = pd.DataFrame({"pair": pair[n:], "at": shown_ts, "shown": shown_ts}).sort_values("at")
+        merged = pd.merge_asof(left, right, on="at", by="pair", direction="backward")
+        seen = merged["shown"].notna().to_numpy() & (merged["shown"].to_numpy() >= merged["at"].to_numpy() - skew - lookback)
+        out = np.zeros(n, dtype=bool)
+        out[merged["i"].to_numpy()] = seen
+        return out
 
-Check = NotNull | InSet | Between | Unique | CompoundUnique | HasExposure
+
+Check = NotNull | NotBlank | MaxLength | Finite | IsNull | InSet | Between | Unique | CompoundUnique | HasExposure
 
 
 class Batch:
@@ -249,8 +335,8 @@ class Batch:
     instead of hashing every string once per rule.
     """
 
-    def __init__(self, table: pa.Table, params: Params):
-        self.table, self.params = table, params
+    def __init__(self, table: pa.Table, params: Params, prior_exposures: pa.Table | None = None):
+        self.table, self.params, self.prior_exposures = table, params, prior_exposures
 
     @cached_property
     def ts_int64(self) -> np.ndarray:
@@ -283,7 +369,8 @@ class RowRule:
     """One row-level rule: rows it flags are quarantined with ``reason``.
 
     ``when_event_types`` restricts the rule to rows of those event types (a GE row_condition).
-    ``reason_with_value``: the reason is ``<reason>:<offending value>`` (unknown event types).
+    ``reason_with_value``: the reason is ``<reason>:<offending value>`` (unknown event types; for
+    ``source_errors`` the columns whose source values could not be converted, e.g. ``unparseable:value``).
     """
 
     name: str
@@ -345,12 +432,23 @@ def row_rules(settings: ContractSettings) -> tuple[RowRule, ...]:
         for c in TRAIT_COLUMNS
     )
     return (
+        RowRule("source_values_converted", "unparseable", SOURCE_ERRORS, IsNull(),
+                "Every source value converted to its column's type; the reason names the columns that did not "
+                "(unparseable:value), their raw text stays in the quarantined row's source_errors.",
+                reason_with_value=True),
         *(RowRule(f"{c}_not_null", f"null_{c}", c, NotNull(), f"{c} is never null.") for c in REQUIRED_COLUMNS),
+        *(RowRule(f"{c}_not_blank", f"empty_{c}", c, NotBlank(), f"{c} is not empty or only whitespace.")
+          for c in ID_COLUMNS),
+        *(RowRule(f"{c}_length", f"long_{c}", c, MaxLength(settings.max_id_length),
+                  f"{c} at most max_id_length={settings.max_id_length} characters when present.")
+          for c in LENGTH_CHECKED),
         RowRule("event_type_known", "unknown_event_type", "event_type", InSet(tuple(sorted(EVENT_TYPES))),
                 "event_type is one of rankloop.schema.EventType (sources keep unknown values verbatim).",
                 reason_with_value=True),
         RowRule("ts_not_in_future", "ts_in_future", "ts", Between(None, {"$PARAMETER": NOW}),
                 "ts not after `now`, the validation time (a run parameter)."),
+        RowRule("ts_after_floor", "ts_before_floor", "ts", Between(settings.ts_floor, None),
+                f"ts at or after ts_floor={settings.ts_floor.isoformat()} (epoch-0 defaults, wrong epoch units)."),
         RowRule("ts_in_window", "ts_outside_window", "ts",
                 Between({"$PARAMETER": WINDOW_START}, {"$PARAMETER": WINDOW_END}, strict_max=True),
                 "ts within the extract window [start, end)."),
@@ -360,15 +458,19 @@ def row_rules(settings: ContractSettings) -> tuple[RowRule, ...]:
                 "(user_id, item_id, event_type, ts) unique (client retries under new event ids); the first "
                 "occurrence is kept, later ones quarantined."),
         RowRule("engagement_has_impression", "no_impression", "item_id",
-                HasExposure(settings.engagement_event_types),
+                HasExposure(settings.engagement_event_types, settings.exposure_lookback_days * 86_400.0,
+                            settings.exposure_clock_skew_seconds),
                 "Engagement events need an impression or view of the same item by the same user in the same "
-                "session (else the same request; with neither id, anywhere in the extract). Masks only: "
-                "Great Expectations has no expectation for a join.",
+                f"session or request, or at most exposure_lookback_days={settings.exposure_lookback_days:g} days "
+                "before it (whatever the session). Masks only: Great Expectations has no expectation for a join.",
                 when_event_types=settings.engagement_event_types),
         RowRule("position_non_negative", "negative_position", "position", Between(0, None),
                 "position >= 0 when present."),
         RowRule("propensity_in_range", "propensity_out_of_range", "propensity", Between(0.0, 1.0, strict_min=True),
                 "propensity in (0, 1] when present."),
+        *(RowRule(f"{c}_finite", f"non_finite_{c}", c, Finite(),
+                  f"{c} is a finite number when present (NaN and infinities are quarantined). Masks only: Great "
+                  "Expectations reads NaN as missing.") for c in FINITE_CHECKED),
         RowRule("rating_in_range", "rating_out_of_range", "value", Between(1.0, 5.0),
                 "Rating events: value (stars) in [1, 5] when present.", when_event_types=(EventType.RATING.value,)),
         RowRule("dwell_in_range", "dwell_out_of_range", "value",

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rankloop.schema import INTERACTION_SCHEMA, TRAIT_COLUMNS, EventType
+from data_contracts.rules import ID_COLUMNS, LENGTH_CHECKED
+from rankloop.schema import INTERACTION_SCHEMA, SNAPSHOT_SCHEMA, SOURCE_ERRORS, TRAIT_COLUMNS, EventType
 
 ENGAGEMENT_TYPES = (EventType.CLICK.value, EventType.SAVE.value, EventType.CART_ADD.value, EventType.PURCHASE.value)
 _EVENT_MIX: dict[str, float] = {
@@ -97,6 +98,19 @@ FAULTS: dict[str, Fault] = {
     "event_type_not_null": _set(event_type=None, value=None),
     "ts_not_null": _set(ts=None),
     "event_type_known": _set(event_type="teleport", value=None),
+    # a value extraction could not convert: null, with its raw text kept beside it
+    "source_values_converted": _set(value=None, source_errors='{"value":"abc"}'),
+    # as impressions: an engagement under a changed user or item would lose its exposure too
+    # (distinct per copy: equal event ids would be duplicates as well)
+    **{f"{c}_not_blank": lambda row, window, first_id, c=c: row.update(
+        {c: " " * (1 + int(row["event_id"].rsplit("-", 1)[1])), "event_type": "impression"}) for c in ID_COLUMNS},
+    **{f"{c}_length": lambda row, window, first_id, c=c: row.update(
+        {c: row["event_id"] + "x" * 300, "event_type": "impression"}) for c in LENGTH_CHECKED},
+    # a ts before the floor is outside a later window too: it carries both reasons
+    "ts_after_floor": _set(ts=datetime(1969, 12, 31, tzinfo=UTC)),
+    "value_finite": _set(event_type="impression", value=float("nan")),
+    "propensity_finite": _set(propensity=float("nan")),  # inf is out of (0, 1] as well
+    "mood_delta_finite": _set(mood_delta=float("-inf")),
     "ts_in_window": lambda row, window, first_id: row.update(ts=window[1]),
     # a future row in a past window is outside the window too: it carries both reasons
     "ts_not_in_future": lambda row, window, first_id: row.update(ts=window[1] + timedelta(days=400)),
@@ -104,7 +118,8 @@ FAULTS: dict[str, Fault] = {
     # a client retry: the same (user, item, type, ts) under a new event id
     "event_key_unique": lambda row, window, first_id: row.update(ts=row["_copied_ts"]),
     "engagement_has_impression": lambda row, window, first_id: row.update(
-        event_type="click", value=None, session_id=f"lost-{row['event_id']}", request_id=f"lost-{row['event_id']}"),
+        event_type="click", value=None, session_id=f"lost-{row['event_id']}", request_id=f"lost-{row['event_id']}",
+        item_id=f"never-shown-{row['event_id']}"),
     "position_non_negative": _set(position=-1),
     "propensity_in_range": _set(propensity=0.0),
     "rating_in_range": _set(event_type="rating", value=6.0),
@@ -125,7 +140,8 @@ def inject_faults(
     copy's ts moves 1 microsecond later (so a copy is not a duplicate event unless the fault makes it one).
 
     Returns:
-        (table with the bad rows appended after the clean ones, rule name -> bad rows injected).
+        (table with the bad rows appended after the clean ones, rule name -> bad rows injected). The
+        table has the snapshot's schema (``SNAPSHOT_SCHEMA``: nullable, with ``source_errors``).
     """
     rng = np.random.default_rng(seed)
     bad: list[dict[str, Any]] = []
@@ -137,5 +153,7 @@ def inject_faults(
             fault(row, window, table["event_id"][0].as_py())
             del row["_copied_ts"]
             bad.append(row)
-    extra = pa.Table.from_pylist(bad, schema=INTERACTION_SCHEMA)
-    return pa.concat_tables([table, extra]), {name: per_rule for name in faults}
+    clean = table.append_column(SOURCE_ERRORS, pa.nulls(table.num_rows, pa.string())) \
+        if SOURCE_ERRORS not in table.column_names else table
+    extra = pa.Table.from_pylist(bad, schema=SNAPSHOT_SCHEMA)
+    return pa.concat_tables([clean.cast(SNAPSHOT_SCHEMA), extra]), {name: per_rule for name in faults}

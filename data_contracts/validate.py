@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 
 from data_contracts import ge_suite
 from data_contracts.config import ContractSettings
@@ -31,18 +33,25 @@ from data_contracts.rules import (
     table_rules,
 )
 from rankloop.errors import ContractViolation, Reason
-from rankloop.schema import INTERACTION_SCHEMA, REQUIRED_COLUMNS
+from rankloop.schema import (
+    INTERACTION_COLUMNS,
+    INTERACTION_SCHEMA,
+    REQUIRED_COLUMNS,
+    SOURCE_ERRORS,
+    SOURCE_ERRORS_FIELD,
+)
 
 logger = logging.getLogger(__name__)
-_QUARANTINE_SCHEMA = pa.schema([f.with_nullable(True) for f in INTERACTION_SCHEMA])
 
 
 @dataclass(frozen=True)
 class ContractResult:
     """Outcome of :func:`check_interactions`.
 
-    ``quarantined`` has the canonical columns plus ``reason`` (every failing rule's reason, joined
-    by ';') and ``rule`` (the first failing rule). ``expectations`` holds one record per expectation:
+    ``valid`` has the canonical ``INTERACTION_SCHEMA`` columns, then the extract's extra columns.
+    ``quarantined`` has the canonical columns (nullable), ``source_errors`` (the raw text of values
+    extraction could not convert), the extra columns, ``reason`` (every failing rule's reason,
+    joined by ';') and ``rule`` (the first failing rule). ``expectations`` holds one record per expectation:
     name, success, unexpected_count, element_count, engine (``great_expectations``, ``rankloop``
     (masks), ``table`` or ``batch``), and for row rules ``quarantined_count``.
     ``gate_passed``: no fatal table or batch rule failed (the run may continue).
@@ -112,29 +121,32 @@ class ContractResult:
 
 def validate_interactions(
     table: pa.Table, *, window: tuple[datetime, datetime], settings: ContractSettings, run_ge: bool = True,
-    now: datetime | None = None, previous: WindowProfile | None = None,
+    now: datetime | None = None, previous: WindowProfile | None = None, prior_exposures: pa.Table | None = None,
 ) -> ContractResult:
     """:func:`check_interactions`, raising ContractViolation when the gate fails."""
-    result = check_interactions(table, window=window, settings=settings, run_ge=run_ge, now=now, previous=previous)
+    result = check_interactions(table, window=window, settings=settings, run_ge=run_ge, now=now, previous=previous,
+                                prior_exposures=prior_exposures)
     result.raise_if_failed(settings)
     return result
 
 
 def check_interactions(
     table: pa.Table, *, window: tuple[datetime, datetime], settings: ContractSettings, run_ge: bool = True,
-    now: datetime | None = None, previous: WindowProfile | None = None,
+    now: datetime | None = None, previous: WindowProfile | None = None, prior_exposures: pa.Table | None = None,
 ) -> ContractResult:
     """Check an extract of the window ``[start, end)`` against the ``interactions`` suite.
 
     Args:
-        table: interactions in the canonical ``INTERACTION_SCHEMA`` (missing nullable columns are
-            filled with nulls, extra columns dropped).
+        table: interactions in the canonical columns (a snapshot: nullable, with ``source_errors``;
+            missing nullable columns are filled with nulls, other columns are kept as extras).
         window: ``(start, end)``, timezone-aware; ``ts`` must lie in ``[start, end)``.
         settings: thresholds.
         run_ge: also run the Great Expectations suite for the official record (on the full table,
             or on a strided sample of ``settings.ge_max_rows`` rows above that size).
         now: the validation time; ``ts`` after it is quarantined as ``ts_in_future``. Default: now (UTC).
         previous: the previous window's profile (batch-level checks compare with it); None: first run.
+        prior_exposures: impressions/views before the window (``user_id``, ``item_id``, ``ts``): an
+            engagement early in the window may follow one of them (``exposure_lookback_days``).
 
     Returns:
         The valid rows, the quarantined rows with reasons, the expectation records, this window's
@@ -155,10 +167,10 @@ def check_interactions(
             reason=Reason.EMPTY, details={"window": [str(w) for w in window], "rows_in": 0},
         )
     rules = row_rules(settings)
-    batch = Batch(table, {WINDOW_START: window[0], WINDOW_END: window[1], NOW: now})
+    batch = Batch(table, {WINDOW_START: window[0], WINDOW_END: window[1], NOW: now}, prior_exposures)
     masks = {r.name: r.mask(batch) for r in rules}
     bad = np.logical_or.reduce(list(masks.values()))
-    valid, quarantined = _keep_valid(table, bad), _quarantine_table(table, bad, rules, masks)
+    valid, quarantined = _valid_table(_keep_valid(table, bad)), _quarantine_table(table, bad, rules, masks)
     _check_nothing_lost(table.num_rows, valid.num_rows, quarantined.num_rows)
     records = _row_records(batch, rules, masks, window, now, settings if run_ge else None)
     exposures = int(np.count_nonzero(batch.event_type_in(EXPOSURE_TYPES) & ~bad))
@@ -204,7 +216,8 @@ def _check_arguments(table: Any, window: Any, now: Any) -> None:
 
 
 def _conform(table: pa.Table) -> pa.Table:
-    """Canonical column order and types; fatal if required columns are missing or types differ."""
+    """Canonical columns (nullable) in order, ``source_errors``, then any extra columns; fatal if
+    required columns are missing or canonical types differ."""
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     wrong = {f.name: (str(f.type), str(table.schema.field(f.name).type))
              for f in INTERACTION_SCHEMA if f.name in table.column_names and table.schema.field(f.name).type != f.type}
@@ -216,12 +229,10 @@ def _conform(table: pa.Table) -> pa.Table:
             reason=Reason.CONTRACT,
             details={"missing_columns": missing, "wrong_types": wrong, "found": table.column_names},
         )
-    extra = [c for c in table.column_names if c not in INTERACTION_SCHEMA.names]
-    if extra:
-        logger.info("contract %s: dropping non-canonical column(s) %s", SUITE_NAME, extra)
-    arrays = [table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-              for f in INTERACTION_SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=INTERACTION_SCHEMA)
+    fields = [f.with_nullable(True) for f in INTERACTION_SCHEMA] + [SOURCE_ERRORS_FIELD]
+    fields += [table.schema.field(c) for c in table.column_names if c not in INTERACTION_COLUMNS and c != SOURCE_ERRORS]
+    arrays = [table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in fields]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def _keep_valid(table: pa.Table, bad: np.ndarray, max_slices: int = 64) -> pa.Table:
@@ -233,6 +244,15 @@ def _keep_valid(table: pa.Table, bad: np.ndarray, max_slices: int = 64) -> pa.Ta
     return pa.concat_tables([table.slice(a, b - a) for a, b in bounds if b > a] or [table.slice(0, 0)])
 
 
+def _valid_table(table: pa.Table) -> pa.Table:
+    """The canonical columns typed as ``INTERACTION_SCHEMA`` (every required value is present once the
+    bad rows are out), then the extra columns; ``source_errors`` is null on every valid row."""
+    extras = [c for c in table.column_names if c not in INTERACTION_COLUMNS and c != SOURCE_ERRORS]
+    canonical = table.select(list(INTERACTION_COLUMNS)).cast(INTERACTION_SCHEMA)
+    return pa.Table.from_arrays([*canonical.columns, *(table.column(c) for c in extras)],
+                                schema=pa.schema([*INTERACTION_SCHEMA, *(table.schema.field(c) for c in extras)]))
+
+
 def _quarantine_table(
     table: pa.Table, bad: np.ndarray, rules: Sequence[RowRule], masks: dict[str, np.ndarray]
 ) -> pa.Table:
@@ -240,7 +260,7 @@ def _quarantine_table(
 
     Every column is nullable here: a row quarantined for a null id must still be writable to Parquet.
     """
-    rows = table.filter(pa.array(bad)).cast(_QUARANTINE_SCHEMA)
+    rows = table.filter(pa.array(bad))
     flagged = [(r, pa.array(masks[r.name][bad])) for r in rules if masks[r.name].any()]
     if not flagged:
         return rows.append_column("reason", pa.array([], pa.string())).append_column("rule", pa.array([], pa.string()))
@@ -258,8 +278,28 @@ def _chunked(array: Any) -> pa.ChunkedArray:
 def _reason(rule: RowRule, rows: pa.Table) -> Any:
     if not rule.reason_with_value:
         return pa.scalar(rule.reason)
+    if rule.column == SOURCE_ERRORS:
+        return pc.binary_join_element_wise(rule.reason, _failed_columns(rows.column(SOURCE_ERRORS)), ":")
     values = pc.fill_null(rows.column(rule.column).cast(pa.string()), "<null>")
     return pc.binary_join_element_wise(rule.reason, values, ":")
+
+
+def _failed_columns(errors: pa.ChunkedArray) -> pa.Array:
+    """``value`` or ``ts,value``: the columns named in each row's ``source_errors`` JSON object."""
+    texts = pc.fill_null(errors.combine_chunks() if errors.num_chunks else pa.array([], pa.string()), "{}")
+    if len(texts) == 0:
+        return pa.array([], pa.string())
+    lines = pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts)
+    blob = pc.binary_join(lines, "\n")[0].as_buffer().to_pybytes() + b"\n"
+    try:
+        parsed = pajson.read_json(io.BytesIO(blob))
+    except pa.ArrowInvalid:  # not written by the extractor: name the column, keep the text in the row
+        return pa.array([SOURCE_ERRORS] * len(texts), pa.string())
+    names = [pc.if_else(pc.is_valid(parsed.column(c)), c, None) for c in parsed.column_names]
+    if not names:
+        return pa.array([SOURCE_ERRORS] * len(texts), pa.string())
+    joined = pc.binary_join_element_wise(*names, ",", null_handling="skip") if len(names) > 1 else names[0]
+    return _chunked(joined).combine_chunks()
 
 
 def _row_records(

@@ -6,6 +6,8 @@ contracts, models and the registry only ever see these column names.
 Three tables:
 
 * ``INTERACTION_SCHEMA``: one row per logged event (an impression, a click, a rating ...).
+  A snapshot (what extraction writes, before the contract) has :func:`snapshot_schema`: the
+  same columns, every one nullable, then ``source_errors`` and the mapping's extra columns.
 * ``ITEM_SCHEMA``: optional item catalogue (category, content type, embedding).
 * ``USER_SCHEMA``: optional user profiles (Big Five traits, profile embedding).
 """
@@ -80,6 +82,30 @@ INTERACTION_SCHEMA: pa.Schema = pa.schema(
 )
 INTERACTION_COLUMNS: tuple[str, ...] = tuple(INTERACTION_SCHEMA.names)
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(f.name for f in INTERACTION_SCHEMA if not f.nullable)
+
+#: Per-row record of source values extraction could not convert: null when every value converted,
+#: else a JSON object ``{"<canonical column>": "<raw source text>", ...}``; the column itself is null.
+SOURCE_ERRORS = "source_errors"
+SOURCE_ERRORS_FIELD = pa.field(
+    SOURCE_ERRORS, pa.string(),
+    metadata={"description": "JSON object: canonical column -> raw source text that could not be converted."},
+)
+
+
+def snapshot_schema(extra: tuple[pa.Field, ...] | list[pa.Field] = ()) -> pa.Schema:
+    """What extraction writes: the canonical columns, all nullable (a null id is the contract's to
+    quarantine, not the writer's to crash on), ``source_errors``, then the mapping's extra columns.
+
+    Raises:
+        ValueError: an extra column reuses a canonical name or ``source_errors``.
+    """
+    taken = [f.name for f in extra if f.name in INTERACTION_COLUMNS or f.name == SOURCE_ERRORS]
+    if taken:
+        raise ValueError(f"extra column(s) {taken} reuse a canonical name or {SOURCE_ERRORS!r}")
+    return pa.schema([*(f.with_nullable(True) for f in INTERACTION_SCHEMA), SOURCE_ERRORS_FIELD, *extra])
+
+
+SNAPSHOT_SCHEMA: pa.Schema = snapshot_schema()
 
 ITEM_SCHEMA: pa.Schema = pa.schema(
     [

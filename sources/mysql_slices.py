@@ -2,22 +2,22 @@
 
 connectorx reads a query straight into Arrow (about 7x faster than a pymysql cursor here) but
 cannot stream, so the window is cut into time slices of at most about ``batch_rows`` rows each
-(counted on the ts index, split further where events are dense), read one at a time in order.
+(counted on the ts index with bound parameters, split further where events are dense), read one
+at a time in order. connectorx takes no parameters: its statements carry the bounds as literals
+rendered by :func:`sources.sql.literal` (datetimes and numbers only).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
 
 import pyarrow as pa
 
 from sources import connect
-from sources.mapping import FieldSpec
-from sources.sql_reader import bound_literal, build_query, quote, resolve_unit
+from sources.sql import count_sql, encoded_bounds, select_sql
+from sources.sql_reader import PreparedRead, fetch_one
 from sources.uri import SourceURI
 
 _MIN_SLICE = timedelta(microseconds=2)
@@ -45,36 +45,33 @@ def time_slices(count: Callable[[datetime, datetime], int], start: datetime, end
 
 
 def connectorx_uri(src: SourceURI) -> str:
-    """The URI connectorx accepts (``mysql://``, no driver suffix or options)."""
-    rest = src.raw.split("://", 1)[1].split("?", 1)[0]
-    return "mysql://" + rest
+    """The URI connectorx accepts (``mysql://``, user and password percent-encoded, no options)."""
+    return src.driver_uri("mysql").split("?", 1)[0]
 
 
-def window_batches(src: SourceURI, conn: Any, relation: str, leaves: dict[str, tuple[FieldSpec, pa.DataType]],
-                   ts: FieldSpec, start: datetime, end: datetime, order: list[str],
-                   batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Read the window slice by slice with connectorx (``conn`` counts rows per slice)."""
+def read_all(read: PreparedRead) -> Iterator[pa.RecordBatch]:
+    """The whole statement in one connectorx read (catalogues: no window)."""
     import connectorx as cx
 
+    sql = read.select.inline("mysql")
+    table = connect.guarded(read.src, "reading rows", lambda: cx.read_sql(connectorx_uri(read.src), sql, return_type="arrow"))
+    yield from table.to_batches()
+
+
+def window_batches(read: PreparedRead, ts_column: str, start: datetime, end: datetime, order: list[str],
+                   batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Read the window slice by slice with connectorx (the prepared connection counts rows per slice)."""
+    import connectorx as cx
+
+    assert read.storage is not None
+    uri = connectorx_uri(read.src)
+
     def count(lo: datetime, hi: datetime) -> int:
-        return _count(src, conn, relation, ts, lo, hi)
+        text, values = count_sql("mysql", read.part, ts_column, encoded_bounds(read.storage, lo, hi)).bound("mysql")
+        return int(connect.guarded(read.src, f"counting rows of {read.relation}",
+                                   lambda: fetch_one(read.conn, text, values)))
 
-    uri = connectorx_uri(src)
     for lo, hi in time_slices(count, start, end, batch_rows):
-        sql = build_query("mysql", relation, leaves, ts, lo, hi, order)
-        table = connect.guarded(src, "reading rows", lambda sql=sql: cx.read_sql(uri, sql, return_type="arrow"))
+        sql = select_sql("mysql", read.part, read.leaves, ts_column, encoded_bounds(read.storage, lo, hi), order).inline("mysql")
+        table = connect.guarded(read.src, "reading rows", lambda sql=sql: cx.read_sql(uri, sql, return_type="arrow"))
         yield from table.to_batches()
-
-
-def _count(src: SourceURI, conn: Any, relation: str, ts: FieldSpec, lo: datetime, hi: datetime) -> int:
-    col = quote("mysql", ts.source or "")
-    unit = resolve_unit("mysql", ts.unit)
-    sql = (f"SELECT COUNT(*) FROM {quote('mysql', relation)} WHERE {col} >= {bound_literal('mysql', lo, unit)} "
-           f"AND {col} < {bound_literal('mysql', hi, unit)}")
-
-    def run() -> int:
-        with contextlib.closing(conn.cursor()) as cur:
-            cur.execute(sql)
-            return int(cur.fetchall()[0][0])
-
-    return connect.guarded(src, f"counting rows of {relation}", run)

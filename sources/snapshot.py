@@ -26,18 +26,19 @@ from filelock import FileLock
 
 from rankloop.atomic import write_json
 from rankloop.errors import Reason, SourceError
-from rankloop.schema import INTERACTION_SCHEMA, conform
+from rankloop.schema import SOURCE_ERRORS, snapshot_schema
 from sources.connect import with_retries
 from sources.hashing import DIGEST_FORMAT, TableHasher
-from sources.mapping import load_mapping
-from sources.stream import open_stream, prefetched
+from sources.mapping import Mapping, load_mapping
+from sources.stream import ReadCounts, open_stream, prefetched
+from sources.transform import EXTRA_TYPES
 from sources.uri import parse_uri
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
 INDEX_LOCK = ".index.lock"
-# dictionary-encode repetitive text columns only: unique ids make dictionaries slow and useless
-_DICTIONARY_COLUMNS = [f.name for f in INTERACTION_SCHEMA if pa.types.is_string(f.type) and f.name != "event_id"]
+# dictionary-encode repetitive text columns only: unique ids and raw error text make dictionaries slow and useless
+_NOT_DICTIONARY = ("event_id", SOURCE_ERRORS)
 _TMP_PREFIX = ".tmp-"
 _ROW_GROUP_ROWS = 131_072  # rows per batch when re-reading a snapshot file
 
@@ -83,10 +84,15 @@ def extract_snapshot(
             (0 = read and write in turn); memory grows by at most this many batches.
 
     Returns:
-        The :class:`Snapshot`; ``reused`` tells whether an identical one already existed.
+        The :class:`Snapshot`; ``reused`` tells whether an identical one already existed. Its table
+        has :func:`mapping_schema`: every canonical column (nullable: values that could not be
+        converted are null, with their raw text in ``source_errors``), then the extra columns.
+        The manifest's ``counts`` hold the source's count of the window, the rows read, and the
+        rows the mapping's filters dropped.
 
     Raises:
-        SourceError: the source is unreachable (after retries), refuses us, or lacks what the mapping needs.
+        SourceError: the source is unreachable (after retries), refuses us, or lacks what the mapping
+            needs; SOURCE_COUNT when the rows read differ from the source's count of the window.
         ValueError: ``start`` is not before ``end`` or ``batch_rows`` < 1.
     """
     start, end = _utc(start), _utc(end)
@@ -114,21 +120,36 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _write_temp(src: Any, spec: Any, start: datetime, end: datetime, snapshot_dir: Path, batch_rows: int,
+def mapping_schema(spec: Mapping) -> pa.Schema:
+    """The snapshot schema of a mapping: canonical columns (nullable), ``source_errors``, extras."""
+    return snapshot_schema([pa.field(name, EXTRA_TYPES[kind]) for name, kind in spec.extra_types().items()])
+
+
+def _write_temp(src: Any, spec: Mapping, start: datetime, end: datetime, snapshot_dir: Path, batch_rows: int,
                 prefetch: int, ident: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    stream = open_stream(src, spec, INTERACTION_SCHEMA, start=start, end=end, batch_rows=batch_rows)
+    schema = mapping_schema(spec)
+    stream = open_stream(src, spec, schema, start=start, end=end, batch_rows=batch_rows)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=snapshot_dir))
     try:
-        stats = _write_parquet(prefetched(stream.batches, prefetch), tmp / "data.parquet")
+        stats = _write_parquet(prefetched(stream.batches, prefetch), tmp / "data.parquet", schema)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     digest = snapshot_digest(ident, stream.query, stats["column_digests"])
     manifest = {**ident, "kind": src.kind, "query": stream.query, "digest": digest, "digest_format": DIGEST_FORMAT,
-                **stats,
-                "schema": [f.name + ":" + str(f.type) for f in INTERACTION_SCHEMA],
+                **stats, "counts": _counts(stream.counts, stats["rows"]),
+                "schema": [f.name + ":" + str(f.type) for f in schema],
                 "created_at": datetime.now(UTC).isoformat(), "files": {"data.parquet": stats["data_sha256"]}}
     return tmp, manifest
+
+
+def _counts(counts: ReadCounts, rows: int) -> dict[str, Any]:
+    """The window's accounting: source count = rows read = rows written + rows filtered."""
+    if counts.rows_read - counts.rows_filtered != rows:
+        raise SourceError(f"wrote {rows} rows but read {counts.rows_read} and filtered {counts.rows_filtered}",
+                          reason=Reason.SOURCE_COUNT, details={"rows": rows, "rows_read": counts.rows_read})
+    return {"source_rows": counts.source_rows, "rows_read": counts.rows_read, "rows_filtered": counts.rows_filtered,
+            "rows_written": rows, "parts": counts.parts}
 
 
 def snapshot_digest(ident: dict[str, Any], query: str, column_digests: dict[str, str]) -> str:
@@ -140,21 +161,26 @@ def snapshot_digest(ident: dict[str, Any], query: str, column_digests: dict[str,
     return hashlib.sha256(json.dumps(digest_input, sort_keys=True).encode()).hexdigest()
 
 
-def _write_parquet(batches: Any, path: Path) -> dict[str, Any]:
-    hasher, file_hash = TableHasher(INTERACTION_SCHEMA), hashlib.sha256()
-    rows, lo, hi = 0, None, None
-    with pq.ParquetWriter(path, INTERACTION_SCHEMA, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS) as writer:
+def _write_parquet(batches: Any, path: Path, schema: pa.Schema) -> dict[str, Any]:
+    hasher, file_hash = TableHasher(schema), hashlib.sha256()
+    rows, lo, hi, with_errors = 0, None, None, 0
+    dictionary = [f.name for f in schema if pa.types.is_string(f.type) and f.name not in _NOT_DICTIONARY]
+    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=dictionary) as writer:
         for table in batches:
-            table = conform(table)
             writer.write_table(table)
             hasher.update(table)
             rows += table.num_rows
             lo, hi = _extend(lo, hi, table.column("ts"))
+            with_errors += table.num_rows - table.column(SOURCE_ERRORS).null_count
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             file_hash.update(block)
-    return {"rows": rows, "min_ts": lo.isoformat() if lo else None, "max_ts": hi.isoformat() if hi else None,
-            "column_digests": hasher.hexdigests(), "data_sha256": file_hash.hexdigest()}
+    if with_errors:
+        log.warning("%d row(s) hold values that could not be converted (nulls; raw text in %s): the contract "
+                    "quarantines them", with_errors, SOURCE_ERRORS)
+    return {"rows": rows, "rows_with_source_errors": with_errors, "min_ts": lo.isoformat() if lo else None,
+            "max_ts": hi.isoformat() if hi else None, "column_digests": hasher.hexdigests(),
+            "data_sha256": file_hash.hexdigest()}
 
 
 def _extend(lo: datetime | None, hi: datetime | None, ts: pa.ChunkedArray) -> tuple[datetime | None, datetime | None]:
@@ -244,9 +270,10 @@ def _column_digests(path: Path) -> dict[str, str] | None:
     """Current-format column digests of a snapshot file, streamed by row group (None if absent)."""
     if not path.is_file():
         return None
-    hasher = TableHasher(INTERACTION_SCHEMA)
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_ROW_GROUP_ROWS):
-        hasher.update(conform(pa.Table.from_batches([batch])))
+    parquet = pq.ParquetFile(path)
+    hasher = TableHasher(parquet.schema_arrow)
+    for batch in parquet.iter_batches(batch_size=_ROW_GROUP_ROWS):
+        hasher.update(pa.Table.from_batches([batch]))
     return hasher.hexdigests()
 
 
@@ -281,7 +308,8 @@ def _alive(pid: str) -> bool:
 
 
 def load_snapshot(path_or_digest: str | Path, snapshot_dir: Path | None = None) -> pa.Table:
-    """Read a snapshot's table by digest (or digest prefix), folder, or ``data.parquet`` path.
+    """Read a snapshot's table by digest (or digest prefix), folder, or ``data.parquet`` path
+    (its own schema: see :func:`extract_snapshot`).
 
     Raises:
         SourceError: (Reason.NOT_FOUND) no such snapshot.
@@ -296,7 +324,7 @@ def load_snapshot(path_or_digest: str | Path, snapshot_dir: Path | None = None) 
     if not path.is_file():
         raise SourceError(f"snapshot {str(path_or_digest)!r} not found (snapshot dir {snapshot_dir})",
                           reason=Reason.NOT_FOUND)
-    return pq.read_table(path, schema=INTERACTION_SCHEMA)
+    return pq.read_table(path)
 
 
 def snapshot_dataset_info(snapshot: Snapshot) -> dict[str, Any]:
@@ -307,7 +335,7 @@ def snapshot_dataset_info(snapshot: Snapshot) -> dict[str, Any]:
         "digest": snapshot.digest,
         "source": m["source"],
         "path": str(snapshot.path),
-        "schema": {f.name: str(f.type) for f in INTERACTION_SCHEMA},
+        "schema": {f.split(":", 1)[0]: f.split(":", 1)[1] for f in m.get("schema", [])},
         "profile": {"rows": snapshot.rows, "min_ts": m.get("min_ts"), "max_ts": m.get("max_ts"),
                     "start": m["start"], "end": m["end"], "mapping_hash": m["mapping_hash"]},
     }

@@ -1,8 +1,9 @@
-"""Stream a mapped window out of SQLite, PostgreSQL (ADBC) and MariaDB/MySQL (server-side cursor).
+"""Read mapped windows out of SQLite, PostgreSQL (ADBC) and MariaDB/MySQL (connectorx slices).
 
-The window ``[start, end)`` becomes a ``WHERE`` on the timestamp column (an indexed range scan);
-JSON paths become the database's own JSON extraction; rows come ordered by (ts, event id) so the
-snapshot digest is reproducible.
+Each table (or ``query:``) of a mapping is prepared once: the relation and the mapped columns are
+checked, the storage of ``ts`` is read from the source, and the window's ``SELECT`` and
+``COUNT(*)`` are built with the bounds in that encoding. PostgreSQL and SQLite run the count and
+the read in one repeatable-read transaction, so both see the same rows.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -18,108 +20,123 @@ import pyarrow.compute as pc
 
 from rankloop.errors import Reason, SourceError
 from sources import connect
-from sources.mapping import FieldSpec, TableSpec
-from sources.transform import RawKind, raw_kind
+from sources.mapping import TableSpec, split_source
+from sources.sql import (
+    COMPANION,
+    NULL_INT,
+    NULL_REAL,
+    NULL_TEXT,
+    Dialect,
+    Sql,
+    count_sql,
+    encoded_bounds,
+    probe_sql,
+    quote,
+    quote_column,
+    select_sql,
+)
+from sources.transform import Leaf
 from sources.uri import SourceURI
+from sources.window import Found, TsStorage, arrow_found, resolve_storage
 
 log = logging.getLogger(__name__)
-_NULL_TEXT = "\x00"  # SQLite sentinels: ADBC infers a column's type from its first batch
-_NULL_REAL = -1.2345678901234567e308
+_MYSQL_TYPES: dict[int, Found] = {7: "naive", 10: "naive", 12: "naive", 14: "naive",  # TIMESTAMP, DATE, DATETIME
+                                  1: "integer", 2: "integer", 3: "integer", 8: "integer", 9: "integer", 13: "integer",
+                                  0: "real", 4: "real", 5: "real", 246: "real",
+                                  15: "text", 253: "text", 254: "text", 252: "text"}
 
 
-def quote(kind: str, name: str) -> str:
-    """Quote an identifier (``schema.table`` parts separately)."""
-    q = "`" if kind == "mysql" else '"'
-    return ".".join(q + part.replace(q, q + q) + q for part in name.split("."))
+@dataclass
+class PreparedRead:
+    """One table's window read, ready to run: its statements and the connection they run on."""
+
+    src: SourceURI
+    conn: Any
+    part: TableSpec
+    leaves: list[Leaf]
+    relation: str
+    storage: TsStorage | None
+    select: Sql
+    count: Sql | None
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.src.kind  # type: ignore[return-value]
+
+    @property
+    def query_text(self) -> str:
+        """The statement as it runs (values inlined), for the manifest and the digest."""
+        return self.select.inline(self.dialect) if self.dialect != "sqlite" else _sqlite_text(self.select)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
 
 
-def _json_expr(kind: str, column: str, path: list[str]) -> str:
-    col = quote(kind, column)
-    if kind == "postgresql":
-        return f"({col}::jsonb #>> '{{{','.join(path)}}}')"
-    jpath = "$." + ".".join(f'"{p}"' for p in path)
-    if kind == "mysql":
-        return f"NULLIF(JSON_UNQUOTE(JSON_EXTRACT({col}, '{jpath}')), 'null')"
-    return f"json_extract({col}, '{jpath}')"
+def _sqlite_text(sql: Sql) -> str:
+    text, values = sql.bound("sqlite")
+    return f"{text} -- {list(map(str, values))}" if values else text
 
 
-def field_expr(kind: str, source: str, raw: RawKind) -> str:
-    """SQL for one leaf: a column or a JSON path inside one, typed for SQLite's type inference."""
-    column, *path = source.split(".")
-    expr = _json_expr(kind, column, path) if path else quote(kind, column)
-    if kind != "sqlite":
-        return expr
-    if raw == "text":
-        return f"COALESCE(CAST({expr} AS TEXT), char(0))"
-    if raw == "real":
-        return f"COALESCE(CAST({expr} AS REAL), {_NULL_REAL!r})"
-    return f"CAST({expr} AS INTEGER)" if raw == "integer" else expr
+def prepare(src: SourceURI, part: TableSpec, leaves: list[Leaf], start: datetime | None, end: datetime | None,
+            order: list[str]) -> PreparedRead:
+    """Connect, check the relation and its columns, learn how ``ts`` is stored, build the statements.
+
+    Raises:
+        SourceError: unreachable, refused, missing table/column, or a ``ts`` the window cannot be
+            compared with (BAD_MAPPING).
+    """
+    conn = open_connection(src)
+    try:
+        return _prepare(src, conn, part, leaves, start, end, order)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.close()
+        raise
 
 
-def bound_literal(kind: str, moment: datetime, unit: str) -> str:
-    """The window bound as a SQL literal in the timestamp column's own encoding."""
-    moment = moment.astimezone(UTC)
-    micros = _micros(moment)
-    if unit != "timestamp":
-        return repr(epoch_bound(micros, unit))
-    if kind == "sqlite":
-        return repr(moment.strftime("%Y-%m-%d %H:%M:%S.%f"))
-    if kind == "mysql":
-        return f"'{moment.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
-    return f"'{moment.isoformat()}'"
+def _prepare(src: SourceURI, conn: Any, part: TableSpec, leaves: list[Leaf], start: datetime | None,
+             end: datetime | None, order: list[str]) -> PreparedRead:
+    dialect: Dialect = src.kind  # type: ignore[assignment]
+    relation = part.table or ("query" if part.query else "")
+    ts = part.columns.get("ts") if start is not None else None
+    storage = None
+    if ts is not None and part.query is not None:
+        storage = _declared_storage(ts.unit or "timestamp", ts.format)
+    bounds = encoded_bounds(storage, start, end) if storage is not None and start and end else None
+    columns = table_columns(src, conn, part, bounds)
+    check_columns(src, relation, list(columns), leaves)
+    if ts is not None and part.query is None:
+        column, path = split_source(ts.source or "")
+        if path:
+            raise SourceError(f"ts reads a JSON path ({ts.source!r}) of {relation!r}: the window is pushed down on a "
+                              "column", reason=Reason.BAD_MAPPING, hint="map ts from a column, or use a `query:`")
+        storage = ts_storage(src, conn, relation, column, columns[column], ts.unit or "timestamp", ts.format)
+        bounds = encoded_bounds(storage, start, end)  # type: ignore[arg-type]
+    ts_column = split_source(ts.source or "")[0] if ts is not None else None
+    select = select_sql(dialect, part, leaves, ts_column, bounds, order)
+    count = count_sql(dialect, part, ts_column, bounds) if ts_column is not None and bounds is not None else None
+    return PreparedRead(src, conn, part, leaves, relation, storage, select, count)
 
 
-def epoch_bound(micros: int, unit: str) -> int | float:
-    """A bound in epoch ``unit`` such that ``value >= bound`` iff ``value`` is at or after the moment."""
-    if unit == "s":
-        return micros / 1_000_000
-    if unit == "ns":
-        return micros * 1000
-    per = {"ms": 1_000, "us": 1}[unit]
-    return -(-micros // per)
+def _declared_storage(unit: str, layout: str | None) -> TsStorage:
+    """A ``query:`` windows itself: its :start/:end take the mapping's declared encoding."""
+    if layout is not None:
+        return TsStorage("text", layout=layout)
+    if unit in ("s", "ms", "us", "ns"):
+        return TsStorage("epoch", unit=unit)
+    return TsStorage("timestamp")
 
 
-def _micros(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def resolve_unit(kind: str, unit: str | None) -> str:
-    """The storage unit of a timestamp column (``auto``: epoch us in SQLite, native elsewhere)."""
-    if unit in (None, "auto"):
-        return "us" if kind == "sqlite" and unit == "auto" else "timestamp"
-    return unit
-
-
-def build_query(kind: str, relation: str, leaves: dict[str, tuple[FieldSpec, pa.DataType]],
-                ts: FieldSpec | None, start: datetime | None, end: datetime | None,
-                order: list[str]) -> str:
-    """``SELECT <leaves> FROM relation [WHERE ts in [start, end)] [ORDER BY ...]``."""
-    select = ", ".join(f"{field_expr(kind, leaf.source or '', raw_kind(leaf, t))} AS {quote(kind, alias)}"
-                       for alias, (leaf, t) in leaves.items())
-    sql = f"SELECT {select} FROM {quote(kind, relation)}"
-    if ts is not None and start is not None and end is not None:
-        col = quote(kind, ts.source or "")
-        unit = resolve_unit(kind, ts.unit)
-        sql += f" WHERE {col} >= {bound_literal(kind, start, unit)} AND {col} < {bound_literal(kind, end, unit)}"
-    if order:
-        sql += " ORDER BY " + ", ".join(field_expr(kind, s, "native") for s in order)
-    return sql
-
-
-def typed_leaves(spec: TableSpec, schema: pa.Schema, aliases: dict[str, FieldSpec]) -> dict[str, tuple[FieldSpec, pa.DataType]]:
-    """Alias -> (leaf, canonical target type)."""
-    return {alias: (leaf, schema.field(alias.rsplit("__", 1)[0]).type) for alias, leaf in aliases.items()}
-
-
-def check_columns(src: SourceURI, relation: str, found: list[str], leaves: dict[str, tuple[FieldSpec, Any]]) -> None:
+def check_columns(src: SourceURI, relation: str, found: list[str], leaves: list[Leaf]) -> None:
     """Fail with expected vs found names when a mapped column is absent."""
-    expected = sorted({(leaf.source or "").split(".")[0] for leaf, _ in leaves.values()})
+    expected = sorted({split_source(leaf.source)[0] for leaf in leaves})
     missing = [c for c in expected if c not in found]
     if missing:
         raise SourceError(
             f"{src.kind} table {relation!r} lacks mapped column(s) {missing}; expected {expected}, found {sorted(found)} "
-            f"({src.where})", reason=Reason.MISSING_COLUMN, details={"missing": missing, "found": sorted(found)})
+            f"({src.where})", reason=Reason.MISSING_COLUMN, details={"missing": missing, "found": sorted(found)},
+            hint=f"point the mapping's `from:` entries at columns that exist (found: {', '.join(sorted(found))})")
 
 
 def list_relations(kind: str, conn: Any) -> list[str]:
@@ -133,75 +150,128 @@ def list_relations(kind: str, conn: Any) -> list[str]:
         return sorted(str(r[0]) for r in cur.fetchall())
 
 
-def table_columns(src: SourceURI, conn: Any, relation: str) -> list[str]:
-    """Column names of ``relation``; a missing table fails listing the tables that exist."""
+def table_columns(src: SourceURI, conn: Any, part: TableSpec, bounds: tuple[Any, Any] | None) -> dict[str, Any]:
+    """Column name -> driver type of the table or query; a missing table fails listing those that exist."""
+    relation = part.table or "query"
+    text, values = probe_sql(src.kind, part, bounds).bound(src.kind)  # type: ignore[arg-type]
     try:
         with contextlib.closing(conn.cursor()) as cur:
-            cur.execute(f"SELECT * FROM {quote(src.kind, relation)} WHERE 1 = 0")
-            names = [d[0] for d in cur.description]
-            with contextlib.suppress(Exception):
-                cur.fetchall()
-            return names
+            cur.execute(text, values or None)
+            if src.kind == "mysql":
+                found = {d[0]: d[1] for d in cur.description}
+                with contextlib.suppress(Exception):
+                    cur.fetchall()
+                return found
+            schema = cur.fetch_arrow_table().schema
+            return {f.name: f.type for f in schema}
     except Exception as e:  # noqa: BLE001 - classified below
-        error = connect.source_error(src, f"reading table {relation}", e)
-        if error.reason is not Reason.MISSING_TABLE:
+        error = connect.source_error(src, f"reading {'the query' if part.query else 'table ' + relation}", e)
+        if error.reason is not Reason.MISSING_TABLE or part.query is not None:
             raise error from None
         if src.kind == "postgresql":
             conn.rollback()
         found = list_relations(src.kind, conn)
         raise SourceError(f"{src.kind} table {relation!r} not found ({src.where}); expected {relation!r}, found {found}",
-                          reason=Reason.MISSING_TABLE, details={"expected": relation, "found": found}) from None
+                          reason=Reason.MISSING_TABLE, details={"expected": relation, "found": found},
+                          hint=f"point the mapping's `table:` at one of {found}" if found else
+                          "create the table, or check the database name in the source URI") from None
+
+
+def ts_storage(src: SourceURI, conn: Any, relation: str, column: str, driver_type: Any, unit: str,
+               layout: str | None) -> TsStorage:
+    """How ``column`` stores time, from the driver's type (SQLite: the storage class of a value)."""
+    sample = None
+    if src.kind == "sqlite":
+        kind = _one(conn, f"SELECT typeof({quote_column('sqlite', column)}) FROM {quote('sqlite', relation)} "
+                          f"WHERE {quote_column('sqlite', column)} IS NOT NULL LIMIT 1")
+        found: Found = {"integer": "integer", "real": "real", "text": "text", None: "unknown"}.get(kind, "other")
+        type_name = f"SQLite {kind or 'no values'}"
+    elif src.kind == "mysql":
+        found, type_name = _MYSQL_TYPES.get(driver_type, "other"), f"MySQL type code {driver_type}"
+    else:
+        found, type_name = arrow_found(driver_type), f"PostgreSQL {driver_type}"
+    if found == "text":
+        dialect: Dialect = src.kind  # type: ignore[assignment]
+        sample = _one(conn, f"SELECT {quote_column(dialect, column)} FROM {quote(dialect, relation)} "
+                            f"WHERE {quote_column(dialect, column)} IS NOT NULL LIMIT 1")
+    return resolve_storage(found, unit, layout, column=column, where=f"{src.kind} table {relation!r}",
+                           found_type=type_name, sample=None if sample is None else str(sample))
+
+
+def _one(conn: Any, sql: str) -> Any:
+    with contextlib.closing(conn.cursor()) as cur:
+        cur.execute(sql)
+        rows = cur.fetchall()
+    return rows[0][0] if rows else None
+
+
+def count_rows(read: PreparedRead) -> int:
+    """The source's ``COUNT(*)`` of the window (parameters bound)."""
+    assert read.count is not None
+    text, values = read.count.bound(read.dialect)
+    return int(connect.guarded(read.src, f"counting rows of {read.relation}",
+                               lambda: fetch_one(read.conn, text, values)))
+
+
+def fetch_one(conn: Any, text: str, values: tuple[Any, ...]) -> Any:
+    with contextlib.closing(conn.cursor()) as cur:
+        cur.execute(text, values or None)
+        return cur.fetchall()[0][0]
 
 
 def open_connection(src: SourceURI) -> Any:
-    """A DBAPI connection for ``src`` (ADBC for SQLite/PostgreSQL, unbuffered pymysql for MySQL)."""
+    """A DBAPI connection (ADBC for SQLite/PostgreSQL in one repeatable-read transaction, pymysql for MySQL)."""
     if src.kind == "sqlite":
-        return connect.connect_sqlite_readonly(src)
+        return connect.connect_sqlite_readonly(src)  # one deferred transaction: a consistent snapshot
     if src.kind == "postgresql":
-        return connect.connect_postgres(src)
-    return connect.connect_mysql(src, streaming=True)
+        conn = connect.connect_postgres(src)
+        try:  # ADBC opened a transaction (autocommit off): the count and the read see one snapshot
+            with contextlib.closing(conn.cursor()) as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    return connect.connect_mysql(src)
 
 
-def stream_query(src: SourceURI, conn: Any, sql: str, batch_rows: int, raw: dict[str, RawKind]) -> Iterator[pa.RecordBatch]:
-    """Execute ``sql`` and yield Arrow batches of at most about ``batch_rows`` rows."""
-    if src.kind == "mysql":
-        yield from _stream_mysql(conn, sql, batch_rows)
-        return
-    cur = conn.cursor()
+def stream_rows(read: PreparedRead, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Execute the window's SELECT and yield Arrow batches of at most about ``batch_rows`` rows."""
+    cur = read.conn.cursor()
     try:
-        if src.kind == "sqlite":
+        if read.dialect == "sqlite":
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+            text, values = read.select.bound("sqlite")
+            cur.execute(text, values or None)
         else:
             cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(max(batch_rows * 64, 1 << 20))})
-        cur.execute(sql)
+            cur.execute(read.select.inline("postgresql"))  # COPY: no parameters
         for batch in cur.fetch_record_batch():
-            yield _unsentinel(batch, raw) if src.kind == "sqlite" else batch
+            yield unsentinel(batch, read.leaves) if read.dialect == "sqlite" else batch
     finally:
         cur.close()
 
 
-def _unsentinel(batch: pa.RecordBatch, raw: dict[str, RawKind]) -> pa.RecordBatch:
+def unsentinel(batch: pa.RecordBatch, leaves: list[Leaf]) -> pa.RecordBatch:
+    """SQLite: sentinels back to nulls; a numeric leaf with text values beside it becomes text."""
+    kinds = {leaf.alias: leaf.kind for leaf in leaves}
+    names = [n for n in batch.schema.names if not n.endswith(COMPANION)]
     arrays = []
-    for name, col in zip(batch.schema.names, batch.columns, strict=True):
-        if raw.get(name) == "text" and pa.types.is_string(col.type):
-            col = pc.if_else(pc.equal(col, _NULL_TEXT), pa.scalar(None, pa.string()), col)
-        elif raw.get(name) == "real" and pa.types.is_floating(col.type):
-            col = pc.if_else(pc.equal(col, _NULL_REAL), pa.scalar(None, col.type), col)
+    for name in names:
+        col = batch.column(name)
+        kind = kinds.get(name)
+        if kind in ("text", "native") and pa.types.is_string(col.type):
+            col = _null_where(col, NULL_TEXT)
+        elif kind in ("real", "integer"):
+            col = _null_where(col, NULL_REAL if kind == "real" else NULL_INT)
+            other = _null_where(batch.column(name + COMPANION), NULL_TEXT)
+            if other.null_count < len(other):
+                col = pc.coalesce(other, col.cast(pa.string()))
         arrays.append(col)
-    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _stream_mysql(conn: Any, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    with contextlib.closing(conn.cursor()) as cur:
-        cur.execute(sql)
-        names = [d[0] for d in cur.description]
-        while rows := cur.fetchmany(batch_rows):
-            columns = list(zip(*rows, strict=True))
-            yield pa.RecordBatch.from_arrays([_mysql_array(c) for c in columns], names=names)
-
-
-def _mysql_array(values: tuple[Any, ...]) -> pa.Array:
-    try:
-        return pa.array(values, from_pandas=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], pa.string())
+def _null_where(col: pa.Array, sentinel: Any) -> pa.Array:
+    if pa.types.is_null(col.type):
+        return col
+    return pc.if_else(pc.equal(col, pa.scalar(sentinel).cast(col.type)), pa.scalar(None, col.type), col)

@@ -1,4 +1,11 @@
-"""Open a mapped, windowed stream of canonical Arrow tables from any kind of source."""
+"""Open a mapped, windowed stream of target Arrow tables from any kind of source.
+
+Every table of a mapping (one, or the parts of a ``union:``) is prepared before the first row is
+read, so a missing table or column fails before anything is written. Each windowed part records
+the source's own count of its window (``COUNT(*)``, ``count_documents``, ``Dataset.count_rows``)
+and, once read, compares the rows it received with it: a difference fails the extraction
+(``Reason.SOURCE_COUNT``) instead of passing a partial window on.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +13,17 @@ import contextlib
 import json
 import queue
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from rankloop.errors import Reason, SourceError
 from sources import connect, doc_readers, mysql_slices, sql_reader
-from sources.mapping import TableSpec
-from sources.transform import apply_mapping, leaf_aliases, raw_kind
+from sources.mapping import Mapping, TableSpec, split_source
+from sources.transform import Leaf, apply_mapping, leaf_plan
 from sources.uri import SourceURI
 
 T = TypeVar("T")
@@ -23,86 +31,171 @@ _POLL_S = 0.05
 
 
 @dataclass
+class ReadCounts:
+    """Rows the source counted in the window, rows read, and rows the mapping's filters dropped
+    (filled in as the stream is consumed)."""
+
+    source_rows: int | None = None
+    rows_read: int = 0
+    rows_filtered: int = 0
+    parts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class Stream:
-    """A query (recorded in the manifest and the digest) and its canonical batches."""
+    """A query (recorded in the manifest and the digest), its target batches, and its counts."""
 
     query: str
     batches: Iterator[pa.Table]
+    counts: ReadCounts
 
 
-def open_stream(src: SourceURI, spec: TableSpec, schema: pa.Schema, *, start: datetime | None = None,
+@dataclass
+class _Part:
+    name: str
+    query: str
+    expected: int | None
+    raw: Callable[[], Iterator[pa.RecordBatch]]
+    spec: TableSpec
+    close: Callable[[], None]
+    transient_count: bool  # a count taken outside the read's snapshot may race a writer
+
+
+def open_stream(src: SourceURI, spec: Mapping | TableSpec, schema: pa.Schema, *, start: datetime | None = None,
                 end: datetime | None = None, batch_rows: int = 250_000) -> Stream:
-    """Connect, check the table/collection and mapped columns, and start streaming the window.
+    """Prepare every table of ``spec`` and stream the window ``[start, end)`` (no window: everything).
 
     Failures while connecting or checking raise here (:class:`SourceError`); the returned
-    iterator closes its connection when exhausted or closed.
+    iterator closes its connections when exhausted or closed.
     """
-    aliases = leaf_aliases(spec)
-    ts = spec.columns.get("ts") if start is not None else None
-    if src.kind == "mongodb":
-        return _mongo_stream(src, spec, schema, aliases, ts, start, end, batch_rows)
-    if src.kind == "parquet":
-        raw = doc_readers.parquet_batches(src, spec, aliases, ts, start, end, batch_rows)
-        query = json.dumps({"parquet": str(src.path), "columns": {a: leaf.source for a, leaf in aliases.items()},
-                            "ts": ts.source if ts else None, "start": str(start), "end": str(end)}, sort_keys=True)
-        return Stream(query, (apply_mapping(spec, b, schema) for b in raw))
-    return _sql_stream(src, spec, schema, aliases, ts, start, end, batch_rows)
+    parts_specs = spec.parts() if isinstance(spec, Mapping) else [spec]
+    parts: list[_Part] = []
+    try:
+        for part in parts_specs:
+            parts.append(_open_part(src, part, schema, start, end, batch_rows))
+    except BaseException:
+        for p in parts:
+            p.close()
+        raise
+    counts = ReadCounts(source_rows=None if any(p.expected is None for p in parts) else sum(p.expected for p in parts))
+    query = parts[0].query if len(parts) == 1 else json.dumps([p.query for p in parts])
+    return Stream(query, _chain(src, parts, schema, counts), counts)
 
 
-def _order(spec: TableSpec, ts: Any) -> list[str]:
-    if ts is None:
+def _chain(src: SourceURI, parts: list[_Part], schema: pa.Schema, counts: ReadCounts) -> Iterator[pa.Table]:
+    try:
+        for part in parts:
+            yield from _read_part(src, part, schema, counts)
+    finally:
+        for part in parts:
+            part.close()
+
+
+def _read_part(src: SourceURI, part: _Part, schema: pa.Schema, counts: ReadCounts) -> Iterator[pa.Table]:
+    read = kept = 0
+    raw = part.raw()
+    try:
+        while True:
+            batch = connect.guarded(src, f"reading rows of {part.name}", lambda: next(raw, None))
+            if batch is None:
+                break
+            read += batch.num_rows
+            if batch.num_rows:
+                table = apply_mapping(part.spec, batch, schema)
+                kept += table.num_rows
+                counts.rows_read, counts.rows_filtered = counts.rows_read + batch.num_rows, \
+                    counts.rows_filtered + batch.num_rows - table.num_rows
+                if table.num_rows:
+                    yield table
+    finally:
+        close = getattr(raw, "close", None)
+        if close is not None:
+            close()
+    counts.parts.append({"part": part.name, "source_rows": part.expected, "rows_read": read, "rows_kept": kept})
+    if part.expected is not None and read != part.expected:
+        raise SourceError(
+            f"read {read} rows of {part.name} in the window but the source counts {part.expected} "
+            f"({src.kind}, {src.where})", reason=Reason.SOURCE_COUNT, transient=part.transient_count,
+            details={"part": part.name, "rows_read": read, "source_rows": part.expected})
+
+
+def _order(spec: TableSpec, windowed: bool) -> list[str]:
+    if not windowed:
         return []
     event_id = spec.columns.get("event_id")
-    tie = [event_id.source] if event_id is not None and event_id.source else []
-    return [ts.source, *tie]
+    tie = [leaf.source for leaf in event_id.leaves() if leaf.source] if event_id is not None else []
+    return [spec.columns["ts"].source or "", *tie]
 
 
-def _sql_stream(src: SourceURI, spec: TableSpec, schema: pa.Schema, aliases: dict[str, Any], ts: Any,
-                start: datetime | None, end: datetime | None, batch_rows: int) -> Stream:
-    relation = spec.table or spec.collection or ""
-    leaves = sql_reader.typed_leaves(spec, schema, aliases)
-    conn = sql_reader.open_connection(src)
+def _open_part(src: SourceURI, part: TableSpec, schema: pa.Schema, start: datetime | None, end: datetime | None,
+               batch_rows: int) -> _Part:
+    leaves = leaf_plan(part, schema)
+    windowed = start is not None and end is not None and "ts" in part.columns
+    if src.kind == "mongodb":
+        return _mongo_part(src, part, leaves, start if windowed else None, end, batch_rows)
+    if src.kind == "parquet":
+        return _parquet_part(src, part, leaves, start if windowed else None, end, batch_rows)
+    return _sql_part(src, part, leaves, start if windowed else None, end, batch_rows)
+
+
+def _sql_part(src: SourceURI, part: TableSpec, leaves: list[Leaf], start: datetime | None, end: datetime | None,
+              batch_rows: int) -> _Part:
+    order = _order(part, start is not None)
+    read = sql_reader.prepare(src, part, leaves, start, end, order)
     try:
-        found = sql_reader.table_columns(src, conn, relation)
-        sql_reader.check_columns(src, relation, found, leaves)
-        sql = sql_reader.build_query(src.kind, relation, leaves, ts, start, end, _order(spec, ts))
+        expected = sql_reader.count_rows(read) if read.count is not None else None
     except BaseException:
-        conn.close()
+        read.close()
         raise
-    raw = {alias: raw_kind(leaf, t) for alias, (leaf, t) in leaves.items()}
-    if src.kind == "mysql" and ts is not None and start is not None and end is not None:
-        sliced = mysql_slices.window_batches(src, conn, relation, leaves, ts, start, end, _order(spec, ts), batch_rows)
-        return Stream(sql, _guarded_batches(src, conn, sliced, spec, schema))
-    return Stream(sql, _guarded_batches(src, conn, sql_reader.stream_query(src, conn, sql, batch_rows, raw), spec, schema))
+    name = f"table {read.relation!r}" if part.query is None else "the query"
+    if src.kind == "mysql":
+        if start is not None and end is not None:
+            ts_column = split_source(part.columns["ts"].source or "")[0]
+
+            def raw() -> Iterator[pa.RecordBatch]:
+                return mysql_slices.window_batches(read, ts_column, start, end, order, batch_rows)
+        else:
+            def raw() -> Iterator[pa.RecordBatch]:
+                return mysql_slices.read_all(read)
+        return _Part(name, read.query_text, expected, raw, part, read.close, transient_count=True)
+    return _Part(name, read.query_text, expected, lambda: sql_reader.stream_rows(read, batch_rows), part, read.close,
+                 transient_count=False)
 
 
-def _guarded_batches(src: SourceURI, conn: Any, batches: Iterator[pa.RecordBatch], spec: TableSpec,
-                     schema: pa.Schema) -> Iterator[pa.Table]:
-    with contextlib.closing(conn):
-        while True:
-            batch = connect.guarded(src, "reading rows", lambda: next(batches, None))
-            if batch is None:
-                return
-            if batch.num_rows:
-                yield apply_mapping(spec, batch, schema)
-
-
-def _mongo_stream(src: SourceURI, spec: TableSpec, schema: pa.Schema, aliases: dict[str, Any], ts: Any,
-                  start: datetime | None, end: datetime | None, batch_rows: int) -> Stream:
-    client, collection = doc_readers.open_collection(src, spec, aliases)
-    pipeline = doc_readers.mongo_pipeline(aliases, ts, start, end)
+def _mongo_part(src: SourceURI, part: TableSpec, leaves: list[Leaf], start: datetime | None, end: datetime | None,
+                batch_rows: int) -> _Part:
+    ts = part.columns.get("ts") if start is not None else None
+    ts_field = ts.source if ts is not None else None
+    client, collection, storage = doc_readers.open_collection(src, part, leaves, ts_field, ts.unit if ts else None,
+                                                              ts.format if ts else None)
+    try:
+        bounds = (storage.encode(start), storage.encode(end)) if storage is not None and start and end else None
+        pipeline = doc_readers.mongo_pipeline(leaves, ts_field, bounds)
+        expected = None
+        if bounds is not None and ts_field is not None:
+            match = doc_readers.window_match(ts_field, bounds)
+            expected = connect.guarded(src, f"counting documents of {collection.name}",
+                                       lambda: collection.count_documents(match))
+    except BaseException:
+        client.close()
+        raise
     query = json.dumps({"collection": collection.name, "pipeline": pipeline}, default=str, sort_keys=True)
+    names = [leaf.alias for leaf in leaves]
+    return _Part(f"collection {collection.name!r}", query, expected,
+                 lambda: doc_readers.mongo_batches(collection, pipeline, names, batch_rows), part, client.close,
+                 transient_count=True)
 
-    def batches() -> Iterator[pa.Table]:
-        with contextlib.closing(client):
-            raw = doc_readers.mongo_batches(collection, pipeline, list(aliases), batch_rows)
-            while True:
-                batch = connect.guarded(src, "reading documents", lambda: next(raw, None))
-                if batch is None:
-                    return
-                yield apply_mapping(spec, batch, schema)
 
-    return Stream(query, batches())
+def _parquet_part(src: SourceURI, part: TableSpec, leaves: list[Leaf], start: datetime | None, end: datetime | None,
+                  batch_rows: int) -> _Part:
+    ts = part.columns.get("ts") if start is not None else None
+    scanner, _, expected = doc_readers.parquet_scan(src, part, leaves, ts.source if ts else None, ts.unit if ts else None,
+                                                    ts.format if ts else None, start, end, batch_rows)
+    query = json.dumps({"parquet": str(src.path), "table": part.table,
+                        "columns": {leaf.alias: leaf.source for leaf in leaves},
+                        "ts": ts.source if ts else None, "start": str(start), "end": str(end)}, sort_keys=True)
+    return _Part(f"Parquet {src.path}", query, expected, lambda: iter(scanner.to_batches()), part, lambda: None,
+                 transient_count=False)
 
 
 def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:

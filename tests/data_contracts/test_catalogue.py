@@ -52,8 +52,48 @@ def test_duplicate_by_user_item_type_ts_under_new_event_ids(clean, window, setti
 
 @pytest.mark.parametrize("event_type", ["click", "save", "purchase", "cart_add"])
 def test_engagement_with_no_impression_in_session_or_request(event_type, with_rows, window, settings) -> None:
-    table = with_rows({"event_type": event_type, "value": None, "session_id": "s-none", "request_id": "r-none"})
+    table = with_rows({"event_type": event_type, "value": None, "session_id": "s-none", "request_id": "r-none",
+                       "item_id": "i-never-shown"})
     _only(_check(table, window, settings), "no_impression", ["x0"])
+
+
+def _exposure_log(window, gaps_days: dict[str, float]) -> pa.Table:
+    """u1 views item i-<name> once; then purchases it ``gap`` days later in another session."""
+    base = {c: None for c in INTERACTION_SCHEMA.names}
+    t0 = window[0] + timedelta(days=1)
+    rows = [{**base, "event_id": f"view-{k}", "user_id": "u1", "item_id": f"i-{k}", "event_type": "view",
+             "value": 5.0, "ts": t0, "session_id": "monday"} for k in gaps_days]
+    rows += [{**base, "event_id": f"buy-{k}", "user_id": "u1", "item_id": f"i-{k}", "event_type": "purchase",
+              "ts": t0 + timedelta(days=gap), "session_id": f"checkout-{k}"} for k, gap in gaps_days.items()]
+    return pa.Table.from_pylist(rows, schema=INTERACTION_SCHEMA)
+
+
+def test_a_purchase_in_a_later_session_follows_a_view_within_the_lookback(window) -> None:
+    table = _exposure_log(window, {"same-day": 0.01, "three-days": 3.0, "seven-days": 6.99, "eight-days": 8.0,
+                                   "before-the-view": -0.5})
+    settings = ContractSettings(min_rows=1, max_quarantine_fraction=1.0)
+    _only(_check(table, window, settings), "no_impression", ["buy-eight-days", "buy-before-the-view"])
+    longer = ContractSettings(min_rows=1, max_quarantine_fraction=1.0, exposure_lookback_days=10)
+    _only(_check(table, window, longer), "no_impression", ["buy-before-the-view"])
+
+
+def test_an_exposure_logged_seconds_after_the_engagement_still_counts(window) -> None:
+    table = _exposure_log(window, {"skewed": -30 / 86_400, "late": -300 / 86_400})
+    settings = ContractSettings(min_rows=1, max_quarantine_fraction=1.0)  # clock skew 60 s by default
+    _only(_check(table, window, settings), "no_impression", ["buy-late"])
+
+
+def test_prior_exposures_from_before_the_window_count(window) -> None:
+    base = {c: None for c in INTERACTION_SCHEMA.names}
+    buy = {**base, "event_id": "buy", "user_id": "u1", "item_id": "i1", "event_type": "purchase",
+           "ts": window[0] + timedelta(hours=2), "session_id": "s2"}
+    seen = {**base, "event_id": "seen", "user_id": "u1", "item_id": "i2", "event_type": "view",
+            "ts": window[0] + timedelta(hours=1), "session_id": "s1"}
+    table = pa.Table.from_pylist([buy, seen], schema=INTERACTION_SCHEMA)
+    settings = ContractSettings(min_rows=1, max_quarantine_fraction=1.0)
+    _only(_check(table, window, settings), "no_impression", ["buy"])
+    prior = pa.table({"user_id": ["u1"], "item_id": ["i1"], "ts": [window[0] - timedelta(days=2)]})
+    assert _check(table, window, settings, prior_exposures=prior).quarantined.num_rows == 0
 
 
 def test_click_matched_by_request_when_the_session_differs(clean, window, settings) -> None:
@@ -73,7 +113,7 @@ def test_view_only_source_a_view_is_the_exposure(window, settings) -> None:
               "ts": ts + timedelta(hours=1), "session_id": "s1"},
              {**base, "event_id": "c-bad", "user_id": "u1", "item_id": "i99", "event_type": "click",
               "ts": ts + timedelta(hours=1), "session_id": "s1"},
-             # neither session nor request: an exposure of (user, item) anywhere in the extract suffices
+             # neither session nor request: an exposure of (user, item) in the lookback before it suffices
              {**base, "event_id": "c-nokeys", "user_id": "u1", "item_id": "i4", "event_type": "purchase",
               "ts": ts + timedelta(hours=2)}]
     table = pa.Table.from_pylist(rows, schema=INTERACTION_SCHEMA)

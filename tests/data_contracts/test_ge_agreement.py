@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from data_contracts import ContractSettings, validate_interactions
+from data_contracts import ContractSettings, row_rules, validate_interactions
 from data_contracts.synthetic import FAULTS, inject_faults, synthetic_interactions
+
+MASKS_ONLY = {r.name for r in row_rules(ContractSettings()) if r.check.expectation_type is None}
+SETTINGS = ContractSettings(max_quarantine_fraction=0.02)  # 3 bad rows per rule: ~1.1% of 10k rows
 
 
 def _seeded(window):
@@ -15,20 +18,23 @@ def _seeded(window):
 
 def test_ge_counts_match_the_masks_on_10k_rows(window, capfd) -> None:
     table, injected = _seeded(window)
-    result = validate_interactions(table, window=window, settings=ContractSettings(), run_ge=True)
+    result = validate_interactions(table, window=window, settings=SETTINGS, run_ge=True)
     rows = {e["name"]: e for e in result.expectations if e["engine"] == "great_expectations"}
-    assert rows.keys().isdisjoint({"engagement_has_impression"})  # no GE equivalent: the masks' record
-    masks_only = next(e for e in result.expectations if e["name"] == "engagement_has_impression")
-    assert (masks_only["engine"], masks_only["quarantined_count"]) == ("rankloop", 3)
+    assert {"engagement_has_impression", "value_finite", "propensity_finite", "mood_delta_finite"} == MASKS_ONLY
+    assert rows.keys().isdisjoint(MASKS_ONLY)  # no GE equivalent: the masks' record
+    for name in MASKS_ONLY:
+        masks_only = next(e for e in result.expectations if e["name"] == name)
+        assert (masks_only["engine"], masks_only["quarantined_count"]) == ("rankloop", 3), name
     for name, count in injected.items():
-        if name == "engagement_has_impression":
+        if name in MASKS_ONLY:
             continue
         record = rows[name]
         assert record["unexpected_count"] == record["mask_unexpected_count"], name
-        # GE counts the kept first copy too; a future row in a past window is outside it as well
-        expected = {"event_id_unique": count + 1, "event_key_unique": 2 * count,
-                    "ts_in_window": count + injected["ts_not_in_future"]}.get(name, count)
-        quarantined = count + injected["ts_not_in_future"] if name == "ts_in_window" else count
+        # GE counts the kept first copy too; a future row in a past window, or a row before the floor, is
+        # outside the window as well
+        outside = count + injected["ts_not_in_future"] + injected["ts_after_floor"]
+        expected = {"event_id_unique": count + 1, "event_key_unique": 2 * count, "ts_in_window": outside}.get(name, count)
+        quarantined = outside if name == "ts_in_window" else count
         assert (record["unexpected_count"], record["quarantined_count"], record["success"]) == (
             expected, quarantined, False), name
     assert all(rows[f"{c}_exists"]["success"] for c in ("event_id", "user_id", "item_id", "event_type", "ts"))
@@ -40,10 +46,10 @@ def test_ge_counts_match_the_masks_on_10k_rows(window, capfd) -> None:
 
 def test_sampled_ge_keeps_exact_counts_from_the_masks(window) -> None:
     table, injected = _seeded(window)
-    settings = ContractSettings(ge_max_rows=2_000)
+    settings = SETTINGS.model_copy(update={"ge_max_rows": 2_000})
     result = validate_interactions(table, window=window, settings=settings, run_ge=True)
     rows = {e["name"]: e for e in result.expectations if "ge_sample" in e}
-    assert set(rows) == set(injected) - {"engagement_has_impression"}
+    assert set(rows) == set(injected) - MASKS_ONLY
     assert all(r["engine"] == "rankloop" and r["ge_sample"]["rows"] == 2_000 for r in rows.values())
     assert rows["position_non_negative"]["unexpected_count"] == 3
     assert all(r["ge_sample"]["element_count"] <= 2_000 for r in rows.values())

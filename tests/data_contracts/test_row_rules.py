@@ -24,8 +24,9 @@ def test_one_bad_row_per_rule_is_quarantined_with_its_reason(rule_name, clean, w
     result = validate_interactions(table, window=window, settings=settings, run_ge=False)
     assert result.quarantined.num_rows == 1
     row = result.quarantined.to_pylist()[0]
-    expected = RULES[rule_name].reason + {"event_type_known": ":teleport",
-                                          "ts_not_in_future": ";ts_outside_window"}.get(rule_name, "")
+    expected = RULES[rule_name].reason + {"event_type_known": ":teleport", "source_values_converted": ":value",
+                                          "ts_not_in_future": ";ts_outside_window",
+                                          "ts_after_floor": ";ts_outside_window"}.get(rule_name, "")
     assert (row["reason"], row["rule"]) == (expected, rule_name)
     assert result.valid.num_rows == clean.num_rows
     assert result.valid.schema.equals(clean.schema)
@@ -77,7 +78,14 @@ def test_all_failing_reasons_are_joined_and_the_first_rule_named(with_rows, wind
     ("change", "bad"),
     [
         ({"event_type": "skip", "value": 9.0}, False),  # the rating range applies to ratings only
-        ({"event_type": "rating", "value": float("nan")}, False),  # NaN is missing, like null
+        ({"event_type": "rating", "value": float("nan")}, True),  # NaN is not a rating: non_finite_value
+        ({"event_type": "impression", "value": float("inf")}, True),
+        ({"mood_delta": float("nan")}, True),
+        ({"user_id": ""}, True),
+        ({"item_id": " \t"}, True),
+        ({"user_id": "u" * 256}, False),  # max_id_length 256 inclusive
+        ({"user_id": "u" * 257}, True),
+        ({"session_id": "s" * 257}, True),
         ({"event_type": "rating", "value": None}, False),
         ({"event_type": "rating", "value": 5.0}, False),
         ({"event_type": "rating", "value": 0.5}, True),
@@ -113,17 +121,18 @@ def test_clean_table_passes_untouched(clean, window, settings) -> None:
     result = validate_interactions(clean, window=window, settings=settings, run_ge=False)
     assert result.valid.equals(clean)
     assert result.quarantined.num_rows == 0
-    assert result.quarantined.column_names == [*clean.column_names, "reason", "rule"]
+    assert result.quarantined.column_names == [*clean.column_names, "source_errors", "reason", "rule"]
     summary = result.summary()
     assert (summary["rows_in"], summary["rows_valid"], summary["rows_quarantined"]) == (200, 200, 0)
     assert (summary["reasons"], summary["failed_expectations"], summary["passed"]) == ({}, [], True)
 
 
-def test_missing_optional_columns_become_nulls_and_extras_are_dropped(clean, window, settings) -> None:
-    table = clean.drop_columns(["mood", "position"]).append_column("junk", pa.array([1] * clean.num_rows))
+def test_missing_optional_columns_become_nulls_and_extra_columns_are_kept(clean, window, settings) -> None:
+    table = clean.drop_columns(["mood", "position"]).append_column("tag_text", pa.array(["a"] * clean.num_rows))
     result = validate_interactions(table, window=window, settings=settings, run_ge=False)
-    assert result.valid.schema.names == clean.schema.names
+    assert result.valid.schema.names == [*clean.schema.names, "tag_text"]  # the mapping's extras ride along
     assert result.valid["position"].null_count == clean.num_rows
+    assert result.valid["tag_text"].to_pylist() == ["a"] * clean.num_rows
 
 
 @pytest.mark.parametrize("bad_rows", [0, 1, 3, 70])  # few bad rows: zero-copy slices; many: a filter

@@ -16,7 +16,7 @@ def test_suite_dict_lists_every_rule_once() -> None:
     suite = suite_as_dict()
     names = [r["name"] for r in suite["row_rules"]] + [r["name"] for r in suite["table_rules"]]
     assert suite["name"] == "interactions"
-    assert len(names) == len(set(names)) == 22 + 3  # row rules + table rules
+    assert len(names) == len(set(names)) == 35 + 3  # row rules + table rules
     assert suite["required_columns"] == list(REQUIRED_COLUMNS)
 
 
@@ -32,7 +32,9 @@ def test_ge_suite_has_one_expectation_per_rule_plus_existence() -> None:
     suite = build_suite(rules, REQUIRED_COLUMNS)
     metas = [e.meta["rule"] for e in suite.expectations]
     with_ge = [r for r in rules if r.check.expectation_type is not None]
-    assert [r.name for r in rules if r not in with_ge] == ["engagement_has_impression"]  # a join: masks only
+    # a join, and NaN checks (GE reads NaN as missing): masks only
+    assert [r.name for r in rules if r not in with_ge] == ["engagement_has_impression", "value_finite",
+                                                           "propensity_finite", "mood_delta_finite"]
     assert metas == [f"{c}_exists" for c in REQUIRED_COLUMNS] + [r.name for r in with_ge]
     kinds = {type(e).__name__ for e in suite.expectations[len(REQUIRED_COLUMNS):]}
     assert kinds == {r.check.expectation_type for r in with_ge}

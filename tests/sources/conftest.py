@@ -80,6 +80,14 @@ def canonical_rows(n: int = 600, *, ms_precision: bool = False) -> pa.Table:
     return pa.table(cols, schema=INTERACTION_SCHEMA)
 
 
+def canonical(snapshot: pa.Table) -> pa.Table:
+    """A snapshot's canonical columns in INTERACTION_SCHEMA, after checking every value converted."""
+    from rankloop.schema import SOURCE_ERRORS
+
+    assert snapshot.column(SOURCE_ERRORS).null_count == snapshot.num_rows, snapshot.column(SOURCE_ERRORS).drop_null()
+    return snapshot.select(INTERACTION_SCHEMA.names).cast(INTERACTION_SCHEMA)
+
+
 def in_window(table: pa.Table, start: datetime = START, end: datetime = END) -> pa.Table:
     """Rows with start <= ts < end, ordered by (ts, event_id), as the extractor returns them."""
     import pyarrow.compute as pc

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import sources.snapshot as snapshot_mod
-from rankloop.schema import INTERACTION_SCHEMA
+from rankloop.schema import SNAPSHOT_SCHEMA
 from sources import extract_snapshot, read_index, write_table
 from sources.hashing import DIGEST_FORMAT, ColumnHasher, TableHasher
 from sources.stream import prefetched
@@ -161,7 +161,7 @@ def test_snapshot_digest_does_not_depend_on_prefetch_or_batch_size(tmp_path: Pat
     assert a.digest == b.digest and a.rows == b.rows == 200
     assert pq.read_table(a.path).equals(pq.read_table(b.path))
     assert a.manifest["digest_format"] == DIGEST_FORMAT == 2
-    hasher = TableHasher(INTERACTION_SCHEMA)
+    hasher = TableHasher(SNAPSHOT_SCHEMA)
     hasher.update(pq.read_table(a.path))
     assert a.manifest["column_digests"] == hasher.hexdigests()
     with pytest.raises(ValueError, match="prefetch"):
@@ -170,15 +170,15 @@ def test_snapshot_digest_does_not_depend_on_prefetch_or_batch_size(tmp_path: Pat
 
 def test_a_failure_while_writing_leaves_no_snapshot(tmp_path: Path, sqlite_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = snapshot_mod.conform
+    real = snapshot_mod._extend
 
-    def failing(table: pa.Table) -> pa.Table:
-        calls.append(table.num_rows)
+    def failing(lo, hi, ts):  # called once per written batch
+        calls.append(len(ts))
         if len(calls) == 2:
             raise OSError("disk full")
-        return real(table)
+        return real(lo, hi, ts)
 
-    monkeypatch.setattr(snapshot_mod, "conform", failing)
+    monkeypatch.setattr(snapshot_mod, "_extend", failing)
     snaps = tmp_path / "snaps"
     with pytest.raises(OSError, match="disk full"):
         extract_snapshot(sqlite_uri, "rankloop", START, END, snaps, batch_rows=20, prefetch=2)

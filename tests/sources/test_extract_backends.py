@@ -13,13 +13,13 @@ import pytest
 from rankloop.schema import TRAIT_COLUMNS
 from sources import extract_snapshot, load_snapshot, read_catalog, write_collection, write_table
 
-from .conftest import END, MYSQL_URI, PG_URI, START, canonical_rows, in_window
+from .conftest import END, MYSQL_URI, PG_URI, START, canonical, canonical_rows, in_window
 
 
 def _check(snapshot_dir: Path, uri: str, source: pa.Table, *, mapping: str = "rankloop") -> None:
     snap = extract_snapshot(uri, mapping, START, END, snapshot_dir, batch_rows=64, retries=0)
     expected = in_window(source)
-    got = load_snapshot(snap.digest, snapshot_dir)
+    got = canonical(load_snapshot(snap.digest, snapshot_dir))
     assert snap.rows == expected.num_rows == 200
     assert got.column("event_id").to_pylist() == expected.column("event_id").to_pylist()
     assert got.equals(expected), [c for c in got.column_names if not got[c].equals(expected[c])]

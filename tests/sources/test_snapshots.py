@@ -96,12 +96,12 @@ def test_cli_extract_fails_with_one_line(tmp_path: Path, monkeypatch: pytest.Mon
 def test_empty_window_gives_an_empty_canonical_snapshot(tmp_path: Path, sqlite_uri: str) -> None:
     from datetime import UTC, datetime
 
-    from rankloop.schema import INTERACTION_SCHEMA
+    from rankloop.schema import SNAPSHOT_SCHEMA
 
     snap = extract_snapshot(sqlite_uri, "rankloop", datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC),
                             tmp_path / "snaps")
     table = load_snapshot(snap.path)
-    assert snap.rows == 0 and table.num_rows == 0 and table.schema.equals(INTERACTION_SCHEMA)
+    assert snap.rows == 0 and table.num_rows == 0 and table.schema.equals(SNAPSHOT_SCHEMA)
     assert snap.min_ts is None and snap.max_ts is None
 
 
