@@ -169,33 +169,44 @@ def _query_ids(ev: pd.DataFrame, query_by: str) -> pd.Series:
 
 def _sampled(engaged: pd.DataFrame, queries: pd.DataFrame, *, item_ids: pd.Series, event_us: np.ndarray,
              settings: ImplicitQuerySettings) -> pd.DataFrame:
-    """Candidates per query, from the items seen before the query's UTC day (none on the window's first day)."""
+    """Candidates per query, from the items seen before the query's UTC day (none on the window's first day).
+
+    Draws are kept in (query, kind, draw) order; a draw repeating an earlier one of its query, or
+    naming an item the user touched in it, is dropped; each kind keeps its first ``n``. Keys are
+    integer (query row, item code) pairs throughout."""
     wanted = {"popular": settings.popular_negatives, "uniform": settings.uniform_negatives}
-    drawn = [pd.DataFrame({"qrow": at, "code": codes, "kind": kind, "draw": draw})
-             for at, codes, kind, draw in _draws(queries, item_ids, event_us, settings, wanted)]
+    item_code, items = pd.factorize(item_ids, sort=True)
+    drawn = list(_draws(queries, item_code, event_us, settings, wanted))
     if not drawn:
         return pd.DataFrame(columns=["query_id", "user_id", "item_id", "us", "grade"])
-    items = np.asarray(pd.factorize(item_ids, sort=True)[1], dtype=object)
-    cand = pd.concat(drawn, ignore_index=True).sort_values(["qrow", "kind", "draw"], kind="stable")
-    q = queries.iloc[cand["qrow"].to_numpy()]
-    cand = cand.assign(query_id=q["query_id"].to_numpy(), item_id=items[cand["code"].to_numpy()])
-    seen = pd.MultiIndex.from_frame(engaged[["query_id", "item_id"]])
-    cand = cand[~pd.MultiIndex.from_frame(cand[["query_id", "item_id"]]).isin(seen)]
-    cand = cand.drop_duplicates(["query_id", "item_id"])
-    limit = np.array(list(wanted.values()))[cand["kind"].to_numpy()]
-    cand = cand[cand.groupby(["qrow", "kind"]).cumcount().to_numpy() < limit]
-    q = queries.iloc[cand["qrow"].to_numpy()]
-    return pd.DataFrame({"query_id": cand["query_id"].to_numpy(), "user_id": q["user_id"].to_numpy(),
-                         "item_id": cand["item_id"].to_numpy(), "us": q["us"].to_numpy(), "grade": 0.0})
+    qrow, code, kind, draw = (np.concatenate([np.broadcast_to(d[k], d[0].shape) for d in drawn]) for k in range(4))
+    order = np.lexsort((draw, kind, qrow))
+    qrow, code, kind = qrow[order], code[order], kind[order]
+    n_items = np.int64(len(items))
+    key = qrow.astype(np.int64) * n_items + code
+    touched = (pd.Index(queries["query_id"]).get_indexer(engaged["query_id"]).astype(np.int64) * n_items
+               + pd.Index(items).get_indexer(engaged["item_id"]))
+    keep = ~np.isin(key, touched)
+    first = np.zeros(len(key), dtype=bool)
+    first[np.unique(key, return_index=True)[1]] = True  # the earliest draw of each (query, item)
+    keep &= first
+    qrow, code, kind = qrow[keep], code[keep], kind[keep]
+    group = qrow.astype(np.int64) * 2 + kind
+    at = np.arange(len(group))
+    starts = np.maximum.accumulate(np.where(np.r_[True, group[1:] != group[:-1]], at, 0)) if len(group) else at
+    within = (at - starts) < np.array(list(wanted.values()))[kind]
+    qrow, code = qrow[within], code[within]
+    q = queries.iloc[qrow]
+    return pd.DataFrame({"query_id": q["query_id"].to_numpy(), "user_id": q["user_id"].to_numpy(),
+                         "item_id": np.asarray(items, dtype=object)[code], "us": q["us"].to_numpy(), "grade": 0.0})
 
 
-def _draws(queries: pd.DataFrame, item_ids: pd.Series, event_us: np.ndarray, settings: ImplicitQuerySettings,
+def _draws(queries: pd.DataFrame, item_code: np.ndarray, event_us: np.ndarray, settings: ImplicitQuerySettings,
            wanted: dict[str, int]):
     """Per query day and kind: (query rows, drawn item codes, kind index, draw index), flattened.
 
     The pool of a day is every item with an event before it; popularity weights count each item's
     events in the ``popularity_days`` before it. Days are walked in order with running counts."""
-    item_code = pd.factorize(item_ids, sort=True)[0]
     n_items = int(item_code.max()) + 1
     ev_day = event_us // _DAY_US
     q_day = queries["us"].to_numpy() // _DAY_US
@@ -239,10 +250,11 @@ def _uniforms(query_ids: np.ndarray, draws: int, seed: int) -> np.ndarray:
 
 def _frame(rows: pd.DataFrame, settings: LabelSettings) -> pd.DataFrame:
     """``rows`` (query_id, user_id, item_id, ts, grade, context) as ``OUTPUT_COLUMNS``, in query order."""
+    rows = rows.reset_index(drop=True)
     out = pd.DataFrame({"query_id": rows["query_id"].astype("string")})
     for column in CARRIED_COLUMNS:
         if column in rows.columns:
-            out[column] = rows[column].to_numpy()
+            out[column] = rows[column]  # a Series: tz-aware times stay datetime64 (no per-row Timestamps)
         elif column in _NUMERIC:
             out[column] = np.full(len(out), np.nan)
         else:
