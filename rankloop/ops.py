@@ -149,7 +149,8 @@ def local_prefect_server(prefect_home: Path, timeout_s: float = SERVER_START_TIM
     url = f"http://127.0.0.1:{port}/api"
     prefect_home.mkdir(parents=True, exist_ok=True)
     log_path = prefect_home / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    # The CLI quiets Prefect's console for itself; the server's log keeps Prefect's levels (its services' errors).
+    env = {k: v for k, v in os.environ.items() if k not in {"PREFECT_API_URL", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"}}
     env.update(PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     with open(log_path, "ab") as log_file:
         # Its own session: Ctrl-C reaches only us, and the server outlives serve()'s pausing of the schedules.
