@@ -14,6 +14,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from flows.retry import transient_only
+from rankloop.errors import is_storage_error, storage_error
 
 progress = logging.getLogger("rankloop.progress")
 
@@ -28,7 +29,15 @@ def stage_task(fn: Callable[..., Any], name: str, *, transient_retries: int = 0,
         began = time.perf_counter()
         progress.info("%s started", name, extra={"stage": name, "event": "started"})
         try:
-            result = fn(*args, **kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            except OSError as error:  # a full disk, a permission: say where, in this stage, and what to do
+                home = _home(args)
+                if not is_storage_error(error, home):
+                    raise
+                converted = storage_error(error, error.filename or home)
+                converted.args = (f"stage {name}: {converted.args[0]}",)
+                raise converted from error
         except BaseException as exc:
             if getattr(exc, STAGE_ATTRIBUTE, None) is None:
                 with contextlib.suppress(AttributeError):  # a type with slots: the flow reports "flow"
@@ -43,6 +52,11 @@ def stage_task(fn: Callable[..., Any], name: str, *, transient_retries: int = 0,
     if transient_retries:
         options |= {"retries": transient_retries, "retry_delay_seconds": 10, "retry_condition_fn": transient_only}
     return task(run, name=name, cache_policy=NONE, **options)
+
+
+def _home(args: tuple[Any, ...]) -> Any:
+    """The data home of the stage's settings (its first argument), if it has one."""
+    return getattr(args[0], "home_dir", None) if args else None
 
 
 def failed_stage(exc: BaseException) -> str:

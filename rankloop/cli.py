@@ -8,6 +8,7 @@ command name) also shows INFO logs, third-party warnings and the traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
@@ -24,7 +25,7 @@ from typer.exceptions import Abort, Exit, TyperException
 
 import rankloop
 import rankloop.commands
-from rankloop.errors import EXIT_CODES, RankLoopError, Reason
+from rankloop.errors import EXIT_CODES, RankLoopError, Reason, device_full, is_storage_error, storage_error
 
 VERBOSE_FLAGS = ("-v", "--verbose")
 INTERRUPTED = 130
@@ -154,8 +155,6 @@ def _scrub(text: str) -> str:
 
 def _error_line(error: BaseException, command: str) -> tuple[str, int]:
     """The one line and exit code for any failure."""
-    from rankloop.commands.common import storage_error
-
     if isinstance(error, RankLoopError):
         return _scrub(error.one_line()), error.exit_code
     if isinstance(error, TyperException):  # usage: unknown option, missing value, bad choice
@@ -163,10 +162,18 @@ def _error_line(error: BaseException, command: str) -> tuple[str, int]:
         hint = f"see `rankloop {command} --help`" if known else "see `rankloop --help`"
         message = _scrub(error.format_message()).rstrip(".")
         return f"error ({Reason.INVALID_INPUT.value}): {message} - {hint}", 2
-    if isinstance(error, OSError) and error.errno is not None:
+    if is_storage_error(error, os.environ.get("RANKLOOP_HOME", ".")):
         converted = storage_error(error)
         return _scrub(converted.one_line()), converted.exit_code
     what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    home = os.environ.get("RANKLOOP_HOME", ".rankloop")
+    if device_full(home):  # whatever broke (a database, Prefect's local API), the full disk is why
+        full = storage_error(OSError(errno.ENOSPC, "No space left on device"), home, what="the data home")
+        return f"{_scrub(full.one_line())} ({_scrub(what)[:200]})", full.exit_code
+    if "ephemeral Prefect API server" in what:
+        return (f"error (unreachable): Prefect's local API (under {home}/prefect) did not start ({_scrub(what)}) - "
+                "check free space and permissions there, or set PREFECT_API_URL to a running Prefect server; "
+                "-v shows its log", EXIT_CODES[Reason.UNREACHABLE])
     return (f"error (internal): {_scrub(what)} - run the command again with -v for the traceback, "
             "and report it if the cause is not in your input", 1)
 

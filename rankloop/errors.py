@@ -7,6 +7,8 @@ The CLI turns any :class:`RankLoopError` into one line on stderr,
 
 from __future__ import annotations
 
+import errno
+import os
 from enum import StrEnum
 from typing import Any
 
@@ -143,3 +145,48 @@ class RegistryError(RankLoopError):
 
 class StorageError(RankLoopError):
     """A file could not be written or read: no space left, permissions, I/O (names the path)."""
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+
+
+def is_storage_error(error: BaseException, near: str | os.PathLike[str] | None = None) -> bool:
+    """A file-system failure (full, read-only, no permission, I/O), not a network one; ``near``: a
+    path on the device to check when the error has no errno (Arrow's short writes)."""
+    if not isinstance(error, OSError) or isinstance(error, ConnectionError | TimeoutError):
+        return False
+    if error.errno in _STORAGE_ERRNOS:
+        return True
+    return error.errno is None and near is not None and device_full(os.fspath(near))
+
+
+def storage_error(error: OSError, path: str | os.PathLike[str] | None = None, *, what: str = "") -> StorageError:
+    """An OSError as a :class:`StorageError` that names the path, the cause and what to do.
+
+    ``error.errno`` may be missing (Arrow's "N requested and M written"): a full device is then
+    recognised by its free space.
+    """
+    where = os.fspath(path) if path is not None else str(error.filename or "") or "?"
+    label = f"{what} {where}".strip()
+    if error.errno == errno.ENOSPC or (error.errno is None and device_full(where)):
+        return StorageError(f"no space left on device writing {label}", reason=Reason.NO_SPACE,
+                            hint="free space there (failed runs' data under <home>/runs and unused snapshots under "
+                                 "<home>/snapshots can go), then run the command again")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause = "read-only file system" if error.errno == errno.EROFS else "permission denied"
+        return StorageError(f"cannot write {label}: {cause}", reason=Reason.IO,
+                            hint="pass --home (or set RANKLOOP_HOME) to a writable folder, or fix its permissions")
+    return StorageError(f"cannot use {label}: {error.strerror or error}", reason=Reason.IO)
+
+
+def device_full(path: str, slack: int = 1 << 20) -> bool:
+    """True when the device holding ``path`` (or its nearest existing parent) has under ``slack`` bytes free."""
+    import shutil
+
+    probe = os.path.abspath(path) if path and path != "?" else os.getcwd()
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        return shutil.disk_usage(probe or "/").free < slack
+    except OSError:
+        return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import tempfile
@@ -12,7 +11,7 @@ from typing import Any
 
 import typer
 
-from rankloop.errors import ConfigError, Reason, StorageError
+from rankloop.errors import ConfigError, Reason, StorageError, storage_error
 from rankloop.settings import Settings
 
 HOME_OPTION = typer.Option(None, "--home", metavar="PATH", help="Data home (default: $RANKLOOP_HOME or ./.rankloop).")
@@ -55,21 +54,6 @@ def check_writable(path: Path) -> None:
             pass
     except OSError as e:
         raise storage_error(e, path, what="the data home") from None
-
-
-def storage_error(error: OSError, path: Path | str | None = None, *, what: str = "") -> StorageError:
-    """An OSError as a StorageError naming the path and what the user can do."""
-    where = str(path or error.filename or "?")
-    label = f"{what} {where}".strip()
-    if error.errno == errno.ENOSPC:
-        return StorageError(f"no space left on device writing {label}", reason=Reason.NO_SPACE,
-                            hint="free space there (old run folders under <home>/runs and unused snapshots under "
-                                 "<home>/snapshots can go), then run the command again")
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        reason = "read-only file system" if error.errno == errno.EROFS else "permission denied"
-        return StorageError(f"cannot write {label}: {reason}", reason=Reason.IO,
-                            hint="pass --home (or set RANKLOOP_HOME) to a writable folder, or fix its permissions")
-    return StorageError(f"cannot use {label}: {error.strerror or error}", reason=Reason.IO)
 
 
 def parse_date(text: str | None, option: str) -> date | None:

@@ -18,9 +18,11 @@ TIMEOUT_S = 900
 
 
 def _rankloop(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    # No RANKLOOP_HOME, no PREFECT_API_URL, no MLFLOW_TRACKING_URI: the embedded defaults under ./.rankloop.
+    # No RANKLOOP_HOME, PREFECT_HOME, PREFECT_API_URL or MLFLOW_TRACKING_URI: the defaults under ./.rankloop.
+    environment = child_env(RANKLOOP_RANKER__N_ESTIMATORS="60", COLUMNS="80", **env)
+    environment.pop("PREFECT_HOME", None)
     done = subprocess.run([str(BIN / "rankloop"), *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env=child_env(RANKLOOP_RANKER__N_ESTIMATORS="60", COLUMNS="80", **env))
+                          env=environment)
     assert done.returncode == 0, (args, done.stdout[-3000:], done.stderr[-3000:])
     assert "Traceback" not in done.stdout + done.stderr
     return done
@@ -39,7 +41,7 @@ def demo(folder: Path) -> subprocess.CompletedProcess:
 def test_demo_writes_nothing_outside_its_data_home(folder: Path, demo: subprocess.CompletedProcess) -> None:
     assert sorted(os.listdir(folder)) == [".rankloop"]
     home = folder / ".rankloop"
-    assert (home / "mlflow.db").is_file() and (home / "mlartifacts").is_dir()
+    assert (home / "mlflow.db").is_file() and (home / "mlartifacts").is_dir() and (home / "prefect").is_dir()
     assert not (home / "mlruns").exists()
 
 
