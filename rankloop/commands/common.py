@@ -43,6 +43,11 @@ def settings_for(home: Path | None, *, write: bool = True) -> Settings:
                            hint="run `rankloop demo` or `rankloop train` first, or point --home / RANKLOOP_HOME "
                                 "at an existing home")
     apply_environment(settings)
+    if os.environ.get("MLFLOW_LOGGING_LEVEL", "").upper() in ("ERROR", "CRITICAL"):
+        # MLflow also prints ("Created version '2' of model ...") past its loggers; quiet without -v.
+        from mlflow.utils.logging_utils import disable_logging
+
+        disable_logging()
     return settings
 
 

@@ -207,7 +207,7 @@ def _kind_line(info: dict[str, Any]) -> str:
         head = "skipped"
     else:
         head = f"v{_f(version)} {status} (champion stays {_f(before)})"
-    if "champion_now" in info and info["champion_now"] != after:
+    if info.get("champion_now") is not None and info["champion_now"] != after:
         head += f", champion now {_f(info['champion_now'])}"
     return f"{head}: {reasons}" if reasons else head
 
