@@ -10,6 +10,7 @@ change from week to week; thresholds from :class:`ContractSettings` are part of 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 
 from data_contracts.config import ContractSettings
 from rankloop.schema import EVENT_TYPES, REQUIRED_COLUMNS, SOURCE_ERRORS, TRAIT_COLUMNS, EventType
@@ -37,6 +39,25 @@ LENGTH_CHECKED: tuple[str, ...] = (*ID_COLUMNS, "session_id", "request_id")
 FINITE_CHECKED: tuple[str, ...] = ("value", "propensity", "mood_delta")
 
 Params = Mapping[str, Any]
+
+
+def unconverted_columns(errors: pa.ChunkedArray) -> pa.Array:
+    """``value`` or ``ts,value``: the columns named in each row's ``source_errors`` JSON object."""
+    texts = pc.fill_null(errors.combine_chunks() if errors.num_chunks else pa.array([], pa.string()), "{}")
+    if len(texts) == 0:
+        return pa.array([], pa.string())
+    lines = pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts)
+    blob = pc.binary_join(lines, "\n")[0].as_buffer().to_pybytes() + b"\n"
+    try:
+        parsed = pajson.read_json(io.BytesIO(blob), read_options=pajson.ReadOptions(block_size=max(1 << 20, len(blob))))
+    except pa.ArrowInvalid:  # not written by the extractor: name the column, keep the text in the row
+        return pa.array([SOURCE_ERRORS] * len(texts), pa.string())
+    if not parsed.column_names:
+        return pa.array([SOURCE_ERRORS] * len(texts), pa.string())
+    # ',name' per failed column, joined, first comma cut (null_handling="skip" drops all-null rows in pyarrow 25)
+    names = [pc.if_else(pc.is_valid(parsed.column(c)), f",{c}", "") for c in parsed.column_names]
+    joined = pc.binary_join_element_wise(*names, "") if len(names) > 1 else names[0]
+    return pc.utf8_slice_codeunits(joined, 1)
 
 
 def _param(value: Any, params: Params) -> Any:
@@ -358,6 +379,20 @@ class Batch:
         codes = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy()
         return codes, np.array(encoded.dictionary.to_pylist() + [None], dtype=object)
 
+    @cached_property
+    def _unconverted(self) -> pa.Array | None:
+        """``,value,ts,`` per row: the columns whose source values did not convert (None: no such row)."""
+        if SOURCE_ERRORS not in self.table.column_names or self.table.column(SOURCE_ERRORS).null_count == self.table.num_rows:
+            return None
+        names = unconverted_columns(self.table.column(SOURCE_ERRORS))
+        return pc.binary_join_element_wise(",", names, ",", "")
+
+    def unconverted(self, column: str) -> np.ndarray:
+        """Boolean array: the row's ``column`` is null because its source value did not convert."""
+        if self._unconverted is None:
+            return np.zeros(self.table.num_rows, dtype=bool)
+        return _to_numpy(pc.match_substring(self._unconverted, f",{column},"))
+
     def event_type_in(self, types: tuple[str, ...]) -> np.ndarray:
         """Boolean array: the row's event_type is one of ``types`` (False for nulls)."""
         codes, dictionary = self._event_types
@@ -388,6 +423,8 @@ class RowRule:
         else:
             flagged = self.check.mask(batch.table.column(self.column), batch.params)
         flagged = flagged if isinstance(flagged, np.ndarray) else _to_numpy(flagged)
+        if isinstance(self.check, NotNull):  # a value that did not convert is reported as unparseable, once
+            flagged = flagged & ~batch.unconverted(self.column)
         return flagged if self.when_event_types is None else flagged & batch.event_type_in(self.when_event_types)
 
     def as_dict(self) -> dict[str, Any]:

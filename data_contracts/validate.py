@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,7 +11,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pajson
 
 from data_contracts import ge_suite
 from data_contracts.config import ContractSettings
@@ -31,6 +29,7 @@ from data_contracts.rules import (
     row_rules,
     suite_version,
     table_rules,
+    unconverted_columns,
 )
 from rankloop.errors import ContractViolation, Reason
 from rankloop.schema import (
@@ -279,27 +278,9 @@ def _reason(rule: RowRule, rows: pa.Table) -> Any:
     if not rule.reason_with_value:
         return pa.scalar(rule.reason)
     if rule.column == SOURCE_ERRORS:
-        return pc.binary_join_element_wise(rule.reason, _failed_columns(rows.column(SOURCE_ERRORS)), ":")
+        return pc.binary_join_element_wise(rule.reason, unconverted_columns(rows.column(SOURCE_ERRORS)), ":")
     values = pc.fill_null(rows.column(rule.column).cast(pa.string()), "<null>")
     return pc.binary_join_element_wise(rule.reason, values, ":")
-
-
-def _failed_columns(errors: pa.ChunkedArray) -> pa.Array:
-    """``value`` or ``ts,value``: the columns named in each row's ``source_errors`` JSON object."""
-    texts = pc.fill_null(errors.combine_chunks() if errors.num_chunks else pa.array([], pa.string()), "{}")
-    if len(texts) == 0:
-        return pa.array([], pa.string())
-    lines = pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts)
-    blob = pc.binary_join(lines, "\n")[0].as_buffer().to_pybytes() + b"\n"
-    try:
-        parsed = pajson.read_json(io.BytesIO(blob))
-    except pa.ArrowInvalid:  # not written by the extractor: name the column, keep the text in the row
-        return pa.array([SOURCE_ERRORS] * len(texts), pa.string())
-    names = [pc.if_else(pc.is_valid(parsed.column(c)), c, None) for c in parsed.column_names]
-    if not names:
-        return pa.array([SOURCE_ERRORS] * len(texts), pa.string())
-    joined = pc.binary_join_element_wise(*names, ",", null_handling="skip") if len(names) > 1 else names[0]
-    return _chunked(joined).combine_chunks()
 
 
 def _row_records(

@@ -116,15 +116,16 @@ def apply_mapping(spec: TableSpec, batch: pa.RecordBatch | pa.Table, schema: pa.
 
 def errors_column(errors: dict[str, tuple[np.ndarray, pa.Array]], n: int) -> pa.Array:
     """``{"column": "raw", ...}`` JSON text per row with a failed value, null elsewhere."""
-    parts = []
-    for column, (failed, raw) in errors.items():
-        quoted = json_text(pc.fill_null(raw, ""))
-        parts.append(pc.if_else(pa.array(failed), pc.binary_join_element_wise(json_text(pa.array([column]))[0],
-                                                                               quoted, ":"), None))
-    joined = pc.binary_join_element_wise(*parts, ",", null_handling="skip") if len(parts) > 1 else parts[0]
-    any_failed = np.logical_or.reduce([f for f, _ in errors.values()])
-    wrapped = pc.binary_join_element_wise("{", joined, "}", "")
-    return pc.if_else(pa.array(any_failed), wrapped, pa.scalar(None, pa.string())) if n else pa.array([], pa.string())
+    if n == 0:
+        return pa.array([], pa.string())
+    # each member is ',"column":"raw"' or '' (joining with null_handling="skip" drops all-null rows in pyarrow 25)
+    members = [pc.if_else(pa.array(failed), pc.binary_join_element_wise(f',{json_text(pa.array([column]))[0]}',
+                                                                          json_text(pc.fill_null(raw, "")), ":"), "")
+               for column, (failed, raw) in errors.items()]
+    joined = pc.binary_join_element_wise(*members, "") if len(members) > 1 else members[0]
+    wrapped = pc.binary_join_element_wise("{", pc.utf8_slice_codeunits(joined, 1), "}", "")
+    any_failed = np.logical_or.reduce([failed for failed, _ in errors.values()])
+    return pc.if_else(pa.array(any_failed), wrapped, pa.scalar(None, pa.string()))
 
 
 Converted = tuple[pa.Array, np.ndarray | None, pa.Array | None]
