@@ -37,7 +37,7 @@ _NO_TABLE = re.compile(r"(?i)relation \".*\" does not exist|no such table|table 
 _NO_COLUMN = re.compile(r"(?i)column .* does not exist|no such column|unknown column|42703")
 _MYSQL_CODES = {2002: Reason.UNREACHABLE, 2003: Reason.UNREACHABLE, 2005: Reason.UNREACHABLE, 2006: Reason.UNREACHABLE,
                 2013: Reason.UNREACHABLE, 1045: Reason.AUTH, 1044: Reason.AUTH, 1049: Reason.NOT_FOUND,
-                1146: Reason.MISSING_TABLE, 1054: Reason.MISSING_COLUMN}
+                1146: Reason.MISSING_TABLE, 1103: Reason.MISSING_TABLE, 1054: Reason.MISSING_COLUMN}
 
 
 def classify(error: BaseException) -> Reason:
