@@ -94,3 +94,35 @@ def test_invalid_mapping_is_bad_mapping(tmp_path: Path) -> None:
         extract_snapshot(f"sqlite:///{tmp_path / 'x.db'}", str(path), START, END, tmp_path)
     assert info.value.reason is Reason.BAD_MAPPING
     assert "colour" in str(info.value) and "event_id" in str(info.value)
+
+
+@pytest.mark.parametrize("uri", [f"postgresql://reader:{SECRET}@no-such-host.invalid:5432/analytics",
+                                 f"mysql://reader:{SECRET}@no-such-host.invalid:3306/shop"])
+def test_an_unresolvable_host_is_not_retried_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                         uri: str) -> None:
+    with caplog.at_level(logging.WARNING), pytest.raises(SourceError) as info:
+        extract_snapshot(uri, "rankloop", START, END, tmp_path, retries=3, retry_delay_s=0.0)
+    err = info.value
+    assert err.reason is Reason.UNREACHABLE and not err.transient
+    assert "retrying" not in caplog.text  # a DNS failure does not heal by waiting
+    assert "does not resolve" in str(err) and "no-such-host.invalid" in err.hint
+    _assert_no_secret(err, caplog)
+
+
+@pytest.mark.postgres
+def test_wrong_credentials_hint_names_the_user(tmp_path: Path) -> None:
+    with pytest.raises(SourceError) as info:
+        extract_snapshot(_with_password(PG_URI, "rl_no_such_role"), "rankloop", START, END, tmp_path, retries=0)
+    assert "'rl_no_such_role'" in info.value.hint and SECRET not in info.value.hint
+
+
+@pytest.mark.postgres
+def test_missing_table_hint_lists_what_exists(tmp_path: Path, pg_table: str) -> None:
+    from sources.mapping import MAPPINGS_DIR
+
+    write_table(PG_URI, pg_table, pa.table({"x": [1]}))
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text((MAPPINGS_DIR / "rankloop.yaml").read_text().replace("table: interactions", "table: nope_x", 1))
+    with pytest.raises(SourceError) as info:
+        extract_snapshot(PG_URI, str(mapping), START, END, tmp_path)
+    assert pg_table in info.value.hint and "`table:`" in info.value.hint
