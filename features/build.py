@@ -56,10 +56,26 @@ def build_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd
         The set's features in declared order, with the dtypes declared, indexed like ``impressions``.
     """
     fset = get_feature_set(feature_set or settings.feature_set)
-    columns = dict(iter_features(impressions, events, items=items, users=users, settings=settings,
-                                 feature_set=fset.name))
+    return build_columns(impressions, events, fset.features, items=items, users=users, settings=settings)
+
+
+def build_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...], *,
+                  items: pd.DataFrame | None = None, users: pd.DataFrame | None = None,
+                  settings: FeatureSettings) -> pd.DataFrame:
+    """:func:`build_features` for any registered features by name, ``logged`` ones included.
+
+    For analysis and tests (what the logged slot explains, whether a declaration holds): models
+    train and serve on feature sets, which hold request-time features only.
+
+    Raises:
+        KeyError: a name is not registered.
+    """
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise KeyError(f"unregistered feature(s) {unknown}; `rankloop features` lists the registered ones")
+    columns = dict(_iter(impressions, events, tuple(names), items, users, settings))
     # copy=False: the columns are fresh arrays; consolidating them would double the table's memory.
-    return pd.DataFrame({n: columns[n] for n in fset.features}, index=impressions.index, copy=False)
+    return pd.DataFrame({n: columns[n] for n in names}, index=impressions.index, copy=False)
 
 
 def iter_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd.DataFrame | None = None,
@@ -70,10 +86,15 @@ def iter_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd.
     writes each column away as it comes never holds the whole table. The inputs are checked
     before the first column."""
     fset = get_feature_set(feature_set or settings.feature_set)
+    return _iter(impressions, events, fset.features, items, users, settings)
+
+
+def _iter(impressions: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...], items: pd.DataFrame | None,
+          users: pd.DataFrame | None, settings: FeatureSettings) -> Iterator[tuple[str, np.ndarray]]:
     _check(impressions, _QUERY_COLUMNS, "impressions")
     _check(events, _EVENT_COLUMNS, "events")
-    _check_windows(fset.features, settings)
-    return _columns(BuildContext(impressions, events, items, users, settings), fset.features)
+    _check_windows(names, settings)
+    return _columns(BuildContext(impressions, events, items, users, settings), names)
 
 
 def _columns(ctx: BuildContext, names: tuple[str, ...]) -> Iterator[tuple[str, np.ndarray]]:

@@ -39,33 +39,37 @@ RATES = grid(grain=("user", "item"), what=("click", ENGAGE), window=(7, 28))
 TRENDS = [dict(grain="user", what=ANY), dict(grain="item", what=EXPOSURE), dict(grain="item", what="click")]
 
 
-@family("{grain}_{what}_count_{window}d", COUNTS, dtype="int32", grain="{grain}", group="{grain}_activity", fill=0,
+@family("{grain}_{what}_count_{window}d", COUNTS, dtype="int32", grain="{grain}", known="request",
+        group="{grain}_activity", fill=0,
         doc="Number of the {grain}'s events of kind '{what}' in the {window} days before t.")
 def _windowed_count(ctx: BuildContext, grain: str, what: str, window: int) -> np.ndarray:
     return ctx.count(grain, what, window)
 
 
-@family("{grain}_{what}_rate_{window}d", RATES, dtype="float32", grain="{grain}", group="{grain}_rates", fill=0.0,
+@family("{grain}_{what}_rate_{window}d", RATES, dtype="float32", grain="{grain}", known="request",
+        group="{grain}_rates", fill=0.0,
         doc="Smoothed events of kind '{what}' per impression of the {grain} over {window} days (Bayesian prior: global past rate).")
 def _smoothed_rate(ctx: BuildContext, grain: str, what: str, window: int) -> np.ndarray:
     return smoothed_rate(ctx, grain, what, window)
 
 
-@family("{grain}_{what}_trend_7d_28d", TRENDS, dtype="float32", grain="{grain}", group="{grain}_rates", fill=1.0,
+@family("{grain}_{what}_trend_7d_28d", TRENDS, dtype="float32", grain="{grain}", known="request",
+        group="{grain}_rates", fill=1.0,
         window_days=28,
         doc="Daily {what} events of the {grain} over 7 days vs over 28 days, (n7/7 + 1) / (n28/28 + 1).")
 def _trend(ctx: BuildContext, grain: str, what: str) -> np.ndarray:
     return (ctx.count(grain, what, 7) / 7 + 1.0) / (ctx.count(grain, what, 28) / 28 + 1.0)
 
 
-@feature(dtype="float32", grain="item", group="item_rates", fill=1.0, window_days=28)
+@feature(dtype="float32", grain="item", known="request", group="item_rates", fill=1.0, window_days=28)
 def item_click_rate_trend_7d_28d(ctx: BuildContext) -> np.ndarray:
     """Smoothed item click-through over 7 days divided by that over 28 days."""
     return smoothed_rate(ctx, "item", "click", 7) / smoothed_rate(ctx, "item", "click", 28)
 
 
 @family("{grain}_{what}_seconds_mean_28d", grid(grain=("user", "item"), what=("view",)), dtype="float32",
-        grain="{grain}", group="{grain}_dwell", window_days=28, doc="Mean seconds of the {grain}'s {what} events with a duration in the 28 days before t.")
+        grain="{grain}", known="request", group="{grain}_dwell", window_days=28,
+        doc="Mean seconds of the {grain}'s {what} events with a duration in the 28 days before t.")
 def _value_mean(ctx: BuildContext, grain: str, what: str) -> np.ndarray:
     n = ctx.total(grain, what, "has_value", 28)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -73,12 +77,14 @@ def _value_mean(ctx: BuildContext, grain: str, what: str) -> np.ndarray:
 
 
 @family("{grain}_rating_mean_28d", grid(grain=("user", "item")), dtype="float32", grain="{grain}",
-        group="{grain}_dwell", window_days=28, doc="Mean stars of the {grain}'s ratings in the 28 days before t.")
+        known="request", group="{grain}_dwell", window_days=28,
+        doc="Mean stars of the {grain}'s ratings in the 28 days before t.")
 def _rating_mean(ctx: BuildContext, grain: str) -> np.ndarray:
     return _value_mean(ctx, grain, "rating")
 
 
-@family("user_view_seconds_sum_{window}d", grid(window=(1, 7)), dtype="float32", grain="user", group="user_dwell",
+@family("user_view_seconds_sum_{window}d", grid(window=(1, 7)), dtype="float32", grain="user", known="request",
+        group="user_dwell",
         fill=0.0, doc="Total seconds the user spent viewing items in the {window} days before t.")
 def _view_seconds_sum(ctx: BuildContext, window: int) -> np.ndarray:
     return ctx.total("user", "view", "value", window)
@@ -89,7 +95,7 @@ RECENCY = [dict(grain="user", what=ANY, end="last"), dict(grain="user", what="cl
            dict(grain="item", what=EXPOSURE, end="last"), dict(grain="item", what="click", end="last")]
 
 
-@family("{grain}_secs_since_{end}_{what}", RECENCY, dtype="float32", grain="{grain}", group="recency",
+@family("{grain}_secs_since_{end}_{what}", RECENCY, dtype="float32", grain="{grain}", known="request", group="recency",
         doc="Seconds from the {grain}'s {end} event of kind '{what}' before t to t (NaN if none).")
 def _recency(ctx: BuildContext, grain: str, what: str, end: str) -> np.ndarray:
     return ctx.secs_since_last(grain, what) if end == "last" else ctx.secs_since_first(grain, what)
@@ -122,7 +128,7 @@ def _position_bucket(ctx: BuildContext) -> np.ndarray:
 
 
 @family("{grain}_pbc_click_ratio_28d", grid(grain=("user", "item")), dtype="float32", grain="{grain}",
-        group="position_bias", fill=1.0, window_days=28,
+        known="request", group="position_bias", fill=1.0, window_days=28,
         doc="Position-bias-corrected click-through of the {grain} over 28 days: (clicks + a) / (expected clicks + a).")
 def _pbc_ratio(ctx: BuildContext, grain: str) -> np.ndarray:
     position_weights(ctx)

@@ -25,19 +25,19 @@ from features.timeline import DAY_MS
 GROUP = "collaborative"
 
 
-@feature(dtype="float32", grain="user_item", group=GROUP, fill=0.0)
+@feature(dtype="float32", grain="user_item", known="request", group=GROUP, fill=0.0)
 def ui_cooccur_sum(ctx: BuildContext) -> np.ndarray:
     """Sum of the item's cosine co-occurrence with each item this user touched before the query's day."""
     return _cooccurrence(ctx)[0]
 
 
-@feature(dtype="float32", grain="user_item", group=GROUP, fill=0.0)
+@feature(dtype="float32", grain="user_item", known="request", group=GROUP, fill=0.0)
 def ui_cooccur_mean(ctx: BuildContext) -> np.ndarray:
     """Mean of the item's cosine co-occurrence with the items this user touched before the query's day."""
     return _cooccurrence(ctx)[1]
 
 
-@feature(dtype="float32", grain="user_item", group=GROUP, fill=0.0)
+@feature(dtype="float32", grain="user_item", known="request", group=GROUP, fill=0.0)
 def ui_cooccur_max(ctx: BuildContext) -> np.ndarray:
     """Largest cosine co-occurrence of the item with an item this user touched before the query's day."""
     return _cooccurrence(ctx)[2]

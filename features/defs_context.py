@@ -27,7 +27,7 @@ def vocab_codes(values: pd.Series, vocab: tuple[str, ...]) -> np.ndarray:
 
 
 @family("ctx_{column}", grid(column=("device", "content_type", "mood", "time_of_day")), dtype="int16",
-        grain="context", group="context", fill=-1,
+        grain="context", known="request", group="context", fill=-1,
         doc="Code of the impression's {column} in the configured vocabulary (-1 missing, len(vocab) unknown).")
 def _context_code(ctx: BuildContext, column: str) -> np.ndarray:
     vocab = ctx.settings.context_vocab.get(column, ())
@@ -41,26 +41,26 @@ def _utc(ctx: BuildContext) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(ctx.queries["ts"]).tz_convert("UTC")
 
 
-@feature(dtype="int16", grain="context", group="context", fill=-1)
+@feature(dtype="int16", grain="context", known="request", group="context", fill=-1)
 def ctx_hour(ctx: BuildContext) -> np.ndarray:
     """Hour of day (UTC) of the impression, 0-23."""
     return _utc(ctx).hour.to_numpy()
 
 
-@feature(dtype="int16", grain="context", group="context", fill=-1)
+@feature(dtype="int16", grain="context", known="request", group="context", fill=-1)
 def ctx_weekday(ctx: BuildContext) -> np.ndarray:
     """Day of week (UTC) of the impression, Monday = 0."""
     return _utc(ctx).day_of_week.to_numpy()
 
 
-@feature(dtype="int16", grain="impression", group="context", fill=-1)
+@feature(dtype="int16", grain="impression", known="logged", group="context", fill=-1)
 def ctx_position(ctx: BuildContext) -> np.ndarray:
     """0-based slot of the impression in its slate (-1 unknown)."""
     pos = pd.to_numeric(column_or_null(ctx.queries, "position")).to_numpy(dtype=np.float64, na_value=np.nan)
     return np.clip(pos, -1, 32767)
 
 
-@feature(dtype="float32", grain="item", group="recency")
+@feature(dtype="float32", grain="item", known="request", group="recency")
 def item_age_secs(ctx: BuildContext) -> np.ndarray:
     """Seconds from the item's catalogue creation time to t (NaN without items.created_at)."""
     if ctx.items is None or "created_at" not in ctx.items.columns:
@@ -107,7 +107,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(norm > 0, np.einsum("ij,ij->i", a, b) / norm, np.nan)
 
 
-@feature(dtype="float32", grain="user_item", group="embedding")
+@feature(dtype="float32", grain="user_item", known="request", group="embedding")
 def emb_cos_user_profile(ctx: BuildContext) -> np.ndarray:
     """Cosine of the users table's profile embedding and the item's embedding."""
     items = item_embeddings(ctx)
@@ -128,7 +128,7 @@ def emb_cos_user_profile(ctx: BuildContext) -> np.ndarray:
     return out
 
 
-@feature(dtype="float32", grain="user_item", group="embedding")
+@feature(dtype="float32", grain="user_item", known="request", group="embedding")
 def emb_cos_engaged_mean(ctx: BuildContext) -> np.ndarray:
     """Cosine of the mean embedding of items the user engaged with before t and the item's embedding."""
     items = item_embeddings(ctx)
@@ -150,7 +150,7 @@ def emb_cos_engaged_mean(ctx: BuildContext) -> np.ndarray:
         return np.where(norm > 0, dot / norm, np.nan)
 
 
-@family("user_trait_{trait}", grid(trait=BIG_FIVE), dtype="float32", grain="user", group="traits",
+@family("user_trait_{trait}", grid(trait=BIG_FIVE), dtype="float32", grain="user", known="request", group="traits",
         doc="The user's Big Five {trait} score: users table, else the latest value logged before t.")
 def _trait(ctx: BuildContext, trait: str) -> np.ndarray:
     column = f"trait_{trait}"

@@ -1,4 +1,13 @@
-"""The feature registry: one pure function per output column, declared with its dtype, grain and null policy."""
+"""The feature registry: one pure function per output column, declared with its dtype, grain, null
+policy and when its value is known.
+
+``known`` is train/serve parity: ``request`` features are computable from the user, the item and
+the request's context before anything is ranked (every event they read is strictly before the
+request); ``logged`` features exist only once a slate was shown (the slot the logging policy gave
+the item). A model may train only on what it can be served with, so feature sets hold only
+``request`` features (``features.sets.FeatureSet``); a logged value belongs in the training
+objective instead (the ranker's ``position_bias`` setting).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +19,8 @@ import numpy as np
 
 Grain = Literal["user", "item", "user_item", "user_category", "context", "impression"]
 GRAINS: tuple[str, ...] = ("user", "item", "user_item", "user_category", "context", "impression")
+Known = Literal["request", "logged"]
+KNOWN: tuple[str, ...] = ("request", "logged")
 DTYPES: tuple[str, ...] = ("float32", "int32", "int16")
 
 
@@ -23,6 +34,7 @@ class FeatureSpec:
     grain: str
     group: str
     description: str
+    known: str
     fill: float | None = None
     window_days: int | None = None
     version: int = 1
@@ -48,6 +60,8 @@ def _register(spec: FeatureSpec) -> None:
         problems.append(f"dtype {spec.dtype!r} is not one of {DTYPES}")
     if spec.grain not in GRAINS:
         problems.append(f"grain {spec.grain!r} is not one of {GRAINS}")
+    if spec.known not in KNOWN:
+        problems.append(f"known {spec.known!r} is not one of {KNOWN}")
     if not spec.description:
         problems.append("it has no docstring")
     if spec.fill is None and spec.dtype != "float32":
@@ -61,17 +75,19 @@ def _first_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0].strip() if (doc or "").strip() else ""
 
 
-def feature(*, dtype: str, grain: Grain, group: str, fill: float | None = None, window_days: int | None = None,
-            version: int = 1) -> Callable:
+def feature(*, dtype: str, grain: Grain, group: str, known: Known, fill: float | None = None,
+            window_days: int | None = None, version: int = 1) -> Callable:
     """Register the decorated function as the feature named after it (``fill=None``: nullable)."""
     def decorate(fn: Callable) -> Callable:
-        _register(FeatureSpec(fn.__name__, fn, dtype, grain, group, _first_line(fn.__doc__), fill, window_days, version))
+        _register(FeatureSpec(fn.__name__, fn, dtype, grain, group, _first_line(fn.__doc__), known, fill, window_days,
+                              version))
         return fn
     return decorate
 
 
 def family(template: str, params: Iterable[Mapping[str, Any]], *, doc: str, dtype: str, grain: Grain | str,
-           group: str, fill: float | None = None, window_days: int | None = None, version: int = 1) -> Callable:
+           group: str, known: Known, fill: float | None = None, window_days: int | None = None,
+           version: int = 1) -> Callable:
     """Register one feature per parameter set from one body ``body(ctx, **params)``.
 
     ``template``, ``doc``, ``grain`` and ``group`` are formatted with each parameter set; an int
@@ -82,7 +98,7 @@ def family(template: str, params: Iterable[Mapping[str, Any]], *, doc: str, dtyp
             name = template.format(**p)
             fn = _bind(body, dict(p), name, doc.format(**p))
             window = p.get("window", window_days)
-            _register(FeatureSpec(name, fn, dtype, grain.format(**p), group.format(**p), fn.__doc__, fill,
+            _register(FeatureSpec(name, fn, dtype, grain.format(**p), group.format(**p), fn.__doc__, known, fill,
                                   window if isinstance(window, int) else None, version))
         return body
     return decorate

@@ -1,4 +1,9 @@
-"""Named, hashed feature sets: the reviewed lists of columns a model trains and serves on."""
+"""Named, hashed feature sets: the reviewed lists of columns a model trains and serves on.
+
+A model is served with what is known when the request arrives, so a set holds only features
+declared ``known="request"``; a ``logged`` feature (the slot the logged slate gave the item) is
+refused: it would be scored at serving with a value the model never saw there.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ FEATURES_VERSION = 1  # bump when a feature's meaning changes without its name c
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """A named, ordered tuple of registered feature names."""
+    """A named, ordered tuple of registered request-time feature names."""
 
     name: str
     features: tuple[str, ...]
@@ -28,6 +33,13 @@ class FeatureSet:
             raise ValueError(
                 f"feature set {self.name!r} is invalid: unknown features {unknown}, duplicated {duplicated}, "
                 f"{len(self.features)} features (expected at least one, all registered)"
+            )
+        logged = [f for f in self.features if REGISTRY[f].known != "request"]
+        if logged:
+            raise ValueError(
+                f"feature set {self.name!r} holds features known only after the slate was shown: {logged}; "
+                "serving cannot compute them before ranking (use the ranker's position_bias setting for the "
+                "logged position)"
             )
 
     @property
@@ -43,16 +55,18 @@ _CORE: tuple[str, ...] = (
     "item_impression_count_7d", "item_click_count_7d", "item_click_rate_7d", "item_click_rate_28d",
     "item_impression_trend_7d_28d", "item_pbc_click_ratio_28d", "item_secs_since_first_impression",
     "ui_impression_count_28d", "ui_engage_count_all", "uc_engage_count_28d", "uc_click_rate_28d",
-    "ctx_hour", "ctx_weekday", "ctx_device", "ctx_position", "emb_cos_engaged_mean",
+    "ctx_hour", "ctx_weekday", "ctx_device", "emb_cos_engaged_mean",
 )
 
-_DEFAULT: tuple[str, ...] = tuple(n for n, spec in REGISTRY.items() if spec.group != defs_collaborative.GROUP)
+_DEFAULT: tuple[str, ...] = tuple(n for n, spec in REGISTRY.items()
+                                  if spec.group != defs_collaborative.GROUP and spec.known == "request")
 
 FEATURE_SETS: dict[str, FeatureSet] = {
     "ranker_default": FeatureSet("ranker_default", _DEFAULT),
     "ranker_core": FeatureSet("ranker_core", _CORE),
     # Implicit-feedback queries (logs without slates): the defaults plus the collaborative signal.
-    "ranker_implicit": FeatureSet("ranker_implicit", _DEFAULT + tuple(n for n in REGISTRY if n not in _DEFAULT)),
+    "ranker_implicit": FeatureSet("ranker_implicit", _DEFAULT + tuple(n for n, spec in REGISTRY.items()
+                                                                      if spec.group == defs_collaborative.GROUP)),
 }
 
 

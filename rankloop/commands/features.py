@@ -14,7 +14,7 @@ def features(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     write_docs: bool = typer.Option(False, "--write-docs", help="Regenerate docs/features.md and exit."),
 ) -> None:
-    """List the registered features (name, group, grain, dtype, null policy, description)."""
+    """List the registered features (name, group, grain, when known, dtype, null policy, description)."""
     from features import REGISTRY, get_feature_set
     from features.catalogue import catalogue_rows
     from features.catalogue import write_docs as write
@@ -37,7 +37,7 @@ def features(
         typer.echo(json.dumps(payload))
         return
     table = Table(title=f"{fset.name} ({fset.hash[:12]})" if fset else f"all {len(REGISTRY)} features")
-    for column in ("name", "group", "grain", "dtype", "nulls", "description"):
+    for column in ("name", "group", "grain", "known", "dtype", "nulls", "description"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row.values())

@@ -7,13 +7,14 @@ import pandas as pd
 import pytest
 
 from features import FEATURE_SETS, REGISTRY, build_features, impressions
+from features.build import build_columns
 from features.config import FeatureSettings, LabelSettings
 
 # Features that can legitimately be constant on the fixture (none today; add with a reason).
 CONSTANT_OK: frozenset[str] = frozenset()
-ALL = "ranker_implicit"  # every registered feature: the defaults plus the collaborative ones
-# ranker_default as the demo's models were trained on it: adding features elsewhere must not move it.
-DEFAULT_HASH = "316b94389907d672d6925fdbccfcf63d40b0171141c6d67debbe4d3b151ad4d0"
+ALL = tuple(REGISTRY)  # every registered feature, the logged slot included
+# ranker_default as the demo's models are trained on it: adding features elsewhere must not move it.
+DEFAULT_HASH = "b75b205be9f18bd097366790f85c9da46dbabc2c3452eadaba51ec4d641fee4d"
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +24,12 @@ def labelled(events):
 
 @pytest.fixture(scope="module")
 def table(labelled, events, items, users):
-    return build_features(labelled, events, items=items, users=users, settings=FeatureSettings(), feature_set=ALL)
+    return build_columns(labelled, events, ALL, items=items, users=users, settings=FeatureSettings())
 
 
 @pytest.fixture(scope="module")
 def table_again(labelled, events, items, users):
-    return build_features(labelled, events, items=items, users=users, settings=FeatureSettings(), feature_set=ALL)
+    return build_columns(labelled, events, ALL, items=items, users=users, settings=FeatureSettings())
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +37,17 @@ def shuffled_table(labelled, events, items, users):
     """Same inputs with every frame's rows shuffled (impressions keep their index labels)."""
     rng = np.random.default_rng(11)
     shuffle = lambda f: f.iloc[rng.permutation(len(f))]  # noqa: E731
-    out = build_features(shuffle(labelled), shuffle(events).reset_index(drop=True), items=shuffle(items),
-                         users=shuffle(users), settings=FeatureSettings(), feature_set=ALL)
+    out = build_columns(shuffle(labelled), shuffle(events).reset_index(drop=True), ALL, items=shuffle(items),
+                        users=shuffle(users), settings=FeatureSettings())
     return out.loc[labelled.index]
 
 
 def test_registry_is_large_enough():
     assert len(REGISTRY) >= 50
     assert len(FEATURE_SETS["ranker_core"].features) >= 15
-    assert sorted(FEATURE_SETS[ALL].features) == sorted(REGISTRY)
-    assert FEATURE_SETS["ranker_default"].features == tuple(n for n, s in REGISTRY.items() if s.group != "collaborative")
+    request = tuple(n for n, s in REGISTRY.items() if s.known == "request")
+    assert sorted(FEATURE_SETS["ranker_implicit"].features) == sorted(request)
+    assert FEATURE_SETS["ranker_default"].features == tuple(n for n in request if REGISTRY[n].group != "collaborative")
     assert FEATURE_SETS["ranker_default"].hash == DEFAULT_HASH
 
 
@@ -70,7 +72,7 @@ def test_a_smaller_set_gives_the_same_values(table, labelled, events, items, use
 
 
 def test_output_shape_order_and_index(table, labelled):
-    assert list(table.columns) == list(FEATURE_SETS[ALL].features)
+    assert list(table.columns) == list(ALL)
     assert table.index.equals(labelled.index)
 
 

@@ -42,9 +42,9 @@ def test_declarations_are_complete():
 
 def test_registering_a_bad_feature_is_refused():
     with pytest.raises(ValueError, match="ctx_hour.*already registered.*dtype 'float16'"):
-        feature(dtype="float16", grain="context", group="context")(_ctx_hour_again())
+        feature(dtype="float16", grain="context", group="context", known="request")(_ctx_hour_again())
     with pytest.raises(ValueError, match="cannot be nullable"):
-        feature(dtype="int32", grain="user", group="x")(_undocumented_int())
+        feature(dtype="int32", grain="user", group="x", known="request")(_undocumented_int())
 
 
 def _ctx_hour_again():
