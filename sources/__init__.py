@@ -6,6 +6,7 @@ from __future__ import annotations
 from sources.catalog import read_catalog
 from sources.mapping import FieldSpec, Mapping, load_mapping, shipped_mappings
 from sources.snapshot import Snapshot, extract_snapshot, load_snapshot, read_index, snapshot_dataset_info
+from sources.stream import window_queries
 from sources.uri import SourceURI, parse_uri, redact
 from sources.writer import write_collection, write_table
 
@@ -23,6 +24,7 @@ __all__ = [
     "redact",
     "shipped_mappings",
     "snapshot_dataset_info",
+    "window_queries",
     "write_collection",
     "write_table",
 ]

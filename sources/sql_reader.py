@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import re
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,6 +42,7 @@ from sources.uri import SourceURI
 from sources.window import Found, TsStorage, arrow_found, resolve_storage
 
 log = logging.getLogger(__name__)
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 _MYSQL_TYPES: dict[int, Found] = {7: "naive", 10: "naive", 12: "naive", 14: "naive",  # TIMESTAMP, DATE, DATETIME
                                   1: "integer", 2: "integer", 3: "integer", 8: "integer", 9: "integer", 13: "integer",
                                   0: "real", 4: "real", 5: "real", 246: "real",
@@ -211,6 +214,41 @@ def count_rows(read: PreparedRead) -> int:
     text, values = read.count.bound(read.dialect)
     return int(connect.guarded(read.src, f"counting rows of {read.relation}",
                                lambda: fetch_one(read.conn, text, values)))
+
+
+def count_alongside(read: PreparedRead) -> Callable[[], int]:
+    """PostgreSQL: start the window's ``COUNT(*)`` on a second connection that imports the read's
+    snapshot (``pg_export_snapshot``), so both see the same rows while the count runs beside the
+    read instead of before it. Returns a function that waits for the count."""
+    snapshot = str(fetch_one(read.conn, "SELECT pg_export_snapshot()", ()))
+    if not _SNAPSHOT_ID.match(snapshot):
+        raise SourceError(f"unexpected snapshot id {snapshot!r} from PostgreSQL", reason=Reason.SOURCE_COUNT)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            conn = connect.connect_postgres(read.src)
+            try:
+                with contextlib.closing(conn.cursor()) as cur:
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    cur.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                outcome["rows"] = count_rows(PreparedRead(read.src, conn, read.part, read.leaves, read.relation,
+                                                          read.storage, read.select, read.count))
+            finally:
+                conn.close()
+        except BaseException as e:  # noqa: BLE001 - re-raised by the waiter, in the reading thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run, name="rankloop-source-count", daemon=True)
+    worker.start()
+
+    def wait() -> int:
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return int(outcome["rows"])
+
+    return wait
 
 
 def fetch_one(conn: Any, text: str, values: tuple[Any, ...]) -> Any:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -54,7 +55,7 @@ class Stream:
 class _Part:
     name: str
     query: str
-    expected: int | None
+    expected: Callable[[], int | None]  # the source's count of the window (may wait for it)
     raw: Callable[[], Iterator[pa.RecordBatch]]
     spec: TableSpec
     close: Callable[[], None]
@@ -62,11 +63,13 @@ class _Part:
 
 
 def open_stream(src: SourceURI, spec: Mapping | TableSpec, schema: pa.Schema, *, start: datetime | None = None,
-                end: datetime | None = None, batch_rows: int = 250_000) -> Stream:
+                end: datetime | None = None, batch_rows: int = 250_000, prefetch: int = 0) -> Stream:
     """Prepare every table of ``spec`` and stream the window ``[start, end)`` (no window: everything).
 
-    Failures while connecting or checking raise here (:class:`SourceError`); the returned
-    iterator closes its connections when exhausted or closed.
+    ``prefetch`` raw batches are fetched ahead in a background thread (see :func:`prefetched`); the
+    mapping runs in the caller's thread, so the fetching thread does nothing but fetch. Failures
+    while connecting or checking raise here (:class:`SourceError`); the returned iterator closes
+    its connections when exhausted or closed.
     """
     parts_specs = spec.parts() if isinstance(spec, Mapping) else [spec]
     parts: list[_Part] = []
@@ -77,28 +80,54 @@ def open_stream(src: SourceURI, spec: Mapping | TableSpec, schema: pa.Schema, *,
         for p in parts:
             p.close()
         raise
-    counts = ReadCounts(source_rows=None if any(p.expected is None for p in parts) else sum(p.expected for p in parts))
+    counts = ReadCounts()
     query = parts[0].query if len(parts) == 1 else json.dumps([p.query for p in parts])
-    return Stream(query, _chain(src, parts, schema, counts), counts)
+    return Stream(query, _chain(src, parts, schema, counts, prefetch), counts)
 
 
-def _chain(src: SourceURI, parts: list[_Part], schema: pa.Schema, counts: ReadCounts) -> Iterator[pa.Table]:
+def window_queries(uri: str, mapping: str | Path, start: datetime, end: datetime) -> list[str]:
+    """The statements :func:`sources.extract_snapshot` runs for a window (values inlined), one per
+    table of the mapping: what benchmarks give the raw drivers to compare like with like."""
+    from sources.mapping import load_mapping
+    from sources.snapshot import mapping_schema
+    from sources.uri import parse_uri
+
+    src, (spec, _) = parse_uri(uri), load_mapping(mapping)
+    parts = [_open_part(src, part, mapping_schema(spec), start, end, 250_000) for part in spec.parts()]
+    for part in parts:
+        part.close()
+    return [part.query for part in parts]
+
+
+def _chain(src: SourceURI, parts: list[_Part], schema: pa.Schema, counts: ReadCounts,
+           prefetch: int) -> Iterator[pa.Table]:
     try:
         for part in parts:
-            yield from _read_part(src, part, schema, counts)
+            yield from _read_part(src, part, schema, counts, prefetch)
     finally:
         for part in parts:
             part.close()
 
 
-def _read_part(src: SourceURI, part: _Part, schema: pa.Schema, counts: ReadCounts) -> Iterator[pa.Table]:
-    read = kept = 0
+def _fetched(src: SourceURI, part: _Part) -> Iterator[pa.RecordBatch]:
     raw = part.raw()
     try:
         while True:
             batch = connect.guarded(src, f"reading rows of {part.name}", lambda: next(raw, None))
             if batch is None:
-                break
+                return
+            yield batch
+    finally:
+        close = getattr(raw, "close", None)
+        if close is not None:
+            close()
+
+
+def _read_part(src: SourceURI, part: _Part, schema: pa.Schema, counts: ReadCounts, prefetch: int) -> Iterator[pa.Table]:
+    read = kept = 0
+    batches = prefetched(_fetched(src, part), prefetch)
+    try:
+        for batch in batches:
             read += batch.num_rows
             if batch.num_rows:
                 table = apply_mapping(part.spec, batch, schema)
@@ -108,15 +137,16 @@ def _read_part(src: SourceURI, part: _Part, schema: pa.Schema, counts: ReadCount
                 if table.num_rows:
                     yield table
     finally:
-        close = getattr(raw, "close", None)
-        if close is not None:
-            close()
-    counts.parts.append({"part": part.name, "source_rows": part.expected, "rows_read": read, "rows_kept": kept})
-    if part.expected is not None and read != part.expected:
+        batches.close()
+    expected = part.expected()
+    counts.parts.append({"part": part.name, "source_rows": expected, "rows_read": read, "rows_kept": kept})
+    counts.source_rows = None if expected is None or (counts.source_rows is None and len(counts.parts) > 1) \
+        else (counts.source_rows or 0) + expected
+    if expected is not None and read != expected:
         raise SourceError(
-            f"read {read} rows of {part.name} in the window but the source counts {part.expected} "
+            f"read {read} rows of {part.name} in the window but the source counts {expected} "
             f"({src.kind}, {src.where})", reason=Reason.SOURCE_COUNT, transient=part.transient_count,
-            details={"part": part.name, "rows_read": read, "source_rows": part.expected})
+            details={"part": part.name, "rows_read": read, "source_rows": expected})
 
 
 def _order(spec: TableSpec, windowed: bool) -> list[str]:
@@ -143,7 +173,16 @@ def _sql_part(src: SourceURI, part: TableSpec, leaves: list[Leaf], start: dateti
     order = _order(part, start is not None)
     read = sql_reader.prepare(src, part, leaves, start, end, order)
     try:
-        expected = sql_reader.count_rows(read) if read.count is not None else None
+        if read.count is None:
+            def expected() -> int | None:
+                return None
+        elif src.kind == "postgresql":  # counted on a second connection sharing the read's snapshot, meanwhile
+            expected = sql_reader.count_alongside(read)
+        else:
+            count = sql_reader.count_rows(read)
+
+            def expected() -> int | None:
+                return count
     except BaseException:
         read.close()
         raise
@@ -171,17 +210,17 @@ def _mongo_part(src: SourceURI, part: TableSpec, leaves: list[Leaf], start: date
     try:
         bounds = (storage.encode(start), storage.encode(end)) if storage is not None and start and end else None
         pipeline = doc_readers.mongo_pipeline(leaves, ts_field, bounds)
-        expected = None
+        count = None
         if bounds is not None and ts_field is not None:
             match = doc_readers.window_match(ts_field, bounds)
-            expected = connect.guarded(src, f"counting documents of {collection.name}",
-                                       lambda: collection.count_documents(match))
+            count = connect.guarded(src, f"counting documents of {collection.name}",
+                                    lambda: collection.count_documents(match))
     except BaseException:
         client.close()
         raise
     query = json.dumps({"collection": collection.name, "pipeline": pipeline}, default=str, sort_keys=True)
     names = [leaf.alias for leaf in leaves]
-    return _Part(f"collection {collection.name!r}", query, expected,
+    return _Part(f"collection {collection.name!r}", query, lambda: count,
                  lambda: doc_readers.mongo_batches(collection, pipeline, names, batch_rows), part, client.close,
                  transient_count=True)
 
@@ -189,12 +228,12 @@ def _mongo_part(src: SourceURI, part: TableSpec, leaves: list[Leaf], start: date
 def _parquet_part(src: SourceURI, part: TableSpec, leaves: list[Leaf], start: datetime | None, end: datetime | None,
                   batch_rows: int) -> _Part:
     ts = part.columns.get("ts") if start is not None else None
-    scanner, _, expected = doc_readers.parquet_scan(src, part, leaves, ts.source if ts else None, ts.unit if ts else None,
+    scanner, _, count = doc_readers.parquet_scan(src, part, leaves, ts.source if ts else None, ts.unit if ts else None,
                                                     ts.format if ts else None, start, end, batch_rows)
     query = json.dumps({"parquet": str(src.path), "table": part.table,
                         "columns": {leaf.alias: leaf.source for leaf in leaves},
                         "ts": ts.source if ts else None, "start": str(start), "end": str(end)}, sort_keys=True)
-    return _Part(f"Parquet {src.path}", query, expected, lambda: iter(scanner.to_batches()), part, lambda: None,
+    return _Part(f"Parquet {src.path}", query, lambda: count, lambda: iter(scanner.to_batches()), part, lambda: None,
                  transient_count=False)
 
 
