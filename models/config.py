@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,7 +20,12 @@ RANKER_PARAM_NAMES: tuple[str, ...] = (
     "num_threads",
     "seed",
     "extra_params",
+    "position_bias",
+    "position_bias_regularization",
+    "propensity_floor",
 )
+
+PositionBias = Literal["none", "lightgbm", "propensity"]
 
 
 class RankerSettings(BaseModel):
@@ -55,6 +60,25 @@ class RankerSettings(BaseModel):
     num_threads: int = Field(default=0, ge=0, description="0 = LightGBM's default (all cores).")
     seed: int = Field(default=42, description="Seed of every LightGBM random draw (training is deterministic given it).")
     extra_params: dict[str, Any] = Field(default_factory=dict, description="Any other LightGBM parameter, passed through.")
+    position_bias: PositionBias = Field(
+        default="none",
+        description="How the training objective discounts the logged slot (never a feature: serving ranks "
+        "before any slot exists). lightgbm: LightGBM's position-bias treatment for lambdarank (each training "
+        "row's logged slot goes to the Dataset; the score is learnt as relevance f(x) + slot factor g(slot) and "
+        "only f(x) is kept, so the model predicts without a slot). propensity: each training row weighted by "
+        "1 / max(logged propensity, propensity_floor), normalised to mean 1. none: no correction. Queries "
+        "without logged slots (implicit queries) have nothing to correct and train uncorrected.",
+    )
+    position_bias_regularization: float = Field(
+        default=0.0, ge=0,
+        description="LightGBM's lambdarank_position_bias_regularization (shrinks the learnt slot factors; "
+        "position_bias=lightgbm only).",
+    )
+    propensity_floor: float = Field(
+        default=0.05, gt=0, le=1,
+        description="Logged propensities below this count as this (caps a row's weight at 1/floor; "
+        "position_bias=propensity only).",
+    )
     max_train_queries: int | None = Field(
         default=100_000,
         ge=1,

@@ -4,6 +4,11 @@
 reports all problems in one message, trains with early stopping on validation NDCG@10 and keeps
 the learned state in attributes ending in ``_``; ``save``/``load`` use LightGBM's native text
 format (never pickle).
+
+The logged slot of a training row is never a feature (serving ranks before there is a slot): the
+``position_bias`` parameter puts it in the objective instead, with LightGBM's position-bias
+treatment (``position`` in the Dataset; the model keeps only the slot-free relevance part) or
+with inverse-propensity weights. Either way ``predict`` takes the features alone.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from lightgbm.basic import _ConfigAliases
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from models.config import RANKER_PARAM_NAMES, RankerSettings
+from models.config import RANKER_PARAM_NAMES, PositionBias, RankerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +37,8 @@ _OWNED_LGB_PARAMS: tuple[str, ...] = (
     "objective", "metric", "eval_at", "verbosity", "num_iterations", "early_stopping_round",
     "first_metric_only", "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction",
     "bagging_fraction", "bagging_freq", "lambdarank_truncation_level", "num_threads", "seed",
-    "deterministic", "force_row_wise", "force_col_wise",
+    "deterministic", "force_row_wise", "force_col_wise", "lambdarank_position_bias_regularization",
+    "position_column",
 )
 _DEFAULT_LABEL_GAIN_SIZE = 31  # LightGBM's default label_gain covers labels 0..30
 _BAD_NAME_CHARS = frozenset('",:[]{}')
@@ -81,6 +87,9 @@ class Ranker(BaseEstimator):
         num_threads: int = 0,
         seed: int = 42,
         extra_params: dict[str, Any] | None = None,
+        position_bias: PositionBias = "none",
+        position_bias_regularization: float = 0.0,
+        propensity_floor: float = 0.05,
     ):
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -94,6 +103,9 @@ class Ranker(BaseEstimator):
         self.num_threads = num_threads
         self.seed = seed
         self.extra_params = extra_params
+        self.position_bias = position_bias
+        self.position_bias_regularization = position_bias_regularization
+        self.propensity_floor = propensity_floor
 
     @classmethod
     def from_settings(cls, settings: RankerSettings) -> Ranker:
@@ -111,6 +123,8 @@ class Ranker(BaseEstimator):
         eval_group: Sequence[Any] | None = None,
         eval_at: Sequence[int] = (5, 10),
         callbacks: Sequence[Callable[..., Any]] | None = None,
+        position: Any = None,
+        propensity: Any = None,
     ) -> Self:
         """Train on ``X`` (rows of one query contiguous, in ``group`` order).
 
@@ -123,19 +137,29 @@ class Ranker(BaseEstimator):
             eval_group: the group sizes of each validation pair.
             eval_at: NDCG cut-offs recorded per iteration; the largest (10) drives early stopping.
             callbacks: extra LightGBM callbacks.
+            position: the logged slot of each training row (integers >= 0; missing = unknown), needed
+                by ``position_bias="lightgbm"`` and unused otherwise.
+            propensity: the logging policy's propensity of each training row, in (0, 1] (missing =
+                unknown, weight 1), needed by ``position_bias="propensity"`` and unused otherwise.
 
         Returns:
-            self, with ``booster_``, ``feature_names_``, ``feature_dtypes_``, ``best_iteration_`` and
-            ``evals_result_`` (``{"train"|"valid": {"ndcg@5"|"ndcg@10": [value per iteration]}}``).
+            self, with ``booster_``, ``feature_names_``, ``feature_dtypes_``, ``best_iteration_``,
+            ``evals_result_`` (``{"train"|"valid": {"ndcg@5"|"ndcg@10": [value per iteration]}}``) and
+            ``position_bias_applied_`` (the correction used: ``"none"`` when the rows carry no slot or
+            propensity to correct with, e.g. implicit queries).
         """
         settings = self._validated_settings()
         eval_at = _checked_eval_at(eval_at)
+        bias, bias_problems = _bias_inputs(settings, position, propensity, len(X) if hasattr(X, "__len__") else 0)
         labels, sizes, evals = _validated_training_inputs(
-            X, y, group, eval_set, eval_group, self._label_limit()
+            X, y, group, eval_set, eval_group, self._label_limit(), bias_problems
         )
         names = [str(c) for c in X.columns]
-        params = self._lgb_params(settings, eval_at)
-        train_set = _dataset(X, labels, sizes, names, params)
+        applied = settings.position_bias if bias is not None else "none"
+        params = self._lgb_params(settings, eval_at) | (
+            {"lambdarank_position_bias_regularization": settings.position_bias_regularization}
+            if applied == "lightgbm" else {})
+        train_set = _dataset(X, labels, sizes, names, params, **({applied: bias} if applied != "none" else {}))
         valid_sets = [train_set] + [_dataset(Xv, yv, gv, names, params, train_set) for Xv, yv, gv in evals]
         valid_names = ["train"] + [_valid_name(i) for i in range(len(evals))]
         history: dict[str, Any] = {}
@@ -150,7 +174,9 @@ class Ranker(BaseEstimator):
         self.feature_dtypes_ = {name: str(X[name].dtype) for name in names}
         self.best_iteration_ = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
         self.evals_result_ = {name: {m: list(v) for m, v in metrics.items()} for name, metrics in history.items()}
-        logger.info("best iteration %d of %d trained", self.best_iteration_, len(history["train"][f"ndcg@{eval_at[0]}"]))
+        self.position_bias_applied_ = applied
+        logger.info("best iteration %d of %d trained (position bias correction: %s)", self.best_iteration_,
+                    len(history["train"][f"ndcg@{eval_at[0]}"]), applied)
         return self
 
     def _validated_settings(self) -> RankerSettings:
@@ -249,6 +275,7 @@ class Ranker(BaseEstimator):
         ranker.feature_dtypes_ = {}  # the text model does not record the training dtypes
         ranker.best_iteration_ = booster.current_iteration()
         ranker.evals_result_ = {}
+        ranker.position_bias_applied_ = "unknown"  # the text model does not record the training objective's rows
         return ranker
 
 
@@ -263,8 +290,12 @@ def _params_from_booster(params: dict[str, Any]) -> dict[str, Any]:
         "n_estimators": "num_iterations", "feature_fraction": "feature_fraction",
         "bagging_fraction": "bagging_fraction", "bagging_freq": "bagging_freq",
         "lambdarank_truncation_level": "lambdarank_truncation_level", "num_threads": "num_threads", "seed": "seed",
+        "position_bias_regularization": "lambdarank_position_bias_regularization",
     }
-    return {ours: params[theirs] for ours, theirs in mapping.items() if theirs in params}
+    out = {ours: params[theirs] for ours, theirs in mapping.items() if theirs in params}
+    if "position_bias_regularization" in out:  # the text model writes 0.0 as 0
+        out["position_bias_regularization"] = float(out["position_bias_regularization"])
+    return out
 
 
 def _valid_name(index: int) -> str:
@@ -301,11 +332,44 @@ def _exact_in_float32(column: pd.Series) -> bool:
     return False
 
 
-def _dataset(X, labels, sizes, names, params, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+def _dataset(X, labels, sizes, names, params, reference: lgb.Dataset | None = None, *,
+             lightgbm: np.ndarray | None = None, propensity: np.ndarray | None = None) -> lgb.Dataset:
+    """``lightgbm``: the rows' slot codes (LightGBM's ``position``); ``propensity``: the rows' weights."""
     return lgb.Dataset(
-        _matrix(X[names]), label=labels, group=sizes, feature_name=names,
+        _matrix(X[names]), label=labels, group=sizes, feature_name=names, position=lightgbm, weight=propensity,
         reference=reference, free_raw_data=True, params=params,
     )
+
+
+def _bias_inputs(settings: RankerSettings, position: Any, propensity: Any,
+                 n_rows: int) -> tuple[np.ndarray | None, list[str]]:
+    """What the position-bias setting trains with: slot codes or row weights (None: nothing to correct)."""
+    if settings.position_bias == "none":
+        return None, []
+    name, given = (("position", position) if settings.position_bias == "lightgbm" else ("propensity", propensity))
+    if given is None:
+        return None, [f"position_bias={settings.position_bias!r} needs fit(..., {name}=...), one value per row"]
+    values = pd.to_numeric(pd.Series(np.asarray(given, dtype=object)), errors="coerce").to_numpy(dtype=np.float64)
+    raw = pd.Series(np.asarray(given, dtype=object))
+    problems = [] if len(values) == n_rows else [f"{name} has {len(values)} values for {n_rows} rows"]
+    unparsed = raw.notna().to_numpy() & np.isnan(values)
+    bad = unparsed | (values < 0) | ~(np.isnan(values) | np.isfinite(values))
+    if name == "position":
+        bad |= ~np.isnan(values) & (values != np.round(values))
+    else:
+        bad |= values == 0
+        bad |= values > 1
+    if bad.any():
+        kind = "integers >= 0" if name == "position" else "in (0, 1]"
+        examples = ", ".join(f"row {i}: {raw.iloc[i]!r}" for i in np.flatnonzero(bad)[:_EXAMPLES])
+        problems.append(f"{name} must be {kind} or missing; {int(bad.sum())} bad value(s), e.g. {examples}")
+    if problems or np.isnan(values).all():
+        return None, problems
+    if name == "position":  # unknown slots share one code of their own
+        known = ~np.isnan(values)
+        return np.where(known, values, values[known].max() + 1).astype(np.int32), []
+    weights = 1.0 / np.maximum(np.nan_to_num(values, nan=1.0), settings.propensity_floor)
+    return weights / weights.mean(), []
 
 
 def _raise_problems(type_problems: list[str], value_problems: list[str], context: str) -> None:
@@ -384,9 +448,10 @@ def _frame_problems(X: Any, y: Any, group: Any, limit: int, what: str) -> tuple[
     return (labels, sizes), types, values
 
 
-def _validated_training_inputs(X, y, group, eval_set, eval_group, limit):
+def _validated_training_inputs(X, y, group, eval_set, eval_group, limit, bias_problems=()):
     """Check the training and validation inputs together; raise once listing every problem."""
     (labels, sizes), types, values = _frame_problems(X, y, group, limit, "training")
+    values += list(bias_problems)
     eval_set, eval_group = list(eval_set or []), list(eval_group or [])
     if len(eval_set) != len(eval_group):
         values.append(f"eval_set has {len(eval_set)} entries but eval_group has {len(eval_group)}")

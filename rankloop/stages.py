@@ -70,7 +70,8 @@ class Validated:
         return pq.read_table(self.events_path, columns=columns).to_pandas()
 
 
-SPLIT_KEY_COLUMNS = ("query_id", "user_id", "item_id", "ts", "position", "label")  # beside the features
+# Beside the features; position and propensity are the ranker's position-bias inputs, never features.
+SPLIT_KEY_COLUMNS = ("query_id", "user_id", "item_id", "ts", "position", "propensity", "label")
 
 
 @dataclass(frozen=True)
@@ -326,11 +327,15 @@ def check_split_coverage(ts: pd.Series, *, end: datetime, valid_days: int, test_
 
 
 def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> TrainedRanker:
-    """Fit LambdaRank with early stopping on validation NDCG@10; score it and the baselines on the test week."""
+    """Fit LambdaRank with early stopping on validation NDCG@10; score it and the baselines on the test week.
+
+    The test week is scored as serving scores: the saved model.txt opened by the registry's loader,
+    given the feature set's request-time columns only (no logged slot)."""
     from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
     from models.metrics import per_query_ndcg, ranking_report
     from models.ranker import Ranker
     from models.training import cap_mask, group_sizes, with_positive_label
+    from registry.loader import RankerAdapter
 
     release_arrow_memory()
     cols = list(dataset.features)
@@ -339,14 +344,16 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     available, cap = len(query_id), settings.ranker.max_train_queries
     keep = cap_mask(query_id, cap, seed=settings.ranker.seed) if cap is not None else None
     del query_id
-    train = s.read("train", ["query_id", "label", *cols], rows=keep)  # the capped rows only
+    bias = [c for c in ("position", "propensity") if c in pq.read_schema(s.paths["train"]).names]
+    train = s.read("train", ["query_id", "label", *bias, *cols], rows=keep)  # the capped rows only
     if len(train) < available:
         log.info("training on %d of %d rows (max_train_queries=%d)", len(train), available,
                  settings.ranker.max_train_queries)
     valid = with_positive_label(s.read("valid", ["query_id", "label", *cols]))
     ranker = Ranker.from_settings(settings.ranker)
     ranker.fit(train[cols], train["label"], group=group_sizes(train),
-               eval_set=[(valid[cols], valid["label"])], eval_group=[group_sizes(valid)])
+               eval_set=[(valid[cols], valid["label"])], eval_group=[group_sizes(valid)],
+               position=train.get("position"), propensity=train.get("propensity"))
     used = len(train)
     del train, valid, keep
     release_arrow_memory()
@@ -355,7 +362,8 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     ranker.save(model_path)
     test = with_positive_label(s.read("test", ["query_id", "item_id", "label", *cols]))
     g = group_sizes(test)
-    scores = ranker.predict(test[cols])
+    served = RankerAdapter(workdir, {"feature_set": {"features": cols}})
+    scores = served.predict(test[cols])
     history = pd.concat([s.read(part, ["item_id", "label"]) for part in ("train", "valid")], ignore_index=True)
     baselines = {"popularity": ranking_report(test["label"], popularity_scores(history, test), g)}
     del history
@@ -372,7 +380,8 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
         evals_result=ranker.evals_result_,
         params=ranker.get_params() | {"max_train_queries": settings.ranker.max_train_queries,
                                       "train_rows_used": used, "train_rows_available": available,
-                                      "query_protocol": dataset.protocol.get("name", "logged_slates")},
+                                      "query_protocol": dataset.protocol.get("name", "logged_slates"),
+                                      "position_bias_applied": ranker.position_bias_applied_},
     )
 
 
@@ -587,6 +596,8 @@ def record_ranker(settings: Settings, ctx: RunContext, extracted: Extracted, val
         _log_data_lineage(extracted, validated, dataset)
         ranker = Ranker.load(trained.model_path)
         ranker.evals_result_, ranker.best_iteration_ = trained.evals_result, trained.best_iteration  # the curves
+        # the text model cannot say how it was trained (e.g. position_bias): its parameters as trained
+        ranker.set_params(**{k: v for k, v in trained.params.items() if k in ranker.get_params()})
         info = log_ranker_run(
             ranker, test_report=trained.report, baselines=trained.baselines,
             feature_set_name=dataset.feature_set, feature_set_hash=dataset.feature_set_hash,
