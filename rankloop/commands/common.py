@@ -19,22 +19,24 @@ JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
 DATE_HELP = "YYYY-MM-DD (UTC)"
 
 
-def settings_for(home: Path | None, *, write: bool = True) -> Settings:
+def settings_for(home: Path | None, *, write: bool = True, export: bool = False) -> Settings:
     """The settings with ``--home`` applied, after checking the data home.
 
     Args:
         home: the ``--home`` option (None: ``$RANKLOOP_HOME`` or ``./.rankloop``).
         write: the command writes to the home (created when missing; must be writable); else it only
             reads and the home must exist.
+        export: also put ``--home`` in this process's environment (a flow run in this process reads
+            its settings from there).
 
     Raises:
         ConfigError: invalid settings. StorageError: the home is missing (read) or not writable.
     """
     from rankloop.settings import apply_environment, is_local_store, load_settings
 
-    if home is not None:
-        os.environ["RANKLOOP_HOME"] = str(home)  # the flow, run in this process, reads it too
-    settings = load_settings()
+    if home is not None and export:
+        os.environ["RANKLOOP_HOME"] = str(home)
+    settings = load_settings(**({"home": home} if home is not None else {}))
     path = settings.home_dir
     if write:
         check_writable(path)

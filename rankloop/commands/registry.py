@@ -9,13 +9,12 @@ without the registry at all.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 from rich import box
@@ -24,7 +23,8 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from rankloop.errors import RankLoopError, Reason, RegistryError
+from rankloop.commands.common import HOME_OPTION, JSON_OPTION
+from rankloop.errors import Reason, RegistryError
 
 KIND_HELP = "Model kind: ranker, bandit, linucb or qtable."
 PROBE_TIMEOUT_S = 5.0
@@ -37,30 +37,6 @@ KEY_METRICS = {
     "ope_snips": "snips", "ope_snips_low": "snips low", "ope_pdwis": "pdwis", "ope_pdwis_low": "pdwis low",
     "ope_ess": "ess", "average_reward": "avg reward",
 }
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-# The same options as rankloop.commands.common's HOME_OPTION / JSON_OPTION.
-def _home_option() -> Any:
-    return typer.Option(None, "--home", metavar="PATH", help="Data home (default: $RANKLOOP_HOME or ./.rankloop).")
-
-
-def _json_option() -> Any:
-    return typer.Option(False, "--json", help="Print JSON instead of text.")
-
-
-def one_line_errors(command: _F) -> _F:
-    """Print a RankLoopError as its one line on stderr and exit with its reason's code."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except RankLoopError as e:
-            typer.echo(e.one_line(), err=True)
-            raise typer.Exit(e.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _kind(kind: str) -> str:
@@ -94,13 +70,9 @@ def _reason(reason: str) -> str:
 
 
 def _settings(home: Path | None) -> Any:
-    from rankloop.settings import Settings
+    from rankloop.commands.common import settings_for
 
-    settings = Settings(home=home) if home is not None else Settings()
-    if not settings.home_dir.is_dir() and settings.tracking_uri.startswith("sqlite:"):
-        raise RegistryError(f"there is no RankLoop data home at {settings.home_dir}", reason=Reason.NOT_FOUND,
-                            hint="point --home / RANKLOOP_HOME at an existing home, or run `rankloop demo` first")
-    return settings
+    return settings_for(home, write=False)
 
 
 @contextmanager
@@ -150,12 +122,11 @@ def _version_row(info: Any) -> dict[str, Any]:
     }
 
 
-@one_line_errors
 def models(
     kind: str | None = typer.Argument(None, metavar="[KIND]", help=KIND_HELP + " Default: all."),
     show_all: bool = typer.Option(False, "--all", help="Also list versions marked unusable."),
-    home: Path | None = _home_option(),
-    as_json: bool = _json_option(),
+    home: Path | None = HOME_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List registered versions with their aliases, key metrics, data window and creation date."""
     from registry.manifest import KINDS
@@ -188,13 +159,12 @@ def _short(value: float | str) -> str:
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
-@one_line_errors
 def promote(
     kind: str = typer.Argument(..., metavar="KIND", help=KIND_HELP),
     version: str = typer.Argument(..., metavar="VERSION", help="Version to make champion."),
     reason: str = typer.Option(..., "--reason", metavar="TEXT", help="Why (recorded in the ledger)."),
-    home: Path | None = _home_option(),
-    as_json: bool = _json_option(),
+    home: Path | None = HOME_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Make VERSION the champion by hand: skips the gate (recorded as forced), still verifies checksums."""
     from registry.ledger import default_actor
@@ -219,7 +189,6 @@ def _move_json(result: Any) -> dict[str, Any]:
             "previous": result.previous_champion, "ledger_entry": result.entry_id, "offline": False}
 
 
-@one_line_errors
 def rollback(
     kind: str = typer.Argument(..., metavar="KIND", help=KIND_HELP),
     to: str | None = typer.Option(
@@ -231,8 +200,8 @@ def rollback(
         help="The registry is down: make this host's loaders serve the previous verified cached version at "
         "their next refresh; the registry is updated at the next registry operation that reaches it.",
     ),
-    home: Path | None = _home_option(),
-    as_json: bool = _json_option(),
+    home: Path | None = HOME_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Move 'champion' back (to 'previous' or --to); the current champion becomes 'previous'."""
     from registry.ledger import default_actor
@@ -273,12 +242,11 @@ def _rollback_offline(kind: str, target: int | None, reason: str, home: Path | N
     )
 
 
-@one_line_errors
 def history(
     kind: str = typer.Argument(..., metavar="KIND", help=KIND_HELP),
     include_aborted: bool = typer.Option(False, "--all", help="Also show operations that were undone."),
-    home: Path | None = _home_option(),
-    as_json: bool = _json_option(),
+    home: Path | None = HOME_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Every alias move of KIND, oldest first: when, who, from, to, reason, forced."""
     from registry.ledger import history as ledger_history

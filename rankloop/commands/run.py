@@ -35,7 +35,7 @@ def demo(home: Path | None = HOME_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Simulate interactions into <home>/interactions.db (once), then retrain on the latest complete week."""
     from rankloop.demo import ensure_demo_source
 
-    settings = settings_for(home)
+    settings = settings_for(home, export=True)
     began = time.perf_counter()
     if not settings.demo_db.exists() and not as_json:
         errors.print("simulating the demo source (first run only) ...")
@@ -62,7 +62,7 @@ def train(
     """Run one weekly retrain against the configured source and window."""
     first, last = parse_window(start, end, need_start=False)
     _window_length(first, last)
-    _check_mapping(settings_for(home), mapping)
+    _check_mapping(settings_for(home, export=True), mapping)
     began = time.perf_counter()
     summary = _run(window_end=last, mapping=mapping, refit_tables=tables, force=force, **_source_parameter(source))
     _finish(summary, time.perf_counter() - began, as_json)
@@ -84,7 +84,7 @@ def backfill(
     from rankloop.ops import weekly_ends
 
     first, last = parse_window(start, end)
-    _check_mapping(settings_for(home), mapping)
+    _check_mapping(settings_for(home, export=True), mapping)
     ends = weekly_ends(first, last)
     if not ends:
         from rankloop.errors import ConfigError, Reason
