@@ -201,8 +201,7 @@ def judge_qtable(slates: pd.DataFrame, champion: Any, champion_version: int | No
                  end: datetime) -> Judged | Skipped:
     """``slates``: the window's :func:`models.rewards.q_rewards` (one row per logged slate). Without
     a slate that carries an action_id: :class:`Skipped`."""
-    from models.ope import OPEResult, pdwis
-    from models.qlearning import build_steps, refit, replay_metrics, step_probabilities
+    from models.qlearning import build_steps, refit, replay_metrics
 
     if len(slates) == 0 or not slates["action_id"].notna().any():
         return Skipped("qtable", NO_ACTIONS if len(slates) else NO_TRIALS)
@@ -210,22 +209,31 @@ def judge_qtable(slates: pd.DataFrame, champion: Any, champion_version: int | No
     challenger = refit(champion, pre, settings.qlearning, end)
     final = refit(champion, slates, settings.qlearning, end)
     steps = build_steps(test, settings.qlearning)
-    pscore = np.full(len(steps), settings.qlearning.logging_action_probability)
-
-    def value(table: Any) -> Any:
-        target = step_probabilities(table, steps, settings.qlearning.epsilon_end)
-        w = target / pscore
-        ess = float(w.sum() ** 2 / (w**2).sum()) if len(w) and (w**2).sum() > 0 else 0.0
-        if ess < settings.ope.min_ess:
-            return OPEResult("cannot_evaluate", f"effective sample size {ess:.1f} < min_ess {settings.ope.min_ess}",
-                             len(w), ess=ess, max_weight=float(w.max()) if len(w) else None)
-        episodes = pd.factorize(steps["user_id"])[0]
-        est = pdwis(episodes, steps["reward"].to_numpy(), pscore, target)
-        low, high = episode_bootstrap(episodes, steps["reward"].to_numpy(), pscore, target, settings)
-        return OPEResult("ok", "", len(w), ess, float(w.max()), {"pdwis": est}, {"pdwis": (low, high)})
-
-    return _judged("qtable", final, value(challenger), value(champion) if champion else None, champion_version,
+    return _judged("qtable", final, step_policy_ope(challenger, steps, settings),
+                   step_policy_ope(champion, steps, settings) if champion else None, champion_version,
                    replay_metrics(final, slates), estimator="pdwis")
+
+
+def step_policy_ope(policy: Any, steps: pd.DataFrame, settings: Settings) -> Any:
+    """PDWIS of a sequential policy on logged steps (:func:`models.qlearning.build_steps`), with the
+    episode bootstrap interval; ``cannot_evaluate`` below ``ope.min_ess``. ``policy`` has
+    ``policy_probabilities(states, epsilon)`` (the Q table, the fitted-Q policy) and is evaluated
+    epsilon-greedy at ``qlearning.epsilon_end``; the logging policy chose each action with
+    ``qlearning.logging_action_probability``."""
+    from models.ope import OPEResult, pdwis
+    from models.qlearning import step_probabilities
+
+    pscore = np.full(len(steps), settings.qlearning.logging_action_probability)
+    target = step_probabilities(policy, steps, settings.qlearning.epsilon_end)
+    w = target / pscore
+    ess = float(w.sum() ** 2 / (w**2).sum()) if len(w) and (w**2).sum() > 0 else 0.0
+    if ess < settings.ope.min_ess:
+        return OPEResult("cannot_evaluate", f"effective sample size {ess:.1f} < min_ess {settings.ope.min_ess}",
+                         len(w), ess=ess, max_weight=float(w.max()) if len(w) else None)
+    episodes = pd.factorize(steps["user_id"])[0]
+    est = pdwis(episodes, steps["reward"].to_numpy(), pscore, target)
+    low, high = episode_bootstrap(episodes, steps["reward"].to_numpy(), pscore, target, settings)
+    return OPEResult("ok", "", len(w), ess, float(w.max()), {"pdwis": est}, {"pdwis": (low, high)})
 
 
 def _without_propensities(test: pd.DataFrame) -> Any:
