@@ -98,8 +98,9 @@ class TrainedRanker:
     test_scores: np.ndarray | None = None  # in the test file's row order (the no-churn check compares them)
 
 
-def extract(settings: Settings, start: datetime, end: datetime) -> Extracted:
-    """Snapshot the window ``[start, end)`` of the configured source (and its catalogue)."""
+def extract(settings: Settings, start: datetime, end: datetime, *, catalog: bool = True) -> Extracted:
+    """Snapshot the window ``[start, end)`` of the configured source (and, with ``catalog``, read its
+    item and user catalogue)."""
     import sources
 
     snap = sources.extract_snapshot(
@@ -121,7 +122,7 @@ def extract(settings: Settings, start: datetime, end: datetime) -> Extracted:
             details={"window": [start.isoformat(), end.isoformat()], "rows_in": 0},
             hint="choose an --end (a Monday) whose last 5 weeks hold data; `rankloop extract --start ... --end ...` "
                  "over a wide window shows where the data is")
-    items, users = sources.read_catalog(settings.source_uri, settings.source.mapping)
+    items, users = sources.read_catalog(settings.source_uri, settings.source.mapping) if catalog else (None, None)
     return Extracted(
         snapshot_path=Path(snap.path),
         digest=snap.digest,

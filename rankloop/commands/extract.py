@@ -36,7 +36,7 @@ def extract(
 
     first, last = parse_window(start, end)
     settings = with_source(settings_for(home), source, mapping)
-    extracted = stages.extract(settings, utc_midnight(first), utc_midnight(last))
+    extracted = stages.extract(settings, utc_midnight(first), utc_midnight(last), catalog=False)
     payload = {"rows": extracted.rows, "path": str(extracted.snapshot_path), "digest": extracted.digest,
                "reused": extracted.reused, "source": extracted.source, "mapping": settings.source.mapping,
                "window": [first.isoformat(), last.isoformat()], "previous": extracted.changed}

@@ -45,7 +45,7 @@ def validate(
     settings = with_source(settings_for(home), source, mapping)
     window = (utc_midnight(first), utc_midnight(last))
     try:
-        snap = stages.extract(settings, *window)
+        snap = stages.extract(settings, *window, catalog=False)
     except ContractViolation as e:
         if e.reason is not Reason.EMPTY:
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -74,11 +75,13 @@ def test_cli_extract_json(tmp_path: Path, sqlite_uri: str, monkeypatch: pytest.M
     from rankloop.cli import app
 
     monkeypatch.setenv("RANKLOOP_HOME", str(tmp_path / "home"))
-    args = ["extract", "--source", sqlite_uri, "--start", START.isoformat(), "--end", END.isoformat(), "--json"]
+    day = START.date()  # the CLI's windows are whole UTC days: rows every 3 minutes from T0, 480 on its day
+    args = ["extract", "--source", sqlite_uri, "--start", day.isoformat(), "--end", (day + timedelta(days=1)).isoformat(),
+            "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output.strip().splitlines()[-1])
-    assert payload["rows"] == 200 and payload["reused"] is False and Path(payload["path"]).is_file()
+    assert payload["rows"] == 480 and payload["reused"] is False and Path(payload["path"]).is_file()
     again = json.loads(CliRunner().invoke(app, args).output.strip().splitlines()[-1])
     assert again["reused"] is True and again["digest"] == payload["digest"]
 
@@ -89,8 +92,9 @@ def test_cli_extract_fails_with_one_line(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("RANKLOOP_HOME", str(tmp_path / "home"))
     result = CliRunner().invoke(app, ["extract", "--source", f"sqlite:///{tmp_path / 'none.db'}",
                                       "--start", "2025-01-01", "--end", "2025-01-02"])
-    assert result.exit_code == 2
-    assert "not_found" in result.output and "none.db" in result.output
+    assert result.exit_code == 3  # not_found (rankloop.errors.EXIT_CODES)
+    assert result.output.startswith("error (not_found): ") and len(result.output.strip().splitlines()) == 1
+    assert "none.db" in result.output
 
 
 def test_empty_window_gives_an_empty_canonical_snapshot(tmp_path: Path, sqlite_uri: str) -> None:
