@@ -169,24 +169,19 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in keys} | {"tables": {k: v.get("verdict") for k, v in summary.get("tables", {}).items()}}
 
 
-def _window_sql(mapping: Path) -> str:
-    from rankloop.schema import INTERACTION_SCHEMA
+def _window_sql(uri: str, mapping: Path) -> str:
     from rankloop.settings import Settings
-    from sources.mapping import load_mapping
-    from sources.sql_reader import build_query, typed_leaves
-    from sources.transform import leaf_aliases
+    from sources import window_queries
 
     start, end = Settings().window.model_copy(update={"end": END.date()}).resolve()
-    spec, _ = load_mapping(mapping)
-    leaves = typed_leaves(spec, INTERACTION_SCHEMA, leaf_aliases(spec))
-    return build_query("postgresql", spec.table, leaves, spec.ts_spec, start, end, ["ts", "event_id"])
+    return window_queries(uri, mapping, start, end)[0]
 
 
 def run_naive_extract(uri: str, mapping: Path) -> dict[str, Any]:
     import pandas as pd
     import sqlalchemy
 
-    sql = _window_sql(mapping)
+    sql = _window_sql(uri, mapping)
     engine = sqlalchemy.create_engine(uri.replace("postgresql://", "postgresql+psycopg2://", 1))
     with PeakRSS() as rss, engine.connect() as conn:
         frame = pd.read_sql(sqlalchemy.text(sql), conn)

@@ -75,7 +75,7 @@ class Condition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     eq: Scalar = Field(default=None, description="Equal to.")
-    ne: Scalar = Field(default=None, description="Not equal to (a null value is not 'not equal').")
+    ne: Scalar = Field(default=None, description="Not equal to (a null value passes).")
     gt: float | str | None = Field(default=None, description="Greater than.")
     ge: float | str | None = Field(default=None, description="Greater than or equal to.")
     lt: float | str | None = Field(default=None, description="Less than.")
