@@ -172,6 +172,6 @@ def test_rankloop_schedule_serves_the_weekly_deployment(
         assert served.parameters["scheduled"] is True
         assert [s.active for s in served.schedules] == [True]
     finally:
-        child.stop()
+        child.stop(timeout=90)  # Ctrl-C, then time to pause the deployment on a loaded machine
     # Ctrl-C pauses the schedule: nothing piles up while nobody serves it.
     _served(prefect_server, child, paused=True)
