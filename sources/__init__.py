@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from sources.catalog import read_catalog
 from sources.mapping import FieldSpec, Mapping, load_mapping, shipped_mappings
-from sources.snapshot import Snapshot, extract_snapshot, load_snapshot, read_index, snapshot_dataset_info
+from sources.snapshot import (
+    Snapshot,
+    extract_snapshot,
+    load_snapshot,
+    prior_exposures,
+    read_index,
+    snapshot_dataset_info,
+)
 from sources.stream import window_queries
 from sources.uri import SourceURI, parse_uri, redact
 from sources.writer import write_collection, write_table
@@ -19,6 +26,7 @@ __all__ = [
     "load_mapping",
     "load_snapshot",
     "parse_uri",
+    "prior_exposures",
     "read_catalog",
     "read_index",
     "redact",

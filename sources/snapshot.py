@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +242,43 @@ def read_index(snapshot_dir: Path) -> dict[str, Any]:
     """The index (source|mapping|window -> latest snapshot); empty when absent."""
     path = Path(snapshot_dir) / INDEX_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def prior_exposures(snapshot_dir: Path, source: str, mapping: str, start: datetime, lookback: timedelta,
+                    exposure_types: tuple[str, ...] = ("impression", "view")) -> pa.Table | None:
+    """Exposures (``user_id``, ``item_id``, ``ts``) in ``[start - lookback, start)`` from the snapshots
+    already taken of the same source and mapping, for the contract's exposure link
+    (``check_interactions(..., prior_exposures=...)``): a purchase early in a window may follow a view
+    in the window before.
+
+    Args:
+        snapshot_dir: the snapshots folder (its ``index.json`` lists the windows taken).
+        source: the redacted source URI, as recorded in the index.
+        mapping: the mapping name.
+        start: the window's start.
+        lookback: how far back to look.
+        exposure_types: event types that count as an exposure.
+
+    Returns:
+        The exposures, or None when no snapshot of that source and mapping overlaps the lookback.
+    """
+    start = _utc(start)
+    since = start - lookback
+    tables = []
+    for key, entry in read_index(snapshot_dir).items():
+        parts = key.split("|")
+        if len(parts) != 4 or parts[0] != source or parts[1].split("@", 1)[0] != mapping:
+            continue
+        lo, hi = datetime.fromisoformat(parts[2]), datetime.fromisoformat(parts[3])
+        path = Path(snapshot_dir) / entry["digest"] / "data.parquet"
+        if hi <= since or lo >= start or not path.is_file():
+            continue
+        ts = pa.scalar(since, pa.timestamp("us", tz="UTC")), pa.scalar(start, pa.timestamp("us", tz="UTC"))
+        found = pq.read_table(path, columns=["user_id", "item_id", "ts", "event_type"])
+        keep = pc.and_(pc.is_in(found["event_type"], value_set=pa.array(exposure_types)),
+                       pc.and_(pc.greater_equal(found["ts"], ts[0]), pc.less(found["ts"], ts[1])))
+        tables.append(found.filter(keep).select(["user_id", "item_id", "ts"]))
+    return pa.concat_tables(tables) if tables else None
 
 
 def _update_index(snapshot_dir: Path, ident: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any] | None:

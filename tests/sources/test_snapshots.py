@@ -133,3 +133,26 @@ def test_concurrent_extracts_lose_no_index_entry(tmp_path: Path) -> None:
     index = read_index(tmp_path)
     assert len(index) == workers * count
     assert {entry["digest"] for entry in index.values()} == {f"{w:02d}{i:04d}" for w in range(workers) for i in range(count)}
+
+
+def test_prior_exposures_come_from_the_earlier_windows_snapshots(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sources import prior_exposures, redact
+
+    uri = f"sqlite:///{tmp_path / 'src.db'}"
+    day = timedelta(days=1)
+    t0 = datetime(2026, 10, 19, tzinfo=UTC)
+    rows = canonical_rows().slice(0, 4).to_pylist()
+    for row, (kind, at) in zip(rows, [("view", t0 + day), ("click", t0 + 2 * day), ("impression", t0 + 6 * day),
+                                      ("view", t0 + 8 * day)], strict=True):
+        row.update(event_type=kind, ts=at)
+    write_table(uri, "interactions", pa.Table.from_pylist(rows, schema=canonical_rows().schema))
+    snaps = tmp_path / "snaps"
+    extract_snapshot(uri, "rankloop", t0, t0 + 7 * day, snaps)  # last week's window, already taken
+    week = t0 + 7 * day
+    prior = prior_exposures(snaps, redact(uri), "rankloop", week, timedelta(days=3))
+    assert prior.column_names == ["user_id", "item_id", "ts"]
+    assert prior.column("ts").to_pylist() == [t0 + 6 * day]  # the impression in the 3 days before; not the click
+    assert prior_exposures(snaps, redact(uri), "entertainment", week, timedelta(days=3)) is None
+    assert prior_exposures(snaps, redact(uri), "rankloop", t0, timedelta(days=3)) is None
