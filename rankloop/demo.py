@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rankloop.settings import Settings, last_monday
 from rankloop.simulator import SimulationConfig, items_table, make_world, period, simulate, users_table
@@ -53,3 +54,100 @@ def ensure_demo_source(settings: Settings, config: SimulationConfig | None = Non
     log.info("simulated %d interactions into %s", rows, settings.demo_db)
     return meta
 
+
+
+# --- releases for drills and benchmarks -------------------------------------------------------------
+DRILL_ACTOR = "drill"
+
+
+def train_shuffled_ranker(settings: Settings, *, seed: int = 0, max_queries: int = 3000) -> tuple[Any, dict]:
+    """A deliberately worse ranker: the champion's feature set, trained on the source's last week with
+    its labels shuffled across rows (its scores carry no relevance). Returns (ranker, feature_set)."""
+    import numpy as np
+
+    from models.ranker import Ranker
+    from models.training import group_sizes
+
+    events, items, users, champion = _recent_events(settings)
+    import features
+
+    rows = features.impressions(events, settings.labels)
+    queries = rows["query_id"].unique()[-max_queries:]
+    rows = rows[rows["query_id"].isin(queries)].reset_index(drop=True)
+    fset = champion.manifest["feature_set"]
+    X = features.build_features(rows, events, items=items, users=users, settings=settings.features,
+                                feature_set=fset["name"])[list(fset["features"])]
+    labels = np.random.default_rng(seed).permutation(rows["label"].to_numpy())
+    params = settings.ranker.ranker_params() | {"n_estimators": 60, "early_stopping_rounds": None, "seed": seed}
+    ranker = Ranker(**params).fit(X, labels, group=group_sizes(rows))
+    return ranker, dict(fset)
+
+
+def _recent_events(settings: Settings) -> tuple[Any, Any, Any, Any]:
+    """The demo source's last 14 days of events (before its served end), its catalogue, and the champion ranker."""
+    from datetime import timedelta
+
+    import pyarrow.parquet as pq
+
+    import sources
+    from registry import load
+
+    meta = json.loads(demo_meta_path(settings).read_text())
+    end = datetime.fromisoformat(meta.get("served_until") or meta["end"])
+    uri = f"sqlite:///{settings.demo_db}"
+    snap = sources.extract_snapshot(uri, "rankloop", end - timedelta(days=14), end, settings.snapshot_dir)
+    items, users = sources.read_catalog(uri, "rankloop")
+    events = pq.read_table(snap.path).drop(["source_errors"]).to_pandas()
+    return (events, items.to_pandas() if items is not None else None,
+            users.to_pandas() if users is not None else None, load("ranker", settings=settings))
+
+
+def register_ranker(settings: Settings, ranker: Any, feature_set: dict, *, note: str) -> int:
+    """Log and register ``ranker`` as a new version with its manifest (outside a weekly run); returns the version."""
+    import mlflow
+
+    from models.tracking import log_ranker_run
+    from rankloop.settings import ensure_experiment
+    from rankloop.version import code_version
+    from registry import owner_tags
+    from registry.publish import publish
+
+    now = datetime.now(UTC)
+    mlflow.set_experiment(experiment_id=ensure_experiment(settings))
+    with mlflow.start_run(run_name=f"ranker {note}", tags={"rankloop.release": note, **owner_tags()}):
+        if not getattr(ranker, "evals_result_", None):
+            ranker.evals_result_, ranker.best_iteration_ = {}, ranker.booster_.current_iteration()
+        info = log_ranker_run(ranker, test_report={}, baselines={}, feature_set_name=feature_set["name"],
+                              feature_set_hash=feature_set["hash"], params={"release": note}, window=(now, now),
+                              snapshot_digest="-", code_version=code_version())
+        version = int(info.registered_model_version)
+        publish("ranker", version, settings=settings, feature_set=feature_set,
+                window={"start": now.isoformat(), "end": now.isoformat()}, snapshot_digest="-",
+                contract_suite_version="-", code_version=code_version(), params={"release": note}, metrics={})
+    return version
+
+
+def copy_of_champion(settings: Settings) -> tuple[Any, dict]:
+    """The champion ranker's own model (an equal-quality release, for A/A checks of the guardrail)."""
+    from models.ranker import Ranker
+    from registry import load
+
+    champion = load("ranker", settings=settings)
+    return Ranker.load(champion.path / "model.txt"), dict(champion.manifest["feature_set"])
+
+
+def force_release(settings: Settings, version: int, *, reason: str, actor: str = DRILL_ACTOR) -> Any:
+    """Promote ``version`` of the ranker by hand (forced, no gate), recorded in the ledger with ``actor``."""
+    from registry.promote import promote
+
+    return promote("ranker", version, decision=None, actor=actor, reason=reason, forced=True, settings=settings)
+
+
+def bad_release(settings: Settings, *, seed: int = 0) -> int:
+    """Register and force-promote a ranker trained on shuffled labels, recorded as a drill; returns its version."""
+    ranker, feature_set = train_shuffled_ranker(settings, seed=seed)
+    version = register_ranker(settings, ranker, feature_set, note="drill: trained on shuffled labels")
+    force_release(settings, version, reason=f"drill: deliberately worse ranker v{version} (trained on shuffled "
+                                            "labels) to exercise the guardrail")
+    log.warning("drill: ranker v%d (trained on shuffled labels) is the champion now", version)
+    return version

@@ -38,6 +38,7 @@ from models.policy_config import (
     RewardSettings,
 )
 from rankloop.executor import ExecutorSettings
+from rankloop.guard_config import DriftSettings, GuardSettings
 from registry.config import GateSettings
 from sources.config import SourceSettings
 
@@ -82,6 +83,10 @@ class OpsSettings(BaseModel):
     bandit_cron: str = Field(
         default="0 2 * * *", description="When `rankloop schedule` runs the daily bandit refresh (cron; prefect.yaml keeps the same)."
     )
+    ab_cron: str = Field(
+        default="0 3 * * *", description="When the daily A/B report deployment runs (cron; prefect.yaml keeps the same).")
+    guard_cron: str = Field(
+        default="30 3 * * *", description="When the guardrail deployment runs (cron; prefect.yaml keeps the same).")
     max_lateness_hours: float = Field(
         default=12.0, gt=0, description="A scheduled run starting later than this skips (logged) instead of piling up."
     )
@@ -124,6 +129,8 @@ class Settings(BaseSettings):
     ope: OPESettings = Field(default_factory=OPESettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
     @classmethod
@@ -196,7 +203,7 @@ class Settings(BaseSettings):
         return self.model_dump(
             mode="json", include={
                 "labels", "features", "ranker", "rewards", "bandit", "linucb",
-                "qlearning", "ope", "gate", "contracts", "window",
+                "qlearning", "ope", "gate", "contracts", "window", "drift",
             }
         )
 

@@ -12,6 +12,10 @@ the user's traits and mood changes how much music/video is liked.
 The signal is learnable: relevance is mostly personal (latent match and category taste), so a
 ranker that sees the user's history and profile similarity beats popularity.
 
+Serving mode (``rankloop.serving_sim``) continues a simulated world day by day with the registry's
+versions choosing the slates: :func:`day_requests` draws a day's requests, :func:`respond` the
+users' responses to the slates served, with the serving policy's propensities and versions.
+
 ``log_layout`` chooses what the source keeps of the same simulation: every slate (``slates``),
 the responses only, as a source without impression logging holds them (``no_impressions``: no
 impressions, request ids, positions, propensities or policy actions), or the star ratings alone
@@ -40,6 +44,7 @@ MOODS = ("happy", "calm", "sad", "energetic", "stressed")
 TIMES_OF_DAY = ("night", "morning", "afternoon", "evening")
 LOG_LAYOUTS = ("slates", "no_impressions", "ratings")
 _SLATE_COLUMNS = ("request_id", "position", "propensity", "policy_version", "action_id")
+LOGGING_POLICY = "pl-popularity-v1"  # the policy_version of the simulated history's slates
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ def simulate(config: SimulationConfig, *, chunk_requests: int = 50_000) -> Itera
     """Yield the interactions in time-ordered-per-chunk Arrow batches (canonical schema)."""
     world = make_world(config)
     rng = np.random.default_rng(config.seed + 1)
-    n_requests = int(config.n_users * config.weeks * config.requests_per_user_week)
+    n_requests = n_simulated_requests(config)
     start, end = period(config)
     t0, span = _epoch_us(start), _epoch_us(end) - _epoch_us(start)
     # Leave room for responses after the last impression inside the period.
@@ -201,7 +206,7 @@ def _relevance(world, users, slate, mood, action, tod) -> np.ndarray:
 
 
 def _responses(world, config, rng, req_idx, users, ts, slate, propensity, rel, examine,
-               device, mood, tod, action) -> pa.Table:
+               device, mood, tod, action, policy=None) -> pa.Table:
     n, k = slate.shape
     p_click = 1 / (1 + np.exp(-rel))
     click = examine & (rng.random((n, k)) < p_click)
@@ -231,11 +236,11 @@ def _responses(world, config, rng, req_idx, users, ts, slate, propensity, rel, e
     events.append(("skip", click & is_media & (complete_pct < 25), rng.uniform(5, 60, (n, k)), nan))
     events.append(("dismiss", examine & ~click & (rng.random((n, k)) < 0.05), rng.uniform(1, 10, (n, k)), nan))
     return _assemble(world, config, req_idx, users, ts, slate, propensity, device, mood, tod, action,
-                     events, rel, rng)
+                     events, rel, rng, policy)
 
 
 def _assemble(world, config, req_idx, users, ts, slate, propensity, device, mood, tod, action,
-              events, rel, rng) -> pa.Table:
+              events, rel, rng, policy=None) -> pa.Table:
     n, k = slate.shape
     cols: dict[str, list[np.ndarray]] = {c: [] for c in ("etype", "r", "j", "delay", "value")}
     for code, (_name, mask, delay, value) in enumerate(events):
@@ -269,7 +274,7 @@ def _assemble(world, config, req_idx, users, ts, slate, propensity, device, mood
         "request_id": pa.array(np.char.add("r", req.astype(str))),
         "position": pa.array(j.astype(np.int32)),
         "propensity": pa.array(np.where(is_imp, propensity[r, j], np.nan), mask=~is_imp),
-        "policy_version": pa.array(np.full(len(r), "pl-popularity-v1")),
+        "policy_version": pa.array(np.full(len(r), LOGGING_POLICY) if policy is None else np.asarray(policy)[r]),
         "action_id": pa.array(action[r]),
         "device": pa.array(np.array(DEVICES)[device[r]]),
         "content_type": pa.array(np.array(CONTENT_TYPES)[world.item_type[item]]),
@@ -283,6 +288,58 @@ def _assemble(world, config, req_idx, users, ts, slate, propensity, device, mood
     table = pa.table(data)
     order = np.argsort(table.column("ts").cast(pa.int64()).to_numpy(), kind="stable")
     return table.take(order).cast(INTERACTION_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Requests:
+    """One batch of requests: who asks, when, and the context the responses depend on (arrays of shape (n,))."""
+
+    index: np.ndarray  # request numbers (request_id "r<index>"), unique across the source
+    users: np.ndarray
+    ts: np.ndarray  # epoch microseconds, sorted
+    mood: np.ndarray
+    device: np.ndarray
+    time_of_day: np.ndarray
+    action: np.ndarray  # the Q-learner's logged action, uniformly random as in the history
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def day_requests(world: World, config: SimulationConfig, day_start: datetime, first_index: int,
+                 rng: np.random.Generator) -> Requests:
+    """The requests of the day starting at ``day_start`` (``requests_per_user_week / 7`` per user on average),
+    numbered from ``first_index``; drawn like :func:`simulate`'s."""
+    n_users = len(world.user_device)
+    n = int(rng.poisson(n_users * config.requests_per_user_week / 7.0))
+    t0 = _epoch_us(day_start)
+    ts = np.sort(t0 + (rng.random(n) * (86_400_000_000 - 3_600_000_000)).astype(np.int64))
+    hour = (ts // 3_600_000_000) % 24
+    users = rng.integers(0, n_users, n)
+    device = np.where(rng.random(n) < 0.8, world.user_device[users], rng.integers(0, len(DEVICES), n))
+    return Requests(index=first_index + np.arange(n), users=users, ts=ts, mood=rng.integers(0, len(MOODS), n),
+                    device=device, time_of_day=np.select([hour < 6, hour < 12, hour < 18], [0, 1, 2], 3),
+                    action=rng.integers(0, 27, n).astype(np.int32))
+
+
+def respond(world: World, config: SimulationConfig, requests: Requests, slate: np.ndarray,
+            propensity: np.ndarray, policy_version: np.ndarray, rng: np.random.Generator) -> pa.Table:
+    """The users' responses to served slates, logged as the simulated history is (canonical schema).
+
+    Args:
+        requests: the requests served (n); slate: item indices shown, (n, k); propensity: the serving
+            policy's probability of each shown item at its slot, (n, k); policy_version: (n,) strings.
+    """
+    rel = _relevance(world, requests.users, slate, requests.mood, requests.action, requests.time_of_day)
+    examine = rng.random(slate.shape) < 1.0 / (1.0 + np.arange(slate.shape[1])) ** 0.6
+    return _responses(world, config, rng, requests.index, requests.users, requests.ts, slate, propensity, rel,
+                      examine, requests.device, requests.mood, requests.time_of_day, requests.action,
+                      policy_version)
+
+
+def n_simulated_requests(config: SimulationConfig) -> int:
+    """How many requests :func:`simulate` numbers (serving continues after them)."""
+    return int(config.n_users * config.weeks * config.requests_per_user_week)
 
 
 def items_table(world: World) -> pa.Table:
