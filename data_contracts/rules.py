@@ -42,11 +42,20 @@ Params = Mapping[str, Any]
 
 
 def unconverted_columns(errors: pa.ChunkedArray) -> pa.Array:
-    """``value`` or ``ts,value``: the columns named in each row's ``source_errors`` JSON object."""
-    texts = pc.fill_null(errors.combine_chunks() if errors.num_chunks else pa.array([], pa.string()), "{}")
+    """``value`` or ``ts,value``: the columns named in each row's ``source_errors`` JSON object (null
+    where there is none). Only the rows holding one are parsed."""
+    whole = _single_chunk(errors)
+    present = np.flatnonzero(~_to_numpy(pc.is_null(whole)))
+    names = _error_keys(whole.take(pa.array(present)))
+    positions = np.full(len(whole), -1, dtype=np.int64)
+    positions[present] = np.arange(len(present))
+    return names.take(pa.array(positions, mask=positions < 0))
+
+
+def _error_keys(texts: pa.Array) -> pa.Array:
     if len(texts) == 0:
         return pa.array([], pa.string())
-    lines = pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts)
+    lines = pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts.cast(pa.string()))
     blob = pc.binary_join(lines, "\n")[0].as_buffer().to_pybytes() + b"\n"
     try:
         parsed = pajson.read_json(io.BytesIO(blob), read_options=pajson.ReadOptions(block_size=max(1 << 20, len(blob))))
@@ -57,7 +66,7 @@ def unconverted_columns(errors: pa.ChunkedArray) -> pa.Array:
     # ',name' per failed column, joined, first comma cut (null_handling="skip" drops all-null rows in pyarrow 25)
     names = [pc.if_else(pc.is_valid(parsed.column(c)), f",{c}", "") for c in parsed.column_names]
     joined = pc.binary_join_element_wise(*names, "") if len(names) > 1 else names[0]
-    return pc.utf8_slice_codeunits(joined, 1)
+    return _single_chunk(pc.utf8_slice_codeunits(joined, 1))
 
 
 def _param(value: Any, params: Params) -> Any:
@@ -144,7 +153,7 @@ class NotBlank:
         return {"regex": r"^\s*$"}
 
     def mask(self, column: pa.ChunkedArray, params: Params) -> pa.ChunkedArray:
-        return pc.equal(pc.utf8_trim_whitespace(column), "")
+        return pc.or_(pc.equal(pc.binary_length(column), 0), pc.utf8_is_space(column))  # no copy of the text
 
 
 @dataclass(frozen=True)
@@ -323,10 +332,13 @@ class HasExposure:
         engaged = pa.table({"user_id": table.column("user_id").take(pa.array(rows)),
                             "item_id": table.column("item_id").take(pa.array(rows)),
                             "ts": pa.array(batch.ts_int64[rows])})
-        shown = table.filter(pa.array(batch.event_type_in(EXPOSURE_TYPES))).select(["user_id", "item_id", "ts"])
+        users = pc.unique(_single_chunk(engaged.column("user_id")))
+        # only those users' exposures: a copy of every exposure row would cost more than the join
+        theirs = batch.event_type_in(EXPOSURE_TYPES) & _to_numpy(pc.is_in(table.column("user_id"), value_set=users))
+        shown = table.select(["user_id", "item_id", "ts"]).take(pa.array(np.flatnonzero(theirs)))
         if batch.prior_exposures is not None:
-            shown = pa.concat_tables([shown, batch.prior_exposures.select(["user_id", "item_id", "ts"]).cast(shown.schema)])
-        shown = shown.filter(pc.is_in(shown.column("user_id"), value_set=_single_chunk(engaged.column("user_id"))))
+            prior = batch.prior_exposures.select(["user_id", "item_id", "ts"]).cast(shown.schema)
+            shown = pa.concat_tables([shown, prior.filter(pc.is_in(prior.column("user_id"), value_set=users))])
         if shown.num_rows == 0:
             return np.zeros(len(rows), dtype=bool)
         users = pc.dictionary_encode(pa.concat_arrays([_single_chunk(engaged.column("user_id")).cast(pa.large_string()),
