@@ -14,7 +14,7 @@ from prefect.runtime import flow_run
 
 from flows.reporting import publish, report_failure
 from flows.tasks import failed_stage, stage_task
-from rankloop import ops, recovery, stages
+from rankloop import checks, drift, ops, recovery, stages
 
 recover = stage_task(recovery.heal, "recover", transient_retries=2)
 extract = stage_task(stages.extract, "extract", transient_retries=2)
@@ -25,6 +25,8 @@ champion = stage_task(stages.champion_per_query_ndcg, "score-champion", transien
 record = stage_task(stages.record_ranker, "log-and-register", transient_retries=2)
 judge = stage_task(stages.judge_ranker, "gate-ranker")
 fit_tables = stage_task(stages.fit_tables, "refit-tables")
+check_drift = stage_task(drift.check_drift, "drift")
+replay = stage_task(checks.replay_ranker, "replay")
 promote = stage_task(stages.promote, "promote")
 
 
@@ -39,7 +41,7 @@ def weekly_retrain(
     source_secret: str | None = None,
 ) -> dict[str, Any]:
     """Extract the window, validate, build features, train and judge the ranker, refit and judge
-    the tables, then promote what passed.
+    the tables, measure drift, replay the ranker that passed, then promote what passed.
 
     ``source_uri`` never carries a password (Prefect stores parameters): give it without one, or
     redacted (``postgresql://user:***@host/db``) to use the password of the configured
@@ -82,8 +84,10 @@ def weekly_retrain(
         candidates = [judge(settings, recorded, trained, scored)]
         if refit_tables:
             candidates += fit_tables(settings, ctx, validated, recorded.run_id)
+        candidates, drifted = check_drift(settings, ctx, validated, dataset, trained, candidates, recorded.run_id)
+        candidates = replay(settings, candidates, dataset)
         outcomes = promote(settings, ctx, candidates, recorded.run_id)
-        summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcomes)
+        summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcomes) | {"drift": drifted}
         markdown = ops.publish_summary(recorded.run_id, summary)
         stages.discard_intermediates(ctx.workdir)  # a failed run keeps them for inspection
     except Exception as exc:

@@ -5,6 +5,23 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class ReplaySettings(BaseModel):
+    """The serve-ability check before promotion: the candidate, loaded by ``registry.load`` in a fresh process,
+    scores the last week's requests (``registry.replay``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="Replay every ranker the run would promote; a failure holds it.")
+    candidates: int = Field(default=100, ge=1, description="Rows of one timed request (a 100-candidate request).")
+    requests: int = Field(default=200, ge=10, description="Timed requests (the p99 latency is over these).")
+    p99_ms: float = Field(default=100.0, gt=0, description="Bound on the p99 scoring latency of one request, ms.")
+    max_memory_mb: float = Field(
+        default=4096.0, gt=0, description="Bound on the replay process's peak resident memory (interpreter, "
+        "libraries, model and the week's requests), MB.")
+    timeout_s: float = Field(default=600.0, gt=0, description="The replay process is stopped (and the version held) "
+                             "after this long.")
+
+
 class GateSettings(BaseModel):
     """When a new version may replace the champion."""
 
@@ -28,6 +45,7 @@ class GateSettings(BaseModel):
         ge=0,
         description="A table policy passes when its OPE lower bound >= the champion's OPE estimate minus this.",
     )
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
     lock_timeout_s: float = Field(
         default=120.0,
         gt=0,

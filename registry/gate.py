@@ -2,18 +2,23 @@
 
 Ranker: a paired bootstrap over queries of the NDCG@10 difference (challenger - champion).
 Tables (bandit, LinUCB, Q-table): the challenger's off-policy lower bound against the champion's estimate.
+Replay (ranker): a candidate that cannot serve (``registry.replay``) fails, whatever its NDCG.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from registry.config import GateSettings
 from registry.decision import Decision, Verdict
 from registry.manifest import check_kind
+
+if TYPE_CHECKING:
+    from registry.replay import ReplayReport
 
 
 @dataclass(frozen=True)
@@ -238,3 +243,17 @@ def _ope_problems(evidence: OPEEvidence) -> list[str]:
         return [f"unknown OPE status {evidence.status!r}; expected 'ok' or 'cannot_evaluate'"]
     bad = [n for n in ("estimate", "lower", "upper") if not np.isfinite(getattr(evidence, n))]
     return [f"OPE figure(s) {bad} are not finite"] if bad else []
+
+
+def replay_gate(decision: Decision, replay: ReplayReport) -> Decision:
+    """The gate's decision after the serve-ability replay (``registry.replay``): a failed replay turns it
+    into FAIL (the version cannot serve), its problems as the reasons; a passed one keeps the verdict.
+    The replay's figures join the decision's as ``replay_*``."""
+    figures = {**decision.figures, **{f"replay_{k}": v for k, v in replay.figures.items()}}
+    base = dict(kind=decision.kind, figures=figures, challenger_version=decision.challenger_version,
+                champion_version=decision.champion_version)
+    if replay.passed:
+        return Decision(verdict=decision.verdict, reasons=(*decision.reasons, "replay: serves (features, finite and "
+                        "deterministic scores, latency and memory within bounds)"), **base)
+    return Decision(verdict=Verdict.FAIL, reasons=(*decision.reasons, *(f"replay: {p}" for p in replay.problems)),
+                    **base)

@@ -31,8 +31,18 @@ MAPPING_OPTION = typer.Option(None, "--mapping", metavar="NAME", help="Mapping n
 TABLES_OPTION = typer.Option(True, "--tables/--no-tables", help="Also refit the bandit, LinUCB and Q tables.")
 
 
-def demo(home: Path | None = HOME_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """Simulate interactions into <home>/interactions.db (once), then retrain on the latest complete week."""
+def demo(
+    home: Path | None = HOME_OPTION,
+    serve_days: int | None = typer.Option(None, "--serve-days", metavar="N", min=1, help="Then serve N more days "
+                                          "of the demo source with the current champions (rankloop.serving_sim)."),
+    bad_release: bool = typer.Option(False, "--bad-release", help="First register and force-promote a ranker "
+                                     "trained on shuffled labels (a drill, recorded in the ledger)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Simulate interactions into <home>/interactions.db (once), then retrain on the latest complete week.
+
+    With --serve-days, serve more days with the registry's versions instead (retraining first only when
+    nothing is registered yet); --bad-release first force-promotes a deliberately worse ranker."""
     from rankloop.demo import ensure_demo_source
 
     settings = settings_for(home, export=True)
@@ -43,8 +53,36 @@ def demo(home: Path | None = HOME_OPTION, as_json: bool = JSON_OPTION) -> None:
     if not as_json:
         errors.print(f"demo source {settings.demo_db}: {meta['rows']:,} interactions, "
                      f"{meta['start'][:10]} .. {meta['end'][:10]}")
-    summary = _run(window_end=date.fromisoformat(meta["end"][:10]))
-    _finish(summary, time.perf_counter() - began, as_json)
+    if serve_days is None and not bad_release:
+        summary = _run(window_end=date.fromisoformat(meta["end"][:10]))
+        _finish(summary, time.perf_counter() - began, as_json)
+        return
+    _serve_demo(settings, meta, serve_days, bad_release, as_json, began)
+
+
+def _serve_demo(settings: Any, meta: dict[str, Any], days: int | None, bad: bool, as_json: bool, began: float) -> None:
+    from rankloop import demo as drill
+    from rankloop.serving_sim import serve
+    from rankloop.stages import current_champion
+
+    out: dict[str, Any] = {}
+    if current_champion("ranker", settings) is None:
+        out["retrain"] = _run(window_end=date.fromisoformat(meta["end"][:10]))
+    if bad:
+        out["bad_release"] = drill.bad_release(settings)
+        if not as_json:
+            console.print(f"drill    ranker v{out['bad_release']} (trained on shuffled labels) force-promoted "
+                          f"by actor '{drill.DRILL_ACTOR}' (`rankloop history ranker`)")
+    if days:
+        out["served"] = served = serve(settings, days)
+        if not as_json:
+            mix = ", ".join(f"{tag} {n:,}" for tag, n in sorted(served["requests"].items()))
+            console.print(escape(f"served   {served['start'][:10]} .. {served['end'][:10]} ({days} day(s)): "
+                                 f"{served['rows']:,} rows; requests per policy_version: {mix}"), soft_wrap=True)
+            console.print(f"next     rankloop guard --dry-run; rankloop ab --start {served['start'][:10]} "
+                          f"--end {served['end'][:10]}")
+    if as_json:
+        echo_json(out | {"seconds": round(time.perf_counter() - began, 1)})
 
 
 def train(

@@ -16,7 +16,9 @@ from rankloop.settings import OpsSettings, Settings
 from .conftest import REPO
 
 FLOWS = {WEEKLY["name"]: ("flows/weekly.py:weekly_retrain", WEEKLY["cron"]),
-         DAILY_BANDIT["name"]: ("flows/bandit_refresh.py:daily_bandit_refresh", DAILY_BANDIT["cron"])}
+         DAILY_BANDIT["name"]: ("flows/bandit_refresh.py:daily_bandit_refresh", DAILY_BANDIT["cron"]),
+         "daily-ab-report": ("flows/guardrail.py:daily_ab_report", OpsSettings().ab_cron),
+         "guardrail": ("flows/guardrail.py:guardrail", OpsSettings().guard_cron)}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,192 @@
+"""Drift in every weekly run: the window's newest week (the test week) against the week before it.
+
+Measured (``models.drift``: PSI, KS): every feature of the run's feature set (the top movers are
+listed), the label rate, the impressions' click, success and mean reward, the event-type mix, the
+action mix the Q policy logged, and the new ranker's score distribution. Logged to the run's
+MLflow page (``drift.*`` metrics, ``drift/drift.json``, ``drift/drift.png``) and carried in the run
+summary. With ``drift.hold_psi`` set, a PSI above it holds every version the run would promote
+(the reason names what moved).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rankloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _weeks(frame: pd.DataFrame, end: datetime, test_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of the week before the test week, and of the test week."""
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    test_start = pd.Timestamp(end - timedelta(days=test_days))
+    ref_start = test_start - pd.Timedelta(days=test_days)
+    return frame[(ts >= ref_start) & (ts < test_start)], frame[(ts >= test_start) & (ts < pd.Timestamp(end))]
+
+
+def measure(settings: Settings, end: datetime, validated: Any, dataset: Any, model_path: Any) -> dict[str, Any]:
+    """The drift report of a run (JSON-ready)."""
+    from models.drift import categorical_psi, feature_drift, numeric_psi, shares
+    from models.ranker import Ranker
+    from models.rewards import impression_rewards
+
+    bins, days = settings.drift.bins, settings.ranker.test_days
+    cols = list(dataset.features)
+    ref, cur = dataset.split.read("valid", ["label", *cols]), dataset.split.read("test", ["label", *cols])
+    moved = feature_drift(ref, cur, cols, bins)
+    ranker = Ranker.load(model_path)
+    ref_scores, cur_scores = ranker.predict(ref[cols]), ranker.predict(cur[cols])
+    events = validated.load_events(["user_id", "item_id", "event_type", "ts", "value", "request_id", "position",
+                                    "propensity", "policy_version", "action_id"])
+    ev_ref, ev_cur = _weeks(events, end, days)
+    rewards = impression_rewards(events, settings.rewards) if events["request_id"].notna().any() else None
+    slates = events.drop_duplicates("request_id") if "action_id" in events else events.iloc[:0]
+    act_ref, act_cur = _weeks(slates[slates["action_id"].notna()], end, days)
+    report = {
+        "reference": "the week before the test week", "current": "the test week",
+        "features": moved.head(settings.drift.top).to_dict("records"),
+        "features_psi_max": float(moved["psi"].max()) if len(moved) else 0.0,
+        "features_over_0.25": int((moved["psi"] > 0.25).sum()),
+        "label_rate": {"reference": float((ref["label"] > 0).mean()), "current": float((cur["label"] > 0).mean())},
+        "event_mix": {"reference": shares(ev_ref["event_type"]), "current": shares(ev_cur["event_type"]),
+                      "psi": categorical_psi(ev_ref["event_type"], ev_cur["event_type"])},
+        "action_mix": {"psi": categorical_psi(act_ref["action_id"], act_cur["action_id"]) if len(act_cur) else None,
+                       "actions_reference": int(act_ref["action_id"].nunique()),
+                       "actions_current": int(act_cur["action_id"].nunique())},
+        "scores": {"psi": numeric_psi(ref_scores, cur_scores, bins), "reference_mean": float(np.mean(ref_scores)),
+                   "current_mean": float(np.mean(cur_scores)),
+                   "reference_quantiles": np.quantile(ref_scores, [0.1, 0.5, 0.9]).tolist(),
+                   "current_quantiles": np.quantile(cur_scores, [0.1, 0.5, 0.9]).tolist()},
+        "rewards": _reward_rates(rewards, end, days),
+    }
+    report["_scores"] = (ref_scores, cur_scores)  # for the chart only, dropped before logging
+    return report
+
+
+def _reward_rates(rewards: pd.DataFrame | None, end: datetime, days: int) -> dict[str, Any]:
+    if rewards is None or rewards.empty:
+        return {}
+    ref, cur = _weeks(rewards, end, days)
+    return {name: {"reference": float(ref[col].mean()) if len(ref) else None,
+                   "current": float(cur[col].mean()) if len(cur) else None}
+            for name, col in (("click_rate", "clicked"), ("success_rate", "success"), ("mean_reward", "reward"))}
+
+
+def over_threshold(report: dict[str, Any], hold_psi: float | None) -> list[str]:
+    """What moved beyond ``hold_psi`` (empty: nothing, or no threshold)."""
+    if hold_psi is None:
+        return []
+    found = [f"feature {f['feature']} PSI {f['psi']:.3f}" for f in report["features"] if f["psi"] > hold_psi]
+    for name, value in (("event-type mix", report["event_mix"]["psi"]), ("Q action mix", report["action_mix"]["psi"]),
+                        ("ranker score", report["scores"]["psi"])):
+        if value is not None and np.isfinite(value) and value > hold_psi:
+            found.append(f"{name} PSI {value:.3f}")
+    return found
+
+
+def chart(report: dict[str, Any], scores: tuple[np.ndarray, np.ndarray]) -> Any:
+    """Four panels: top feature movers, event-type mix, score distributions, rates (a matplotlib Figure)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 8.5), layout="constrained")
+    ax = fig.subplots(2, 2)
+    top = report["features"][::-1]
+    ax[0, 0].barh([f["feature"] for f in top], [f["psi"] for f in top], color="#4C72B0")
+    for value, color in ((0.1, "#DD8452"), (0.25, "#C44E52")):
+        ax[0, 0].axvline(value, color=color, linestyle="--", linewidth=1)
+    ax[0, 0].set_title("top feature movers (PSI; 0.1 / 0.25 lines)")
+    mix = report["event_mix"]
+    kinds = sorted(set(mix["reference"]) | set(mix["current"]))
+    x = np.arange(len(kinds))
+    ax[0, 1].bar(x - 0.2, [mix["reference"].get(k, 0) for k in kinds], 0.4, label="week before")
+    ax[0, 1].bar(x + 0.2, [mix["current"].get(k, 0) for k in kinds], 0.4, label="test week")
+    ax[0, 1].set_xticks(x, kinds, rotation=45, ha="right")
+    ax[0, 1].set_title(f"event-type mix (PSI {mix['psi']:.3f})")
+    ax[0, 1].legend()
+    ref_scores, cur_scores = scores
+    edges = np.histogram_bin_edges(np.concatenate([ref_scores, cur_scores]), bins=40)
+    ax[1, 0].hist(ref_scores, edges, alpha=0.55, density=True, label="week before")
+    ax[1, 0].hist(cur_scores, edges, alpha=0.55, density=True, label="test week")
+    ax[1, 0].set_title(f"ranker score distribution (PSI {report['scores']['psi']:.3f})")
+    ax[1, 0].legend()
+    rates = {"label rate": report["label_rate"], **{k.replace("_", " "): v for k, v in report["rewards"].items()
+                                                     if k != "mean_reward"}}
+    names = list(rates)
+    x = np.arange(len(names))
+    ax[1, 1].bar(x - 0.2, [rates[n]["reference"] or 0 for n in names], 0.4, label="week before")
+    ax[1, 1].bar(x + 0.2, [rates[n]["current"] or 0 for n in names], 0.4, label="test week")
+    ax[1, 1].set_xticks(x, names)
+    action = report["action_mix"]["psi"]
+    ax[1, 1].set_title("label and reward rates" + (f" (Q action mix PSI {action:.3f})" if action is not None else ""))
+    ax[1, 1].legend()
+    fig.suptitle("RankLoop drift: the test week against the week before")
+    return fig
+
+
+def metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The ``drift.*`` metrics of the run."""
+    out = {"drift.features_psi_max": report["features_psi_max"], "drift.event_mix_psi": report["event_mix"]["psi"],
+           "drift.score_psi": report["scores"]["psi"], "drift.label_rate_reference": report["label_rate"]["reference"],
+           "drift.label_rate_current": report["label_rate"]["current"]}
+    if report["action_mix"]["psi"] is not None:
+        out["drift.action_mix_psi"] = report["action_mix"]["psi"]
+    for name, pair in report["rewards"].items():
+        for side in ("reference", "current"):
+            if pair[side] is not None:
+                out[f"drift.{name}_{side}"] = pair[side]
+    for f in report["features"]:
+        out[f"drift.psi.{f['feature']}"] = f["psi"]
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+def check_drift(settings: Settings, ctx: Any, validated: Any, dataset: Any, trained: Any, candidates: list[Any],
+                run_id: str | None) -> tuple[list[Any], dict[str, Any]]:
+    """Measure drift, log it to the run, and hold every passing candidate when it is over ``drift.hold_psi``.
+
+    Returns:
+        The candidates (held ones replaced) and the drift summary for the run summary.
+    """
+    import mlflow
+
+    report = measure(settings, ctx.end, validated, dataset, trained.model_path)
+    scores = report.pop("_scores")
+    moved = over_threshold(report, settings.drift.hold_psi)
+    report["hold_psi"], report["held"] = settings.drift.hold_psi, moved
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics(metrics(report))
+            mlflow.log_dict(report, "drift/drift.json")
+            mlflow.log_figure(chart(report, scores), "drift/drift.png")
+            mlflow.set_tag("rankloop.drift", "held: " + "; ".join(moved) if moved else
+                           f"max feature PSI {report['features_psi_max']:.3f}")
+    if moved:
+        candidates = [_hold(c, f"drift above hold_psi {settings.drift.hold_psi}: {', '.join(moved)}") for c in candidates]
+    return candidates, summary(report)
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The drift section of the run summary."""
+    return {"features_psi_max": report["features_psi_max"],
+            "top_movers": [{"feature": f["feature"], "psi": f["psi"]} for f in report["features"][:5]],
+            "event_mix_psi": report["event_mix"]["psi"], "action_mix_psi": report["action_mix"]["psi"],
+            "score_psi": report["scores"]["psi"], "label_rate": report["label_rate"], "rewards": report["rewards"],
+            "held": report["held"]}
+
+
+def _hold(candidate: Any, reason: str) -> Any:
+    """A passing candidate held by drift: HOLD, the reason added to its decision record."""
+    from rankloop.checks import rerecord
+    from rankloop.promotion import Status
+    from registry.decision import Decision, Verdict
+
+    if candidate.status is not Status.PASSED:
+        return candidate
+    old = candidate.decision
+    return rerecord(candidate, Decision(old.kind, Verdict.HOLD, (*old.reasons, reason), dict(old.figures),
+                                        old.challenger_version, old.champion_version))
