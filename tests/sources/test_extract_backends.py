@@ -99,3 +99,27 @@ def test_catalog_is_read_with_embeddings(tmp_path: Path) -> None:
     assert got_items.column("created_at").to_pylist() == items.column("created_at").to_pylist()
     assert got_users.column("trait_openness").to_pylist() == [0.25]
     assert got_users.column("trait_neuroticism").to_pylist() == [None]
+
+
+@pytest.mark.parametrize("uri", [pytest.param(PG_URI, marks=pytest.mark.postgres),
+                                 pytest.param(MYSQL_URI, marks=pytest.mark.mariadb)])
+def test_catalog_is_read_from_postgres_and_mariadb(tmp_path: Path, table_name: str, uri: str) -> None:
+    from sources.mapping import MAPPINGS_DIR
+
+    from .conftest import drop_sql_table
+
+    items = pa.table({"item_id": ["a", "b"], "category": ["x", None], "content_type": ["music", "video"],
+                      "created_at": pa.array([0, 1_000_000], pa.timestamp("us", tz="UTC")),
+                      "embedding": pa.array([[0.5, -1.25], None], pa.list_(pa.float32()))})
+    write_table(uri, table_name, items)
+    try:
+        text = (MAPPINGS_DIR / "rankloop.yaml").read_text().replace("table: items", f"table: {table_name}")
+        mapping = tmp_path / "catalog.yaml"
+        mapping.write_text(text[: text.index("  users:")])  # items only
+        got_items, got_users = read_catalog(uri, str(mapping))
+        assert got_users is None
+        assert got_items.column("embedding").to_pylist() == [[0.5, -1.25], None]
+        assert got_items.column("created_at").to_pylist() == items.column("created_at").to_pylist()
+        assert got_items.column("category").to_pylist() == ["x", None]
+    finally:
+        drop_sql_table(uri, table_name)
