@@ -159,7 +159,8 @@ class Ranker(BaseEstimator):
         params = self._lgb_params(settings, eval_at) | (
             {"lambdarank_position_bias_regularization": settings.position_bias_regularization}
             if applied == "lightgbm" else {})
-        train_set = _dataset(X, labels, sizes, names, params, **({applied: bias} if applied != "none" else {}))
+        train_set = _dataset(X, labels, sizes, names, params, position=bias if applied == "lightgbm" else None,
+                             weight=bias if applied == "propensity" else None)
         valid_sets = [train_set] + [_dataset(Xv, yv, gv, names, params, train_set) for Xv, yv, gv in evals]
         valid_names = ["train"] + [_valid_name(i) for i in range(len(evals))]
         history: dict[str, Any] = {}
@@ -333,10 +334,10 @@ def _exact_in_float32(column: pd.Series) -> bool:
 
 
 def _dataset(X, labels, sizes, names, params, reference: lgb.Dataset | None = None, *,
-             lightgbm: np.ndarray | None = None, propensity: np.ndarray | None = None) -> lgb.Dataset:
-    """``lightgbm``: the rows' slot codes (LightGBM's ``position``); ``propensity``: the rows' weights."""
+             position: np.ndarray | None = None, weight: np.ndarray | None = None) -> lgb.Dataset:
+    """``position``: the rows' slot codes (LightGBM's position-bias treatment); ``weight``: row weights."""
     return lgb.Dataset(
-        _matrix(X[names]), label=labels, group=sizes, feature_name=names, position=lightgbm, weight=propensity,
+        _matrix(X[names]), label=labels, group=sizes, feature_name=names, position=position, weight=weight,
         reference=reference, free_raw_data=True, params=params,
     )
 
