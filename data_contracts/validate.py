@@ -13,23 +13,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_contracts import ge_suite
+from data_contracts.checks import EXPOSURE_TYPES, Batch, CompoundUnique, Unique, unconverted_columns
 from data_contracts.config import ContractSettings
 from data_contracts.profile import WindowProfile, batch_records, build_profile
 from data_contracts.rules import (
-    EXPOSURE_TYPES,
     NOW,
     SUITE_NAME,
     WINDOW_END,
     WINDOW_START,
-    Batch,
-    CompoundUnique,
     Counts,
     RowRule,
-    Unique,
     row_rules,
     suite_version,
     table_rules,
-    unconverted_columns,
 )
 from rankloop.errors import ContractViolation, Reason
 from rankloop.schema import (
