@@ -383,6 +383,7 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
                                       "train_rows_used": used, "train_rows_available": available,
                                       "query_protocol": dataset.protocol.get("name", "logged_slates"),
                                       "position_bias_applied": ranker.position_bias_applied_},
+        test_scores=np.asarray(scores, dtype=np.float64),
     )
 
 
@@ -394,6 +395,7 @@ class ChampionScores:
     per_query_ndcg: np.ndarray | None = None
     scores: np.ndarray | None = None  # in the test file's row order; None when it could not score
     model_sha256: str | None = None  # of its model.txt, from its manifest
+    query_id: np.ndarray | None = None  # of the scored rows, in the same order
 
 
 def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> ChampionScores:
@@ -413,7 +415,8 @@ def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> ChampionSco
         log.warning("champion v%s needs features %s this run did not build; judging it as broken", champion.version, missing)
         return ChampionScores(champion.version, np.zeros(test["query_id"].nunique()), None, sha)
     scores = np.asarray(champion.predict(test[wanted]), dtype=np.float64)
-    return ChampionScores(champion.version, per_query_ndcg(test["label"], scores, group_sizes(test), 10), scores, sha)
+    return ChampionScores(champion.version, per_query_ndcg(test["label"], scores, group_sizes(test), 10), scores, sha,
+                          test["query_id"].to_numpy())
 
 
 def same_as_champion(trained: TrainedRanker, champion: ChampionScores) -> str | None:
@@ -428,10 +431,18 @@ def same_as_champion(trained: TrainedRanker, champion: ChampionScores) -> str | 
     registered_text = Ranker.load(trained.model_path).model_to_string()  # what record_ranker would register
     if champion.model_sha256 == hashlib.sha256(registered_text.encode()).hexdigest():
         return f"the same model as champion v{champion.version} (identical model.txt)"
-    if (champion.scores is not None and trained.test_scores is not None
-            and np.array_equal(champion.scores, trained.test_scores)):
+    if champion.scores is None or trained.test_scores is None or len(champion.scores) != len(trained.test_scores):
+        return None
+    if np.array_equal(champion.scores, trained.test_scores):
         return f"the same scores as champion v{champion.version} on every test-week row"
+    if champion.query_id is not None and _same_order(champion.scores, trained.test_scores, champion.query_id):
+        return f"the same ranking as champion v{champion.version} in every test-week request"
     return None
+
+
+def _same_order(a: np.ndarray, b: np.ndarray, query_id: np.ndarray) -> bool:
+    """Whether two score vectors rank the rows of every query in the same order (what serving shows)."""
+    return bool(np.array_equal(np.lexsort((-a, query_id)), np.lexsort((-b, query_id))))
 
 
 def run_tags(settings: Settings, start: datetime, end: datetime, extracted: Extracted) -> dict[str, str]:

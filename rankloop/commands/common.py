@@ -46,11 +46,18 @@ def settings_for(home: Path | None, *, write: bool = True, export: bool = False)
                                 "at an existing home")
     apply_environment(settings)
     if os.environ.get("MLFLOW_LOGGING_LEVEL", "").upper() in ("ERROR", "CRITICAL"):
-        # MLflow also prints ("Created version '2' of model ...") past its loggers; quiet without -v.
-        from mlflow.utils.logging_utils import disable_logging
-
-        disable_logging()
+        _quiet_mlflow_prints()
     return settings
+
+
+def _quiet_mlflow_prints() -> None:
+    """MLflow also prints past its loggers ("Created version '2' of model ...") to its own stream;
+    ``disable_logging()`` does not last (MLflow's autologging contexts re-enable the stream on exit),
+    so without -v the stream itself writes nothing."""
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    MLFLOW_LOGGING_STREAM.write = len  # type: ignore[method-assign] # accepts the text, writes nothing
+    MLFLOW_LOGGING_STREAM.flush = lambda: None  # type: ignore[method-assign]
 
 
 def check_writable(path: Path) -> None:
