@@ -1,0 +1,108 @@
+"""Replay before promotion: the candidate, loaded through registry.load in a fresh process, scores the
+requests serving builds; a feature set that differs from the manifest, or NaN scores, hold it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rankloop.promotion import Candidate, Status
+from registry.decision import Decision, Verdict
+from registry.gate import replay_gate
+from registry.replay import ReplayReport, replay_version
+from registry.store import aliases
+
+from .conftest import FEATURES, Store, register, tiny_model_text
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture
+def requests(tmp_path: Path) -> Path:
+    """A week of requests as serving builds them: query_id and the serving feature set's columns."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(600, len(FEATURES))), columns=FEATURES)
+    frame.insert(0, "query_id", np.repeat(np.arange(60), 10))
+    path = tmp_path / "test.parquet"
+    pq.write_table(pa.Table.from_pandas(frame), path)
+    return path
+
+
+def _nan_leaves(text: str) -> str:
+    """The model with every leaf value nan: a broken artefact that still loads (without ``tree_sizes``,
+    which would no longer match, LightGBM reads the trees one after the other)."""
+    text = re.sub(r"^tree_sizes=.*\n", "", text, flags=re.M)
+    return re.sub(r"^leaf_value=.*$", lambda m: "leaf_value=" + " ".join(
+        "nan" for _ in m.group(0).split("=")[1].split()), text, flags=re.M)
+
+
+def test_a_servable_candidate_passes_with_its_figures(store: Store, requests: Path) -> None:
+    version = register(store, tiny_model_text(1))
+    report = replay_version(store.settings, "ranker", version, requests, FEATURES)
+    assert report.passed, report.problems
+    assert report.figures["rows"] == 600 and report.figures["nonfinite_scores"] == 0
+    assert 0 < report.figures["p99_ms"] < store.settings.gate.replay.p99_ms
+    assert report.figures["peak_memory_mb"] > 50  # the fresh process: interpreter, MLflow, LightGBM
+    assert "replay-1" not in aliases(store.client, "ranker")  # the temporary alias is gone
+    assert not list((store.settings.cache_dir / "models" / "ranker").glob("alias-replay-*"))
+
+
+def test_a_manifest_whose_feature_set_differs_holds_the_candidate(store: Store, requests: Path) -> None:
+    listed = ["f_pop", "f_sim", "f_recency"]  # what the manifest says; the model was trained on FEATURES
+    version = register(store, tiny_model_text(1), manifest_features=listed)
+    report = replay_version(store.settings, "ranker", version, requests, FEATURES)
+    assert not report.passed
+    assert any("the model's own features differ from its manifest's feature set: missing ['f_recency'], "
+               "extra ['f_fresh']" in p for p in report.problems), report.problems
+    assert any("differs from what serving builds: missing ['f_recency'], extra ['f_fresh']" in p
+               for p in report.problems), report.problems
+
+
+def test_nan_scores_hold_the_candidate(store: Store, requests: Path) -> None:
+    version = register(store, _nan_leaves(tiny_model_text(1)))
+    report = replay_version(store.settings, "ranker", version, requests, FEATURES)
+    assert report.problems == ("600 of 600 replayed scores are NaN or infinite",)
+
+
+def test_a_load_failure_and_a_tight_latency_bound_are_problems(store: Store, requests: Path) -> None:
+    version = register(store, tiny_model_text(1))
+    settings = store.settings.model_copy(update={"gate": store.settings.gate.model_copy(update={
+        "replay": store.settings.gate.replay.model_copy(update={"p99_ms": 1e-6})})})
+    report = replay_version(settings, "ranker", version, requests, FEATURES)
+    assert len(report.problems) == 1 and report.problems[0].startswith("p99 latency")
+    report = replay_version(store.settings, "ranker", version, requests.with_name("gone.parquet"), FEATURES)
+    assert report.problems[0].startswith("the replay process could not load or score the version")
+
+
+def test_a_failed_replay_turns_the_decision_into_fail_and_holds_the_run_candidate(store: Store, requests: Path) -> None:
+    import mlflow
+
+    from rankloop.checks import replay_ranker
+
+    version = register(store, _nan_leaves(tiny_model_text(1)))
+    decision = Decision("ranker", Verdict.PASS, ("first version: no champion to compare with",),
+                        {"n_queries": 60}, version, None)
+    assert replay_gate(decision, ReplayReport(version, ())).verdict is Verdict.PASS
+    with mlflow.start_run(experiment_id=store.client.get_experiment_by_name("rankloop").experiment_id) as run:
+        pass
+    candidate = Candidate("ranker", Status.PASSED, version, None, decision.reasons, decision, run_id=run.info.run_id)
+
+    class Split:
+        paths = {"test": requests}
+
+    class Dataset:
+        split, features = Split(), tuple(FEATURES)
+
+    held = replay_ranker(store.settings, [candidate], Dataset())[0]
+    assert held.status is Status.HELD and held.verdict == "FAIL"
+    assert held.decision.reasons == ("first version: no champion to compare with",
+                                     "replay: 600 of 600 replayed scores are NaN or infinite")
+    logged = store.client.get_run(run.info.run_id).data
+    assert logged.tags["gate.verdict"] == "FAIL" and "replay: 600 of 600" in logged.tags["gate.reasons"]
+    assert logged.metrics["gate.replay_nonfinite_scores"] == 600
