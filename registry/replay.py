@@ -103,11 +103,14 @@ def _p99_ms(model: Any, X: pd.DataFrame, settings: ReplaySettings, seed: int) ->
 
 def replay_version(settings: Any, kind: str, version: int, requests: Path, columns: list[str]) -> ReplayReport:
     """Replay ``version`` of ``kind`` in a fresh process on the rows of ``requests`` (Parquet; ``columns``
-    are what serving builds). The temporary alias and its cache pointer are removed afterwards."""
-    from registry.store import make_client, set_alias
+    are what serving builds). The temporary alias and its cache pointer are removed afterwards (and any
+    ``replay-*`` alias a killed run left, before; weekly runs of one home do not overlap)."""
+    from registry.store import aliases, make_client, set_alias
 
     alias = f"replay-{version}"
     client = make_client(settings)
+    for stale in [a for a in aliases(client, kind) if a.startswith("replay-")]:  # left by a killed run
+        set_alias(client, kind, stale, None)
     set_alias(client, kind, alias, version)
     try:
         return _run(settings, kind, alias, version, requests, columns)
