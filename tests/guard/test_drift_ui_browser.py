@@ -72,7 +72,7 @@ def test_the_run_page_shows_the_drift_chart(ui: str, trained_home: Path, tmp_pat
             page.set_default_timeout(60_000)
             page.goto(f"{ui}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}/artifacts/drift/drift.png")
             page.get_by_text("drift.json").wait_for()
-            image = page.locator("img[src*='drift.png'], img[src*='drift%2Fdrift.png']").first
+            image = page.locator("img[alt='drift/drift.png']").first  # MLflow shows the artifact as a blob
             image.wait_for()
             page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
             width = image.evaluate("img => img.naturalWidth")
