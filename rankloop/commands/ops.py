@@ -25,6 +25,8 @@ console = Console()
 # The deployments and their default crons, as prefect.yaml declares them (tests/ops checks they agree).
 WEEKLY = {"name": "weekly-retrain", "cron": OpsSettings().weekly_cron}
 DAILY_BANDIT = {"name": "daily-bandit-refresh", "cron": OpsSettings().bandit_cron}
+DAILY_AB = {"name": "daily-ab-report", "cron": OpsSettings().ab_cron}
+GUARDRAIL = {"name": "guardrail", "cron": OpsSettings().guard_cron}
 
 HOME_OPTION = typer.Option(None, "--home", help="Data home (default: $RANKLOOP_HOME or ./.rankloop).")
 
@@ -39,14 +41,16 @@ def _settings(home: Path | None) -> Settings:
     return settings
 
 
-def served_deployments(settings: Settings, bandit: bool = True) -> list[Any]:
-    """The runner deployments ``rankloop schedule`` serves: the weekly retrain and, optionally,
-    the daily bandit refresh, on ``settings.ops.weekly_cron`` and ``bandit_cron`` in
+def served_deployments(settings: Settings, bandit: bool = True, guard: bool = True) -> list[Any]:
+    """The runner deployments ``rankloop schedule`` serves, as prefect.yaml declares them: the weekly
+    retrain and, optionally, the daily bandit refresh, the daily A/B report and the guardrail, on
+    ``settings.ops.weekly_cron``, ``bandit_cron``, ``ab_cron`` and ``guard_cron`` in
     ``settings.ops.timezone``, one run at a time.
 
     Args:
         settings: where the crons and their timezone come from.
         bandit: also serve the daily bandit refresh.
+        guard: also serve the daily A/B report and the guardrail.
 
     Returns:
         Prefect ``RunnerDeployment`` objects for ``prefect.serve``.
@@ -71,6 +75,15 @@ def served_deployments(settings: Settings, bandit: bool = True) -> list[Any]:
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
             tags=["rankloop", "daily"],
         ))
+    if guard:
+        from flows.guardrail import daily_ab_report, guardrail
+
+        for flow, spec, field in ((daily_ab_report, DAILY_AB, "ab_cron"), (guardrail, GUARDRAIL, "guard_cron")):
+            out.append(flow.to_deployment(
+                name=spec["name"], schedules=[_cron(settings.ops, field)],
+                concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+                tags=["rankloop", "daily"],
+            ))
     return out
 
 
@@ -97,10 +110,12 @@ def _cron(ops: OpsSettings, field: str) -> Any:
 def schedule(
     home: Path | None = HOME_OPTION,
     bandit: bool = typer.Option(True, "--bandit/--no-bandit", help="Also serve the daily bandit refresh."),
+    guard: bool = typer.Option(True, "--guard/--no-guard", help="Also serve the daily A/B report and the guardrail."),
 ) -> None:
-    """Run the weekly retrain (Monday 01:00) and the daily bandit refresh (02:00) from this process, until Ctrl-C.
+    """Run the weekly retrain (Monday 01:00), the daily bandit refresh (02:00), the A/B report (03:00)
+    and the guardrail (03:30) from this process, until Ctrl-C.
 
-    The crons are RANKLOOP_OPS__WEEKLY_CRON and RANKLOOP_OPS__BANDIT_CRON in RANKLOOP_OPS__TIMEZONE.
+    The crons are RANKLOOP_OPS__WEEKLY_CRON, __BANDIT_CRON, __AB_CRON and __GUARD_CRON in RANKLOOP_OPS__TIMEZONE.
     No work pool or worker needed: this process creates the deployments and runs them itself.
     Its Prefect API is PREFECT_API_URL; without one it starts a Prefect server of its own
     (database and server.log in <home>/prefect) and stops it on exit.
@@ -108,7 +123,7 @@ def schedule(
     settings = _settings(home)  # first: Prefect reads PREFECT_HOME (<home>/prefect by default) once, at import
     from prefect import serve
 
-    deployments = served_deployments(settings, bandit=bandit)
+    deployments = served_deployments(settings, bandit=bandit, guard=guard)
     with _prefect_api() as (api_url, own):
         refuse_pool_deployments(deployments)
         for deployment in deployments:

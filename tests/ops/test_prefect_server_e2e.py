@@ -164,7 +164,7 @@ def test_rankloop_schedule_serves_the_weekly_deployment(
 ) -> None:
     prefect_server.delete_deployment("weekly_retrain/weekly-retrain")  # a work pool's deployment is not served over
     env = prefect_server.env(RANKLOOP_HOME=str(tmp_path / "home"), RANKLOOP_OPS__TIMEZONE="Europe/Paris")
-    child = spawn("schedule", [str(BIN / "rankloop"), "schedule", "--no-bandit"], env)
+    child = spawn("schedule", [str(BIN / "rankloop"), "schedule", "--no-bandit", "--no-guard"], env)
     try:
         served = _served(prefect_server, child, paused=False)
         assert child.process.poll() is None, child.tail()

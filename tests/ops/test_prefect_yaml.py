@@ -70,13 +70,16 @@ def test_weekly_runs_are_marked_scheduled_and_run_from_the_checkout(config: dict
 
 def test_schedule_serves_both_flows_in_the_configured_timezone() -> None:
     settings = Settings(ops=OpsSettings(timezone="America/New_York"))
-    weekly, daily = served_deployments(settings)
-    assert (weekly.name, daily.name) == (WEEKLY["name"], DAILY_BANDIT["name"])
+    weekly, daily, ab_report, guardrail = served_deployments(settings)
+    assert (weekly.name, daily.name, ab_report.name, guardrail.name) == (WEEKLY["name"], DAILY_BANDIT["name"],
+                                                                         "daily-ab-report", "guardrail")
     assert [(s.schedule.cron, s.schedule.timezone) for s in weekly.schedules] == [(WEEKLY["cron"], "America/New_York")]
     assert [(s.schedule.cron, s.schedule.timezone) for s in daily.schedules] == [(DAILY_BANDIT["cron"], "America/New_York")]
     assert weekly.parameters == {"scheduled": True}
     assert weekly.concurrency_limit == 1 and daily.concurrency_limit == 1
-    assert [d.name for d in served_deployments(settings, bandit=False)] == [WEEKLY["name"]]
+    assert all(d.concurrency_limit == 1 for d in (ab_report, guardrail))
+    assert [d.name for d in served_deployments(settings, bandit=False, guard=False)] == [WEEKLY["name"]]
+    assert [d.name for d in served_deployments(settings, guard=False)] == [WEEKLY["name"], DAILY_BANDIT["name"]]
 
 
 def test_ui_serves_the_embedded_store_with_artifacts_in_the_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

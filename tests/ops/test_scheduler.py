@@ -1,4 +1,4 @@
-"""The schedules fire: a real Prefect server's scheduler creates the runs of both deployments in
+"""The schedules fire: a real Prefect server's scheduler creates the runs of every deployment in
 prefect.yaml, and a run that the scheduler (not a hand trigger) created is completed by a process
 worker, and by `rankloop schedule`. The server's log must show no scheduler error (SQLAlchemy 2.1
 breaks prefect 3.8's scheduler: it creates no run at all, see pyproject.toml)."""
@@ -19,7 +19,14 @@ import httpx
 import pytest
 import yaml
 
-from rankloop.commands.ops import DAILY_BANDIT, WEEKLY, ensure_can_listen, served_deployments
+from rankloop.commands.ops import (
+    DAILY_AB,
+    DAILY_BANDIT,
+    GUARDRAIL,
+    WEEKLY,
+    ensure_can_listen,
+    served_deployments,
+)
 from rankloop.errors import ConfigError, Reason
 from rankloop.settings import OpsSettings, Settings
 
@@ -44,13 +51,20 @@ def test_prefect_yaml_schedules_are_the_settings_defaults() -> None:
     crons = {d["name"]: [(s["cron"], s["timezone"], s["active"]) for s in d["schedules"]] for d in config["deployments"]}
     ops = OpsSettings()
     assert crons == {WEEKLY["name"]: [(ops.weekly_cron, ops.timezone, True)],
-                     DAILY_BANDIT["name"]: [(ops.bandit_cron, ops.timezone, True)]}
-    assert (ops.weekly_cron, ops.bandit_cron) == ("0 1 * * 1", "0 2 * * *")  # Monday 01:00, daily 02:00
+                     DAILY_BANDIT["name"]: [(ops.bandit_cron, ops.timezone, True)],
+                     DAILY_AB["name"]: [(ops.ab_cron, ops.timezone, True)],
+                     GUARDRAIL["name"]: [(ops.guard_cron, ops.timezone, True)]}
+    # Monday 01:00; daily 02:00, 03:00, 03:30
+    assert (ops.weekly_cron, ops.bandit_cron, ops.ab_cron, ops.guard_cron) == ("0 1 * * 1", "0 2 * * *", "0 3 * * *",
+                                                                               "30 3 * * *")
+    # rankloop schedule serves the same four, on the same crons
+    served = {d.name: [(s.schedule.cron, s.schedule.timezone) for s in d.schedules] for d in served_deployments(Settings())}
+    assert served == {name: [(cron, tz)] for name, [(cron, tz, _)] in crons.items()}
 
 
 def test_schedule_takes_its_crons_from_the_settings() -> None:
     ops = OpsSettings(weekly_cron="30 4 * * 2", bandit_cron="15 3 * * *", timezone="Europe/Paris")
-    weekly, daily = served_deployments(Settings(ops=ops))
+    weekly, daily = served_deployments(Settings(ops=ops), guard=False)
     assert [(s.schedule.cron, s.schedule.timezone) for s in weekly.schedules] == [("30 4 * * 2", "Europe/Paris")]
     assert [(s.schedule.cron, s.schedule.timezone) for s in daily.schedules] == [("15 3 * * *", "Europe/Paris")]
 
@@ -126,9 +140,9 @@ def _wait_for_scheduled_runs(server: PrefectServer, name: str) -> list[Any]:
     pytest.fail(f"the scheduler created no run of {name} within {SCHEDULED_TIMEOUT_S} s")
 
 
-def _next(after: datetime, hour: int, weekday: int | None = None) -> datetime:
-    """The first ``hour``:00 UTC (on ``weekday``, Monday 0) strictly after ``after``."""
-    slot = after.astimezone(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
+def _next(after: datetime, hour: int, weekday: int | None = None, minute: int = 0) -> datetime:
+    """The first ``hour``:``minute`` UTC (on ``weekday``, Monday 0) strictly after ``after``."""
+    slot = after.astimezone(UTC).replace(hour=hour, minute=minute, second=0, microsecond=0)
     while slot <= after or (weekday is not None and slot.weekday() != weekday):
         slot += timedelta(days=1)
     return slot
@@ -145,19 +159,22 @@ def deployed(prefect_server: PrefectServer) -> datetime:
 
 @pytest.mark.prefect
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "hour", "weekday", "step"), [
-    (f"weekly_retrain/{WEEKLY['name']}", 1, 0, timedelta(days=7)),
-    (f"daily_bandit_refresh/{DAILY_BANDIT['name']}", 2, None, timedelta(days=1)),
+@pytest.mark.parametrize(("name", "hour", "minute", "weekday", "step"), [
+    (f"weekly_retrain/{WEEKLY['name']}", 1, 0, 0, timedelta(days=7)),
+    (f"daily_bandit_refresh/{DAILY_BANDIT['name']}", 2, 0, None, timedelta(days=1)),
+    (f"daily_ab_report/{DAILY_AB['name']}", 3, 0, None, timedelta(days=1)),
+    (f"guardrail/{GUARDRAIL['name']}", 3, 30, None, timedelta(days=1)),
 ])
-def test_the_scheduler_creates_the_upcoming_runs_of_both_deployments(
-    prefect_server: PrefectServer, deployed: datetime, name: str, hour: int, weekday: int | None, step: timedelta
+def test_the_scheduler_creates_the_upcoming_runs_of_every_deployment(
+    prefect_server: PrefectServer, deployed: datetime, name: str, hour: int, minute: int, weekday: int | None,
+    step: timedelta,
 ) -> None:
     runs = _wait_for_scheduled_runs(prefect_server, name)
     assert all(run.auto_scheduled for run in runs), "a run of the deployment was not created by the scheduler"
     assert {run.state.type.value for run in runs} == {"SCHEDULED"}
     starts = sorted(run.expected_start_time for run in runs)
     assert len(starts) >= 3  # the scheduler keeps at least min_runs upcoming
-    assert starts[0] == _next(deployed, hour, weekday)
+    assert starts[0] == _next(deployed, hour, weekday, minute)
     assert all(b - a == step for a, b in pairwise(starts))
     _assert_scheduler_healthy(prefect_server)
 
@@ -279,7 +296,8 @@ def test_rankloop_schedule_completes_a_run_the_scheduler_created(
 ) -> None:
     prefect_server.delete_deployment(f"weekly_retrain/{WEEKLY['name']}")  # as the refusal above says
     home = tmp_path / "home"
-    serving = spawn("schedule", [str(BIN / "rankloop"), "schedule", "--no-bandit"],
+    # --no-guard: the A/B report and guardrail deployments of prefect.yaml stay on their work pool
+    serving = spawn("schedule", [str(BIN / "rankloop"), "schedule", "--no-bandit", "--no-guard"],
                     prefect_server.env(**_schedule_env(home)))
     try:
         run = _wait_for_completed_run(prefect_server, f"weekly_retrain/{WEEKLY['name']}", serving)
@@ -317,6 +335,9 @@ def test_rankloop_schedule_without_a_server_completes_a_run_the_scheduler_create
         server = _own_server(serving, home)
         run = _wait_for_completed_run(server, f"weekly_retrain/{WEEKLY['name']}", serving)
         assert run.auto_scheduled
+        served = serving.tail(100_000)
+        assert all(f"serving {name}: cron" in served for name in (WEEKLY["name"], DAILY_AB["name"], GUARDRAIL["name"]))
+        assert f"serving {DAILY_BANDIT['name']}" not in served
         _assert_trained(server, run, home)
         _assert_scheduler_healthy(server)
     finally:
