@@ -16,7 +16,7 @@ import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -396,6 +396,7 @@ class ChampionScores:
     scores: np.ndarray | None = None  # in the test file's row order; None when it could not score
     model_sha256: str | None = None  # of its model.txt, from its manifest
     query_id: np.ndarray | None = None  # of the scored rows, in the same order
+    saw_test: str | None = None  # why its figures on this test week are no evidence (it trained on that week)
 
 
 def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> ChampionScores:
@@ -406,6 +407,7 @@ def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> ChampionSco
     champion = current_champion("ranker", settings)
     if champion is None:
         return ChampionScores()
+    saw = champion_saw_test_week(champion.manifest, champion.version, dataset.split.test_start)
     wanted = list(champion.manifest["feature_set"]["features"])
     built = set(pq.read_schema(dataset.split.paths["test"]).names)
     test = with_positive_label(dataset.split.read("test", ["query_id", "label", *(c for c in wanted if c in built)]))
@@ -413,10 +415,33 @@ def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> ChampionSco
     missing = [c for c in wanted if c not in built]
     if missing:
         log.warning("champion v%s needs features %s this run did not build; judging it as broken", champion.version, missing)
-        return ChampionScores(champion.version, np.zeros(test["query_id"].nunique()), None, sha)
+        return ChampionScores(champion.version, np.zeros(test["query_id"].nunique()), None, sha, saw_test=saw)
     scores = np.asarray(champion.predict(test[wanted]), dtype=np.float64)
     return ChampionScores(champion.version, per_query_ndcg(test["label"], scores, group_sizes(test), 10), scores, sha,
-                          test["query_id"].to_numpy())
+                          test["query_id"].to_numpy(), saw_test=saw)
+
+
+def champion_saw_test_week(manifest: dict[str, Any], version: int | None, test_start: datetime) -> str | None:
+    """Why a champion's figures on a test week starting at ``test_start`` are no evidence, or None.
+
+    A ranker learns from its window up to its own test week (train, then validation for early
+    stopping). A champion whose learning data reaches past ``test_start`` (a backfill of a week
+    older than the champion's window) has seen this test week's outcomes: it would win the
+    comparison unfairly.
+    """
+    window = manifest.get("window") or {}
+    if not window.get("end"):
+        return None
+    end = datetime.fromisoformat(window["end"])
+    test_days = ((manifest.get("config") or {}).get("ranker") or {}).get("test_days", 7)
+    learned_until = end - timedelta(days=int(test_days))
+    start = test_start if test_start.tzinfo else test_start.replace(tzinfo=UTC)
+    if learned_until.tzinfo is None:
+        learned_until = learned_until.replace(tzinfo=UTC)
+    if learned_until <= start:
+        return None
+    return (f"champion v{version} learned from data up to {learned_until:%Y-%m-%d}, after this test week starts "
+            f"({start:%Y-%m-%d}); retrain weeks in order, or promote by hand (`rankloop promote ranker VERSION --reason TEXT`)")
 
 
 def same_as_champion(trained: TrainedRanker, champion: ChampionScores) -> str | None:
@@ -683,7 +708,8 @@ def judge_ranker(settings: Settings, recorded: Recorded, trained: TrainedRanker,
         return Candidate("ranker", Status.UNCHANGED, champion.version, champion.version, (recorded.unchanged,),
                          headline=headline, run_id=recorded.run_id, verdict="UNCHANGED")
     decision = ranker_gate(trained.per_query_ndcg, champion.per_query_ndcg, settings=settings.gate,
-                           challenger_version=recorded.version, champion_version=champion.version)
+                           challenger_version=recorded.version, champion_version=champion.version,
+                           champion_saw_test=champion.saw_test)
     with mlflow.start_run(run_id=recorded.run_id):
         log_decision(decision, run_id=recorded.run_id)
         if champion.per_query_ndcg is not None:

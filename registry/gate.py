@@ -77,6 +77,7 @@ def ranker_gate(
     challenger_version: int | None = None,
     champion_version: int | None = None,
     problems: Sequence[str] = (),
+    champion_saw_test: str | None = None,
 ) -> Decision:
     """Decide whether a challenger ranker may replace the champion.
 
@@ -85,6 +86,9 @@ def ranker_gate(
         champion_ndcg: the champion's per-query NDCG@10 on the same queries, or None without a champion.
         settings: tolerance and bootstrap settings.
         problems: already-found defects (checksum errors, wrong features, ...): any means FAIL.
+        champion_saw_test: why the champion's figures on this test week are not evidence (it was
+            trained on data from it, e.g. a backfill of a week older than the champion's window).
+            The comparison is still computed and recorded, but the verdict is at best HOLD.
 
     Returns:
         FAIL for a broken challenger, PASS when the bootstrap lower bound of the difference is
@@ -112,7 +116,11 @@ def ranker_gate(
             figures=figures,
             **base,
         )
-    return _compare_rankers(new, _same_queries(new, champion_ndcg), settings, figures, base)
+    decision = _compare_rankers(new, _same_queries(new, champion_ndcg), settings, figures, base)
+    if champion_saw_test is None:
+        return decision
+    return Decision(verdict=Verdict.HOLD, reasons=(f"not comparable: {champion_saw_test}", *decision.reasons),
+                    figures=decision.figures | {"champion_saw_test": 1}, **base)
 
 
 def _nan_problems(values: np.ndarray) -> list[str]:
@@ -150,14 +158,16 @@ def _compare_rankers(
         "champion_unscored_queries": int((~keep).sum()),
     }
     bound = f"lower bound of NDCG@10 difference {result.lower:+.4f} (mean {result.mean_diff:+.4f}, {result.n_queries} queries)"
+    # the tolerance as people write it: 0, not -0.0
+    tolerance = f"-{settings.ndcg_tolerance:g}" if settings.ndcg_tolerance else "0"
     if result.lower >= -settings.ndcg_tolerance:
         return Decision(
-            verdict=Verdict.PASS, reasons=(f"{bound} >= -{settings.ndcg_tolerance}",), figures=figures, **base
+            verdict=Verdict.PASS, reasons=(f"{bound} >= {tolerance}",), figures=figures, **base
         )
     why = "worse than the champion" if result.upper < -settings.ndcg_tolerance else "inconclusive"
     return Decision(
         verdict=Verdict.HOLD,
-        reasons=(f"{why}: {bound} < -{settings.ndcg_tolerance}",),
+        reasons=(f"{why}: {bound} < {tolerance}",),
         figures=figures,
         **base,
     )

@@ -43,7 +43,7 @@ def extract(
     if as_json:
         echo_json(payload)
         return
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     state = "reused" if extracted.reused else "written"
     console.print(f"snapshot {extracted.digest[:12]} {state}: {extracted.rows:,} rows of [{first}, {last}) "
                   f"from {extracted.source}", soft_wrap=True)

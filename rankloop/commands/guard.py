@@ -18,7 +18,7 @@ from rankloop.commands.common import (
     utc_midnight,
 )
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 def ab(

@@ -20,7 +20,7 @@ from rich.console import Console
 from rankloop.errors import ConfigError, RankLoopError, Reason
 from rankloop.settings import OpsSettings, Settings
 
-console = Console()
+console = Console(soft_wrap=True)
 
 # The deployments and their default crons, as prefect.yaml declares them (tests/ops checks they agree).
 WEEKLY = {"name": "weekly-retrain", "cron": OpsSettings().weekly_cron}

@@ -21,8 +21,8 @@ from rankloop.commands.common import (
     settings_for,
 )
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 SOURCE_OPTION = typer.Option(None, "--source", metavar="URI", help="Source URI (default: the configured source, "
                              "else the demo database). A password in it is passed to the run through the "
@@ -52,7 +52,7 @@ def demo(
     meta = ensure_demo_source(settings)
     if not as_json:
         errors.print(f"demo source {settings.demo_db}: {meta['rows']:,} interactions, "
-                     f"{meta['start'][:10]} .. {meta['end'][:10]}")
+                     f"{meta['start'][:10]} .. {meta['end'][:10]}", soft_wrap=True)
     if serve_days is None and not bad_release:
         summary = _run(window_end=date.fromisoformat(meta["end"][:10]))
         _finish(summary, time.perf_counter() - began, as_json)
@@ -210,7 +210,7 @@ def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
         return [f"skipped: {summary.get('reason')}"]
     window = f"{str(summary.get('window_start', ''))[:10]} .. {str(summary.get('window_end', ''))[:10]}"
     lines = [f"window   {window}, snapshot {str(summary.get('snapshot_digest', ''))[:12]}"
-             f" ({'reused' if summary.get('snapshot_reused') else 'new'})"]
+             f" ({'reused' if summary.get('snapshot_reused') or summary.get('reused_run') else 'new'})"]
     if summary.get("reused_run"):
         lines.append("         already completed: earlier results, nothing retrained (--force retrains)")
     lines += [

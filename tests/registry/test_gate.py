@@ -38,6 +38,44 @@ def test_clearly_worse_challenger_is_held() -> None:
     assert d.verdict is Verdict.HOLD and d.reasons[0].startswith("worse than the champion")
 
 
+def test_the_tolerance_reads_as_people_write_it() -> None:
+    champ = _queries()
+    assert ranker_gate(champ - 0.05, champ, settings=GATE).reasons[0].endswith(" < 0")
+    tolerant = GATE.model_copy(update={"ndcg_tolerance": 0.005})
+    assert ranker_gate(champ - 0.05, champ, settings=tolerant).reasons[0].endswith(" < -0.005")
+    assert ranker_gate(champ + 0.05, champ, settings=tolerant).reasons[0].endswith(" >= -0.005")
+
+
+def test_a_champion_that_saw_the_test_week_is_no_evidence() -> None:
+    """A backfill of an older week: the champion learned from this test week, so even a clear win is held."""
+    champ = _queries()
+    why = "champion v1 learned from data up to 2026-11-23, after this test week starts (2026-11-09)"
+    better = ranker_gate(np.clip(champ + 0.05, 0, 1), champ, settings=GATE, challenger_version=2, champion_version=1,
+                         champion_saw_test=why)
+    assert better.verdict is Verdict.HOLD and better.reasons[0] == f"not comparable: {why}"
+    assert better.reasons[1].startswith("lower bound of NDCG@10 difference")  # the comparison is still recorded
+    assert better.figures["champion_saw_test"] == 1 and better.figures["ndcg_diff_lower"] > 0
+    assert ranker_gate(champ - 0.05, champ, settings=GATE, champion_saw_test=why).verdict is Verdict.HOLD
+
+
+def test_which_champions_saw_the_test_week() -> None:
+    from datetime import UTC, datetime
+
+    from rankloop.stages import champion_saw_test_week
+
+    manifest = {"window": {"start": "2026-10-19T00:00:00+00:00", "end": "2026-11-30T00:00:00+00:00"},
+                "config": {"ranker": {"test_days": 7}}}
+    # the same window retrained (--force): the champion learned up to its own test week, the same one
+    assert champion_saw_test_week(manifest, 1, datetime(2026, 11, 23, tzinfo=UTC)) is None
+    assert champion_saw_test_week(manifest, 1, datetime(2026, 11, 30, tzinfo=UTC)) is None  # the next week
+    why = champion_saw_test_week(manifest, 1, datetime(2026, 11, 9, tzinfo=UTC))  # a backfill two weeks back
+    assert why is not None and why.startswith("champion v1 learned from data up to 2026-11-23, after this test week "
+                                              "starts (2026-11-09)")
+    longer = {**manifest, "config": {"ranker": {"test_days": 14}}}
+    assert champion_saw_test_week(longer, 1, datetime(2026, 11, 16, tzinfo=UTC)) is None
+    assert champion_saw_test_week({"window": None}, 1, datetime(2026, 11, 9, tzinfo=UTC)) is None
+
+
 def test_noisy_equal_challenger_is_inconclusive_without_tolerance_and_passes_with_it() -> None:
     champ = _queries()
     noise = np.random.default_rng(5).normal(scale=0.05, size=champ.size)
