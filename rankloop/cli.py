@@ -112,6 +112,10 @@ class ProgressHandler(logging.Handler):
         self.console.print(f"  {getattr(record, 'stage', '?'):<20} {mark} {getattr(record, 'seconds', 0.0):7.1f} s")
 
 
+def _hide_warning(*_args: Any, **_kwargs: Any) -> None:
+    """``warnings.showwarning`` without ``-v``: third-party warnings are not shown."""
+
+
 def configure_output(verbose: bool) -> None:
     """Quiet by default (progress lines, warnings from RankLoop); everything with ``verbose``."""
     # Read by Prefect when it configures logging (at import): its console shows nothing unless -v;
@@ -137,6 +141,9 @@ def configure_output(verbose: bool) -> None:
         handler.addFilter(lambda record: record.levelno == logging.WARNING and record.name.split(".")[0] in (
             "rankloop", "flows", "registry", "sources", "features", "models", "data_contracts"))
         warnings.filterwarnings("ignore")  # third-party warnings (MLflow's, pandas') are not the user's
+        # ... including those MLflow forces through its own simplefilter("once") (e.g. the colour-coded
+        # "Add type hints to the `predict` method" of a PythonModel subclass): show none.
+        warnings.showwarning = _hide_warning
     root.addHandler(handler)
     progress = logging.getLogger("rankloop.progress")
     progress.setLevel(logging.INFO)

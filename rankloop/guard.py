@@ -34,10 +34,11 @@ import pandas as pd
 
 from rankloop.guard_config import GuardSettings
 from rankloop.settings import Settings
+from registry.promote import GUARDRAIL_ACTOR
 
 log = logging.getLogger(__name__)
 
-ACTOR = "guardrail"
+ACTOR = GUARDRAIL_ACTOR  # the ledger actor of every revert (a plain `rankloop rollback` refuses to undo one)
 KINDS = ("ranker", "bandit", "linucb", "qtable")
 
 

@@ -155,10 +155,13 @@ def rollback(
 ) -> MoveResult:
     """Make ``to`` (default: the version holding ``previous``) the champion; the champion becomes ``previous``.
 
-    The gate is skipped (recorded as forced); checksums are verified.
+    The gate is skipped (recorded as forced); checksums are verified. Without ``to``, a ``previous``
+    that the guardrail reverted away from (worse on live traffic) is refused: rolling back would
+    bring the bad release back; naming it with ``to`` does it anyway.
 
     Raises:
-        RegistryError: NOT_FOUND (no previous, unknown version), REFUSED (already champion), CHECKSUM.
+        RegistryError: NOT_FOUND (no previous, unknown version), REFUSED (already champion, or
+        ``previous`` is the release the guardrail reverted), CHECKSUM.
     """
     check_kind(kind)
     settings = settings or Settings()
@@ -174,6 +177,8 @@ def rollback(
                 details={"aliases": state},
                 hint=f"name one with --to (`rankloop models {kind}` lists them)",
             )
+        if to is None:
+            _refuse_a_reverted_release(client, kind, int(target))
         return move_locked(
             kind,
             int(target),
@@ -186,6 +191,28 @@ def rollback(
             settings=settings,
             faults=faults,
         )
+
+
+GUARDRAIL_ACTOR = "guardrail"  # rankloop.guard's actor (registry imports nothing above it)
+
+
+def _refuse_a_reverted_release(client: MlflowClient, kind: str, previous: int) -> None:
+    """Refuse a plain rollback to ``previous`` when the last move of the kind was the guardrail
+    reverting it (a 3 a.m. rollback would bring the release that failed on live traffic back)."""
+    moves = [e for e in ledger.history(kind, client=client) if e.alias == CHAMPION]
+    if not moves:
+        return
+    last = moves[-1]
+    if last.actor != GUARDRAIL_ACTOR or last.from_version != previous:
+        return
+    raise RegistryError(
+        f"{kind} previous v{previous} is the release the guardrail reverted at {last.when[:16].replace('T', ' ')} "
+        "UTC (worse on live traffic)",
+        reason=Reason.REFUSED,
+        details={"previous": previous, "reverted_at": last.when, "reason": last.reason},
+        hint=f"`rankloop history {kind}` shows why; to bring it back anyway name it: "
+        f"`rankloop rollback {kind} --to {previous} --reason TEXT`",
+    )
 
 
 def move_locked(

@@ -72,3 +72,17 @@ def test_runs_reads_at_80_columns_with_numbers_as_numbers(folder: Path, demo: su
     text = _rankloop(folder, "runs").stdout
     assert max(len(line) for line in text.splitlines()) <= 80, text
     assert rows[0]["window_end"][:10] in text
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_third_party_warnings_show_only_with_verbose(verbose: bool) -> None:
+    """MLflow forces its colour-coded 'Add type hints to the `predict` method' warning through its own
+    simplefilter("once") when a PythonModel subclass is defined (ours, for the policy tables)."""
+    code = (f"from rankloop.cli import configure_output; configure_output({verbose}); "
+            "import models.policy_tracking; print('imported')")
+    done = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True, timeout=120,
+                          env=child_env())
+    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr[-2000:]
+    assert ("Add type hints" in done.stderr) is verbose, done.stderr[-2000:]
+    if not verbose:
+        assert "\x1b[" not in done.stderr and "Warning" not in done.stderr

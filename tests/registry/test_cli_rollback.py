@@ -195,3 +195,30 @@ def test_help_shows_uppercase_metavars() -> None:
     text = " ".join(runner.invoke(app, ["rollback", "--help"], env={"COLUMNS": "120"}).output.split())
     for shown in ("KIND", "--to VERSION", "--reason TEXT", "--home PATH", "--offline", "--json"):
         assert shown in text
+
+
+def test_a_plain_rollback_does_not_bring_back_what_the_guardrail_reverted(store: Store) -> None:
+    from registry.promote import GUARDRAIL_ACTOR, rollback
+
+    v1, v2 = register_ranker(store, 1, ndcg=0.41), register_ranker(store, 2, ndcg=0.44)
+    current = aliases(store.client, "ranker").get("champion")  # the module shares one store: this test runs last
+    for version, champion in ((v1, current), (v2, v1)):
+        promote("ranker", version, decision=_passing(version, champion), actor="weekly-retrain",
+                reason=f"weekly retrain v{version}", client=store.client)
+    rollback("ranker", actor=GUARDRAIL_ACTOR, reason="guardrail: v2 worse on live traffic", client=store.client)
+    assert aliases(store.client, "ranker") == {"champion": v1, "previous": v2}
+
+    refused = _cli("rollback", "ranker", "--reason", "3 a.m.: back to the previous version")
+    assert refused.exit_code == 6, refused.output  # refused
+    line = " ".join(refused.output.split())
+    assert f"previous v{v2} is the release the guardrail reverted at" in line
+    assert f"rankloop rollback ranker --to {v2} --reason TEXT" in line
+    assert aliases(store.client, "ranker") == {"champion": v1, "previous": v2}
+
+    named = _cli("rollback", "ranker", "--to", str(v2), "--reason", "on-call: the guardrail was wrong")
+    assert named.exit_code == 0, named.output
+    assert aliases(store.client, "ranker") == {"champion": v2, "previous": v1}
+    # the last move is on-call's now: a plain rollback works again
+    again = _cli("rollback", "ranker", "--reason", "back again")
+    assert again.exit_code == 0, again.output
+    assert aliases(store.client, "ranker") == {"champion": v1, "previous": v2}
