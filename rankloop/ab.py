@@ -179,15 +179,17 @@ def lines(report: dict[str, Any]) -> list[str]:
                    f"engaged {_pct(row['engagement_rate']['mean'])}")
     for kind, releases in report["kinds"].items():
         for r in releases:
-            head = f"{kind} release {r['release']}:"
+            parts = []
             for arm, row in sorted(r["arms"].items()):
                 version = r["champion"] if arm == "champion" else r["previous"]
-                head += f" v{version} ({arm}) click {_pct(row['click_rate']['mean'])} of {row['requests']:,} req;"
+                parts.append(f"v{version} ({arm}) click {_pct(row['click_rate']['mean'])} of {row['requests']:,} req")
             d = r["difference"]["click_rate"]
             if d is not None and d["diff"] is not None:
-                head += (f" champion - previous {100 * d['diff']:+.2f} pts [{100 * d['low']:+.2f}, "
-                         f"{100 * d['high']:+.2f}], Welch p {d['p_value']:.3g}")
-            out.append(head)
+                parts.append(f"champion - previous {100 * d['diff']:+.2f} pts [{100 * d['low']:+.2f}, "
+                             f"{100 * d['high']:+.2f}], Welch p {d['p_value']:.3g}")
+            elif len(r["arms"]) < 2:
+                parts.append("no concurrent previous arm to compare with")
+            out.append(f"{kind} release {r['release']}: " + "; ".join(parts))
     return out
 
 
