@@ -51,7 +51,10 @@ def _registry_state(home: Path) -> dict:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    # The registry URI too: without it MLflow takes the process's global one, which an earlier
+    # in-process test may have pointed at another home (it read that home's aliases once in CI).
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
     pending = client.search_runs(experiments, filter_string="tags.`ledger.status` = 'pending'")
