@@ -29,7 +29,15 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.policy_config import QLearningSettings
-from models.qlearning import N_ACTIONS, _radices, action_params, action_table, build_steps, encode_state
+from models.qlearning import (
+    N_ACTIONS,
+    _radices,
+    action_params,
+    action_table,
+    build_steps,
+    encode_state,
+    epsilon_greedy,
+)
 from rankloop.atomic import write_json, write_text
 from rankloop.schema import TRAIT_COLUMNS
 
@@ -205,13 +213,8 @@ class FittedQ:
 
     def policy_probabilities(self, states: np.ndarray, epsilon: float | None = None) -> np.ndarray:
         """Epsilon-greedy probabilities, shape (n, 27); epsilon defaults to the Q-learner's floor."""
-        eps = self.qlearning.epsilon_end if epsilon is None else float(epsilon)
-        if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {eps}")
-        best = self.best_actions(np.atleast_1d(states))
-        probs = np.full((len(best), N_ACTIONS), eps / N_ACTIONS)
-        probs[np.arange(len(best)), best] += 1.0 - eps
-        return probs
+        return epsilon_greedy(self.best_actions(np.atleast_1d(states)),
+                              self.qlearning.epsilon_end if epsilon is None else epsilon)
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, directory: Path) -> Path:

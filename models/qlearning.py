@@ -123,6 +123,21 @@ def build_steps(slates: pd.DataFrame, settings: QLearningSettings) -> pd.DataFra
     })
 
 
+def epsilon_greedy(best: np.ndarray, epsilon: float) -> np.ndarray:
+    """Probabilities of an epsilon-greedy policy over the 27 actions given each row's greedy action,
+    shape (n, 27) (the Q table and fitted Q share it).
+
+    Raises:
+        ValueError: ``epsilon`` outside [0, 1].
+    """
+    eps = float(epsilon)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {eps}")
+    probs = np.full((len(best), N_ACTIONS), eps / N_ACTIONS)
+    probs[np.arange(len(best)), best] += 1.0 - eps
+    return probs
+
+
 @dataclass(frozen=True)
 class QTable:
     """Q values and visit counts of the states seen so far (``states`` sorted, rows align)."""
@@ -177,13 +192,7 @@ class QTable:
 
     def policy_probabilities(self, states: np.ndarray, epsilon: float | None = None) -> np.ndarray:
         """Epsilon-greedy probabilities, shape (n, 27); epsilon defaults to the table's."""
-        eps = self.epsilon if epsilon is None else float(epsilon)
-        if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {eps}")
-        best = self.best_actions(np.atleast_1d(states))
-        probs = np.full((len(best), N_ACTIONS), eps / N_ACTIONS)
-        probs[np.arange(len(best)), best] += 1.0 - eps
-        return probs
+        return epsilon_greedy(self.best_actions(np.atleast_1d(states)), self.epsilon if epsilon is None else epsilon)
 
     def coverage(self) -> dict[str, Any]:
         """How much of the state and action space the logs have visited."""
