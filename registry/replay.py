@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     frame = pq.read_table(args.requests, columns=json.loads(args.columns)).to_pandas()
     own = Ranker.load(model.path / "model.txt").feature_names_
     report = score_requests(model, own, frame, ReplaySettings.model_validate_json(args.settings))
-    print(json.dumps({"version": report.version, "problems": list(report.problems), "figures": report.figures}))
+    # the protocol with the parent process: one JSON line on stdout
+    sys.stdout.write(json.dumps({"version": report.version, "problems": list(report.problems),
+                                 "figures": report.figures}) + "\n")
 
 
 if __name__ == "__main__":
