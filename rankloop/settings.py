@@ -277,6 +277,11 @@ def is_local_store(tracking_uri: str) -> bool:
     return not tracking_uri.startswith(("http://", "https://", "databricks"))
 
 
+PREFECT_STARTUP_TIMEOUT_S = 180
+"""How long a command waits for Prefect's local API to start (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``
+unless set)."""
+
+
 def apply_environment(settings: Settings) -> None:
     """Point Prefect and MLflow at the data home. Call before using prefect or mlflow.
 
@@ -292,6 +297,10 @@ def apply_environment(settings: Settings) -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's local API (no PREFECT_API_URL) migrates a new database before it answers: ~10 s on an
+    # idle 2-core machine, past Prefect's 20 s default when the machine is busy (a first
+    # `rankloop train` in a new home then failed with "Timed out ... ephemeral Prefect API server").
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(PREFECT_STARTUP_TIMEOUT_S))
     # MLflow prints "View run ... at: <tracking URI>" (credentials included) to stdout after each run.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; put the environment back, or the next

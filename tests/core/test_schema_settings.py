@@ -100,3 +100,25 @@ def test_window_resolution() -> None:
     assert last_monday(datetime(2026, 11, 16, 0, 0, tzinfo=UTC)) == datetime(2026, 11, 16, tzinfo=UTC)
     start, end = WindowSettings(end=date(2026, 11, 16), history_days=35).resolve()
     assert (end - start).days == 35 and end == datetime(2026, 11, 16, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "180"), ("45", "45")])
+def test_prefect_local_api_gets_time_to_start(given: str | None, expected: str, tmp_path: Path) -> None:
+    """A busy machine needs more than Prefect's 20 s to migrate a new home's database; a user's own
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS is kept. Read back through Prefect's own setting,
+    in a fresh interpreter (Prefect reads its environment once, at import)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    env["RANKLOOP_HOME"] = str(tmp_path / "home")
+    if given is not None:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = given
+    code = ("from rankloop.settings import apply_environment, load_settings\n"
+            "apply_environment(load_settings())\n"
+            "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as S\n"
+            "print(S.value())")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == expected
