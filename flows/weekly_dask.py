@@ -77,6 +77,7 @@ def run(window_end: date | None = None, source_uri: str | None = None, mapping: 
     """The Dask flow on the cluster the settings name (the executor hook of ``flows/weekly.py`` calls it)."""
     settings = stages.settings_for_run(window_end=window_end, source_uri=source_uri, mapping=mapping,
                                        source_secret=source_secret)
+    distributed.check_supported(settings)  # before a cluster starts
     return weekly_retrain_dask.with_options(task_runner=task_runner(settings))(
         window_end=window_end, source_uri=source_uri, mapping=mapping, refit_tables=refit_tables, force=force,
         source_secret=source_secret)
@@ -90,6 +91,7 @@ def weekly_retrain_dask(window_end: date | None = None, source_uri: str | None =
     tables; promote what passed at the end (as ``flows/weekly.py``)."""
     settings = stages.settings_for_run(window_end=window_end, source_uri=source_uri, mapping=mapping,
                                        source_secret=source_secret)
+    distributed.check_supported(settings)
     logger = get_run_logger()
     start, end = settings.window.resolve()
     executor = executor_summary(settings.executor)

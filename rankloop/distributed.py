@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rankloop import stages
+from rankloop.errors import ConfigError, Reason
 from rankloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,25 @@ def validate_partitioned(settings: Settings, combined: PartitionedExtract, start
     return PartitionedValidated(validated=validated, valid_paths=paths)
 
 
+def check_supported(settings: Settings) -> None:
+    """Refuse, before any work, a configuration the Dask trainer would not honour: its model would
+    differ from the local run's while its manifest recorded the setting.
+
+    Raises:
+        ConfigError: BAD_CONFIG for ``ranker.position_bias`` other than ``none`` or ``labels.implicit.mode``
+            ``implicit``.
+    """
+    if settings.ranker.position_bias != "none":
+        raise ConfigError(f"ranker.position_bias={settings.ranker.position_bias} is not supported with "
+                          "executor.kind=dask yet (the Dask trainer has no position-bias correction)",
+                          reason=Reason.BAD_CONFIG,
+                          hint="set RANKLOOP_RANKER__POSITION_BIAS=none, or RANKLOOP_EXECUTOR__KIND=local")
+    if settings.labels.implicit.mode == "implicit":
+        raise ConfigError("labels.implicit.mode=implicit is not supported with executor.kind=dask yet (the Dask "
+                          "trainer builds logged-slate queries only)", reason=Reason.BAD_CONFIG,
+                          hint="set RANKLOOP_EXECUTOR__KIND=local for implicit queries")
+
+
 # --- labels and features -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Labelled:
@@ -225,9 +245,16 @@ def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracte
                      workdir: Path) -> Labelled:
     """Graded labels over the whole window (they look forward), written per query day."""
     import features
+    from features.implicit import choose_protocol
     from features.partitioned import split_by_query_day
 
-    imps = features.impressions(PartitionedValidated(None, valid_paths).load_events(), settings.labels)
+    events = PartitionedValidated(None, valid_paths).load_events()
+    protocol = choose_protocol(events, settings.labels.implicit)
+    if protocol.name != "logged_slates":
+        raise ConfigError(f"this window's queries need the implicit protocol ({protocol.reason}), which the Dask "
+                          "trainer does not build yet (it trains on logged slates only)", reason=Reason.BAD_CONFIG,
+                          hint="run this source with RANKLOOP_EXECUTOR__KIND=local (docs/learning.md)")
+    imps = features.impressions(events, settings.labels)
     paths = {day: _write_frame(frame, workdir / "impressions" / f"{day.isoformat()}.parquet")
              for day, frame in split_by_query_day(imps).items()}
     items = _write_table(extracted.items, workdir / "catalog" / "items.parquet") if extracted.items is not None else None
