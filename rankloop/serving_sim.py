@@ -42,12 +42,14 @@ from rankloop.simulator import (
     DEVICES,
     MOODS,
     TIMES_OF_DAY,
+    Requests,
     SimulationConfig,
     World,
     day_requests,
     make_world,
     n_simulated_requests,
     respond,
+    true_relevance,
 )
 from serving.reference import ServingConfig
 
@@ -133,15 +135,37 @@ class Context:
     users: pd.DataFrame | None
 
 
+@dataclass(frozen=True)
+class ServedDay:
+    """One served day: the logged events and what was chosen from (item indices of the world)."""
+
+    table: pa.Table  # the logged events (canonical schema)
+    requests: Requests
+    candidates: np.ndarray  # (n, C) the retrieved candidates of each request
+    shown: np.ndarray  # (n, k) the slate shown, in slot order
+
+
+def day_rng(config: ServeConfig, day_start: datetime) -> np.random.Generator:
+    """The day's random stream: the same seed and day give the same requests whatever the policy."""
+    return np.random.default_rng([config.seed, int(day_start.timestamp() // 86_400)])
+
+
 def serve_day(ctx: Context, arms: dict[str, list[Arm]], settings: Settings, config: ServeConfig,
               day_start: datetime, first_index: int) -> pa.Table:
     """Serve the requests of the day starting at ``day_start``; returns the logged events (canonical schema)."""
-    rng = np.random.default_rng([config.seed, int(day_start.timestamp() // 86_400)])
+    return serve_day_detail(ctx, arms, settings, config, day_start, first_index).table
+
+
+def serve_day_detail(ctx: Context, arms: dict[str, list[Arm]], settings: Settings, config: ServeConfig,
+                     day_start: datetime, first_index: int) -> ServedDay:
+    """:func:`serve_day` with the requests, candidates and slates (what closed-loop studies score)."""
+    rng = day_rng(config, day_start)
     requests = day_requests(ctx.world, ctx.simulation, day_start, first_index, rng)
     n, k = len(requests), ctx.simulation.slate_size
     if n == 0:
-        return respond(ctx.world, ctx.simulation, requests, np.zeros((0, k), int), np.zeros((0, k)),
-                       np.zeros(0, dtype=object), rng)
+        empty = np.zeros((0, k), int)
+        return ServedDay(respond(ctx.world, ctx.simulation, requests, empty, np.zeros((0, k)),
+                                 np.zeros(0, dtype=object), rng), requests, empty, empty)
     candidates = retrieve(ctx.world, n, max(config.candidates, k), rng)
     choice = {kind: rng.choice(len(a), n, p=[arm.share for arm in a]) for kind, a in arms.items()}
     relevance = _relevance(ctx, arms["ranker"], choice["ranker"], requests, candidates, settings, day_start)
@@ -150,7 +174,23 @@ def serve_day(ctx: Context, arms: dict[str, list[Arm]], settings: Settings, conf
     tags = np.array([policy_tag([arms[kind][choice[kind][i]].served for kind in arms]) for i in range(n)],
                     dtype=object)
     shown = np.take_along_axis(candidates, slate, axis=1)
-    return respond(ctx.world, ctx.simulation, requests, shown, propensity, tags, rng)
+    return ServedDay(respond(ctx.world, ctx.simulation, requests, shown, propensity, tags, rng), requests,
+                     candidates, shown)
+
+
+def true_ndcg(world: World, requests: Requests, candidates: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """Each slate's NDCG@k against the users' hidden relevance, shape (n,).
+
+    The gain of an item is ``sigmoid(relevance)``, its click probability once examined; the ideal is
+    the best k of the request's candidates, so 1.0 means serving could not have done better from
+    what retrieval offered.
+    """
+    k = shown.shape[1]
+    gain_shown = 1.0 / (1.0 + np.exp(-true_relevance(world, requests, shown)))
+    gain_all = 1.0 / (1.0 + np.exp(-true_relevance(world, requests, candidates)))
+    discount = 1.0 / np.log2(np.arange(k) + 2.0)
+    ideal = (-np.sort(-gain_all, axis=1)[:, :k] * discount).sum(axis=1)
+    return (gain_shown * discount).sum(axis=1) / ideal
 
 
 def retrieve(world: World, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -266,27 +306,38 @@ def serve(settings: Settings, days: int, config: ServeConfig | None = None) -> d
         raise ConfigError(f"--serve-days must be 1 or more, got {days}", reason=Reason.INVALID_INPUT,
                           hint="give the number of days to serve, e.g. --serve-days 3")
     config = config or ServeConfig()
-    meta = _demo_meta(settings)
-    simulation = _simulation_config(meta)
-    start = datetime.fromisoformat(meta.get("served_until") or meta["end"])
-    first = int(meta.get("next_request", n_simulated_requests(simulation)))
     arms = live_arms(settings, config.holdback)
-    ctx = _context(settings, simulation, start)
+    ctx, start, first = serving_state(settings)
     counts: dict[str, int] = {}
     rows = 0
     for d in range(days):
         day = start + timedelta(days=d)
         table = serve_day(ctx, arms, settings, config, day, first)
-        rows += write_table(_demo_uri(settings), "interactions", table, mode="append")
-        first += _requests_in(table)
-        ctx.history = _advance(ctx.history, table, day + timedelta(days=1), settings.window.history_days)
+        rows += write_table(demo_uri(settings), "interactions", table, mode="append")
+        first += requests_in(table)
+        ctx.history = advance(ctx.history, table, day + timedelta(days=1), settings.window.history_days)
         for tag, count in _requests_per_tag(table).items():
             counts[tag] = counts.get(tag, 0) + count
         log.info("served %s: %d rows", day.date(), table.num_rows)
     end = start + timedelta(days=days)
-    _write_meta(settings, meta | {"served_until": end.isoformat(), "next_request": first})
+    record_served(settings, end, first)
     return {"start": start.isoformat(), "end": end.isoformat(), "days": days, "rows": rows,
             "requests": counts, "arms": {k: [a.served.tag() for a in v] for k, v in arms.items()}}
+
+
+def serving_state(settings: Settings) -> tuple[Context, datetime, int]:
+    """Where serving the demo source continues: its context, the first day not served yet and the
+    next request number (what :func:`serve` starts from; studies that serve their own way use it)."""
+    meta = _demo_meta(settings)
+    simulation = _simulation_config(meta)
+    start = datetime.fromisoformat(meta.get("served_until") or meta["end"])
+    first = int(meta.get("next_request", n_simulated_requests(simulation)))
+    return _context(settings, simulation, start), start, first
+
+
+def record_served(settings: Settings, until: datetime, next_request: int) -> None:
+    """Note in the demo's metadata that days before ``until`` and requests before ``next_request`` were served."""
+    _write_meta(settings, _demo_meta(settings) | {"served_until": until.isoformat(), "next_request": next_request})
 
 
 def _demo_meta(settings: Settings) -> dict[str, Any]:
@@ -320,9 +371,9 @@ def _context(settings: Settings, simulation: SimulationConfig, start: datetime) 
     import features
     import sources
 
-    snap = sources.extract_snapshot(_demo_uri(settings), "rankloop", start - timedelta(days=settings.window.history_days),
+    snap = sources.extract_snapshot(demo_uri(settings), "rankloop", start - timedelta(days=settings.window.history_days),
                                     start, settings.snapshot_dir)
-    items, users = sources.read_catalog(_demo_uri(settings), "rankloop")
+    items, users = sources.read_catalog(demo_uri(settings), "rankloop")
     users_df = users.to_pandas() if users is not None else None
     columns = list(features.event_columns(users_df))
     names = set(pq.read_schema(snap.path).names)
@@ -331,7 +382,7 @@ def _context(settings: Settings, simulation: SimulationConfig, start: datetime) 
                    items.to_pandas() if items is not None else None, users_df)
 
 
-def _advance(history: pd.DataFrame, day: pa.Table, until: datetime, history_days: int) -> pd.DataFrame:
+def advance(history: pd.DataFrame, day: pa.Table, until: datetime, history_days: int) -> pd.DataFrame:
     """The history with a served day appended and what fell out of the feature window dropped."""
     new = day.select([c for c in history.columns if c in day.column_names]).to_pandas()
     both = pd.concat([history, new], ignore_index=True)
@@ -339,11 +390,13 @@ def _advance(history: pd.DataFrame, day: pa.Table, until: datetime, history_days
     return both[keep].reset_index(drop=True)
 
 
-def _demo_uri(settings: Settings) -> str:
+def demo_uri(settings: Settings) -> str:
+    """The demo source's URI (``sqlite:///<home>/interactions.db``)."""
     return f"sqlite:///{settings.demo_db}"
 
 
-def _requests_in(table: pa.Table) -> int:
+def requests_in(table: pa.Table) -> int:
+    """How many requests a served day's events hold."""
     import pyarrow.compute as pc
 
     return len(pc.unique(table["request_id"])) if table.num_rows else 0

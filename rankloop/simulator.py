@@ -196,6 +196,12 @@ def _pl_propensities(logits: np.ndarray, slate: np.ndarray) -> np.ndarray:
     return np.clip(chosen / remaining, 1e-12, 1.0)
 
 
+def true_relevance(world: World, requests: Requests, items: np.ndarray) -> np.ndarray:
+    """The simulated users' hidden relevance of ``items`` (n, m) for their requests, shape (n, m);
+    ``sigmoid(relevance)`` is the probability of a click once examined."""
+    return _relevance(world, requests.users, items, requests.mood, requests.action, requests.time_of_day)
+
+
 def _relevance(world, users, slate, mood, action, tod) -> np.ndarray:
     latent = np.einsum("nd,nkd->nk", world.user_latent[users], world.item_latent[slate])
     taste = np.take_along_axis(world.user_taste[users], world.item_category[slate], axis=1)

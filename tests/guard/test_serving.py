@@ -66,3 +66,43 @@ def test_serve_config_refuses_bad_values() -> None:
         ServeConfig(holdback=1.0)
     with pytest.raises(ValueError, match="candidates"):
         ServeConfig(candidates=0)
+
+
+def test_true_ndcg_is_one_for_the_best_slate_and_lower_for_any_other() -> None:
+    from datetime import UTC, datetime
+
+    from rankloop.serving_sim import day_rng, true_ndcg
+    from rankloop.simulator import day_requests, true_relevance
+
+    simulation = SimulationConfig(n_users=50, n_items=60, weeks=1, seed=3)
+    world = make_world(simulation)
+    day = datetime(2026, 11, 2, tzinfo=UTC)
+    rng = day_rng(ServeConfig(seed=3), day)
+    requests = day_requests(world, simulation, day, 0, rng)
+    candidates = retrieve(world, len(requests), 30, rng)
+    order = np.argsort(-true_relevance(world, requests, candidates), axis=1, kind="stable")
+    best = np.take_along_axis(candidates, order[:, :10], axis=1)
+    worst = np.take_along_axis(candidates, order[:, ::-1][:, :10], axis=1)
+    assert len(requests) > 5
+    assert true_ndcg(world, requests, candidates, best) == pytest.approx(np.ones(len(requests)))
+    assert (true_ndcg(world, requests, candidates, worst) < 0.999).all()
+    assert (true_ndcg(world, requests, candidates, best[:, ::-1]) < 1.0).any()  # the right items, wrong order
+
+
+def test_every_policy_meets_the_same_requests_on_the_same_seed_and_day() -> None:
+    from datetime import UTC, datetime
+
+    from rankloop.serving_sim import day_rng
+    from rankloop.simulator import day_requests
+
+    simulation = SimulationConfig(n_users=80, n_items=40, weeks=1, seed=0)
+    world = make_world(simulation)
+    day = datetime(2026, 11, 3, tzinfo=UTC)
+    draws = []
+    for _ in range(2):
+        rng = day_rng(ServeConfig(seed=5), day)
+        requests = day_requests(world, simulation, day, 100, rng)
+        draws.append((requests.users, requests.ts, retrieve(world, len(requests), 20, rng)))
+    assert all((a == b).all() for a, b in zip(draws[0], draws[1], strict=True))
+    other = day_requests(world, simulation, day, 100, day_rng(ServeConfig(seed=6), day))
+    assert not np.array_equal(other.ts[:5], draws[0][1][:5])
