@@ -335,6 +335,17 @@ def serving_state(settings: Settings) -> tuple[Context, datetime, int]:
     return _context(settings, simulation, start), start, first
 
 
+def context_at(settings: Settings, start: datetime) -> Context:
+    """The demo source's serving context as of ``start``: its world, catalogue and the
+    ``window.history_days`` of events before ``start`` (what a study replays a past day with)."""
+    return _context(settings, _simulation_config(_demo_meta(settings)), start)
+
+
+def candidate_frame(world: World, requests: Requests, candidates: np.ndarray) -> pd.DataFrame:
+    """One row per (request, candidate), in request then candidate order: the columns features read."""
+    return _candidate_frame(world, requests, candidates, np.arange(len(requests)))
+
+
 def record_served(settings: Settings, until: datetime, next_request: int) -> None:
     """Note in the demo's metadata that days before ``until`` and requests before ``next_request`` were served."""
     _write_meta(settings, _demo_meta(settings) | {"served_until": until.isoformat(), "next_request": next_request})
