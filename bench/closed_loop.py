@@ -398,6 +398,29 @@ def charts(summary: dict[str, Any], folder: Path) -> list[str]:
     return written
 
 
+PAIRS = {
+    "exploration (15% minus none)": [(f"blend/{v}", f"blend_noexp/{v}") for v in VARIANTS],
+    "position correction (lightgbm minus none)": [(f"{p}/lightgbm", f"{p}/none") for p in TRAINED],
+    "bandit in the blend (blend without exploration minus ranker alone)": [(f"blend_noexp/{v}", f"ranker/{v}")
+                                                                          for v in VARIANTS],
+}
+
+
+def paired(loops: dict[str, dict[int, list[dict]]], weeks: int) -> dict[str, Any]:
+    """Per question and pair of arms: the per-seed difference in true NDCG@10 and click rate by week."""
+    out: dict[str, Any] = {}
+    for question, pairs in PAIRS.items():
+        for a, b in pairs:
+            if a not in loops or b not in loops:
+                continue
+            seeds = sorted(set(loops[a]) & set(loops[b]))
+            out.setdefault(question, {})[f"{a} - {b}"] = [
+                {"week": w + 1, **{metric: _interval([loops[a][s][w][metric] - loops[b][s][w][metric] for s in seeds])
+                                   for metric in ("true_ndcg_at_10", "click_rate")}}
+                for w in range(weeks)]
+    return out
+
+
 def _per_seed(summary: dict[str, Any], arm: str) -> dict[int, list[dict]]:
     return summary["_loops"][arm]
 
@@ -431,6 +454,7 @@ def main() -> None:
         run(args)
     summary = report(args.work, args.weeks)
     summary["_loops"] = _loops(args.work, args.weeks)
+    summary["paired"] = paired(summary["_loops"], args.weeks)
     written = charts(summary, args.charts) if args.charts else []
     summary.pop("_loops")
     from rankloop.version import code_version
@@ -485,6 +509,13 @@ def _print_tables(summary: dict[str, Any]) -> None:
             cells.append(f"{ci(row['true_ndcg_at_10_lift_over_popularity'], 100, 1)} / "
                          f"{ci(row['click_rate_lift_over_popularity'], 100, 1)}")
         print(f"| {arm} | " + " | ".join(cells) + " |")
+    for question, pairs in summary.get("paired", {}).items():
+        print(f"\n| {question} | " + " | ".join(f"week {w}: NDCG@10 / clicks (pp)" for w in LIFT_WEEKS) + " |")
+        print("| --- |" + " --- |" * len(LIFT_WEEKS))
+        for pair, rows in pairs.items():
+            cells = [f"{ci(rows[w - 1]['true_ndcg_at_10'])} / {ci(rows[w - 1]['click_rate'], 100, 2)}"
+                     if w <= len(rows) else "-" for w in LIFT_WEEKS]
+            print(f"| {pair} | " + " | ".join(cells) + " |")
     print("\n| arm | promoted rankers / retrains | logged test NDCG@10 (week 1, 8) |")
     print("| --- | --- | --- |")
     for arm, data in arms.items():
