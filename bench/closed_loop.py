@@ -418,6 +418,11 @@ def paired(loops: dict[str, dict[int, list[dict]]], weeks: int) -> dict[str, Any
                 {"week": w + 1, **{metric: _interval([loops[a][s][w][metric] - loops[b][s][w][metric] for s in seeds])
                                    for metric in ("true_ndcg_at_10", "click_rate")}}
                 for w in range(weeks)]
+    for arm, by_seed in sorted(loops.items()):  # does serving get better as the loop runs?
+        out.setdefault("change since week 1", {})[f"{arm}: week w - week 1"] = [
+            {"week": w + 1, **{metric: _interval([by_seed[s][w][metric] - by_seed[s][0][metric] for s in by_seed])
+                               for metric in ("true_ndcg_at_10", "click_rate")}}
+            for w in range(weeks)]
     return out
 
 
