@@ -245,12 +245,12 @@ def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracte
                      workdir: Path) -> Labelled:
     """Graded labels over the whole window (they look forward), written per query day."""
     import features
-    from features.implicit import choose_protocol
+    from features.implicit import LOGGED, choose_protocol
     from features.partitioned import split_by_query_day
 
     events = PartitionedValidated(None, valid_paths).load_events()
     protocol = choose_protocol(events, settings.labels.implicit)
-    if protocol.name != "logged_slates":
+    if protocol.name != LOGGED:
         raise ConfigError(f"this window's queries need the implicit protocol ({protocol.reason}), which the Dask "
                           "trainer does not build yet (it trains on logged slates only)", reason=Reason.BAD_CONFIG,
                           hint="run this source with RANKLOOP_EXECUTOR__KIND=local (docs/learning.md)")
