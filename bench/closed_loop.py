@@ -73,8 +73,9 @@ def _world_config(job: dict[str, Any]) -> Any:
 
 def prepare(job: dict[str, Any]) -> dict[str, Any]:
     """Simulate the seed's history into a new home and run the real weekly flow once on it."""
+    from core.runtime import apply_environment
+    from core.settings import load_settings
     from rankloop.demo import ensure_demo_source
-    from rankloop.settings import apply_environment, load_settings
 
     settings = load_settings()
     apply_environment(settings)
@@ -89,8 +90,9 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
 
 def run_loop(job: dict[str, Any], out: Path) -> dict[str, Any]:
     """Serve ``job['weeks']`` weeks with one policy, retraining after each week when it is a trained one."""
+    from core.runtime import apply_environment
+    from core.settings import load_settings
     from rankloop.serving_sim import ServeConfig, live_arms, record_served, serving_state
-    from rankloop.settings import apply_environment, load_settings
 
     settings = load_settings()
     apply_environment(settings)
@@ -462,7 +464,7 @@ def main() -> None:
     summary["paired"] = paired(summary["_loops"], args.weeks)
     written = charts(summary, args.charts) if args.charts else []
     summary.pop("_loops")
-    from rankloop.version import code_version
+    from core.version import code_version
 
     given = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)
                      and k != "report_only")

@@ -44,8 +44,8 @@ def judge_loop(result: dict[str, Any], home: Path, days: int) -> list[dict[str, 
     from mlflow import MlflowClient
 
     import features
+    from core.settings import Settings
     from rankloop.serving_sim import ServeConfig, candidate_frame, context_at, day_rng, retrieve, true_ndcg
-    from rankloop.settings import Settings
     from rankloop.simulator import day_requests
 
     settings = Settings(home=home)
@@ -125,7 +125,7 @@ def main() -> None:
         verdict = "PASS" if r["verdict"] == "PASS" else "HOLD"
         table.setdefault(verdict, {}).setdefault(r["truly"], 0)
         table[verdict][r["truly"]] += 1
-    from rankloop.version import code_version
+    from core.version import code_version
 
     summary = {"command": f"bench/closed_loop_gate.py --work {args.work} --days {args.days}"
                           + (f" --out {args.out}" if args.out else ""),

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.config.features import FeatureSettings, LabelSettings
 from features import build_features, impressions
-from features.config import FeatureSettings, LabelSettings
 
 RESPONSES = {"view": 0.40, "click": 0.22, "dismiss": 0.06, "save": 0.07, "share": 0.04, "implement": 0.03,
              "like": 0.05, "skip": 0.05, "rating": 0.03, "complete": 0.03, "cart_add": 0.02}

@@ -33,14 +33,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core.schema import TRAIT_COLUMNS
+from core.settings import Settings
+from core.version import code_version
 from models.fqi import FittedQ, FQISettings, fitted_q, q_matrix
 from models.ope import OPEResult, pdwis
 from models.qlearning import _q_updates, build_steps, refit
-from rankloop.schema import TRAIT_COLUMNS
-from rankloop.settings import Settings
 from rankloop.simulator import MOODS, SimulationConfig, ideal_action, simulate
 from rankloop.tables import episode_bootstrap, step_policy_ope, table_frames
-from rankloop.version import code_version
 
 
 class Uniform:

@@ -33,7 +33,8 @@ def _use(home: Path) -> object:
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    from rankloop.settings import Settings, apply_environment
+    from core.runtime import apply_environment
+    from core.settings import Settings
 
     os.environ["RANKLOOP_HOME"] = str(home)
     tracking_utils._tracking_uri = None

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.settings import Settings
 from rankloop import stages
-from rankloop.settings import Settings
 from rankloop.simulator import SimulationConfig, simulate
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

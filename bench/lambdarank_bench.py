@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import load_svmlight_file
 
+from core.config.ranker import RankerSettings
 from models import metrics
-from models.config import RankerSettings
 from models.ranker import Ranker
 
 TOLERANCE = 0.005

@@ -27,8 +27,8 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder
 
+from core.config.policy import BanditSettings, OPESettings
 from models.ope import evaluate_policy
-from models.policy_config import BanditSettings, OPESettings
 from models.thompson import BetaTables
 
 N_POSITIONS = 3

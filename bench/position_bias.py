@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.settings import Settings
+from core.version import code_version
 from models.baselines import popularity_scores, similarity_scores
 from models.metrics import ranking_report
 from models.ranker import Ranker
 from models.training import group_sizes, with_positive_label
 from rankloop import stages
 from rankloop.demo import ensure_demo_source
-from rankloop.settings import Settings
 from rankloop.simulator import MOODS, TIMES_OF_DAY, SimulationConfig, make_world
-from rankloop.version import code_version
 from registry.loader import RankerAdapter
 
 VARIANTS = ("none", "lightgbm", "propensity")

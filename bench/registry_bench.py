@@ -57,7 +57,7 @@ def main() -> None:
 
     from mlflow.tracking import MlflowClient
 
-    from rankloop.settings import Settings
+    from core.settings import Settings
     from registry import load, rollback
     from registry.promote import promote
     from registry.publish import publish

@@ -110,10 +110,10 @@ def _drop_postgres() -> None:
 
 
 def _run_ge(table) -> dict[str, Any]:
-    from data_contracts.config import ContractSettings
+    from core.config.contracts import ContractSettings
+    from core.schema import REQUIRED_COLUMNS
     from data_contracts.ge_suite import _context, build_suite, to_pandas
     from data_contracts.rules import NOW, WINDOW_END, WINDOW_START, row_rules
-    from rankloop.schema import REQUIRED_COLUMNS
 
     started = time.perf_counter()
     frame = to_pandas(table)

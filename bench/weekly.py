@@ -170,7 +170,7 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _window_sql(uri: str, mapping: Path) -> str:
-    from rankloop.settings import Settings
+    from core.settings import Settings
     from sources import window_queries
 
     start, end = Settings().window.model_copy(update={"end": END.date()}).resolve()
@@ -194,7 +194,7 @@ def run_naive_validate(uri: str, mapping: Path) -> dict[str, Any]:
     import great_expectations  # noqa: F401
     import validate_bench
 
-    from rankloop.settings import Settings
+    from core.settings import Settings
     from sources import extract_snapshot
 
     start, end = Settings().window.model_copy(update={"end": END.date()}).resolve()

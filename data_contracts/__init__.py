@@ -5,7 +5,7 @@ Public API: :func:`check_interactions` / :func:`validate_interactions`, :class:`
 :func:`suite_as_dict`, :func:`suite_version`. Imports neither prefect nor database clients.
 """
 
-from data_contracts.config import ContractSettings
+from core.config.contracts import ContractSettings
 from data_contracts.profile import WindowProfile, previous_profile, source_key, write_profile
 from data_contracts.quarantine import write_quarantine, write_report
 from data_contracts.report import render_markdown

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from rankloop.schema import SOURCE_ERRORS, EventType
+from core.schema import SOURCE_ERRORS, EventType
 
 # What counts as "shown": an impression, or a view for sources that log only views.
 EXPOSURE_TYPES: tuple[str, ...] = (EventType.IMPRESSION.value, EventType.VIEW.value)

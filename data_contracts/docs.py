@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data_contracts.config import ContractSettings
+from core.atomic import write_text
+from core.config.contracts import ContractSettings
 from data_contracts.rules import suite_as_dict
-from rankloop.atomic import write_text
 
 BEGIN = "<!-- BEGIN GENERATED RULES (data_contracts.docs.update_docs) -->"
 END = "<!-- END GENERATED RULES -->"

@@ -132,7 +132,7 @@ def merge_ge_records(
     ``mask_unexpected_count`` keeps ours. Sample: the exact counts stay ours (``engine="rankloop"``)
     and GE's sample record goes under ``ge_sample``.
     """
-    from rankloop.schema import REQUIRED_COLUMNS
+    from core.schema import REQUIRED_COLUMNS
 
     indices = sample_indices(table.num_rows, settings.ge_max_rows)
     frame = to_pandas(table if indices is None else table.take(pa.array(indices)))

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from data_contracts.config import ContractSettings
-from rankloop.atomic import write_json
+from core.atomic import write_json
+from core.config.contracts import ContractSettings
 
 DAY_US = 86_400 * 1_000_000
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from core.atomic import atomic_write
 from data_contracts.validate import ContractResult
-from rankloop.atomic import atomic_write
 
 
 def _window_tag(result: ContractResult) -> str:

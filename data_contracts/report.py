@@ -4,17 +4,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_contracts.config import ContractSettings
+from core.config.contracts import ContractSettings
+from core.errors import ContractViolation, Reason
 from data_contracts.rules import SUITE_NAME
-from rankloop.errors import ContractViolation, Reason
 
-if TYPE_CHECKING:
-    from data_contracts.validate import ContractResult
+
+class ContractResult(Protocol):
+    """What the accounts read of a contract outcome (``data_contracts.validate.ContractResult``, which
+    imports this module; a Protocol keeps the two modules out of an import cycle)."""
+
+    valid: pa.Table
+    quarantined: pa.Table
+    suite_name: str
+    suite_version: str
+    expectations: list[dict[str, Any]]
+    gate_passed: bool
+    ge_rows: int | None
+
+    @property
+    def rows_in(self) -> int: ...
+
+    @property
+    def failures(self) -> list[dict[str, Any]]: ...
+
+    def reason_counts(self) -> dict[str, int]: ...
+
+    def summary(self) -> dict[str, Any]: ...
 
 EXAMPLE_COLUMNS = ["event_id", "user_id", "item_id", "event_type", "value", "ts", "session_id", "request_id",
                    "reason"]

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from core.config.contracts import ContractSettings
+from core.schema import EVENT_TYPES, REQUIRED_COLUMNS, SOURCE_ERRORS, TRAIT_COLUMNS, EventType
 from data_contracts.checks import (
     Batch,
     Between,
@@ -32,8 +34,6 @@ from data_contracts.checks import (
     Unique,
     to_numpy,
 )
-from data_contracts.config import ContractSettings
-from rankloop.schema import EVENT_TYPES, REQUIRED_COLUMNS, SOURCE_ERRORS, TRAIT_COLUMNS, EventType
 
 SUITE_NAME = "interactions"
 WINDOW_START = "window_start"
@@ -126,7 +126,7 @@ def row_rules(settings: ContractSettings) -> tuple[RowRule, ...]:
                   f"{c} at most max_id_length={settings.max_id_length} characters when present.")
           for c in LENGTH_CHECKED),
         RowRule("event_type_known", "unknown_event_type", "event_type", InSet(tuple(sorted(EVENT_TYPES))),
-                "event_type is one of rankloop.schema.EventType (sources keep unknown values verbatim).",
+                "event_type is one of core.schema.EventType (sources keep unknown values verbatim).",
                 reason_with_value=True),
         RowRule("ts_not_in_future", "ts_in_future", "ts", Between(None, {"$PARAMETER": NOW}),
                 "ts not after `now`, the validation time (a run parameter)."),

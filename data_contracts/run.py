@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from data_contracts.config import ContractSettings
+from core.config.contracts import ContractSettings
 from data_contracts.profile import previous_profile, source_key, write_profile
 from data_contracts.quarantine import write_quarantine, write_report
 from data_contracts.report import render_markdown
@@ -69,7 +69,7 @@ def validate_snapshot(
     previous = previous_profile(profiles_dir, key, window)
     result = check_interactions(table, window=window, settings=settings, run_ge=run_ge, now=now, previous=previous)
     if extracted_rows is not None and extracted_rows != result.rows_in:
-        from rankloop.errors import ContractViolation, Reason
+        from core.errors import ContractViolation, Reason
 
         raise ContractViolation(f"rows lost: the snapshot reports {extracted_rows} rows, the contract saw "
                                 f"{result.rows_in}", reason=Reason.CONTRACT,

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.schema import INTERACTION_SCHEMA, SNAPSHOT_SCHEMA, SOURCE_ERRORS, TRAIT_COLUMNS, EventType
 from data_contracts.rules import ID_COLUMNS, LENGTH_CHECKED
-from rankloop.schema import INTERACTION_SCHEMA, SNAPSHOT_SCHEMA, SOURCE_ERRORS, TRAIT_COLUMNS, EventType
 
 ENGAGEMENT_TYPES = (EventType.CLICK.value, EventType.SAVE.value, EventType.CART_ADD.value, EventType.PURCHASE.value)
 _EVENT_MIX: dict[str, float] = {

@@ -12,10 +12,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.config.contracts import ContractSettings
+from core.errors import ContractViolation, Reason
+from core.schema import (
+    INTERACTION_COLUMNS,
+    INTERACTION_SCHEMA,
+    REQUIRED_COLUMNS,
+    SOURCE_ERRORS,
+    SOURCE_ERRORS_FIELD,
+)
 from data_contracts import ge_suite
 from data_contracts.checks import EXPOSURE_TYPES, Batch, CompoundUnique, Unique, unconverted_columns
-from data_contracts.config import ContractSettings
 from data_contracts.profile import WindowProfile, batch_records, build_profile
+from data_contracts.report import violation
 from data_contracts.rules import (
     NOW,
     SUITE_NAME,
@@ -26,14 +35,6 @@ from data_contracts.rules import (
     row_rules,
     suite_version,
     table_rules,
-)
-from rankloop.errors import ContractViolation, Reason
-from rankloop.schema import (
-    INTERACTION_COLUMNS,
-    INTERACTION_SCHEMA,
-    REQUIRED_COLUMNS,
-    SOURCE_ERRORS,
-    SOURCE_ERRORS_FIELD,
 )
 
 logger = logging.getLogger(__name__)
@@ -104,8 +105,6 @@ class ContractResult:
 
     def violation(self, settings: ContractSettings) -> ContractViolation:
         """The ContractViolation naming every failed gate rule with counts and example rows."""
-        from data_contracts.report import violation
-
         return violation(self, settings)
 
     def raise_if_failed(self, settings: ContractSettings) -> None:

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from features.config import FeatureSettings
+from core.config.features import FeatureSettings
+from core.schema import TRAIT_COLUMNS
 from features.context import ENGAGE, BuildContext
 from features.registry import REGISTRY, FeatureSpec
 from features.sets import get_feature_set
-from rankloop.schema import TRAIT_COLUMNS
 
 log = logging.getLogger(__name__)
 

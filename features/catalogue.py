@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.atomic import write_text
 from features.registry import REGISTRY, FeatureSpec
 from features.sets import FEATURE_SETS, FEATURES_VERSION
-from rankloop.atomic import write_text
 
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "features.md"
 

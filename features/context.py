@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import FeatureSettings
+from core.config.features import FeatureSettings
+from core.schema import EventType
 from features.timeline import DAY_MS, Timeline, to_fixed
-from rankloop.schema import EventType
 
 # Event selections features can count: an event type, or one of these.
 ANY, EXPOSURE, ENGAGE = "event", "impression", "engage"

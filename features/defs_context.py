@@ -9,10 +9,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.schema import BIG_FIVE
 from features.context import ENGAGE, BuildContext, column_or_null
 from features.registry import family, feature, grid
 from features.timeline import Timeline, to_fixed
-from rankloop.schema import BIG_FIVE
 
 log = logging.getLogger(__name__)
 

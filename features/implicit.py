@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import FeatureSettings, ImplicitQuerySettings, LabelSettings
+from core.config.features import FeatureSettings, ImplicitQuerySettings, LabelSettings
+from core.schema import EventType
 from features.labels import (
     CARRIED_COLUMNS,
     OUTPUT_COLUMNS,
@@ -33,7 +34,6 @@ from features.labels import (
     _with_optional_columns,
     event_grades,
 )
-from rankloop.schema import EventType
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from features.config import LabelSettings
-from rankloop.schema import EventType
+from core.config.features import LabelSettings
+from core.schema import EventType
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def impressions(events: pd.DataFrame, settings: LabelSettings, attribution_hours
     """One graded row per impression.
 
     Args:
-        events: canonical interactions (``rankloop.schema.INTERACTION_SCHEMA`` columns; ``ts`` UTC).
+        events: canonical interactions (``core.schema.INTERACTION_SCHEMA`` columns; ``ts`` UTC).
         settings: the label table (grades per event type, view scaling, rating grades, levels).
         attribution_hours: a response counts for an impression if it happens within this many
             hours at or after the impression.

@@ -18,8 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from core.config.features import FeatureSettings
 from features.build import build_features
-from features.config import FeatureSettings
 
 ID_COLUMNS: tuple[str, ...] = ("query_id", "user_id", "item_id", "ts", "position", "label")
 

@@ -15,10 +15,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from core.settings import Settings
 from flows.tasks import failed_stage, stage_task
-from flows.weekly import recover
+from flows.weekly_tasks import recover
 from rankloop import ops, recovery, stages
-from rankloop.settings import Settings
 
 ACTOR = "daily-bandit-refresh"
 
@@ -36,9 +36,9 @@ def _refit_bandit(settings: Settings, ctx: stages.RunContext, validated: stages.
     import mlflow
     import pandas as pd
 
+    from core.runtime import ensure_experiment
     from models.policy_tracking import load_tables
     from models.rewards import impression_rewards
-    from rankloop.settings import ensure_experiment
     from rankloop.tables import judge_bandit, record_table
 
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))

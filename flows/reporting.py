@@ -26,7 +26,7 @@ def report_failure(settings: Any, ctx: stages.RunContext, stage: str, exc: BaseE
                    extra: dict[str, Any] | None = None, label: str = "weekly retrain") -> None:
     """The failed run's summary (credentials scrubbed; a failed contract's report, quarantine and MLflow
     run) as an artifact and a notification; ``extra`` joins the summary (the Dask flow: its executor)."""
-    from rankloop.errors import ContractViolation
+    from core.errors import ContractViolation
     from sources.uri import scrub
 
     error = scrub(scrub(f"{type(exc).__name__}: {exc}", settings.source_uri), settings.tracking_uri)

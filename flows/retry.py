@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rankloop.errors import ContractViolation, SourceError, TrainingError
+from core.errors import ContractViolation, SourceError, TrainingError
 
 _TRANSIENT_NAMES = ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TimeoutError")
 

@@ -13,8 +13,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
+from core.errors import is_storage_error, storage_error
 from flows.retry import transient_only
-from rankloop.errors import is_storage_error, storage_error
 
 progress = logging.getLogger("rankloop.progress")
 

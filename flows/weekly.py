@@ -13,21 +13,22 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.reporting import publish, report_failure
-from flows.tasks import failed_stage, stage_task
-from rankloop import checks, drift, ops, recovery, stages
-
-recover = stage_task(recovery.heal, "recover", transient_retries=2)
-extract = stage_task(stages.extract, "extract", transient_retries=2)
-validate = stage_task(stages.validate, "validate")  # a contract failure is never retried
-build_dataset = stage_task(stages.build_dataset, "labels-and-features")
-train_ranker = stage_task(stages.train_ranker, "train-ranker")
-champion = stage_task(stages.champion_per_query_ndcg, "score-champion", transient_retries=2)
-record = stage_task(stages.record_ranker, "log-and-register", transient_retries=2)
-judge = stage_task(stages.judge_ranker, "gate-ranker")
-fit_tables = stage_task(stages.fit_tables, "refit-tables")
-check_drift = stage_task(drift.check_drift, "drift")
-replay = stage_task(checks.replay_ranker, "replay")
-promote = stage_task(stages.promote, "promote")
+from flows.tasks import failed_stage
+from flows.weekly_tasks import (
+    build_dataset,
+    champion,
+    check_drift,
+    extract,
+    fit_tables,
+    judge,
+    promote,
+    record,
+    recover,
+    replay,
+    train_ranker,
+    validate,
+)
+from rankloop import ops, recovery, stages
 
 
 @flow(name="weekly_retrain", log_prints=False)

@@ -16,11 +16,17 @@ from typing import Any
 from prefect import flow, get_run_logger, unmapped
 from prefect.runtime import flow_run
 
+from core.config.executor import executor_summary
 from flows.reporting import publish, report_failure
 from flows.tasks import failed_stage, stage_task
-from flows.weekly import champion, judge, promote, record, recover  # the same tasks: one registry/gate path
+from flows.weekly_tasks import (  # the same tasks: one registry/gate path
+    champion,
+    judge,
+    promote,
+    record,
+    recover,
+)
 from rankloop import distributed, ops, recovery, stages
-from rankloop.executor import executor_summary
 
 extract_day = stage_task(distributed.extract_day, "extract-day", transient_retries=2)
 combine = stage_task(distributed.combine_extracts, "combine-extracts", transient_retries=2)

@@ -19,7 +19,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.config import RankerSettings
+from core.config.ranker import RankerSettings
 from models.metrics import per_query_ndcg
 from models.ranker import Ranker
 from models.training import group_sizes

@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.policy_config import QLearningSettings
+from core.atomic import write_json, write_text
+from core.config.policy import QLearningSettings
+from core.schema import TRAIT_COLUMNS
 from models.qlearning import (
     N_ACTIONS,
     _radices,
@@ -38,8 +40,6 @@ from models.qlearning import (
     encode_state,
     epsilon_greedy,
 )
-from rankloop.atomic import write_json, write_text
-from rankloop.schema import TRAIT_COLUMNS
 
 logger = logging.getLogger(__name__)
 

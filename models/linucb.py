@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.policy_config import LinUCBSettings
+from core.config.policy import LinUCBSettings
 from models.thompson import atomic_write_json, atomic_write_parquet
 
 logger = logging.getLogger(__name__)

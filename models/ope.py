@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from models.policy_config import OPESettings
+from core.config.policy import OPESettings
 
 ESTIMATORS = ("ips", "snips", "dr")
 

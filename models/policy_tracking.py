@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow
 import yaml
 
+from core.errors import Reason, RegistryError
 from models.linucb import META_FILE as LINUCB_META
 from models.linucb import LinUCB
 from models.ope import OPEResult
@@ -27,7 +28,6 @@ from models.qlearning import META_FILE as QTABLE_META
 from models.qlearning import QTable, encode_states
 from models.thompson import META_FILE as BANDIT_META
 from models.thompson import BetaTables
-from rankloop.errors import Reason, RegistryError
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.policy_config import QLearningSettings
+from core.config.policy import QLearningSettings
+from core.schema import TRAIT_COLUMNS
 from models.thompson import atomic_write_json, atomic_write_parquet
-from rankloop.schema import TRAIT_COLUMNS
 
 logger = logging.getLogger(__name__)
 

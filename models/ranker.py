@@ -28,7 +28,7 @@ from lightgbm.basic import _ConfigAliases
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from models.config import RANKER_PARAM_NAMES, PositionBias, RankerSettings
+from core.config.ranker import RANKER_PARAM_NAMES, PositionBias, RankerSettings
 
 logger = logging.getLogger(__name__)
 

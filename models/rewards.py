@@ -1,6 +1,6 @@
 """Rewards of logged impressions and slates, from the seed systems' reward tables.
 
-Both functions take canonical events (``rankloop.schema.INTERACTION_SCHEMA`` columns). A response
+Both functions take canonical events (``core.schema.INTERACTION_SCHEMA`` columns). A response
 (click, save, rating, ...) is attributed to the impression with the same ``request_id``,
 ``user_id`` and ``item_id`` shown at or before the response. Responses without a
 ``request_id`` cannot be attributed and are ignored.
@@ -13,8 +13,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from models.policy_config import RewardSettings
-from rankloop.schema import TRAIT_COLUMNS, EventType
+from core.config.policy import RewardSettings
+from core.schema import TRAIT_COLUMNS, EventType
 
 logger = logging.getLogger(__name__)
 

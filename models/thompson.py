@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.policy_config import BanditSettings
+from core.config.policy import BanditSettings
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rankloop.atomic import write_parquet
+from core.atomic import write_parquet
 
 PARTS = ("train", "valid", "test")
 

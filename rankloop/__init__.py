@@ -1,3 +1,7 @@
-"""RankLoop: weekly retraining of rankers, bandit tables and Q-policies from interaction logs."""
+"""RankLoop's pipeline: the weekly retrain's stages, the policy tables stage, serving guards and
+operations, over the packages below it (core, sources, features, models, data_contracts, registry).
+Prefect wiring lives in flows/, the command line in cli/."""
 
-__version__ = "0.1.0"
+from core.version import package_version
+
+__version__ = package_version()

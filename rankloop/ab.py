@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.settings import Settings
 from rankloop.releases import parse_policy
-from rankloop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def read_requests(settings: Settings, start: datetime, end: datetime) -> pd.Data
     """The served requests of ``[start, end)`` in the configured source, one row each (:func:`request_outcomes`)."""
     import pyarrow.parquet as pq
 
+    from core.errors import ContractViolation, Reason
     from rankloop import stages
-    from rankloop.errors import ContractViolation, Reason
 
     try:
         extracted = stages.extract(settings, start, end, catalog=False)
@@ -145,7 +145,7 @@ def log_report(settings: Settings, report: dict[str, Any], start: datetime, end:
     """The report as an MLflow run of the experiment ``<experiment>-ab`` (JSON, Markdown, per-arm metrics)."""
     import mlflow
 
-    from rankloop.settings import ensure_experiment
+    from core.runtime import ensure_experiment
 
     experiment = ensure_experiment(settings, f"{settings.experiment}-ab")
     with mlflow.start_run(experiment_id=experiment, run_name=f"ab {start:%Y-%m-%d}..{end:%Y-%m-%d}",

@@ -7,7 +7,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from rankloop.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rankloop.settings import Settings, last_monday
+from core.settings import Settings, last_monday
 from rankloop.simulator import SimulationConfig, items_table, make_world, period, simulate, users_table
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,9 @@ def register_ranker(settings: Settings, ranker: Any, feature_set: dict, *, note:
     """Log and register ``ranker`` as a new version with its manifest (outside a weekly run); returns the version."""
     import mlflow
 
+    from core.runtime import ensure_experiment
+    from core.version import code_version
     from models.tracking import log_ranker_run
-    from rankloop.settings import ensure_experiment
-    from rankloop.version import code_version
     from registry import owner_tags
     from registry.publish import publish
 

@@ -41,9 +41,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.errors import ConfigError, Reason
+from core.settings import Settings
 from rankloop import stages
-from rankloop.errors import ConfigError, Reason
-from rankloop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -498,10 +498,10 @@ def table_partition(day: date, settings: Settings, valid_paths: dict[date, Path]
     """Rewards of one request day and its Thompson/LinUCB statistics (with the decay and the
     champion's ``data_end`` the local refit applies: ``since[kind]``); its judging rows (item_id, ts,
     success, reward before the test week; every judged column in it) and its slates as Parquet."""
+    from core.schema import INTERACTION_SCHEMA
     from models.linucb import arm_context_stats
     from models.rewards import reward_frames
     from models.thompson import beta_counts
-    from rankloop.schema import INTERACTION_SCHEMA
 
     columns = [c for c in INTERACTION_SCHEMA.names if c != "event_id"]
     imps, slates = reward_frames(request_day_events(day, valid_paths, moves, columns), settings.rewards)
@@ -543,11 +543,11 @@ def fit_tables_distributed(settings: Settings, ctx: stages.RunContext, validated
     day on the cluster; the refits are combined here and judged, recorded and gated by the local code."""
     import mlflow
 
+    from core.runtime import ensure_experiment
     from models.linucb import combine_stats, refit_from_stats
     from models.policy_tracking import load_tables
     from models.rewards import request_moves
     from models.thompson import combine_counts, refit_from_counts
-    from rankloop.settings import ensure_experiment
     from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table
 
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))

@@ -32,8 +32,8 @@ from typing import Any
 
 import pandas as pd
 
-from rankloop.guard_config import GuardSettings
-from rankloop.settings import Settings
+from core.config.guard import GuardSettings
+from core.settings import Settings
 from registry.promote import GUARDRAIL_ACTOR
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def _revert(settings: Settings, client: Any, kind: str, verdict: GuardVerdict, j
     from registry.decision import Decision, Verdict
     from registry.ledger import history
     from registry.lock import registry_lock
-    from registry.promote import move_locked
+    from registry.move import move_locked
     from registry.recover import heal_kind
     from registry.store import CHAMPION, PREVIOUS, aliases
 

@@ -17,8 +17,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rankloop.errors import RankLoopError, Reason
-from rankloop.settings import Settings, ensure_experiment
+from core.errors import RankLoopError, Reason
+from core.runtime import ensure_experiment
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

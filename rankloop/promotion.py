@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from rankloop.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rankloop.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Healed:
 
 def claim(workdir: Path, flow_run_id: str | None) -> None:
     """Mark ``workdir`` as owned by this process (and the Prefect flow run it serves)."""
-    from rankloop.atomic import write_bytes
+    from core.atomic import write_bytes
     from registry.owner import owner_tags
 
     write_bytes(workdir / OWNER_FILE, json.dumps(owner_tags() | {"flow_run_id": flow_run_id}).encode())

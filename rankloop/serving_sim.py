@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core.settings import Settings
 from rankloop.releases import Served, policy_tag
-from rankloop.settings import Settings
 from rankloop.simulator import (
     CATEGORIES,
     CONTENT_TYPES,
@@ -91,7 +91,7 @@ def live_arms(settings: Settings, holdback: float) -> dict[str, list[Arm]]:
     Raises:
         RegistryError: NOT_FOUND when there is no champion ranker (nothing can serve yet).
     """
-    from rankloop.errors import Reason, RegistryError
+    from core.errors import Reason, RegistryError
     from registry import load
 
     out: dict[str, list[Arm]] = {}
@@ -113,7 +113,7 @@ def live_arms(settings: Settings, holdback: float) -> dict[str, list[Arm]]:
 
 
 def _load_or_none(load: Any, kind: str, alias: str, settings: Settings) -> Any:
-    from rankloop.errors import Reason, RegistryError
+    from core.errors import Reason, RegistryError
 
     try:
         return load(kind, alias, settings=settings)
@@ -299,7 +299,7 @@ def serve(settings: Settings, days: int, config: ServeConfig | None = None) -> d
     Raises:
         RankLoopError: NOT_FOUND without a demo source or a champion ranker; INVALID_INPUT for days < 1.
     """
-    from rankloop.errors import ConfigError, Reason
+    from core.errors import ConfigError, Reason
     from sources import write_table
 
     if days < 1:
@@ -352,8 +352,8 @@ def record_served(settings: Settings, until: datetime, next_request: int) -> Non
 
 
 def _demo_meta(settings: Settings) -> dict[str, Any]:
+    from core.errors import RankLoopError, Reason
     from rankloop.demo import demo_meta_path
-    from rankloop.errors import RankLoopError, Reason
 
     path = demo_meta_path(settings)
     if not settings.demo_db.exists() or not path.exists():
@@ -363,7 +363,7 @@ def _demo_meta(settings: Settings) -> dict[str, Any]:
 
 
 def _write_meta(settings: Settings, meta: dict[str, Any]) -> None:
-    from rankloop.atomic import write_text
+    from core.atomic import write_text
     from rankloop.demo import demo_meta_path
 
     write_text(demo_meta_path(settings), json.dumps(meta, indent=2))

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from rankloop.schema import INTERACTION_SCHEMA, ITEM_SCHEMA, TRAIT_COLUMNS, USER_SCHEMA
+from core.schema import INTERACTION_SCHEMA, ITEM_SCHEMA, TRAIT_COLUMNS, USER_SCHEMA
 
 CATEGORIES = (
     "security", "performance", "cost", "data", "frontend", "devops",

@@ -25,8 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rankloop.settings import Settings
-from rankloop.version import code_version
+from core.settings import Settings
+from core.version import code_version
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def extract(settings: Settings, start: datetime, end: datetime, *, catalog: bool
         retry_delay_s=settings.source.retry_delay_s,
     )
     if snap.rows == 0:
-        from rankloop.errors import ContractViolation, Reason
+        from core.errors import ContractViolation, Reason
 
         raise ContractViolation(
             f"the window [{start:%Y-%m-%d}, {end:%Y-%m-%d}) of {sources.redact(settings.source_uri)} "
@@ -184,8 +184,8 @@ def validate(settings: Settings, extracted: Extracted, start: datetime, end: dat
 def _log_failed_contract(settings: Settings, extracted: Extracted, start: datetime, end: datetime,
                          outcome: Any) -> str | None:
     """The failed contract's report and counts in an MLflow run marked FAILED (None if MLflow is unreachable)."""
+    from core.runtime import ensure_experiment
     from data_contracts.tracking import log_failed_contract_run
-    from rankloop.settings import ensure_experiment
 
     try:
         return log_failed_contract_run(outcome, experiment_id=ensure_experiment(settings),
@@ -204,7 +204,7 @@ def _owner_tags() -> dict[str, str]:
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
     """Write ``table`` to ``path`` atomically; LZ4: these files are read back within the run, so fast beats small."""
-    from rankloop.atomic import write_parquet as write
+    from core.atomic import write_parquet as write
 
     return write(table, path, compression="lz4")
 
@@ -297,7 +297,7 @@ def check_split_coverage(ts: pd.Series, *, end: datetime, valid_days: int, test_
     naming the days each part needs and the days that hold data."""
     from datetime import timedelta
 
-    from rankloop.errors import Reason, TrainingError
+    from core.errors import Reason, TrainingError
 
     test_start = end - timedelta(days=test_days)
     valid_start = test_start - timedelta(days=valid_days)
@@ -517,7 +517,8 @@ def settings_for_run(
     """
     from datetime import UTC
 
-    from rankloop.settings import apply_environment, last_monday, load_settings
+    from core.runtime import apply_environment
+    from core.settings import last_monday, load_settings
 
     settings = load_settings()
     end = window_end or settings.window.end or last_monday(now or datetime.now(UTC)).date()
@@ -542,7 +543,7 @@ def resolve_source_uri(settings: Settings, source_uri: str | None, source_secret
     from the configured source (``RANKLOOP_SOURCE__URI`` / the settings file) when that names the same
     source. ``source_secret`` names a Prefect Secret block whose value is the whole URI.
     """
-    from rankloop.errors import ConfigError, Reason
+    from core.errors import ConfigError, Reason
     from sources.uri import redact
 
     how = ("put the URI with its password in RANKLOOP_SOURCE__URI (the worker's environment) or in the "
@@ -572,7 +573,7 @@ def resolve_source_uri(settings: Settings, source_uri: str | None, source_secret
 def _secret_value(name: str) -> str:
     from prefect.blocks.system import Secret
 
-    from rankloop.errors import ConfigError, Reason
+    from core.errors import ConfigError, Reason
 
     try:
         value = Secret.load(name).get()
@@ -594,7 +595,7 @@ def redacted_source(settings: Settings) -> str:
 
 def current_champion(kind: str, settings: Settings) -> Any:
     """The loaded champion of ``kind``, or None when there is none yet."""
-    from rankloop.errors import Reason, RegistryError
+    from core.errors import Reason, RegistryError
     from registry import load
 
     try:
@@ -620,9 +621,9 @@ def record_ranker(settings: Settings, ctx: RunContext, extracted: Extracted, val
     manifest, unless the ranker is the champion over again (then the run records it as unchanged)."""
     import mlflow
 
+    from core.runtime import ensure_experiment
     from models.ranker import Ranker
     from models.tracking import log_ranker_run, run_name
-    from rankloop.settings import ensure_experiment
     from registry.publish import publish
 
     unchanged = same_as_champion(trained, champion) if champion is not None else None
@@ -777,9 +778,9 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
     """
     import mlflow
 
+    from core.runtime import ensure_experiment
+    from core.schema import INTERACTION_SCHEMA
     from models.policy_tracking import load_tables
-    from rankloop.schema import INTERACTION_SCHEMA
-    from rankloop.settings import ensure_experiment
     from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table, table_frames
 
     release_arrow_memory()

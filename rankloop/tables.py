@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rankloop.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

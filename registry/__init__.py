@@ -3,7 +3,7 @@
 MLflow is the store: each kind is a registered model ``rankloop.<kind>`` whose aliases ``champion``
 and ``previous`` say what serves; the ledger is the experiment ``rankloop-ledger``.
 
-Exports resolve lazily: ``rankloop.settings`` imports ``registry.config`` and must not pull in MLflow.
+Exports resolve lazily, so that importing one registry module does not load MLflow for all of them.
 """
 
 from __future__ import annotations

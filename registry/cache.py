@@ -21,8 +21,8 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from rankloop.atomic import write_text
-from rankloop.errors import Reason, RegistryError, StorageError
+from core.atomic import write_text
+from core.errors import Reason, RegistryError, StorageError
 from registry.manifest import MANIFEST_FILE, canonical_json, manifest_digest, verify
 from registry.reach import storage_error
 from registry.store import download_files

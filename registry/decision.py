@@ -114,7 +114,7 @@ def log_decision(decision: Decision, *, run_id: str | None = None, client: Any =
 
 
 def _confirm_first_version(client: Any, decision: Decision) -> None:
-    from rankloop.errors import Reason, RegistryError
+    from core.errors import Reason, RegistryError
     from registry.store import CHAMPION, aliases
 
     champion = aliases(client, decision.kind).get(CHAMPION)  # UNREACHABLE propagates: never "none"

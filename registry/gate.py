@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from registry.config import GateSettings
+from core.config.gate import GateSettings
 from registry.decision import Decision, Verdict
 from registry.manifest import check_kind
 

@@ -25,7 +25,7 @@ from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rankloop.settings import Settings
+from core.settings import Settings
 from registry.decision import Decision
 from registry.manifest import check_kind
 from registry.owner import owner_tags

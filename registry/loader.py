@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from rankloop.errors import Reason, RegistryError, StorageError
-from rankloop.settings import Settings
+from core.errors import Reason, RegistryError, StorageError
+from core.settings import Settings
 from registry.cache import ModelCache
 from registry.manifest import check_kind
 from registry.offline import read_pin

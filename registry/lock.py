@@ -13,8 +13,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from rankloop.errors import Reason, RegistryError
-from rankloop.settings import Settings
+from core.errors import Reason, RegistryError
+from core.settings import Settings
 from registry.reach import storage_error
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rankloop.version import code_version
+from core.version import code_version
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
@@ -89,7 +89,7 @@ def build_manifest(kind: str, artifact_dir: Path, **fields: Any) -> dict[str, An
     manifest |= {k: fields.get(k, default) for k, default in _FIELDS.items()}
     if kind == "ranker":
         _check_feature_set(manifest["feature_set"])
-    manifest["code_version"] = manifest["code_version"] or code_version()  # rankloop.version
+    manifest["code_version"] = manifest["code_version"] or code_version()  # core.version.code_version
     manifest["created_at"] = datetime.now(UTC).isoformat()
     manifest["files"] = files
     return json.loads(json.dumps(manifest, sort_keys=True, default=str))

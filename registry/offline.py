@@ -21,14 +21,15 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from rankloop.atomic import write_text
-from rankloop.errors import Reason, RegistryError, StorageError
-from rankloop.settings import Settings
+from core.atomic import write_text
+from core.errors import Reason, RegistryError, StorageError
+from core.settings import Settings
 from registry import ledger
 from registry.cache import ModelCache
 from registry.decision import Decision
 from registry.lock import registry_lock
 from registry.manifest import check_kind, manifest_digest
+from registry.move import move_locked
 from registry.owner import hostname
 from registry.reach import storage_error
 from registry.store import CHAMPION, aliases
@@ -177,8 +178,6 @@ def reconcile(client: MlflowClient, settings: Settings, kind: str) -> str | None
 
 
 def _apply(client: MlflowClient, settings: Settings, pin: Pin) -> None:
-    from registry.promote import move_locked  # promote heals through this module before it moves
-
     try:
         move_locked(pin.kind, pin.version, action="rollback", decision=None, actor=pin.actor,
                     reason=pin.ledger_reason(), forced=True, client=client, settings=settings, faults=())

@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 from mlflow.tracking import MlflowClient
 
-from rankloop.errors import Reason, RegistryError
-from rankloop.settings import Settings
+from core.errors import Reason, RegistryError
+from core.settings import Settings
 from registry.manifest import build_manifest, check_kind, verify
 from registry.store import attach_manifest, download_files, get_version, make_client, model_name
 

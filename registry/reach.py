@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import requests
 from mlflow.exceptions import MlflowException
 
-from rankloop.errors import RankLoopError, Reason, RegistryError, StorageError
+from core.errors import RankLoopError, Reason, RegistryError, StorageError
 
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 _AUTH = {"PERMISSION_DENIED", "UNAUTHENTICATED"}

@@ -23,8 +23,8 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rankloop.errors import Reason, RegistryError
-from rankloop.settings import Settings
+from core.errors import Reason, RegistryError
+from core.settings import Settings
 from registry import ledger, offline
 from registry.lock import registry_lock
 from registry.manifest import KINDS, check_kind

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from registry.config import ReplaySettings
+from core.config.gate import ReplaySettings
 
 log = logging.getLogger(__name__)
 

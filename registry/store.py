@@ -14,8 +14,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 from mlflow.tracking import MlflowClient
 
-from rankloop.errors import Reason, RegistryError
-from rankloop.settings import Settings, apply_environment
+from core.errors import Reason, RegistryError
+from core.runtime import apply_environment
+from core.settings import Settings
 from registry.manifest import MANIFEST_FILE, canonical_json, check_kind, manifest_digest, summary
 from registry.reach import is_not_found, reaches_store, storage_error
 

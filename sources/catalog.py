@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from rankloop.schema import ITEM_SCHEMA, USER_SCHEMA
+from core.schema import ITEM_SCHEMA, USER_SCHEMA
 from sources.doc_readers import parquet_path
 from sources.mapping import TableSpec, load_mapping
 from sources.stream import open_stream

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from rankloop.errors import Reason, SourceError
+from core.errors import Reason, SourceError
 from sources.uri import SourceURI, scrub
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from rankloop.errors import Reason, SourceError
-from rankloop.schema import REQUIRED_COLUMNS
+from core.errors import Reason, SourceError
+from core.schema import REQUIRED_COLUMNS
 from sources import connect
 from sources.mapping import TableSpec, split_source
 from sources.transform import Leaf

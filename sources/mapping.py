@@ -1,4 +1,4 @@
-"""Declarative mappings from a source's layout to the canonical schema (``rankloop.schema``).
+"""Declarative mappings from a source's layout to the canonical schema (``core.schema``).
 
 A mapping is a YAML file (see ``docs/sources.md``): the table, collection or SQL query, then one
 entry per canonical column saying where its values come from (a column, a dotted JSON/nested path,
@@ -31,8 +31,8 @@ from pydantic import (
     model_validator,
 )
 
-from rankloop.errors import Reason, SourceError
-from rankloop.schema import INTERACTION_COLUMNS, ITEM_SCHEMA, REQUIRED_COLUMNS, SOURCE_ERRORS, USER_SCHEMA
+from core.errors import Reason, SourceError
+from core.schema import INTERACTION_COLUMNS, ITEM_SCHEMA, REQUIRED_COLUMNS, SOURCE_ERRORS, USER_SCHEMA
 
 MAPPINGS_DIR = Path(__file__).parent / "mappings"
 TimeUnit = Literal["auto", "timestamp", "s", "ms", "us", "ns"]

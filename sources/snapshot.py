@@ -24,14 +24,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from filelock import FileLock
 
-from rankloop.atomic import write_json
-from rankloop.errors import Reason, SourceError
-from rankloop.schema import SOURCE_ERRORS, snapshot_schema
+from core.atomic import write_json
+from core.errors import Reason, SourceError
+from core.schema import SOURCE_ERRORS
 from sources.connect import with_retries
 from sources.hashing import DIGEST_FORMAT, TableHasher
 from sources.mapping import Mapping, load_mapping
 from sources.stream import ReadCounts, open_stream
-from sources.transform import EXTRA_TYPES
+from sources.transform import mapping_schema
 from sources.uri import parse_uri
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,6 @@ def _utc(moment: datetime) -> datetime:
     if not isinstance(moment, datetime):
         raise TypeError(f"window bounds must be datetimes, got {type(moment).__name__}")
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def mapping_schema(spec: Mapping) -> pa.Schema:
-    """The snapshot schema of a mapping: canonical columns (nullable), ``source_errors``, extras."""
-    return snapshot_schema([pa.field(name, EXTRA_TYPES[kind]) for name, kind in spec.extra_types().items()])
 
 
 def _write_temp(src: Any, spec: Mapping, start: datetime, end: datetime, snapshot_dir: Path, batch_rows: int,

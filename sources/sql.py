@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from rankloop.errors import Reason, SourceError
+from core.errors import Reason, SourceError
 from sources.mapping import TableSpec, placeholders, split_source
 from sources.transform import Leaf
 from sources.window import TsStorage

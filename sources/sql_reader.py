@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rankloop.errors import Reason, SourceError
+from core.errors import Reason, SourceError
 from sources import connect
 from sources.mapping import TableSpec, split_source
 from sources.sql import (

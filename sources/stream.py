@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from rankloop.errors import Reason, SourceError
+from core.errors import Reason, SourceError
 from sources import connect, doc_readers, mysql_slices, sql_reader
 from sources.mapping import Mapping, TableSpec, split_source
-from sources.transform import Leaf, apply_mapping, leaf_plan
+from sources.transform import Leaf, apply_mapping, leaf_plan, mapping_schema
 from sources.uri import SourceURI
 
 T = TypeVar("T")
@@ -89,7 +89,6 @@ def window_queries(uri: str, mapping: str | Path, start: datetime, end: datetime
     """The statements :func:`sources.extract_snapshot` runs for a window (values inlined), one per
     table of the mapping: what benchmarks give the raw drivers to compare like with like."""
     from sources.mapping import load_mapping
-    from sources.snapshot import mapping_schema
     from sources.uri import parse_uri
 
     src, (spec, _) = parse_uri(uri), load_mapping(mapping)

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rankloop.schema import SOURCE_ERRORS
+from core.schema import SOURCE_ERRORS, snapshot_schema
 from sources.arrow_text import json_text
 from sources.convert import UTC_US, convert_each, parse_json_text, raw_text, to_number, to_timestamp
-from sources.mapping import Condition, ExtraType, FieldSpec, TableSpec
+from sources.mapping import Condition, ExtraType, FieldSpec, Mapping, TableSpec
 
 log = logging.getLogger(__name__)
 RawKind = Literal["text", "real", "integer", "native"]
@@ -307,3 +307,8 @@ def filter_mask(spec: TableSpec, batch: pa.RecordBatch | pa.Table) -> pa.Array |
     for m in masks[1:]:
         out = pc.and_(out, m)
     return out
+
+
+def mapping_schema(spec: Mapping) -> pa.Schema:
+    """The snapshot schema of a mapping: canonical columns (nullable), ``source_errors``, extras."""
+    return snapshot_schema([pa.field(name, EXTRA_TYPES[kind]) for name, kind in spec.extra_types().items()])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from rankloop.errors import Reason, SourceError
+from core.errors import Reason, SourceError
 
 Kind = Literal["sqlite", "postgresql", "mysql", "mongodb", "parquet"]
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from rankloop.errors import Reason, SourceError
+from core.errors import Reason, SourceError
 
 Found = Literal["timestamp", "naive", "integer", "real", "text", "unknown", "other"]
 ISO_LAYOUT = "%Y-%m-%d %H:%M:%S"

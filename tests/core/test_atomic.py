@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rankloop.atomic import atomic_write, write_json, write_parquet, write_text
+from core.atomic import atomic_write, write_json, write_parquet, write_text
 
 
 def test_a_failing_writer_leaves_the_previous_file_and_no_temporary(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from rankloop.errors import ConfigError
-from rankloop.schema import EVENT_TYPES, INTERACTION_SCHEMA, REQUIRED_COLUMNS, Interaction, conform
-from rankloop.settings import Settings, WindowSettings, last_monday
+from core.errors import ConfigError
+from core.schema import EVENT_TYPES, INTERACTION_SCHEMA, REQUIRED_COLUMNS, Interaction, conform
+from core.settings import Settings, WindowSettings, last_monday
 
 
 def test_schema_covers_the_seed_vocabulary() -> None:
@@ -71,8 +71,8 @@ def test_config_file_and_typos(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_configuration_mistakes_name_the_variable_or_the_file_and_line(tmp_path, monkeypatch) -> None:
-    from rankloop.errors import Reason
-    from rankloop.settings import load_settings
+    from core.errors import Reason
+    from core.settings import load_settings
 
     monkeypatch.setenv("RANKLOOP_RANKER__LEARNING_RATE", "fast")
     with pytest.raises(ConfigError) as info:
@@ -115,7 +115,7 @@ def test_prefect_local_api_gets_time_to_start(given: str | None, expected: str, 
     env["RANKLOOP_HOME"] = str(tmp_path / "home")
     if given is not None:
         env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = given
-    code = ("from rankloop.settings import apply_environment, load_settings\n"
+    code = ("from core.runtime import apply_environment\nfrom core.settings import load_settings\n"
             "apply_environment(load_settings())\n"
             "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as S\n"
             "print(S.value())")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from rankloop.schema import EVENT_TYPES, INTERACTION_SCHEMA
+from core.schema import EVENT_TYPES, INTERACTION_SCHEMA
 from rankloop.simulator import (
     SimulationConfig,
     ideal_action,

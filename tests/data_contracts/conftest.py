@@ -9,9 +9,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from core.schema import INTERACTION_SCHEMA
 from data_contracts import ContractSettings
 from data_contracts.synthetic import synthetic_interactions
-from rankloop.schema import INTERACTION_SCHEMA
 
 WINDOW = (datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 2, 9, tzinfo=UTC))
 

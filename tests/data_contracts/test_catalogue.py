@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from core.schema import INTERACTION_SCHEMA
 from data_contracts import ContractSettings, check_interactions
 from data_contracts.synthetic import synthetic_interactions
-from rankloop.schema import INTERACTION_SCHEMA
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)  # after the test window: nothing clean is "in the future"
 

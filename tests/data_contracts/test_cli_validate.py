@@ -18,7 +18,7 @@ SOURCE_FAULTS = {k: v for k, v in FAULTS.items()
 
 
 def _invoke(path, window, home, monkeypatch, *extra: str):
-    from rankloop.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("RANKLOOP_HOME", str(home))
     monkeypatch.setenv("RANKLOOP_CONTRACTS__MIN_ROWS", "10")

@@ -7,8 +7,8 @@ from datetime import datetime
 import pyarrow as pa
 import pytest
 
+from core.errors import ContractViolation, Reason
 from data_contracts import ContractSettings, validate_interactions
-from rankloop.errors import ContractViolation, Reason
 
 
 def test_missing_required_columns_are_all_named(clean, window, settings) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.schema import REQUIRED_COLUMNS
 from data_contracts import ContractSettings, row_rules, suite_as_dict, suite_version
 from data_contracts.docs import generated_section, render_rules_markdown
 from data_contracts.ge_suite import build_suite
-from rankloop.schema import REQUIRED_COLUMNS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "contracts.md"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.config.features import FeatureSettings
 from features import build_features
-from features.config import FeatureSettings
 
 COLS = ["ui_cooccur_sum", "ui_cooccur_mean", "ui_cooccur_max"]
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
+from core.config.features import FeatureSettings, LabelSettings
+from core.schema import INTERACTION_SCHEMA, TRAIT_COLUMNS
 from features import build_features, event_columns, impressions
-from features.config import FeatureSettings, LabelSettings
 from features.labels import EVENT_COLUMNS
-from rankloop.schema import INTERACTION_SCHEMA, TRAIT_COLUMNS
 
 
 @pytest.fixture(scope="module")

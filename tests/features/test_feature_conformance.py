@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config.features import FeatureSettings, LabelSettings
 from features import FEATURE_SETS, REGISTRY, build_features, impressions
 from features.build import build_columns
-from features.config import FeatureSettings, LabelSettings
 
 # Features that can legitimately be constant on the fixture (none today; add with a reason).
 CONSTANT_OK: frozenset[str] = frozenset()

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config.features import FeatureSettings, LabelSettings
 from features import FEATURE_SETS, REGISTRY, FeatureSet, impressions
 from features.build import build_columns
-from features.config import FeatureSettings, LabelSettings
 from features.registry import KNOWN, feature
 
 LOGGED_COLUMNS = ("position", "propensity", "policy_version")  # what only the shown slate says

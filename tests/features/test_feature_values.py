@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config.features import FeatureSettings
 from features import build_features
-from features.config import FeatureSettings
 
 T = "2026-01-09T12:00:00"
 
@@ -95,8 +95,8 @@ def test_sources_without_impression_events_use_first_events_as_exposures(make_fr
 
 
 def test_object_and_arrow_string_columns_give_the_same_features(events, items):
+    from core.config.features import LabelSettings
     from features import impressions
-    from features.config import LabelSettings
 
     as_object = events.astype({c: object for c in ("user_id", "item_id", "event_type", "request_id", "device")})
     a, b = impressions(events, LabelSettings()), impressions(as_object, LabelSettings())

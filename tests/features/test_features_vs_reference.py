@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config.features import FeatureSettings, LabelSettings
 from features import build_features, impressions
-from features.config import FeatureSettings, LabelSettings
 from features.labels import event_grades
 
 DAY = pd.Timedelta(days=1)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config.features import FeatureSettings, ImplicitQuerySettings, LabelSettings
 from features import build_features, implicit_queries, ranking_queries
-from features.config import FeatureSettings, ImplicitQuerySettings, LabelSettings
 from features.implicit import IMPLICIT, LOGGED, choose_protocol, logged_query_count
 
 from .conftest import make_events

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from core.config.features import FeatureSettings
 from features import build_features
-from features.config import FeatureSettings
 
 
 @pytest.fixture()

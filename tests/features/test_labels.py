@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config.features import LabelSettings
 from features import impressions
-from features.config import LabelSettings
 from features.labels import OUTPUT_COLUMNS
 
 COLUMNS = ("user_id", "item_id", "event_type", "ts", "request_id", "position", "value")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.config.features import FeatureSettings, LabelSettings
 from features import build_features, impressions
-from features.config import FeatureSettings, LabelSettings
 
 ROTATE = {"impression": "click", "click": "save", "save": "dismiss", "dismiss": "view", "view": "impression"}
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import features
-from features.config import FeatureSettings, LabelSettings
+from core.config.features import FeatureSettings, LabelSettings
 from features.partitioned import build_partition, day_starts, query_days, split_by_query_day
 
 

@@ -70,7 +70,7 @@ def test_catalogue_lists_every_feature_and_docs_are_current(tmp_path):
 
 
 def test_cli_lists_a_set_as_json():
-    from rankloop.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["features", "--set", "ranker_core", "--json"])
     assert result.exit_code == 0, result.output

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from rankloop.errors import ContractViolation
+from core.errors import ContractViolation
 from rankloop.simulator import SimulationConfig
 
 END = datetime(2026, 11, 16, tzinfo=UTC)
@@ -28,8 +28,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(home: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None) -> Path:
+    from core.settings import Settings
     from rankloop.demo import ensure_demo_source
-    from rankloop.settings import Settings
 
     monkeypatch.setenv("RANKLOOP_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -77,8 +77,8 @@ def test_a_passing_run_carries_the_report_and_counts(env: Path) -> None:
 
 
 def test_a_batch_over_the_threshold_stops_before_training_and_the_champion_stays(env: Path) -> None:
+    from core.settings import Settings
     from flows.weekly import weekly_retrain
-    from rankloop.settings import Settings
     from sources import write_table
 
     settings = Settings()
@@ -124,8 +124,8 @@ def test_the_validate_task_is_never_retried() -> None:
 def test_transient_only_retries_io_but_never_a_contract_violation(prefect_api: None) -> None:
     from prefect import flow, task
 
+    from core.errors import Reason
     from flows.retry import transient_only
-    from rankloop.errors import Reason
 
     calls = {"contract": 0, "io": 0}
 

@@ -34,8 +34,8 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    from core.settings import Settings
     from rankloop.demo import ensure_demo_source
-    from rankloop.settings import Settings
 
     monkeypatch.setenv("RANKLOOP_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -104,7 +104,8 @@ def test_a_completed_run_keeps_what_the_local_run_keeps(runs: dict[str, dict], h
     snapshots, the combined manifest and the registered model stay, so a rerun and serving work."""
     from mlflow import MlflowClient
 
-    from rankloop.settings import Settings, apply_environment
+    from core.runtime import apply_environment
+    from core.settings import Settings
 
     dask, local = _completed_run_dir(homes["dask"]), _completed_run_dir(homes["local"])
     assert len(list(homes["dask features"].glob("*.parquet"))) >= 30  # the cleanup ran after the features existed
@@ -124,7 +125,8 @@ def test_a_completed_run_keeps_what_the_local_run_keeps(runs: dict[str, dict], h
 def test_executor_recorded_in_mlflow(runs: dict[str, dict], homes: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
 
-    from rankloop.settings import Settings, apply_environment
+    from core.runtime import apply_environment
+    from core.settings import Settings
 
     monkeypatch.setenv("RANKLOOP_HOME", str(homes["dask"]))
     apply_environment(Settings())
@@ -140,8 +142,8 @@ def test_feature_values_match_on_a_sample(runs: dict[str, dict], homes: dict[str
 
     import data_contracts
     import features
+    from core.settings import Settings
     from rankloop import stages
-    from rankloop.settings import Settings
 
     monkeypatch.setenv("RANKLOOP_HOME", str(homes["local"]))
     settings = Settings().model_copy(update={"window": Settings().window.model_copy(update={"end": date(2026, 11, 16)})})
@@ -227,9 +229,10 @@ def test_a_contract_failure_on_dask_behaves_as_locally(runs: dict[str, dict], ho
     import pyarrow.parquet as pq
     from mlflow import MlflowClient
 
+    from core.errors import ContractViolation
+    from core.runtime import apply_environment
+    from core.settings import Settings
     from flows.weekly_dask import run
-    from rankloop.errors import ContractViolation
-    from rankloop.settings import Settings, apply_environment
     from sources import write_table
 
     home = tmp_path / "home"

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.errors import ConfigError, Reason
+from core.settings import Settings
 from rankloop import distributed
-from rankloop.errors import ConfigError, Reason
-from rankloop.settings import Settings
 from rankloop.simulator import SimulationConfig, simulate
 
 

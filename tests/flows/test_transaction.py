@@ -30,10 +30,10 @@ def _aliases(name: str) -> dict[str, int]:
 def test_a_crash_in_the_tables_stage_leaves_every_alias_where_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None
 ) -> None:
+    from core.settings import Settings
     from flows.weekly import weekly_retrain
     from rankloop import tables
     from rankloop.demo import ensure_demo_source
-    from rankloop.settings import Settings
 
     home = tmp_path / "home"
     monkeypatch.setenv("RANKLOOP_HOME", str(home))

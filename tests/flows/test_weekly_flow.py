@@ -23,8 +23,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(home: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None) -> Path:
+    from core.settings import Settings
     from rankloop.demo import ensure_demo_source
-    from rankloop.settings import Settings
 
     monkeypatch.setenv("RANKLOOP_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

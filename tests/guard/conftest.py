@@ -17,7 +17,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rankloop.settings import Settings
+from core.settings import Settings
 from rankloop.simulator import SimulationConfig
 
 FEATURES = ["f_pop", "f_sim", "f_fresh"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rankloop.cli import app
+from cli.main import app
 from registry.ledger import history
 from registry.store import aliases
 

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config.guard import GuardSettings
 from models.drift import categorical_psi, feature_drift, numeric_psi, shares
 from models.sequential import msprt
 from rankloop.guard import current_stretch, judge
-from rankloop.guard_config import GuardSettings
 
 
 def _daily_crossings(rng: np.random.Generator, *, days: int, per_day: int, rate_a: float, rate_b: float,

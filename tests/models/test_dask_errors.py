@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from rankloop.errors import ContractViolation, Reason, SourceError
+from core.errors import ContractViolation, Reason, SourceError
 
 
 def test_errors_pickle_with_their_reason_and_details() -> None:

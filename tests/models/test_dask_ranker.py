@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.config import RankerSettings
+from core.config.ranker import RankerSettings
 from models.dask_ranker import (
     cap_threshold,
     early_stopping_iteration,

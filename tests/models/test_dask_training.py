@@ -62,7 +62,7 @@ def _dataset(tmp: Path) -> object:
 
 
 def _settings(**ranker: object) -> object:
-    from rankloop.settings import Settings
+    from core.settings import Settings
 
     settings = Settings()
     overrides = {"n_estimators": 25, "num_leaves": 7, "min_child_samples": 10, "early_stopping_rounds": None} | ranker

@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from core.settings import Settings
 from rankloop import stages
-from rankloop.settings import Settings
 from rankloop.simulator import SimulationConfig, simulate
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from core.settings import Settings
 from models.metrics import per_query_ndcg
 from models.training import group_sizes, with_positive_label
 from rankloop import stages
-from rankloop.settings import Settings
 from rankloop.simulator import SimulationConfig, items_table, make_world, simulate, users_table
 
 END = datetime(2026, 11, 16, tzinfo=UTC)

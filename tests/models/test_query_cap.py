@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.config import RankerSettings
+from core.config.ranker import RankerSettings
 from models.training import cap_queries, group_sizes
 
 

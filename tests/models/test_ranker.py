@@ -9,8 +9,8 @@ from lightgbm.basic import EvalResult
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from core.config.ranker import RankerSettings
 from models import baselines, metrics
-from models.config import RankerSettings
 from models.ranker import Ranker, _StopOnMetric
 
 

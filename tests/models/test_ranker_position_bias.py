@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from core.config.ranker import RankerSettings
 from models import metrics
-from models.config import RankerSettings
 from models.ranker import Ranker
 
 SLATE = 10

@@ -190,8 +190,8 @@ def prefect_server(spawn: Callable[..., Child], tmp_path_factory: pytest.TempPat
 
 def make_demo_home(home: Path, config: SimulationConfig = SMALL) -> dict:
     """Simulate ``config`` into ``<home>/interactions.db``; returns the demo's metadata."""
+    from core.settings import Settings
     from rankloop.demo import ensure_demo_source
-    from rankloop.settings import Settings
 
     return ensure_demo_source(Settings(home=home), config)
 
@@ -229,7 +229,7 @@ def backfilled(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> B
     """``rankloop backfill`` over three missed weekly windows of a fresh simulated source."""
     from typer.testing import CliRunner
 
-    from rankloop.cli import app
+    from cli.main import app
 
     home = tmp_path_factory.mktemp("backfill") / "home"
     make_demo_home(home, BACKFILL_SOURCE)

@@ -60,8 +60,8 @@ def test_a_day_with_no_interactions_stops_the_refresh_and_keeps_the_champion(hom
 
     from mlflow import MlflowClient
 
+    from core.errors import ContractViolation
     from flows.bandit_refresh import daily_bandit_refresh
-    from rankloop.errors import ContractViolation
 
     assert daily_bandit_refresh(window_end=END.date())["status"] == "completed"
     with pytest.raises(ContractViolation, match=r"day_volume_in_window.*2026-11-16 0 rows"):

@@ -78,7 +78,7 @@ def test_runs_reads_at_80_columns_with_numbers_as_numbers(folder: Path, demo: su
 def test_third_party_warnings_show_only_with_verbose(verbose: bool) -> None:
     """MLflow forces its colour-coded 'Add type hints to the `predict` method' warning through its own
     simplefilter("once") when a PythonModel subclass is defined (ours, for the policy tables)."""
-    code = (f"from rankloop.cli import configure_output; configure_output({verbose}); "
+    code = (f"from cli.main import configure_output; configure_output({verbose}); "
             "import models.policy_tracking; print('imported')")
     done = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True, timeout=120,
                           env=child_env())

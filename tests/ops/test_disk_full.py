@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rankloop.errors import Reason, StorageError
+from core.errors import Reason, StorageError
 
 from .conftest import BIN, PrefectServer, make_demo_home
 

@@ -101,7 +101,7 @@ def test_a_kill_in_any_stage_heals_at_the_next_operation(home: Path, prefect_ser
             if "previous" in aliases:
                 assert aliases["previous"] != aliases["champion"], (stage, kind, aliases)
         # Nothing half-done is in use: every champion still loads and verifies.
-        from rankloop.settings import Settings
+        from core.settings import Settings
         from registry import load
 
         os.environ["RANKLOOP_HOME"] = str(home)

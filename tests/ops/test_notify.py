@@ -28,8 +28,8 @@ def _lines(path: Path) -> list[dict]:
 
 
 def test_a_held_gate_reaches_the_webhook_and_the_file(env: Path, webhook: Webhook) -> None:
+    from core.settings import Settings
     from rankloop import ops
-    from rankloop.settings import Settings
 
     assert ops.needs_attention(HELD)
     sent = ops.notify(Settings(), HELD)
@@ -42,8 +42,8 @@ def test_a_held_gate_reaches_the_webhook_and_the_file(env: Path, webhook: Webhoo
 def test_an_unreachable_webhook_is_logged_not_raised(
     env: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from core.settings import Settings
     from rankloop import ops
-    from rankloop.settings import Settings
 
     monkeypatch.setenv("RANKLOOP_OPS__NOTIFY_WEBHOOK", f"http://127.0.0.1:{free_port()}/nobody")
     sent = ops.notify(Settings(), {"status": "failed", "stage": "extract", "error": "boom"})

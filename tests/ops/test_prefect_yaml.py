@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rankloop.commands.ops import DAILY_BANDIT, WEEKLY, served_deployments, ui_command
-from rankloop.settings import OpsSettings, Settings
+from cli.commands.ops import DAILY_BANDIT, WEEKLY, served_deployments, ui_command
+from core.settings import OpsSettings, Settings
 
 from .conftest import REPO
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from rankloop.commands.ops import (
+from cli.commands.ops import (
     DAILY_AB,
     DAILY_BANDIT,
     GUARDRAIL,
@@ -27,8 +27,8 @@ from rankloop.commands.ops import (
     ensure_can_listen,
     served_deployments,
 )
-from rankloop.errors import ConfigError, Reason
-from rankloop.settings import OpsSettings, Settings
+from core.errors import ConfigError, Reason
+from core.settings import OpsSettings, Settings
 
 from .conftest import BIN, END, REPO, Child, PrefectServer, child_env, make_demo_home
 

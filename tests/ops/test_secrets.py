@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from rankloop.settings import Settings
+from core.settings import Settings
 from rankloop.stages import resolve_source_uri
 
 from .conftest import BIN, END, SMALL, Child, child_env, free_port, wait_http
@@ -113,7 +113,7 @@ def test_no_canary_anywhere(postgres_uri: str, tmp_path: Path, tracking_server: 
 
 
 def test_a_password_in_a_flow_parameter_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rankloop.errors import ConfigError
+    from core.errors import ConfigError
 
     monkeypatch.delenv("RANKLOOP_SOURCE__URI", raising=False)
     with pytest.raises(ConfigError) as info:

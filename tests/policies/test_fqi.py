@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config.policy import QLearningSettings
+from core.schema import TRAIT_COLUMNS
 from models.fqi import (
     ACTION_FEATURES,
     STATE_FEATURES,
@@ -21,9 +23,7 @@ from models.fqi import (
     q_matrix,
     state_digits,
 )
-from models.policy_config import QLearningSettings
 from models.qlearning import N_ACTIONS, encode_state, encode_states, refit
-from rankloop.schema import TRAIT_COLUMNS
 
 NOW = datetime(2026, 2, 2, tzinfo=UTC)
 QSETTINGS = QLearningSettings()
@@ -138,8 +138,8 @@ def test_invalid_inputs_are_refused_with_every_problem():
 
 def test_the_weekly_q_table_judgement_judges_it_the_same_way():
     """``judge_qtable`` and the fitted-Q comparison share ``step_policy_ope``."""
+    from core.settings import Settings
     from models.qlearning import build_steps
-    from rankloop.settings import Settings
     from rankloop.tables import judge_qtable, step_policy_ope
 
     settings = Settings(ope={"min_ess": 5.0, "bootstrap_samples": 50})

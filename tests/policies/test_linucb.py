@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config.policy import LinUCBSettings
 from models.linucb import LinUCB, refit
-from models.policy_config import LinUCBSettings
 
 NOW = datetime(2026, 2, 2, tzinfo=UTC)
 SETTINGS = LinUCBSettings(alpha=1.0, ridge=1.0, context_features=("device",))

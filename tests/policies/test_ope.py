@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.config.policy import OPESettings
 from models.ope import (
     OPEResult,
     bootstrap_ci,
@@ -17,7 +18,6 @@ from models.ope import (
     pdwis,
     snips,
 )
-from models.policy_config import OPESettings
 
 R = [1.0, 0.0, 1.0, 0.0]
 P = [0.5, 0.5, 0.25, 1.0]

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config.policy import BanditSettings, OPESettings, QLearningSettings
 from models.ope import evaluate_policy
-from models.policy_config import BanditSettings, OPESettings, QLearningSettings
 from models.policy_tracking import download_policy_tables, load_tables, log_policy_run, table_manifest
 from models.qlearning import QTable
 from models.qlearning import refit as q_refit
@@ -94,8 +94,8 @@ def test_bad_arguments_are_refused(tmp_path):
 def test_pyfunc_wrapper_serves_linucb_scores(tmp_path):
     from types import SimpleNamespace
 
+    from core.config.policy import LinUCBSettings
     from models.linucb import refit as lin_refit
-    from models.policy_config import LinUCBSettings
     from models.policy_tracking import PolicyTablesModel
 
     imps = pd.DataFrame({"item_id": ["a", "b"], "device": ["tv", "tv"], "success": [1.0, 0.0],

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.policy_config import QLearningSettings
+from core.config.policy import QLearningSettings
 from models.qlearning import (
     N_ACTIONS,
     QTable,

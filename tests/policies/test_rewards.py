@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from models.policy_config import RewardSettings
+from core.config.policy import RewardSettings
 from models.rewards import impression_rewards, q_item_rewards, q_rewards
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas.testing as pdt
 
-from models.policy_config import RewardSettings
+from core.config.policy import RewardSettings
 from models.rewards import impression_rewards, q_rewards, reward_frames
 
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from core.config.policy import BanditSettings, LinUCBSettings, RewardSettings
 from features.partitioned import event_days
 from models import linucb, thompson
-from models.policy_config import BanditSettings, LinUCBSettings, RewardSettings
 from models.rewards import request_index, request_moves, reward_frames
 from rankloop.distributed import request_day_events
 from rankloop.simulator import SimulationConfig, simulate

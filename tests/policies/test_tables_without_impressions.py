@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from core.settings import Settings
 from models.rewards import exposure_events, has_logged_impressions, reward_frames
-from rankloop.settings import Settings
 from rankloop.simulator import SimulationConfig, simulate
 from rankloop.tables import (
     NO_ACTIONS,

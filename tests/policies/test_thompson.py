@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.policy_config import BanditSettings
+from core.config.policy import BanditSettings
 from models.thompson import BetaTables, refit
 
 NOW = datetime(2026, 2, 2, tzinfo=UTC)

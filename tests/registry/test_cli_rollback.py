@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from rankloop.cli import app
+from cli.main import app
 from registry import load
 from registry.cache import ModelCache
 from registry.decision import Decision, Verdict

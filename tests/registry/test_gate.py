@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from registry.config import GateSettings
+from core.config.gate import GateSettings
 from registry.decision import Decision, Verdict
 from registry.gate import OPEEvidence, check_ranker_outputs, paired_bootstrap, policy_gate, ranker_gate
 

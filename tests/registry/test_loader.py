@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rankloop.errors import Reason, RegistryError
-from rankloop.settings import Settings
+from core.errors import Reason, RegistryError
+from core.settings import Settings
 from registry import load
 from registry.promote import promote
 from registry.publish import publish
@@ -94,7 +94,7 @@ def test_unknown_alias_is_not_found(store: Store, champion: int) -> None:
 
 
 def test_bandit_tables_logged_by_policy_tracking_load_and_serve(store: Store, tmp_path) -> None:
-    from models.policy_config import BanditSettings
+    from core.config.policy import BanditSettings
     from models.policy_tracking import log_policy_run
     from models.thompson import BetaTables
 
@@ -131,7 +131,7 @@ def test_bandit_tables_logged_by_policy_tracking_load_and_serve(store: Store, tm
 def test_ranker_logged_by_models_tracking_publishes_and_serves(store: Store) -> None:
     import mlflow
 
-    from models.config import RankerSettings
+    from core.config.ranker import RankerSettings
     from models.ranker import Ranker
     from models.tracking import log_ranker_run
 
@@ -189,8 +189,8 @@ def _register_tables(store: Store, kind: str, directory) -> int:
 
 
 def test_qtable_and_linucb_serve_their_verbs(store: Store, tmp_path) -> None:
+    from core.config.policy import LinUCBSettings, QLearningSettings
     from models.linucb import ContextEncoding, LinUCB
-    from models.policy_config import LinUCBSettings, QLearningSettings
     from models.qlearning import QTable
 
     now = datetime(2026, 11, 16, tzinfo=UTC)

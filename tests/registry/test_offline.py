@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from rankloop.cli import app
+from cli.main import app
 from registry import ledger, load
 from registry.cache import ModelCache
 from registry.offline import pin_path, read_pin

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from rankloop.errors import Reason, RegistryError
+from core.errors import Reason, RegistryError
 from registry.decision import Decision, Verdict, log_decision
 from registry.ledger import history
 from registry.promote import STEPS, InjectedFault, promote, rollback

@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, RESOURCE_DOES_NOT_EXIST
 from mlflow.tracking import MlflowClient
 
-from rankloop.errors import Reason, RegistryError, StorageError
+from core.errors import Reason, RegistryError, StorageError
 from registry.reach import BOUNDED_REQUESTS, bounded_requests, classify, probe, redact
 from registry.store import aliases, get_version, list_versions
 

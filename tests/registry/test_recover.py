@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rankloop.cli import app
-from rankloop.errors import Reason, RegistryError, StorageError
-from rankloop.settings import Settings
+from cli.main import app
+from core.errors import Reason, RegistryError, StorageError
+from core.settings import Settings
 from registry import ledger, load, owner_tags
 from registry.decision import Decision, Verdict, log_decision
 from registry.promote import promote

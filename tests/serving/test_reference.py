@@ -65,7 +65,7 @@ def test_mmr_trades_relevance_for_diversity() -> None:
 
 
 def test_ranked_uses_a_real_lightgbm_ranker_and_beta_tables(tmp_path) -> None:
-    from models.policy_config import BanditSettings
+    from core.config.policy import BanditSettings
     from models.ranker import Ranker
     from models.thompson import BetaTables
 

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from rankloop.schema import INTERACTION_SCHEMA
+from core.schema import INTERACTION_SCHEMA
 
 PG_URI = os.environ.get("RANKLOOP_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URI = os.environ.get("RANKLOOP_TEST_MYSQL_URI", "mysql://root@127.0.0.1:3306/test")
@@ -82,7 +82,7 @@ def canonical_rows(n: int = 600, *, ms_precision: bool = False) -> pa.Table:
 
 def canonical(snapshot: pa.Table) -> pa.Table:
     """A snapshot's canonical columns in INTERACTION_SCHEMA, after checking every value converted."""
-    from rankloop.schema import SOURCE_ERRORS
+    from core.schema import SOURCE_ERRORS
 
     assert snapshot.column(SOURCE_ERRORS).null_count == snapshot.num_rows, snapshot.column(SOURCE_ERRORS).drop_null()
     return snapshot.select(INTERACTION_SCHEMA.names).cast(INTERACTION_SCHEMA)

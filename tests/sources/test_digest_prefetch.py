@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import sources.snapshot as snapshot_mod
-from rankloop.schema import SNAPSHOT_SCHEMA
+from core.schema import SNAPSHOT_SCHEMA
 from sources import extract_snapshot, read_index, write_table
 from sources.hashing import DIGEST_FORMAT, ColumnHasher, TableHasher
 from sources.stream import prefetched

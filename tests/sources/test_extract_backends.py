@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rankloop.schema import TRAIT_COLUMNS
+from core.schema import TRAIT_COLUMNS
 from sources import extract_snapshot, load_snapshot, read_catalog, write_collection, write_table
 
 from .conftest import END, MYSQL_URI, PG_URI, START, canonical, canonical_rows, in_window

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from rankloop.errors import Reason, SourceError
+from core.errors import Reason, SourceError
 from sources import connect, extract_snapshot, load_snapshot, write_table
 from sources.sql import literal
 from sources.uri import parse_uri

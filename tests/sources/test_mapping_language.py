@@ -16,8 +16,8 @@ import mongomock
 import pyarrow as pa
 import pytest
 
+from core.errors import Reason, SourceError
 from data_contracts import ContractSettings, check_interactions
-from rankloop.errors import Reason, SourceError
 from sources import connect, extract_snapshot, load_snapshot, write_collection, write_table
 from sources.mapping import load_mapping
 from sources.uri import parse_uri

@@ -62,7 +62,7 @@ def test_leftover_temp_dir_is_ignored_and_cleaned(tmp_path: Path, sqlite_uri: st
 
 
 def test_failed_extraction_leaves_no_snapshot(tmp_path: Path) -> None:
-    from rankloop.errors import SourceError
+    from core.errors import SourceError
 
     uri = f"sqlite:///{tmp_path / 'src.db'}"
     write_table(uri, "interactions", pa.table({"event_id": ["a"]}))
@@ -72,7 +72,7 @@ def test_failed_extraction_leaves_no_snapshot(tmp_path: Path) -> None:
 
 
 def test_cli_extract_json(tmp_path: Path, sqlite_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rankloop.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("RANKLOOP_HOME", str(tmp_path / "home"))
     day = START.date()  # the CLI's windows are whole UTC days: rows every 3 minutes from T0, 480 on its day
@@ -87,12 +87,12 @@ def test_cli_extract_json(tmp_path: Path, sqlite_uri: str, monkeypatch: pytest.M
 
 
 def test_cli_extract_fails_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rankloop.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("RANKLOOP_HOME", str(tmp_path / "home"))
     result = CliRunner().invoke(app, ["extract", "--source", f"sqlite:///{tmp_path / 'none.db'}",
                                       "--start", "2025-01-01", "--end", "2025-01-02"])
-    assert result.exit_code == 3  # not_found (rankloop.errors.EXIT_CODES)
+    assert result.exit_code == 3  # not_found (core.errors.EXIT_CODES)
     assert result.output.startswith("error (not_found): ") and len(result.output.strip().splitlines()) == 1
     assert "none.db" in result.output
 
@@ -100,7 +100,7 @@ def test_cli_extract_fails_with_one_line(tmp_path: Path, monkeypatch: pytest.Mon
 def test_empty_window_gives_an_empty_canonical_snapshot(tmp_path: Path, sqlite_uri: str) -> None:
     from datetime import UTC, datetime
 
-    from rankloop.schema import SNAPSHOT_SCHEMA
+    from core.schema import SNAPSHOT_SCHEMA
 
     snap = extract_snapshot(sqlite_uri, "rankloop", datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC),
                             tmp_path / "snaps")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from rankloop.errors import Reason, SourceError
+from core.errors import Reason, SourceError
 from sources import extract_snapshot, write_table
 
 from .conftest import END, MYSQL_URI, PG_URI, START

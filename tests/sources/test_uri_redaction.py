@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rankloop.errors import Reason, SourceError
+from core.errors import Reason, SourceError
 from sources import parse_uri, redact
 from sources.uri import scrub
 

@@ -27,20 +27,20 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from data_contracts.config import ContractSettings
-from features.config import FeatureSettings, LabelSettings
-from models.config import RankerSettings
-from models.policy_config import (
+from core.config.contracts import ContractSettings
+from core.config.executor import ExecutorSettings
+from core.config.features import FeatureSettings, LabelSettings
+from core.config.gate import GateSettings
+from core.config.guard import DriftSettings, GuardSettings
+from core.config.policy import (
     BanditSettings,
     LinUCBSettings,
     OPESettings,
     QLearningSettings,
     RewardSettings,
 )
-from rankloop.executor import ExecutorSettings
-from rankloop.guard_config import DriftSettings, GuardSettings
-from registry.config import GateSettings
-from sources.config import SourceSettings
+from core.config.ranker import RankerSettings
+from core.config.source import SourceSettings
 
 
 class WindowSettings(BaseModel):
@@ -145,7 +145,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = os.environ.get("RANKLOOP_CONFIG")
         if config:
-            from rankloop.errors import ConfigError, Reason
+            from core.errors import ConfigError, Reason
 
             path = Path(config)
             if not path.is_file():
@@ -218,7 +218,7 @@ def load_settings(**overrides: Any) -> Settings:
     names the environment variable or the settings file and line, and what was expected."""
     from pydantic import ValidationError
 
-    from rankloop.errors import ConfigError, Reason
+    from core.errors import ConfigError, Reason
 
     try:
         return Settings(**overrides)
@@ -275,63 +275,3 @@ def _parser_problem(error: BaseException) -> str:
 def is_local_store(tracking_uri: str) -> bool:
     """True for a tracking store this process writes itself (a database or folder), not a server."""
     return not tracking_uri.startswith(("http://", "https://", "databricks"))
-
-
-PREFECT_STARTUP_TIMEOUT_S = 180
-"""How long a command waits for Prefect's local API to start (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``
-unless set)."""
-
-
-def apply_environment(settings: Settings) -> None:
-    """Point Prefect and MLflow at the data home. Call before using prefect or mlflow.
-
-    ``PREFECT_HOME`` is only set when absent (Prefect reads it once, at import). MLflow's
-    tracking and registry URIs are set for this process from ``settings.tracking_uri``, which
-    already honours an explicit ``MLFLOW_TRACKING_URI``.
-    """
-    import mlflow
-
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home_dir))
-    # Keep library chatter (progress bars, telemetry) out of unattended logs.
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect's local API (no PREFECT_API_URL) migrates a new database before it answers: ~10 s on an
-    # idle 2-core machine, past Prefect's 20 s default when the machine is busy (a first
-    # `rankloop train` in a new home then failed with "Timed out ... ephemeral Prefect API server").
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(PREFECT_STARTUP_TIMEOUT_S))
-    # MLflow prints "View run ... at: <tracking URI>" (credentials included) to stdout after each run.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; put the environment back, or the next
-    # Settings() would take our own default for the user's explicit choice.
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
-
-
-def ensure_experiment(settings: Settings, name: str | None = None) -> str:
-    """Id of experiment ``name`` (default ``settings.experiment``), created with its artifacts
-    under ``<home>/mlartifacts`` when MLflow's store is the embedded default."""
-    import mlflow
-
-    apply_environment(settings)
-    name = name or settings.experiment
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    # A local store keeps every experiment's artifacts in the data home, whatever the current directory
-    # (MLflow's own default is ./mlruns); a tracking server decides for itself.
-    location = (settings.artifact_root / name).as_uri() if is_local_store(settings.tracking_uri) else None
-    try:
-        return mlflow.create_experiment(name, artifact_location=location)
-    except mlflow.exceptions.MlflowException:
-        # Created concurrently by another process: use theirs.
-        found = mlflow.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id

@@ -26,7 +26,7 @@ def features(
     try:
         fset = get_feature_set(feature_set) if feature_set else None
     except KeyError as e:
-        from rankloop.errors import ConfigError, Reason
+        from core.errors import ConfigError, Reason
 
         raise ConfigError(str(e.args[0]), reason=Reason.INVALID_INPUT,
                           hint="`rankloop features` lists the features; docs/features.md the sets") from None

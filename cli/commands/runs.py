@@ -10,8 +10,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from rankloop.commands.common import HOME_OPTION, JSON_OPTION, echo_json, settings_for
-from rankloop.settings import Settings
+from cli.commands.common import HOME_OPTION, JSON_OPTION, echo_json, settings_for
+from core.settings import Settings
 
 console = Console(highlight=False)
 
@@ -20,7 +20,7 @@ def recent_runs(last: int, settings: Settings) -> list[dict[str, Any]]:
     """The ``last`` most recent weekly ranker runs of the configured experiment, newest first."""
     import mlflow
 
-    from rankloop.settings import ensure_experiment
+    from core.runtime import ensure_experiment
 
     experiment_id = ensure_experiment(settings)
     runs = mlflow.search_runs(

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rankloop.commands.common import (
+from cli.commands.common import (
     DATE_HELP,
     HOME_OPTION,
     JSON_OPTION,
@@ -54,7 +54,7 @@ def guard(
 ) -> None:
     """Compare each kind's champion with its previous version on their traffic since the promotion;
     revert the champion when it is worse beyond the margin (mSPRT, valid under daily looks)."""
-    from rankloop.commands.registry import _kind
+    from cli.commands.registry import _kind
     from rankloop.guard import KINDS, run_guard, verdict_line
 
     kinds = (_kind(kind),) if kind else KINDS

@@ -1,8 +1,8 @@
-"""The ``rankloop`` command line. Each module in ``rankloop.commands`` registers its commands.
+"""The ``rankloop`` command line. Each module in ``cli.commands`` registers its commands.
 
 Only the CLI prints; everything it calls logs. Every failure ends in one line on stderr,
 ``error (<reason>): <what is wrong> - <what to do>``, and the exit code of its reason
-(``rankloop.errors.EXIT_CODES``, docs/operations.md); ``-v``/``--verbose`` (before or after the
+(``core.errors.EXIT_CODES``, docs/operations.md); ``-v``/``--verbose`` (before or after the
 command name) also shows INFO logs, third-party warnings and the traceback.
 """
 
@@ -23,9 +23,8 @@ import typer.core
 from typer._click.exceptions import NoArgsIsHelpError
 from typer.exceptions import Abort, Exit, TyperException
 
-import rankloop
-import rankloop.commands
-from rankloop.errors import EXIT_CODES, RankLoopError, Reason, device_full, is_storage_error, storage_error
+import cli.commands
+from core.errors import EXIT_CODES, RankLoopError, Reason, device_full, is_storage_error, storage_error
 
 VERBOSE_FLAGS = ("-v", "--verbose")
 INTERRUPTED = 130
@@ -65,7 +64,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from rankloop.version import code_version
+        from core.version import code_version
 
         typer.echo(f"rankloop {code_version()}")
         raise typer.Exit()
@@ -85,8 +84,8 @@ def _root(
 
 
 def _register_commands() -> None:
-    for info in sorted(pkgutil.iter_modules(rankloop.commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"rankloop.commands.{info.name}")
+    for info in sorted(pkgutil.iter_modules(cli.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"cli.commands.{info.name}")
         if hasattr(module, "register"):
             module.register(app)
 

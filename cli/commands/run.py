@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rankloop.commands.common import (
+from cli.commands.common import (
     DATE_HELP,
     HOME_OPTION,
     JSON_OPTION,
@@ -125,7 +125,7 @@ def backfill(
     _check_mapping(settings_for(home, export=True), mapping)
     ends = weekly_ends(first, last)
     if not ends:
-        from rankloop.errors import ConfigError, Reason
+        from core.errors import ConfigError, Reason
 
         raise ConfigError(f"no Monday between {first} and {last}: no weekly window ends there",
                           reason=Reason.INVALID_INPUT, hint="widen --start/--end to include a Monday")
@@ -154,8 +154,8 @@ def _window_length(first: date | None, last: date | None) -> None:
     """``--start`` sets the window's history (the end defaults to the most recent Monday)."""
     if first is None:
         return
-    from rankloop.errors import ConfigError, Reason
-    from rankloop.settings import last_monday
+    from core.errors import ConfigError, Reason
+    from core.settings import last_monday
 
     end = last or last_monday(datetime.now(UTC)).date()
     days = (end - first).days

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import functools
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
-import rankloop
-
 _REPO = Path(__file__).resolve().parent.parent
+
+
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml's ``version``)."""
+    try:
+        return metadata.version("rankloop")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 @functools.cache
@@ -24,5 +31,5 @@ def code_version() -> str:
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return rankloop.__version__
-    return f"{rankloop.__version__}+g{sha}{'.dirty' if dirty else ''}"
+        return package_version()
+    return f"{package_version()}+g{sha}{'.dirty' if dirty else ''}"

@@ -17,8 +17,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from rankloop.errors import ConfigError, RankLoopError, Reason
-from rankloop.settings import OpsSettings, Settings
+from core.errors import ConfigError, RankLoopError, Reason
+from core.settings import OpsSettings, Settings
 
 console = Console(soft_wrap=True)
 
@@ -32,7 +32,7 @@ HOME_OPTION = typer.Option(None, "--home", help="Data home (default: $RANKLOOP_H
 
 
 def _settings(home: Path | None) -> Settings:
-    from rankloop.settings import apply_environment
+    from core.runtime import apply_environment
 
     if home is not None:
         os.environ["RANKLOOP_HOME"] = str(home)

@@ -23,8 +23,8 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from rankloop.commands.common import HOME_OPTION, JSON_OPTION
-from rankloop.errors import Reason, RegistryError
+from cli.commands.common import HOME_OPTION, JSON_OPTION
+from core.errors import Reason, RegistryError
 
 KIND_HELP = "Model kind: ranker, bandit, linucb or qtable."
 PROBE_TIMEOUT_S = 5.0
@@ -70,7 +70,7 @@ def _reason(reason: str) -> str:
 
 
 def _settings(home: Path | None) -> Any:
-    from rankloop.commands.common import settings_for
+    from cli.commands.common import settings_for
 
     return settings_for(home, write=False)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import typer
 
-from rankloop.errors import ConfigError, Reason, StorageError, storage_error
-from rankloop.settings import Settings
+from core.errors import ConfigError, Reason, StorageError, storage_error
+from core.settings import Settings
 
 HOME_OPTION = typer.Option(None, "--home", metavar="PATH", help="Data home (default: $RANKLOOP_HOME or ./.rankloop).")
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
@@ -32,7 +32,8 @@ def settings_for(home: Path | None, *, write: bool = True, export: bool = False)
     Raises:
         ConfigError: invalid settings. StorageError: the home is missing (read) or not writable.
     """
-    from rankloop.settings import apply_environment, is_local_store, load_settings
+    from core.runtime import apply_environment
+    from core.settings import is_local_store, load_settings
 
     if home is not None and export:
         os.environ["RANKLOOP_HOME"] = str(home)

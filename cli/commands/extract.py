@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from rankloop.commands.common import (
+from cli.commands.common import (
     DATE_HELP,
     HOME_OPTION,
     JSON_OPTION,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rankloop.schema import EVENT_TYPES
+from core.schema import EVENT_TYPES
 
 
 class ContractSettings(BaseModel):

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rankloop.commands.common import (
+from cli.commands.common import (
     HOME_OPTION,
     JSON_OPTION,
     echo_json,
@@ -17,8 +17,8 @@ from rankloop.commands.common import (
     settings_for,
     utc_midnight,
 )
-from rankloop.commands.extract import END_OPTION, MAPPING_OPTION, SOURCE_OPTION, START_OPTION, with_source
-from rankloop.errors import ContractViolation, Reason
+from cli.commands.extract import END_OPTION, MAPPING_OPTION, SOURCE_OPTION, START_OPTION, with_source
+from core.errors import ContractViolation, Reason
 
 
 def validate(
