@@ -37,10 +37,10 @@ from core.schema import TRAIT_COLUMNS
 from core.settings import Settings
 from core.version import code_version
 from models.fqi import FittedQ, FQISettings, fitted_q, q_matrix
-from models.ope import OPEResult, pdwis
+from models.ope import OPEResult, episode_bootstrap, pdwis
 from models.qlearning import _q_updates, build_steps, refit
 from rankloop.simulator import MOODS, SimulationConfig, ideal_action, simulate
-from rankloop.tables import episode_bootstrap, step_policy_ope, table_frames
+from rankloop.tables import step_policy_ope, table_frames
 
 
 class Uniform:
@@ -174,7 +174,7 @@ def _one_step_ope(reward: np.ndarray, pscore: np.ndarray, target: np.ndarray, se
     episodes = np.arange(len(reward))  # one step each
     w = target / pscore
     ess = float(w.sum() ** 2 / (w**2).sum())
-    low, high = episode_bootstrap(episodes, reward, pscore, target, settings)
+    low, high = episode_bootstrap(episodes, reward, pscore, target, settings.ope)
     return {"pdwis": pdwis(episodes, reward, pscore, target), "low": low, "high": high, "ess": ess,
             "enough_ess": ess >= settings.ope.min_ess}
 

@@ -215,25 +215,18 @@ def judge_qtable(slates: pd.DataFrame, champion: Any, champion_version: int | No
 
 
 def step_policy_ope(policy: Any, steps: pd.DataFrame, settings: Settings) -> Any:
-    """PDWIS of a sequential policy on logged steps (:func:`models.qlearning.build_steps`), with the
-    episode bootstrap interval; ``cannot_evaluate`` below ``ope.min_ess``. ``policy`` has
-    ``policy_probabilities(states, epsilon)`` (the Q table, the fitted-Q policy) and is evaluated
-    epsilon-greedy at ``qlearning.epsilon_end``; the logging policy chose each action with
-    ``qlearning.logging_action_probability``."""
-    from models.ope import OPEResult, pdwis
+    """PDWIS of a sequential policy on logged steps (:func:`models.qlearning.build_steps`) with the
+    episode bootstrap interval (:func:`models.ope.evaluate_steps`; ``cannot_evaluate`` below
+    ``ope.min_ess``). ``policy`` has ``policy_probabilities(states, epsilon)`` (the Q table, the
+    fitted-Q policy) and is evaluated epsilon-greedy at ``qlearning.epsilon_end``; the logging policy
+    chose each action with ``qlearning.logging_action_probability``."""
+    from models.ope import evaluate_steps
     from models.qlearning import step_probabilities
 
     pscore = np.full(len(steps), settings.qlearning.logging_action_probability)
     target = step_probabilities(policy, steps, settings.qlearning.epsilon_end)
-    w = target / pscore
-    ess = float(w.sum() ** 2 / (w**2).sum()) if len(w) and (w**2).sum() > 0 else 0.0
-    if ess < settings.ope.min_ess:
-        return OPEResult("cannot_evaluate", f"effective sample size {ess:.1f} < min_ess {settings.ope.min_ess}",
-                         len(w), ess=ess, max_weight=float(w.max()) if len(w) else None)
     episodes = pd.factorize(steps["user_id"])[0]
-    est = pdwis(episodes, steps["reward"].to_numpy(), pscore, target)
-    low, high = episode_bootstrap(episodes, steps["reward"].to_numpy(), pscore, target, settings)
-    return OPEResult("ok", "", len(w), ess, float(w.max()), {"pdwis": est}, {"pdwis": (low, high)})
+    return evaluate_steps(episodes, steps["reward"].to_numpy(), pscore, target, settings=settings.ope)
 
 
 def _without_propensities(test: pd.DataFrame) -> Any:
@@ -252,27 +245,6 @@ def _trial_metrics(imps: pd.DataFrame) -> dict[str, float]:
     """How many trials the table saw, and whether they were logged impressions (1) or derived (0)."""
     logged = bool(imps["propensity"].notna().any()) if "propensity" in imps.columns else False
     return {"trials": float(len(imps)), "trials_logged": float(logged)}
-
-
-def episode_bootstrap(episodes: np.ndarray, reward: np.ndarray, pscore: np.ndarray, target: np.ndarray,
-                      settings: Settings) -> tuple[float, float]:
-    """Percentile interval of PDWIS resampling whole episodes (rows of an episode stay together, in order).
-
-    ``episodes`` are integer codes whose rows are contiguous and in step order.
-    """
-    from models.ope import pdwis
-
-    starts = np.flatnonzero(np.r_[True, episodes[1:] != episodes[:-1]])
-    lengths = np.diff(np.r_[starts, len(episodes)])
-    rng = np.random.default_rng(settings.ope.seed)
-    stats = np.empty(settings.ope.bootstrap_samples)
-    for b in range(len(stats)):
-        pick = rng.integers(0, len(starts), len(starts))
-        rows = np.repeat(starts[pick] - np.r_[0, np.cumsum(lengths[pick])[:-1]], lengths[pick]) + np.arange(lengths[pick].sum())
-        stats[b] = pdwis(np.repeat(np.arange(len(pick)), lengths[pick]), reward[rows], pscore[rows], target[rows])
-    tail = (1 - settings.ope.confidence) / 2 * 100
-    low, high = np.percentile(stats, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def _judged(kind: str, final: Any, ope: Any, champion_ope: Any, champion_version: int | None,
