@@ -37,13 +37,13 @@ def _refit_bandit(settings: Settings, ctx: stages.RunContext, validated: stages.
     import pandas as pd
 
     from core.runtime import ensure_experiment
-    from models.policy_tracking import load_tables
+    from models.policy import load_policy_table
     from models.rewards import impression_rewards
     from rankloop.tables import judge_bandit, record_table
 
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
     champion = stages.current_champion("bandit", settings)
-    table = load_tables(champion.path) if champion is not None else None
+    table = load_policy_table(champion.path) if champion is not None else None
     imps = impression_rewards(validated.load_events(), settings.rewards)
     if table is not None and table.data_end is not None and (
         imps.empty or pd.to_datetime(imps["ts"], utc=True).max() <= pd.Timestamp(table.data_end)

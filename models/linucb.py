@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -142,6 +142,12 @@ def _pair_sums(encoding: ContextEncoding, codes: np.ndarray, count: np.ndarray, 
 @dataclass(frozen=True)
 class LinUCB:
     """Per-arm A (n_arms, d, d) and b (n_arms, d) with the context encoding."""
+
+    # The PolicyTable interface (models/policy.py): its kind, saved meta file, serving verbs and settings.
+    kind: ClassVar[str] = "linucb"
+    meta_file: ClassVar[str] = META_FILE
+    verbs: ClassVar[tuple[str, ...]] = ("scores",)
+    settings_field: ClassVar[str] = "linucb"
 
     arms: tuple[str, ...]
     a: np.ndarray

@@ -12,7 +12,7 @@ import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -21,18 +21,14 @@ import pyarrow
 import yaml
 
 from core.errors import Reason, RegistryError
-from models.linucb import META_FILE as LINUCB_META
 from models.linucb import LinUCB
 from models.ope import OPEResult
-from models.qlearning import META_FILE as QTABLE_META
-from models.qlearning import QTable, encode_states
-from models.thompson import META_FILE as BANDIT_META
+from models.policy import POLICY_TABLES, load_policy_table
+from models.qlearning import encode_states
 from models.thompson import BetaTables
 
 logger = logging.getLogger(__name__)
 
-PolicyKind = Literal["bandit", "linucb", "qtable"]
-KIND_META = {"bandit": BANDIT_META, "linucb": LINUCB_META, "qtable": QTABLE_META}
 _MODEL_CODE = """\
 import mlflow
 from models.policy_tracking import PolicyTablesModel
@@ -41,22 +37,12 @@ mlflow.models.set_model(PolicyTablesModel())
 """
 
 
-def load_tables(directory: Path) -> BetaTables | LinUCB | QTable:
-    """Load whichever policy table ``directory`` holds (told apart by its JSON meta file)."""
-    directory = Path(directory)
-    loaders = {BANDIT_META: BetaTables.load, LINUCB_META: LinUCB.load, QTABLE_META: QTable.load}
-    for meta, loader in loaders.items():
-        if (directory / meta).is_file():
-            return loader(directory)
-    raise FileNotFoundError(f"{directory} holds no policy table; expected one of {sorted(loaders)}")
-
-
 class PolicyTablesModel(mlflow.pyfunc.PythonModel):
     """Serves a policy table: bandit -> posterior mean per item_id; linucb -> UCB score per row;
     qtable -> greedy action per row's state context."""
 
     def load_context(self, context) -> None:
-        self.table = load_tables(Path(context.artifacts["tables"]))
+        self.table = load_policy_table(Path(context.artifacts["tables"]))
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow cannot infer a signature from ours
         frame = pd.DataFrame(model_input)
@@ -103,7 +89,7 @@ def _requirements() -> list[str]:
 
 
 def log_policy_run(
-    kind: PolicyKind, artifact_dir: Path, *, metrics: Mapping[str, Any], params: Mapping[str, Any],
+    kind: str, artifact_dir: Path, *, metrics: Mapping[str, Any], params: Mapping[str, Any],
     ope: OPEResult | None, registered_model_name: str | None = None,
 ) -> int:
     """Log one policy refit to MLflow and register its tables as a model version.
@@ -119,11 +105,12 @@ def log_policy_run(
     Returns:
         The registered model version number.
     """
-    if kind not in KIND_META:
-        raise ValueError(f"kind must be one of {sorted(KIND_META)}, got {kind!r}")
+    if kind not in POLICY_TABLES:
+        raise ValueError(f"kind must be one of {sorted(POLICY_TABLES)}, got {kind!r}")
     artifact_dir = Path(artifact_dir)
-    if not (artifact_dir / KIND_META[kind]).is_file():
-        raise FileNotFoundError(f"{artifact_dir} lacks {KIND_META[kind]}; expected a saved {kind} table")
+    meta_file = POLICY_TABLES[kind].meta_file
+    if not (artifact_dir / meta_file).is_file():
+        raise FileNotFoundError(f"{artifact_dir} lacks {meta_file}; expected a saved {kind} table")
     values = _numeric("metrics", metrics) | (ope.as_metrics() if ope else {})
     name = registered_model_name or f"rankloop.{kind}"
     try:

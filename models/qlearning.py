@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -141,6 +141,12 @@ def epsilon_greedy(best: np.ndarray, epsilon: float) -> np.ndarray:
 @dataclass(frozen=True)
 class QTable:
     """Q values and visit counts of the states seen so far (``states`` sorted, rows align)."""
+
+    # The PolicyTable interface (models/policy.py): its kind, saved meta file, serving verbs and settings.
+    kind: ClassVar[str] = "qtable"
+    meta_file: ClassVar[str] = META_FILE
+    verbs: ClassVar[tuple[str, ...]] = ("best_action", "action_params")
+    settings_field: ClassVar[str] = "qlearning"
 
     states: np.ndarray
     q: np.ndarray

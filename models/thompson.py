@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from core.atomic import atomic_write, write_bytes
 from core.config.policy import BanditSettings
 
 logger = logging.getLogger(__name__)
@@ -34,33 +33,14 @@ META_FILE = "tables.json"
 _SIM_CHUNK = 10_000
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write a DataFrame as Parquet atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A DataFrame as Parquet (pandas' defaults, no index), atomically (``core.atomic``)."""
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def atomic_write_json(obj: Any, path: Path) -> None:
-    """Write JSON atomically (sorted keys, indented)."""
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+    """JSON (sorted keys, indented, no trailing newline: the bytes every saved table has had), atomically."""
+    write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
 def _decay(ages_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
@@ -91,6 +71,12 @@ class BetaTables:
     ``items``: item_id, successes, failures. ``user_items``: user_id, item_id, successes, failures.
     ``data_end``: newest impression counted (a refit only adds impressions after it).
     """
+
+    # The PolicyTable interface (models/policy.py): its kind, saved meta file, serving verbs and settings.
+    kind: ClassVar[str] = "bandit"
+    meta_file: ClassVar[str] = META_FILE
+    verbs: ClassVar[tuple[str, ...]] = ("mean", "sample")
+    settings_field: ClassVar[str] = "bandit"
 
     items: pd.DataFrame
     user_items: pd.DataFrame
@@ -215,10 +201,6 @@ def empty_tables(settings: BanditSettings, now: datetime) -> BetaTables:
     return BetaTables(items=items, user_items=user_items, settings=settings, fitted_at=now, data_end=None)
 
 
-def _new_impressions(frame: pd.DataFrame, previous: BetaTables | None, now: datetime) -> pd.DataFrame:
-    return _impressions_since(frame, previous.data_end if previous is not None else None, now)
-
-
 def _impressions_since(frame: pd.DataFrame, since: datetime | None, now: datetime) -> pd.DataFrame:
     """The rows a refit counts: ``since < ts <= now`` (``since``: the previous table's ``data_end``)."""
     missing = [c for c in ("user_id", "item_id", "ts", "success") if c not in frame.columns]
@@ -251,23 +233,8 @@ def refit(
     Returns:
         A new BetaTables (previous is not modified).
     """
-    if now.tzinfo is None:
-        raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
-    new = _new_impressions(impressions, previous, now)
-    ages = (pd.Timestamp(now) - new["ts"]).dt.total_seconds().to_numpy() / 86_400.0
-    weight = _decay(ages, settings.half_life_days)
-    base = previous or empty_tables(settings, now)
-    factor = 1.0
-    if previous is not None and settings.half_life_days is not None:
-        elapsed = (pd.Timestamp(now) - pd.Timestamp(previous.fitted_at)).total_seconds() / 86_400.0
-        factor = float(_decay(np.array([elapsed]), settings.half_life_days)[0])
-    items = _merge_counts(base.items, _counts(new, ["item_id"], weight), ["item_id"], factor)
-    pairs = _merge_counts(base.user_items, _counts(new, ["user_id", "item_id"], weight), ["user_id", "item_id"], factor)
-    data_end = new["ts"].max() if len(new) else None
-    if data_end is None or (base.data_end is not None and data_end < pd.Timestamp(base.data_end)):
-        data_end = base.data_end
-    end = pd.Timestamp(data_end).to_pydatetime() if data_end is not None else None
-    return BetaTables(items=items, user_items=pairs, settings=settings, fitted_at=now, data_end=end)
+    since = previous.data_end if previous is not None else None
+    return refit_from_counts(previous, beta_counts(impressions, settings, now, since=since), settings, now)
 
 
 # --- refit from per-partition aggregates (the Dask executor, docs/scale-out.md) -------------------

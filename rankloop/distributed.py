@@ -545,7 +545,7 @@ def fit_tables_distributed(settings: Settings, ctx: stages.RunContext, validated
 
     from core.runtime import ensure_experiment
     from models.linucb import combine_stats, refit_from_stats
-    from models.policy_tracking import load_tables
+    from models.policy import load_policy_table
     from models.rewards import request_moves
     from models.thompson import combine_counts, refit_from_counts
     from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table
@@ -554,7 +554,7 @@ def fit_tables_distributed(settings: Settings, ctx: stages.RunContext, validated
     champions, loaded = {}, {}
     for kind in ("bandit", "linucb", "qtable"):
         champion = loaded[kind] = stages.current_champion(kind, settings)
-        champions[kind] = (load_tables(champion.path) if champion is not None else None,
+        champions[kind] = (load_policy_table(champion.path) if champion is not None else None,
                            champion.version if champion is not None else None)
     since = {k: getattr(champions[k][0], "data_end", None) for k in ("bandit", "linucb")}
     days = sorted(validated.valid_paths)

@@ -34,12 +34,13 @@ import pandas as pd
 
 from core.config.guard import GuardSettings
 from core.settings import Settings
+from models.policy import MODEL_KINDS
 from registry.promote import GUARDRAIL_ACTOR
 
 log = logging.getLogger(__name__)
 
 ACTOR = GUARDRAIL_ACTOR  # the ledger actor of every revert (a plain `rankloop rollback` refuses to undo one)
-KINDS = ("ranker", "bandit", "linucb", "qtable")
+KINDS = MODEL_KINDS
 
 
 @dataclass(frozen=True)

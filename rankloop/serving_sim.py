@@ -244,13 +244,13 @@ def _beta_params(arms: list[Arm] | None, choice: np.ndarray | None,
     """The Beta posterior of each request's candidates under its bandit arm, shape (n, C) each."""
     if not arms:
         return None, None
-    from models.policy_tracking import load_tables
+    from models.policy import load_policy_table
 
     ids = [f"i{i}" for i in range(int(candidates.max()) + 1)]
     alpha, beta = np.ones(candidates.shape), np.ones(candidates.shape)
     for a, arm in enumerate(arms):
         rows = np.flatnonzero(choice == a)
-        table_alpha, table_beta = load_tables(arm.model.path).params(ids)  # the loaded version's verified files
+        table_alpha, table_beta = load_policy_table(arm.model.path).params(ids)  # the loaded version's verified files
         alpha[rows], beta[rows] = table_alpha[candidates[rows]], table_beta[candidates[rows]]
     return alpha, beta
 

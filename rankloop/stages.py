@@ -780,7 +780,7 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
 
     from core.runtime import ensure_experiment
     from core.schema import INTERACTION_SCHEMA
-    from models.policy_tracking import load_tables
+    from models.policy import load_policy_table
     from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table, table_frames
 
     release_arrow_memory()
@@ -793,7 +793,7 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
     for kind, judge, data in (("bandit", judge_bandit, frames.imps), ("linucb", judge_linucb, frames.imps),
                               ("qtable", judge_qtable, frames.slates)):
         champion = current_champion(kind, settings)
-        table = load_tables(champion.path) if champion is not None else None
+        table = load_policy_table(champion.path) if champion is not None else None
         judged = judge(data, table, champion.version if champion else None, settings, ctx.end)
         candidate = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id,
                                  champion)

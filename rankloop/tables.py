@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from core.settings import Settings
+from models.policy import POLICY_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ def record_table(judged: Judged | Skipped, settings: Settings, workdir: Path, ac
             mlflow.set_tags({"rankloop.verdict": "UNCHANGED", "rankloop.unchanged": reason})
             return Candidate(judged.kind, Status.UNCHANGED, judged.champion_version, judged.champion_version,
                              (reason,), headline=headline, run_id=run.info.run_id, verdict="UNCHANGED")
-        params = getattr(settings, _SETTINGS[judged.kind]).model_dump(mode="json")
+        params = getattr(settings, POLICY_TABLES[judged.kind].settings_field).model_dump(mode="json")
         version = log_policy_run(judged.kind, directory, metrics=metrics, params=params, ope=judged.ope)
         publish(judged.kind, version, settings=settings, artifact_dir=directory,
                 window={"start": start.isoformat(), "end": end.isoformat()}, params=params, metrics=metrics | judged.ope.as_metrics(),
@@ -302,5 +303,3 @@ def record_table(judged: Judged | Skipped, settings: Settings, workdir: Path, ac
     return candidate_from_decision(judged.kind, decision, version=version, champion_before=judged.champion_version,
                                    headline=headline, run_id=run.info.run_id)
 
-
-_SETTINGS = {"bandit": "bandit", "linucb": "linucb", "qtable": "qlearning"}

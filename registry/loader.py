@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from core.errors import Reason, RegistryError, StorageError
 from core.settings import Settings
+from models.policy import MODEL_KINDS, serving_verbs
 from registry.cache import ModelCache
 from registry.manifest import check_kind
 from registry.offline import read_pin
@@ -30,12 +31,7 @@ from registry.store import CHAMPION, PREVIOUS, aliases, make_client, read_manife
 
 log = logging.getLogger(__name__)
 
-VERBS: dict[str, tuple[str, ...]] = {
-    "ranker": ("predict",),
-    "bandit": ("mean", "sample"),
-    "linucb": ("scores",),
-    "qtable": ("best_action", "action_params"),
-}
+VERBS: dict[str, tuple[str, ...]] = {kind: serving_verbs(kind) for kind in MODEL_KINDS}
 
 
 class RankerAdapter:
@@ -63,9 +59,9 @@ class RankerAdapter:
 def _open(kind: str, directory: Path, manifest: dict[str, Any]) -> Any:
     if kind == "ranker":
         return RankerAdapter(directory, manifest)
-    from models.policy_tracking import load_tables
+    from models.policy import load_policy_table
 
-    return load_tables(directory)
+    return load_policy_table(directory)
 
 
 class LoadedModel:

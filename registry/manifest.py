@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from core.version import code_version
+from models.policy import MODEL_KINDS
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
-KINDS: tuple[str, ...] = ("ranker", "bandit", "linucb", "qtable")
+KINDS: tuple[str, ...] = MODEL_KINDS  # models/policy.py: the ranker, then each policy table
 
 # Optional fields a caller may give build_manifest, with their defaults.
 _FIELDS: dict[str, Any] = {

@@ -11,7 +11,8 @@ import pytest
 
 from core.config.policy import BanditSettings, OPESettings, QLearningSettings
 from models.ope import evaluate_policy
-from models.policy_tracking import download_policy_tables, load_tables, log_policy_run, table_manifest
+from models.policy import load_policy_table
+from models.policy_tracking import download_policy_tables, log_policy_run, table_manifest
 from models.qlearning import QTable
 from models.qlearning import refit as q_refit
 from models.thompson import BetaTables, refit
@@ -55,7 +56,7 @@ def test_log_policy_run_registers_version_1_and_tables_round_trip(mlflow_store):
     assert run.data.metrics["average_reward"] == 1.5 and run.data.metrics["ope_ips"] == pytest.approx(1.0)
     assert run.data.tags["ope_verdict"] == "ok"
     local = download_policy_tables("models:/test.bandit/1", mlflow_store / "dl")
-    back = load_tables(local)
+    back = load_policy_table(local)
     assert isinstance(back, BetaTables)
     pd.testing.assert_frame_equal(back.items, tables.items)
     pd.testing.assert_frame_equal(back.user_items, tables.user_items)
@@ -77,7 +78,7 @@ def test_second_run_is_version_2_and_qtable_predicts_actions(mlflow_store):
     assert (first, second) == (1, 2)
     model = mlflow.pyfunc.load_model("models:/test.q/2")
     assert model.predict(slates).tolist() == [5]
-    assert isinstance(load_tables(mlflow_store / "q"), QTable)
+    assert isinstance(load_policy_table(mlflow_store / "q"), QTable)
 
 
 def test_bad_arguments_are_refused(tmp_path):
