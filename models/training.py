@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.atomic import write_parquet
+from core.config.ranker import split_starts
 
 PARTS = ("train", "valid", "test")
 
@@ -64,8 +65,7 @@ def split_rows(frame: pd.DataFrame, *, end: datetime, valid_days: int,
     missing = {"query_id", "ts", "label"} - set(frame.columns)
     if missing:
         raise ValueError(f"time_split needs columns {sorted(missing)}; found {list(frame.columns)}")
-    test_start = end - timedelta(days=test_days)
-    valid_start = test_start - timedelta(days=valid_days)
+    valid_start, test_start = split_starts(end, valid_days=valid_days, test_days=test_days)
     query_ts = frame.groupby("query_id", sort=False)["ts"].transform("min")
     masks = {
         "train": (query_ts < valid_start).to_numpy(),

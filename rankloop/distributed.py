@@ -333,8 +333,7 @@ def partitioned_dataset(settings: Settings, parts: list[FeaturePart], labelled: 
     from features.partitioned import contiguous
 
     fset = features.get_feature_set(settings.features.feature_set)
-    test_start = end - timedelta(days=settings.ranker.test_days)
-    valid_start = test_start - timedelta(days=settings.ranker.valid_days)
+    valid_start, test_start = settings.ranker.split_starts(end)
     parts = sorted((p for p in parts if p.rows), key=lambda p: p.day)
     train = tuple(p for p in parts if p.day < valid_start.date())
     valid = tuple(p for p in parts if valid_start.date() <= p.day < test_start.date())
@@ -505,7 +504,7 @@ def table_partition(day: date, settings: Settings, valid_paths: dict[date, Path]
 
     columns = [c for c in INTERACTION_SCHEMA.names if c != "event_id"]
     imps, slates = reward_frames(request_day_events(day, valid_paths, moves, columns), settings.rewards)
-    test_start = pd.Timestamp(end - timedelta(days=settings.ranker.test_days))
+    test_start = pd.Timestamp(settings.ranker.test_start(end))
     pre = imps[pd.to_datetime(imps["ts"], utc=True) < test_start]
     folder = workdir / "tables" / "days"
     judged = ["item_id", "ts", "success", "reward", "position", "propensity", *settings.linucb.context_features]

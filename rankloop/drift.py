@@ -11,12 +11,13 @@ summary. With ``drift.hold_psi`` set, a PSI above it holds every version the run
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from core.config.ranker import split_starts
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,7 @@ log = logging.getLogger(__name__)
 def _weeks(frame: pd.DataFrame, end: datetime, test_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The rows of the week before the test week, and of the test week."""
     ts = pd.to_datetime(frame["ts"], utc=True)
-    test_start = pd.Timestamp(end - timedelta(days=test_days))
-    ref_start = test_start - pd.Timedelta(days=test_days)
+    ref_start, test_start = map(pd.Timestamp, split_starts(end, valid_days=test_days, test_days=test_days))
     return frame[(ts >= ref_start) & (ts < test_start)], frame[(ts >= test_start) & (ts < pd.Timestamp(end))]
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.config.ranker import split_starts
 from core.settings import Settings
 from core.version import code_version
 
@@ -295,12 +296,10 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
 def check_split_coverage(ts: pd.Series, *, end: datetime, valid_days: int, test_days: int) -> None:
     """Refuse a window whose queries leave the train, valid or test part of the time split empty,
     naming the days each part needs and the days that hold data."""
-    from datetime import timedelta
 
     from core.errors import Reason, TrainingError
 
-    test_start = end - timedelta(days=test_days)
-    valid_start = test_start - timedelta(days=valid_days)
+    valid_start, test_start = split_starts(end, valid_days=valid_days, test_days=test_days)
     days = pd.to_datetime(ts, utc=True).dt.floor("D")
     parts = {"train": days < pd.Timestamp(valid_start),
              "valid": (days >= pd.Timestamp(valid_start)) & (days < pd.Timestamp(test_start)),
@@ -434,7 +433,7 @@ def champion_saw_test_week(manifest: dict[str, Any], version: int | None, test_s
         return None
     end = datetime.fromisoformat(window["end"])
     test_days = ((manifest.get("config") or {}).get("ranker") or {}).get("test_days", 7)
-    learned_until = end - timedelta(days=int(test_days))
+    learned_until = split_starts(end, valid_days=0, test_days=int(test_days))[1]  # the champion's own test start
     start = test_start if test_start.tzinfo else test_start.replace(tzinfo=UTC)
     if learned_until.tzinfo is None:
         learned_until = learned_until.replace(tzinfo=UTC)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from core.config.ranker import split_starts
 from core.settings import Settings
 from models.policy import POLICY_TABLES
 
@@ -100,7 +101,7 @@ class Judged:
 
 
 def _split(frame: pd.DataFrame, end: datetime, test_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    test_start = pd.Timestamp(end - timedelta(days=test_days))
+    test_start = pd.Timestamp(split_starts(end, valid_days=0, test_days=test_days)[1])
     ts = pd.to_datetime(frame["ts"], utc=True)
     return frame[ts < test_start], frame[(ts >= test_start) & (ts < pd.Timestamp(end))]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -91,6 +92,23 @@ class RankerSettings(BaseModel):
     valid_days: int = Field(default=7, ge=1, description="Days before the test period used for validation/early stopping.")
     test_days: int = Field(default=7, ge=1, description="The last days of the window, held out as the test week.")
 
+    def split_starts(self, end: datetime) -> tuple[datetime, datetime]:
+        """``(valid_start, test_start)`` of the window ending at ``end``: see :func:`split_starts`."""
+        return split_starts(end, valid_days=self.valid_days, test_days=self.test_days)
+
+    def test_start(self, end: datetime) -> datetime:
+        """The first instant of the test week of the window ending at ``end``."""
+        return self.split_starts(end)[1]
+
     def ranker_params(self) -> dict[str, Any]:
         """The Ranker constructor parameters (everything but the split)."""
         return {name: getattr(self, name) for name in RANKER_PARAM_NAMES}
+
+
+def split_starts(end: datetime, *, valid_days: int, test_days: int) -> tuple[datetime, datetime]:
+    """The time split of a window ending at ``end`` (exclusive): the test part is the last ``test_days``,
+    validation the ``valid_days`` before it, training everything earlier. Returns ``(valid_start,
+    test_start)``; every stage that splits by time (ranker, tables, drift, the partitioned dataset)
+    takes its boundaries from here."""
+    test_start = end - timedelta(days=test_days)
+    return test_start - timedelta(days=valid_days), test_start
