@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,11 @@ import pyarrow.parquet as pq
 from core.config.ranker import split_starts
 from core.settings import Settings
 from core.version import code_version
+
+if TYPE_CHECKING:
+    from data_contracts.validate import ContractResult
+    from rankloop.promotion import Candidate
+    from registry.loader import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +188,7 @@ def validate(settings: Settings, extracted: Extracted, start: datetime, end: dat
 
 
 def _log_failed_contract(settings: Settings, extracted: Extracted, start: datetime, end: datetime,
-                         outcome: Any) -> str | None:
+                         outcome: ContractResult) -> str | None:
     """The failed contract's report and counts in an MLflow run marked FAILED (None if MLflow is unreachable)."""
     from core.runtime import ensure_experiment
     from data_contracts.tracking import log_failed_contract_run
@@ -592,7 +597,7 @@ def redacted_source(settings: Settings) -> str:
     return redact(settings.source_uri)
 
 
-def current_champion(kind: str, settings: Settings) -> Any:
+def current_champion(kind: str, settings: Settings) -> LoadedModel | None:
     """The loaded champion of ``kind``, or None when there is none yet."""
     from core.errors import Reason, RegistryError
     from registry import load
@@ -692,7 +697,7 @@ def _log_data_lineage(extracted: Extracted, validated: Validated, dataset: Datas
 
 
 def judge_ranker(settings: Settings, recorded: Recorded, trained: TrainedRanker,
-                 champion: ChampionScores) -> Any:
+                 champion: ChampionScores) -> Candidate:
     """Judge the new ranker against the champion on the same test week (nothing is promoted here:
     ``promote`` does it at the end of the run). Returns a ``rankloop.promotion.Candidate``."""
     import mlflow
@@ -720,7 +725,7 @@ def judge_ranker(settings: Settings, recorded: Recorded, trained: TrainedRanker,
                                    figures={k: v for k, v in decision.figures.items()})
 
 
-def promote(settings: Settings, ctx: RunContext, candidates: list[Any],
+def promote(settings: Settings, ctx: RunContext, candidates: list[Candidate],
             run_id: str | None = None) -> dict[str, dict[str, Any]]:
     """The run's last stage: promote every kind that passed (all or none; ``rankloop.promotion``)."""
     import mlflow
@@ -769,7 +774,7 @@ def summarise(ctx: RunContext, extracted: Extracted, validated: Validated, datas
     }
 
 
-def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent_run_id: str | None) -> list[Any]:
+def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent_run_id: str | None) -> list[Candidate]:
     """Refit, judge, register and gate the bandit, LinUCB and Q tables (promotion comes at the run's end).
 
     Returns:

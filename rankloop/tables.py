@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,16 @@ import pandas as pd
 from core.config.ranker import split_starts
 from core.settings import Settings
 from models.policy import POLICY_TABLES
+
+if TYPE_CHECKING:
+    from models.linucb import LinUCB
+    from models.ope import OPEResult
+    from models.policy import PolicyTable
+    from models.qlearning import QTable
+    from models.thompson import BetaTables
+    from rankloop.promotion import Candidate
+    from registry.gate import OPEEvidence
+    from registry.loader import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +58,7 @@ class Skipped:
         return {"version": None, "verdict": "SKIPPED", "reasons": [self.reason], "promoted": False,
                 "headline": f"skipped: {self.reason}", "run_id": None, "skipped": self.reason}
 
-    def candidate(self, champion_version: int | None) -> Any:
+    def candidate(self, champion_version: int | None) -> Candidate:
         """The kind's ``rankloop.promotion.Candidate``: skipped, the champion stays."""
         from rankloop.promotion import Candidate, Status
 
@@ -92,9 +102,9 @@ NO_ACTIONS = ("no slates with an action_id in window: the Q table replays slates
 @dataclass(frozen=True)
 class Judged:
     kind: str
-    final: Any
-    evidence: Any  # registry.gate.OPEEvidence
-    ope: Any  # models.ope.OPEResult
+    final: PolicyTable
+    evidence: OPEEvidence
+    ope: OPEResult
     champion_estimate: float | None
     champion_version: int | None
     metrics: dict[str, float]
@@ -106,7 +116,7 @@ def _split(frame: pd.DataFrame, end: datetime, test_days: int) -> tuple[pd.DataF
     return frame[ts < test_start], frame[(ts >= test_start) & (ts < pd.Timestamp(end))]
 
 
-def _evidence(result: Any, estimator: str) -> Any:
+def _evidence(result: OPEResult, estimator: str) -> OPEEvidence:
     from registry.gate import OPEEvidence
 
     if result.verdict != "ok":
@@ -122,8 +132,8 @@ def _item_model(pre: pd.DataFrame) -> pd.Series:
     return (grouped["sum"] + 10 * prior) / (grouped["count"] + 10)
 
 
-def judge_bandit(imps: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
-                 end: datetime, *, fitted: tuple[Any, Any] | None = None) -> Judged | Skipped:
+def judge_bandit(imps: pd.DataFrame, champion: BetaTables | None, champion_version: int | None, settings: Settings,
+                 end: datetime, *, fitted: tuple[BetaTables, BetaTables] | None = None) -> Judged | Skipped:
     """``fitted``: the (challenger, final) refits when they were made elsewhere (the Dask path combines
     them from per-partition aggregates, ``rankloop.distributed``); ``imps`` then needs item_id, ts,
     success and reward on every row and the rest only on the test week's. No trials: :class:`Skipped`."""
@@ -158,8 +168,8 @@ def judge_bandit(imps: pd.DataFrame, champion: Any, champion_version: int | None
                     "items": float(len(final.items)), **_trial_metrics(imps)})
 
 
-def judge_linucb(imps: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
-                 end: datetime, *, fitted: tuple[Any, Any] | None = None) -> Judged | Skipped:
+def judge_linucb(imps: pd.DataFrame, champion: LinUCB | None, champion_version: int | None, settings: Settings,
+                 end: datetime, *, fitted: tuple[LinUCB, LinUCB] | None = None) -> Judged | Skipped:
     """``fitted``: as for :func:`judge_bandit`. No trials: :class:`Skipped`."""
     from models.linucb import refit
 
@@ -199,7 +209,7 @@ def judge_linucb(imps: pd.DataFrame, champion: Any, champion_version: int | None
                    {"average_reward": float(imps["reward"].mean()), "arms": float(len(items)), **_trial_metrics(imps)})
 
 
-def judge_qtable(slates: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
+def judge_qtable(slates: pd.DataFrame, champion: QTable | None, champion_version: int | None, settings: Settings,
                  end: datetime) -> Judged | Skipped:
     """``slates``: the window's :func:`models.rewards.q_rewards` (one row per logged slate). Without
     a slate that carries an action_id: :class:`Skipped`."""
@@ -216,7 +226,7 @@ def judge_qtable(slates: pd.DataFrame, champion: Any, champion_version: int | No
                    replay_metrics(final, slates), estimator="pdwis")
 
 
-def step_policy_ope(policy: Any, steps: pd.DataFrame, settings: Settings) -> Any:
+def step_policy_ope(policy: Any, steps: pd.DataFrame, settings: Settings) -> OPEResult:
     """PDWIS of a sequential policy on logged steps (:func:`models.qlearning.build_steps`) with the
     episode bootstrap interval (:func:`models.ope.evaluate_steps`; ``cannot_evaluate`` below
     ``ope.min_ess``). ``policy`` has ``policy_probabilities(states, epsilon)`` (the Q table, the
@@ -231,7 +241,7 @@ def step_policy_ope(policy: Any, steps: pd.DataFrame, settings: Settings) -> Any
     return evaluate_steps(episodes, steps["reward"].to_numpy(), pscore, target, settings=settings.ope)
 
 
-def _without_propensities(test: pd.DataFrame) -> Any:
+def _without_propensities(test: pd.DataFrame) -> OPEResult | None:
     """A cannot-evaluate result when the test week has no top-slot trial with a logged propensity
     (trials derived from views/clicks have none), else None."""
     from models.ope import OPEResult
@@ -249,7 +259,7 @@ def _trial_metrics(imps: pd.DataFrame) -> dict[str, float]:
     return {"trials": float(len(imps)), "trials_logged": float(logged)}
 
 
-def _judged(kind: str, final: Any, ope: Any, champion_ope: Any, champion_version: int | None,
+def _judged(kind: str, final: PolicyTable, ope: OPEResult, champion_ope: OPEResult | None, champion_version: int | None,
             metrics: dict[str, float], estimator: str = "snips") -> Judged:
     champion_estimate = None
     if champion_ope is not None and champion_ope.verdict == "ok":
@@ -258,7 +268,8 @@ def _judged(kind: str, final: Any, ope: Any, champion_ope: Any, champion_version
 
 
 def record_table(judged: Judged | Skipped, settings: Settings, workdir: Path, actor: str,
-                 window: tuple[datetime, datetime], parent_run_id: str | None, champion: Any = None) -> Any:
+                 window: tuple[datetime, datetime], parent_run_id: str | None,
+                 champion: LoadedModel | None = None) -> Candidate:
     """Log, register and gate one table; returns its ``rankloop.promotion.Candidate`` (the run
     promotes at its end). A refit whose files equal those of ``champion`` (the loaded champion:
     ``version``, ``manifest``) is UNCHANGED: logged, not registered. A :class:`Skipped` kind is
