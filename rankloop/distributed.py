@@ -544,18 +544,13 @@ def fit_tables_distributed(settings: Settings, ctx: stages.RunContext, validated
 
     from core.runtime import ensure_experiment
     from models.linucb import combine_stats, refit_from_stats
-    from models.policy import load_policy_table
     from models.rewards import request_moves
     from models.thompson import combine_counts, refit_from_counts
-    from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table
+    from rankloop.tables import judge_and_record, load_champions
 
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
-    champions, loaded = {}, {}
-    for kind in ("bandit", "linucb", "qtable"):
-        champion = loaded[kind] = stages.current_champion(kind, settings)
-        champions[kind] = (load_policy_table(champion.path) if champion is not None else None,
-                           champion.version if champion is not None else None)
-    since = {k: getattr(champions[k][0], "data_end", None) for k in ("bandit", "linucb")}
+    champions = load_champions(settings)
+    since = {k: getattr(champions[k].table, "data_end", None) for k in ("bandit", "linucb")}
     days = sorted(validated.valid_paths)
     index = client.gather(client.map(_request_index, [validated.valid_paths[d] for d in days], pure=False))
     moves = client.scatter(request_moves(dict(zip(days, index, strict=True))), broadcast=True)
@@ -569,18 +564,12 @@ def fit_tables_distributed(settings: Settings, ctx: stages.RunContext, validated
         "linucb": lambda champ, which: refit_from_stats(
             champ, combine_stats([getattr(p, f"linucb_{which}") for p in parts]), settings.linucb, end),
     }
+    common = {"end": end, "workdir": ctx.workdir, "actor": ctx.actor, "window": (ctx.start, ctx.end),
+              "parent_run_id": parent_run_id}
     imps = _judge_frame(parts)
-    out: dict[str, Any] = {}
-    for kind, judge in (("bandit", judge_bandit), ("linucb", judge_linucb)):
-        table, version = champions[kind]
-        judged = judge(imps, table, version, settings, end, fitted=(fits[kind](table, "pre"), fits[kind](table, "all")))
-        out[kind] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id,
-                                 loaded[kind])
+    out = [judge_and_record(settings, champions, kind, imps, **common,
+                            fitted=(fits[kind](champions[kind].table, "pre"), fits[kind](champions[kind].table, "all")))
+           for kind in ("bandit", "linucb")]
     del imps
-    table, version = champions["qtable"]  # sequential updates over episodes: replayed here, from the slates
-    judged = judge_qtable(_slates(parts), table, version, settings, end)
-    out["qtable"] = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id,
-                                 loaded["qtable"])
-    for kind, rec in out.items():
-        log.info("%s: version %s %s (%s)", kind, rec.version, rec.status, rec.headline)
-    return list(out.values())
+    # the Q table's updates are sequential over episodes: replayed here, from the slates
+    return [*out, judge_and_record(settings, champions, "qtable", _slates(parts), **common)]

@@ -599,15 +599,9 @@ def redacted_source(settings: Settings) -> str:
 
 def current_champion(kind: str, settings: Settings) -> LoadedModel | None:
     """The loaded champion of ``kind``, or None when there is none yet."""
-    from core.errors import Reason, RegistryError
-    from registry import load
+    from registry.loader import champion_or_none
 
-    try:
-        return load(kind, alias="champion", settings=settings)
-    except RegistryError as e:
-        if e.reason is Reason.NOT_FOUND:
-            return None
-        raise
+    return champion_or_none(kind, settings)
 
 
 # --- recording, gate and promotion -----------------------------------------------------------
@@ -784,8 +778,7 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
 
     from core.runtime import ensure_experiment
     from core.schema import INTERACTION_SCHEMA
-    from models.policy import load_policy_table
-    from rankloop.tables import judge_bandit, judge_linucb, judge_qtable, record_table, table_frames
+    from rankloop.tables import judge_and_record, load_champions, table_frames
 
     release_arrow_memory()
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
@@ -793,14 +786,7 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
     frames = table_frames(events, settings)  # logged impressions, or exposures when the log has none
     del events
     release_arrow_memory()
-    out: list[Any] = []
-    for kind, judge, data in (("bandit", judge_bandit, frames.imps), ("linucb", judge_linucb, frames.imps),
-                              ("qtable", judge_qtable, frames.slates)):
-        champion = current_champion(kind, settings)
-        table = load_policy_table(champion.path) if champion is not None else None
-        judged = judge(data, table, champion.version if champion else None, settings, ctx.end)
-        candidate = record_table(judged, settings, ctx.workdir, ctx.actor, (ctx.start, ctx.end), parent_run_id,
-                                 champion)
-        log.info("%s: version %s %s (%s)", kind, candidate.version, candidate.status, candidate.headline)
-        out.append(candidate)
-    return out
+    champions = load_champions(settings)
+    data = {"bandit": frames.imps, "linucb": frames.imps, "qtable": frames.slates}
+    return [judge_and_record(settings, champions, kind, data[kind], end=ctx.end, workdir=ctx.workdir, actor=ctx.actor,
+                             window=(ctx.start, ctx.end), parent_run_id=parent_run_id) for kind in champions]

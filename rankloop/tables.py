@@ -315,3 +315,43 @@ def record_table(judged: Judged | Skipped, settings: Settings, workdir: Path, ac
     return candidate_from_decision(judged.kind, decision, version=version, champion_before=judged.champion_version,
                                    headline=headline, run_id=run.info.run_id)
 
+
+@dataclass(frozen=True)
+class Champion:
+    """A kind's serving champion as the tables stage needs it: the loaded version (its files verified)
+    and the table read from them; both None before the kind's first promotion."""
+
+    loaded: LoadedModel | None
+    table: PolicyTable | None
+
+    @property
+    def version(self) -> int | None:
+        return self.loaded.version if self.loaded is not None else None
+
+
+def load_champions(settings: Settings) -> dict[str, Champion]:
+    """Every policy kind's champion (:data:`models.policy.POLICY_TABLES` order)."""
+    from models.policy import load_policy_table
+    from registry.loader import champion_or_none
+
+    out = {}
+    for kind in POLICY_TABLES:
+        loaded = champion_or_none(kind, settings)
+        out[kind] = Champion(loaded, load_policy_table(loaded.path) if loaded is not None else None)
+    return out
+
+
+def judge_and_record(settings: Settings, champions: dict[str, Champion], kind: str, data: pd.DataFrame, *,
+                     end: datetime, workdir: Path, actor: str, window: tuple[datetime, datetime],
+                     parent_run_id: str | None, fitted: tuple[PolicyTable, PolicyTable] | None = None) -> Candidate:
+    """Judge one kind's refit against its champion, then log, register and gate it (:func:`record_table`).
+
+    ``data``: the impressions (bandit, LinUCB) or slates (Q table) of the window; ``fitted``: the
+    (challenger, final) refits when the caller combined them from per-partition statistics."""
+    champion = champions[kind]
+    judge = {"bandit": judge_bandit, "linucb": judge_linucb, "qtable": judge_qtable}[kind]
+    extra = {} if fitted is None else {"fitted": fitted}
+    judged = judge(data, champion.table, champion.version, settings, end, **extra)
+    candidate = record_table(judged, settings, workdir, actor, window, parent_run_id, champion.loaded)
+    log.info("%s: version %s %s (%s)", kind, candidate.version, candidate.status, candidate.headline)
+    return candidate

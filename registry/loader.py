@@ -200,3 +200,13 @@ def load(
     """
     check_kind(kind)
     return LoadedModel(kind, alias, settings or Settings(), client, probe_timeout)
+
+
+def champion_or_none(kind: str, settings: Settings) -> LoadedModel | None:
+    """The loaded champion of ``kind``, or None when the kind has none yet (any other failure raises)."""
+    try:
+        return load(kind, alias=CHAMPION, settings=settings)
+    except RegistryError as e:
+        if e.reason is Reason.NOT_FOUND:
+            return None
+        raise

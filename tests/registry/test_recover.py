@@ -30,16 +30,17 @@ from .conftest import Store, experiment_id, register_ranker
 # Promote by hand, and SIGKILL this process right after the alias named in argv[2] moved.
 KILLED_MID_MOVE = textwrap.dedent("""
     import os, signal, sys
+    import registry.move as move_module  # where the aliases move
     import registry.promote as promote_module
 
-    real = promote_module.set_alias
+    real = move_module.set_alias
 
     def set_alias_then_die(client, kind, alias, version):
         real(client, kind, alias, version)
         if alias == sys.argv[2]:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    promote_module.set_alias = set_alias_then_die
+    move_module.set_alias = set_alias_then_die
     promote_module.promote("ranker", int(sys.argv[1]), decision=None, actor="doomed", reason="killed mid-move",
                            forced=True)
 """)
