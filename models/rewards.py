@@ -219,6 +219,20 @@ def has_logged_impressions(events: pd.DataFrame) -> bool:
     return bool(((events["event_type"] == EventType.IMPRESSION.value) & events["request_id"].notna()).any())
 
 
+def with_exposure_requests(events: pd.DataFrame) -> pd.DataFrame:
+    """``events`` with every missing request_id filled as :func:`exposure_events` groups trials:
+    ``user|s:<session>``, else ``user|d:<UTC day>``. Row by row, so a partition of the rows gets the
+    same requests as the whole window."""
+    if "request_id" not in events.columns:
+        events = events.assign(request_id=pd.Series(None, index=events.index, dtype=object))
+    day = pd.to_datetime(events["ts"], utc=True).dt.strftime("%Y-%m-%d").astype("string")
+    session = events["session_id"].astype("string") if "session_id" in events.columns else None
+    user = events["user_id"].astype("string")
+    group = user + "|" + (("s:" + session).fillna("d:" + day) if session is not None else "d:" + day)
+    request = events["request_id"].astype("string").fillna(group)
+    return events.assign(request_id=request.astype(object))
+
+
 def exposure_events(events: pd.DataFrame) -> pd.DataFrame:
     """``events`` with one synthetic impression per (user, item, request) at its first event.
 
@@ -232,15 +246,8 @@ def exposure_events(events: pd.DataFrame) -> pd.DataFrame:
     Returns:
         A new frame (``events`` is not modified), the synthetic impressions first.
     """
-    if "request_id" not in events.columns:
-        events = events.assign(request_id=pd.Series(None, index=events.index, dtype=object))
-    _check_events(events)
-    day = pd.to_datetime(events["ts"], utc=True).dt.strftime("%Y-%m-%d").astype("string")
-    session = events["session_id"].astype("string") if "session_id" in events.columns else None
-    user = events["user_id"].astype("string")
-    group = user + "|" + (("s:" + session).fillna("d:" + day) if session is not None else "d:" + day)
-    request = events["request_id"].astype("string").fillna(group)
-    ev = events.assign(request_id=request.astype(object))
+    ev = with_exposure_requests(events)
+    _check_events(ev)
     first = ev.take(np.argsort(_ns(ev["ts"]), kind="stable")).drop_duplicates(KEY)
     shown = first.assign(event_type=EventType.IMPRESSION.value, value=np.nan,
                          **{c: np.nan for c in ("position", "propensity") if c in ev.columns})

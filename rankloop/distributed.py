@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ import pyarrow.parquet as pq
 from core.errors import ConfigError, Reason
 from core.settings import Settings
 from rankloop import stages
+
+if TYPE_CHECKING:
+    from rankloop.promotion import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -449,127 +452,12 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
 
 
 # --- the tables ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TablePart:
-    """One request day's share of the tables: the refits' sufficient statistics for the whole window
-    (``*_all``) and before the test week (``*_pre``), and its judging rows and slates as files."""
-
-    day: date
-    impressions: int
-    bandit_all: Any  # models.thompson.BetaCounts
-    bandit_pre: Any
-    linucb_all: Any  # models.linucb.ArmContextStats
-    linucb_pre: Any
-    judge_paths: tuple[Path, ...]
-    slates_path: Path
-
-
-def _request_index(path: Path) -> pd.DataFrame:
-    from models.rewards import request_index
-
-    return request_index(pd.read_parquet(path, columns=["request_id", "event_type", "ts"]))
-
-
-def _day_rows(path: Path, columns: list[str], ids: Any, keep: bool) -> pd.DataFrame:
-    """Rows of one day file with a request_id, those whose request is in ``ids`` (``keep``) or is not."""
-    names = set(pq.read_schema(path).names)
-    frame = pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
-    frame = frame[frame["request_id"].notna()]
-    inside = frame["request_id"].isin(ids) if len(ids) else np.zeros(len(frame), dtype=bool)
-    return frame[inside if keep else ~inside]
-
-
-def request_day_events(day: date, valid_paths: dict[date, Path], moves: pd.DataFrame,
-                       columns: list[str]) -> pd.DataFrame:
-    """The events of the requests whose first impression falls on ``day``: the day's rows without the
-    requests that started earlier, then the later days' rows of requests that started on ``day``."""
-    d = pd.Timestamp(day)
-    parts = [_day_rows(valid_paths[day], columns, moves.loc[moves["day"] == d, "request_id"].to_numpy(), keep=False)]
-    mine = moves[moves["home"] == d]
-    for later in sorted(mine["day"].unique()):
-        ids = mine.loc[mine["day"] == later, "request_id"].to_numpy()
-        parts.append(_day_rows(valid_paths[pd.Timestamp(later).date()], columns, ids, keep=True))
-    return pd.concat(parts, ignore_index=True)
-
-
-def table_partition(day: date, settings: Settings, valid_paths: dict[date, Path], moves: pd.DataFrame,
-                    since: dict[str, datetime | None], end: datetime, workdir: Path) -> TablePart:
-    """Rewards of one request day and its Thompson/LinUCB statistics (with the decay and the
-    champion's ``data_end`` the local refit applies: ``since[kind]``); its judging rows (item_id, ts,
-    success, reward before the test week; every judged column in it) and its slates as Parquet."""
-    from core.schema import INTERACTION_SCHEMA
-    from models.linucb import arm_context_stats
-    from models.rewards import reward_frames
-    from models.thompson import beta_counts
-
-    columns = [c for c in INTERACTION_SCHEMA.names if c != "event_id"]
-    imps, slates = reward_frames(request_day_events(day, valid_paths, moves, columns), settings.rewards)
-    test_start = pd.Timestamp(settings.ranker.test_start(end))
-    pre = imps[pd.to_datetime(imps["ts"], utc=True) < test_start]
-    folder = workdir / "tables" / "days"
-    judged = ["item_id", "ts", "success", "reward", "position", "propensity", *settings.linucb.context_features]
-    paths = (_write_frame(pre[["item_id", "ts", "success", "reward"]], folder / f"{day.isoformat()}.pre.parquet"),
-             _write_frame(imps.loc[~imps.index.isin(pre.index), [c for c in judged if c in imps]],
-                          folder / f"{day.isoformat()}.test.parquet"))
-    return TablePart(
-        day=day, impressions=len(imps),
-        bandit_all=beta_counts(imps, settings.bandit, end, since["bandit"]),
-        bandit_pre=beta_counts(pre, settings.bandit, end, since["bandit"]),
-        linucb_all=arm_context_stats(imps, settings.linucb, end, since["linucb"]),
-        linucb_pre=arm_context_stats(pre, settings.linucb, end, since["linucb"]),
-        judge_paths=paths, slates_path=_write_frame(slates, folder / f"{day.isoformat()}.slates.parquet"),
-    )
-
-
-def _judge_frame(parts: list[TablePart]) -> pd.DataFrame:
-    """The impressions the judges read (item_id, ts, success, reward; the judged columns on the test
-    week), in ts order as the local impression frame."""
-    frame = _read_frames([p.judge_paths[0] for p in parts])
-    test = _read_frames([p.judge_paths[1] for p in parts])
-    frame = pd.concat([frame, test], ignore_index=True) if len(test) else frame
-    return frame.sort_values("ts", kind="stable").reset_index(drop=True)
-
-
-def _slates(parts: list[TablePart]) -> pd.DataFrame:
-    """The window's slates as ``models.rewards.q_rewards`` orders them (a request lives in one part)."""
-    slates = _read_frames([p.slates_path for p in parts])
-    return slates.sort_values(["ts", "request_id"], kind="stable").reset_index(drop=True)
-
-
 def fit_tables_distributed(settings: Settings, ctx: stages.RunContext, validated: PartitionedValidated,
-                           parent_run_id: str | None, client: Any) -> list[Any]:
-    """``stages.fit_tables`` with the rewards and the Thompson/LinUCB statistics computed per request
-    day on the cluster; the refits are combined here and judged, recorded and gated by the local code."""
-    import mlflow
+                           parent_run_id: str | None, client: Any) -> list[Candidate]:
+    """The tables stage (:func:`rankloop.tables.fit_tables_by_day`, as the local run calls it) with its
+    request days on the cluster; refits combined, judged, recorded and gated in this process."""
+    from rankloop.partitions import OnDask
+    from rankloop.tables import fit_tables_by_day
 
-    from core.runtime import ensure_experiment
-    from models.linucb import combine_stats, refit_from_stats
-    from models.rewards import request_moves
-    from models.thompson import combine_counts, refit_from_counts
-    from rankloop.tables import judge_and_record, load_champions
-
-    mlflow.set_experiment(experiment_id=ensure_experiment(settings))
-    champions = load_champions(settings)
-    since = {k: getattr(champions[k].table, "data_end", None) for k in ("bandit", "linucb")}
-    days = sorted(validated.valid_paths)
-    index = client.gather(client.map(_request_index, [validated.valid_paths[d] for d in days], pure=False))
-    moves = client.scatter(request_moves(dict(zip(days, index, strict=True))), broadcast=True)
-    parts = client.gather(client.map(table_partition, days, settings=settings, valid_paths=validated.valid_paths,
-                                     moves=moves, since=since, end=ctx.end, workdir=ctx.workdir, pure=False))
-    log.info("tables: %d impressions over %d request days", sum(p.impressions for p in parts), len(parts))
-    end = ctx.end
-    fits = {
-        "bandit": lambda champ, which: refit_from_counts(
-            champ, combine_counts([getattr(p, f"bandit_{which}") for p in parts]), settings.bandit, end),
-        "linucb": lambda champ, which: refit_from_stats(
-            champ, combine_stats([getattr(p, f"linucb_{which}") for p in parts]), settings.linucb, end),
-    }
-    common = {"end": end, "workdir": ctx.workdir, "actor": ctx.actor, "window": (ctx.start, ctx.end),
-              "parent_run_id": parent_run_id}
-    imps = _judge_frame(parts)
-    out = [judge_and_record(settings, champions, kind, imps, **common,
-                            fitted=(fits[kind](champions[kind].table, "pre"), fits[kind](champions[kind].table, "all")))
-           for kind in ("bandit", "linucb")]
-    del imps
-    # the Q table's updates are sequential over episodes: replayed here, from the slates
-    return [*out, judge_and_record(settings, champions, "qtable", _slates(parts), **common)]
+    return fit_tables_by_day(settings, validated.valid_paths, OnDask(client), end=ctx.end, workdir=ctx.workdir,
+                             actor=ctx.actor, window=(ctx.start, ctx.end), parent_run_id=parent_run_id)

@@ -769,24 +769,17 @@ def summarise(ctx: RunContext, extracted: Extracted, validated: Validated, datas
 
 
 def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent_run_id: str | None) -> list[Candidate]:
-    """Refit, judge, register and gate the bandit, LinUCB and Q tables (promotion comes at the run's end).
+    """Refit, judge, register and gate the bandit, LinUCB and Q tables (promotion comes at the run's end):
+    :func:`rankloop.tables.fit_tables_by_day` over the valid rows cut into day files, one request day
+    at a time in this process (the Dask flow runs the same function on its cluster).
 
     Returns:
         One ``rankloop.promotion.Candidate`` per kind.
     """
-    import mlflow
-
-    from core.runtime import ensure_experiment
-    from core.schema import INTERACTION_SCHEMA
-    from rankloop.tables import judge_and_record, load_champions, table_frames
+    from rankloop.partitions import InProcess, split_by_day
+    from rankloop.tables import fit_tables_by_day
 
     release_arrow_memory()
-    mlflow.set_experiment(experiment_id=ensure_experiment(settings))
-    events = validated.load_events([c for c in INTERACTION_SCHEMA.names if c != "event_id"])
-    frames = table_frames(events, settings)  # logged impressions, or exposures when the log has none
-    del events
-    release_arrow_memory()
-    champions = load_champions(settings)
-    data = {"bandit": frames.imps, "linucb": frames.imps, "qtable": frames.slates}
-    return [judge_and_record(settings, champions, kind, data[kind], end=ctx.end, workdir=ctx.workdir, actor=ctx.actor,
-                             window=(ctx.start, ctx.end), parent_run_id=parent_run_id) for kind in champions]
+    day_paths = split_by_day(validated.events_path, ctx.workdir / "data" / "days")
+    return fit_tables_by_day(settings, day_paths, InProcess(), end=ctx.end, workdir=ctx.workdir, actor=ctx.actor,
+                             window=(ctx.start, ctx.end), parent_run_id=parent_run_id)

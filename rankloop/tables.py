@@ -20,23 +20,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.config.ranker import split_starts
 from core.settings import Settings
 from models.policy import POLICY_TABLES
 
 if TYPE_CHECKING:
-    from models.linucb import LinUCB
+    from models.linucb import ArmContextStats, LinUCB
     from models.ope import OPEResult
     from models.policy import PolicyTable
     from models.qlearning import QTable
-    from models.thompson import BetaTables
+    from models.thompson import BetaCounts, BetaTables
+    from rankloop.partitions import Runner
     from rankloop.promotion import Candidate
     from registry.gate import OPEEvidence
     from registry.loader import LoadedModel
@@ -355,3 +358,176 @@ def judge_and_record(settings: Settings, champions: dict[str, Champion], kind: s
     candidate = record_table(judged, settings, workdir, actor, window, parent_run_id, champion.loaded)
     log.info("%s: version %s %s (%s)", kind, candidate.version, candidate.status, candidate.headline)
     return candidate
+
+
+# --- the stage, per request day ---------------------------------------------------------------
+# A reward needs every row of its request (the impressions and the responses after them, which may
+# fall on a later day): a request belongs to the UTC day of its first impression, whose partition
+# reads the request's rows from every day they fall on (models.rewards.request_moves). Each request
+# day yields the refits' sufficient statistics (summed across days, so the refit equals the refit on
+# the whole window to float summation order) and its judging rows; the Q table, sequential over
+# episodes, is replayed from the collected slates. A window without logged impressions uses
+# exposures (models.rewards.exposure_events): requests are then filled row by row
+# (with_exposure_requests), so each day's rows get the requests the whole window would.
+@dataclass(frozen=True)
+class TablePart:
+    """One request day's share of the tables: the refits' statistics for the whole window (``*_all``)
+    and before the test week (``*_pre``), and its judging rows and slates as files."""
+
+    day: date
+    impressions: int
+    bandit_all: BetaCounts
+    bandit_pre: BetaCounts
+    linucb_all: ArmContextStats
+    linucb_pre: ArmContextStats
+    judge_paths: tuple[Path, Path]
+    slates_path: Path
+
+
+def _read_day(path: Path, columns: list[str], exposures: bool) -> pd.DataFrame:
+    from models.rewards import with_exposure_requests
+
+    names = set(pq.read_schema(path).names)
+    frame = pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
+    return with_exposure_requests(frame) if exposures else frame
+
+
+def _has_logged_impressions(path: Path) -> bool:
+    from models.rewards import has_logged_impressions
+
+    names = set(pq.read_schema(path).names)
+    return has_logged_impressions(pq.read_table(path, columns=[c for c in ("event_type", "request_id") if c in names])
+                                  .to_pandas()) if {"event_type", "request_id"} <= names else False
+
+
+def _request_index(path: Path, exposures: bool) -> pd.DataFrame:
+    from models.rewards import exposure_events, request_index
+
+    frame = _read_day(path, ["request_id", "event_type", "ts", "user_id", "item_id", "session_id"], exposures)
+    if exposures:  # a request's first "impression" is its first event
+        frame = exposure_events(frame)
+    return request_index(frame[["request_id", "event_type", "ts"]])
+
+
+def _day_rows(path: Path, columns: list[str], ids: Any, keep: bool, exposures: bool) -> pd.DataFrame:
+    """Rows of one day file with a request_id, those whose request is in ``ids`` (``keep``) or is not."""
+    frame = _read_day(path, columns, exposures)
+    frame = frame[frame["request_id"].notna()]
+    inside = frame["request_id"].isin(ids) if len(ids) else np.zeros(len(frame), dtype=bool)
+    return frame[inside if keep else ~inside]
+
+
+def request_day_events(day: date, day_paths: dict[date, Path], moves: pd.DataFrame,
+                       columns: list[str], exposures: bool = False) -> pd.DataFrame:
+    """The events of the requests whose first impression falls on ``day``: the day's rows without the
+    requests that started earlier, then the later days' rows of requests that started on ``day``."""
+    d = pd.Timestamp(day)
+    parts = [_day_rows(day_paths[day], columns, moves.loc[moves["day"] == d, "request_id"].to_numpy(), False,
+                       exposures)]
+    mine = moves[moves["home"] == d]
+    for later in sorted(mine["day"].unique()):
+        ids = mine.loc[mine["day"] == later, "request_id"].to_numpy()
+        parts.append(_day_rows(day_paths[pd.Timestamp(later).date()], columns, ids, True, exposures))
+    return pd.concat(parts, ignore_index=True)
+
+
+def table_partition(day: date, settings: Settings, day_paths: dict[date, Path], moves: pd.DataFrame,
+                    since: dict[str, datetime | None], end: datetime, folder: Path,
+                    exposures: bool = False) -> TablePart:
+    """Rewards of one request day and its Thompson/LinUCB statistics (with the decay and the
+    champion's ``data_end`` the refit applies: ``since[kind]``); its judging rows (item_id, ts,
+    success, reward before the test week; every judged column in the test week) and its slates as Parquet."""
+    from core.schema import INTERACTION_SCHEMA
+    from models.linucb import arm_context_stats
+    from models.rewards import exposure_events, reward_frames
+    from models.thompson import beta_counts
+
+    columns = [c for c in INTERACTION_SCHEMA.names if c != "event_id"]
+    events = request_day_events(day, day_paths, moves, columns, exposures)
+    imps, slates = reward_frames(exposure_events(events) if exposures else events, settings.rewards)
+    del events
+    test_start = pd.Timestamp(settings.ranker.test_start(end))
+    pre = imps[pd.to_datetime(imps["ts"], utc=True) < test_start]
+    judged = ["item_id", "ts", "success", "reward", "position", "propensity", *settings.linucb.context_features]
+    paths = (_write_frame(pre[["item_id", "ts", "success", "reward"]], folder / f"{day.isoformat()}.pre.parquet"),
+             _write_frame(imps.loc[~imps.index.isin(pre.index), [c for c in judged if c in imps]],
+                          folder / f"{day.isoformat()}.test.parquet"))
+    return TablePart(
+        day=day, impressions=len(imps),
+        bandit_all=beta_counts(imps, settings.bandit, end, since["bandit"]),
+        bandit_pre=beta_counts(pre, settings.bandit, end, since["bandit"]),
+        linucb_all=arm_context_stats(imps, settings.linucb, end, since["linucb"]),
+        linucb_pre=arm_context_stats(pre, settings.linucb, end, since["linucb"]),
+        judge_paths=paths, slates_path=_write_frame(slates, folder / f"{day.isoformat()}.slates.parquet"),
+    )
+
+
+def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    from core.atomic import write_parquet
+
+    return write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)
+
+
+def _read_frames(paths: list[Path]) -> pd.DataFrame:
+    tables = [pq.read_table(p) for p in paths]
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables else pd.DataFrame()
+
+
+def _judge_frame(parts: list[TablePart]) -> pd.DataFrame:
+    """The impressions the judges read (item_id, ts, success, reward; the judged columns on the test
+    week), in ts order as the window's impression frame."""
+    frame = _read_frames([p.judge_paths[0] for p in parts])
+    test = _read_frames([p.judge_paths[1] for p in parts])
+    frame = pd.concat([frame, test], ignore_index=True) if len(test) else frame
+    return frame.sort_values("ts", kind="stable").reset_index(drop=True) if len(frame) else frame
+
+
+def _slates(parts: list[TablePart]) -> pd.DataFrame:
+    """The window's slates as ``models.rewards.q_rewards`` orders them (a request lives in one part)."""
+    slates = _read_frames([p.slates_path for p in parts])
+    return slates.sort_values(["ts", "request_id"], kind="stable").reset_index(drop=True) if len(slates) else slates
+
+
+def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: Runner, *, end: datetime,
+                      workdir: Path, actor: str, window: tuple[datetime, datetime],
+                      parent_run_id: str | None) -> list[Candidate]:
+    """The tables stage: rewards and the Thompson/LinUCB statistics per request day (``runner``: in this
+    process one day at a time, or on a cluster), combined into the refits, then each kind judged,
+    recorded and gated (:func:`judge_and_record`). One :class:`rankloop.promotion.Candidate` per kind."""
+    import mlflow
+
+    from core.runtime import ensure_experiment
+    from models.linucb import combine_stats, refit_from_stats
+    from models.rewards import request_moves
+    from models.thompson import combine_counts, refit_from_counts
+
+    mlflow.set_experiment(experiment_id=ensure_experiment(settings))
+    champions = load_champions(settings)
+    since = {k: getattr(champions[k].table, "data_end", None) for k in ("bandit", "linucb")}
+    days = sorted(day_paths)
+    exposures = not any(runner.map(_has_logged_impressions, [day_paths[d] for d in days]))
+    if exposures and days:
+        log.info("no logged impressions in window: the tables' trials are the first event of each "
+                 "user/item/request")
+    index = runner.map(_request_index, [day_paths[d] for d in days], exposures=exposures)
+    moves = runner.share(request_moves(dict(zip(days, index, strict=True))))
+    parts = runner.map(table_partition, days, settings=settings, day_paths=day_paths, moves=moves, since=since,
+                       end=end, folder=workdir / "data" / "table_days", exposures=exposures)
+    log.info("tables: %d %s over %d request days", sum(p.impressions for p in parts),
+             "exposures" if exposures else "impressions", len(parts))
+    fits = {
+        "bandit": lambda champ, which: refit_from_counts(
+            champ, combine_counts([getattr(p, f"bandit_{which}") for p in parts]), settings.bandit, end),
+        "linucb": lambda champ, which: refit_from_stats(
+            champ, combine_stats([getattr(p, f"linucb_{which}") for p in parts]), settings.linucb, end),
+    }
+    common = {"end": end, "workdir": workdir, "actor": actor, "window": window, "parent_run_id": parent_run_id}
+    imps = _judge_frame(parts)
+    out = []
+    for kind in ("bandit", "linucb"):
+        table = champions[kind].table
+        fitted = (fits[kind](table, "pre"), fits[kind](table, "all")) if len(imps) else None
+        out.append(judge_and_record(settings, champions, kind, imps, **common, fitted=fitted))
+    del imps
+    # the Q table's updates are sequential over episodes: replayed here, from the slates
+    return [*out, judge_and_record(settings, champions, "qtable", _slates(parts), **common)]

@@ -16,8 +16,8 @@ from core.config.policy import BanditSettings, LinUCBSettings, RewardSettings
 from features.partitioned import event_days
 from models import linucb, thompson
 from models.rewards import request_index, request_moves, reward_frames
-from rankloop.distributed import request_day_events
 from rankloop.simulator import SimulationConfig, simulate
+from rankloop.tables import request_day_events
 
 END = datetime(2026, 3, 16, tzinfo=UTC)
 REWARDS = RewardSettings()
@@ -62,7 +62,7 @@ def day_files(events: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def partitions(day_files: dict[date, Path]) -> dict[date, tuple[pd.DataFrame, pd.DataFrame]]:
-    """reward_frames per request day, as rankloop.distributed.table_partition computes them."""
+    """reward_frames per request day, as rankloop.tables.table_partition computes them."""
     index = {d: request_index(pd.read_parquet(p)) for d, p in day_files.items()}
     moves = request_moves(index)
     return {d: reward_frames(request_day_events(d, day_files, moves, COLUMNS), REWARDS) for d in day_files}

@@ -1,0 +1,109 @@
+"""The tables stage runs per request day (rankloop.tables.fit_tables_by_day), locally one day at a time:
+the day files, and a log without impressions whose sessions cross midnight give the rewards the
+whole window gives."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.config.policy import RewardSettings
+from models.rewards import exposure_events, request_moves, reward_frames
+from rankloop import tables
+from rankloop.partitions import InProcess, split_by_day
+
+REWARDS = RewardSettings()
+COLUMNS = ["user_id", "item_id", "event_type", "value", "ts", "request_id", "position", "propensity", "session_id"]
+
+
+def _ts(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def _no_impressions_log() -> pd.DataFrame:
+    """Views, clicks and purchases without impressions or request ids: sessions s1 and s3 cross midnight,
+    u2 has no session (its requests are its UTC days), u4's click comes a day after its view."""
+    rows = [
+        ("u1", "a", "view", "2026-03-02 23:50", "s1"), ("u1", "a", "click", "2026-03-02 23:55", "s1"),
+        ("u1", "b", "view", "2026-03-03 00:05", "s1"), ("u1", "b", "click", "2026-03-03 00:20", "s1"),
+        ("u2", "a", "view", "2026-03-02 10:00", None), ("u2", "a", "click", "2026-03-03 09:00", None),
+        ("u3", "c", "view", "2026-03-03 23:59", "s3"), ("u3", "c", "cart_add", "2026-03-04 00:01", "s3"),
+        ("u3", "a", "view", "2026-03-04 00:02", "s3"),
+        ("u4", "d", "view", "2026-03-02 12:00", "s4"), ("u4", "d", "click", "2026-03-03 12:00", "s4"),
+    ]
+    return pd.DataFrame({
+        "user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows], "event_type": [r[2] for r in rows],
+        "value": [None] * len(rows), "ts": [_ts(r[3]) for r in rows], "request_id": [None] * len(rows),
+        "position": [None] * len(rows), "propensity": [None] * len(rows), "session_id": [r[4] for r in rows],
+    }).astype({"value": "float64", "position": "float64", "propensity": "float64", "request_id": "object"})
+
+
+def _window_file(events: pd.DataFrame, tmp_path: Path) -> Path:
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pandas(events, preserve_index=False), path)
+    return path
+
+
+def _key(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    return frame.sort_values(by, kind="stable").reset_index(drop=True)
+
+
+def test_split_by_day_keeps_every_row_in_order_and_replaces_the_folder(tmp_path: Path) -> None:
+    events = _no_impressions_log()
+    days = split_by_day(_window_file(events, tmp_path), tmp_path / "days")
+    assert sorted(days) == [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
+    back = pd.concat([pd.read_parquet(days[d]) for d in sorted(days)], ignore_index=True)
+    assert len(back) == len(events)
+    for d, path in days.items():
+        mine = events[events["ts"].dt.date == d].reset_index(drop=True)
+        got = pd.read_parquet(path)
+        assert list(got["item_id"]) == list(mine["item_id"]) and list(got["ts"]) == list(mine["ts"])
+        assert (got["ts"].dt.date == d).all()
+    again = split_by_day(_window_file(events.iloc[:4], tmp_path), tmp_path / "days")  # a rerun replaces it
+    assert sorted(again) == [date(2026, 3, 2), date(2026, 3, 3)]
+    assert not (tmp_path / "days" / "day=2026-03-04").exists()
+    assert not list(tmp_path.glob(".days.tmp*"))
+
+
+def test_exposures_per_request_day_equal_the_window_exposures(tmp_path: Path) -> None:
+    """Requests are filled row by row and gathered at the day of their first event, so the synthetic
+    impressions and their rewards are those of the whole window, also across midnight."""
+    events = _no_impressions_log()
+    days = split_by_day(_window_file(events, tmp_path), tmp_path / "days")
+    runner = InProcess()
+    assert not any(runner.map(tables._has_logged_impressions, [days[d] for d in sorted(days)]))
+    index = runner.map(tables._request_index, [days[d] for d in sorted(days)], exposures=True)
+    moves = request_moves(dict(zip(sorted(days), index, strict=True)))
+    assert set(moves["request_id"]) == {"u1|s:s1", "u3|s:s3", "u4|s:s4"}  # the sessions whose rows cross midnight
+    parts = [reward_frames(exposure_events(tables.request_day_events(d, days, moves, COLUMNS, exposures=True)),
+                           REWARDS) for d in sorted(days)]
+    imps = pd.concat([p[0] for p in parts], ignore_index=True)
+    whole, _ = reward_frames(exposure_events(events), REWARDS)
+    keys = ["request_id", "user_id", "item_id"]
+    assert len(imps) == len(whole) == 7  # u2 without a session: a view on 03-02 and a click on 03-03 are two requests
+    shared = [c for c in whole.columns if c in imps.columns]
+    pd.testing.assert_frame_equal(_key(imps[shared], keys), _key(whole[shared], keys), check_dtype=False)
+    clicked = _key(imps, keys).set_index(keys)["clicked"]
+    assert clicked[("u1|s:s1", "u1", "b")]  # clicked 15 min after midnight, in the same session
+    assert clicked[("u4|s:s4", "u4", "d")]  # clicked the next day, in the same session
+    assert not clicked[("u2|d:2026-03-02", "u2", "a")]  # no session: the next day's click is another request
+
+
+def test_a_window_with_logged_impressions_is_not_read_as_exposures(tmp_path: Path) -> None:
+    events = _no_impressions_log()
+    shown = events.iloc[[0]].assign(event_type="impression", request_id="r1", position=0.0, propensity=0.5)
+    days = split_by_day(_window_file(pd.concat([events, shown], ignore_index=True), tmp_path), tmp_path / "days")
+    found = InProcess().map(tables._has_logged_impressions, [days[d] for d in sorted(days)])
+    assert found == [True, False, False]
+
+
+def test_in_process_runner_maps_in_order_and_shares_as_is() -> None:
+    runner = InProcess()
+    shared = {"k": [1, 2]}
+    assert runner.map(lambda x, offset, shared: (x + offset, shared), [1, 2, 3], offset=10, shared=shared) == \
+        [(11, shared), (12, shared), (13, shared)]
+    assert runner.share(shared) is shared
