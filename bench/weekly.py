@@ -129,10 +129,10 @@ def _task_seconds() -> dict[str, float]:
 
 
 def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
-    """The flow's body without Prefect, stage by stage."""
+    """The flow's body (``flows/weekly.py``) without Prefect, stage by stage, in the flow's order."""
     import mlflow  # noqa: F401
 
-    from rankloop import ops, stages
+    from rankloop import checks, drift, ops, stages
 
     stage: dict[str, Any] = {}
 
@@ -152,11 +152,16 @@ def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
         validated = timed("validate", stages.validate, settings, extracted, start, end, ctx.workdir)
         dataset = timed("labels+features", stages.build_dataset, settings, validated, extracted, end, ctx.workdir)
         trained = timed("ranker", stages.train_ranker, settings, dataset, ctx.workdir)
-        champ_v, champ_ndcg = timed("evaluation: champion scoring", stages.champion_per_query_ndcg, settings, dataset)
-        recorded = timed("registry: record", stages.record_ranker, settings, ctx, extracted, validated, dataset, trained)
-        outcome = timed("gate + promote", stages.gate_and_promote, settings, ctx, recorded, trained, champ_v, champ_ndcg)
-        tabs = timed("tables", stages.fit_tables, settings, ctx, validated, recorded.run_id)
-        summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcome, tabs)
+        scored = timed("evaluation: champion scoring", stages.champion_per_query_ndcg, settings, dataset)
+        recorded = timed("registry: record", stages.record_ranker, settings, ctx, extracted, validated, dataset,
+                         trained, scored)
+        candidates = [timed("gate", stages.judge_ranker, settings, recorded, trained, scored)]
+        candidates += timed("tables", stages.fit_tables, settings, ctx, validated, recorded.run_id)
+        candidates, drifted = timed("drift", drift.check_drift, settings, ctx, validated, dataset, trained,
+                                    candidates, recorded.run_id)
+        candidates = timed("replay", checks.replay_ranker, settings, candidates, dataset)
+        outcomes = timed("promote", stages.promote, settings, ctx, candidates, recorded.run_id)
+        summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcomes) | {"drift": drifted}
         timed("summary", ops.publish_summary, recorded.run_id, summary)
         stages.discard_intermediates(ctx.workdir)
     return {"end_to_end": whole.figures(), "stages": stage, "summary": _brief(summary),
@@ -224,14 +229,19 @@ def worker(variant: str, uri: str, rows: int) -> dict[str, Any]:
     return result
 
 
-def spawn(variant: str, uri: str, rows: int) -> dict[str, Any]:
-    """Run one variant in a fresh interpreter; record the load average around it."""
+def spawn(variant: str, uri: str, rows: int, code: Path | None = None) -> dict[str, Any]:
+    """Run one variant in a fresh interpreter; record the load average around it. ``code``: another
+    checkout of RankLoop whose packages the worker imports instead of this one's (``--previous``)."""
     before = os.getloadavg()
     command = [sys.executable, __file__, "--worker", variant, "--rows", str(rows), "--uri", uri]
-    out = subprocess.run(command, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(code)} if code else None
+    out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=code)
     if out.returncode != 0:
         raise RuntimeError(f"{variant} at {rows} rows failed:\n{out.stderr[-5000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    if code:
+        result["code"] = subprocess.run(["git", "-C", str(code), "rev-parse", "--short=12", "HEAD"],
+                                        capture_output=True, text=True).stdout.strip()
     result["loadavg_before"], result["loadavg_after"] = before, os.getloadavg()
     return result
 
@@ -248,7 +258,12 @@ def table_text(rows: int, results: dict[str, Any]) -> str:
     for name, f in (direct or {}).get("stages", {}).items():
         t = tasks.get(task_of.get(name, ""), "")
         lines.append(f"{name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}{f['peak_rss_mb']:>13,}{t!s:>16}")
-    for name in ("direct", "prefect", "naive_extract", "naive_validate"):
+    previous = (results.get("direct_previous") or {}).get("stages", {})
+    if previous:
+        lines.append(f"previous main ({results['direct_previous'].get('code', '?')}), same command, run right after:")
+        for name, f in previous.items():
+            lines.append(f"{'  ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}{f['peak_rss_mb']:>13,}")
+    for name in ("direct", "direct_previous", "prefect", "prefect_previous", "naive_extract", "naive_validate"):
         if name in results:
             f = results[name]["end_to_end"]
             lines.append(f"{'= ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}"
@@ -271,6 +286,8 @@ def main() -> None:
     parser.add_argument("--skip-load", action="store_true", help="reuse the tables an earlier run loaded")
     parser.add_argument("--variants", default="direct,prefect,naive_extract,naive_validate")
     parser.add_argument("--drop", action="store_true", help="drop the bench tables afterwards")
+    parser.add_argument("--previous", type=Path, help="a checkout of the previous main (git worktree): each "
+                        "variant also runs on its code, right after this one's, as <variant>_previous")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -283,8 +300,11 @@ def main() -> None:
     print(f"source: {meta['rows']:,} rows in {meta['tables']['interactions']} (load {meta['load_seconds']} s)", flush=True)
     out_path = RESULTS / f"weekly_{args.rows}.json"
     results: dict[str, Any] = json.loads(out_path.read_text()).get("variants", {}) if out_path.exists() else {}
-    for variant in args.variants.split(","):
-        results[variant] = spawn(variant, args.uri, args.rows)
+    runs = [(v, None) for v in args.variants.split(",")]
+    if args.previous:
+        runs = [r for v, _ in runs for r in ((v, None), (f"{v}_previous", args.previous.resolve()))]
+    for variant, code in runs:
+        results[variant] = spawn(variant.removesuffix("_previous"), args.uri, args.rows, code)
         print(f"{variant}: {json.dumps(results[variant]['end_to_end'])}", flush=True)
         out_path.write_text(json.dumps({"source": meta, "measured_at": datetime.now(UTC).isoformat(),
                                         "cpus": os.cpu_count(), "variants": results}, indent=2, default=str))

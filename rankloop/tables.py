@@ -403,7 +403,8 @@ def _has_logged_impressions(path: Path) -> bool:
 def _request_index(path: Path, exposures: bool) -> pd.DataFrame:
     from models.rewards import exposure_events, request_index
 
-    frame = _read_day(path, ["request_id", "event_type", "ts", "user_id", "item_id", "session_id"], exposures)
+    columns = ["request_id", "event_type", "ts"] + (["user_id", "item_id", "session_id"] if exposures else [])
+    frame = _read_day(path, columns, exposures)
     if exposures:  # a request's first "impression" is its first event
         frame = exposure_events(frame)
     return request_index(frame[["request_id", "event_type", "ts"]])
