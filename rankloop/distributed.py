@@ -41,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.atomic import write_json, write_parquet
 from core.errors import ConfigError, Reason
 from core.settings import Settings
 from rankloop import stages
@@ -53,17 +54,8 @@ log = logging.getLogger(__name__)
 
 # --- files -------------------------------------------------------------------------------------
 def _write_table(table: pa.Table, path: Path) -> Path:
-    """Write ``table`` as Parquet atomically (temp file in the same folder, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``table`` as Parquet (zstd), atomically."""
+    return write_parquet(table, path)
 
 
 def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
@@ -71,12 +63,7 @@ def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def _write_json(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-    return path
+    return write_json(path, obj)
 
 
 def _read_frames(paths: list[Path], columns: list[str] | None = None) -> pd.DataFrame:

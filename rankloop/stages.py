@@ -301,7 +301,6 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
 def check_split_coverage(ts: pd.Series, *, end: datetime, valid_days: int, test_days: int) -> None:
     """Refuse a window whose queries leave the train, valid or test part of the time split empty,
     naming the days each part needs and the days that hold data."""
-
     from core.errors import Reason, TrainingError
 
     valid_start, test_start = split_starts(end, valid_days=valid_days, test_days=test_days)
