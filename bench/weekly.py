@@ -299,7 +299,7 @@ def main() -> None:
             else load(args.uri, args.rows, args.items))
     print(f"source: {meta['rows']:,} rows in {meta['tables']['interactions']} (load {meta['load_seconds']} s)", flush=True)
     out_path = RESULTS / f"weekly_{args.rows}.json"
-    results: dict[str, Any] = json.loads(out_path.read_text()).get("variants", {}) if out_path.exists() else {}
+    results: dict[str, Any] = {}  # this command's variants only: figures from different runs are not comparable
     runs = [(v, None) for v in args.variants.split(",")]
     if args.previous:
         runs = [r for v, _ in runs for r in ((v, None), (f"{v}_previous", args.previous.resolve()))]
