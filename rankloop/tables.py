@@ -371,17 +371,36 @@ def judge_and_record(settings: Settings, champions: dict[str, Champion], kind: s
 # (with_exposure_requests), so each day's rows get the requests the whole window would.
 @dataclass(frozen=True)
 class TablePart:
-    """One request day's share of the tables: the refits' statistics for the whole window (``*_all``)
-    and before the test week (``*_pre``), and its judging rows and slates as files."""
+    """One request day's share of the tables: the refits' statistics before the test week (``*_pre``)
+    and in it (``*_test``; the whole window's are both combined), its judging rows and slates as files."""
 
     day: date
     impressions: int
-    bandit_all: BetaCounts
     bandit_pre: BetaCounts
-    linucb_all: ArmContextStats
+    bandit_test: BetaCounts
     linucb_pre: ArmContextStats
+    linucb_test: ArmContextStats
     judge_paths: tuple[Path, Path]
     slates_path: Path
+
+    def stats(self, kind: str, which: str) -> list[BetaCounts | ArmContextStats]:
+        """``kind``'s statistics of this day before the test week (``pre``) or over all of it (``all``)."""
+        pre, test = getattr(self, f"{kind}_pre"), getattr(self, f"{kind}_test")
+        return [pre] if which == "pre" else [pre, test]
+
+
+@dataclass(frozen=True)
+class DayIndex:
+    """What the tables stage learns from one day file in one read: whether it holds logged impressions,
+    and its :func:`models.rewards.request_index` as logged (``logged``) and, for a day without logged
+    impressions, as exposures would make it (``exposures``, else None)."""
+
+    has_impressions: bool
+    logged: pd.DataFrame
+    exposures: pd.DataFrame | None
+
+
+_INDEX_COLUMNS = ["request_id", "event_type", "ts", "user_id", "item_id", "session_id"]
 
 
 def _read_day(path: Path, columns: list[str], exposures: bool) -> pd.DataFrame:
@@ -392,22 +411,19 @@ def _read_day(path: Path, columns: list[str], exposures: bool) -> pd.DataFrame:
     return with_exposure_requests(frame) if exposures else frame
 
 
-def _has_logged_impressions(path: Path) -> bool:
-    from models.rewards import has_logged_impressions
+def day_index(path: Path) -> DayIndex:
+    """:class:`DayIndex` of one day file (one read of the columns it needs)."""
+    from models.rewards import exposure_events, has_logged_impressions, request_index, with_exposure_requests
 
-    names = set(pq.read_schema(path).names)
-    return has_logged_impressions(pq.read_table(path, columns=[c for c in ("event_type", "request_id") if c in names])
-                                  .to_pandas()) if {"event_type", "request_id"} <= names else False
-
-
-def _request_index(path: Path, exposures: bool) -> pd.DataFrame:
-    from models.rewards import exposure_events, request_index
-
-    columns = ["request_id", "event_type", "ts"] + (["user_id", "item_id", "session_id"] if exposures else [])
-    frame = _read_day(path, columns, exposures)
-    if exposures:  # a request's first "impression" is its first event
-        frame = exposure_events(frame)
-    return request_index(frame[["request_id", "event_type", "ts"]])
+    frame = _read_day(path, _INDEX_COLUMNS, exposures=False)
+    logged = has_logged_impressions(frame)
+    base = frame if "request_id" in frame else frame.assign(request_id=pd.Series(None, index=frame.index, dtype=object))
+    index = request_index(base[["request_id", "event_type", "ts"]])
+    if logged:
+        return DayIndex(True, index, None)
+    # a request's first "impression" is its first event
+    shown = exposure_events(with_exposure_requests(frame))
+    return DayIndex(False, index, request_index(shown[["request_id", "event_type", "ts"]]))
 
 
 def _day_rows(path: Path, columns: list[str], ids: Any, keep: bool, exposures: bool) -> pd.DataFrame:
@@ -448,17 +464,17 @@ def table_partition(day: date, settings: Settings, day_paths: dict[date, Path], 
     imps, slates = reward_frames(exposure_events(events) if exposures else events, settings.rewards)
     del events
     test_start = pd.Timestamp(settings.ranker.test_start(end))
-    pre = imps[pd.to_datetime(imps["ts"], utc=True) < test_start]
+    before = (pd.to_datetime(imps["ts"], utc=True) < test_start).to_numpy()
+    pre, test = imps[before], imps[~before]
     judged = ["item_id", "ts", "success", "reward", "position", "propensity", *settings.linucb.context_features]
     paths = (_write_frame(pre[["item_id", "ts", "success", "reward"]], folder / f"{day.isoformat()}.pre.parquet"),
-             _write_frame(imps.loc[~imps.index.isin(pre.index), [c for c in judged if c in imps]],
-                          folder / f"{day.isoformat()}.test.parquet"))
+             _write_frame(test[[c for c in judged if c in imps]], folder / f"{day.isoformat()}.test.parquet"))
     return TablePart(
         day=day, impressions=len(imps),
-        bandit_all=beta_counts(imps, settings.bandit, end, since["bandit"]),
         bandit_pre=beta_counts(pre, settings.bandit, end, since["bandit"]),
-        linucb_all=arm_context_stats(imps, settings.linucb, end, since["linucb"]),
+        bandit_test=beta_counts(test, settings.bandit, end, since["bandit"]),
         linucb_pre=arm_context_stats(pre, settings.linucb, end, since["linucb"]),
+        linucb_test=arm_context_stats(test, settings.linucb, end, since["linucb"]),
         judge_paths=paths, slates_path=_write_frame(slates, folder / f"{day.isoformat()}.slates.parquet"),
     )
 
@@ -506,11 +522,13 @@ def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: R
     champions = load_champions(settings)
     since = {k: getattr(champions[k].table, "data_end", None) for k in ("bandit", "linucb")}
     days = sorted(day_paths)
-    exposures = not any(runner.map(_has_logged_impressions, [day_paths[d] for d in days]))
+    indexes = runner.map(day_index, [day_paths[d] for d in days])
+    exposures = not any(i.has_impressions for i in indexes)
     if exposures and days:
         log.info("no logged impressions in window: the tables' trials are the first event of each "
                  "user/item/request")
-    index = runner.map(_request_index, [day_paths[d] for d in days], exposures=exposures)
+    index = [i.exposures if exposures else i.logged for i in indexes]
+    del indexes
     moves = runner.share(request_moves(dict(zip(days, index, strict=True))))
     parts = runner.map(table_partition, days, settings=settings, day_paths=day_paths, moves=moves, since=since,
                        end=end, folder=workdir / "data" / "table_days", exposures=exposures)
@@ -518,9 +536,9 @@ def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: R
              "exposures" if exposures else "impressions", len(parts))
     fits = {
         "bandit": lambda champ, which: refit_from_counts(
-            champ, combine_counts([getattr(p, f"bandit_{which}") for p in parts]), settings.bandit, end),
+            champ, combine_counts([s for p in parts for s in p.stats("bandit", which)]), settings.bandit, end),
         "linucb": lambda champ, which: refit_from_stats(
-            champ, combine_stats([getattr(p, f"linucb_{which}") for p in parts]), settings.linucb, end),
+            champ, combine_stats([s for p in parts for s in p.stats("linucb", which)]), settings.linucb, end),
     }
     common = {"end": end, "workdir": workdir, "actor": actor, "window": window, "parent_run_id": parent_run_id}
     imps = _judge_frame(parts)

@@ -75,8 +75,9 @@ def test_exposures_per_request_day_equal_the_window_exposures(tmp_path: Path) ->
     events = _no_impressions_log()
     days = split_by_day(_window_file(events, tmp_path), tmp_path / "days")
     runner = InProcess()
-    assert not any(runner.map(tables._has_logged_impressions, [days[d] for d in sorted(days)]))
-    index = runner.map(tables._request_index, [days[d] for d in sorted(days)], exposures=True)
+    indexes = runner.map(tables.day_index, [days[d] for d in sorted(days)])
+    assert not any(i.has_impressions for i in indexes)
+    index = [i.exposures for i in indexes]
     moves = request_moves(dict(zip(sorted(days), index, strict=True)))
     assert set(moves["request_id"]) == {"u1|s:s1", "u3|s:s3", "u4|s:s4"}  # the sessions whose rows cross midnight
     parts = [reward_frames(exposure_events(tables.request_day_events(d, days, moves, COLUMNS, exposures=True)),
@@ -97,8 +98,10 @@ def test_a_window_with_logged_impressions_is_not_read_as_exposures(tmp_path: Pat
     events = _no_impressions_log()
     shown = events.iloc[[0]].assign(event_type="impression", request_id="r1", position=0.0, propensity=0.5)
     days = split_by_day(_window_file(pd.concat([events, shown], ignore_index=True), tmp_path), tmp_path / "days")
-    found = InProcess().map(tables._has_logged_impressions, [days[d] for d in sorted(days)])
-    assert found == [True, False, False]
+    indexes = InProcess().map(tables.day_index, [days[d] for d in sorted(days)])
+    assert [i.has_impressions for i in indexes] == [True, False, False]
+    assert indexes[0].exposures is None and list(indexes[0].logged["request_id"]) == ["r1"]
+    assert indexes[1].exposures is not None and len(indexes[1].exposures) > 0  # the days without: both indexes
 
 
 def test_in_process_runner_maps_in_order_and_shares_as_is() -> None:
