@@ -11,7 +11,12 @@ from data_contracts.quarantine import write_quarantine, write_report
 from data_contracts.report import render_markdown
 from data_contracts.rules import SUITE_NAME, row_rules, suite_as_dict, suite_version, table_rules
 from data_contracts.run import ContractOutcome, validate_snapshot
-from data_contracts.validate import ContractResult, check_interactions, validate_interactions
+from data_contracts.validate import (
+    ContractResult,
+    check_interactions,
+    check_interactions_file,
+    validate_interactions,
+)
 
 __all__ = [
     "SUITE_NAME",
@@ -20,6 +25,7 @@ __all__ = [
     "ContractSettings",
     "WindowProfile",
     "check_interactions",
+    "check_interactions_file",
     "previous_profile",
     "render_markdown",
     "row_rules",

@@ -268,6 +268,10 @@ class CompoundUnique:
         return mask
 
 
+# Rows per bucket of users in which HasExposure joins (a bound on its working set, not on the result).
+BUCKET_ROWS = 1_000_000
+
+
 @dataclass(frozen=True)
 class HasExposure:
     """Engagement rows (``event_types``) need an exposure (impression or view) of the same item by the
@@ -291,6 +295,27 @@ class HasExposure:
                               "skew_seconds": self.skew_s}}
 
     def batch_mask(self, batch: Batch) -> np.ndarray:
+        """Every link is by user, so the rows are checked in buckets of users (about ``BUCKET_ROWS``
+        rows each): the joins' working set is a bucket's, not the window's; the mask is the same."""
+        n = batch.table.num_rows
+        buckets = -(-n // BUCKET_ROWS)
+        if buckets <= 1:
+            return self._mask(batch)
+        users = pc.dictionary_encode(_single_chunk(batch.table.column("user_id")))
+        bucket = pc.fill_null(users.indices, 0).to_numpy() % buckets
+        del users
+        mask = np.zeros(n, dtype=bool)
+        for b in range(buckets):
+            rows = np.flatnonzero(bucket == b)
+            if len(rows) == 0:
+                continue
+            part = Batch(batch.table.take(pa.array(rows)), batch.params, batch.prior_exposures)
+            part.__dict__.update(ts_int64=batch.ts_int64[rows],
+                                 _event_types=(batch.event_type_codes[rows], batch.event_type_dictionary))
+            mask[rows] = self._mask(part)
+        return mask
+
+    def _mask(self, batch: Batch) -> np.ndarray:
         table, n = batch.table, batch.table.num_rows
         mask = np.zeros(n, dtype=bool)
         engaged = batch.event_type_in(self.event_types)

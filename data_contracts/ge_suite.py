@@ -132,11 +132,20 @@ def merge_ge_records(
     ``mask_unexpected_count`` keeps ours. Sample: the exact counts stay ours (``engine="rankloop"``)
     and GE's sample record goes under ``ge_sample``.
     """
+    indices = sample_indices(table.num_rows, settings.ge_max_rows)
+    checked = table if indices is None else table.take(pa.array(indices))
+    return merge_checked_records(checked, indices is not None, rules, exact, params)
+
+
+def merge_checked_records(
+    checked: pa.Table, sampled: bool, rules: Sequence[RowRule], exact: list[dict[str, Any]],
+    params: dict[str, datetime],
+) -> list[dict[str, Any]]:
+    """:func:`merge_ge_records` given the rows GE checks (``sampled``: they are :func:`sample_indices`'
+    rows of a larger table, not all of it)."""
     from core.schema import REQUIRED_COLUMNS
 
-    indices = sample_indices(table.num_rows, settings.ge_max_rows)
-    frame = to_pandas(table if indices is None else table.take(pa.array(indices)))
-    records = run_suite(frame, rules, REQUIRED_COLUMNS, params)
+    records = run_suite(to_pandas(checked), rules, REQUIRED_COLUMNS, params)
     by_name = {r["name"]: r for r in records}
     by_rule = {r.name for r in rules}
     merged = [{**r, "engine": "great_expectations"} for r in records if r["name"] not in by_rule]
@@ -145,8 +154,8 @@ def merge_ge_records(
         if theirs is None:  # no GE equivalent: the masks' record is the record
             merged.append(ours)
             continue
-        if indices is not None:
-            merged.append({**ours, "ge_sample": {**theirs, "rows": int(len(indices))}})
+        if sampled:
+            merged.append({**ours, "ge_sample": {**theirs, "rows": int(checked.num_rows)}})
             continue
         if theirs["unexpected_count"] != ours["unexpected_count"]:
             logger.warning("rule %s: GE counts %s unexpected rows, the mask %s",

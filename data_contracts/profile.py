@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,19 +70,22 @@ def source_key(source: str, mapping: str) -> str:
 
 
 def build_profile(
-    ts_us: np.ndarray, event_types: np.ndarray, window: tuple[datetime, datetime], now: datetime,
+    ts_us: np.ndarray, event_types: np.ndarray | Mapping[str, int], window: tuple[datetime, datetime], now: datetime,
     suite_version: str,
 ) -> WindowProfile:
     """Profile of the valid rows.
 
     Args:
         ts_us: (n,) int64 microseconds since the epoch, valid rows only.
-        event_types: (n,) object array of the rows' event types.
+        event_types: (n,) object array of the rows' event types, or their counts by type.
         window: the extract window ``[start, end)``.
         now: the validation time (days after it are not active).
         suite_version: recorded with the profile.
     """
-    types, counts = np.unique(event_types.astype(str), return_counts=True) if len(event_types) else ([], [])
+    if isinstance(event_types, Mapping):
+        types, counts = zip(*sorted(event_types.items()), strict=True) if event_types else ((), ())
+    else:
+        types, counts = np.unique(event_types.astype(str), return_counts=True) if len(event_types) else ([], [])
     first_day = _ceil_day(window[0])
     last_day = min(_floor_day(window[1]), _floor_day(now))  # exclusive: days ending by then
     n_days = max((last_day - first_day).days, 0)

@@ -30,6 +30,9 @@ class ContractResult(Protocol):
     def rows_in(self) -> int: ...
 
     @property
+    def rows_valid(self) -> int: ...
+
+    @property
     def failures(self) -> list[dict[str, Any]]: ...
 
     def reason_counts(self) -> dict[str, int]: ...
@@ -57,7 +60,7 @@ def examples_by_rule(quarantined: pa.Table, limit: int) -> dict[str, dict[str, A
 
 def describe_failure(record: dict[str, Any], result: ContractResult, settings: ContractSettings) -> str:
     """One sentence: the check, observed vs allowed (and the previous run it compares with)."""
-    rows_in, valid, quarantined = result.rows_in, result.valid.num_rows, result.quarantined.num_rows
+    rows_in, valid, quarantined = result.rows_in, result.rows_valid, result.quarantined.num_rows
     if record["name"] == "max_quarantine_fraction":
         return (f"max_quarantine_fraction: {quarantined} of {rows_in} rows quarantined "
                 f"({record['observed_value']:.1%}), allowed at most {settings.max_quarantine_fraction:.1%}")
@@ -78,7 +81,7 @@ def violation(result: ContractResult, settings: ContractSettings) -> ContractVio
     message = (f"contract {SUITE_NAME!r} failed: " + "; ".join(describe_failure(r, result, settings) for r in failed)
                + (f". Quarantined by rule: {offenders}" if offenders else ""))
     details = {
-        "counts": {"rows_in": result.rows_in, "rows_valid": result.valid.num_rows,
+        "counts": {"rows_in": result.rows_in, "rows_valid": result.rows_valid,
                    "rows_quarantined": result.quarantined.num_rows},
         "reasons": result.reason_counts(),
         "failed_expectations": [r["name"] for r in failed]

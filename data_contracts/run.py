@@ -19,7 +19,7 @@ from core.config.contracts import ContractSettings
 from data_contracts.profile import previous_profile, source_key, write_profile
 from data_contracts.quarantine import write_quarantine, write_report
 from data_contracts.report import render_markdown
-from data_contracts.validate import ContractResult, check_interactions
+from data_contracts.validate import ContractResult, check_interactions, check_interactions_file
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +42,16 @@ class ContractOutcome:
 
 
 def validate_snapshot(
-    table: pa.Table, *, window: tuple[datetime, datetime], settings: ContractSettings, out_dir: Path,
+    table: pa.Table | Path, *, window: tuple[datetime, datetime], settings: ContractSettings, out_dir: Path,
     profiles_dir: Path, source: str, mapping: str, snapshot_digest: str | None = None, run_ge: bool = True,
     now: datetime | None = None, record_profile: bool = True, extracted_rows: int | None = None,
+    valid_path: Path | None = None,
 ) -> ContractOutcome:
     """Check ``table``, write its quarantine and report into ``out_dir``; never raises on a failed gate.
 
     Args:
-        table: the extract (canonical schema).
+        table: the extract (canonical schema), or its Parquet file: then checked without holding it
+            (:func:`check_interactions_file`), its valid rows written to ``valid_path``.
         window: ``[start, end)`` of the extract.
         settings: thresholds.
         out_dir: where the quarantine Parquet/JSON and the report go (created).
@@ -61,13 +63,20 @@ def validate_snapshot(
         now: the validation time (default: now).
         record_profile: store this window's profile when the gate passed (the next run compares with it).
         extracted_rows: rows the extractor reported; must equal what was validated (nothing lost).
+        valid_path: where the valid rows go when ``table`` is a file (required then).
 
     Returns:
         The result (``result.gate_passed`` is the verdict) and the files written.
     """
     key = source_key(source, mapping)
     previous = previous_profile(profiles_dir, key, window)
-    result = check_interactions(table, window=window, settings=settings, run_ge=run_ge, now=now, previous=previous)
+    if isinstance(table, pa.Table):
+        result = check_interactions(table, window=window, settings=settings, run_ge=run_ge, now=now, previous=previous)
+    elif valid_path is None:
+        raise TypeError("validate_snapshot of a file needs valid_path (where its valid rows go)")
+    else:
+        result = check_interactions_file(Path(table), window=window, settings=settings, valid_path=valid_path,
+                                         run_ge=run_ge, now=now, previous=previous)
     if extracted_rows is not None and extracted_rows != result.rows_in:
         from core.errors import ContractViolation, Reason
 

@@ -6,11 +6,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from core.config.contracts import ContractSettings
 from core.errors import ContractViolation, Reason
@@ -22,7 +24,15 @@ from core.schema import (
     SOURCE_ERRORS_FIELD,
 )
 from data_contracts import ge_suite
-from data_contracts.checks import EXPOSURE_TYPES, Batch, CompoundUnique, Unique, unconverted_columns
+from data_contracts.checks import (
+    EXPOSURE_TYPES,
+    Batch,
+    CompoundUnique,
+    HasExposure,
+    Unique,
+    unconverted_columns,
+)
+from data_contracts.ge_suite import sample_indices
 from data_contracts.profile import WindowProfile, batch_records, build_profile
 from data_contracts.report import violation
 from data_contracts.rules import (
@@ -52,6 +62,8 @@ class ContractResult:
     (masks), ``table`` or ``batch``), and for row rules ``quarantined_count``.
     ``gate_passed``: no fatal table or batch rule failed (the run may continue).
     ``passed``: every table and batch rule held, non-fatal ones included.
+    ``valid_path``: set by :func:`check_interactions_file`, which writes the valid rows there as it
+    goes; ``valid`` is then an empty table of their schema and ``valid_rows`` their count.
     """
 
     valid: pa.Table
@@ -66,10 +78,16 @@ class ContractResult:
     profile: WindowProfile | None = None
     previous: WindowProfile | None = None
     ge_rows: int | None = None  # rows Great Expectations validated (None: GE not run)
+    valid_path: Path | None = None
+    valid_rows: int | None = None
+
+    @property
+    def rows_valid(self) -> int:
+        return self.valid.num_rows if self.valid_rows is None else self.valid_rows
 
     @property
     def rows_in(self) -> int:
-        return self.valid.num_rows + self.quarantined.num_rows
+        return self.rows_valid + self.quarantined.num_rows
 
     @property
     def failures(self) -> list[dict[str, Any]]:
@@ -92,7 +110,7 @@ class ContractResult:
             "window": [w.isoformat() for w in self.window] if self.window else None,
             "now": self.now.isoformat() if self.now else None,
             "rows_in": self.rows_in,
-            "rows_valid": self.valid.num_rows,
+            "rows_valid": self.rows_valid,
             "rows_quarantined": self.quarantined.num_rows,
             "reasons": self.reason_counts(),
             "failed_expectations": [e["name"] for e in self.expectations if not e["success"]],
@@ -182,6 +200,154 @@ def check_interactions(
                             profile=profile, previous=previous, ge_rows=ge_rows)
     logger.info("contract %s: %s", SUITE_NAME, {k: v for k, v in result.summary().items() if k != "batch_checks"})
     return result
+
+
+# Rules that look across rows (a duplicate, an exposure before an engagement): they run once over the
+# window's key columns. Every other rule looks at one row and runs batch by batch.
+_KEY_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "item_id", "event_type", "ts", "session_id", "request_id")
+
+
+def _across_rows(rule: RowRule) -> bool:
+    return isinstance(rule.check, Unique | CompoundUnique | HasExposure)
+
+
+def check_interactions_file(
+    path: Path, *, window: tuple[datetime, datetime], settings: ContractSettings, valid_path: Path,
+    run_ge: bool = True, now: datetime | None = None, previous: WindowProfile | None = None,
+    prior_exposures: pa.Table | None = None, batch_rows: int = 262_144,
+) -> ContractResult:
+    """:func:`check_interactions` of the Parquet file (or folder of files) ``path`` without holding it: the same valid rows
+    (written to ``valid_path``, atomically, in the file's order), quarantine, records, profile and verdict.
+
+    The rules that look across rows (uniqueness, an exposure before an engagement) run once over the
+    window's key columns (``_KEY_COLUMNS``: ids, type, time, session, request); every other rule,
+    the split into valid and quarantined rows and the write run one record batch of ``batch_rows``
+    rows at a time; Great Expectations checks the same strided sample (gathered batch by batch).
+    So memory holds the key columns, a batch and the quarantined rows, not the extract.
+
+    Raises:
+        As :func:`check_interactions` (missing required columns or wrong types before any row is read).
+    """
+    from core.atomic import atomic_write
+
+    now = datetime.now(UTC) if now is None else now
+    files = _parquet_files(Path(path))
+    schema = files[0].schema_arrow if files else pa.schema([])
+    _check_arguments(schema.empty_table(), window, now)
+    _conform(schema.empty_table())  # the columns and types, before reading a row
+    n = sum(f.metadata.num_rows for f in files)
+    if n == 0:
+        raise ContractViolation(
+            f"contract {SUITE_NAME!r}: the extract of window [{window[0]}, {window[1]}) is empty (0 rows)",
+            reason=Reason.EMPTY, details={"window": [str(w) for w in window], "rows_in": 0},
+        )
+    rules = row_rules(settings)
+    params = {WINDOW_START: window[0], WINDOW_END: window[1], NOW: now}
+    keys = Batch(_key_table(files), params, prior_exposures)
+    across = {r.name: r.mask(keys) for r in rules if _across_rows(r)}
+    quarantined_counts = {r.name: int(across[r.name].sum()) if r.name in across else 0 for r in rules}
+    exact = {r.name: _exact_record(keys, r, quarantined_counts[r.name], across[r.name]) for r in rules if r.name in across}
+    keys = _types_and_times(keys)  # the ids go before the batches come
+    _release_memory()
+    bad = np.zeros(n, dtype=bool)
+    indices = sample_indices(n, settings.ge_max_rows) if run_ge else None
+    sampled: list[pa.Table] = []
+    quarantined: list[pa.Table] = []
+    written = [0, None]  # valid rows, their schema
+
+    def write(tmp: Path) -> None:
+        writer = None
+        offset = 0
+        try:
+            for record_batch in (b for f in files for b in f.iter_batches(batch_size=batch_rows, use_threads=False)):
+                if record_batch.num_rows == 0:
+                    continue
+                table = _conform(pa.Table.from_batches([record_batch]))
+                rows = slice(offset, offset + table.num_rows)
+                batch = Batch(table, params, prior_exposures)
+                masks = {r.name: across[r.name][rows] if r.name in across else r.mask(batch) for r in rules}
+                for r in rules:
+                    if r.name not in across:
+                        quarantined_counts[r.name] += int(masks[r.name].sum())
+                flagged = np.logical_or.reduce(list(masks.values()))
+                bad[rows] = flagged
+                valid = _valid_table(_keep_valid(table, flagged))
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, valid.schema, compression="lz4")
+                    written[1] = valid.schema
+                writer.write_table(valid)
+                written[0] += valid.num_rows
+                if flagged.any():
+                    quarantined.append(_quarantine_table(table, flagged, rules, masks))
+                if run_ge:
+                    mine = np.arange(offset, offset + table.num_rows) if indices is None else \
+                        indices[(indices >= offset) & (indices < offset + table.num_rows)]
+                    sampled.append(table.take(pa.array(mine - offset)))
+                offset += table.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if offset != n:
+            raise ContractViolation(f"contract {SUITE_NAME!r}: read {offset} rows of {path}, its metadata says {n}",
+                                    reason=Reason.CONTRACT, details={"rows_read": offset, "rows_in": n})
+
+    atomic_write(valid_path, write)
+    quarantine = (pa.concat_tables(quarantined) if quarantined
+                  else _quarantine_table(_conform(schema.empty_table()), np.zeros(0, dtype=bool), rules,
+                                    {r.name: np.zeros(0, dtype=bool) for r in rules}))
+    _check_nothing_lost(n, written[0], quarantine.num_rows)
+    exact = [exact[r.name] if r.name in exact else _exact_record(keys, r, quarantined_counts[r.name], None)
+             for r in rules]
+    records = exact if not run_ge else ge_suite.merge_checked_records(
+        pa.concat_tables(sampled), indices is not None, rules, exact, params)
+    exposures = int(np.count_nonzero(keys.event_type_in(EXPOSURE_TYPES) & ~bad))
+    counts = Counts(n, written[0], quarantine.num_rows, exposures)
+    version = suite_version(settings)
+    per_type = np.bincount(keys.event_type_codes[~bad], minlength=len(keys.event_type_dictionary))
+    type_counts = {str(t): int(c) for t, c in zip(keys.event_type_dictionary, per_type, strict=True)
+                   if c and t is not None}
+    profile = build_profile(keys.ts_int64[~bad], type_counts, window, now, version)
+    records += _table_records(counts, settings) + batch_records(profile, previous, settings)
+    checks = [r for r in records if r["engine"] in ("table", "batch")]
+    _log_non_fatal(checks)
+    result = ContractResult(written[1].empty_table(), quarantine, SUITE_NAME, version, records,
+                            passed=all(r["success"] for r in checks), window=window,
+                            gate_passed=all(r["success"] for r in checks if r["fatal"]), now=now,
+                            profile=profile, previous=previous,
+                            ge_rows=None if not run_ge else min(n, settings.ge_max_rows or n),
+                            valid_path=Path(valid_path), valid_rows=written[0])
+    logger.info("contract %s: %s", SUITE_NAME, {k: v for k, v in result.summary().items() if k != "batch_checks"})
+    return result
+
+
+def _types_and_times(keys: Batch) -> Batch:
+    """``keys`` with only event_type and ts kept (their codes and integers already computed): what the
+    records, the exposure count and the profile read after the rules that look across rows."""
+    light = Batch(keys.table.select(["event_type", "ts"]), keys.params)
+    light.__dict__.update(ts_int64=keys.ts_int64, _event_types=keys._event_types)
+    return light
+
+
+def _release_memory() -> None:
+    """Hand the Arrow pool's freed pages back (the key columns' hash tables), so the batches reuse them."""
+    pa.default_memory_pool().release_unused()
+
+
+def _parquet_files(path: Path) -> list[pq.ParquetFile]:
+    """``path``'s Parquet file, or those of the folder ``path`` in name order (as ``pq.read_table`` reads
+    a folder), opened without pre-buffering (a row group is read column by column as batches need it)."""
+    paths = sorted(p for p in path.iterdir() if p.suffix == ".parquet") if path.is_dir() else [path]
+    return [pq.ParquetFile(p, pre_buffer=False) for p in paths]
+
+
+def _key_table(files: list[pq.ParquetFile]) -> pa.Table:
+    """The files' key columns (``_KEY_COLUMNS``; nulls where they lack one), as :func:`_conform` types them."""
+    names = files[0].schema_arrow.names
+    table = pa.concat_tables([f.read(columns=[c for c in _KEY_COLUMNS if c in names], use_threads=False)
+                              for f in files])
+    fields = [INTERACTION_SCHEMA.field(c).with_nullable(True) for c in _KEY_COLUMNS]
+    return pa.Table.from_arrays([table.column(f.name) if f.name in names else pa.nulls(table.num_rows, f.type)
+                                 for f in fields], schema=pa.schema(fields))
 
 
 def _check_nothing_lost(rows_in: int, rows_valid: int, rows_quarantined: int) -> None:
@@ -283,16 +449,16 @@ def _row_records(
     window: tuple[datetime, datetime], now: datetime, settings: ContractSettings | None,
 ) -> list[dict[str, Any]]:
     """Exact per-rule records from the masks, merged with GE's record when ``settings`` is given."""
-    exact = [_exact_record(batch, r, masks[r.name]) for r in rules]
+    exact = [_exact_record(batch, r, int(masks[r.name].sum()), masks[r.name]) for r in rules]
     if settings is None:
         return exact
     return ge_suite.merge_ge_records(batch.table, rules, exact, {WINDOW_START: window[0], WINDOW_END: window[1],
                                                                   NOW: now}, settings)
 
 
-def _exact_record(batch: Batch, rule: RowRule, mask: np.ndarray) -> dict[str, Any]:
-    """Counts in GE's semantics (duplicates: every member of a duplicated group) plus our quarantine count."""
-    quarantined = int(mask.sum())
+def _exact_record(batch: Batch, rule: RowRule, quarantined: int, mask: np.ndarray | None) -> dict[str, Any]:
+    """Counts in GE's semantics (duplicates: every member of a duplicated group) plus our quarantine count
+    (``mask``: the rule's mask over ``batch``; only read for the uniqueness rules)."""
     unexpected = quarantined
     if isinstance(rule.check, Unique) and quarantined:
         # GE also counts each duplicated value's first occurrence: one per distinct repeated value.

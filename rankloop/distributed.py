@@ -182,23 +182,12 @@ class PartitionedValidated:
 def validate_partitioned(settings: Settings, combined: PartitionedExtract, start: datetime, end: datetime,
                          workdir: Path) -> PartitionedValidated:
     """``stages.validate`` over the whole window (uniqueness and table-level rules need every row:
-    the same quarantine, report and gate as the local run), then the valid rows written per day to
-    ``<workdir>/valid/<day>.parquet``."""
-    from features.partitioned import event_days
+    the same quarantine, report and gate as the local run; it streams the day snapshots), then the
+    valid rows cut into day files (``rankloop.partitions.split_by_day``, streamed) under ``<workdir>/valid``."""
+    from rankloop.partitions import split_by_day
 
     validated = stages.validate(settings, combined.extracted, start, end, workdir)
-    events = validated.load_events()
-    days = event_days(events["ts"])
-    paths = {}
-    for p in combined.parts:
-        frame = events[days == np.datetime64(p.day.isoformat(), "D")]
-        paths[p.day] = _write_frame(frame.reset_index(drop=True), workdir / "valid" / f"{p.day.isoformat()}.parquet")
-    written = sum(pq.ParquetFile(p).metadata.num_rows for p in paths.values())
-    if written != len(events):
-        raise ValueError(f"valid rows outside the window's days: wrote {written} of {len(events)}")
-    del events
-    stages.release_arrow_memory()
-    return PartitionedValidated(validated=validated, valid_paths=paths)
+    return PartitionedValidated(validated=validated, valid_paths=split_by_day(validated.events_path, workdir / "valid"))
 
 
 def check_supported(settings: Settings) -> None:

@@ -155,13 +155,15 @@ def validate(settings: Settings, extracted: Extracted, start: datetime, end: dat
     import data_contracts
     from data_contracts.tracking import contract_metrics
 
-    table = pq.read_table(extracted.snapshot_path)
+    # The snapshot is checked from its file, batch by batch (data_contracts.check_interactions_file):
+    # memory holds its key columns, not the window; the valid rows are written as they are found.
+    valid_path = workdir / "data" / "events.parquet"
     outcome = data_contracts.validate_snapshot(
-        table, window=(start, end), settings=settings.contracts, out_dir=settings.quarantine_dir / extracted.digest,
-        profiles_dir=settings.home_dir / "contracts" / "profiles", source=extracted.source,
-        mapping=settings.source.mapping, snapshot_digest=extracted.digest, extracted_rows=extracted.rows,
+        extracted.snapshot_path, window=(start, end), settings=settings.contracts,
+        out_dir=settings.quarantine_dir / extracted.digest, profiles_dir=settings.home_dir / "contracts" / "profiles",
+        source=extracted.source, mapping=settings.source.mapping, snapshot_digest=extracted.digest,
+        extracted_rows=extracted.rows, valid_path=valid_path,
     )
-    del table
     result, summary = outcome.result, outcome.summary()
     if not result.gate_passed:
         error = result.violation(settings.contracts)
@@ -170,7 +172,7 @@ def validate(settings: Settings, extracted: Extracted, start: datetime, end: dat
                              mlflow_run_id=_log_failed_contract(settings, extracted, start, end, outcome))
         raise error
     validated = Validated(
-        events_path=write_parquet(result.valid, workdir / "data" / "events.parquet"),
+        events_path=valid_path,
         rows_in=summary["rows_in"],
         rows_valid=summary["rows_valid"],
         rows_quarantined=summary["rows_quarantined"],
