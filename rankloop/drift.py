@@ -42,10 +42,13 @@ def measure(settings: Settings, end: datetime, validated: Any, dataset: Any, mod
     moved = feature_drift(ref, cur, cols, bins)
     ranker = Ranker.load(model_path)
     ref_scores, cur_scores = ranker.predict(ref[cols]), ranker.predict(cur[cols])
-    events = validated.load_events(["user_id", "item_id", "event_type", "ts", "value", "request_id", "position",
-                                    "propensity", "policy_version", "action_id"])
+    ref_start = split_starts(end, valid_days=days, test_days=days)[0]
+    events, window = _recent_events(validated.events_path, ref_start,
+                                    ["user_id", "item_id", "event_type", "ts", "value", "request_id", "position",
+                                     "propensity", "policy_version", "action_id"])
     ev_ref, ev_cur = _weeks(events, end, days)
-    rewards = impression_rewards(events, settings.rewards) if events["request_id"].notna().any() else None
+    rewards = impression_rewards(events, settings.rewards) if window["has_requests"] else None
+    rewards = rewards if window["has_impressions"] else None
     slates = events.drop_duplicates("request_id") if "action_id" in events else events.iloc[:0]
     act_ref, act_cur = _weeks(slates[slates["action_id"].notna()], end, days)
     report = {
@@ -69,8 +72,46 @@ def measure(settings: Settings, end: datetime, validated: Any, dataset: Any, mod
     return report
 
 
+def _recent_events(path: Any, since: datetime, columns: list[str]) -> tuple[pd.DataFrame, dict[str, bool]]:
+    """The valid events the report reads, without the window's older rows: every row from ``since``
+    on, every row of a request with a row from ``since`` on (an impression's rewards need its whole
+    request), and the first row without a request (``drop_duplicates("request_id")`` keeps it); in
+    file order. So each week's rewards, event mix and slates are those of the whole window. Streams
+    the file (a record batch at a time); also says whether the window has requests and impressions."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from core.schema import EventType
+
+    names = set(pq.read_schema(path).names)
+    keys = pq.read_table(path, columns=[c for c in ("request_id", "event_type", "ts") if c in names])
+    recent = pc.greater_equal(keys.column("ts"), pa.scalar(since, pa.timestamp("us", tz="UTC"))).to_numpy(
+        zero_copy_only=False)
+    request = keys.column("request_id") if "request_id" in names else pa.nulls(keys.num_rows, pa.string())
+    has_request = pc.is_valid(request).to_numpy(zero_copy_only=False)
+    impression = pc.equal(keys.column("event_type"), EventType.IMPRESSION.value).to_numpy(zero_copy_only=False)
+    wanted = recent | pc.is_in(request, value_set=pc.unique(request.filter(pa.array(recent & has_request)))) \
+        .to_numpy(zero_copy_only=False) & has_request
+    if (~has_request).any():
+        wanted[np.argmax(~has_request)] = True
+    window = {"has_requests": bool(has_request.any()), "has_impressions": bool((has_request & impression).any())}
+    del keys, request
+    read = [c for c in columns if c in names]
+    parts, offset = [], 0
+    for batch in pq.ParquetFile(path).iter_batches(columns=read, use_threads=False):
+        keep = wanted[offset:offset + batch.num_rows]
+        offset += batch.num_rows
+        if keep.any():
+            parts.append(batch.filter(pa.array(keep)))
+    table = pa.Table.from_batches(parts, schema=parts[0].schema) if parts else \
+        pq.read_schema(path).empty_table().select(read)
+    return table.to_pandas(), window
+
+
 def _reward_rates(rewards: pd.DataFrame | None, end: datetime, days: int) -> dict[str, Any]:
-    if rewards is None or rewards.empty:
+    """Per week: click, success and mean reward (None: no rewards in the window, or no impression in it)."""
+    if rewards is None:
         return {}
     ref, cur = _weeks(rewards, end, days)
     return {name: {"reference": float(ref[col].mean()) if len(ref) else None,
@@ -154,6 +195,9 @@ def check_drift(settings: Settings, ctx: Any, validated: Any, dataset: Any, trai
     """
     import mlflow
 
+    from rankloop.stages import release_arrow_memory
+
+    release_arrow_memory()  # what the tables stage freed goes back before this stage reads its columns
     report = measure(settings, ctx.end, validated, dataset, trained.model_path)
     scores = report.pop("_scores")
     moved = over_threshold(report, settings.drift.hold_psi)

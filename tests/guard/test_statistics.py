@@ -108,3 +108,18 @@ def test_psi_is_small_for_the_same_distribution_and_large_for_a_moved_one() -> N
     assert shares(["x", "y", "y", None]) == {"<missing>": 0.25, "x": 0.25, "y": 0.5}
     frame = feature_drift(pd.DataFrame({"f": ref, "g": ref}), pd.DataFrame({"f": same, "g": moved}), ["f", "g"])
     assert list(frame["feature"]) == ["g", "f"] and frame.loc[0, "ks"] > 0.3
+
+
+@pytest.mark.parametrize(("n_ref", "n_cur"), [(300, 700), (12_000, 25_001), (40_000, 15_000)])
+def test_ks_statistic_is_scipys_statistic_bit_for_bit(n_ref: int, n_cur: int) -> None:
+    """Small samples go to scipy (exact mode); large ones skip its p-value and keep its statistic."""
+    from scipy.stats import ks_2samp
+
+    from models.drift import ks_statistic
+
+    rng = np.random.default_rng(n_ref)
+    ref = np.round(rng.normal(0.0, 1.0, n_ref), 2)  # rounded: ties within and across the samples
+    cur = np.round(rng.normal(0.05, 1.1, n_cur), 2)
+    assert ks_statistic(ref, cur) == ks_2samp(ref, cur).statistic
+    assert ks_statistic(cur, ref) == ks_2samp(cur, ref).statistic
+    assert ks_statistic(ref, ref) == 0.0

@@ -1,0 +1,79 @@
+"""The drift report reads the window's recent rows only, and gets what the whole window gives."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.config.policy import RewardSettings
+from models.rewards import impression_rewards
+from rankloop.drift import _recent_events
+
+SINCE = datetime(2026, 3, 9, tzinfo=UTC)
+COLUMNS = ["user_id", "item_id", "event_type", "ts", "value", "request_id", "position", "propensity",
+           "policy_version", "action_id"]
+
+
+def _events() -> pd.DataFrame:
+    t = SINCE - timedelta(days=3)
+    rows = []
+    for r in range(40):  # requests every 3.6 hours around SINCE; the responses come 1-30 hours later
+        start = t + timedelta(hours=3.6 * r)
+        request = f"r{r}"
+        for pos in range(3):
+            rows.append(dict(user_id=f"u{r % 7}", item_id=f"i{pos + r % 5}", event_type="impression", ts=start,
+                             value=None, request_id=request, position=pos, propensity=0.5, policy_version="v1",
+                             action_id=r % 27))
+        rows.append(dict(user_id=f"u{r % 7}", item_id=f"i{r % 5}", event_type="click",
+                         ts=start + timedelta(hours=1 + r % 30), value=None, request_id=request, position=None,
+                         propensity=None, policy_version=None, action_id=None))
+        rows.append(dict(user_id=f"u{r % 7}", item_id=f"i{1 + r % 5}", event_type="rating",
+                         ts=start + timedelta(hours=2 + r % 29), value=float(1 + r % 5), request_id=request,
+                         position=None, propensity=None, policy_version=None, action_id=None))
+    for h in (-50, -2, 5, 30):  # rows without a request, before and after SINCE
+        rows.append(dict(user_id="u9", item_id="i9", event_type="view", ts=SINCE + timedelta(hours=h), value=12.0,
+                         request_id=None, position=None, propensity=None, policy_version=None, action_id=3))
+    frame = pd.DataFrame(rows)
+    return frame.sample(frac=1.0, random_state=3).reset_index(drop=True)  # file order is not ts order
+
+
+def _recent(frame: pd.DataFrame, column: str = "ts") -> pd.DataFrame:
+    return frame[pd.to_datetime(frame[column], utc=True) >= SINCE].reset_index(drop=True)
+
+
+def test_recent_rows_give_the_whole_windows_rewards_mix_and_slates(tmp_path: Path) -> None:
+    events = _events()
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pandas(events, preserve_index=False), path, row_group_size=17)
+    whole = pq.read_table(path, columns=COLUMNS).to_pandas()
+    sub, window = _recent_events(path, SINCE, COLUMNS)
+    assert window == {"has_requests": True, "has_impressions": True}
+    assert 0 < len(sub) < len(whole)  # older rows were left out
+    pd.testing.assert_frame_equal(_recent(sub), _recent(whole))  # every recent row, in file order
+    settings = RewardSettings()
+    pd.testing.assert_frame_equal(_recent(impression_rewards(sub, settings)),
+                                  _recent(impression_rewards(whole, settings)))
+    # a request that started before SINCE and got its click after it: its reward is counted in full
+    crossing = whole[(whole["request_id"] == "r18")]
+    assert crossing["ts"].min() < SINCE <= crossing["ts"].max()
+    pd.testing.assert_frame_equal(_recent(sub.drop_duplicates("request_id")),
+                                  _recent(whole.drop_duplicates("request_id")))
+
+
+def test_a_window_without_requests_says_so(tmp_path: Path) -> None:
+    events = _events()
+    events = events[events["request_id"].isna()].drop(columns=["request_id"])
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pandas(events, preserve_index=False), path)
+    sub, window = _recent_events(path, SINCE, COLUMNS)
+    assert window == {"has_requests": False, "has_impressions": False}
+    whole = pq.read_table(path).to_pandas()
+    recent = pd.to_datetime(whole["ts"], utc=True) >= SINCE
+    expected = whole[recent | (np.arange(len(whole)) == 0)]  # the recent rows and the first without a request
+    assert "request_id" not in sub.columns and len(sub) == len(expected) == 2 + int(not recent.iloc[0])
+    assert sub["ts"].tolist() == expected["ts"].tolist()
