@@ -110,3 +110,42 @@ def test_in_process_runner_maps_in_order_and_shares_as_is() -> None:
     assert runner.map(lambda x, offset, shared: (x + offset, shared), [1, 2, 3], offset=10, shared=shared) == \
         [(11, shared), (12, shared), (13, shared)]
     assert runner.share(shared) is shared
+
+
+def test_a_split_killed_midway_leaves_the_day_files_in_use_whole_and_the_next_split_heals(tmp_path: Path) -> None:
+    """SIGKILL while the day files are written: the folder in use keeps the previous split whole; the
+    next split removes the leftover temporary folder and replaces the days."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    n = 1_500_000
+    start = np.datetime64("2026-03-02T00:00:00", "us").astype(np.int64)
+    ts = start + np.sort(np.random.default_rng(0).integers(0, 35 * 86_400_000_000, n))
+    events = pa.table({"ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+                       "user_id": pa.array(np.char.add("u", (np.arange(n) % 9973).astype(str)))})
+    path = tmp_path / "events.parquet"
+    pq.write_table(events, path)
+    folder = tmp_path / "days"
+    (tmp_path / "before").mkdir()
+    first = split_by_day(_window_file(_no_impressions_log(), tmp_path / "before"), folder)  # the split in use: 3 days
+    code = ("import sys; from pathlib import Path; from rankloop.partitions import split_by_day; "
+            f"split_by_day(Path({str(path)!r}), Path({str(folder)!r}), batch_rows=1_000)")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2], start_new_session=True)
+    tmp = tmp_path / ".days.tmp"
+    deadline = time.monotonic() + 60
+    while not (tmp.exists() and any(tmp.iterdir())) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the split ended before it could be killed"
+    assert tmp.exists()  # the killed split's partial days
+    assert sorted(d.name for d in folder.iterdir()) == [f"day={d.isoformat()}" for d in sorted(first)]
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in first.values()) == len(_no_impressions_log())
+    healed = split_by_day(path, folder)
+    assert not tmp.exists()
+    assert len(healed) == 35 and sum(pq.ParquetFile(p).metadata.num_rows for p in healed.values()) == n
