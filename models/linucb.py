@@ -89,6 +89,24 @@ def _as_str(col: pd.Series) -> pd.Series:
     return col.astype(object).where(col.notna(), UNKNOWN).astype(str)
 
 
+def _names(col: pd.Series) -> np.ndarray:
+    """``_as_str(col)`` as an object array, converting each distinct value once (not each row). An
+    object column goes row by row: its values may be equal but spelled apart (1 and 1.0)."""
+    if col.dtype == object:
+        return _as_str(col).to_numpy(dtype=object)
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    names = np.append(_as_str(pd.Series(uniques, dtype=object)).to_numpy(dtype=object), UNKNOWN)
+    return names[codes]  # code -1 (missing) takes the trailing UNKNOWN
+
+
+def _item_names(col: pd.Series) -> np.ndarray:
+    """``col`` as strings (``astype(str)``, as the refit keys arms), one conversion per distinct id."""
+    if col.dtype == object or col.isna().any():  # 1 and 1.0, None and NaN spell apart: per row, as refit does
+        return pd.Series(col, dtype=object).astype(str).to_numpy(dtype=object)
+    codes, uniques = pd.factorize(col)
+    return pd.Series(uniques, dtype=object).astype(str).to_numpy(dtype=object)[codes]
+
+
 def _vocab_codes(col: pd.Series, vocab: list[str]) -> np.ndarray:
     """Position in ``vocab`` of each value as :func:`_as_str` spells it (-1 when absent); one
     string conversion per distinct value, not per row."""
@@ -326,9 +344,9 @@ def arm_context_stats(impressions: pd.DataFrame, settings: LinUCBSettings, now: 
     if since is not None:
         keep &= ts > pd.Timestamp(since)
     new = impressions.loc[keep]
-    keys = {"item_id": pd.Series(new["item_id"], dtype=object).astype(str).to_numpy(dtype=object)}
+    keys = {"item_id": _item_names(new["item_id"])}
     for f in settings.context_features:
-        keys[f] = _as_str(new[f]).to_numpy(dtype=object) if f in new else np.full(len(new), UNKNOWN, dtype=object)
+        keys[f] = _names(new[f]) if f in new else np.full(len(new), UNKNOWN, dtype=object)
     work = pd.DataFrame(keys).assign(**{PAIR_COUNT: 1.0, PAIR_REWARD: new[settings.reward].to_numpy(dtype=float)})
     pairs = work.groupby(list(keys), as_index=False, sort=True)[[PAIR_COUNT, PAIR_REWARD]].sum()
     return ArmContextStats(tuple(settings.context_features), pairs, ts[keep].max() if keep.any() else None,

@@ -4,7 +4,7 @@ whole window gives."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -149,3 +149,32 @@ def test_a_split_killed_midway_leaves_the_day_files_in_use_whole_and_the_next_sp
     healed = split_by_day(path, folder)
     assert not tmp.exists()
     assert len(healed) == 35 and sum(pq.ParquetFile(p).metadata.num_rows for p in healed.values()) == n
+
+
+def test_arm_context_keys_are_those_of_the_row_by_row_spelling() -> None:
+    """arm_context_stats converts each distinct value once: the same keys and sums as row by row."""
+    import numpy as np
+
+    from core.config.policy import LinUCBSettings
+    from models import linucb
+
+    rng = np.random.default_rng(1)
+    n = 5_000
+    settings = LinUCBSettings(context_features=("device", "mood", "action_id", "ratio"))
+    frame = pd.DataFrame({
+        "item_id": pd.Series(rng.choice(["a", "b", "c"], n), dtype="str"),
+        "ts": _ts("2026-03-02") + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s"),
+        settings.reward: rng.random(n),
+        "device": pd.Series(rng.choice(np.array(["web", "app", None], dtype=object), n), dtype="str"),
+        "mood": pd.Series(rng.choice(np.array(["calm", 1, 1.0, None, "__unknown__"], dtype=object), n), dtype=object),
+        "action_id": pd.array(rng.choice([3, 7, None], n), dtype="Int32"),
+        "ratio": np.where(rng.random(n) < 0.2, np.nan, rng.choice([0.5, 1.0], n)),
+    })
+    got = linucb.arm_context_stats(frame, settings, datetime(2026, 3, 9, tzinfo=UTC)).pairs
+    keys = {"item_id": pd.Series(frame["item_id"], dtype=object).astype(str).to_numpy(dtype=object)}
+    for f in settings.context_features:
+        keys[f] = linucb._as_str(frame[f]).to_numpy(dtype=object)
+    work = pd.DataFrame(keys).assign(n=1.0, r=frame[settings.reward].to_numpy(dtype=float))
+    expected = work.groupby(list(keys), as_index=False, sort=True)[["n", "r"]].sum()
+    assert {"1", "1.0", "__unknown__"} <= set(got["mood"])  # 1 and 1.0 stay apart, as row by row
+    pd.testing.assert_frame_equal(got, expected)
