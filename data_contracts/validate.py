@@ -204,6 +204,9 @@ def check_interactions(
 
 # Rules that look across rows (a duplicate, an exposure before an engagement): they run once over the
 # window's key columns. Every other rule looks at one row and runs batch by batch.
+# The valid file's row groups: pyarrow's default for a whole table (pq.write_table), so the file reads
+# back in the same chunks as when the contract wrote its valid table at once.
+_ROW_GROUP_ROWS = 1024 * 1024
 _KEY_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "item_id", "event_type", "ts", "session_id", "request_id")
 
 
@@ -258,6 +261,17 @@ def check_interactions_file(
     def write(tmp: Path) -> None:
         writer = None
         offset = 0
+        pending: list[pa.Table] = []  # valid rows not yet written: whole row groups go out as they fill
+
+        def flush(final: bool) -> None:
+            rows = sum(t.num_rows for t in pending)
+            full = rows if final else rows - rows % _ROW_GROUP_ROWS
+            if full == 0:
+                return
+            table = pa.concat_tables(pending)
+            writer.write_table(table.slice(0, full), row_group_size=_ROW_GROUP_ROWS)
+            pending[:] = [table.slice(full)] if full < rows else []
+
         try:
             for record_batch in (b for f in files for b in f.iter_batches(batch_size=batch_rows, use_threads=False)):
                 if record_batch.num_rows == 0:
@@ -275,7 +289,8 @@ def check_interactions_file(
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, valid.schema, compression="lz4")
                     written[1] = valid.schema
-                writer.write_table(valid)
+                pending.append(valid)
+                flush(final=False)
                 written[0] += valid.num_rows
                 if flagged.any():
                     quarantined.append(_quarantine_table(table, flagged, rules, masks))
@@ -284,6 +299,8 @@ def check_interactions_file(
                         indices[(indices >= offset) & (indices < offset + table.num_rows)]
                     sampled.append(table.take(pa.array(mine - offset)))
                 offset += table.num_rows
+            if writer is not None:
+                flush(final=True)
         finally:
             if writer is not None:
                 writer.close()

@@ -154,3 +154,16 @@ def test_exposure_rule_in_user_buckets_flags_the_same_rows(monkeypatch, clean, w
     engaged = checks.Batch(table, params).event_type_in(settings.engagement_event_types)
     assert whole.sum() >= 4 and (engaged & ~whole).sum() > 10  # some flagged, many engagements explained
     np.testing.assert_array_equal(bucketed, whole)
+
+
+def test_the_valid_file_has_the_row_groups_of_a_whole_table_write(tmp_path: Path, monkeypatch, clean, window) -> None:
+    from data_contracts import validate
+
+    monkeypatch.setattr(validate, "_ROW_GROUP_ROWS", 64)
+    path = tmp_path / "snapshot.parquet"
+    pq.write_table(clean, path)
+    result = check_interactions_file(path, window=window, settings=ContractSettings(min_rows=10),
+                                     valid_path=tmp_path / "valid.parquet", run_ge=False, batch_rows=23)
+    meta = pq.ParquetFile(result.valid_path).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [64, 64, 64, 8]
+    assert pq.read_table(result.valid_path).num_rows == clean.num_rows == 200
