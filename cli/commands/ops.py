@@ -131,7 +131,31 @@ def schedule(
                           f"({settings.ops.timezone})")
         console.print(f"Prefect API {api_url}" + (" (started for this process)" if own else ""))
         console.print(f"data home {settings.home_dir}; Ctrl-C stops (and pauses the schedules)")
-        serve(*deployments, print_starting_message=False)
+        try:
+            serve(*deployments, print_starting_message=False)
+        finally:
+            _pause(deployments)
+
+
+def _pause(deployments: list[Any]) -> None:
+    """Pause the served deployments' schedules. Prefect's runner pauses them on Ctrl-C only once it has
+    started: a Ctrl-C in its first seconds (the deployments created, the runner not yet up) left them
+    active with nobody serving them, so their runs piled up as Late. Paused twice is still paused."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            for deployment in deployments:
+                try:
+                    found = client.read_deployment_by_name(deployment.full_name)
+                except ObjectNotFound:
+                    continue
+                if not found.paused:
+                    client.pause_deployment(found.id)
+    except Exception as e:  # noqa: BLE001 - stopping anyway: say what is left to do
+        console.print(f"could not pause the schedules ({type(e).__name__}); pause them with "
+                      "`prefect deployment pause <flow>/<deployment>` before nobody serves them")
 
 
 @contextlib.contextmanager
