@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.atomic import write_parquet
+from core.atomic import atomic_write
 from core.config.ranker import split_starts
 
 PARTS = ("train", "valid", "test")
@@ -134,37 +134,83 @@ class SplitFiles:
         return pa.Table.from_batches(batches).to_pandas()
 
 
+# Rows per Parquet row group of a split part: pyarrow's own default, so a part written group by
+# group has the row groups one ``write_table`` of the whole part would give.
+SPLIT_ROW_GROUP_ROWS = 1024 * 1024
+
+
 def write_split(rows: dict[str, np.ndarray], keys: pd.DataFrame, features: Mapping[str, np.ndarray | Path],
-                directory: Path, *, valid_start: datetime, test_start: datetime) -> SplitFiles:
+                directory: Path, *, valid_start: datetime, test_start: datetime,
+                row_group_rows: int = SPLIT_ROW_GROUP_ROWS) -> SplitFiles:
     """Write each part's rows of ``keys`` and ``features`` to ``<directory>/<part>.parquet``.
+
+    A part goes out one row group at a time: only that group's rows of every column are in
+    memory (a feature saved with ``np.save`` is read through a memory map, group by group), so
+    the write never holds the feature matrix, whatever the window's size.
 
     Args:
         rows: row positions of each part, in order (:func:`split_rows`).
         keys: the id, time and label columns (``query_id`` first), one row per impression.
         features: feature columns in order, each an array aligned with ``keys`` or the path of one
-            saved with ``np.save`` (loaded one at a time, so the caller need not hold the matrix).
+            saved with ``np.save``.
         directory: where the files go; each is written to a temporary name and moved into place.
+        row_group_rows: rows per row group (and per step of the write).
     """
+    if row_group_rows < 1:
+        raise ValueError(f"row_group_rows must be >= 1, got {row_group_rows}")
+    for name, source in features.items():
+        n = len(np.load(source, mmap_mode="r")) if isinstance(source, (str, os.PathLike)) else len(source)
+        if n != len(keys):
+            raise ValueError(f"feature {name!r} has {n} rows; keys have {len(keys)}")
     directory.mkdir(parents=True, exist_ok=True)
     query_code = pd.factorize(keys["query_id"])[0]
-    columns: dict[str, dict[str, pa.Array]] = {part: {} for part in rows}
-    for name, source in features.items():
-        values = np.load(source) if isinstance(source, (str, os.PathLike)) else np.asarray(source)
-        if len(values) != len(keys):
-            raise ValueError(f"feature {name!r} has {len(values)} rows; keys have {len(keys)}")
-        for part, part_rows in rows.items():
-            columns[part][name] = pa.array(values[part_rows])
-        del values
     paths, counts = {}, {}
     for part, part_rows in rows.items():
-        table = _arrow(keys.take(part_rows).reset_index(drop=True))
-        for name, array in columns.pop(part).items():
-            table = table.append_column(name, array)
-        paths[part] = write_parquet(table, directory / f"{part}.parquet", compression="lz4")
-        del table
+        schema = _part_schema(keys, part_rows)
+
+        def write(tmp: Path, part_rows: np.ndarray = part_rows, schema: pa.Schema = schema) -> None:
+            with pq.ParquetWriter(tmp, _with_features(schema, features, part_rows), compression="lz4") as writer:
+                for lo in range(0, len(part_rows), row_group_rows):  # an empty part: no row group
+                    chunk = part_rows[lo:lo + row_group_rows]
+                    table = _arrow(keys.take(chunk).reset_index(drop=True)).cast(schema)
+                    for name, source in features.items():
+                        table = table.append_column(name, pa.array(_gather(source, chunk)))
+                    writer.write_table(table, row_group_size=row_group_rows)
+                    del table
+
+        paths[part] = atomic_write(directory / f"{part}.parquet", write)
         codes = query_code[part_rows]
         counts[f"{part}_rows"], counts[f"{part}_queries"] = len(part_rows), len(np.unique(codes[codes >= 0]))
     return SplitFiles(paths=paths, valid_start=valid_start, test_start=test_start, counts=counts)
+
+
+def _gather(source: np.ndarray | Path, rows: np.ndarray) -> np.ndarray:
+    """``source[rows]``; a saved column is mapped for the gather only (its pages are not kept)."""
+    if isinstance(source, (str, os.PathLike)):
+        mapped = np.load(source, mmap_mode="r")
+        try:
+            return np.asarray(mapped[rows])
+        finally:
+            del mapped
+    return np.asarray(source)[rows]
+
+
+def _part_schema(keys: pd.DataFrame, part_rows: np.ndarray) -> pa.Schema:
+    """The Arrow types of a part's key columns, as one conversion of the whole part would infer
+    them: typed columns from their dtype, object columns (e.g. all-null ones) from all their values."""
+    head = _arrow(keys.take(part_rows[:1]).reset_index(drop=True))
+    fields = []
+    for name, field_ in zip(keys.columns, head.schema, strict=True):
+        if keys[name].dtype == object:
+            field_ = field_.with_type(pa.Array.from_pandas(keys[name].take(part_rows)).type)
+        fields.append(field_)
+    return pa.schema(fields)
+
+
+def _with_features(schema: pa.Schema, features: Mapping[str, np.ndarray | Path], part_rows: np.ndarray) -> pa.Schema:
+    for name, source in features.items():
+        schema = schema.append(pa.field(name, pa.array(_gather(source, part_rows[:0])).type))
+    return schema
 
 
 def _contiguous_order(frame: pd.DataFrame) -> np.ndarray:

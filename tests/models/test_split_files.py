@@ -74,3 +74,34 @@ def test_split_rows_rejects_an_empty_part():
     keys, _ = _frames()
     with pytest.raises(ValueError, match="empty"):
         split_rows(keys, end=END + timedelta(days=60), valid_days=7, test_days=7)
+
+
+@pytest.mark.parametrize("group", [1, 7, 64, 10_000])
+def test_a_part_written_group_by_group_reads_back_the_same(tmp_path, group):
+    """The split goes out one row group at a time (the feature matrix is never in memory): any
+    group size gives the same frames, with an object column that is null in the first groups
+    only (its type comes from the whole part, not from the first group)."""
+    import pyarrow.parquet as pq
+
+    keys, features = _frames()
+    keys["policy_version"] = pd.Series([None] * len(keys), dtype=object)
+    keys.loc[keys.index[-3:], "policy_version"] = "v2"
+    rows, valid_start, test_start = split_rows(keys, end=END, valid_days=7, test_days=7)
+    for name in features:
+        np.save(tmp_path / f"{name}.npy", features[name].to_numpy())
+    sources = {name: tmp_path / f"{name}.npy" for name in features}
+    whole = write_split(rows, keys, sources, tmp_path / "whole", valid_start=valid_start, test_start=test_start)
+    grouped = write_split(rows, keys, sources, tmp_path / "grouped", valid_start=valid_start, test_start=test_start,
+                          row_group_rows=group)
+    expected = time_split(pd.concat([keys, features], axis=1), end=END, valid_days=7, test_days=7)
+    for part in ("train", "valid", "test"):
+        pdt.assert_frame_equal(grouped.read(part), whole.read(part))
+        pdt.assert_frame_equal(grouped.read(part).drop(columns="policy_version"),
+                               getattr(expected, part).drop(columns="policy_version"), check_dtype=False)
+        n = len(rows[part])
+        assert pq.ParquetFile(grouped.paths[part]).metadata.num_row_groups == -(-n // group)
+        assert pq.ParquetFile(whole.paths[part]).metadata.num_row_groups == 1
+    assert grouped.read("train")["policy_version"].notna().sum() + grouped.read("valid")["policy_version"].notna().sum() \
+        + grouped.read("test")["policy_version"].notna().sum() == 3
+    with pytest.raises(ValueError, match="row_group_rows"):
+        write_split(rows, keys, sources, tmp_path / "bad", valid_start=valid_start, test_start=test_start, row_group_rows=0)
