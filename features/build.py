@@ -18,6 +18,9 @@ from features.sets import get_feature_set
 log = logging.getLogger(__name__)
 
 _QUERY_COLUMNS = ("user_id", "item_id", "ts")
+# The impression columns a feature may read (codes, time, the logged slot, the request's context).
+QUERY_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "ts", "position", "device", "content_type", "category",
+                                  "mood", "time_of_day")
 _EVENT_COLUMNS = ("user_id", "item_id", "event_type", "ts")
 # Features of one grain share timelines; computing them together bounds memory.
 _GRAIN_ORDER = ("context", "impression", "item", "user_item", "user", "user_category")

@@ -43,3 +43,24 @@ def test_features_read_only_event_columns(wide_events, items, users, with_users)
     pdt.assert_frame_equal(slim, full)
     traits_read = set(TRAIT_COLUMNS) & set(event_columns(users))
     assert traits_read == (set() if with_users else set(TRAIT_COLUMNS))  # the users table has them all
+
+
+def test_features_read_only_query_columns(wide_events, items, users):
+    """Every registered feature (logged ones too) is the same from the impressions' declared
+    columns alone: the weekly run hands the builder only those."""
+    from features import QUERY_COLUMNS
+    from features.build import build_columns
+    from features.registry import REGISTRY
+
+    labelled = impressions(wide_events, LabelSettings())
+    rng = np.random.default_rng(5)
+    labelled = labelled.assign(device=rng.choice(["mobile", "tv", None], len(labelled)),
+                               mood=rng.choice(["calm", "happy", None], len(labelled)),
+                               time_of_day=rng.choice(["morning", "night", None], len(labelled)))
+    names = tuple(REGISTRY)
+    full = build_columns(labelled, wide_events, names, items=items, users=users, settings=FeatureSettings())
+    slim = build_columns(labelled[[c for c in QUERY_COLUMNS if c in labelled.columns]], wide_events, names,
+                         items=items, users=users, settings=FeatureSettings())
+    pdt.assert_frame_equal(slim, full)
+    assert set(QUERY_COLUMNS) <= set(labelled.columns)  # nothing declared is missing from the fixture
+    assert full[[f"ctx_{c}" for c in ("device", "mood", "time_of_day")]].nunique().min() > 1  # the context is read
