@@ -68,12 +68,19 @@ class QueryProtocol:
 
 def logged_query_count(events: pd.DataFrame) -> int:
     """Queries (request, else user session, else user day) holding at least one impression event."""
-    shown = events[(events["event_type"] == EventType.IMPRESSION.value).to_numpy(dtype=bool, na_value=False)]
-    if shown.empty:
+    is_shown = (events["event_type"] == EventType.IMPRESSION.value).to_numpy(dtype=bool, na_value=False)
+    if not is_shown.any():
         return 0
+    # Only the columns a query id is made of, and the fallback ids only where request_id is missing:
+    # the same ids as _fallback_query over every impression, without copying the window's events.
+    shown = events[[c for c in ("user_id", "ts", "request_id", "session_id") if c in events.columns]][is_shown]
     absent = [c for c in ("request_id", "session_id") if c not in shown.columns]
     shown = shown.assign(**{c: pd.Series(None, index=shown.index, dtype=object) for c in absent})
-    return int(_fallback_query(shown).nunique())
+    has_request = shown["request_id"].notna().to_numpy()
+    queries = [shown["request_id"][has_request].astype("string")]
+    if not has_request.all():
+        queries.append(_fallback_query(shown[~has_request]))
+    return int(pd.concat(queries, ignore_index=True).nunique())
 
 
 def choose_protocol(events: pd.DataFrame, settings: ImplicitQuerySettings) -> QueryProtocol:

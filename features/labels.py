@@ -188,7 +188,7 @@ def _assemble(ev, logged, fallback, settings: LabelSettings, ts: np.ndarray, ite
                 if "position" in ev.columns else np.full(len(rows), np.inf))
     order = _order(qid, item_code[rows], ts[rows], position)
     present = [c for c in CARRIED_COLUMNS if c in ev.columns]
-    out = ev.iloc[rows[order]][present].reset_index(drop=True)
+    out = ev[present].iloc[rows[order]].reset_index(drop=True)  # only the carried columns are copied
     out = out.assign(**{c: pd.Series(None, index=out.index, dtype=object) for c in CARRIED_COLUMNS
                         if c not in present})[list(CARRIED_COLUMNS)]
     out.insert(0, "query_id", qid.iloc[order].reset_index(drop=True))

@@ -28,6 +28,27 @@ def log() -> pd.DataFrame:
     return _no_slates(make_events(n_requests=400))
 
 
+def test_logged_query_count_falls_back_per_impression(events):
+    """Impressions without a request count by (user, session), without a session by (user, day),
+    as labels' query ids do; a request id spelled like a fallback id counts once."""
+    from features.labels import _fallback_query
+
+    mixed = events.copy()
+    rng = np.random.default_rng(8)
+    shown = (mixed["event_type"] == "impression").to_numpy()
+    no_request = shown & (rng.random(len(mixed)) < 0.4)
+    mixed["request_id"] = mixed["request_id"].astype(object).where(~no_request, None)
+    mixed["session_id"] = mixed["session_id"].astype(object).where(~(no_request & (rng.random(len(mixed)) < 0.5)), None)
+    first = np.flatnonzero(no_request & mixed["session_id"].notna().to_numpy())[0]
+    mixed.loc[mixed.index[np.flatnonzero(shown & ~no_request)[0]], "request_id"] = (
+        f"{mixed['user_id'].iloc[first]}|{mixed['session_id'].iloc[first]}")
+    expected = _fallback_query(mixed[shown]).nunique()
+    assert logged_query_count(mixed) == expected
+    assert expected > events["request_id"].nunique()  # the fallback ids are counted, more than the requests
+    assert logged_query_count(mixed.drop(columns=["request_id", "session_id"])) == \
+        _fallback_query(mixed[shown].assign(request_id=None, session_id=None)).nunique()
+
+
 def test_protocol_follows_the_log_and_the_settings(events, log):
     assert logged_query_count(events) == events["request_id"].nunique() == 300
     assert choose_protocol(events, ImplicitQuerySettings()).name == LOGGED
