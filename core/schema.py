@@ -82,6 +82,10 @@ INTERACTION_SCHEMA: pa.Schema = pa.schema(
 )
 INTERACTION_COLUMNS: tuple[str, ...] = tuple(INTERACTION_SCHEMA.names)
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(f.name for f in INTERACTION_SCHEMA if not f.nullable)
+# Text columns with a few distinct values (types, the request's context, item attributes, the
+# serving policy): the weekly run reads them as categoricals (codes + values; ~1.5 GB less at 10M rows).
+FEW_VALUED_COLUMNS: tuple[str, ...] = ("event_type", "policy_version", "device", "content_type", "category", "mood",
+                                       "time_of_day")
 
 #: Per-row record of source values extraction could not convert: null when every value converted,
 #: else a JSON object ``{"<canonical column>": "<raw source text>", ...}``; the column itself is null.

@@ -1,0 +1,69 @@
+"""The weekly run reads the few-valued text columns as categoricals (``rankloop.stages.FEW_VALUED_COLUMNS``):
+labels and every feature come out the same as from plain text, with logged slates and with implicit queries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+from core.config.features import FeatureSettings, LabelSettings
+from core.schema import FEW_VALUED_COLUMNS
+from features import ranking_queries
+from features.build import build_columns
+from features.implicit import IMPLICIT, LOGGED
+from features.registry import REGISTRY
+
+from .conftest import make_events
+
+
+def _context(events: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Every few-valued column filled, some values missing (own item attributes on some rows only)."""
+    rng = np.random.default_rng(seed)
+    n = len(events)
+    return events.assign(device=rng.choice(["mobile", "tv", "desktop", None], n),
+                         mood=rng.choice(["calm", "happy", None], n),
+                         time_of_day=rng.choice(["night", "morning", "evening"], n),
+                         policy_version=rng.choice(["v2", "v1", None], n),
+                         category=np.where(rng.random(n) < 0.3, rng.choice(["c9", "c1"], n), None),
+                         content_type=np.where(rng.random(n) < 0.3, "video", None))
+
+
+def _as_read(events: pd.DataFrame) -> pd.DataFrame:
+    """The columns as Parquet's dictionaries give them: categories in an order of their own (here
+    reverse-sorted, so nothing may depend on sorted categories)."""
+    out = events.copy()
+    for c in FEW_VALUED_COLUMNS:
+        if c in out.columns:
+            values = sorted(out[c].dropna().unique(), reverse=True)
+            out[c] = pd.Categorical(out[c], categories=values)
+    return out
+
+
+def _no_slates(events: pd.DataFrame) -> pd.DataFrame:
+    kept = events[events["event_type"] != "impression"]
+    return kept.drop(columns=["request_id", "position", "propensity"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("slates", [True, False])
+def test_categorical_columns_give_the_same_labels_and_features(items, users, slates):
+    events = _context(make_events(n_requests=400), seed=4)
+    if not slates:
+        events = _no_slates(events)
+    read = _as_read(events)
+    assert all(isinstance(read[c].dtype, pd.CategoricalDtype) for c in FEW_VALUED_COLUMNS)
+    labels = LabelSettings()
+    text, protocol = ranking_queries(events, labels)
+    coded, coded_protocol = ranking_queries(read, labels)
+    assert coded_protocol == protocol and protocol.name == (LOGGED if slates else IMPLICIT)
+    as_text = coded.assign(**{c: coded[c].astype(text[c].dtype) for c in coded.columns
+                              if isinstance(coded[c].dtype, pd.CategoricalDtype)})
+    pdt.assert_frame_equal(as_text, text)
+    names = tuple(REGISTRY)
+    settings = FeatureSettings()
+    expected = build_columns(text, events, names, items=items, users=users, settings=settings)
+    got = build_columns(coded, read, names, items=items, users=users, settings=settings)
+    pdt.assert_frame_equal(got, expected)
+    for column in ("ctx_device", "ctx_mood", "ctx_time_of_day"):
+        assert expected[column].nunique() > 1, column  # the context is read, not constant
