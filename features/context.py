@@ -86,14 +86,18 @@ class BuildContext:
         self.q_ms = _ms(self.queries["ts"])
         self.ev_ms = _ms(self.events["ts"])
         self.ev_user, self.ev_item = self.ev_user.astype(np.int32), self.ev_item.astype(np.int32)
+        self.q_user, self.q_item = self.q_user.astype(np.int32), self.q_item.astype(np.int32)
         self.ev_type, types = pd.factorize(self.events["event_type"])
         self.ev_type = self.ev_type.astype(np.int16)
         self.type_code = {str(t): i for i, t in enumerate(types)}
         self.logged_exposures = EventType.IMPRESSION.value in self.type_code or len(self.ev_type) == 0
         self.max_window_ms = max(self.settings.windows_days, default=28) * DAY_MS
-        # The coded columns are read through their codes from here on: the frame keeps the rest
-        # (a caller that hands the events over frees their ids, types and times; ~0.5 GB at 10M rows).
-        self.events = self.events.drop(columns=list(_EVENT_CODED))
+        # The coded columns are read through their codes from here on: the frames keep the rest (a
+        # caller that hands them over frees the ids, types and times: ~0.7 GB at 10M rows); the
+        # sessions only matter when exposures are inferred (no logged impressions).
+        dropped = [*_EVENT_CODED, *(("session_id",) if self.logged_exposures else ())]
+        self.events = self.events.drop(columns=[c for c in dropped if c in self.events.columns])
+        self.queries = self.queries.drop(columns=["user_id", "item_id"])
 
     def release(self, keep: tuple[str, str] | None = None) -> None:
         """Forget the memoised timelines and prefix sums (between grains, to bound memory),
@@ -177,11 +181,12 @@ class BuildContext:
             extra = [] if table is None else [table]
             own = [f[name] if name in f.columns else len(f) for f in (self.events, self.queries)]
             codes, uniques = _codes_and_uniques(*own, *extra)
-            by_item = np.full(self.n_items + 1, -1, dtype=np.int64)
+            code_type = np.int32 if len(uniques) < 2**31 - 1 else np.int64
+            by_item = np.full(self.n_items + 1, -1, dtype=code_type)
             if table is not None:
                 by_item[self.cat_item] = codes[2]
-            ev = np.where(codes[0] >= 0, codes[0], by_item[self.ev_item])
-            q = np.where(codes[1] >= 0, codes[1], by_item[self.q_item])
+            ev = np.where(codes[0] >= 0, codes[0], by_item[self.ev_item]).astype(code_type)
+            q = np.where(codes[1] >= 0, codes[1], by_item[self.q_item]).astype(code_type)
             return ev, q, uniques
         return self.memo(("attribute", name), make, keep=True)
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.atomic import atomic_write
+from core.atomic import atomic_write, write_parquet
 from core.config.ranker import split_starts
 
 PARTS = ("train", "valid", "test")
@@ -95,6 +95,17 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
         else:
             columns[str(name)] = pa.Array.from_pandas(column)
     return pa.table(columns)
+
+
+def spill(frame: pd.DataFrame, path: Path) -> Path:
+    """``frame`` to a Parquet file (atomic, lz4) that :func:`unspill` reads back with the same dtypes,
+    values and column order (a stage parks what it needs again later out of memory)."""
+    return write_parquet(_arrow(frame), path, compression="lz4")
+
+
+def unspill(path: Path) -> pd.DataFrame:
+    """The frame :func:`spill` wrote."""
+    return pq.read_table(path).to_pandas(self_destruct=True, split_blocks=True)
 
 
 @dataclass(frozen=True)

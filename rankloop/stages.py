@@ -270,7 +270,7 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     """Graded labels -> point-in-time features -> time split, written to ``<workdir>/data/split/<part>.parquet``."""
     import features
     from features.labels import EVENT_COLUMNS as LABEL_COLUMNS
-    from models.training import split_rows, write_split
+    from models.training import spill, split_rows, unspill, write_split
 
     items = extracted.items.to_pandas() if extracted.items is not None else None
     users = extracted.users.to_pandas() if extracted.users is not None else None
@@ -283,30 +283,32 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     imps, protocol = features.ranking_queries(events, settings.labels)  # logged slates or implicit queries
     events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
     fset = features.get_feature_set(features.feature_set_for(protocol, settings.features))
-    # Each feature column goes to disk as soon as it is computed: the matrix is never in memory
-    # together with the events and the builder's working set.
-    spill = workdir / "data" / "features"
-    spill.mkdir(parents=True, exist_ok=True)
-    saved: dict[str, Path] = {}
     n_impressions = len(imps)
-    keys = imps[list(SPLIT_KEY_COLUMNS)]
+    # The split is decided (and an unsplittable window refused) before any feature is computed.
+    check_split_coverage(imps["ts"], end=end, valid_days=settings.ranker.valid_days,
+                         test_days=settings.ranker.test_days)
+    rows, valid_start, test_start = split_rows(imps, end=end, valid_days=settings.ranker.valid_days,
+                                               test_days=settings.ranker.test_days)
+    # The split's key columns and each feature column wait on disk (the key columns ~0.5 GB, the
+    # matrix several GB at 10M rows): never in memory together with the builder's working set.
+    parked = workdir / "data" / "features"
+    parked.mkdir(parents=True, exist_ok=True)
+    keys_path = spill(imps[list(SPLIT_KEY_COLUMNS)], parked / "keys.parquet")
     queries = imps[[c for c in features.QUERY_COLUMNS if c in imps.columns]]
     del imps  # the label-only columns (grade, policy_version) go
     columns = features.iter_features(queries, events, items=items, users=users, settings=settings.features,
                                      feature_set=fset.name)
     del events, queries, items, users  # the builder holds them now, and drops what it has coded
+    saved: dict[str, Path] = {}
     for name, values in columns:
-        saved[name] = spill / f"{name}.npy"
+        saved[name] = parked / f"{name}.npy"
         np.save(saved[name], values)
     del columns
     release_arrow_memory()
-    check_split_coverage(keys["ts"], end=end, valid_days=settings.ranker.valid_days,
-                         test_days=settings.ranker.test_days)
-    rows, valid_start, test_start = split_rows(keys, end=end, valid_days=settings.ranker.valid_days,
-                                               test_days=settings.ranker.test_days)
+    keys = unspill(keys_path)
     split = write_split(rows, keys, {n: saved[n] for n in fset.features}, workdir / "data" / "split",
                         valid_start=valid_start, test_start=test_start)
-    shutil.rmtree(spill, ignore_errors=True)
+    shutil.rmtree(parked, ignore_errors=True)
     del keys, rows
     release_arrow_memory()
     return Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
