@@ -71,7 +71,9 @@ def split_by_day(events_path: Path, folder: Path, *, batch_rows: int = 262_144) 
     columns = {name: pc.field(name) for name in source.schema.names}
     columns["day"] = pc.field("ts").cast(pa.date32())
     ds.write_dataset(
-        source.scanner(columns=columns, batch_size=batch_rows, use_threads=False), tmp, format="parquet",
+        source.scanner(columns=columns, batch_size=batch_rows, use_threads=False, batch_readahead=1,
+                       fragment_readahead=1,
+                       fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)), tmp, format="parquet",
         partitioning=ds.partitioning(pa.schema([("day", pa.date32())]), flavor="hive"),
         basename_template="part-{i}.parquet", preserve_order=True, use_threads=False,
         file_options=ds.ParquetFileFormat().make_write_options(compression="lz4"),
