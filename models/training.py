@@ -131,8 +131,8 @@ class SplitFiles:
         batch by batch while reading (the unfiltered part is never in memory)."""
         if part not in self.paths:
             raise ValueError(f"no split part {part!r}; parts are {sorted(self.paths)}")
-        if rows is None:
-            return pq.read_table(self.paths[part], columns=columns).to_pandas()
+        if rows is None:  # Arrow's buffers freed as pandas takes each column: never both whole in memory
+            return pq.read_table(self.paths[part], columns=columns).to_pandas(self_destruct=True, split_blocks=True)
         file = pq.ParquetFile(self.paths[part])
         if len(rows) != file.metadata.num_rows:
             raise ValueError(f"row mask has {len(rows)} values; split part {part!r} has {file.metadata.num_rows} rows")
@@ -142,7 +142,9 @@ class SplitFiles:
             lo += batch.num_rows
         if not batches:  # an empty part
             return pq.read_table(self.paths[part], columns=columns).to_pandas()
-        return pa.Table.from_batches(batches).to_pandas()
+        table = pa.Table.from_batches(batches)
+        del batches  # the table holds the only reference: its buffers go as pandas takes them
+        return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
 # Rows per Parquet row group of a split part: pyarrow's own default, so a part written group by
