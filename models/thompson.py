@@ -60,39 +60,8 @@ def _merge_counts(old: pd.DataFrame, new: pd.DataFrame, keys: list[str], factor:
     old = old[[*keys, "successes", "failures"]].assign(
         successes=old["successes"] * factor, failures=old["failures"] * factor
     )
-    return sum_by_keys([old, new], keys)
-
-
-_SUMMED = ["successes", "failures"]
-
-
-def sum_by_keys(frames: Sequence[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
-    """``pd.concat(frames).groupby(keys, as_index=False)[["successes", "failures"]].sum()``, to the
-    last bit, without concatenating the keys' text: each key column becomes codes of its sorted
-    distinct values (groupby's own order), the rows keep their order (so each group sums the same
-    values in the same order), and the codes are spelled back once per group.
-
-    Millions of (user, item) rows from a window's days (or a champion's table plus this week's)
-    otherwise hold every row's two strings twice over: the tables stage's peak at 10M rows."""
-    frames = list(frames)
-    if (sum(len(f) for f in frames) == 0 or len(frames) == 1
-            or any(not _orderable(f[k]) for f in frames for k in keys)):
-        both = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*keys, *_SUMMED])
-        return both.groupby(keys, as_index=False)[_SUMMED].sum()
-    vocab = {k: pd.Index(pd.concat([pd.Series(f[k].dropna().unique()) for f in frames], ignore_index=True)
-                         .unique()).sort_values() for k in keys}
-    coded = pd.DataFrame({k: np.concatenate([vocab[k].get_indexer(f[k]) for f in frames]) for k in keys}
-                         | {c: np.concatenate([f[c].to_numpy() for f in frames]) for c in _SUMMED})
-    coded = coded[(coded[keys] >= 0).all(axis=1).to_numpy()]  # groupby drops missing keys
-    out = coded.groupby(keys, as_index=False)[_SUMMED].sum()
-    for k in keys:
-        out[k] = vocab[k].take(out[k].to_numpy())
-    return out
-
-
-def _orderable(column: pd.Series) -> bool:
-    """Text or numbers: the kinds of key whose sorted distinct values order groups as groupby does."""
-    return pd.api.types.is_string_dtype(column.dtype) or pd.api.types.is_numeric_dtype(column.dtype)
+    both = pd.concat([old, new], ignore_index=True)
+    return both.groupby(keys, as_index=False)[["successes", "failures"]].sum()
 
 
 @dataclass(frozen=True)
@@ -303,7 +272,7 @@ def beta_counts(impressions: pd.DataFrame, settings: BanditSettings, now: dateti
 def combine_counts(parts: Sequence[BetaCounts]) -> BetaCounts:
     """The counts of all partitions together (sums per key; the newest impression of any)."""
     def total(frames: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
-        return sum_by_keys(frames, keys)
+        return pd.concat(frames, ignore_index=True).groupby(keys, as_index=False)[["successes", "failures"]].sum()
 
     if not parts:
         raise ValueError("combine_counts needs at least one partition's BetaCounts")
