@@ -25,18 +25,27 @@ def _ms(ts: pd.Series) -> np.ndarray:
 def _codes_and_uniques(*columns: pd.Series | int) -> tuple[list[np.ndarray], np.ndarray]:
     """Shared integer codes for several columns (-1 for missing), and the values they index.
 
-    An int instead of a column stands for that many missing values (an absent column).
+    An int instead of a column stands for that many missing values (an absent column). The codes
+    are those of ``pd.factorize`` over the columns concatenated (values numbered by first
+    appearance), computed column by column: the columns are never copied into one, and a
+    categorical column is numbered through its few categories, not value by value.
     """
-    present = [c.reset_index(drop=True) for c in columns if not isinstance(c, int)]
-    codes, uniques = pd.factorize(pd.concat(present, ignore_index=True)) if present else (np.zeros(0, np.intp), [])
-    out, start = [], 0
+    values: list[Any] = []  # the distinct values, in order of first appearance across the columns
+    known = pd.Index([], dtype=object)
+    out = []
     for c in columns:
         if isinstance(c, int):
             out.append(np.full(c, -1, dtype=np.intp))
-        else:
-            out.append(codes[start:start + len(c)])
-            start += len(c)
-    return out, np.asarray(uniques, dtype=object)
+            continue
+        local, uniques = pd.factorize(c.reset_index(drop=True))
+        uniques = np.asarray(uniques, dtype=object)
+        seen = known.get_indexer(uniques) if len(known) else np.full(len(uniques), -1, dtype=np.intp)
+        new = seen < 0
+        seen[new] = len(values) + np.arange(int(new.sum()))
+        values.extend(uniques[new].tolist())
+        known = pd.Index(np.asarray(values, dtype=object), dtype=object)
+        out.append(np.r_[seen, -1].astype(np.intp)[local])  # local -1 (missing) hits the trailing -1
+    return out, np.asarray(values, dtype=object)
 
 
 def _codes(*columns: pd.Series) -> list[np.ndarray]:
