@@ -30,6 +30,9 @@ def _codes_and_uniques(*columns: pd.Series | int) -> tuple[list[np.ndarray], np.
     appearance), computed column by column: the columns are never copied into one, and a
     categorical column is numbered through its few categories, not value by value.
     """
+    present = [c for c in columns if not isinstance(c, int)]
+    if present and all(pd.api.types.is_numeric_dtype(c.dtype) for c in present):
+        return _concatenated_codes(columns)  # numbers (e.g. pair codes): one factorize, no object values
     values: list[Any] = []  # the distinct values, in order of first appearance across the columns
     known = pd.Index([], dtype=object)
     out = []
@@ -46,6 +49,19 @@ def _codes_and_uniques(*columns: pd.Series | int) -> tuple[list[np.ndarray], np.
         known = pd.Index(np.asarray(values, dtype=object), dtype=object)
         out.append(np.r_[seen, -1].astype(np.intp)[local])  # local -1 (missing) hits the trailing -1
     return out, np.asarray(values, dtype=object)
+
+
+def _concatenated_codes(columns: tuple[pd.Series | int, ...]) -> tuple[list[np.ndarray], np.ndarray]:
+    codes, uniques = pd.factorize(pd.concat([c.reset_index(drop=True) for c in columns if not isinstance(c, int)],
+                                            ignore_index=True))
+    out, start = [], 0
+    for c in columns:
+        if isinstance(c, int):
+            out.append(np.full(c, -1, dtype=np.intp))
+        else:
+            out.append(codes[start:start + len(c)])
+            start += len(c)
+    return out, np.asarray(uniques, dtype=object)
 
 
 def _codes(*columns: pd.Series) -> list[np.ndarray]:

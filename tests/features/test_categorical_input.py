@@ -83,7 +83,7 @@ def _concat_factorize(*columns):
     return out, np.asarray(uniques, dtype=object)
 
 
-@pytest.mark.parametrize("case", ["text", "categorical", "mixed", "numbers", "edges"])
+@pytest.mark.parametrize("case", ["text", "categorical", "mixed", "numbers", "pairs", "edges"])
 def test_codes_are_those_of_one_factorize_over_the_columns(case):
     from features.context import _codes_and_uniques
 
@@ -98,6 +98,8 @@ def test_codes_are_those_of_one_factorize_over_the_columns(case):
         columns = [text[0].astype(pd.CategoricalDtype(["é", "d", "c", "b", "a"])), 12, text[1].astype(object), text[2]]
     elif case == "numbers":  # 1 == 1.0 across columns; the text "1" is another value
         columns = [pd.Series([3, 1, 2, 1]), pd.Series([1.0, np.nan, 4.5]), pd.Series(["1", None], dtype=object)]
+    elif case == "pairs":  # numbers only (the builder's user x item pair codes)
+        columns = [pd.Series(rng.integers(0, 9, 40) * 1000 + 7), 4, pd.Series(rng.integers(0, 12, 25) * 1000 + 7.0)]
     else:
         columns = [pd.Series([], dtype="str"), pd.Series([None, None], dtype=object), 3, pd.Series(["x"], dtype="str")]
     got, got_values = _codes_and_uniques(*columns)
