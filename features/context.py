@@ -52,6 +52,7 @@ def _codes_and_uniques(*columns: pd.Series | int) -> tuple[list[np.ndarray], np.
 
 
 def _concatenated_codes(columns: tuple[pd.Series | int, ...]) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`_codes_and_uniques` by its definition: one ``pd.factorize`` over the columns concatenated."""
     codes, uniques = pd.factorize(pd.concat([c.reset_index(drop=True) for c in columns if not isinstance(c, int)],
                                             ignore_index=True))
     out, start = [], 0

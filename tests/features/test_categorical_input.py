@@ -69,23 +69,9 @@ def test_categorical_columns_give_the_same_labels_and_features(items, users, sla
         assert expected[column].nunique() > 1, column  # the context is read, not constant
 
 
-def _concat_factorize(*columns):
-    """The definition: pd.factorize over the columns concatenated (an int = that many missing values)."""
-    present = [c.reset_index(drop=True) for c in columns if not isinstance(c, int)]
-    codes, uniques = pd.factorize(pd.concat(present, ignore_index=True)) if present else (np.zeros(0, np.intp), [])
-    out, start = [], 0
-    for c in columns:
-        if isinstance(c, int):
-            out.append(np.full(c, -1, dtype=np.intp))
-        else:
-            out.append(codes[start:start + len(c)])
-            start += len(c)
-    return out, np.asarray(uniques, dtype=object)
-
-
-@pytest.mark.parametrize("case", ["text", "categorical", "mixed", "numbers", "pairs", "edges"])
+@pytest.mark.parametrize("case", ["text", "categorical", "mixed", "numbers", "edges"])
 def test_codes_are_those_of_one_factorize_over_the_columns(case):
-    from features.context import _codes_and_uniques
+    from features.context import _codes_and_uniques, _concatenated_codes  # the latter: the definition
 
     rng = np.random.default_rng(len(case))
     words = np.array(["b", "a", "é", "c", None, "d"], dtype=object)
@@ -98,12 +84,10 @@ def test_codes_are_those_of_one_factorize_over_the_columns(case):
         columns = [text[0].astype(pd.CategoricalDtype(["é", "d", "c", "b", "a"])), 12, text[1].astype(object), text[2]]
     elif case == "numbers":  # 1 == 1.0 across columns; the text "1" is another value
         columns = [pd.Series([3, 1, 2, 1]), pd.Series([1.0, np.nan, 4.5]), pd.Series(["1", None], dtype=object)]
-    elif case == "pairs":  # numbers only (the builder's user x item pair codes)
-        columns = [pd.Series(rng.integers(0, 9, 40) * 1000 + 7), 4, pd.Series(rng.integers(0, 12, 25) * 1000 + 7.0)]
     else:
         columns = [pd.Series([], dtype="str"), pd.Series([None, None], dtype=object), 3, pd.Series(["x"], dtype="str")]
     got, got_values = _codes_and_uniques(*columns)
-    want, want_values = _concat_factorize(*columns)
+    want, want_values = _concatenated_codes(tuple(columns))
     assert [g.tolist() for g in got] == [w.tolist() for w in want]
     assert got_values.tolist() == want_values.tolist()
     assert max((int(g.max(initial=-1)) for g in got), default=-1) >= 0 or case == "edges"
