@@ -299,11 +299,6 @@ class PartitionedSplit:
         out["test_rows"], out["test_queries"] = len(self.test), int(self.test["query_id"].nunique())
         return out
 
-    def history(self, columns: list[str]) -> pd.DataFrame:
-        """``columns`` of the train and valid days (what the popularity baseline counts)."""
-        return pd.concat([pd.read_parquet(p.path, columns=columns) for p in (*self.train, *self.valid)],
-                         ignore_index=True)
-
 
 def partitioned_dataset(settings: Settings, parts: list[FeaturePart], labelled: Labelled, end: datetime,
                         workdir: Path) -> stages.Dataset:
@@ -380,11 +375,8 @@ def _valid_curve(path: Path, booster_text: str, columns: list[str]) -> tuple[dic
 
 def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdir: Path, client: Any) -> stages.TrainedRanker:
     """``stages.train_ranker`` on the cluster: DaskLGBMRanker over the train days, the validation
-    curve per valid day, then the test week scored as locally."""
-    from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
+    curve per valid day, then the test week scored by the same code (``stages.score_test_week``)."""
     from models.dask_ranker import cap_threshold, choose_iteration, fit_distributed, placement
-    from models.metrics import per_query_ndcg, ranking_report
-    from models.training import group_sizes, with_positive_label
 
     split: PartitionedSplit = dataset.split
     cols = list(dataset.features)
@@ -411,20 +403,10 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
     ranker = fit.ranker()
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = ranker.save(workdir / "model.txt")
-    # From here on exactly as stages.train_ranker: the test week and the baselines.
-    test = with_positive_label(split.test)
-    g = group_sizes(test)
-    scores = ranker.predict(test[cols])
-    baselines = {"popularity": ranking_report(test["label"], popularity_scores(split.history(["item_id", "label"]), test), g)}
-    if SIMILARITY_FEATURE in test.columns:
-        baselines["similarity"] = ranking_report(test["label"], similarity_scores(test), g)
     params = ranker.get_params() | {"max_train_queries": cap, "train_rows_used": used, "train_rows_available": available,
                                     "trainer": "lightgbm.dask.DaskLGBMRanker"}
-    return stages.TrainedRanker(
-        model_path=model_path, report=ranking_report(test["label"], scores, g), baselines=baselines,
-        per_query_ndcg=per_query_ndcg(test["label"], scores, g, 10), best_iteration=fit.best_iteration,
-        evals_result=fit.evals_result, params=params,
-    )
+    return stages.score_test_week(dataset, model_path, best_iteration=fit.best_iteration,
+                                  evals_result=fit.evals_result, params=params)
 
 
 # --- the tables ----------------------------------------------------------------------------------

@@ -352,11 +352,8 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
 
     The test week is scored as serving scores: the saved model.txt opened by the registry's loader,
     given the feature set's request-time columns only (no logged slot)."""
-    from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
-    from models.metrics import per_query_ndcg, ranking_report
     from models.ranker import Ranker
     from models.training import cap_mask, group_sizes, with_positive_label
-    from registry.loader import RankerAdapter
 
     release_arrow_memory()
     cols = list(dataset.features)
@@ -381,9 +378,29 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / "model.txt"
     ranker.save(model_path)
+    params = ranker.get_params() | {"max_train_queries": settings.ranker.max_train_queries,
+                                    "train_rows_used": used, "train_rows_available": available,
+                                    "query_protocol": dataset.protocol.get("name", "logged_slates"),
+                                    "position_bias_applied": ranker.position_bias_applied_}
+    return score_test_week(dataset, model_path, best_iteration=int(ranker.best_iteration_),
+                           evals_result=ranker.evals_result_, params=params)
+
+
+def score_test_week(dataset: Dataset, model_path: Path, *, best_iteration: int, evals_result: dict[str, Any],
+                    params: dict[str, Any]) -> TrainedRanker:
+    """The trained ranker's figures, however it was trained (here or on a cluster): the test week
+    scored as serving scores it (the saved ``model_path`` opened by the registry's loader, given the
+    feature set's request-time columns only), and the popularity and similarity baselines."""
+    from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
+    from models.metrics import per_query_ndcg, ranking_report
+    from models.training import group_sizes, with_positive_label
+    from registry.loader import RankerAdapter
+
+    cols = list(dataset.features)
+    s = dataset.split
     test = with_positive_label(s.read("test", ["query_id", "item_id", "label", *cols]))
     g = group_sizes(test)
-    served = RankerAdapter(workdir, {"feature_set": {"features": cols}})
+    served = RankerAdapter(model_path.parent, {"feature_set": {"features": cols}})
     scores = served.predict(test[cols])
     history = pd.concat([s.read(part, ["item_id", "label"]) for part in ("train", "valid")], ignore_index=True)
     baselines = {"popularity": ranking_report(test["label"], popularity_scores(history, test), g)}
@@ -397,12 +414,9 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
         report=ranking_report(test["label"], scores, g),
         baselines=baselines,
         per_query_ndcg=per_query_ndcg(test["label"], scores, g, 10),
-        best_iteration=int(ranker.best_iteration_),
-        evals_result=ranker.evals_result_,
-        params=ranker.get_params() | {"max_train_queries": settings.ranker.max_train_queries,
-                                      "train_rows_used": used, "train_rows_available": available,
-                                      "query_protocol": dataset.protocol.get("name", "logged_slates"),
-                                      "position_bias_applied": ranker.position_bias_applied_},
+        best_iteration=best_iteration,
+        evals_result=evals_result,
+        params=params,
         test_scores=np.asarray(scores, dtype=np.float64),
     )
 
