@@ -113,6 +113,79 @@ class Judged:
     metrics: dict[str, float]
 
 
+@dataclass(frozen=True)
+class TrialSummary:
+    """What judging the bandit and LinUCB refits reads of a window's trials, besides the refits: per
+    item the trials over the window and the trials and successes before the test week (the arms, and
+    the doubly robust reward model); the window's totals; the test week's top-slot trials (what
+    off-policy evaluation replays), in ts order. Request days add up (:func:`combine_trials`): the
+    stage never holds the window's trials (7.5M rows at 10M interactions), only ~1/10 of a week's."""
+
+    items: pd.DataFrame  # item_id, trials, pre_trials, pre_successes: one row per item, sorted by item_id
+    trials: int
+    successes: int
+    reward_sum: float  # math.fsum of the rewards (of the days' sums, when combined)
+    logged: bool  # some trial has a logged propensity (else the trials were derived from events)
+    test: pd.DataFrame  # the test week's top-slot trials: JUDGED_COLUMNS present in the log
+
+    def item_ids(self) -> list[Any]:
+        """Every item with a trial in the window, sorted."""
+        return sorted(self.items["item_id"])
+
+    def item_model(self) -> pd.Series:
+        """Smoothed per-item success rate before the test week (the DR reward model), by item_id."""
+        pre = self.items[self.items["pre_trials"] > 0].set_index("item_id")
+        total = int(pre["pre_trials"].sum())
+        prior = int(pre["pre_successes"].sum()) / total if total else 0.0
+        return (pre["pre_successes"] + 10 * prior) / (pre["pre_trials"] + 10)
+
+    def metrics(self) -> dict[str, float]:
+        """How many trials the table saw, their mean reward, and whether they were logged impressions (1)
+        or derived (0)."""
+        return {"average_reward": self.reward_sum / self.trials if self.trials else float("nan"),
+                "trials": float(self.trials), "trials_logged": float(self.logged)}
+
+
+JUDGED_COLUMNS = ("item_id", "ts", "success", "reward", "position", "propensity")
+
+
+def summarise_trials(imps: pd.DataFrame, settings: Settings, end: datetime) -> TrialSummary:
+    """The :class:`TrialSummary` of ``imps`` (``models.rewards.impression_rewards`` rows: a window, or
+    the requests of one day), its test week's rows in the frame's order."""
+    import math
+
+    ts = pd.to_datetime(imps["ts"], utc=True)
+    test_start = pd.Timestamp(settings.ranker.test_start(end))
+    before = (ts < test_start).to_numpy()
+    success = imps["success"].to_numpy(dtype=bool)
+    items = pd.DataFrame({"item_id": imps["item_id"].to_numpy(), "trials": np.ones(len(imps), dtype=np.int64),
+                          "pre_trials": before.astype(np.int64), "pre_successes": (before & success).astype(np.int64)})
+    items = items.groupby("item_id", as_index=False, sort=True).sum()
+    in_test = ((ts >= test_start) & (ts < pd.Timestamp(end))).to_numpy()
+    top = (imps["position"] == TOP).to_numpy() if "position" in imps else np.zeros(len(imps), dtype=bool)
+    judged = [c for c in (*JUDGED_COLUMNS, *settings.linucb.context_features) if c in imps]
+    logged = bool(imps["propensity"].notna().any()) if "propensity" in imps else False
+    return TrialSummary(items=items, trials=len(imps), successes=int(success.sum()),
+                        reward_sum=math.fsum(imps["reward"].to_numpy(dtype=float)), logged=logged,
+                        test=imps.loc[in_test & top, judged].reset_index(drop=True))
+
+
+def combine_trials(parts: list[TrialSummary]) -> TrialSummary:
+    """The summaries of the request days together (a trial lives in one day); the test rows in ts order
+    (stable: the days' order among equal times)."""
+    import math
+
+    if not parts:
+        raise ValueError("combine_trials needs at least one day's TrialSummary")
+    items = pd.concat([p.items for p in parts], ignore_index=True).groupby("item_id", as_index=False, sort=True).sum()
+    tests = [p.test for p in parts if len(p.test)]
+    test = pd.concat(tests, ignore_index=True) if tests else parts[0].test
+    test = test.sort_values("ts", kind="stable").reset_index(drop=True) if len(test) else test
+    return TrialSummary(items=items, trials=sum(p.trials for p in parts), successes=sum(p.successes for p in parts),
+                        reward_sum=math.fsum(p.reward_sum for p in parts), logged=any(p.logged for p in parts),
+                        test=test)
+
+
 def _split(frame: pd.DataFrame, end: datetime, test_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     test_start = pd.Timestamp(split_starts(end, valid_days=0, test_days=test_days)[1])
     ts = pd.to_datetime(frame["ts"], utc=True)
@@ -128,29 +201,29 @@ def _evidence(result: OPEResult, estimator: str) -> OPEEvidence:
     return OPEEvidence(result.estimates[estimator], low, high)
 
 
-def _item_model(pre: pd.DataFrame) -> pd.Series:
-    """Smoothed per-item success rate from the pre-test data (the DR reward model)."""
-    grouped = pre.groupby("item_id")["success"].agg(["sum", "count"])
-    prior = float(pre["success"].mean()) if len(pre) else 0.0
-    return (grouped["sum"] + 10 * prior) / (grouped["count"] + 10)
-
-
 def judge_bandit(imps: pd.DataFrame, champion: BetaTables | None, champion_version: int | None, settings: Settings,
-                 end: datetime, *, fitted: tuple[BetaTables, BetaTables] | None = None) -> Judged | Skipped:
-    """``fitted``: the (challenger, final) refits when they were made elsewhere (the Dask path combines
-    them from per-partition aggregates, ``rankloop.distributed``); ``imps`` then needs item_id, ts,
-    success and reward on every row and the rest only on the test week's. No trials: :class:`Skipped`."""
+                 end: datetime) -> Judged | Skipped:
+    """Refit the bandit on ``imps`` (a window's ``models.rewards.impression_rewards``) before the test
+    week (the challenger judged) and over all of it (the table registered), and judge it. No trials:
+    :class:`Skipped`."""
     from models.thompson import refit
 
     if len(imps) == 0:
         return Skipped("bandit", NO_TRIALS)
-    pre, test = _split(imps, end, settings.ranker.test_days)
-    test = test[test["position"] == TOP]
-    if fitted is None:
-        fitted = refit(champion, pre, settings.bandit, end), refit(champion, imps, settings.bandit, end)
+    pre, _ = _split(imps, end, settings.ranker.test_days)
+    fitted = refit(champion, pre, settings.bandit, end), refit(champion, imps, settings.bandit, end)
+    return judge_bandit_fitted(summarise_trials(imps, settings, end), fitted, champion, champion_version, settings)
+
+
+def judge_bandit_fitted(trials: TrialSummary, fitted: tuple[BetaTables, BetaTables], champion: BetaTables | None,
+                        champion_version: int | None, settings: Settings) -> Judged | Skipped:
+    """Judge the (challenger, final) bandit refits on the test week's top-slot trials, against the champion."""
+    if trials.trials == 0:
+        return Skipped("bandit", NO_TRIALS)
     challenger, final = fitted
-    items = sorted(imps["item_id"].unique())
-    q_item = _item_model(pre)
+    test = trials.test
+    items = trials.item_ids()
+    q_item = trials.item_model()
 
     def value(table: Any) -> Any:
         from models.ope import evaluate_policy
@@ -166,25 +239,33 @@ def judge_bandit(imps: pd.DataFrame, champion: BetaTables | None, champion_versi
         return evaluate_policy(test["success"].astype(float).to_numpy(), test["propensity"].to_numpy(),
                                target, q_logged, q_target, settings=settings.ope)
 
+    metrics = trials.metrics()
     return _judged("bandit", final, value(challenger), value(champion) if champion else None, champion_version,
-                   {"average_reward": float(imps["reward"].mean()), "success_rate": float(imps["success"].mean()),
-                    "items": float(len(final.items)), **_trial_metrics(imps)})
+                   {"average_reward": metrics.pop("average_reward"), "success_rate": trials.successes / trials.trials,
+                    "items": float(len(final.items)), **metrics})
 
 
 def judge_linucb(imps: pd.DataFrame, champion: LinUCB | None, champion_version: int | None, settings: Settings,
-                 end: datetime, *, fitted: tuple[LinUCB, LinUCB] | None = None) -> Judged | Skipped:
-    """``fitted``: as for :func:`judge_bandit`. No trials: :class:`Skipped`."""
+                 end: datetime) -> Judged | Skipped:
+    """As :func:`judge_bandit`, for LinUCB."""
     from models.linucb import refit
 
     if len(imps) == 0:
         return Skipped("linucb", NO_TRIALS)
-    pre, test = _split(imps, end, settings.ranker.test_days)
-    test = test[test["position"] == TOP].reset_index(drop=True)
-    if fitted is None:
-        fitted = refit(champion, pre, settings.linucb, end), refit(champion, imps, settings.linucb, end)
+    pre, _ = _split(imps, end, settings.ranker.test_days)
+    fitted = refit(champion, pre, settings.linucb, end), refit(champion, imps, settings.linucb, end)
+    return judge_linucb_fitted(summarise_trials(imps, settings, end), fitted, champion, champion_version, settings)
+
+
+def judge_linucb_fitted(trials: TrialSummary, fitted: tuple[LinUCB, LinUCB], champion: LinUCB | None,
+                        champion_version: int | None, settings: Settings) -> Judged | Skipped:
+    """Judge the (challenger, final) LinUCB refits on the test week's top-slot trials, against the champion."""
+    if trials.trials == 0:
+        return Skipped("linucb", NO_TRIALS)
     challenger, final = fitted
-    items = sorted(imps["item_id"].unique())
-    q_item = _item_model(pre)
+    test = trials.test
+    items = trials.item_ids()
+    q_item = trials.item_model()
     context_cols = list(settings.linucb.context_features)
 
     def value(table: Any) -> Any:
@@ -208,8 +289,9 @@ def judge_linucb(imps: pd.DataFrame, champion: LinUCB | None, champion_version: 
         return evaluate_policy(test["success"].astype(float).to_numpy(), test["propensity"].to_numpy(),
                                target, q_logged, q_target, settings=settings.ope)
 
+    metrics = trials.metrics()
     return _judged("linucb", final, value(challenger), value(champion) if champion else None, champion_version,
-                   {"average_reward": float(imps["reward"].mean()), "arms": float(len(items)), **_trial_metrics(imps)})
+                   {"average_reward": metrics.pop("average_reward"), "arms": float(len(items)), **metrics})
 
 
 def judge_qtable(slates: pd.DataFrame, champion: QTable | None, champion_version: int | None, settings: Settings,
@@ -254,12 +336,6 @@ def _without_propensities(test: pd.DataFrame) -> OPEResult | None:
     return OPEResult("cannot_evaluate", "no logged impressions with a propensity at the top slot in the test week "
                      "(trials derived from the log's own events): off-policy evaluation needs the logging "
                      "policy's propensities; review the table and promote it by hand if wanted", len(test))
-
-
-def _trial_metrics(imps: pd.DataFrame) -> dict[str, float]:
-    """How many trials the table saw, and whether they were logged impressions (1) or derived (0)."""
-    logged = bool(imps["propensity"].notna().any()) if "propensity" in imps.columns else False
-    return {"trials": float(len(imps)), "trials_logged": float(logged)}
 
 
 def _judged(kind: str, final: PolicyTable, ope: OPEResult, champion_ope: OPEResult | None, champion_version: int | None,
@@ -344,19 +420,11 @@ def load_champions(settings: Settings) -> dict[str, Champion]:
     return out
 
 
-def judge_and_record(settings: Settings, champions: dict[str, Champion], kind: str, data: pd.DataFrame, *,
-                     end: datetime, workdir: Path, actor: str, window: tuple[datetime, datetime],
-                     parent_run_id: str | None, fitted: tuple[PolicyTable, PolicyTable] | None = None) -> Candidate:
-    """Judge one kind's refit against its champion, then log, register and gate it (:func:`record_table`).
-
-    ``data``: the impressions (bandit, LinUCB) or slates (Q table) of the window; ``fitted``: the
-    (challenger, final) refits when the caller combined them from per-partition statistics."""
-    champion = champions[kind]
-    judge = {"bandit": judge_bandit, "linucb": judge_linucb, "qtable": judge_qtable}[kind]
-    extra = {} if fitted is None else {"fitted": fitted}
-    judged = judge(data, champion.table, champion.version, settings, end, **extra)
+def record_judged(settings: Settings, champion: Champion, judged: Judged | Skipped, *, workdir: Path, actor: str,
+                  window: tuple[datetime, datetime], parent_run_id: str | None) -> Candidate:
+    """Log, register and gate one kind's judged refit against its champion (:func:`record_table`)."""
     candidate = record_table(judged, settings, workdir, actor, window, parent_run_id, champion.loaded)
-    log.info("%s: version %s %s (%s)", kind, candidate.version, candidate.status, candidate.headline)
+    log.info("%s: version %s %s (%s)", judged.kind, candidate.version, candidate.status, candidate.headline)
     return candidate
 
 
@@ -365,28 +433,52 @@ def judge_and_record(settings: Settings, champions: dict[str, Champion], kind: s
 # fall on a later day): a request belongs to the UTC day of its first impression, whose partition
 # reads the request's rows from every day they fall on (models.rewards.request_moves). Each request
 # day yields the refits' sufficient statistics (summed across days, so the refit equals the refit on
-# the whole window to float summation order) and its judging rows; the Q table, sequential over
-# episodes, is replayed from the collected slates. A window without logged impressions uses
+# the whole window to float summation order) and the judges' summary of its trials (per-item counts,
+# totals, the test week's top-slot rows: TrialSummary); no frame of the window's trials is built. The
+# Q table, sequential over episodes, is replayed from the collected slates. A window without logged impressions uses
 # exposures (models.rewards.exposure_events): requests are then filled row by row
 # (with_exposure_requests), so each day's rows get the requests the whole window would.
 @dataclass(frozen=True)
+class ParkedCounts:
+    """One request day's Thompson statistics with their user x item rows on disk (the bulk: ~270K rows
+    a day at 10M interactions, which the stage would otherwise hold for every day until the refit)."""
+
+    counts: BetaCounts  # user_items without rows
+    path: Path
+
+    def load(self) -> BetaCounts:
+        from dataclasses import replace
+
+        return replace(self.counts, user_items=pd.read_parquet(self.path))
+
+
+def _park(counts: BetaCounts, path: Path) -> ParkedCounts:
+    from dataclasses import replace
+
+    _write_frame(counts.user_items, path)
+    return ParkedCounts(replace(counts, user_items=counts.user_items.iloc[:0]), path)
+
+
+@dataclass(frozen=True)
 class TablePart:
     """One request day's share of the tables: the refits' statistics before the test week (``*_pre``)
-    and in it (``*_test``; the whole window's are both combined), its judging rows and slates as files."""
+    and in it (``*_test``; the whole window's are both combined), the judges' :class:`TrialSummary`,
+    and its slates as a file."""
 
     day: date
     impressions: int
-    bandit_pre: BetaCounts
-    bandit_test: BetaCounts
+    trials: TrialSummary
+    bandit_pre: ParkedCounts
+    bandit_test: ParkedCounts
     linucb_pre: ArmContextStats
     linucb_test: ArmContextStats
-    judge_paths: tuple[Path, Path]
     slates_path: Path
 
     def stats(self, kind: str, which: str) -> list[BetaCounts | ArmContextStats]:
         """``kind``'s statistics of this day before the test week (``pre``) or over all of it (``all``)."""
         pre, test = getattr(self, f"{kind}_pre"), getattr(self, f"{kind}_test")
-        return [pre] if which == "pre" else [pre, test]
+        out = [pre] if which == "pre" else [pre, test]
+        return [s.load() if isinstance(s, ParkedCounts) else s for s in out]
 
 
 @dataclass(frozen=True)
@@ -452,8 +544,8 @@ def table_partition(day: date, settings: Settings, day_paths: dict[date, Path], 
                     since: dict[str, datetime | None], end: datetime, folder: Path,
                     exposures: bool = False) -> TablePart:
     """Rewards of one request day and its Thompson/LinUCB statistics (with the decay and the
-    champion's ``data_end`` the refit applies: ``since[kind]``); its judging rows (item_id, ts,
-    success, reward before the test week; every judged column in the test week) and its slates as Parquet."""
+    champion's ``data_end`` the refit applies: ``since[kind]``), the judges' summary of its trials,
+    and its slates as Parquet."""
     from core.schema import INTERACTION_SCHEMA
     from models.linucb import arm_context_stats
     from models.rewards import exposure_events, reward_frames
@@ -466,16 +558,15 @@ def table_partition(day: date, settings: Settings, day_paths: dict[date, Path], 
     test_start = pd.Timestamp(settings.ranker.test_start(end))
     before = (pd.to_datetime(imps["ts"], utc=True) < test_start).to_numpy()
     pre, test = imps[before], imps[~before]
-    judged = ["item_id", "ts", "success", "reward", "position", "propensity", *settings.linucb.context_features]
-    paths = (_write_frame(pre[["item_id", "ts", "success", "reward"]], folder / f"{day.isoformat()}.pre.parquet"),
-             _write_frame(test[[c for c in judged if c in imps]], folder / f"{day.isoformat()}.test.parquet"))
+    name = day.isoformat()
     return TablePart(
-        day=day, impressions=len(imps),
-        bandit_pre=beta_counts(pre, settings.bandit, end, since["bandit"]),
-        bandit_test=beta_counts(test, settings.bandit, end, since["bandit"]),
+        day=day, impressions=len(imps), trials=summarise_trials(imps, settings, end),
+        bandit_pre=_park(beta_counts(pre, settings.bandit, end, since["bandit"]), folder / f"{name}.bandit-pre.parquet"),
+        bandit_test=_park(beta_counts(test, settings.bandit, end, since["bandit"]),
+                          folder / f"{name}.bandit-test.parquet"),
         linucb_pre=arm_context_stats(pre, settings.linucb, end, since["linucb"]),
         linucb_test=arm_context_stats(test, settings.linucb, end, since["linucb"]),
-        judge_paths=paths, slates_path=_write_frame(slates, folder / f"{day.isoformat()}.slates.parquet"),
+        slates_path=_write_frame(slates, folder / f"{name}.slates.parquet"),
     )
 
 
@@ -490,15 +581,6 @@ def _read_frames(paths: list[Path]) -> pd.DataFrame:
     return pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables else pd.DataFrame()
 
 
-def _judge_frame(parts: list[TablePart]) -> pd.DataFrame:
-    """The impressions the judges read (item_id, ts, success, reward; the judged columns on the test
-    week), in ts order as the window's impression frame."""
-    frame = _read_frames([p.judge_paths[0] for p in parts])
-    test = _read_frames([p.judge_paths[1] for p in parts])
-    frame = pd.concat([frame, test], ignore_index=True) if len(test) else frame
-    return frame.sort_values("ts", kind="stable").reset_index(drop=True) if len(frame) else frame
-
-
 def _slates(parts: list[TablePart]) -> pd.DataFrame:
     """The window's slates as ``models.rewards.q_rewards`` orders them (a request lives in one part)."""
     slates = _read_frames([p.slates_path for p in parts])
@@ -510,7 +592,7 @@ def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: R
                       parent_run_id: str | None) -> list[Candidate]:
     """The tables stage: rewards and the Thompson/LinUCB statistics per request day (``runner``: in this
     process one day at a time, or on a cluster), combined into the refits, then each kind judged,
-    recorded and gated (:func:`judge_and_record`). One :class:`rankloop.promotion.Candidate` per kind."""
+    recorded and gated (:func:`record_judged`). One :class:`rankloop.promotion.Candidate` per kind."""
     import mlflow
 
     from core.runtime import ensure_experiment
@@ -540,13 +622,21 @@ def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: R
         "linucb": lambda champ, which: refit_from_stats(
             champ, combine_stats([s for p in parts for s in p.stats("linucb", which)]), settings.linucb, end),
     }
-    common = {"end": end, "workdir": workdir, "actor": actor, "window": window, "parent_run_id": parent_run_id}
-    imps = _judge_frame(parts)
+    common = {"workdir": workdir, "actor": actor, "window": window, "parent_run_id": parent_run_id}
+    trials = combine_trials([p.trials for p in parts]) if parts else None
+    judges = {"bandit": judge_bandit_fitted, "linucb": judge_linucb_fitted}
     out = []
     for kind in ("bandit", "linucb"):
-        table = champions[kind].table
-        fitted = (fits[kind](table, "pre"), fits[kind](table, "all")) if len(imps) else None
-        out.append(judge_and_record(settings, champions, kind, imps, **common, fitted=fitted))
-    del imps
+        champion = champions[kind]
+        if trials is None or trials.trials == 0:
+            judged: Judged | Skipped = Skipped(kind, NO_TRIALS)
+        else:
+            fitted = fits[kind](champion.table, "pre"), fits[kind](champion.table, "all")
+            judged = judges[kind](trials, fitted, champion.table, champion.version, settings)
+            del fitted
+        out.append(record_judged(settings, champion, judged, **common))
+        del judged
     # the Q table's updates are sequential over episodes: replayed here, from the slates
-    return [*out, judge_and_record(settings, champions, "qtable", _slates(parts), **common)]
+    champion = champions["qtable"]
+    judged = judge_qtable(_slates(parts), champion.table, champion.version, settings, end)
+    return [*out, record_judged(settings, champion, judged, **common)]

@@ -165,3 +165,95 @@ def test_partition_statistics_refuse_bad_input(partitions: dict) -> None:
         linucb.combine_stats([stats, replace(stats, features=("device",))])
     with pytest.raises(ValueError, match="at least one"):
         thompson.combine_counts([])
+
+
+# --- what the judges read: summed per request day, never the window's trials -----------------------
+def _window_item_model(pre: pd.DataFrame) -> pd.Series:
+    """The DR reward model as it was computed from the window's frame of trials before the test week."""
+    grouped = pre.groupby("item_id")["success"].agg(["sum", "count"])
+    prior = float(pre["success"].mean()) if len(pre) else 0.0
+    return (grouped["sum"] + 10 * prior) / (grouped["count"] + 10)
+
+
+def test_trial_summaries_of_request_days_add_up_to_the_window(events: pd.DataFrame, partitions: dict) -> None:
+    from core.settings import Settings
+    from rankloop.tables import TOP, combine_trials, summarise_trials
+
+    settings = Settings()
+    imps = reward_frames(events, REWARDS)[0]
+    window = summarise_trials(imps, settings, END)
+    days = [summarise_trials(p[0], settings, END) for p in partitions.values()]
+    combined = combine_trials(days)
+    pd.testing.assert_frame_equal(combined.items, window.items)
+    # logged impressions on one day are enough for the trials to count as logged
+    assert combine_trials([replace(s, logged=False) if i else s for i, s in enumerate(days)]).logged
+    assert not combine_trials([replace(s, logged=False) for s in days]).logged
+    assert (combined.trials, combined.successes, combined.logged) == (window.trials, window.successes, True)
+    assert window.trials == len(imps) and window.successes == int(imps["success"].sum())
+    assert combined.reward_sum == pytest.approx(float(imps["reward"].sum()), rel=1e-12)
+    # the DR reward model and the arms, from the counts, exactly as from the frame
+    ts = pd.to_datetime(imps["ts"], utc=True)
+    test_start = pd.Timestamp(settings.ranker.test_start(END))
+    pd.testing.assert_series_equal(combined.item_model(), _window_item_model(imps[ts < test_start]),
+                                   check_names=False)
+    assert combined.item_ids() == sorted(imps["item_id"].unique())
+    # the test week's top-slot trials: every one, in ts order
+    expected = imps[(ts >= test_start) & (imps["position"] == TOP)]
+    assert len(combined.test) == len(expected) > 0 and (combined.test["position"] == TOP).all()
+    assert combined.test["ts"].is_monotonic_increasing
+    keys = ["ts", "item_id", "propensity"]
+    pd.testing.assert_frame_equal(_key(combined.test, keys), _key(expected[list(combined.test.columns)], keys),
+                                  check_dtype=False)
+
+
+@pytest.mark.parametrize("kind", ["bandit", "linucb"])
+def test_judging_from_request_days_equals_judging_the_window(events: pd.DataFrame, partitions: dict, kind: str) -> None:
+    """What the tables stage judges (day summaries, refits from day statistics) is what judging the
+    window's frame gives: the same OPE figures and metrics."""
+    from core.settings import Settings
+    from rankloop import tables
+
+    settings = Settings(ope={"min_ess": 1})  # a small window: judged all the same
+    imps = reward_frames(events, REWARDS)[0]
+    test_start = pd.Timestamp(settings.ranker.test_start(END))
+    window = getattr(tables, f"judge_{kind}")(imps, None, None, settings, END)
+    days = [p[0] for p in partitions.values()]
+    pre = [d[pd.to_datetime(d["ts"], utc=True) < test_start] for d in days]
+    if kind == "bandit":
+        fit = lambda frames: thompson.refit_from_counts(  # noqa: E731
+            None, thompson.combine_counts([thompson.beta_counts(f, settings.bandit, END) for f in frames]),
+            settings.bandit, END)
+    else:
+        fit = lambda frames: linucb.refit_from_stats(  # noqa: E731
+            None, linucb.combine_stats([linucb.arm_context_stats(f, settings.linucb, END) for f in frames]),
+            settings.linucb, END)
+    trials = tables.combine_trials([tables.summarise_trials(d, settings, END) for d in days])
+    by_day = getattr(tables, f"judge_{kind}_fitted")(trials, (fit(pre), fit(days)), None, None, settings)
+    assert window.ope.verdict == by_day.ope.verdict == "ok"
+    for name, value in window.ope.estimates.items():
+        assert by_day.ope.estimates[name] == pytest.approx(value, rel=1e-9)
+        np.testing.assert_allclose(by_day.ope.intervals[name], window.ope.intervals[name], rtol=1e-9)
+    assert by_day.metrics.keys() == window.metrics.keys()
+    for name, value in window.metrics.items():
+        assert by_day.metrics[name] == pytest.approx(value, rel=1e-12), name
+    assert window.metrics["trials"] == len(imps) and window.metrics["trials_logged"] == 1.0
+
+
+def test_the_first_thompson_fit_keeps_the_counts_as_grouped(partitions: dict) -> None:
+    """With no champion the refit takes the combined counts as they are (one row per key, sorted): the
+    same table as adding them to empty tables and grouping again, without the second group-by."""
+    settings = BanditSettings()
+    counts = thompson.combine_counts([thompson.beta_counts(p[0], settings, END) for p in partitions.values()])
+    fitted = thompson.refit_from_counts(None, counts, settings, END)
+    empty = thompson.empty_tables(settings, END)
+    for name, keys in (("items", ["item_id"]), ("user_items", ["user_id", "item_id"])):
+        both = pd.concat([getattr(empty, name), getattr(counts, name)], ignore_index=True)
+        expected = both.groupby(keys, as_index=False)[["successes", "failures"]].sum()
+        pd.testing.assert_frame_equal(getattr(fitted, name), expected)
+    # counts that are not one row per key (built by hand) are still grouped
+    doubled = replace(counts, user_items=pd.concat([counts.user_items, counts.user_items.iloc[:5]], ignore_index=True))
+    twice = thompson.refit_from_counts(None, doubled, settings, END).user_items
+    assert len(twice) == len(fitted.user_items) and not twice.duplicated(["user_id", "item_id"]).any()
+    first = fitted.user_items.merge(counts.user_items.iloc[:5][["user_id", "item_id"]])
+    again = twice.merge(counts.user_items.iloc[:5][["user_id", "item_id"]])
+    np.testing.assert_allclose(again["successes"], 2 * first["successes"])
