@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -97,19 +98,48 @@ def _iter(impressions: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...
     _check(impressions, _QUERY_COLUMNS, "impressions")
     _check(events, _EVENT_COLUMNS, "events")
     _check_windows(names, settings)
-    return _columns(BuildContext(impressions, events, items, users, settings), names)
+    specs = _ordered(names)
+    # Which memoised aggregate each feature reads, from the same features over a few rows first.
+    probe = BuildContext(impressions.iloc[:_PROBE_ROWS].copy(), events.iloc[:_PROBE_ROWS].copy(), items, users,
+                         settings)
+    last_use = _last_uses(probe, specs)
+    del probe
+    return _columns(BuildContext(impressions, events, items, users, settings), specs, last_use)
 
 
-def _columns(ctx: BuildContext, names: tuple[str, ...]) -> Iterator[tuple[str, np.ndarray]]:
-    specs = sorted((REGISTRY[n] for n in names), key=lambda s: _GRAIN_ORDER.index(s.grain))
+# Rows of the impressions and events the memo probe computes the features on.
+_PROBE_ROWS = 2_000
+
+
+def _ordered(names: tuple[str, ...]) -> list[FeatureSpec]:
+    return sorted((REGISTRY[n] for n in names), key=lambda s: _GRAIN_ORDER.index(s.grain))
+
+
+def _last_uses(ctx: BuildContext, specs: list[FeatureSpec]) -> dict[Any, int]:
+    """The index of the last feature in ``specs`` that reads each memoised aggregate, as computing
+    them on ``ctx`` (a few rows: the keys name aggregates, not data) shows."""
+    last: dict[Any, int] = {}
+    for i, spec in enumerate(specs):
+        ctx.trace = lambda key, i=i: last.__setitem__(key, i)
+        spec.fn(ctx)
+    ctx.trace = None
+    return last
+
+
+def _columns(ctx: BuildContext, specs: list[FeatureSpec], last_use: dict[Any, int]) -> Iterator[tuple[str, np.ndarray]]:
+    """Each feature in turn. A memoised aggregate is forgotten after the last feature that reads it
+    (``last_use``; what the probe did not see stays until the grain ends), and every one at the end of
+    its grain: the cache never holds what no later feature reads. Forgetting only costs time: an
+    aggregate read again is computed again, the same."""
     grain = None
-    for spec in specs:
+    for i, spec in enumerate(specs):
         if spec.grain != grain:
             ctx.release(keep=_KEEP_FOR.get(spec.grain))
             grain = spec.grain
         started = time.perf_counter()
         values = finish(spec, spec.fn(ctx))
         log.debug("feature %s: %.2fs", spec.name, time.perf_counter() - started)
+        ctx.forget(key for key, last in last_use.items() if last == i)
         yield spec.name, values
     ctx.release()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,7 @@ class BuildContext:
     settings: FeatureSettings
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
     _kept: dict[Any, Any] = field(default_factory=dict, repr=False)
+    trace: Callable[[Any], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         user_ids = [] if self.users is None else [self.users["user_id"]]
@@ -132,8 +134,16 @@ class BuildContext:
         for key in [k for k in self._cache if k not in wanted]:
             del self._cache[key]
 
+    def forget(self, keys: Iterable[Any]) -> None:
+        """Drop these memoised aggregates (those kept across releases stay)."""
+        for key in list(keys):
+            self._cache.pop(key, None)
+
     def memo(self, key: Any, make, *, keep: bool = False) -> Any:
-        """Memoise ``make()`` under ``key`` (``keep``: survive :meth:`release`)."""
+        """Memoise ``make()`` under ``key`` (``keep``: survive :meth:`release`). ``trace``, when set,
+        hears every key read."""
+        if self.trace is not None and not keep:
+            self.trace(key)
         store = self._kept if keep else self._cache
         if key not in store:
             store[key] = make()

@@ -1,0 +1,69 @@
+"""The builder forgets each memoised aggregate after the last feature that reads it (a probe over a few
+rows tells which): the same features, each aggregate still computed once, fewer held at a time."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import features
+import features.build as build
+from core.settings import Settings
+from features.context import BuildContext
+
+from .conftest import make_events
+
+SETTINGS = Settings()
+
+
+@pytest.fixture(scope="module")
+def inputs() -> tuple[pd.DataFrame, pd.DataFrame]:
+    events = make_events(seed=3, n_users=40, n_items=30, n_requests=600)
+    imps, _ = features.ranking_queries(events, SETTINGS.labels)
+    return imps, events
+
+
+def _build(inputs, monkeypatch, *, forget: bool) -> tuple[dict[str, Any], Counter, int]:
+    """The feature columns, how often each aggregate was made, and the most aggregates cached at once."""
+    made: Counter = Counter()
+    held = [0]
+    memo = BuildContext.memo
+
+    def counting(self, key, make, *, keep=False):
+        store = self._kept if keep else self._cache
+        if key not in store and not keep and self.trace is None:  # the real build, not the probe
+            made[key] += 1
+        value = memo(self, key, make, keep=keep)
+        held[0] = max(held[0], len(self._cache)) if self.trace is None else held[0]
+        return value
+
+    monkeypatch.setattr(BuildContext, "memo", counting)
+    if not forget:
+        monkeypatch.setattr(build, "_last_uses", lambda ctx, specs: {})
+    imps, events = inputs
+    columns = dict(features.iter_features(imps, events, settings=SETTINGS.features))
+    monkeypatch.undo()
+    return columns, made, held[0]
+
+
+def test_forgetting_aggregates_changes_no_feature_and_computes_none_twice(inputs, monkeypatch) -> None:
+    kept, made_kept, held_kept = _build(inputs, monkeypatch, forget=False)
+    forgot, made_forgot, held_forgot = _build(inputs, monkeypatch, forget=True)
+    assert list(forgot) == list(kept) and len(kept) > 40
+    for name in kept:
+        pd.testing.assert_series_equal(pd.Series(forgot[name]), pd.Series(kept[name]), check_exact=True, obj=name)
+    assert made_forgot == made_kept and max(made_kept.values()) == 1  # the probe saw every later read
+    assert held_forgot < held_kept  # fewer aggregates held at once
+
+
+def test_the_probe_names_a_last_reader_for_every_aggregate_the_build_makes(inputs) -> None:
+    imps, events = inputs
+    specs = build._ordered(features.get_feature_set(SETTINGS.features.feature_set).features)
+    probe = BuildContext(imps.iloc[:50].copy(), events.iloc[:50].copy(), None, None, SETTINGS.features)
+    last = build._last_uses(probe, specs)
+    assert probe.trace is None and last
+    assert all(0 <= i < len(specs) for i in last.values())
+    assert len(set(last.values())) > 5  # aggregates go at many points, not all at the end
