@@ -3,6 +3,7 @@ requests serving builds; a feature set that differs from the manifest, or NaN sc
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -106,3 +107,21 @@ def test_a_failed_replay_turns_the_decision_into_fail_and_holds_the_run_candidat
     logged = store.client.get_run(run.info.run_id).data
     assert logged.tags["gate.verdict"] == "FAIL" and "replay: 600 of 600" in logged.tags["gate.reasons"]
     assert logged.metrics["gate.replay_nonfinite_scores"] == 600
+
+
+def test_the_memory_bound_measures_the_replay_process_not_the_one_that_started_it(tmp_path: Path) -> None:
+    """A process that peaked at ~600 MB (a training run) starts a small one: the small one's peak is
+    its own, though the kernel's ru_maxrss carries the parent's peak across the exec."""
+    import subprocess
+    import sys
+
+    child = ("import json, resource; from registry.replay import own_peak_rss_mb; "
+             "print(json.dumps([own_peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))")
+    parent = ("import subprocess, sys, numpy as np\n"
+              "big = np.ones(600 * 2**20 // 8); del big\n"  # touched, then freed: the parent's peak stays
+              f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True, check=True).stdout)")
+    done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).parents[2])
+    own, inherited = json.loads(done.stdout.strip().splitlines()[-1])
+    assert inherited > 550  # what the replay used to report: the parent's peak
+    assert 5 < own < 300  # the interpreter, numpy and the registry package
