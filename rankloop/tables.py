@@ -206,13 +206,22 @@ def judge_bandit(imps: pd.DataFrame, champion: BetaTables | None, champion_versi
     """Refit the bandit on ``imps`` (a window's ``models.rewards.impression_rewards``) before the test
     week (the challenger judged) and over all of it (the table registered), and judge it. No trials:
     :class:`Skipped`."""
-    from models.thompson import refit
+    return _judge_window("bandit", imps, champion, champion_version, settings, end)
+
+
+def _judge_window(kind: str, imps: pd.DataFrame, champion: Any, champion_version: int | None, settings: Settings,
+                  end: datetime) -> Judged | Skipped:
+    """:func:`judge_bandit` or :func:`judge_linucb`: both refits from the frame, then the kind's judge."""
+    from models import linucb, thompson
 
     if len(imps) == 0:
-        return Skipped("bandit", NO_TRIALS)
+        return Skipped(kind, NO_TRIALS)
+    refit = {"bandit": thompson.refit, "linucb": linucb.refit}[kind]
+    own = getattr(settings, POLICY_TABLES[kind].settings_field)
     pre, _ = _split(imps, end, settings.ranker.test_days)
-    fitted = refit(champion, pre, settings.bandit, end), refit(champion, imps, settings.bandit, end)
-    return judge_bandit_fitted(summarise_trials(imps, settings, end), fitted, champion, champion_version, settings)
+    fitted = refit(champion, pre, own, end), refit(champion, imps, own, end)
+    judge = {"bandit": judge_bandit_fitted, "linucb": judge_linucb_fitted}[kind]
+    return judge(summarise_trials(imps, settings, end), fitted, champion, champion_version, settings)
 
 
 def judge_bandit_fitted(trials: TrialSummary, fitted: tuple[BetaTables, BetaTables], champion: BetaTables | None,
@@ -248,13 +257,7 @@ def judge_bandit_fitted(trials: TrialSummary, fitted: tuple[BetaTables, BetaTabl
 def judge_linucb(imps: pd.DataFrame, champion: LinUCB | None, champion_version: int | None, settings: Settings,
                  end: datetime) -> Judged | Skipped:
     """As :func:`judge_bandit`, for LinUCB."""
-    from models.linucb import refit
-
-    if len(imps) == 0:
-        return Skipped("linucb", NO_TRIALS)
-    pre, _ = _split(imps, end, settings.ranker.test_days)
-    fitted = refit(champion, pre, settings.linucb, end), refit(champion, imps, settings.linucb, end)
-    return judge_linucb_fitted(summarise_trials(imps, settings, end), fitted, champion, champion_version, settings)
+    return _judge_window("linucb", imps, champion, champion_version, settings, end)
 
 
 def judge_linucb_fitted(trials: TrialSummary, fitted: tuple[LinUCB, LinUCB], champion: LinUCB | None,
