@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from core.config.ranker import RANKER_PARAM_NAMES, PositionBias, RankerSettings
+from models.training import FLOAT32_INT_LIMIT
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class Ranker(BaseEstimator):
         callbacks: Sequence[Callable[..., Any]] | None = None,
         position: Any = None,
         propensity: Any = None,
+        feature_dtypes: Mapping[str, str] | None = None,
     ) -> Self:
         """Train on ``X`` (rows of one query contiguous, in ``group`` order).
 
@@ -141,6 +143,9 @@ class Ranker(BaseEstimator):
                 by ``position_bias="lightgbm"`` and unused otherwise.
             propensity: the logging policy's propensity of each training row, in (0, 1] (missing =
                 unknown, weight 1), needed by ``position_bias="propensity"`` and unused otherwise.
+            feature_dtypes: the features' dtypes where they come from, when ``X`` holds them converted
+                (``models.training.SplitFiles.read_matrix``): what ``feature_dtypes_`` (the model's
+                signature) records instead of ``X``'s.
 
         Returns:
             self, with ``booster_``, ``feature_names_``, ``feature_dtypes_``, ``best_iteration_``,
@@ -172,7 +177,7 @@ class Ranker(BaseEstimator):
                             valid_names=valid_names, callbacks=hooks)
         self.booster_ = booster
         self.feature_names_ = names
-        self.feature_dtypes_ = {name: str(X[name].dtype) for name in names}
+        self.feature_dtypes_ = {name: (feature_dtypes or {}).get(name) or str(X[name].dtype) for name in names}
         self.best_iteration_ = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
         self.evals_result_ = {name: {m: list(v) for m, v in metrics.items()} for name, metrics in history.items()}
         self.position_bias_applied_ = applied
@@ -318,9 +323,6 @@ def _matrix(X: pd.DataFrame) -> np.ndarray:
     return X.to_numpy(dtype=dtype, na_value=np.nan)
 
 
-_FLOAT32_INT_LIMIT = 2**24  # every integer of magnitude <= 2**24 is a float32
-
-
 def _exact_in_float32(column: pd.Series) -> bool:
     dtype = column.dtype
     if pd.api.types.is_bool_dtype(dtype) or dtype in (np.float32, np.float16):
@@ -329,7 +331,7 @@ def _exact_in_float32(column: pd.Series) -> bool:
         if np.dtype(getattr(dtype, "numpy_dtype", dtype)).itemsize <= 2:
             return True
         low, high = column.min(), column.max()
-        return bool(pd.isna(low) or (int(low) >= -_FLOAT32_INT_LIMIT and int(high) <= _FLOAT32_INT_LIMIT))
+        return bool(pd.isna(low) or (int(low) >= -FLOAT32_INT_LIMIT and int(high) <= FLOAT32_INT_LIMIT))
     return False
 
 

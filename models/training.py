@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -146,6 +147,85 @@ class SplitFiles:
         del batches  # the table holds the only reference: its buffers go as pandas takes them
         return table.to_pandas(self_destruct=True, split_blocks=True)
 
+    def read_matrix(self, part: str, columns: list[str], rows: np.ndarray | None = None
+                    ) -> tuple[pd.DataFrame, dict[str, str]]:
+        """:func:`read_matrix` of one part (``train``, ``valid`` or ``test``)."""
+        if part not in self.paths:
+            raise ValueError(f"no split part {part!r}; parts are {sorted(self.paths)}")
+        return read_matrix(self.paths[part], columns, rows)
+
+
+def relevant(split: Any, part: str, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of ``split``'s ``part`` whose query has a relevant item (label > 0; NDCG is undefined for
+    the rest, as :func:`with_positive_label`): ``columns`` of them, and their mask over the part's rows
+    (for ``read_matrix``). ``split``: anything with ``read(part, columns)``."""
+    keys = split.read(part, list(dict.fromkeys(["query_id", "label", *columns])))
+    mask = positive_query_rows(keys)
+    return keys.loc[mask, list(columns)].reset_index(drop=True), mask
+
+
+def read_matrix(path: Path, columns: list[str], rows: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """``columns`` of a split part's file as what LightGBM reads, without a frame of them first: one float
+    matrix filled batch by batch (float32 when every column converts exactly, else float64: the rule of
+    ``models.ranker``, which then uses the matrix as it is), wrapped in a DataFrame that shares its
+    memory; and the dtype each column has when read as a frame (what a model's signature records).
+    ``rows``: a boolean mask over the file's rows, applied batch by batch."""
+    file = pq.ParquetFile(path)
+    if rows is not None and len(rows) != file.metadata.num_rows:
+        raise ValueError(f"row mask has {len(rows)} values; {path.name} has {file.metadata.num_rows} rows")
+    types = {name: file.schema_arrow.field(name).type for name in columns}
+    exact = all(_exact_in_float32(file, name, types[name]) for name in columns)
+    n = file.metadata.num_rows if rows is None else int(np.count_nonzero(rows))
+    matrix = np.empty((n, len(columns)), dtype=np.float32 if exact else np.float64, order="F")
+    nulls = dict.fromkeys(columns, False)
+    seen = kept = 0
+    for batch in file.iter_batches(batch_size=262_144, columns=columns):
+        if rows is not None:
+            batch, seen = batch.filter(pa.array(rows[seen:seen + batch.num_rows])), seen + batch.num_rows
+        for j, name in enumerate(columns):
+            column = batch.column(name)
+            nulls[name] |= column.null_count > 0
+            if not pa.types.is_floating(column.type):  # ints and bools, nulls as NaN
+                column = column.cast(pa.float64())
+            matrix[kept:kept + batch.num_rows, j] = column.to_numpy(zero_copy_only=False)
+        kept += batch.num_rows
+    dtypes = {name: _pandas_dtype(types[name], nulls[name]) for name in columns}
+    return pd.DataFrame(matrix, columns=list(columns), copy=False), dtypes
+
+
+def _exact_in_float32(file: pq.ParquetFile, name: str, kind: pa.DataType) -> bool:
+    """Whether every value of column ``name`` is a float32: float32s, bools, ints of 16 bits or fewer, and
+    wider ints whose row groups' statistics bound them within +-2**24 (no statistics: not known, no)."""
+    if pa.types.is_boolean(kind) or pa.types.is_float32(kind) or pa.types.is_float16(kind):
+        return True
+    if not pa.types.is_integer(kind):
+        return False
+    if kind.bit_width <= 16:
+        return True
+    leaf = [file.metadata.schema.column(k).path for k in range(file.metadata.num_columns)].index(name)
+    for g in range(file.metadata.num_row_groups):
+        group = file.metadata.row_group(g)
+        stats = group.column(leaf).statistics
+        if stats is not None and stats.null_count == group.num_rows:
+            continue  # all null: no value to bound
+        if stats is None or not stats.has_min_max:
+            return False
+        if stats.min < -FLOAT32_INT_LIMIT or stats.max > FLOAT32_INT_LIMIT:
+            return False
+    return True
+
+
+FLOAT32_INT_LIMIT = 2**24  # every integer of magnitude <= 2**24 is a float32
+
+
+def _pandas_dtype(kind: pa.DataType, had_nulls: bool) -> str:
+    """The dtype pandas gives an Arrow column of ``kind`` (integers with nulls become float64, booleans object)."""
+    if had_nulls and pa.types.is_integer(kind):
+        return "float64"
+    if had_nulls and pa.types.is_boolean(kind):
+        return "object"
+    return str(np.dtype(kind.to_pandas_dtype()))
+
 
 # Rows per Parquet row group of a split part: pyarrow's own default, so a part written group by
 # group has the row groups one ``write_table`` of the whole part would give.
@@ -248,8 +328,12 @@ def group_sizes(part: pd.DataFrame) -> np.ndarray:
 
 def with_positive_label(part: pd.DataFrame) -> pd.DataFrame:
     """Only queries with at least one relevant (label > 0) item: NDCG is undefined for the rest."""
-    keep = part.groupby("query_id", sort=False)["label"].transform("max") > 0
-    return part[keep].reset_index(drop=True)
+    return part[positive_query_rows(part)].reset_index(drop=True)
+
+
+def positive_query_rows(part: pd.DataFrame) -> np.ndarray:
+    """Boolean per row of ``part`` (query_id, label): its query has a relevant (label > 0) item."""
+    return (part.groupby("query_id", sort=False)["label"].transform("max") > 0).to_numpy()
 
 
 def cap_queries(part: pd.DataFrame, max_queries: int | None, *, seed: int = 0) -> pd.DataFrame:

@@ -290,6 +290,15 @@ class PartitionedSplit:
             raise ValueError(f"part must be 'train', 'valid' or 'test', got {part!r}")
         return _read_frames([p.path for p in getattr(self, part)], list(columns) if columns is not None else None)
 
+    def read_matrix(self, part: str, columns: list[str], rows: np.ndarray | None = None
+                    ) -> tuple[pd.DataFrame, dict[str, str]]:
+        """``models.training.read_matrix`` of the test week's file (the part the test-week scoring reads)."""
+        from models.training import read_matrix
+
+        if part not in self.paths:
+            raise ValueError(f"only the test week is one file here; {part!r} is read by day")
+        return read_matrix(self.paths[part], columns, rows)
+
     def sizes(self) -> dict[str, int]:
         """As ``models.training.Split.sizes`` (a query lives in one partition)."""
         out = {}

@@ -353,7 +353,7 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     The test week is scored as serving scores: the saved model.txt opened by the registry's loader,
     given the feature set's request-time columns only (no logged slot)."""
     from models.ranker import Ranker
-    from models.training import cap_mask, group_sizes, with_positive_label
+    from models.training import cap_mask, group_sizes, relevant
 
     release_arrow_memory()
     cols = list(dataset.features)
@@ -363,17 +363,21 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     keep = cap_mask(query_id, cap, seed=settings.ranker.seed) if cap is not None else None
     del query_id
     bias = [c for c in ("position", "propensity") if c in pq.read_schema(s.paths["train"]).names]
-    train = s.read("train", ["query_id", "label", *bias, *cols], rows=keep)  # the capped rows only
+    train = s.read("train", ["query_id", "label", *bias], rows=keep)  # the capped rows only
     if len(train) < available:
         log.info("training on %d of %d rows (max_train_queries=%d)", len(train), available,
                  settings.ranker.max_train_queries)
-    valid = with_positive_label(s.read("valid", ["query_id", "label", *cols]))
+    # The features straight into the matrix LightGBM reads (no frame of them besides it); validation
+    # keeps the queries with a relevant item (NDCG is undefined for the rest), filtered while read.
+    X, dtypes = s.read_matrix("train", cols, rows=keep)
+    valid, positive = relevant(s, "valid", ["query_id", "label"])
+    X_valid, _ = s.read_matrix("valid", cols, rows=positive)
     ranker = Ranker.from_settings(settings.ranker)
-    ranker.fit(train[cols], train["label"], group=group_sizes(train),
-               eval_set=[(valid[cols], valid["label"])], eval_group=[group_sizes(valid)],
-               position=train.get("position"), propensity=train.get("propensity"))
+    ranker.fit(X, train["label"], group=group_sizes(train),
+               eval_set=[(X_valid, valid["label"])], eval_group=[group_sizes(valid)],
+               position=train.get("position"), propensity=train.get("propensity"), feature_dtypes=dtypes)
     used = len(train)
-    del train, valid, keep
+    del train, valid, keep, X, X_valid
     release_arrow_memory()
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / "model.txt"
@@ -393,20 +397,21 @@ def score_test_week(dataset: Dataset, model_path: Path, *, best_iteration: int, 
     feature set's request-time columns only), and the popularity and similarity baselines."""
     from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
     from models.metrics import per_query_ndcg, ranking_report
-    from models.training import group_sizes, with_positive_label
+    from models.training import group_sizes, relevant
     from registry.loader import RankerAdapter
 
     cols = list(dataset.features)
     s = dataset.split
-    test = with_positive_label(s.read("test", ["query_id", "item_id", "label", *cols]))
+    test, positive = relevant(s, "test", ["query_id", "item_id", "label"])
+    X, _ = s.read_matrix("test", cols, rows=positive)  # the features as the model reads them, no frame besides
     g = group_sizes(test)
     served = RankerAdapter(model_path.parent, {"feature_set": {"features": cols}})
-    scores = served.predict(test[cols])
+    scores = served.predict(X)
     history = pd.concat([s.read(part, ["item_id", "label"]) for part in ("train", "valid")], ignore_index=True)
     baselines = {"popularity": ranking_report(test["label"], popularity_scores(history, test), g)}
     del history
-    if SIMILARITY_FEATURE in test.columns:
-        baselines["similarity"] = ranking_report(test["label"], similarity_scores(test), g)
+    if SIMILARITY_FEATURE in cols:
+        baselines["similarity"] = ranking_report(test["label"], similarity_scores(X[[SIMILARITY_FEATURE]]), g)
     else:
         log.warning("no %s feature in set %s: similarity baseline not computed", SIMILARITY_FEATURE, dataset.feature_set)
     return TrainedRanker(

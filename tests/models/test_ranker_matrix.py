@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from models.ranker import Ranker, _matrix
 
@@ -31,3 +32,69 @@ def test_float32_matrix_trains_the_same_model_as_float64(make_ranker, train_spli
     assert narrow.model_to_string().split("feature_importances")[0] == wide.model_to_string().split("feature_importances")[0]
     Xt = test_split.X.astype(as32)
     np.testing.assert_array_equal(narrow.predict(Xt), wide.predict(Xt.astype(np.float64)))
+
+
+# --- the split's features read straight into that matrix ----------------------------------------
+def _split_files(tmp_path, *, big: bool = False, wide: bool = False):
+    """A split written as the weekly run writes it: int32/int16/bool/float32 features (with NaN),
+    optionally an int32 beyond 2**24 (``big``) or a float64 column (``wide``)."""
+    from datetime import UTC, datetime, timedelta
+
+    from models.training import split_rows, write_split
+
+    end = datetime(2026, 11, 16, tzinfo=UTC)
+    rng = np.random.default_rng(5)
+    n_queries, slate = 300, 8
+    n = n_queries * slate
+    start = [end - timedelta(days=float(d)) for d in rng.uniform(0.1, 27, n_queries)]
+    keys = pd.DataFrame({"query_id": np.repeat([f"q{q}" for q in range(n_queries)], slate),
+                         "user_id": np.repeat([f"u{q % 11}" for q in range(n_queries)], slate),
+                         "item_id": [f"i{i}" for i in rng.integers(0, 40, n)],
+                         "ts": [start[q] + timedelta(minutes=k) for q in range(n_queries) for k in range(slate)],
+                         "position": np.tile(np.arange(slate), n_queries), "label": rng.integers(0, 3, n)})
+    count = rng.integers(0, 50, n).astype(np.int32)
+    features = {"f_count": count, "f_rate": np.where(rng.random(n) < 0.1, np.nan, rng.random(n)).astype(np.float32),
+                "f_code": rng.integers(-1, 4, n).astype(np.int16), "f_flag": rng.random(n) < 0.3}
+    if big:
+        features["f_count"] = np.where(count == 0, 2**24 + 1, count).astype(np.int32)
+    if wide:
+        features["f_exact"] = rng.random(n)
+    rows, valid_start, test_start = split_rows(keys, end=end, valid_days=7, test_days=7)
+    return write_split(rows, keys, features, tmp_path / "split", valid_start=valid_start,
+                       test_start=test_start), list(features)
+
+
+@pytest.mark.parametrize(("big", "wide", "dtype"), [(False, False, np.float32), (True, False, np.float64),
+                                                    (False, True, np.float64)])
+def test_read_matrix_is_the_matrix_of_the_read_frame(tmp_path, big, wide, dtype):
+    files, cols = _split_files(tmp_path, big=big, wide=wide)
+    for part in ("train", "valid"):
+        n = files.sizes()[f"{part}_rows"]
+        for rows in (None, np.random.default_rng(1).random(n) < 0.4):
+            frame = files.read(part, cols, rows=rows)
+            X, dtypes = files.read_matrix(part, cols, rows=rows)
+            expected = _matrix(frame)
+            assert expected.dtype == dtype and X.dtypes.unique().tolist() == [dtype]
+            np.testing.assert_array_equal(_matrix(X), expected)  # the same values, NaN where they were
+            assert list(X.columns) == cols and len(X) == len(frame) > 0
+            assert dtypes == {c: str(frame[c].dtype) for c in cols}
+            assert np.shares_memory(_matrix(X), X.to_numpy())  # LightGBM gets the matrix itself, no copy
+
+
+def test_training_on_read_matrix_gives_the_model_of_the_read_frame(tmp_path, make_ranker):
+    from models.training import group_sizes
+
+    files, cols = _split_files(tmp_path)
+    train, valid = files.read("train"), files.read("valid")
+
+    def fit(X, Xv, **extra):
+        return make_ranker().fit(X, train["label"], group=group_sizes(train), eval_set=[(Xv, valid["label"])],
+                                 eval_group=[group_sizes(valid)], **extra)
+
+    from_frames = fit(train[cols], valid[cols])
+    (X, dtypes), (Xv, _) = files.read_matrix("train", cols), files.read_matrix("valid", cols)
+    from_matrix = fit(X, Xv, feature_dtypes=dtypes)
+    assert from_matrix.model_to_string() == from_frames.model_to_string()
+    assert from_matrix.feature_dtypes_ == from_frames.feature_dtypes_ == {
+        "f_count": "int32", "f_rate": "float32", "f_code": "int16", "f_flag": "bool"}
+    assert fit(X, Xv).feature_dtypes_["f_count"] == "float32"  # without them: the matrix's
