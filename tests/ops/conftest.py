@@ -156,10 +156,24 @@ class PrefectServer:
 
     def scheduler_errors(self) -> list[str]:
         """The records of the server's log that report a failure of its scheduler services."""
-        text = self.log.read_text(errors="replace") if self.log else ""
-        return [record for record in _log_records(text)
-                if "Can't evaluate bulk DML" in record
-                or (("Traceback" in record or "| ERROR" in record) and "schedul" in record.lower())]
+        return scheduler_errors(self.log.read_text(errors="replace") if self.log else "")
+
+
+def scheduler_errors(log: str) -> list[str]:
+    """The records of a Prefect server's log that report a failure of its scheduler services.
+
+    Told by the record's first line (level, logger, message: ``prefect.server.services.scheduler - Error
+    scheduling deployment ...``), not by anything its traceback or SQL parameters mention: a transient SQLite
+    lock while another service writes a run's state (``'type': 'SCHEDULED'`` among the parameters) is retried
+    by Prefect and is not the scheduler failing.
+    """
+    failed = []
+    for record in _log_records(log):
+        first = record.split("\n", 1)[0]
+        if "Can't evaluate bulk DML" in record or (
+                ("| ERROR" in first or "| CRITICAL" in first or "Traceback" in first) and "schedul" in first.lower()):
+            failed.append(record)
+    return failed
 
 
 def _log_records(text: str) -> list[str]:

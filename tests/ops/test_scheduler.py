@@ -30,7 +30,7 @@ from cli.commands.ops import (
 from core.errors import ConfigError, Reason
 from core.settings import OpsSettings, Settings
 
-from .conftest import BIN, END, REPO, Child, PrefectServer, child_env, make_demo_home
+from .conftest import BIN, END, REPO, Child, PrefectServer, child_env, make_demo_home, scheduler_errors
 
 POOL = "rankloop-process"
 EVERY_MINUTE = "* * * * *"
@@ -94,6 +94,29 @@ def test_ui_on_a_taken_port_fails_at_once_with_one_line(tmp_path: Path) -> None:
                            "choose another --port, or stop the process listening on it\n")
     assert "MLflow UI" not in done.stdout
     ensure_can_listen("127.0.0.1", port)  # released by the test: free again
+
+
+_LOCKED_LATE = """14:36:20.000 | ERROR   | prefect.server - Encountered error during state validation
+Traceback (most recent call last):
+  File "aiosqlite/core.py", line 63, in _connection_worker_thread
+sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked
+[SQL: INSERT INTO flow_run_state (flow_run_id, type, name) VALUES (:flow_run_id, :type, :name)]
+[parameters: {'flow_run_id': '01a2', 'type': 'SCHEDULED', 'name': 'Late'}]"""
+_SCHEDULER_FAILED = """01:00:02.125 | ERROR   | prefect.server.services.scheduler - Error scheduling deployment 'abc'.
+Traceback (most recent call last):
+  File "prefect/server/services/scheduler.py", line 186, in _collect_flow_runs
+sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked"""
+_BULK_DML = """01:00:02.125 | ERROR   | docket.worker - insert_scheduled_flow_runs failed
+sqlalchemy.exc.InvalidRequestError: Can't evaluate bulk DML statement"""
+_INFO = "01:00:01.000 | INFO    | prefect.server.services.scheduler - Scheduled 4 runs."
+
+
+def test_the_health_check_tells_a_scheduler_failure_from_a_retried_lock() -> None:
+    """A state write that hit a SQLite lock (Prefect retries it) is no scheduler failure, though its SQL
+    parameters say SCHEDULED; the scheduler's own error, and SQLAlchemy 2.1's bulk DML one, are."""
+    log = "\n".join([_INFO, _LOCKED_LATE, _SCHEDULER_FAILED, _INFO, _BULK_DML, _INFO])
+    assert scheduler_errors(log) == [_SCHEDULER_FAILED, _BULK_DML]
+    assert scheduler_errors("\n".join([_INFO, _LOCKED_LATE, _INFO])) == []
 
 
 # --- a real server: the scheduler creates the runs, a worker completes one ---------------------------
