@@ -15,6 +15,7 @@ for numeric columns.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,10 +95,16 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: Itera
     Returns:
         Columns ``feature``, ``psi``, ``ks``, ``reference_mean``, ``current_mean``.
     """
+    return feature_drift_of(((name, reference[name], current[name]) for name in columns), bins)
+
+
+def feature_drift_of(samples: Iterable[tuple[str, Any, Any]], bins: int = 10) -> pd.DataFrame:
+    """:func:`feature_drift` of ``(name, reference values, current values)`` given one column at a time
+    (a caller reading each column when it comes never holds two samples' tables)."""
     rows = []
-    for name in columns:
-        ref = reference[name].to_numpy(dtype=float, na_value=np.nan)
-        cur = current[name].to_numpy(dtype=float, na_value=np.nan)
+    for name, reference, current in samples:
+        ref = np.asarray(pd.Series(reference).to_numpy(dtype=float, na_value=np.nan), dtype=float)
+        cur = np.asarray(pd.Series(current).to_numpy(dtype=float, na_value=np.nan), dtype=float)
         rf, cf = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
         ks = ks_statistic(rf, cf) if rf.size and cf.size else float("nan")
         rows.append({"feature": name, "psi": numeric_psi(ref, cur, bins), "ks": ks,

@@ -32,18 +32,21 @@ def _weeks(frame: pd.DataFrame, end: datetime, test_days: int) -> tuple[pd.DataF
 
 def measure(settings: Settings, end: datetime, validated: Any, dataset: Any, model_path: Any) -> dict[str, Any]:
     """The drift report of a run (JSON-ready)."""
-    from models.drift import categorical_psi, feature_drift, numeric_psi, shares
+    from models.drift import categorical_psi, feature_drift_of, numeric_psi, shares
     from models.ranker import Ranker
     from models.rewards import impression_rewards
 
     bins, days = settings.drift.bins, settings.ranker.test_days
     cols = list(dataset.features)
-    ref, cur = dataset.split.read("valid", ["label", *cols]), dataset.split.read("test", ["label", *cols])
-    moved = feature_drift(ref, cur, cols, bins)
+    split = dataset.split
+    # One feature column of each week at a time, then one week's matrix at a time: never the two weeks'
+    # feature tables at once (~1 GB each at 10M rows, twice over while a frame became a matrix).
+    moved = feature_drift_of(((name, split.read("valid", [name])[name], split.read("test", [name])[name])
+                              for name in cols), bins)
     ranker = Ranker.load(model_path)
-    ref_scores, cur_scores = ranker.predict(ref[cols]), ranker.predict(cur[cols])
-    label_rate = {"reference": float((ref["label"] > 0).mean()), "current": float((cur["label"] > 0).mean())}
-    del ref, cur  # the feature parts go before the events come (~1 GB at 10M rows)
+    ref_scores, cur_scores = (_scores(ranker, split, part, cols) for part in ("valid", "test"))
+    label_rate = {side: float((split.read(part, ["label"])["label"] > 0).mean())
+                  for side, part in (("reference", "valid"), ("current", "test"))}
     ref_start = split_starts(end, valid_days=days, test_days=days)[0]
     events, window = _recent_events(validated.events_path, ref_start,
                                     ["user_id", "item_id", "event_type", "ts", "value", "request_id", "position",
@@ -72,6 +75,15 @@ def measure(settings: Settings, end: datetime, validated: Any, dataset: Any, mod
     }
     report["_scores"] = (ref_scores, cur_scores)  # for the chart only, dropped before logging
     return report
+
+
+def _scores(ranker: Any, split: Any, part: str, cols: list[str]) -> np.ndarray:
+    """The ranker's scores of a split part's rows: read straight into the matrix LightGBM reads where the
+    part is one file (``models.training.read_matrix``: the same values ``Ranker.predict`` makes of the
+    frame), else from the part's frame."""
+    paths = getattr(split, "paths", {})
+    X = split.read_matrix(part, cols)[0] if part in paths else split.read(part, cols)
+    return ranker.predict(X)
 
 
 def _recent_events(path: Any, since: datetime, columns: list[str]) -> tuple[pd.DataFrame, dict[str, bool]]:

@@ -98,3 +98,22 @@ def test_training_on_read_matrix_gives_the_model_of_the_read_frame(tmp_path, mak
     assert from_matrix.feature_dtypes_ == from_frames.feature_dtypes_ == {
         "f_count": "int32", "f_rate": "float32", "f_code": "int16", "f_flag": "bool"}
     assert fit(X, Xv).feature_dtypes_["f_count"] == "float32"  # without them: the matrix's
+
+
+@pytest.mark.parametrize(("big", "wide"), [(False, False), (True, False), (False, True)])
+def test_drift_reads_a_column_or_a_week_at_a_time_and_measures_the_same(tmp_path, make_ranker, big, wide):
+    """The drift stage's scores (each week read into the matrix) and feature drift (one column of each week
+    at a time) are those of the two weeks' frames."""
+    from models.drift import feature_drift, feature_drift_of
+    from models.training import group_sizes
+    from rankloop.drift import _scores
+
+    files, cols = _split_files(tmp_path, big=big, wide=wide)
+    train = files.read("train")
+    ranker = make_ranker().fit(train[cols], train["label"], group=group_sizes(train))
+    for part in ("valid", "test"):
+        np.testing.assert_array_equal(_scores(ranker, files, part, cols), ranker.predict(files.read(part, cols)))
+    ref, cur = files.read("valid", cols), files.read("test", cols)
+    by_column = feature_drift_of((c, files.read("valid", [c])[c], files.read("test", [c])[c]) for c in cols)
+    pd.testing.assert_frame_equal(by_column, feature_drift(ref, cur, cols))
+    assert len(by_column) == len(cols) and by_column["psi"].notna().all()
