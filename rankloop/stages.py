@@ -441,7 +441,7 @@ class ChampionScores:
 def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> ChampionScores:
     """The current champion's per-query NDCG@10 and scores on this run's test week."""
     from models.metrics import per_query_ndcg
-    from models.training import group_sizes, with_positive_label
+    from models.training import group_sizes, relevant
 
     champion = current_champion("ranker", settings)
     if champion is None:
@@ -449,13 +449,16 @@ def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> ChampionSco
     saw = champion_saw_test_week(champion.manifest, champion.version, dataset.split.test_start)
     wanted = list(champion.manifest["feature_set"]["features"])
     built = set(pq.read_schema(dataset.split.paths["test"]).names)
-    test = with_positive_label(dataset.split.read("test", ["query_id", "label", *(c for c in wanted if c in built)]))
+    # The test week's relevant queries, as score_test_week reads them for the challenger.
+    test, positive = relevant(dataset.split, "test", ["query_id", "label"])
     sha = (champion.manifest.get("files") or {}).get("model.txt")
     missing = [c for c in wanted if c not in built]
     if missing:
         log.warning("champion v%s needs features %s this run did not build; judging it as broken", champion.version, missing)
         return ChampionScores(champion.version, np.zeros(test["query_id"].nunique()), None, sha, saw_test=saw)
-    scores = np.asarray(champion.predict(test[wanted]), dtype=np.float64)
+    X, _ = dataset.split.read_matrix("test", wanted, rows=positive)
+    scores = np.asarray(champion.predict(X), dtype=np.float64)
+    del X
     return ChampionScores(champion.version, per_query_ndcg(test["label"], scores, group_sizes(test), 10), scores, sha,
                           test["query_id"].to_numpy(), saw_test=saw)
 

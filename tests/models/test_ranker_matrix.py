@@ -52,6 +52,7 @@ def _split_files(tmp_path, *, big: bool = False, wide: bool = False):
                          "item_id": [f"i{i}" for i in rng.integers(0, 40, n)],
                          "ts": [start[q] + timedelta(minutes=k) for q in range(n_queries) for k in range(slate)],
                          "position": np.tile(np.arange(slate), n_queries), "label": rng.integers(0, 3, n)})
+    keys.loc[np.repeat(np.arange(n_queries) % 5 == 0, slate), "label"] = 0  # queries without a relevant item
     count = rng.integers(0, 50, n).astype(np.int32)
     features = {"f_count": count, "f_rate": np.where(rng.random(n) < 0.1, np.nan, rng.random(n)).astype(np.float32),
                 "f_code": rng.integers(-1, 4, n).astype(np.int16), "f_flag": rng.random(n) < 0.3}
@@ -117,3 +118,36 @@ def test_drift_reads_a_column_or_a_week_at_a_time_and_measures_the_same(tmp_path
     by_column = feature_drift_of((c, files.read("valid", [c])[c], files.read("test", [c])[c]) for c in cols)
     pd.testing.assert_frame_equal(by_column, feature_drift(ref, cur, cols))
     assert len(by_column) == len(cols) and by_column["psi"].notna().all()
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_the_champion_scores_the_test_week_it_would_score_from_the_frame(tmp_path, make_ranker, monkeypatch, big):
+    """The champion's test-week scores, read straight into the matrix, are its scores of the relevant queries'
+    frame (what serving would compute); a feature this run did not build judges it broken."""
+    from types import SimpleNamespace
+
+    from core.settings import Settings
+    from models.metrics import per_query_ndcg
+    from models.training import group_sizes, with_positive_label
+    from rankloop import stages
+
+    files, cols = _split_files(tmp_path, big=big)
+    train = files.read("train")
+    ranker = make_ranker().fit(train[cols[:3]], train["label"], group=group_sizes(train))
+    manifest = {"feature_set": {"features": cols[:3]}, "files": {"model.txt": "abc"}}
+    champion = SimpleNamespace(version=4, manifest=manifest, predict=ranker.predict)
+    monkeypatch.setattr(stages, "current_champion", lambda kind, settings: champion)
+    dataset = stages.Dataset(split=files, feature_set="x", feature_set_hash="h", features=tuple(cols), impressions=0)
+
+    got = stages.champion_per_query_ndcg(Settings(), dataset)
+    test = with_positive_label(files.read("test"))
+    expected = ranker.predict(test[cols[:3]])
+    assert 0 < len(expected) < files.sizes()["test_rows"]  # some queries have no relevant item
+    np.testing.assert_array_equal(got.scores, expected)
+    np.testing.assert_array_equal(got.query_id, test["query_id"].to_numpy())
+    np.testing.assert_array_equal(got.per_query_ndcg, per_query_ndcg(test["label"], expected, group_sizes(test), 10))
+    assert got.version == 4 and got.model_sha256 == "abc"
+
+    manifest["feature_set"]["features"] = [*cols[:3], "not_built"]
+    broken = stages.champion_per_query_ndcg(Settings(), dataset)
+    assert broken.scores is None and broken.per_query_ndcg.tolist() == [0.0] * test["query_id"].nunique()
