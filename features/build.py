@@ -25,8 +25,8 @@ QUERY_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "ts", "position", "devic
 _EVENT_COLUMNS = ("user_id", "item_id", "event_type", "ts")
 # Features of one grain share timelines; computing them together bounds memory.
 _GRAIN_ORDER = ("context", "impression", "item", "user_item", "user", "user_category")
-# user_category features also read user totals (uc_engage_share_28d): keep those across the release.
-_KEEP_FOR = {"user_category": ("user", ENGAGE)}
+# user_category features also read a user total (uc_engage_share_28d): its values outlive the user grain.
+_KEPT_COUNTS = frozenset({("user", ENGAGE, 28)})
 
 
 def event_columns(users: pd.DataFrame | None = None) -> tuple[str, ...]:
@@ -101,10 +101,11 @@ def _iter(impressions: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...
     specs = _ordered(names)
     # Which memoised aggregate each feature reads, from the same features over a few rows first.
     probe = BuildContext(impressions.iloc[:_PROBE_ROWS].copy(), events.iloc[:_PROBE_ROWS].copy(), items, users,
-                         settings)
+                         settings, kept_counts=_KEPT_COUNTS)
     last_use = _last_uses(probe, specs)
     del probe
-    return _columns(BuildContext(impressions, events, items, users, settings), specs, last_use)
+    return _columns(BuildContext(impressions, events, items, users, settings, kept_counts=_KEPT_COUNTS), specs,
+                    last_use)
 
 
 # Rows of the impressions and events the memo probe computes the features on.
@@ -134,7 +135,7 @@ def _columns(ctx: BuildContext, specs: list[FeatureSpec], last_use: dict[Any, in
     grain = None
     for i, spec in enumerate(specs):
         if spec.grain != grain:
-            ctx.release(keep=_KEEP_FOR.get(spec.grain))
+            ctx.release()
             grain = spec.grain
         started = time.perf_counter()
         values = finish(spec, spec.fn(ctx))

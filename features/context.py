@@ -100,6 +100,9 @@ class BuildContext:
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
     _kept: dict[Any, Any] = field(default_factory=dict, repr=False)
     trace: Callable[[Any], None] | None = field(default=None, repr=False)
+    # Counts (grain, what, window_days) whose per-query values are kept once made (a later grain reads them:
+    # 8 bytes a query instead of the grain's timeline and prefix sums held across the release).
+    kept_counts: frozenset[tuple[str, str, int | None]] = frozenset()
 
     def __post_init__(self) -> None:
         user_ids = [] if self.users is None else [self.users["user_id"]]
@@ -127,12 +130,10 @@ class BuildContext:
         self.events = self.events.drop(columns=[c for c in dropped if c in self.events.columns])
         self.queries = self.queries.drop(columns=["user_id", "item_id"])
 
-    def release(self, keep: tuple[str, str] | None = None) -> None:
-        """Forget the memoised timelines and prefix sums (between grains, to bound memory),
-        except what ``ctx.count(*keep, window)`` needs."""
-        wanted = set() if keep is None else {("timeline", keep[0]), ("prefix", *keep, None)}
-        for key in [k for k in self._cache if k not in wanted]:
-            del self._cache[key]
+    def release(self) -> None:
+        """Forget the memoised timelines and prefix sums (between grains, to bound memory); what is kept
+        (masks, codes, ``kept_counts``) stays."""
+        self._cache.clear()
 
     def forget(self, keys: Iterable[Any]) -> None:
         """Drop these memoised aggregates (those kept across releases stay)."""
@@ -274,6 +275,9 @@ class BuildContext:
     def count(self, grain: str, what: str, window_days: int | None) -> np.ndarray:
         """Per query: number of selected events of the query's key in [t - window, t) (int64)."""
         window = None if window_days is None else window_days * DAY_MS
+        if (grain, what, window_days) in self.kept_counts:
+            return self.memo(("count", grain, what, window_days),
+                             lambda: self.timeline(grain).total(self.prefix(grain, what), window), keep=True)
         return self.timeline(grain).total(self.prefix(grain, what), window)
 
     def total(self, grain: str, what: str, values: str, window_days: int | None) -> np.ndarray:

@@ -14,7 +14,7 @@ import features.build as build
 from core.settings import Settings
 from features.context import BuildContext
 
-from .conftest import make_events
+from .conftest import make_events, make_items
 
 SETTINGS = Settings()
 
@@ -67,3 +67,33 @@ def test_the_probe_names_a_last_reader_for_every_aggregate_the_build_makes(input
     assert probe.trace is None and last
     assert all(0 <= i < len(specs) for i in last.values())
     assert len(set(last.values())) > 5  # aggregates go at many points, not all at the end
+
+
+def test_the_user_grain_is_not_held_through_the_user_category_grain(inputs, monkeypatch) -> None:
+    """uc_engage_share_28d reads one user count: its values are kept, not the user timeline and prefix sums."""
+    from features.context import ENGAGE
+    from features.registry import REGISTRY
+
+    contexts: list[BuildContext] = []
+    release = BuildContext.release
+
+    def recording(self, **kwargs):
+        contexts.append(self)
+        release(self, **kwargs)
+
+    monkeypatch.setattr(BuildContext, "release", recording)
+    imps, events = inputs
+    items = make_items(n_items=30)  # categories: user x category keys
+    seen = []
+    for name, values in features.iter_features(imps, events, items=items, settings=SETTINGS.features):
+        if REGISTRY[name].grain == "user_category":
+            ctx = contexts[-1]
+            seen.append(name)
+            assert not [k for k in ctx._cache if isinstance(k, tuple) and k[1:2] == ("user",)], name
+            assert ("count", "user", ENGAGE, 28) in ctx._kept
+        if name == "uc_engage_share_28d":
+            uc = build.build_columns(imps, events, ("uc_engage_count_28d", "user_engage_count_28d"), items=items,
+                                     settings=SETTINGS.features)
+            expected = uc["uc_engage_count_28d"] / uc["user_engage_count_28d"].clip(lower=1)
+            assert (values == expected.to_numpy(dtype=values.dtype)).all() and (values > 0).any()
+    assert "uc_engage_share_28d" in seen and len(seen) > 3
