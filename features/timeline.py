@@ -24,27 +24,43 @@ def to_fixed(values: np.ndarray) -> np.ndarray:
     return np.rint(np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0) * FIXED_POINT).astype(np.int64)
 
 
+# Queries answered this many at a time: their sort and search arrays stay small (the events' side is whole).
+_QUERY_CHUNK = 1 << 20
+
+
 def counts_before(event_key, event_ms, query_key, query_ms) -> np.ndarray:
     """Per query: number of events with the query's key and a time strictly before its time (int64).
 
-    For few, small keys (positions, one global key): a plain sort, no argsort, no prefix sums.
+    For few, small keys (positions, one global key): a plain sort, no argsort, no prefix sums. The
+    events are sorted once; the queries are answered ``_QUERY_CHUNK`` at a time (each chunk's needles
+    sorted for cache-friendly searches), so the query side never holds more than a chunk's arrays.
     """
-    event_key = np.asarray(event_key, dtype=np.int64)
-    query_key = np.asarray(query_key, dtype=np.int64)
+    event_key, event_ms = np.asarray(event_key), np.asarray(event_ms)
+    query_key, query_ms = np.asarray(query_key), np.asarray(query_ms)
+    counts = np.zeros(len(query_key), dtype=np.int64)
     if len(event_key) == 0:
-        return np.zeros(len(query_key), dtype=np.int64)
+        return counts
     t0 = int(min(np.min(event_ms), np.min(query_ms, initial=np.iinfo(np.int64).max))) - 1
     span = max(int(np.max(event_ms)), int(np.max(query_ms, initial=0))) - t0 + 2
     n_keys = int(max(event_key.max(), query_key.max(initial=0))) + 2
     if n_keys * span >= _LIMIT:
         raise ValueError(f"{n_keys} keys over {span} ms overflow int64 composite keys")
     keep = event_key >= 0
-    comp = np.sort(event_key[keep] * span + (np.asarray(event_ms)[keep] - t0))
-    block = np.where(query_key >= 0, query_key, n_keys) * span
-    needles = block + (np.asarray(query_ms) - t0)
-    order = np.argsort(needles)  # sorted needles make searchsorted cache-friendly
-    counts = np.empty(len(needles), dtype=np.int64)
-    counts[order] = np.searchsorted(comp, needles[order]) - np.searchsorted(comp, block[order])
+    comp = event_key[keep].astype(np.int64)  # key * span + (ms - t0), built in place
+    comp *= span
+    ms = event_ms[keep].astype(np.int64)
+    ms -= t0
+    comp += ms
+    del ms, keep
+    comp.sort()
+    for lo in range(0, len(query_key), _QUERY_CHUNK):
+        key = query_key[lo:lo + _QUERY_CHUNK].astype(np.int64)
+        block = np.where(key >= 0, key, n_keys) * span
+        needles = block + (query_ms[lo:lo + _QUERY_CHUNK].astype(np.int64) - t0)
+        order = np.argsort(needles)  # sorted needles make searchsorted cache-friendly
+        part = np.empty(len(needles), dtype=np.int64)
+        part[order] = np.searchsorted(comp, needles[order]) - np.searchsorted(comp, block[order])
+        counts[lo:lo + len(part)] = part
     return counts
 
 
