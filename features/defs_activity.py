@@ -122,9 +122,13 @@ def position_weights(ctx: BuildContext) -> np.ndarray:
 def _position_bucket(ctx: BuildContext) -> np.ndarray:
     pos = ctx.events["position"] if "position" in ctx.events.columns else None
     if pos is None:
-        return np.full(len(ctx.ev_ms), -1, dtype=np.int64)
+        return np.full(len(ctx.ev_ms), -1, dtype=np.int8)
     values = np.asarray(pos.to_numpy(dtype=np.float64, na_value=np.nan))
-    return np.where(np.isnan(values), -1, np.minimum(np.nan_to_num(values, nan=0), ctx.settings.max_position)).astype(np.int64)
+    # The smallest integers that hold every bucket (1 byte a row, not 8): the counts take any integer keys, and
+    # any negative one (a negative position) is no bucket, as -1 is.
+    top = ctx.settings.max_position
+    kind = np.int8 if top < 2**7 else np.int16 if top < 2**15 else np.int64
+    return np.where(np.isnan(values), -1, np.clip(np.nan_to_num(values, nan=0), -1, top)).astype(kind)
 
 
 @family("{grain}_pbc_click_ratio_28d", grid(grain=("user", "item")), dtype="float32", grain="{grain}",
