@@ -299,6 +299,9 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     columns = features.iter_features(queries, events, items=items, users=users, settings=settings.features,
                                      feature_set=fset.name)
     del events, queries, items, users  # the builder holds them now, and drops what it has coded
+    # The ids it coded and dropped were Arrow-backed strings: their pages go back to the OS before the
+    # features' working set grows (mimalloc keeps freed pages: ~1.2 GB at 10M rows, resident to the end).
+    release_arrow_memory()
     saved: dict[str, Path] = {}
     for name, values in columns:
         saved[name] = parked / f"{name}.npy"
