@@ -32,9 +32,8 @@ def _weeks(frame: pd.DataFrame, end: datetime, test_days: int) -> tuple[pd.DataF
 
 def measure(settings: Settings, end: datetime, validated: Any, dataset: Any, model_path: Any) -> dict[str, Any]:
     """The drift report of a run (JSON-ready)."""
-    from models.drift import categorical_psi, feature_drift_of, numeric_psi, shares
+    from models.drift import feature_drift_of, numeric_psi
     from models.ranker import Ranker
-    from models.rewards import impression_rewards
 
     bins, days = settings.drift.bins, settings.ranker.test_days
     cols = list(dataset.features)
@@ -48,33 +47,49 @@ def measure(settings: Settings, end: datetime, validated: Any, dataset: Any, mod
     label_rate = {side: float((split.read(part, ["label"])["label"] > 0).mean())
                   for side, part in (("reference", "valid"), ("current", "test"))}
     ref_start = split_starts(end, valid_days=days, test_days=days)[0]
-    events, window = _recent_events(validated.events_path, ref_start,
-                                    ["user_id", "item_id", "event_type", "ts", "value", "request_id", "position",
-                                     "propensity", "policy_version", "action_id"])
-    ev_ref, ev_cur = _weeks(events, end, days)
-    rewards = impression_rewards(events, settings.rewards) if window["has_requests"] else None
-    rewards = rewards if window["has_impressions"] else None
-    slates = events.drop_duplicates("request_id") if "action_id" in events else events.iloc[:0]
-    act_ref, act_cur = _weeks(slates[slates["action_id"].notna()], end, days)
+    events = _event_drift(validated.events_path, ref_start, end, days, settings.rewards)
     report = {
         "reference": "the week before the test week", "current": "the test week",
         "features": moved.head(settings.drift.top).to_dict("records"),
         "features_psi_max": float(moved["psi"].max()) if len(moved) else 0.0,
         "features_over_0.25": int((moved["psi"] > 0.25).sum()),
         "label_rate": label_rate,
+        "event_mix": events["event_mix"],
+        "action_mix": events["action_mix"],
+        "scores": {"psi": numeric_psi(ref_scores, cur_scores, bins), "reference_mean": float(np.mean(ref_scores)),
+                   "current_mean": float(np.mean(cur_scores)),
+                   "reference_quantiles": np.quantile(ref_scores, [0.1, 0.5, 0.9]).tolist(),
+                   "current_quantiles": np.quantile(cur_scores, [0.1, 0.5, 0.9]).tolist()},
+        "rewards": events["rewards"],
+    }
+    report["_scores"] = (ref_scores, cur_scores)  # for the chart only, dropped before logging
+    return report
+
+
+def _event_drift(path: Any, since: datetime, end: datetime, days: int, reward_settings: Any) -> dict[str, Any]:
+    """The report's event-type mix, Q action mix and reward rates, the week before the test week against the
+    test week, from the valid events file at ``path`` (its rows from ``since`` on, with their requests)."""
+    from models.drift import categorical_psi, shares
+    from models.rewards import impression_rewards
+
+    events, window = _recent_events(path, since, ["user_id", "item_id", "event_type", "ts", "value", "request_id",
+                                                  "position", "propensity", "policy_version", "action_id"])
+    # Each week's rows of only the columns read from them (a week's rows of every column were copied before).
+    ev_ref, ev_cur = _weeks(events[["ts", "event_type"]], end, days)
+    rewards = impression_rewards(events, reward_settings) if window["has_requests"] and window["has_impressions"] \
+        else None
+    slates = events[["request_id", "ts", "action_id"]].drop_duplicates("request_id") if "action_id" in events \
+        else events[["ts"]].iloc[:0].assign(action_id=pd.Series([], dtype=object))
+    del events
+    act_ref, act_cur = _weeks(slates[slates["action_id"].notna()], end, days)
+    return {
         "event_mix": {"reference": shares(ev_ref["event_type"]), "current": shares(ev_cur["event_type"]),
                       "psi": categorical_psi(ev_ref["event_type"], ev_cur["event_type"])},
         "action_mix": {"psi": categorical_psi(act_ref["action_id"], act_cur["action_id"]) if len(act_cur) else None,
                        "actions_reference": int(act_ref["action_id"].nunique()),
                        "actions_current": int(act_cur["action_id"].nunique())},
-        "scores": {"psi": numeric_psi(ref_scores, cur_scores, bins), "reference_mean": float(np.mean(ref_scores)),
-                   "current_mean": float(np.mean(cur_scores)),
-                   "reference_quantiles": np.quantile(ref_scores, [0.1, 0.5, 0.9]).tolist(),
-                   "current_quantiles": np.quantile(cur_scores, [0.1, 0.5, 0.9]).tolist()},
         "rewards": _reward_rates(rewards, end, days),
     }
-    report["_scores"] = (ref_scores, cur_scores)  # for the chart only, dropped before logging
-    return report
 
 
 def _scores(ranker: Any, split: Any, part: str, cols: list[str]) -> np.ndarray:
@@ -120,14 +135,15 @@ def _recent_events(path: Any, since: datetime, columns: list[str]) -> tuple[pd.D
             parts.append(batch.filter(pa.array(keep)))
     table = pa.Table.from_batches(parts, schema=parts[0].schema) if parts else \
         pq.read_schema(path).empty_table().select(read)
-    return table.to_pandas(), window
+    del parts  # the table holds the only reference: its buffers go as pandas takes each column
+    return table.to_pandas(self_destruct=True, split_blocks=True), window
 
 
 def _reward_rates(rewards: pd.DataFrame | None, end: datetime, days: int) -> dict[str, Any]:
     """Per week: click, success and mean reward (None: no rewards in the window, or no impression in it)."""
     if rewards is None:
         return {}
-    ref, cur = _weeks(rewards, end, days)
+    ref, cur = _weeks(rewards[["ts", "clicked", "success", "reward"]], end, days)
     return {name: {"reference": float(ref[col].mean()) if len(ref) else None,
                    "current": float(cur[col].mean()) if len(cur) else None}
             for name, col in (("click_rate", "clicked"), ("success_rate", "success"), ("mean_reward", "reward"))}

@@ -77,3 +77,30 @@ def test_a_window_without_requests_says_so(tmp_path: Path) -> None:
     expected = whole[recent | (np.arange(len(whole)) == 0)]  # the recent rows and the first without a request
     assert "request_id" not in sub.columns and len(sub) == len(expected) == 2 + int(not recent.iloc[0])
     assert sub["ts"].tolist() == expected["ts"].tolist()
+
+
+def test_the_event_drift_is_the_whole_files_weeks(tmp_path: Path) -> None:
+    """The report's event mix, action mix and reward rates, from the recent rows with only the columns each
+    reads, are what the whole file's frames give (the way the report was computed before)."""
+    from models.drift import categorical_psi, shares
+    from rankloop.drift import _event_drift, _weeks
+
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pandas(_events(), preserve_index=False), path, row_group_size=17)
+    end, days, settings = SINCE + timedelta(days=4), 2, RewardSettings()
+    got = _event_drift(path, SINCE, end, days, settings)
+
+    whole = pq.read_table(path, columns=COLUMNS).to_pandas()
+    ev_ref, ev_cur = _weeks(whole, end, days)
+    slates = whole.drop_duplicates("request_id")
+    act_ref, act_cur = _weeks(slates[slates["action_id"].notna()], end, days)
+    ref, cur = _weeks(impression_rewards(whole, settings), end, days)
+    assert got["event_mix"] == {"reference": shares(ev_ref["event_type"]), "current": shares(ev_cur["event_type"]),
+                                "psi": categorical_psi(ev_ref["event_type"], ev_cur["event_type"])}
+    assert got["action_mix"] == {"psi": categorical_psi(act_ref["action_id"], act_cur["action_id"]),
+                                 "actions_reference": act_ref["action_id"].nunique(),
+                                 "actions_current": act_cur["action_id"].nunique()}
+    assert got["rewards"] == {name: {"reference": float(ref[col].mean()), "current": float(cur[col].mean())}
+                              for name, col in (("click_rate", "clicked"), ("success_rate", "success"),
+                                                ("mean_reward", "reward"))}
+    assert len(ev_ref) and len(ev_cur) and len(act_cur) and got["rewards"]["mean_reward"]["current"] > 0
