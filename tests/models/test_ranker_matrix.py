@@ -102,11 +102,13 @@ def test_training_on_read_matrix_gives_the_model_of_the_read_frame(tmp_path, mak
 
 
 @pytest.mark.parametrize(("big", "wide"), [(False, False), (True, False), (False, True)])
-def test_drift_reads_a_column_or_a_week_at_a_time_and_measures_the_same(tmp_path, make_ranker, big, wide):
+def test_drift_reads_a_column_or_a_week_at_a_time_and_measures_the_same(tmp_path, make_ranker, monkeypatch, big,
+                                                                        wide):
     """The drift stage's scores (each week read into the matrix) and feature drift (one column of each week
     at a time) are those of the two weeks' frames."""
     from models.drift import feature_drift, feature_drift_of
     from models.training import group_sizes
+    from rankloop import drift
     from rankloop.drift import _scores
 
     files, cols = _split_files(tmp_path, big=big, wide=wide)
@@ -118,6 +120,9 @@ def test_drift_reads_a_column_or_a_week_at_a_time_and_measures_the_same(tmp_path
     by_column = feature_drift_of((c, files.read("valid", [c])[c], files.read("test", [c])[c]) for c in cols)
     pd.testing.assert_frame_equal(by_column, feature_drift(ref, cur, cols))
     assert len(by_column) == len(cols) and by_column["psi"].notna().all()
+    monkeypatch.setattr(drift, "_DRIFT_COLUMNS_PER_READ", 3)  # columns read a few at a time: two reads here
+    assert len(cols) > 3
+    pd.testing.assert_frame_equal(feature_drift_of(drift._column_pairs(files, cols)), by_column)
 
 
 @pytest.mark.parametrize("big", [False, True])
