@@ -383,6 +383,15 @@ class Batch:
     def __init__(self, table: pa.Table, params: Params, prior_exposures: pa.Table | None = None):
         self.table, self.params, self.prior_exposures = table, params, prior_exposures
 
+    @classmethod
+    def encoded(cls, ts_int64: np.ndarray, event_type_codes: np.ndarray, event_type_dictionary: np.ndarray,
+                params: Params) -> Batch:
+        """Rows known only by their time (int64 microseconds) and event type (codes into
+        ``event_type_dictionary``, whose last entry is ``None``): what the records and the profile read."""
+        batch = cls(pa.table({"ts": pa.array(ts_int64)}), params)
+        batch.__dict__.update(ts_int64=ts_int64, _event_types=(event_type_codes, event_type_dictionary))
+        return batch
+
     @cached_property
     def ts_int64(self) -> np.ndarray:
         """``ts`` as int64 microseconds (nulls as 0; the not-null rule owns them)."""

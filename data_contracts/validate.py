@@ -24,11 +24,11 @@ from core.schema import (
     SOURCE_ERRORS_FIELD,
 )
 from data_contracts import ge_suite
+from data_contracts.across import across_rows
 from data_contracts.checks import (
     EXPOSURE_TYPES,
     Batch,
     CompoundUnique,
-    HasExposure,
     Unique,
     unconverted_columns,
 )
@@ -202,16 +202,9 @@ def check_interactions(
     return result
 
 
-# Rules that look across rows (a duplicate, an exposure before an engagement): they run once over the
-# window's key columns. Every other rule looks at one row and runs batch by batch.
 # The valid file's row groups: pyarrow's default for a whole table (pq.write_table), so the file reads
 # back in the same chunks as when the contract wrote its valid table at once.
 _ROW_GROUP_ROWS = 1024 * 1024
-_KEY_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "item_id", "event_type", "ts", "session_id", "request_id")
-
-
-def _across_rows(rule: RowRule) -> bool:
-    return isinstance(rule.check, Unique | CompoundUnique | HasExposure)
 
 
 def check_interactions_file(
@@ -222,11 +215,12 @@ def check_interactions_file(
     """:func:`check_interactions` of the Parquet file (or folder of files) ``path`` without holding it: the same valid rows
     (written to ``valid_path``, atomically, in the file's order), quarantine, records, profile and verdict.
 
-    The rules that look across rows (uniqueness, an exposure before an engagement) run once over the
-    window's key columns (``_KEY_COLUMNS``: ids, type, time, session, request); every other rule,
-    the split into valid and quarantined rows and the write run one record batch of ``batch_rows``
-    rows at a time; Great Expectations checks the same strided sample (gathered batch by batch).
-    So memory holds the key columns, a batch and the quarantined rows, not the extract.
+    The rules that look across rows (uniqueness, an exposure before an engagement) run over hashed keys
+    and one bucket of users at a time (:func:`data_contracts.across.across_rows`, spilling the buckets
+    beside ``valid_path``); every other rule, the split into valid and quarantined rows and the write run
+    one record batch of ``batch_rows`` rows at a time; Great Expectations checks the same strided sample
+    (gathered batch by batch). So memory holds a few bytes per row, a bucket's key columns, a batch and
+    the quarantined rows, not the extract nor its key columns.
 
     Raises:
         As :func:`check_interactions` (missing required columns or wrong types before any row is read).
@@ -246,11 +240,12 @@ def check_interactions_file(
         )
     rules = row_rules(settings)
     params = {WINDOW_START: window[0], WINDOW_END: window[1], NOW: now}
-    keys = Batch(_key_table(files), params, prior_exposures)
-    across = {r.name: r.mask(keys) for r in rules if _across_rows(r)}
+    Path(valid_path).parent.mkdir(parents=True, exist_ok=True)
+    found = across_rows(files, rules, params, prior_exposures, scratch=Path(valid_path).parent, batch_rows=batch_rows)
+    across, keys = found.masks, found.keys
     quarantined_counts = {r.name: int(across[r.name].sum()) if r.name in across else 0 for r in rules}
-    exact = {r.name: _exact_record(keys, r, quarantined_counts[r.name], across[r.name]) for r in rules if r.name in across}
-    keys = _types_and_times(keys)  # the ids go before the batches come
+    exact = {r.name: _exact_record(keys, r, quarantined_counts[r.name], found.repeated[r.name])
+             for r in rules if r.name in across}
     _release_memory()
     bad = np.zeros(n, dtype=bool)
     indices = sample_indices(n, settings.ge_max_rows) if run_ge else None
@@ -313,7 +308,7 @@ def check_interactions_file(
                   else _quarantine_table(_conform(schema.empty_table()), np.zeros(0, dtype=bool), rules,
                                     {r.name: np.zeros(0, dtype=bool) for r in rules}))
     _check_nothing_lost(n, written[0], quarantine.num_rows)
-    exact = [exact[r.name] if r.name in exact else _exact_record(keys, r, quarantined_counts[r.name], None)
+    exact = [exact[r.name] if r.name in exact else _exact_record(keys, r, quarantined_counts[r.name])
              for r in rules]
     records = exact if not run_ge else ge_suite.merge_checked_records(
         pa.concat_tables(sampled), indices is not None, rules, exact, params)
@@ -337,14 +332,6 @@ def check_interactions_file(
     return result
 
 
-def _types_and_times(keys: Batch) -> Batch:
-    """``keys`` with only event_type and ts kept (their codes and integers already computed): what the
-    records, the exposure count and the profile read after the rules that look across rows."""
-    light = Batch(keys.table.select(["event_type", "ts"]), keys.params)
-    light.__dict__.update(ts_int64=keys.ts_int64, _event_types=keys._event_types)
-    return light
-
-
 def _release_memory() -> None:
     """Hand the Arrow pool's freed pages back (the key columns' hash tables), so the batches reuse them."""
     pa.default_memory_pool().release_unused()
@@ -355,16 +342,6 @@ def _parquet_files(path: Path) -> list[pq.ParquetFile]:
     a folder), opened without pre-buffering (a row group is read column by column as batches need it)."""
     paths = sorted(p for p in path.iterdir() if p.suffix == ".parquet") if path.is_dir() else [path]
     return [pq.ParquetFile(p, pre_buffer=False) for p in paths]
-
-
-def _key_table(files: list[pq.ParquetFile]) -> pa.Table:
-    """The files' key columns (``_KEY_COLUMNS``; nulls where they lack one), as :func:`_conform` types them."""
-    names = files[0].schema_arrow.names
-    table = pa.concat_tables([f.read(columns=[c for c in _KEY_COLUMNS if c in names], use_threads=False)
-                              for f in files])
-    fields = [INTERACTION_SCHEMA.field(c).with_nullable(True) for c in _KEY_COLUMNS]
-    return pa.Table.from_arrays([table.column(f.name) if f.name in names else pa.nulls(table.num_rows, f.type)
-                                 for f in fields], schema=pa.schema(fields))
 
 
 def _check_nothing_lost(rows_in: int, rows_valid: int, rows_quarantined: int) -> None:
@@ -466,23 +443,29 @@ def _row_records(
     window: tuple[datetime, datetime], now: datetime, settings: ContractSettings | None,
 ) -> list[dict[str, Any]]:
     """Exact per-rule records from the masks, merged with GE's record when ``settings`` is given."""
-    exact = [_exact_record(batch, r, int(masks[r.name].sum()), masks[r.name]) for r in rules]
+    exact = [_exact_record(batch, r, int(masks[r.name].sum()), _repeated(batch.table, r, masks[r.name]))
+             for r in rules]
     if settings is None:
         return exact
     return ge_suite.merge_ge_records(batch.table, rules, exact, {WINDOW_START: window[0], WINDOW_END: window[1],
                                                                   NOW: now}, settings)
 
 
-def _exact_record(batch: Batch, rule: RowRule, quarantined: int, mask: np.ndarray | None) -> dict[str, Any]:
-    """Counts in GE's semantics (duplicates: every member of a duplicated group) plus our quarantine count
-    (``mask``: the rule's mask over ``batch``; only read for the uniqueness rules)."""
-    unexpected = quarantined
-    if isinstance(rule.check, Unique) and quarantined:
-        # GE also counts each duplicated value's first occurrence: one per distinct repeated value.
-        unexpected += pc.count_distinct(batch.table.column(rule.column).filter(pa.array(mask))).as_py()
-    if isinstance(rule.check, CompoundUnique) and quarantined:
+def _repeated(table: pa.Table, rule: RowRule, mask: np.ndarray) -> int:
+    """For a uniqueness rule, the distinct values (keys) among the rows ``mask`` flags; 0 for other rules."""
+    if isinstance(rule.check, Unique) and mask.any():
+        return pc.count_distinct(table.column(rule.column).filter(pa.array(mask))).as_py()
+    if isinstance(rule.check, CompoundUnique) and mask.any():
         columns = list(rule.check.columns)
-        unexpected += batch.table.select(columns).filter(pa.array(mask)).group_by(columns).aggregate([]).num_rows
+        return table.select(columns).filter(pa.array(mask)).group_by(columns).aggregate([]).num_rows
+    return 0
+
+
+def _exact_record(batch: Batch, rule: RowRule, quarantined: int, repeated: int = 0) -> dict[str, Any]:
+    """Counts in GE's semantics (duplicates: every member of a duplicated group) plus our quarantine count.
+    ``repeated``: for a uniqueness rule, the distinct values among its quarantined rows (:func:`_repeated`):
+    GE also counts each repeated value's first occurrence."""
+    unexpected = quarantined + repeated
     elements = batch.table.num_rows
     if rule.when_event_types is not None:
         elements = int(np.count_nonzero(batch.event_type_in(rule.when_event_types)))

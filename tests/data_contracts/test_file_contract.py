@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -167,3 +168,42 @@ def test_the_valid_file_has_the_row_groups_of_a_whole_table_write(tmp_path: Path
     meta = pq.ParquetFile(result.valid_path).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [64, 64, 64, 8]
     assert pq.read_table(result.valid_path).num_rows == clean.num_rows == 200
+
+
+def _with_cross_user_duplicates(table: pa.Table) -> pa.Table:
+    """Row 20's event id again on another user's row, and a repeated event key with a missing user."""
+    rows = table.take(pa.array([30, 40, 40])).to_pylist()
+    rows[0]["event_id"] = table.column("event_id")[20].as_py()
+    assert rows[0]["user_id"] != table.column("user_id")[20].as_py()
+    rows[1]["user_id"] = rows[2]["user_id"] = None
+    rows[1]["event_id"], rows[2]["event_id"] = "no-user-a", "no-user-b"
+    return pa.concat_tables([table, pa.Table.from_pylist(rows, schema=table.schema)])
+
+
+@pytest.mark.parametrize(("bucket_rows", "weak_hash"), [(7, False), (60, False), (7, True), (10**9, True)])
+def test_rules_across_rows_in_hashed_buckets_equal_the_in_memory_contract(
+    tmp_path: Path, monkeypatch, clean, window, bucket_rows: int, weak_hash: bool,
+) -> None:
+    """Users hashed into buckets (7 rows: ~35 buckets) and ids compared through their hashes: the masks,
+    records and quarantine of the whole table's rules. A weak hash (a value's length) makes distinct ids
+    and users collide: candidates that are not repeats, and buckets shared by many users."""
+    from data_contracts import across, checks
+
+    monkeypatch.setattr(checks, "BUCKET_ROWS", bucket_rows)
+    if weak_hash:
+        monkeypatch.setattr(across, "_hash", lambda values: pc.fill_null(pc.utf8_length(values), 0).to_numpy(zero_copy_only=False)
+                            .astype(np.uint64))
+    settings = ContractSettings(min_rows=10, max_quarantine_fraction=0.9)
+    table, _ = inject_faults(clean, window=window, per_rule=2, seed=3)
+    table = _shuffled(_with_cross_user_duplicates(_with_duplicates(table)), seed=9)
+    path = tmp_path / "snapshot.parquet"
+    pq.write_table(table, path, row_group_size=41)
+    now = window[1] + timedelta(hours=1)
+    memory = check_interactions(table, window=window, settings=settings, run_ge=False, now=now)
+    result = check_interactions_file(path, window=window, settings=settings, valid_path=tmp_path / "valid.parquet",
+                                     run_ge=False, now=now, batch_rows=29)
+    reasons = result.reason_counts()
+    assert reasons["duplicate_event_id"] >= 2 and reasons["duplicate_event"] >= 2 and reasons["no_impression"] >= 1
+    _same(result, memory)
+    assert pq.read_table(result.valid_path).equals(memory.valid)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snapshot.parquet", "valid.parquet"]  # no spill left
