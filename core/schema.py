@@ -86,6 +86,10 @@ REQUIRED_COLUMNS: tuple[str, ...] = tuple(f.name for f in INTERACTION_SCHEMA if 
 # serving policy): the weekly run reads them as categoricals (codes + values; ~1.5 GB less at 10M rows).
 FEW_VALUED_COLUMNS: tuple[str, ...] = ("event_type", "policy_version", "device", "content_type", "category", "mood",
                                        "time_of_day")
+# Ids: many values, but far fewer than rows (a user, item, session or request has many events): the
+# labels and features stage reads them as categoricals too (codes + the distinct values; ~1 GB less at 10M
+# rows); the labels hand their ids on as text.
+CODED_ID_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "session_id", "request_id")
 
 #: Per-row record of source values extraction could not convert: null when every value converted,
 #: else a JSON object ``{"<canonical column>": "<raw source text>", ...}``; the column itself is null.

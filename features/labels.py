@@ -51,13 +51,17 @@ def impressions(events: pd.DataFrame, settings: LabelSettings, attribution_hours
     logged_key, n_keys, item_code, pair = _logged_keys(ev)
     is_imp = (ev["event_type"] == EventType.IMPRESSION.value).to_numpy(dtype=bool, na_value=False)
     is_logged_imp = is_imp & (logged_key >= 0)
-    orphan_key = _orphan_keys(logged_key, pair, is_imp, is_logged_imp, ts, horizon)
-    graded_key = np.where(orphan_key >= 0, orphan_key, logged_key)
+    graded_key = _orphan_keys(logged_key, pair, is_imp, is_logged_imp, ts, horizon)
+    del pair, is_imp  # each per-event array goes once read: several hundred MB at 10M events
+    np.copyto(graded_key, logged_key, where=graded_key < 0)
     logged = _logged_rows(graded_key, n_keys, is_logged_imp, ts, grades, horizon)
     has_imp = np.zeros(n_keys + 1, dtype=bool)
     has_imp[logged_key[is_logged_imp]] = True
+    del logged_key, is_logged_imp
     rest = np.flatnonzero(~has_imp[graded_key])  # key -1 maps to the spare last slot, always False
+    del has_imp, graded_key
     fallback = _fallback_rows(ev, rest, ts, grades, horizon)
+    del grades, rest
     log.debug("impressions: %d logged, %d fallback", len(logged[0]), len(fallback[0]))
     return _assemble(ev, logged, fallback, settings, ts, item_code)
 
@@ -109,11 +113,22 @@ def _logged_keys(ev: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray, np.ndar
     """(dense code of (user, item, request) per event, -1 where request_id is missing; the number
     of codes; item codes in sorted item_id order; (user, item) pair codes)."""
     user, _ = pd.factorize(ev["user_id"])
-    item, items = pd.factorize(ev["item_id"], sort=True)
+    item, items = _sorted_codes(ev["item_id"])
     req, reqs = pd.factorize(ev["request_id"])
     pair, _ = pd.factorize(user.astype(np.int64) * max(len(items), 1) + item)
     key, keys = pd.factorize(pair.astype(np.int64) * (len(reqs) + 1) + req)
     return np.where(req >= 0, key, -1), len(keys), item, pair
+
+
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(values, sort=True)`` for text or categorical values alike: codes in the order of the
+    values themselves (a categorical's own factorize would sort by its categories' order)."""
+    codes, uniques = pd.factorize(values)
+    uniques = np.asarray(uniques, dtype=object)
+    order = np.argsort(uniques, kind="stable")
+    rank = np.empty(len(uniques) + 1, dtype=np.intp)
+    rank[order], rank[-1] = np.arange(len(uniques)), -1  # code -1 (missing) hits the trailing slot
+    return rank[codes], uniques[order]
 
 
 def _orphan_keys(key, pair, is_imp, is_logged_imp, ts, horizon) -> np.ndarray:
@@ -189,6 +204,9 @@ def _assemble(ev, logged, fallback, settings: LabelSettings, ts: np.ndarray, ite
     order = _order(qid, item_code[rows], ts[rows], position)
     present = [c for c in CARRIED_COLUMNS if c in ev.columns]
     out = ev[present].iloc[rows[order]].reset_index(drop=True)  # only the carried columns are copied
+    for c in ("user_id", "item_id"):  # ids read as codes (categoricals) come out as the text they stand for
+        if isinstance(out[c].dtype, pd.CategoricalDtype):
+            out[c] = out[c].astype(out[c].cat.categories.dtype)
     out = out.assign(**{c: pd.Series(None, index=out.index, dtype=object) for c in CARRIED_COLUMNS
                         if c not in present})[list(CARRIED_COLUMNS)]
     out.insert(0, "query_id", qid.iloc[order].reset_index(drop=True))

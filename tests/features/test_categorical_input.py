@@ -1,5 +1,6 @@
-"""The weekly run reads the few-valued text columns as categoricals (``rankloop.stages.FEW_VALUED_COLUMNS``):
-labels and every feature come out the same as from plain text, with logged slates and with implicit queries."""
+"""The weekly run reads the few-valued text columns and the ids as categoricals (``core.schema.FEW_VALUED_COLUMNS``,
+``core.schema.CODED_ID_COLUMNS``): labels and every feature come out the same as from plain text, with logged
+slates and with implicit queries; the labels' ids come out as text."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas.testing as pdt
 import pytest
 
 from core.config.features import FeatureSettings, LabelSettings
-from core.schema import FEW_VALUED_COLUMNS
+from core.schema import CODED_ID_COLUMNS, FEW_VALUED_COLUMNS
 from features import ranking_queries
 from features.build import build_columns
 from features.implicit import IMPLICIT, LOGGED
@@ -34,7 +35,7 @@ def _as_read(events: pd.DataFrame) -> pd.DataFrame:
     """The columns as Parquet's dictionaries give them: categories in an order of their own (here
     reverse-sorted, so nothing may depend on sorted categories)."""
     out = events.copy()
-    for c in FEW_VALUED_COLUMNS:
+    for c in (*FEW_VALUED_COLUMNS, *CODED_ID_COLUMNS):
         if c in out.columns:
             values = sorted(out[c].dropna().unique(), reverse=True)
             out[c] = pd.Categorical(out[c], categories=values)
@@ -51,12 +52,18 @@ def test_categorical_columns_give_the_same_labels_and_features(items, users, sla
     events = _context(make_events(n_requests=400), seed=4)
     if not slates:
         events = _no_slates(events)
+    else:  # some slates without positions: a query's rows are then ordered by item id
+        unknown = np.random.default_rng(5).random(len(events)) < 0.3
+        events["position"] = events["position"].astype("float64").mask(unknown)
     read = _as_read(events)
-    assert all(isinstance(read[c].dtype, pd.CategoricalDtype) for c in FEW_VALUED_COLUMNS)
+    assert all(isinstance(read[c].dtype, pd.CategoricalDtype) for c in (*FEW_VALUED_COLUMNS, *CODED_ID_COLUMNS)
+               if c in read.columns)
     labels = LabelSettings()
     text, protocol = ranking_queries(events, labels)
     coded, coded_protocol = ranking_queries(read, labels)
     assert coded_protocol == protocol and protocol.name == (LOGGED if slates else IMPLICIT)
+    for c in ("query_id", "user_id", "item_id"):  # what the split's key files hold: text, as before
+        assert coded[c].dtype == text[c].dtype, c
     as_text = coded.assign(**{c: coded[c].astype(text[c].dtype) for c in coded.columns
                               if isinstance(coded[c].dtype, pd.CategoricalDtype)})
     pdt.assert_frame_equal(as_text, text)
