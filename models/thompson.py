@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -70,11 +70,17 @@ def _merge_counts(old: pd.DataFrame, new: pd.DataFrame, keys: list[str], factor:
 
 
 def _grouped(frame: pd.DataFrame, keys: list[str]) -> bool:
-    """Whether ``frame`` holds one row per key, in the keys' sorted order (what a group-by returns)."""
-    if len(keys) == 1:
-        return frame[keys[0]].is_monotonic_increasing and frame[keys[0]].is_unique
-    index = pd.MultiIndex.from_frame(frame[keys])
-    return index.is_monotonic_increasing and index.is_unique
+    """Whether ``frame`` holds one row per key, in the keys' sorted order (what a group-by returns):
+    each row's keys strictly after the previous row's, compared column by column (no index is built
+    over millions of pairs)."""
+    columns = [frame[k].reset_index(drop=True) for k in keys]
+    if any(c.hasnans for c in columns):
+        return False
+    after: Any = False  # equal on every key: not after
+    for c in reversed(columns):
+        later, earlier = c.iloc[1:].reset_index(drop=True), c.iloc[:-1].reset_index(drop=True)
+        after = (later > earlier) | ((later == earlier) & after)
+    return bool(np.all(after))
 
 
 @dataclass(frozen=True)
@@ -282,17 +288,93 @@ def beta_counts(impressions: pd.DataFrame, settings: BanditSettings, now: dateti
                       data_end=new["ts"].max() if len(new) else None, rows=len(new))
 
 
-def combine_counts(parts: Sequence[BetaCounts]) -> BetaCounts:
-    """The counts of all partitions together (sums per key; the newest impression of any)."""
-    def total(frames: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
-        return pd.concat(frames, ignore_index=True).groupby(keys, as_index=False)[["successes", "failures"]].sum()
+def combine_counts(parts: Iterable[BetaCounts]) -> BetaCounts:
+    """The counts of all partitions together (sums per key; the newest impression of any).
 
-    if not parts:
+    ``parts`` is read once, one partition at a time (a generator may load each from disk): each
+    partition's keys are coded as integers as it comes (:func:`_summed`), so the partitions' key
+    columns are never held, concatenated or hashed together (~1 GB at 10M interactions)."""
+    items: list[pd.DataFrame] = []
+    pairs: list[_CodedCounts] = []
+    ends, rows = [], 0
+    for p in parts:
+        items.append(p.items)
+        pairs.append(_CodedCounts.of(p.user_items, ["user_id", "item_id"], pairs[-1].values if pairs else None))
+        if p.data_end is not None:
+            ends.append(p.data_end)
+        rows += p.rows
+    if not items:
         raise ValueError("combine_counts needs at least one partition's BetaCounts")
-    ends = [p.data_end for p in parts if p.data_end is not None]
-    return BetaCounts(items=total([p.items for p in parts], ["item_id"]),
-                      user_items=total([p.user_items for p in parts], ["user_id", "item_id"]),
-                      data_end=max(ends) if ends else None, rows=sum(p.rows for p in parts))
+    return BetaCounts(items=_summed(items, ["item_id"]), user_items=_CodedCounts.total(pairs),
+                      data_end=max(ends) if ends else None, rows=rows)
+
+
+def _summed(frames: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
+    """Successes and failures summed per key over ``frames``, sorted by the keys (a group-by)."""
+    return pd.concat(frames, ignore_index=True).groupby(keys, as_index=False)[["successes", "failures"]].sum()
+
+
+@dataclass
+class _CodedCounts:
+    """One partition's counts with its keys as integer codes, numbered by first appearance across the
+    partitions coded so far (``values``: each key column's values in that order, shared and grown)."""
+
+    keys: list[str]
+    codes: list[np.ndarray]
+    successes: np.ndarray
+    failures: np.ndarray
+    values: list[list[Any]]
+    dtypes: list[Any]
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, keys: list[str], values: list[list[Any]] | None) -> _CodedCounts:
+        values = values if values is not None else [[] for _ in keys]
+        codes = []
+        for column, seen in zip(keys, values, strict=True):
+            local, uniques = pd.factorize(frame[column])
+            uniques = np.asarray(uniques, dtype=object)
+            known = pd.Index(seen, dtype=object).get_indexer(uniques) if seen else np.full(len(uniques), -1)
+            new = known < 0
+            known[new] = len(seen) + np.arange(int(new.sum()))
+            seen.extend(uniques[new].tolist())
+            codes.append(np.r_[known, -1].astype(np.int64)[local])  # local -1 (missing) stays -1
+        return cls(keys, codes, frame["successes"].to_numpy(dtype=np.float64),
+                   frame["failures"].to_numpy(dtype=np.float64), values, [frame[k].dtype for k in keys])
+
+    @staticmethod
+    def total(parts: list[_CodedCounts]) -> pd.DataFrame:
+        """``pd.concat(frames).groupby(keys, as_index=False)[["successes", "failures"]].sum()`` of the
+        partitions' frames, to the last bit: the same rows in the same order feed the same group sums
+        (pandas' compensated sums), grouped by one integer whose order is the keys' sorted order."""
+        first = parts[0]
+        ranks, ordered = [], []
+        for seen in first.values:
+            uniques = np.asarray(seen, dtype=object)
+            order = np.argsort(uniques, kind="stable")
+            rank = np.empty(len(uniques), dtype=np.int64)
+            rank[order] = np.arange(len(uniques))
+            ranks.append(rank)
+            ordered.append(uniques[order])
+        key = np.zeros(sum(len(p.successes) for p in parts), dtype=np.int64)
+        present = np.ones(len(key), dtype=bool)
+        for i, rank in enumerate(ranks):
+            codes = np.concatenate([p.codes[i] for p in parts])
+            present &= codes >= 0  # a missing key: the group-by drops the row
+            key = key * max(len(rank), 1) + np.where(codes >= 0, rank[np.maximum(codes, 0)] if len(rank) else 0, 0)
+        frame = pd.DataFrame({"key": key[present],
+                              "successes": np.concatenate([p.successes for p in parts])[present],
+                              "failures": np.concatenate([p.failures for p in parts])[present]})
+        del key, present
+        summed = frame.groupby("key", sort=True)[["successes", "failures"]].sum()
+        del frame
+        key = summed.index.to_numpy()
+        out = {}
+        for i in reversed(range(len(ranks))):
+            size = max(len(ranks[i]), 1)
+            out[first.keys[i]] = pd.Series(ordered[i][key % size], dtype=first.dtypes[i])
+            key = key // size
+        return pd.DataFrame({**{k: out[k] for k in first.keys}, "successes": summed["successes"].to_numpy(),
+                             "failures": summed["failures"].to_numpy()})
 
 
 def refit_from_counts(previous: BetaTables | None, counts: BetaCounts, settings: BanditSettings,

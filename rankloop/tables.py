@@ -621,7 +621,7 @@ def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: R
              "exposures" if exposures else "impressions", len(parts))
     fits = {
         "bandit": lambda champ, which: refit_from_counts(
-            champ, combine_counts([s for p in parts for s in p.stats("bandit", which)]), settings.bandit, end),
+            champ, combine_counts(s for p in parts for s in p.stats("bandit", which)), settings.bandit, end),
         "linucb": lambda champ, which: refit_from_stats(
             champ, combine_stats([s for p in parts for s in p.stats("linucb", which)]), settings.linucb, end),
     }
