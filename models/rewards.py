@@ -9,6 +9,7 @@ Both functions take canonical events (``core.schema.INTERACTION_SCHEMA`` columns
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,15 +35,20 @@ def _check_events(events: pd.DataFrame) -> None:
         raise ValueError(f"events lack column(s) {missing}; expected at least {list(_NEEDED)}")
 
 
-def _impressions(events: pd.DataFrame) -> pd.DataFrame:
-    """The first impression (by ts) of each KEY, in ts order, with the columns the rewards carry.
+# What an impression's row carries besides its key and time, unless a caller asks for less.
+_CARRIED: tuple[str, ...] = ("position", "propensity", *CONTEXT_COLUMNS)
+
+
+def _impressions(events: pd.DataFrame, carry: Sequence[str] = _CARRIED) -> pd.DataFrame:
+    """The first impression (by ts) of each KEY, in ts order, with its key, time and ``carry`` columns
+    (null where the events lack one).
 
     Rows are chosen on integer codes and the needed columns taken once (no sorted full-width copy)."""
     rows = np.flatnonzero(((events["event_type"] == EventType.IMPRESSION.value) & events["request_id"].notna()).to_numpy())
     rows = rows[np.argsort(_ns(events["ts"].iloc[rows]), kind="stable")]
-    code = _key_codes(events.iloc[rows], events.iloc[:0])[0]
+    code = _key_codes(events[KEY].take(rows), events[KEY].iloc[:0])[0]  # only the key columns are copied
     rows = rows[np.sort(np.unique(code, return_index=True)[1])]
-    keep = [*KEY, "ts", "position", "propensity", *CONTEXT_COLUMNS]
+    keep = [*KEY, "ts", *carry]
     present = [c for c in keep if c in events.columns]
     return events[present].take(rows).reindex(columns=keep).reset_index(drop=True)
 
@@ -50,11 +56,12 @@ def _impressions(events: pd.DataFrame) -> pd.DataFrame:
 def _attributed_responses(events: pd.DataFrame, impressions: pd.DataFrame) -> pd.DataFrame:
     """Response rows with ``imp``, the row of their impression in ``impressions``, keeping only
     those at/after the impression. Keys are matched as integer codes, not strings."""
-    resp = events[(events["event_type"] != EventType.IMPRESSION.value) & events["request_id"].notna()]
+    cols = ["event_type", "value", "ts"] + (["mood_delta"] if "mood_delta" in events.columns else [])
+    # only the columns read are copied: the responses' keys and what the rewards read
+    resp = events.loc[(events["event_type"] != EventType.IMPRESSION.value) & events["request_id"].notna(), [*KEY, *cols]]
     dropped = int(((events["event_type"] != EventType.IMPRESSION.value) & events["request_id"].isna()).sum())
     if dropped:
         logger.info("ignored %d response event(s) without request_id", dropped)
-    cols = ["event_type", "value", "ts"] + (["mood_delta"] if "mood_delta" in resp.columns else [])
     imp_key, resp_key = _key_codes(impressions, resp)
     row_of = np.full(int(max(imp_key.max(initial=-1), resp_key.max(initial=-1))) + 1, -1, dtype=np.int64)
     row_of[imp_key] = np.arange(len(impressions))  # impression keys are unique
@@ -111,7 +118,8 @@ def _dwell(resp: pd.DataFrame, cap: float, n: int) -> np.ndarray:
     return np.clip(total, 0.0, cap)
 
 
-def impression_rewards(events: pd.DataFrame, settings: RewardSettings) -> pd.DataFrame:
+def impression_rewards(events: pd.DataFrame, settings: RewardSettings, *,
+                       carry: Sequence[str] = _CARRIED) -> pd.DataFrame:
     """Bandit reward of every logged impression.
 
     reward = click (once) + save (once) + rating table[last stars] + dwell_per_second * seconds
@@ -120,13 +128,15 @@ def impression_rewards(events: pd.DataFrame, settings: RewardSettings) -> pd.Dat
     Args:
         events: canonical events (impressions and responses).
         settings: the reward table.
+        carry: the impression's columns each row keeps besides its key and time (default: position,
+            propensity and the context columns; a caller that reads only the rewards passes ``()``).
 
     Returns:
-        One row per impression: request_id, user_id, item_id, ts, position, propensity, the
-        context columns, ``reward`` (float) and ``success`` (reward > success_threshold).
+        One row per impression: request_id, user_id, item_id, ts, the ``carry`` columns,
+        ``reward`` (float), ``clicked`` and ``success`` (reward > success_threshold).
     """
     _check_events(events)
-    imp = _impressions(events)
+    imp = _impressions(events, carry)
     return _bandit_rewards(imp, _attributed_responses(events, imp), settings)
 
 

@@ -104,3 +104,28 @@ def test_the_event_drift_is_the_whole_files_weeks(tmp_path: Path) -> None:
                               for name, col in (("click_rate", "clicked"), ("success_rate", "success"),
                                                 ("mean_reward", "reward"))}
     assert len(ev_ref) and len(ev_cur) and len(act_cur) and got["rewards"]["mean_reward"]["current"] > 0
+
+
+def test_coded_ids_are_the_same_rows_and_rewards(tmp_path: Path) -> None:
+    """Ids read as codes (what the drift's events part does): the same values, and the same rewards."""
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pandas(_events(), preserve_index=False), path, row_group_size=17)
+    coded = ("user_id", "item_id", "request_id")
+    text, _ = _recent_events(path, SINCE, COLUMNS)
+    codes, _ = _recent_events(path, SINCE, COLUMNS, coded=coded)
+    assert all(isinstance(codes[c].dtype, pd.CategoricalDtype) for c in coded)
+    pd.testing.assert_frame_equal(codes.assign(**{c: codes[c].astype(text[c].dtype) for c in coded}), text)
+    settings = RewardSettings()
+    want, got = impression_rewards(text, settings), impression_rewards(codes, settings)
+    pd.testing.assert_frame_equal(got.assign(**{c: got[c].astype(want[c].dtype) for c in coded}), want)
+    assert want["clicked"].any() and len(want) > 5
+
+
+def test_rewards_carrying_nothing_are_the_same_rewards() -> None:
+    """``carry=()`` (the drift reads only the rewards): the same rows, keys, times and rewards."""
+    events, settings = _events(), RewardSettings()
+    full = impression_rewards(events, settings)
+    lean = impression_rewards(events, settings, carry=())
+    assert list(lean.columns) == ["request_id", "user_id", "item_id", "ts", "reward", "clicked", "success"]
+    pd.testing.assert_frame_equal(lean, full[list(lean.columns)])
+    assert {"position", "session_id", "policy_version"} <= set(full.columns) and full["clicked"].any()
