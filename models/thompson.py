@@ -337,7 +337,7 @@ class _CodedCounts:
             new = known < 0
             known[new] = len(seen) + np.arange(int(new.sum()))
             seen.extend(uniques[new].tolist())
-            codes.append(np.r_[known, -1].astype(np.int64)[local])  # local -1 (missing) stays -1
+            codes.append(np.r_[known, -1].astype(np.int32 if len(seen) < 2**31 else np.int64)[local])  # -1: missing
         return cls(keys, codes, frame["successes"].to_numpy(dtype=np.float64),
                    frame["failures"].to_numpy(dtype=np.float64), values, [frame[k].dtype for k in keys])
 
@@ -359,14 +359,23 @@ class _CodedCounts:
         present = np.ones(len(key), dtype=bool)
         for i, rank in enumerate(ranks):
             codes = np.concatenate([p.codes[i] for p in parts])
+            for p in parts:  # each partition's codes go once gathered
+                p.codes[i] = p.codes[i][:0]
             present &= codes >= 0  # a missing key: the group-by drops the row
-            key = key * max(len(rank), 1) + np.where(codes >= 0, rank[np.maximum(codes, 0)] if len(rank) else 0, 0)
-        frame = pd.DataFrame({"key": key[present],
-                              "successes": np.concatenate([p.successes for p in parts])[present],
-                              "failures": np.concatenate([p.failures for p in parts])[present]})
-        del key, present
-        summed = frame.groupby("key", sort=True)[["successes", "failures"]].sum()
-        del frame
+            key *= max(len(rank), 1)
+            key += np.where(codes >= 0, rank[np.maximum(codes, 0)] if len(rank) else 0, 0)
+            del codes
+        columns = {"key": key}
+        for name in ("successes", "failures"):
+            columns[name] = np.concatenate([getattr(p, name) for p in parts])
+            for p in parts:
+                setattr(p, name, getattr(p, name)[:0])
+        del key
+        if not present.all():
+            columns = {name: values[present] for name, values in columns.items()}
+        del present
+        summed = pd.DataFrame(columns, copy=False).groupby("key", sort=True)[["successes", "failures"]].sum()
+        del columns
         key = summed.index.to_numpy()
         out = {}
         for i in reversed(range(len(ranks))):
