@@ -131,7 +131,9 @@ def _columns(ctx: BuildContext, specs: list[FeatureSpec], last_use: dict[Any, in
     """Each feature in turn. A memoised aggregate is forgotten after the last feature that reads it
     (``last_use``; what the probe did not see stays until the grain ends), and every one at the end of
     its grain: the cache never holds what no later feature reads. Forgetting only costs time: an
-    aggregate read again is computed again, the same."""
+    aggregate read again is computed again, the same. An event column read through
+    ``BuildContext.event_floats`` (the traits logged on events) is dropped after its last reader the same
+    way; reading it again raises (the probe sees every reader, as for the aggregates)."""
     grain = None
     for i, spec in enumerate(specs):
         if spec.grain != grain:

@@ -125,6 +125,8 @@ class BuildContext:
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
     _kept: dict[Any, Any] = field(default_factory=dict, repr=False)
     trace: Callable[[Any], None] | None = field(default=None, repr=False)
+    # Event columns dropped after the last feature that reads them (``forget(("column", name))``).
+    _dropped: set[str] = field(default_factory=set, repr=False)
     # Counts (grain, what, window_days) whose per-query values are kept once made (a later grain reads them:
     # 8 bytes a query instead of the grain's timeline and prefix sums held across the release).
     kept_counts: frozenset[tuple[str, str, int | None]] = frozenset()
@@ -161,9 +163,14 @@ class BuildContext:
         self._cache.clear()
 
     def forget(self, keys: Iterable[Any]) -> None:
-        """Drop these memoised aggregates (those kept across releases stay)."""
+        """Drop these memoised aggregates (those kept across releases stay), and the event columns named
+        ``("column", name)`` (read through :meth:`event_floats` only; the traits' 8 bytes per event each)."""
         for key in list(keys):
-            self._cache.pop(key, None)
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == "column":
+                self._dropped.add(key[1])
+                self.events = self.events.drop(columns=[key[1]], errors="ignore")
+            else:
+                self._cache.pop(key, None)
 
     def memo(self, key: Any, make, *, keep: bool = False) -> Any:
         """Memoise ``make()`` under ``key`` (``keep``: survive :meth:`release`). ``trace``, when set,
@@ -290,7 +297,12 @@ class BuildContext:
         return self._kept[("values", name)]
 
     def event_floats(self, column: str) -> np.ndarray:
-        """A numeric event column as float64 (NaN where missing; all NaN if the column is absent)."""
+        """A numeric event column as float64 (NaN where missing; all NaN if the column is absent).
+        ``trace`` hears ``("column", column)``: the builder drops the column after its last reader."""
+        if self.trace is not None:
+            self.trace(("column", column))
+        if column in self._dropped:  # a reader the builder's probe did not see: never read it as absent
+            raise RuntimeError(f"event column {column!r} was read after the feature thought its last reader")
         if column not in self.events.columns:
             return np.full(len(self.ev_ms), np.nan)
         return pd.to_numeric(self.events[column]).to_numpy(dtype=np.float64, na_value=np.nan)

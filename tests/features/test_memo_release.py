@@ -97,3 +97,45 @@ def test_the_user_grain_is_not_held_through_the_user_category_grain(inputs, monk
             expected = uc["uc_engage_count_28d"] / uc["user_engage_count_28d"].clip(lower=1)
             assert (values == expected.to_numpy(dtype=values.dtype)).all() and (values > 0).any()
     assert "uc_engage_share_28d" in seen and len(seen) > 3
+
+
+def test_trait_columns_go_after_their_last_reader(inputs, monkeypatch) -> None:
+    """Event columns read through ``event_floats`` (the traits logged on events) are dropped from the
+    builder's events after the last feature that reads them: the same features, the columns gone by the end."""
+    import numpy as np
+
+    from core.schema import TRAIT_COLUMNS
+
+    imps, events = inputs
+    rng = np.random.default_rng(2)
+    events = events.assign(**{c: np.where(rng.random(len(events)) < 0.5, rng.random(len(events)), np.nan)
+                              for c in TRAIT_COLUMNS})
+    held: list[set[str]] = []
+    forget = BuildContext.forget
+
+    def watching(self, keys):
+        forget(self, keys)
+        if self.trace is None:  # the real build, not the probe
+            held.append(set(self.events.columns))
+
+    monkeypatch.setattr(BuildContext, "forget", watching)
+    dropped = dict(features.iter_features(imps, events, settings=SETTINGS.features))
+    monkeypatch.undo()
+    monkeypatch.setattr(build, "_last_uses", lambda ctx, specs: {})
+    kept = dict(features.iter_features(imps, events, settings=SETTINGS.features))
+    assert list(dropped) == list(kept)
+    for name in kept:
+        pd.testing.assert_series_equal(pd.Series(dropped[name]), pd.Series(kept[name]), check_exact=True, obj=name)
+    assert set(TRAIT_COLUMNS) <= held[0] and not set(TRAIT_COLUMNS) & held[-1]
+    assert all(pd.Series(kept[f"user_trait_{c.removeprefix('trait_')}"]).nunique() > 1 for c in TRAIT_COLUMNS)
+
+
+def test_a_dropped_column_is_never_read_as_absent(inputs) -> None:
+    imps, events = inputs
+    ctx = BuildContext(imps.iloc[:50].copy(), events.iloc[:200].assign(trait_openness=0.5), None, None,
+                       SETTINGS.features)
+    assert (ctx.event_floats("trait_openness") == 0.5).all()
+    ctx.forget([("column", "trait_openness")])
+    assert "trait_openness" not in ctx.events.columns
+    with pytest.raises(RuntimeError, match="trait_openness"):
+        ctx.event_floats("trait_openness")
