@@ -292,8 +292,9 @@ def combine_counts(parts: Iterable[BetaCounts]) -> BetaCounts:
     """The counts of all partitions together (sums per key; the newest impression of any).
 
     ``parts`` is read once, one partition at a time (a generator may load each from disk): each
-    partition's keys are coded as integers as it comes (:func:`_summed`), so the partitions' key
-    columns are never held, concatenated or hashed together (~1 GB at 10M interactions)."""
+    partition's user x item keys are coded as integers as it comes (:class:`_CodedCounts`), so the
+    partitions' key columns are never held, concatenated or hashed together (~1 GB at 10M interactions);
+    the few item rows are summed as before (:func:`_summed`)."""
     items: list[pd.DataFrame] = []
     pairs: list[_CodedCounts] = []
     ends, rows = [], 0
