@@ -5,7 +5,10 @@
 * Prefect flow runs whose process died while they were RUNNING: marked Crashed (a run started by
   ``rankloop train`` runs in the CLI's own process, which no worker heartbeat watches);
 * the intermediate data of failed runs (``<home>/runs/<end>/<stamp>/data``): kept for the newest
-  ``ops.keep_failed_runs`` failed runs, for inspection, and removed for the older ones.
+  ``ops.keep_failed_runs`` failed runs, for inspection, and removed for the older ones;
+* in the failed runs' folders that are kept, what a killed writer left half-written: the temporary
+  files and folders that atomic writes and the contract's key buckets make (``.<name>.*.tmp``), which
+  no reader opens and which are worth nothing for inspection.
 
 Each run folder holds ``owner.json`` (host, pid, start time, Prefect flow run id) while its process
 works on it; a folder whose owner is alive is never touched.
@@ -35,9 +38,10 @@ class Healed:
     registry: dict[str, Any] = field(default_factory=dict)
     crashed_flow_runs: list[str] = field(default_factory=list)
     removed_intermediates: list[str] = field(default_factory=list)
+    removed_temporaries: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.registry or self.crashed_flow_runs or self.removed_intermediates)
+        return bool(self.registry or self.crashed_flow_runs or self.removed_intermediates or self.removed_temporaries)
 
 
 def claim(workdir: Path, flow_run_id: str | None) -> None:
@@ -71,6 +75,7 @@ def heal(settings: Settings, *, keep_failed: int | None = None) -> Healed:
         release(folder)
     keep = settings.ops.keep_failed_runs if keep_failed is None else keep_failed
     healed.removed_intermediates = _prune_failed(settings.home_dir / "runs", keep)
+    healed.removed_temporaries = _sweep_temporaries(settings.home_dir / "runs")
     if healed:
         log.warning("recovered what earlier runs left behind: %s", healed)
     return healed
@@ -122,3 +127,20 @@ def _prune_failed(runs: Path, keep: int) -> list[str]:
         shutil.rmtree(folder / "data", ignore_errors=True)
         removed.append(os.fspath(folder))
     return removed
+
+
+def _sweep_temporaries(runs: Path) -> list[str]:
+    """Remove the half-written temporaries (``.*.tmp``, files or folders) of run folders without a live owner."""
+    removed = []
+    for folder in runs.glob("*/*"):
+        if not folder.is_dir() or (folder / OWNER_FILE).exists():
+            continue
+        for tmp in sorted(folder.rglob(".*.tmp")):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif tmp.exists() or tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+            else:
+                continue  # inside a folder removed just before
+            removed.append(os.fspath(tmp))
+    return sorted(removed)

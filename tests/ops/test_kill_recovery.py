@@ -121,5 +121,6 @@ def test_a_kill_in_any_stage_heals_at_the_next_operation(home: Path, prefect_ser
     assert list(states.values()).count("CRASHED") == len(STAGES), states  # every killed run
     kept = [d for d in (home / "runs").glob("*/*/data") if d.is_dir()]
     assert len(kept) <= 2, kept  # ops.keep_failed_runs
+    assert not list((home / "runs").rglob(".*.tmp")), "half-written temporaries left in the kept run folders"
     assert not list((home / "runs").glob("*/*/owner.json"))
     assert _registry_state(home)["running"] == []
