@@ -129,8 +129,10 @@ def _last_uses(ctx: BuildContext, specs: list[FeatureSpec]) -> dict[Any, int]:
 
 def _columns(ctx: BuildContext, specs: list[FeatureSpec], last_use: dict[Any, int]) -> Iterator[tuple[str, np.ndarray]]:
     """Each feature in turn. A memoised aggregate is forgotten after the last feature that reads it
-    (``last_use``; what the probe did not see stays until the grain ends), and every one at the end of
-    its grain: the cache never holds what no later feature reads. Forgetting only costs time: an
+    (``last_use``; what the probe did not see stays until the grain ends, or to the end if kept across
+    grains), and every one not kept across grains at the end of its grain: the cache never holds what no
+    later feature reads. The ones kept across grains (masks, attribute codes, event values, kept counts)
+    go after their last reader too. Forgetting only costs time: an
     aggregate read again is computed again, the same. An event column read through
     ``BuildContext.event_floats`` (the traits logged on events) is dropped after its last reader the same
     way; reading it again raises (the probe sees every reader, as for the aggregates)."""

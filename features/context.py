@@ -163,7 +163,8 @@ class BuildContext:
         self._cache.clear()
 
     def forget(self, keys: Iterable[Any]) -> None:
-        """Drop these memoised aggregates (those kept across releases stay), and the event columns named
+        """Drop these memoised aggregates, those kept across releases too (masks, codes, values, kept counts:
+        a key is forgotten after its last reader, read again it is made again), and the event columns named
         ``("column", name)`` (read through :meth:`event_floats` only; the traits' 8 bytes per event each)."""
         for key in list(keys):
             if isinstance(key, tuple) and len(key) == 2 and key[0] == "column":
@@ -171,11 +172,12 @@ class BuildContext:
                 self.events = self.events.drop(columns=[key[1]], errors="ignore")
             else:
                 self._cache.pop(key, None)
+                self._kept.pop(key, None)
 
     def memo(self, key: Any, make, *, keep: bool = False) -> Any:
-        """Memoise ``make()`` under ``key`` (``keep``: survive :meth:`release`). ``trace``, when set,
-        hears every key read."""
-        if self.trace is not None and not keep:
+        """Memoise ``make()`` under ``key`` (``keep``: survive :meth:`release`, until :meth:`forget`).
+        ``trace``, when set, hears every key read."""
+        if self.trace is not None:
             self.trace(key)
         store = self._kept if keep else self._cache
         if key not in store:
@@ -294,6 +296,10 @@ class BuildContext:
             if name == "value":
                 return self.memo("value", lambda: to_fixed(raw), keep=True)
             return self.memo("has_value", lambda: ~np.isnan(raw), keep=True)
+        if self.trace is not None:
+            self.trace(("values", name))
+        if ("values", name) not in self._kept:  # made by a feature's own maker (position_weights), never here
+            raise RuntimeError(f"event values {name!r} were read before their maker ran, or after their last reader")
         return self._kept[("values", name)]
 
     def event_floats(self, column: str) -> np.ndarray:

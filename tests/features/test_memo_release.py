@@ -90,7 +90,8 @@ def test_the_user_grain_is_not_held_through_the_user_category_grain(inputs, monk
             ctx = contexts[-1]
             seen.append(name)
             assert not [k for k in ctx._cache if isinstance(k, tuple) and k[1:2] == ("user",)], name
-            assert ("count", "user", ENGAGE, 28) in ctx._kept
+            # Kept until its last reader (the share), forgotten with it.
+            assert (("count", "user", ENGAGE, 28) in ctx._kept) is (name != "uc_engage_share_28d"), name
         if name == "uc_engage_share_28d":
             uc = build.build_columns(imps, events, ("uc_engage_count_28d", "user_engage_count_28d"), items=items,
                                      settings=SETTINGS.features)
@@ -139,3 +140,53 @@ def test_a_dropped_column_is_never_read_as_absent(inputs) -> None:
     assert "trait_openness" not in ctx.events.columns
     with pytest.raises(RuntimeError, match="trait_openness"):
         ctx.event_floats("trait_openness")
+
+
+def _nbytes(value: Any) -> int:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, tuple | list):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+def test_kept_aggregates_go_after_their_last_reader_and_are_made_once(inputs, monkeypatch) -> None:
+    """Masks, attribute codes, event values, kept counts (kept across grains) are forgotten after the last
+    feature that reads them: the same features, each still made once, none held at the end."""
+    imps, events = inputs
+    items = make_items(n_items=30)
+
+    def run(forget: bool) -> tuple[dict[str, Any], Counter, list[int]]:
+        made: Counter = Counter()
+        held: list[int] = []
+        memo = BuildContext.memo
+
+        def counting(self, key, make, *, keep=False):
+            if keep and key not in self._kept and self.trace is None:
+                made[key] += 1
+            return memo(self, key, make, keep=keep)
+
+        monkeypatch.setattr(BuildContext, "memo", counting)
+        contexts: list[BuildContext] = []
+        release = BuildContext.release
+        monkeypatch.setattr(BuildContext, "release", lambda self: (contexts.append(self), release(self))[1])
+        if not forget:
+            monkeypatch.setattr(build, "_last_uses", lambda ctx, specs: {})
+        columns = {}
+        for name, values in features.iter_features(imps, events, items=items, settings=SETTINGS.features):
+            columns[name] = values
+            held.append(sum(_nbytes(v) for v in contexts[-1]._kept.values()))
+        monkeypatch.undo()
+        return columns, made, held
+
+    kept, made_kept, held_kept = run(forget=False)
+    forgot, made_forgot, held_forgot = run(forget=True)
+    assert list(forgot) == list(kept)
+    for name in kept:
+        pd.testing.assert_series_equal(pd.Series(forgot[name]), pd.Series(kept[name]), check_exact=True, obj=name)
+    assert made_forgot == made_kept and len(made_kept) > 10 and max(made_kept.values()) == 1
+    assert {k[0] for k in made_kept if isinstance(k, tuple)} >= {"mask", "attribute", "count", "values"}
+    assert held_forgot[-1] == 0 < held_kept[-1]  # nothing kept once the last feature is made
+    assert max(held_forgot) < max(held_kept)
