@@ -123,12 +123,17 @@ def _position_bucket(ctx: BuildContext) -> np.ndarray:
     pos = ctx.events["position"] if "position" in ctx.events.columns else None
     if pos is None:
         return np.full(len(ctx.ev_ms), -1, dtype=np.int8)
-    values = np.asarray(pos.to_numpy(dtype=np.float64, na_value=np.nan))
+    values = pos.to_numpy(dtype=np.float64, na_value=np.nan)
+    if not (values.flags.owndata and values.flags.writeable):  # a view of the events' column: never changed
+        values = values.copy()
     # The smallest integers that hold every bucket (1 byte a row, not 8): the counts take any integer keys, and
-    # any negative one (a negative position) is no bucket, as -1 is.
+    # any negative one (a negative position) is no bucket, as -1 is. In place: one float array, not four.
     top = ctx.settings.max_position
     kind = np.int8 if top < 2**7 else np.int16 if top < 2**15 else np.int64
-    return np.where(np.isnan(values), -1, np.clip(np.nan_to_num(values, nan=0), -1, top)).astype(kind)
+    missing = np.isnan(values)
+    np.clip(values, -1, top, out=values)
+    values[missing] = -1
+    return values.astype(kind)
 
 
 @family("{grain}_pbc_click_ratio_28d", grid(grain=("user", "item")), dtype="float32", grain="{grain}",

@@ -206,13 +206,24 @@ def _assemble(ev, logged, fallback, settings: LabelSettings, ts: np.ndarray, ite
     out = ev[present].iloc[rows[order]].reset_index(drop=True)  # only the carried columns are copied
     for c in ("user_id", "item_id"):  # ids read as codes (categoricals) come out as the text they stand for
         if isinstance(out[c].dtype, pd.CategoricalDtype):
-            out[c] = out[c].astype(out[c].cat.categories.dtype)
+            out[c] = _decoded(out[c])
     out = out.assign(**{c: pd.Series(None, index=out.index, dtype=object) for c in CARRIED_COLUMNS
                         if c not in present})[list(CARRIED_COLUMNS)]
     out.insert(0, "query_id", qid.iloc[order].reset_index(drop=True))
     out["grade"] = np.clip(np.r_[logged[1], fallback[1]], 0.0, 1.0)[order]
     out["label"] = np.rint(out["grade"].to_numpy() * settings.levels).astype(np.int32)
     return out
+
+
+def _decoded(values: pd.Series) -> pd.Series:
+    """A categorical's values in its categories' own dtype (``astype`` of it), taken through the categories
+    array: for text categories an Arrow take, with no Python string per row on the way (``astype`` made
+    them: ~0.5 GB at 7.5M rows)."""
+    categories = values.cat.categories
+    if not isinstance(categories.dtype, pd.api.extensions.ExtensionDtype):  # numbers: a missing one needs objects
+        return values.astype(categories.dtype if not values.isna().any() else object)
+    taken = categories.array.take(values.cat.codes.to_numpy(), allow_fill=True)  # code -1: missing
+    return pd.Series(taken, index=values.index, name=values.name)
 
 
 def _order(qid: pd.Series, item: np.ndarray, ts: np.ndarray, position: np.ndarray) -> np.ndarray:

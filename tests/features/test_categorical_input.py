@@ -98,3 +98,23 @@ def test_codes_are_those_of_one_factorize_over_the_columns(case):
     assert [g.tolist() for g in got] == [w.tolist() for w in want]
     assert got_values.tolist() == want_values.tolist()
     assert max((int(g.max(initial=-1)) for g in got), default=-1) >= 0 or case == "edges"
+
+
+@pytest.mark.parametrize("categories", [pd.Index(["u3", "u1", "u2"], dtype="str"), pd.Index([30, 10, 20]),
+                                        pd.Index(["b", "a"], dtype=object)])
+def test_ids_decoded_from_codes_are_what_astype_gives(categories):
+    """The labels turn categorical ids back into their values through the categories (no Python string per
+    row): the same values, missing ones included, and the same dtype as ``astype``."""
+    from features.labels import _decoded
+
+    codes = np.array([0, 2, -1, 1, 1, 0, -1], dtype=np.int8)[: len(categories) + 4]
+    codes = np.where(codes < len(categories), codes, -1)
+    values = pd.Series(pd.Categorical.from_codes(codes, categories=categories), index=np.arange(10, 10 + len(codes)),
+                       name="user_id")
+    expected = values.astype(categories.dtype) if (codes >= 0).all() else values.astype(object).where(codes >= 0)
+    got = _decoded(values)
+    if isinstance(categories.dtype, pd.api.extensions.ExtensionDtype):
+        pdt.assert_series_equal(got, values.astype(categories.dtype))
+    assert got.index.equals(values.index) and got.name == "user_id"
+    assert got.isna().tolist() == (codes < 0).tolist()
+    assert [v for v in got.tolist() if not pd.isna(v)] == [v for v in expected.tolist() if not pd.isna(v)]
