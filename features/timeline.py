@@ -64,6 +64,17 @@ def counts_before(event_key, event_ms, query_key, query_ms) -> np.ndarray:
     return counts
 
 
+def _composite(key: np.ndarray, ms: np.ndarray, span: np.int64, t0: int, unit: int) -> np.ndarray:
+    """``key * span + (ms - t0) // unit`` as int64, built in place (one new array besides the time's)."""
+    comp = key.astype(np.int64)  # a copy even when already int64: the caller's array is never changed
+    comp *= span
+    offset = ms.astype(np.int64)
+    offset -= t0
+    offset //= unit
+    comp += offset
+    return comp
+
+
 class Timeline:
     """Events of one grain, sorted by (key, time), answering queries (key, t) strictly before t.
 
@@ -78,8 +89,9 @@ class Timeline:
     """
 
     def __init__(self, event_key, event_ms, query_key, query_ms, max_window_ms: int = 28 * DAY_MS, tiebreak=None):
-        event_key = np.asarray(event_key, dtype=np.int64)
-        query_key = np.asarray(query_key, dtype=np.int64)
+        # The keys as given (int32 codes stay int32: no int64 copy of every event's key); the composite
+        # keys below are built in place, one int64 array at a time (the stage's peak is a timeline's build).
+        event_key, query_key = np.asarray(event_key), np.asarray(query_key)
         n_keys = int(max(event_key.max(initial=-1), query_key.max(initial=-1))) + 1
         times = np.concatenate([event_ms, query_ms]) if len(event_ms) + len(query_ms) else np.zeros(1, np.int64)
         t0 = int(times.min()) - max_window_ms - 1
@@ -91,18 +103,20 @@ class Timeline:
         self.span = np.int64(span)
         self._n_events = len(event_key)
         keep = np.flatnonzero(event_key >= 0)
-        comp = event_key[keep] * self.span + (np.asarray(event_ms)[keep] - t0) // self.unit
+        comp = _composite(event_key[keep], np.asarray(event_ms)[keep], self.span, t0, self.unit)
         # Ties need no order (sums are exact, times equal) unless last_value must pick among them.
         order = np.argsort(comp) if tiebreak is None else np.lexsort((np.asarray(tiebreak)[keep], comp))
         index_type = np.int32 if self._n_events < 2**31 else np.int64
         self.order = keep.astype(index_type)[order]  # original event row of each sorted position
+        del keep
         self.comp = comp[order]
+        del comp, order
         self.t0 = t0
         valid = query_key >= 0
-        qcomp = np.where(valid, query_key, 0) * self.span + (np.asarray(query_ms) - t0) // self.unit
+        qcomp = _composite(np.where(valid, query_key, 0), np.asarray(query_ms), self.span, t0, self.unit)
         # Positions (sorted queries, sorted events) as int32 when they fit: a timeline holds several
         # per query (order, hi, one lo per window), half the memory of int64 at 7.5M impressions.
-        self._position_type = np.int32 if max(len(qcomp), len(keep)) < 2**31 - 1 else np.int64
+        self._position_type = np.int32 if max(len(qcomp), len(self.order)) < 2**31 - 1 else np.int64
         self.q_order = np.argsort(qcomp).astype(self._position_type)
         self.q_comp = qcomp[self.q_order]
         self.q_valid = valid[self.q_order]
