@@ -108,11 +108,18 @@ def position_weights(ctx: BuildContext) -> np.ndarray:
         bucket = _position_bucket(ctx)
         rows = np.flatnonzero(exposed)
         at = ctx.ev_ms[rows]
-        prior = _rate_before(ctx, "click", at)
-        clicks = counts_before(np.where(ctx.mask("click"), bucket, -1), ctx.ev_ms, bucket[rows], at)
-        shown = counts_before(np.where(exposed, bucket, -1), ctx.ev_ms, bucket[rows], at)
+        rate = _rate_before(ctx, "click", at)  # the prior, then (clicks + k * prior) / (shown + k) in place
+        slot = bucket[rows]
+        clicks = counts_before(np.where(ctx.mask("click"), bucket, -1), ctx.ev_ms, slot, at)
+        shown = counts_before(np.where(exposed, bucket, -1), ctx.ev_ms, slot, at).astype(np.float64)
+        del at, slot
         k = ctx.settings.ctr_prior_strength
-        rate = (clicks + k * prior) / (shown + k)  # unknown position (bucket -1): no counts, the prior
+        rate *= k
+        rate += clicks  # unknown position (bucket -1): no counts, the prior
+        del clicks
+        shown += k
+        rate /= shown
+        del shown
         weights = np.zeros(len(bucket), dtype=np.int64)
         weights[rows] = to_fixed(rate)
         return weights
