@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from core.atomic import atomic_write, write_parquet
 from core.config.ranker import split_starts
+from core.memory import release_memory
 
 PARTS = ("train", "valid", "test")
 
@@ -145,7 +146,10 @@ class SplitFiles:
             return pq.read_table(self.paths[part], columns=columns).to_pandas()
         table = pa.Table.from_batches(batches)
         del batches  # the table holds the only reference: its buffers go as pandas takes them
-        return table.to_pandas(self_destruct=True, split_blocks=True)
+        frame = table.to_pandas(self_destruct=True, split_blocks=True)
+        del table
+        release_memory(collect=False)  # the unfiltered batches' pages
+        return frame
 
     def read_matrix(self, part: str, columns: list[str], rows: np.ndarray | None = None
                     ) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -189,6 +193,11 @@ def read_matrix(path: Path, columns: list[str], rows: np.ndarray | None = None) 
                 column = column.cast(pa.float64())
             matrix[kept:kept + batch.num_rows, j] = column.to_numpy(zero_copy_only=False)
         kept += batch.num_rows
+        batch = column = None
+        pa.default_memory_pool().release_unused()  # the batch's decoded pages, before the next batch's
+    # The read's decoded pages back to the OS: Arrow's pool (mimalloc) and glibc keep freed pages, which
+    # held ~0.6 GB beside a 1M-row matrix at 10M interactions, under LightGBM's fit.
+    release_memory(collect=False)
     dtypes = {name: _pandas_dtype(types[name], nulls[name]) for name in columns}
     return pd.DataFrame(matrix, columns=list(columns), copy=False), dtypes
 

@@ -244,9 +244,9 @@ def check_drift(settings: Settings, ctx: Any, validated: Any, dataset: Any, trai
     """
     import mlflow
 
-    from rankloop.stages import release_arrow_memory
+    from core.memory import release_memory
 
-    release_arrow_memory()  # what the tables stage freed goes back before this stage reads its columns
+    release_memory()  # what the tables stage freed goes back before this stage reads its columns
     report = measure(settings, ctx.end, validated, dataset, trained.model_path)
     scores = report.pop("_scores")
     moved = over_threshold(report, settings.drift.hold_psi)

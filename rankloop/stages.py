@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config.ranker import split_starts
+from core.memory import release_memory
 from core.schema import CODED_ID_COLUMNS, FEW_VALUED_COLUMNS
 from core.settings import Settings
 from core.version import code_version
@@ -191,7 +192,7 @@ def validate(settings: Settings, extracted: Extracted, start: datetime, end: dat
         metrics=contract_metrics(outcome),
     )
     del result, outcome
-    release_arrow_memory()
+    release_memory()
     return validated
 
 
@@ -245,26 +246,6 @@ def with_current_champions(settings: Settings, summary: dict[str, Any]) -> dict[
     return summary | {"champion_now": now["ranker"], "tables": tables}
 
 
-def release_arrow_memory() -> None:
-    """Collect cycles (the contract's GE objects hold the extract), hand the Arrow pool's freed pages
-    back to the OS (mimalloc keeps them otherwise: ~1.7 GB at 10M rows through the features stage),
-    and glibc's free heap pages too (``malloc_trim``: numpy/LightGBM buffers freed by one stage
-    would otherwise stay resident under the next stage's peak)."""
-    import gc
-
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    _malloc_trim()
-
-
-def _malloc_trim() -> None:
-    import contextlib
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL(None).malloc_trim(0)
-
-
 def build_dataset(settings: Settings, validated: Validated, extracted: Extracted, end: datetime,
                   workdir: Path) -> Dataset:
     """Graded labels -> point-in-time features -> time split, written to ``<workdir>/data/split/<part>.parquet``."""
@@ -275,12 +256,12 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     items = extracted.items.to_pandas() if extracted.items is not None else None
     users = extracted.users.to_pandas() if extracted.users is not None else None
     feature_columns = features.event_columns(users)
-    release_arrow_memory()
+    release_memory()
     # Only what is read; the few-valued text columns and the ids as categoricals (labels and features read
     # them through codes of their values, the same for either dtype: tests/features/test_categorical_input.py).
     events = validated.load_events(list(dict.fromkeys([*LABEL_COLUMNS, *feature_columns])),
                                    categorical=(*FEW_VALUED_COLUMNS, *CODED_ID_COLUMNS))
-    release_arrow_memory()  # the read's decompression and decoding pages (~0.5 GB at 10M rows)
+    release_memory()  # the read's decompression and decoding pages (~0.5 GB at 10M rows)
     imps, protocol = features.ranking_queries(events, settings.labels)  # logged slates or implicit queries
     events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
     fset = features.get_feature_set(features.feature_set_for(protocol, settings.features))
@@ -302,19 +283,19 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     del events, queries, items, users  # the builder holds them now, and drops what it has coded
     # The ids it coded and dropped were Arrow-backed strings: their pages go back to the OS before the
     # features' working set grows (mimalloc keeps freed pages: ~1.2 GB at 10M rows, resident to the end).
-    release_arrow_memory()
+    release_memory()
     saved: dict[str, Path] = {}
     for name, values in columns:
         saved[name] = parked / f"{name}.npy"
         np.save(saved[name], values)
     del columns
-    release_arrow_memory()
+    release_memory()
     keys = unspill(keys_path)
     split = write_split(rows, keys, {n: saved[n] for n in fset.features}, workdir / "data" / "split",
                         valid_start=valid_start, test_start=test_start)
     shutil.rmtree(parked, ignore_errors=True)
     del keys, rows
-    release_arrow_memory()
+    release_memory()
     return Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
                    impressions=n_impressions, protocol=protocol.as_dict())
 
@@ -359,13 +340,14 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     from models.ranker import Ranker
     from models.training import cap_mask, group_sizes, relevant
 
-    release_arrow_memory()
+    release_memory()
     cols = list(dataset.features)
     s = dataset.split
     query_id = s.read("train", ["query_id"])["query_id"]
     available, cap = len(query_id), settings.ranker.max_train_queries
     keep = cap_mask(query_id, cap, seed=settings.ranker.seed) if cap is not None else None
     del query_id
+    release_memory()  # the ids' text (Arrow-backed: ~0.2 GB of pages kept by the pool at 10M)
     bias = [c for c in ("position", "propensity") if c in pq.read_schema(s.paths["train"]).names]
     train = s.read("train", ["query_id", "label", *bias], rows=keep)  # the capped rows only
     if len(train) < available:
@@ -376,13 +358,15 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     X, dtypes = s.read_matrix("train", cols, rows=keep)
     valid, positive = relevant(s, "valid", ["query_id", "label"])
     X_valid, _ = s.read_matrix("valid", cols, rows=positive)
+    del positive
+    release_memory()  # what the reads freed, before LightGBM bins the matrices
     ranker = Ranker.from_settings(settings.ranker)
     ranker.fit(X, train["label"], group=group_sizes(train),
                eval_set=[(X_valid, valid["label"])], eval_group=[group_sizes(valid)],
                position=train.get("position"), propensity=train.get("propensity"), feature_dtypes=dtypes)
     used = len(train)
     del train, valid, keep, X, X_valid
-    release_arrow_memory()
+    release_memory()
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / "model.txt"
     ranker.save(model_path)
@@ -821,7 +805,7 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
     from rankloop.partitions import InProcess, split_by_day
     from rankloop.tables import fit_tables_by_day
 
-    release_arrow_memory()
+    release_memory()
     day_paths = split_by_day(validated.events_path, ctx.workdir / "data" / "days")
     return fit_tables_by_day(settings, day_paths, InProcess(), end=ctx.end, workdir=ctx.workdir, actor=ctx.actor,
                              window=(ctx.start, ctx.end), parent_run_id=parent_run_id)
