@@ -375,16 +375,75 @@ class _CodedCounts:
         if not present.all():
             columns = {name: values[present] for name, values in columns.items()}
         del present
-        summed = pd.DataFrame(columns, copy=False).groupby("key", sort=True)[["successes", "failures"]].sum()
+        key, successes, failures = _CodedCounts._summed_by_key(columns["key"], columns["successes"],
+                                                               columns["failures"])
         del columns
-        key = summed.index.to_numpy()
         out = {}
         for i in reversed(range(len(ranks))):
             size = max(len(ranks[i]), 1)
             out[first.keys[i]] = pd.Series(ordered[i][key % size], dtype=first.dtypes[i])
             key = key // size
-        return pd.DataFrame({**{k: out[k] for k in first.keys}, "successes": summed["successes"].to_numpy(),
-                             "failures": summed["failures"].to_numpy()})
+        return pd.DataFrame({**{k: out[k] for k in first.keys}, "successes": successes, "failures": failures})
+
+    @staticmethod
+    def _summed_by_key(key: np.ndarray, successes: np.ndarray, failures: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(keys, successes, failures)`` summed per key, in key order: pandas' group-by sum over ranges
+        of keys (about ``_TOTAL_CHUNK_ROWS`` rows per range), so its hash table and sort hold a range's
+        rows, not all (~0.8 GB at 10M interactions). Each key's rows are in one range, in their order,
+        and pandas sums them the same way: with its compensated sum, unless a frame's keys come sorted
+        (then ``np.add.reduceat``): a range whose rows are sorted is summed with the next range (or the
+        last), never alone, unless all of them are sorted (then everything is: one group-by, as pandas
+        would). So every float is the one a single group-by of everything gives, to the last bit."""
+        groups = [None]
+        if len(key) > _TOTAL_CHUNK_ROWS:  # range edges at key quantiles: about equal rows per range
+            edges = np.unique(np.quantile(key, np.linspace(0, 1, -(-len(key) // _TOTAL_CHUNK_ROWS) + 1)[1:-1],
+                                          method="lower"))
+            bounds = list(zip([None, *edges], [*edges, None], strict=True))
+            groups = _unsorted_groups([_in_range(key, low, high) for low, high in bounds], key)
+        keys, sums = [], {"successes": [], "failures": []}
+        for rows in groups:
+            rows = slice(None) if rows is None else rows
+            frame = pd.DataFrame({"key": key[rows], "successes": successes[rows], "failures": failures[rows]},
+                                 copy=False)
+            summed = frame.groupby("key", sort=True)[["successes", "failures"]].sum()
+            del frame, rows
+            keys.append(summed.index.to_numpy())
+            for name in sums:
+                sums[name].append(summed[name].to_numpy())
+            del summed
+        if len(keys) == 1:
+            return keys[0], sums["successes"][0], sums["failures"][0]
+        return np.concatenate(keys), np.concatenate(sums["successes"]), np.concatenate(sums["failures"])
+
+
+def _in_range(key: np.ndarray, low: Any, high: Any) -> np.ndarray:
+    """The rows (ascending) whose key is in ``(low, high]`` (``None``: unbounded)."""
+    mask = np.ones(len(key), dtype=bool) if low is None else key > low
+    if high is not None:
+        mask &= key <= high
+    return np.flatnonzero(mask)
+
+
+def _unsorted_groups(ranges: list[np.ndarray], key: np.ndarray) -> list[np.ndarray | None]:
+    """Consecutive key ranges' rows joined so that each group's keys are unsorted in row order (one
+    unsorted range makes any union unsorted); ``[None]`` (everything) when no range is unsorted."""
+    unsorted = [len(r) > 1 and bool(np.any(key[r[1:]] < key[r[:-1]])) for r in ranges]
+    if not any(unsorted):
+        return [None]
+    groups: list[list[np.ndarray]] = []
+    pending: list[np.ndarray] = []
+    for rows, mixed in zip(ranges, unsorted, strict=True):
+        pending.append(rows)
+        if mixed:
+            groups.append(pending)
+            pending = []
+    if pending:  # sorted ranges after the last unsorted one join its group
+        groups[-1].extend(pending)
+    return [parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts)) for parts in groups]
+
+
+_TOTAL_CHUNK_ROWS = 1 << 21  # rows per group-by in _CodedCounts.total (about: ranges end at key quantiles)
 
 
 def refit_from_counts(previous: BetaTables | None, counts: BetaCounts, settings: BanditSettings,

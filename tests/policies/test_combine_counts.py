@@ -29,8 +29,13 @@ def _part(rng: np.random.Generator, n: int, users: np.ndarray, items: np.ndarray
     return thompson.BetaCounts(items=per_item, user_items=pairs, data_end=end if n else None, rows=n)
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 1, 37])
 @pytest.mark.parametrize("case", ["text", "numbers", "missing", "empty parts"])
-def test_combined_counts_equal_the_group_by_of_the_concatenation(case: str) -> None:
+def test_combined_counts_equal_the_group_by_of_the_concatenation(case: str, chunk_rows: int | None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Summed in one group-by or over key ranges of a few rows each (the 10M-interaction path)."""
+    if chunk_rows is not None:
+        monkeypatch.setattr(thompson, "_TOTAL_CHUNK_ROWS", chunk_rows)
     rng = np.random.default_rng(len(case))
     users = (np.arange(40) * 7 if case == "numbers" else
              np.array([f"u{i}" for i in range(40)] + ["é", "U", "u10 ", ""], dtype=object))
@@ -76,3 +81,33 @@ def test_grouped_is_one_row_per_key_in_sorted_order() -> None:
             assert thompson._grouped(frame, keys) == want, (frame, keys)
             seen[want] += 1
     assert min(seen.values()) > 500
+
+
+def test_key_ranges_sum_as_one_group_by_whether_rows_come_sorted_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pandas sums a frame whose keys come sorted with ``np.add.reduceat``, else with its compensated sum:
+    the ranges of ``_summed_by_key`` never let a sorted range be summed alone, so every input (sorted,
+    partly sorted, unsorted, one key) gives the single group-by's floats to the last bit."""
+    differs = 0
+    for seed in range(150):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(1, 200))
+        key = rng.integers(0, int(rng.integers(1, 40)), n)
+        if seed % 3 == 0:
+            key = np.sort(key)
+        elif seed % 3 == 1:
+            key[: n // 2] = np.sort(key[: n // 2])
+        successes = rng.random(n) * 10.0 ** rng.integers(-8, 8, n)
+        failures = successes[::-1].copy()
+        want = pd.DataFrame({"key": key, "successes": successes, "failures": failures}).groupby(
+            "key", sort=True)[["successes", "failures"]].sum()
+        for chunk_rows in (1, 3, 37, 10_000):
+            monkeypatch.setattr(thompson, "_TOTAL_CHUNK_ROWS", chunk_rows)
+            keys, s, f = thompson._CodedCounts._summed_by_key(key, successes, failures)
+            np.testing.assert_array_equal(keys, want.index.to_numpy())
+            assert s.tobytes() == want["successes"].to_numpy().tobytes(), (seed, chunk_rows)
+            assert f.tobytes() == want["failures"].to_numpy().tobytes(), (seed, chunk_rows)
+        # the two ways pandas sums do differ on these magnitudes: a range summed alone would show
+        sorted_rows = np.argsort(key, kind="stable")
+        alone = pd.DataFrame({"key": key[sorted_rows], "s": successes[sorted_rows]}).groupby("key")["s"].sum()
+        differs += int((alone.to_numpy() != want["successes"].to_numpy()).any())
+    assert differs > 10
