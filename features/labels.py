@@ -67,23 +67,33 @@ def impressions(events: pd.DataFrame, settings: LabelSettings, attribution_hours
 
 
 def event_grades(events: pd.DataFrame, settings: LabelSettings) -> np.ndarray:
-    """Grade in [0, 1] of every event (float64); NaN for event types without a grade."""
+    """Grade in [0, 1] of every event (float64); NaN for event types without a grade.
+
+    The type's grade per event, then the rows whose grade comes from their value (views scaled by
+    seconds, ratings by stars) overwritten from those rows' values only: no per-event temporaries
+    besides the type codes, the values and the result (~0.4 GB less at 10M events)."""
     codes, uniques = pd.factorize(events["event_type"])
     names = [str(u) for u in uniques] + [""]  # code -1 (missing type) hits the trailing slot
     grade = np.array([settings.grades.get(n, np.nan) for n in names], dtype=np.float64)[codes]
+    scaled = np.flatnonzero(np.array([n in _SCALED_BY_SECONDS for n in names])[codes])
+    rating = np.flatnonzero(np.array([n == EventType.RATING.value for n in names])[codes])
+    del codes
+    if len(scaled) == 0 and len(rating) == 0:
+        return grade
     value = pd.to_numeric(events["value"]).to_numpy(dtype=np.float64, na_value=np.nan)
-    scaled = np.array([n in _SCALED_BY_SECONDS for n in names])[codes]
     span = settings.view_max_grade - settings.view_min_grade
-    frac = np.clip(np.nan_to_num(value / settings.view_full_seconds, nan=0.0), 0.0, 1.0)
-    grade = np.where(scaled, settings.view_min_grade + span * frac, grade)
-    is_rating = np.array([n == EventType.RATING.value for n in names])[codes]
-    stars = np.rint(np.where(is_rating, np.nan_to_num(value, nan=-1.0), -1.0)).astype(np.int64)
+    frac = np.clip(np.nan_to_num(value[scaled] / settings.view_full_seconds, nan=0.0), 0.0, 1.0)
+    grade[scaled] = settings.view_min_grade + span * frac
+    del frac, scaled
+    stars = np.rint(np.nan_to_num(value[rating], nan=-1.0)).astype(np.int64)
+    del value
     top = max((s for s in settings.rating_grades if s >= 0), default=0)
     by_star = np.full(top + 2, np.nan)  # the last slot: stars without a configured grade
     for star, g in settings.rating_grades.items():
         if star >= 0:
             by_star[star] = g
-    return np.where(is_rating, by_star[np.where((stars >= 0) & (stars <= top), stars, top + 1)], grade)
+    grade[rating] = by_star[np.where((stars >= 0) & (stars <= top), stars, top + 1)]
+    return grade
 
 
 def _check_events(events: pd.DataFrame, attribution_hours: float) -> None:
@@ -110,14 +120,31 @@ def _ts_us(ts: pd.Series) -> np.ndarray:
 
 
 def _logged_keys(ev: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
-    """(dense code of (user, item, request) per event, -1 where request_id is missing; the number
-    of codes; item codes in sorted item_id order; (user, item) pair codes)."""
-    user, _ = pd.factorize(ev["user_id"])
+    """(dense code of (user, item, request) per event, numbered by first appearance, -1 where request_id
+    is missing; the number of codes; item codes in sorted item_id order; one integer per (user, item)
+    pair, equal for equal pairs only).
+
+    The pair is the codes' mixed-radix number (no hash of 10M pairs) when the triple's number fits in
+    an int64, else the pairs numbered densely first; the arithmetic is done in place (each per-event
+    int64 array is 80 MB at 10M events)."""
+    user, users = pd.factorize(ev["user_id"])
     item, items = _sorted_codes(ev["item_id"])
     req, reqs = pd.factorize(ev["request_id"])
-    pair, _ = pd.factorize(user.astype(np.int64) * max(len(items), 1) + item)
-    key, keys = pd.factorize(pair.astype(np.int64) * (len(reqs) + 1) + req)
-    return np.where(req >= 0, key, -1), len(keys), item, pair
+    pair = user.astype(np.int64, copy=False)  # codes >= -1 (missing): +1 keeps each radix digit >= 0
+    del user
+    pair += 1
+    pair *= len(items) + 1
+    pair += item
+    pair += 1
+    if (len(users) + 1) * (len(items) + 1) * (len(reqs) + 1) >= 2**63:
+        pair, _ = pd.factorize(pair)  # dense: at most one code per event
+    triple = pair * (len(reqs) + 1)
+    triple += req
+    triple += 1
+    key, keys = pd.factorize(triple)
+    del triple
+    key[req < 0] = -1
+    return key, len(keys), item, pair
 
 
 def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:

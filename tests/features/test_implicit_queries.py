@@ -44,6 +44,8 @@ def test_logged_query_count_falls_back_per_impression(events):
         f"{mixed['user_id'].iloc[first]}|{mixed['session_id'].iloc[first]}")
     expected = _fallback_query(mixed[shown]).nunique()
     assert logged_query_count(mixed) == expected
+    # the pipeline reads the ids as categoricals: counted the same
+    assert logged_query_count(mixed.astype({c: "category" for c in ("user_id", "request_id", "session_id")})) == expected
     assert expected > events["request_id"].nunique()  # the fallback ids are counted, more than the requests
     assert logged_query_count(mixed.drop(columns=["request_id", "session_id"])) == \
         _fallback_query(mixed[shown].assign(request_id=None, session_id=None)).nunique()

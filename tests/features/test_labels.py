@@ -115,3 +115,32 @@ def test_responses_without_request_id_join_the_latest_slate(make_frame):
     out = impressions(make_frame(rows, COLUMNS), LabelSettings())
     got = {(q, i): g for q, i, g in zip(out["query_id"], out["item_id"], out["grade"], strict=True)}
     assert got == {("r1", "i1"): 0.4, ("u1|2026-01-01", "i2"): 0.8, ("u1|2026-01-03", "i1"): 0.8}
+
+
+@pytest.mark.parametrize("coded", [False, True])
+def test_event_grades_match_a_row_by_row_definition(coded: bool):
+    """Every event's grade against the rule written per row: the type's grade; views and dwells scaled
+    by seconds (missing seconds: the minimum); ratings by rounded stars (none configured: NaN)."""
+    from features.labels import event_grades
+
+    settings = LabelSettings()
+    rng = np.random.default_rng(5)
+    n = 4_000
+    types = rng.choice(["impression", "click", "view", "dwell", "rating", "save", "purchase", "dismiss", "other", None], n)
+    values = rng.choice([np.nan, -3.0, 0.0, 0.4, 2.5, 3.49, 3.5, 4.5, 5.0, 6.0, 12.0, 30.0, 1e4], n)
+    events = pd.DataFrame({"event_type": pd.Series(types, dtype="category" if coded else "str"), "value": values})
+
+    def by_row(kind, value) -> float:
+        if kind in ("view", "dwell"):
+            span = settings.view_max_grade - settings.view_min_grade
+            seconds = 0.0 if np.isnan(value) else value
+            return settings.view_min_grade + span * min(max(seconds / settings.view_full_seconds, 0.0), 1.0)
+        if kind == "rating":
+            stars = -1 if np.isnan(value) else int(np.rint(value))
+            return settings.rating_grades.get(stars, np.nan) if stars >= 0 else np.nan
+        return settings.grades.get(kind, np.nan) if isinstance(kind, str) else np.nan
+
+    want = np.array([by_row(k, v) for k, v in zip(types, values, strict=True)])
+    got = event_grades(events, settings)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.float64 and np.isnan(got).any() and (got > 0).any()
