@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config.ranker import split_starts
+from core.memory import release_memory
 from core.settings import Settings
 from models.policy import POLICY_TABLES
 
@@ -619,6 +620,7 @@ def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: R
                        end=end, folder=workdir / "data" / "table_days", exposures=exposures)
     log.info("tables: %d %s over %d request days", sum(p.impressions for p in parts),
              "exposures" if exposures else "impressions", len(parts))
+    release_memory()  # the days' reads, before the combines gather the partitions' statistics
     fits = {
         "bandit": lambda champ, which: refit_from_counts(
             champ, combine_counts(s for p in parts for s in p.stats("bandit", which)), settings.bandit, end),
