@@ -194,7 +194,6 @@ def read_matrix(path: Path, columns: list[str], rows: np.ndarray | None = None) 
             matrix[kept:kept + batch.num_rows, j] = column.to_numpy(zero_copy_only=False)
         kept += batch.num_rows
         batch = column = None
-        pa.default_memory_pool().release_unused()  # the batch's decoded pages, before the next batch's
     # The read's decoded pages back to the OS: Arrow's pool (mimalloc) and glibc keep freed pages, which
     # held ~0.6 GB beside a 1M-row matrix at 10M interactions, under LightGBM's fit.
     release_memory(collect=False)

@@ -347,7 +347,7 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     available, cap = len(query_id), settings.ranker.max_train_queries
     keep = cap_mask(query_id, cap, seed=settings.ranker.seed) if cap is not None else None
     del query_id
-    release_memory()  # the ids' text (Arrow-backed: ~0.2 GB of pages kept by the pool at 10M)
+    release_memory(collect=False)  # the ids' text (Arrow-backed: ~0.2 GB of pages kept by the pool at 10M)
     bias = [c for c in ("position", "propensity") if c in pq.read_schema(s.paths["train"]).names]
     train = s.read("train", ["query_id", "label", *bias], rows=keep)  # the capped rows only
     if len(train) < available:
@@ -359,7 +359,7 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     valid, positive = relevant(s, "valid", ["query_id", "label"])
     X_valid, _ = s.read_matrix("valid", cols, rows=positive)
     del positive
-    release_memory()  # what the reads freed, before LightGBM bins the matrices
+    release_memory(collect=False)  # what the reads freed, before LightGBM bins the matrices
     ranker = Ranker.from_settings(settings.ranker)
     ranker.fit(X, train["label"], group=group_sizes(train),
                eval_set=[(X_valid, valid["label"])], eval_group=[group_sizes(valid)],
