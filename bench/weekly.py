@@ -19,6 +19,9 @@ peaks do not mix):
   ``base_rss_mb`` is what the earlier stages left resident.
 * ``naive_extract``: ``pandas.read_sql`` (SQLAlchemy + psycopg2) of the same window and columns.
 * ``naive_validate``: Great Expectations' plain pandas path on the same extract (``bench/validate_bench``).
+* ``--floor``: after its run, the ``direct`` variant measures in the same process what no pipeline can beat:
+  a raw ADBC read of the window into Arrow plus LightGBM's fit of the run's own capped training matrix
+  (``measure_floor``); the report gives end to end / floor.
 
 Imports are done before the timed span in every variant. Writes ``bench/results/weekly_<N>.json``
 and prints a table; the load average is recorded before and after each variant.
@@ -164,9 +167,68 @@ def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
         outcomes = timed("promote", stages.promote, settings, ctx, candidates, recorded.run_id)
         summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcomes) | {"drift": drifted}
         timed("summary", ops.publish_summary, recorded.run_id, summary)
+        kept = _keep_for_floor(dataset.split, ctx.workdir.parent / "floor") if os.environ.get(FLOOR_ENV) else None
         stages.discard_intermediates(ctx.workdir)
-    return {"end_to_end": whole.figures(), "stages": stage, "summary": _brief(summary),
-            "split": dataset.split.sizes()}
+    result = {"end_to_end": whole.figures(), "stages": stage, "summary": _brief(summary),
+              "split": dataset.split.sizes()}
+    if kept is not None:  # after the run's span: not part of its figures
+        result["floor"] = measure_floor(uri, mapping, settings, kept, list(dataset.features))
+    return result
+
+
+# --- the floor (issue 18): what the run could not do faster than -----------------------------------
+FLOOR_ENV = "RL_BENCH_FLOOR"
+
+
+def _keep_for_floor(split: Any, folder: Path) -> dict[str, Path]:
+    """Hard links to the run's train and valid split files (milliseconds), which the run then discards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = {}
+    for part in ("train", "valid"):
+        kept[part] = folder / f"{part}.parquet"
+        os.link(split.paths[part], kept[part])
+    return kept
+
+
+def measure_floor(uri: str, mapping: Path, settings: Any, paths: dict[str, Path], features: list[str]) -> dict[str, Any]:
+    """The floor of issue 18, measured in the run's own process right after it: a raw ADBC read of the
+    window into Arrow (the extract's own query, no validation, no Parquet) plus LightGBM's fit of the
+    same capped training matrix with the same parameters and validation set (the matrices built
+    untimed, as ``stages.train_ranker`` builds them). The run's end to end over the sum is its ratio."""
+    import adbc_driver_postgresql.dbapi as pg
+    import pyarrow.parquet as pq
+
+    from core.memory import release_memory
+    from models.ranker import Ranker
+    from models.training import SplitFiles, cap_mask, group_sizes, relevant
+
+    sql = _window_sql(uri, mapping)
+    with PeakRSS() as read, pg.connect(uri) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        rows = cur.fetch_arrow_table().num_rows
+    release_memory()
+    split = SplitFiles(paths=paths, valid_start=END, test_start=END)
+    query_id = split.read("train", ["query_id"])["query_id"]
+    available, cap = len(query_id), settings.ranker.max_train_queries
+    keep = cap_mask(query_id, cap, seed=settings.ranker.seed) if cap is not None else None
+    del query_id
+    bias = [c for c in ("position", "propensity") if c in pq.read_schema(paths["train"]).names]
+    train = split.read("train", ["query_id", "label", *bias], rows=keep)
+    X, dtypes = split.read_matrix("train", features, rows=keep)
+    valid, positive = relevant(split, "valid", ["query_id", "label"])
+    X_valid, _ = split.read_matrix("valid", features, rows=positive)
+    release_memory()
+    with PeakRSS() as fit:
+        ranker = Ranker.from_settings(settings.ranker)
+        ranker.fit(X, train["label"], group=group_sizes(train), eval_set=[(X_valid, valid["label"])],
+                   eval_group=[group_sizes(valid)], position=train.get("position"),
+                   propensity=train.get("propensity"), feature_dtypes=dtypes)
+    for path in paths.values():
+        path.unlink()
+    r, f = read.figures(), fit.figures()
+    return {"read": r | {"rows": rows}, "fit": f | {"train_rows": len(train), "train_rows_available": available,
+                                                   "best_iteration": int(ranker.best_iteration_)},
+            "seconds": round(r["seconds"] + f["seconds"], 2)}
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
@@ -233,12 +295,16 @@ def worker(variant: str, uri: str, rows: int) -> dict[str, Any]:
     return result
 
 
-def spawn(variant: str, uri: str, rows: int, code: Path | None = None) -> dict[str, Any]:
+def spawn(variant: str, uri: str, rows: int, code: Path | None = None, *, floor: bool = False) -> dict[str, Any]:
     """Run one variant in a fresh interpreter; record the load average around it. ``code``: another
     checkout of RankLoop whose packages the worker imports instead of this one's (``--previous``)."""
     before = os.getloadavg()
     command = [sys.executable, __file__, "--worker", variant, "--rows", str(rows), "--uri", uri]
-    env = {**os.environ, "PYTHONPATH": str(code)} if code else None
+    env = {k: v for k, v in os.environ.items() if k != FLOOR_ENV}
+    if code:
+        env["PYTHONPATH"] = str(code)
+    if floor:
+        env[FLOOR_ENV] = "1"
     out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=code)
     if out.returncode != 0:
         raise RuntimeError(f"{variant} at {rows} rows failed:\n{out.stderr[-5000:]}")
@@ -272,6 +338,11 @@ def table_text(rows: int, results: dict[str, Any]) -> str:
             f = results[name]["end_to_end"]
             lines.append(f"{'= ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}"
                          f"{results[name]['process_peak_rss_mb']:>13,}")
+    if direct and "floor" in direct:
+        fl, run = direct["floor"], direct["end_to_end"]["seconds"]
+        lines.append(f"floor: ADBC read {fl['read']['seconds']:.1f} s ({fl['read']['rows']:,} rows) + LightGBM fit "
+                     f"{fl['fit']['seconds']:.1f} s ({fl['fit']['train_rows']:,} rows) = {fl['seconds']:.1f} s; "
+                     f"direct / floor = {run / fl['seconds']:.2f}x")
     if direct and prefect:
         a, b = prefect["end_to_end"]["seconds"], direct["end_to_end"]["seconds"]
         lines.append(f"orchestration overhead: {a - b:+.1f} s ({(a - b) / a * 100:+.1f}% of the Prefect run)")
@@ -292,6 +363,8 @@ def main() -> None:
     parser.add_argument("--drop", action="store_true", help="drop the bench tables afterwards")
     parser.add_argument("--previous", type=Path, help="a checkout of the previous main (git worktree): each "
                         "variant also runs on its code, right after this one's, as <variant>_previous")
+    parser.add_argument("--floor", action="store_true", help="the direct variant (this checkout's) then measures "
+                        "the floor in its process: a raw ADBC read of the window + LightGBM's fit of its capped matrix")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -308,7 +381,8 @@ def main() -> None:
     if args.previous:
         runs = [r for v, _ in runs for r in ((v, None), (f"{v}_previous", args.previous.resolve()))]
     for variant, code in runs:
-        results[variant] = spawn(variant.removesuffix("_previous"), args.uri, args.rows, code)
+        floor = args.floor and variant == "direct"
+        results[variant] = spawn(variant.removesuffix("_previous"), args.uri, args.rows, code, floor=floor)
         print(f"{variant}: {json.dumps(results[variant]['end_to_end'])}", flush=True)
         out_path.write_text(json.dumps({"source": meta, "measured_at": datetime.now(UTC).isoformat(),
                                         "cpus": os.cpu_count(), "variants": results}, indent=2, default=str))
