@@ -270,7 +270,11 @@ def write_split(rows: dict[str, np.ndarray], keys: pd.DataFrame, features: Mappi
         schema = _part_schema(keys, part_rows)
 
         def write(tmp: Path, part_rows: np.ndarray = part_rows, schema: pa.Schema = schema) -> None:
-            with pq.ParquetWriter(tmp, _with_features(schema, features, part_rows), compression="lz4") as writer:
+            # Dictionary pages for the key columns only (ids repeat): a feature column's values mostly do not,
+            # and Parquet's dictionary attempt on them made the write ~3x slower (15 of ~100 s of the 10M
+            # features stage) for ~10% smaller files that read no faster.
+            with pq.ParquetWriter(tmp, _with_features(schema, features, part_rows), compression="lz4",
+                                  use_dictionary=list(schema.names)) as writer:
                 for lo in range(0, len(part_rows), row_group_rows):  # an empty part: no row group
                     chunk = part_rows[lo:lo + row_group_rows]
                     table = _arrow(keys.take(chunk).reset_index(drop=True)).cast(schema)
