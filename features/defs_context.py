@@ -137,17 +137,19 @@ def emb_cos_engaged_mean(ctx: BuildContext) -> np.ndarray:
     rows = np.flatnonzero(ctx.mask(ENGAGE) & ~np.isnan(items[ctx.ev_item, 0]))
     line = Timeline(ctx.ev_user[rows], ctx.ev_ms[rows], ctx.q_user, ctx.q_ms, 0)
     sorted_items = ctx.ev_item[rows][line.order]
+    query_items = line.queries_sorted(ctx.q_item)  # the sums below in the timeline's query order: one unsort
     fixed = to_fixed(items)
     dot, profile_sq, item_sq = (np.zeros(len(ctx.q_ms)) for _ in range(3))
     for j in range(items.shape[1]):  # one dimension at a time: no (n_impressions, d) matrices
-        profile = line.total(line.prefix_sorted(fixed[sorted_items, j]), None) / 1e6
-        item = items[ctx.q_item, j]
+        profile = line.total_sorted(line.prefix_sorted(fixed[sorted_items, j]), None) / 1e6
+        item = items[query_items, j]
         dot += profile * item
         profile_sq += profile * profile
         item_sq += item * item
+    del query_items
     norm = np.sqrt(profile_sq * item_sq)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(norm > 0, dot / norm, np.nan)
+        return line.unsort(np.where(norm > 0, dot / norm, np.nan))
 
 
 @family("user_trait_{trait}", grid(trait=BIG_FIVE), dtype="float32", grain="user", known="request", group="traits",

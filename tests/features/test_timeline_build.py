@@ -32,3 +32,20 @@ def test_int32_and_int64_keys_build_the_same_timeline_and_leave_the_inputs_alone
     brute = np.array([((ev_key == k) & (ev_ms < t) & (ev_ms >= t - 7 * DAY_MS)).sum() if k >= 0 else 0
                       for k, t in zip(q_key, q_ms, strict=True)])
     assert (counts == brute).all() and counts.sum() > 0
+
+
+def test_totals_in_sorted_order_unsort_to_the_totals() -> None:
+    """A feature may combine totals in the timeline's query order and unsort once (emb_cos_engaged_mean):
+    the same values, query by query, as the totals in the original order."""
+    rng = np.random.default_rng(11)
+    ev_key, ev_ms = rng.integers(-1, 25, 4_000), rng.integers(0, 20 * DAY_MS, 4_000)
+    q_key, q_ms = rng.integers(-1, 25, 2_500), rng.integers(0, 20 * DAY_MS, 2_500)
+    values = rng.integers(0, 1_000, 4_000)
+    line = Timeline(ev_key, ev_ms, q_key, q_ms, 7 * DAY_MS)
+    for window in (DAY_MS, 7 * DAY_MS, None):
+        prefix = line.prefix(values)
+        expected = line.total(prefix, window)
+        in_order = line.total_sorted(prefix, window)
+        assert not (in_order == expected).all()  # a different order: the check below means something
+        assert (line.unsort(in_order) == expected).all() and expected.sum() > 0
+    assert (line.unsort(line.queries_sorted(q_ms)) == q_ms).all()
