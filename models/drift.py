@@ -48,22 +48,36 @@ def numeric_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> f
     return _psi(shares(ref), shares(cur))
 
 
+MISSING = "<missing>"
+
+
+def category_counts(values: Iterable) -> pd.Series:
+    """How many values each category has (None/NaN counted as ``"<missing>"``), categories as the values
+    hold them. A Series is counted in its own dtype (an Arrow string column or a categorical: no Python
+    object per value, ~4M of them in a week at 10M interactions); anything else as a list of objects."""
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    counts = series.value_counts(dropna=False, sort=False)
+    counts = counts[counts.to_numpy() > 0]  # a categorical's categories that no value has
+    labels = pd.Index([MISSING if pd.isna(k) else k for k in counts.index], dtype=object)
+    return pd.Series(counts.to_numpy(dtype=np.int64), index=labels).groupby(level=0, sort=False).sum()
+
+
 def categorical_psi(reference: Iterable, current: Iterable) -> float:
     """PSI of a categorical column over the union of its categories (None/NaN: a category of its own)."""
-    ref = pd.Series(list(reference), dtype=object).fillna("<missing>")
-    cur = pd.Series(list(current), dtype=object).fillna("<missing>")
+    ref, cur = category_counts(reference), category_counts(current)
     if ref.empty or cur.empty:
         return float("nan")
-    cats = sorted(set(ref) | set(cur), key=str)
-    ref_share = ref.value_counts(normalize=True).reindex(cats, fill_value=0.0).to_numpy()
-    cur_share = cur.value_counts(normalize=True).reindex(cats, fill_value=0.0).to_numpy()
+    cats = sorted(set(ref.index) | set(cur.index), key=str)
+    ref_share = (ref / ref.sum()).reindex(cats, fill_value=0.0).to_numpy()
+    cur_share = (cur / cur.sum()).reindex(cats, fill_value=0.0).to_numpy()
     return _psi(ref_share, cur_share)
 
 
 def shares(values: Iterable) -> dict[str, float]:
-    """Each category's share (what the event-type and action mixes report)."""
-    series = pd.Series(list(values), dtype=object).fillna("<missing>").astype(str)
-    return {str(k): float(v) for k, v in series.value_counts(normalize=True).sort_index().items()}
+    """Each category's share (what the event-type and action mixes report), categories as text."""
+    counts = category_counts(values)
+    counts = counts.groupby(counts.index.map(str), sort=True).sum()
+    return {str(k): float(v) for k, v in (counts / counts.sum()).items()}
 
 
 # Above this many values per sample scipy's ks_2samp takes its asymptotic mode, whose statistic is the

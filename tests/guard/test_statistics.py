@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from core.config.guard import GuardSettings
-from models.drift import categorical_psi, feature_drift, numeric_psi, shares
+from models.drift import EPSILON, categorical_psi, feature_drift, numeric_psi, shares
 from models.sequential import msprt
 from rankloop.guard import current_stretch, judge
 
@@ -123,3 +123,42 @@ def test_ks_statistic_is_scipys_statistic_bit_for_bit(n_ref: int, n_cur: int) ->
     assert ks_statistic(ref, cur) == ks_2samp(ref, cur).statistic
     assert ks_statistic(cur, ref) == ks_2samp(cur, ref).statistic
     assert ks_statistic(ref, ref) == 0.0
+
+
+def _psi_by_list(reference, current) -> float:
+    """categorical_psi as first written: every value a Python object (the definition the fast path keeps)."""
+    ref = pd.Series(list(reference), dtype=object).fillna("<missing>")
+    cur = pd.Series(list(current), dtype=object).fillna("<missing>")
+    cats = sorted(set(ref) | set(cur), key=str)
+    ref_share = ref.value_counts(normalize=True).reindex(cats, fill_value=0.0).to_numpy()
+    cur_share = cur.value_counts(normalize=True).reindex(cats, fill_value=0.0).to_numpy()
+    ref_share, cur_share = np.maximum(ref_share, EPSILON), np.maximum(cur_share, EPSILON)
+    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
+
+
+def _shares_by_list(values) -> dict[str, float]:
+    series = pd.Series(list(values), dtype=object).fillna("<missing>").astype(str)
+    return {str(k): float(v) for k, v in series.value_counts(normalize=True).sort_index().items()}
+
+
+@pytest.mark.parametrize("dtype", ["object", "str", "category", "float"])
+def test_category_mixes_counted_in_the_column_dtype_equal_the_list_definition(dtype):
+    """The event and action mixes count a column in its own dtype (Arrow strings, categoricals with
+    unused categories, numbers with NaN) instead of a Python object per value: the same shares and PSI,
+    to the last digit."""
+    rng = np.random.default_rng(5)
+    words = np.array(["click", "view", "save", "purchase", "dismiss"])
+    if dtype == "float":
+        make = lambda n, p: pd.Series(np.where(rng.random(n) < 0.1, np.nan, rng.choice([1.0, 2.0, 3.0], n, p=p)))  # noqa: E731
+    else:
+        def make(n, p):
+            values = pd.Series(rng.choice(words[:3], n, p=p), dtype=object)
+            values[rng.random(n) < 0.1] = None
+            if dtype == "category":
+                return values.astype(pd.CategoricalDtype(list(words)))  # "purchase", "dismiss": unused
+            return values.astype(dtype)
+    ref, cur = make(3_000, [0.5, 0.3, 0.2]), make(2_000, [0.2, 0.3, 0.5])
+    assert categorical_psi(ref, cur) == _psi_by_list(ref, cur) and categorical_psi(ref, cur) > 0.1
+    assert shares(ref) == _shares_by_list(ref) and shares(cur) == _shares_by_list(cur)
+    assert "<missing>" in shares(ref) and len(shares(ref)) == 4
+    assert shares(ref.iloc[:0]) == {} and np.isnan(categorical_psi(ref.iloc[:0], cur))
