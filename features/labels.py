@@ -256,6 +256,13 @@ def _decoded(values: pd.Series) -> pd.Series:
 def _order(qid: pd.Series, item: np.ndarray, ts: np.ndarray, position: np.ndarray) -> np.ndarray:
     """Rows by query start time, query id, position (unknown last), item id: a query's rows are contiguous."""
     qcode, _ = pd.factorize(qid, sort=True)
-    qstart = np.full(qcode.max(initial=-1) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    n_queries = int(qcode.max(initial=-1)) + 1
+    qstart = np.full(n_queries, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(qstart, qcode, ts)
-    return np.lexsort((item, position, qcode, qstart[qcode]))
+    if len(qcode) and qcode.min() < 0:  # a row without a query id: the rows' four-key sort
+        return np.lexsort((item, position, qcode, qstart[qcode]))
+    # The queries put in (start, id) order once (a tenth of the rows), then the rows by (that rank,
+    # position, item): the same order as sorting the rows by all four keys, one row-sized key fewer.
+    rank = np.empty(n_queries, dtype=np.int64)
+    rank[np.lexsort((np.arange(n_queries), qstart))] = np.arange(n_queries)
+    return np.lexsort((item, position, rank[qcode]))

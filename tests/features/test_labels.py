@@ -144,3 +144,25 @@ def test_event_grades_match_a_row_by_row_definition(coded: bool):
     got = event_grades(events, settings)
     np.testing.assert_array_equal(got, want)
     assert got.dtype == np.float64 and np.isnan(got).any() and (got > 0).any()
+
+
+def test_row_order_ranks_queries_first_and_equals_the_four_key_sort():
+    """features.labels._order sorts the queries by (start, id) once and then the rows by (that rank,
+    position, item): the same permutation as the rows' sort on all four keys, ties included (stable)."""
+    from features.labels import _order
+
+    rng = np.random.default_rng(4)
+    n = 6_000
+    qid = pd.Series(rng.choice([f"r{k:04d}" for k in range(700)], n), dtype="string")
+    ts = rng.integers(0, 50, n).astype(np.int64)  # coarse: queries share start times
+    position = np.where(rng.random(n) < 0.2, np.inf, rng.integers(0, 5, n).astype(np.float64))
+    item = rng.integers(0, 30, n)  # repeats within a query: ties left in row order
+    qcode, _ = pd.factorize(qid, sort=True)
+    qstart = pd.Series(ts).groupby(qcode).transform("min").to_numpy()
+    expected = np.lexsort((item, position, qcode, qstart))
+    got = _order(qid, item, ts, position)
+    assert (got == expected).all()
+    assert not (np.lexsort((item, position, qcode)) == expected).all()  # the start time does reorder
+    with_missing = qid.copy()
+    with_missing.iloc[::50] = None  # rows without an id keep the first-written sort
+    assert sorted(_order(with_missing, item, ts, position)) == list(range(n))
