@@ -17,7 +17,7 @@ class ReplaySettings(BaseModel):
     p99_ms: float = Field(default=100.0, gt=0, description="Bound on the p99 scoring latency of one request, ms.")
     max_memory_mb: float = Field(
         default=4096.0, gt=0, description="Bound on the replay process's peak resident memory (interpreter, "
-        "libraries, model and the week's requests), MB.")
+        "libraries, model and one batch of the week's requests: registry.replay.REPLAY_BATCH_ROWS rows), MB.")
     timeout_s: float = Field(default=600.0, gt=0, description="The replay process is stopped (and the version held) "
                              "after this long.")
 

@@ -125,3 +125,44 @@ def test_the_memory_bound_measures_the_replay_process_not_the_one_that_started_i
     own, inherited = json.loads(done.stdout.strip().splitlines()[-1])
     assert inherited > 550  # what the replay used to report: the parent's peak
     assert 5 < own < 300  # the interpreter, numpy and the registry package
+
+
+class _Model:
+    """A stand-in ranker: a fixed linear score (NaN where f_pop < -2), recording each batch's size."""
+
+    version = 3
+
+    def __init__(self) -> None:
+        self.manifest = {"feature_set": {"features": list(FEATURES)}}
+        self.sizes: list[int] = []
+        self.timed: list[np.ndarray] = []
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        self.sizes.append(len(X))
+        if len(X) == 3:  # a timed request (candidates=3 below; no batch has 3 rows): which rows it scored
+            self.timed.append(X.to_numpy().copy())
+        scores = X.to_numpy() @ np.arange(1, X.shape[1] + 1, dtype=float)
+        return np.where(X["f_pop"].to_numpy() < -2, np.nan, scores)
+
+
+@pytest.mark.parametrize("batch_rows", [7, 64, 10_000])
+def test_the_replay_holds_one_batch_of_the_week_and_reports_the_same(requests: Path, batch_rows: int) -> None:
+    """The replay process scores the week a batch at a time (its memory is the model's and a batch's, not
+    the week's, which grows with the window); the report and the timed requests' rows do not depend on
+    the batch size."""
+    from core.config.gate import ReplaySettings
+    from registry.replay import replay_file
+
+    settings = ReplaySettings(requests=20, candidates=3)
+    whole, batched = _Model(), _Model()
+    expected = replay_file(whole, FEATURES, requests, FEATURES, settings, batch_rows=600)
+    got = replay_file(batched, FEATURES, requests, FEATURES, settings, batch_rows=batch_rows)
+    frame = pq.read_table(requests).to_pandas()
+    nan = int((frame["f_pop"] < -2).sum())
+    assert nan > 0 and got.problems == expected.problems == (f"{nan} of 600 replayed scores are NaN or infinite",)
+    assert got.figures["rows"] == 600 and got.figures["nonfinite_scores"] == nan
+    assert max(s for s in batched.sizes if s != 3) == min(batch_rows, 600)  # never the whole week at once
+    assert sum(s for s in batched.sizes if s != 3) == 2 * 600  # every row scored twice
+    assert len(batched.timed) == 20 and all((a == b).all() for a, b in zip(whole.timed, batched.timed, strict=True))
+    rows = np.random.default_rng(0).integers(0, 600, 3)  # the first draw: rows of the whole file
+    assert (batched.timed[0] == frame[FEATURES].to_numpy()[rows]).all()
