@@ -135,7 +135,7 @@ class SplitFiles:
             raise ValueError(f"no split part {part!r}; parts are {sorted(self.paths)}")
         if rows is None:  # Arrow's buffers freed as pandas takes each column: never both whole in memory
             return pq.read_table(self.paths[part], columns=columns).to_pandas(self_destruct=True, split_blocks=True)
-        file = pq.ParquetFile(self.paths[part])
+        file = pq.ParquetFile(self.paths[part], pre_buffer=False)  # (see read_matrix)
         if len(rows) != file.metadata.num_rows:
             raise ValueError(f"row mask has {len(rows)} values; split part {part!r} has {file.metadata.num_rows} rows")
         batches, lo = [], 0
@@ -174,7 +174,9 @@ def read_matrix(path: Path, columns: list[str], rows: np.ndarray | None = None) 
     ``models.ranker``, which then uses the matrix as it is), wrapped in a DataFrame that shares its
     memory; and the dtype each column has when read as a frame (what a model's signature records).
     ``rows``: a boolean mask over the file's rows, applied batch by batch."""
-    file = pq.ParquetFile(path)
+    # Pre-buffering off: with it the reader keeps every row group it has read until it is closed (by hand,
+    # the capped 1M-row read of the 10M train file peaked 1,318 MB with it, 1,067 MB without, in a third of the time).
+    file = pq.ParquetFile(path, pre_buffer=False)
     if rows is not None and len(rows) != file.metadata.num_rows:
         raise ValueError(f"row mask has {len(rows)} values; {path.name} has {file.metadata.num_rows} rows")
     types = {name: file.schema_arrow.field(name).type for name in columns}
