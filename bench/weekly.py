@@ -196,11 +196,10 @@ def measure_floor(uri: str, mapping: Path, settings: Any, paths: dict[str, Path]
     same capped training matrix with the same parameters and validation set (the matrices built
     untimed, as ``stages.train_ranker`` builds them). The run's end to end over the sum is its ratio."""
     import adbc_driver_postgresql.dbapi as pg
-    import pyarrow.parquet as pq
 
     from core.memory import release_memory
     from models.ranker import Ranker
-    from models.training import SplitFiles, cap_mask, group_sizes, relevant
+    from models.training import SplitFiles, group_sizes, training_matrices
 
     sql = _window_sql(uri, mapping)
     with PeakRSS() as read, pg.connect(uri) as conn, conn.cursor() as cur:
@@ -208,25 +207,19 @@ def measure_floor(uri: str, mapping: Path, settings: Any, paths: dict[str, Path]
         rows = cur.fetch_arrow_table().num_rows
     release_memory()
     split = SplitFiles(paths=paths, valid_start=END, test_start=END)
-    query_id = split.read("train", ["query_id"])["query_id"]
-    available, cap = len(query_id), settings.ranker.max_train_queries
-    keep = cap_mask(query_id, cap, seed=settings.ranker.seed) if cap is not None else None
-    del query_id
-    bias = [c for c in ("position", "propensity") if c in pq.read_schema(paths["train"]).names]
-    train = split.read("train", ["query_id", "label", *bias], rows=keep)
-    X, dtypes = split.read_matrix("train", features, rows=keep)
-    valid, positive = relevant(split, "valid", ["query_id", "label"])
-    X_valid, _ = split.read_matrix("valid", features, rows=positive)
+    m = training_matrices(split, features, max_train_queries=settings.ranker.max_train_queries,
+                          seed=settings.ranker.seed)  # what stages.train_ranker fits, built the same way
     release_memory()
     with PeakRSS() as fit:
         ranker = Ranker.from_settings(settings.ranker)
-        ranker.fit(X, train["label"], group=group_sizes(train), eval_set=[(X_valid, valid["label"])],
-                   eval_group=[group_sizes(valid)], position=train.get("position"),
-                   propensity=train.get("propensity"), feature_dtypes=dtypes)
+        ranker.fit(m.X, m.train["label"], group=group_sizes(m.train), eval_set=[(m.X_valid, m.valid["label"])],
+                   eval_group=[group_sizes(m.valid)], position=m.train.get("position"),
+                   propensity=m.train.get("propensity"), feature_dtypes=m.dtypes)
     for path in paths.values():
         path.unlink()
     r, f = read.figures(), fit.figures()
-    return {"read": r | {"rows": rows}, "fit": f | {"train_rows": len(train), "train_rows_available": available,
+    return {"read": r | {"rows": rows}, "fit": f | {"train_rows": len(m.train),
+                                                   "train_rows_available": m.train_rows_available,
                                                    "best_iteration": int(ranker.best_iteration_)},
             "seconds": round(r["seconds"] + f["seconds"], 2)}
 

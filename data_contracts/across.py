@@ -65,7 +65,8 @@ def across_rows(
     """Masks of ``rules`` that look across rows (:func:`is_across_rows`) over the rows of ``files``.
 
     The masks are those of ``rule.mask`` over the whole window's table; ``scratch`` is the folder in which
-    the buckets' spill files live while this runs (a temporary folder, removed on the way out).
+    the buckets' spill files live while this runs (a temporary folder, removed on the way out). ``files``
+    are read a record batch at a time: open them with :func:`core.parquet.open_for_streaming`.
     """
     rules = [r for r in rules if is_across_rows(r)]
     unique = [r for r in rules if isinstance(r.check, Unique)]

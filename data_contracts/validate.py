@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from core.config.contracts import ContractSettings
 from core.errors import ContractViolation, Reason
+from core.parquet import open_for_streaming
 from core.schema import (
     INTERACTION_COLUMNS,
     INTERACTION_SCHEMA,
@@ -339,9 +340,10 @@ def _release_memory() -> None:
 
 def _parquet_files(path: Path) -> list[pq.ParquetFile]:
     """``path``'s Parquet file, or those of the folder ``path`` in name order (as ``pq.read_table`` reads
-    a folder), opened without pre-buffering (a row group is read column by column as batches need it)."""
+    a folder), opened for streaming (:func:`core.parquet.open_for_streaming`: a row group is read column by
+    column as batches need it, and not kept once read)."""
     paths = sorted(p for p in path.iterdir() if p.suffix == ".parquet") if path.is_dir() else [path]
-    return [pq.ParquetFile(p, pre_buffer=False) for p in paths]
+    return [open_for_streaming(p) for p in paths]
 
 
 def _check_nothing_lost(rows_in: int, rows_valid: int, rows_quarantined: int) -> None:

@@ -127,6 +127,7 @@ def _recent_events(path: Any, since: datetime, columns: list[str],
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from core.parquet import open_for_streaming
     from core.schema import EventType
 
     names = set(pq.read_schema(path).names)
@@ -144,7 +145,7 @@ def _recent_events(path: Any, since: datetime, columns: list[str],
     del keys, request
     read = [c for c in columns if c in names]
     parts, offset = [], 0
-    for batch in pq.ParquetFile(path, read_dictionary=[c for c in coded if c in read], pre_buffer=False).iter_batches(
+    for batch in open_for_streaming(path, read_dictionary=[c for c in coded if c in read]).iter_batches(
             columns=read, use_threads=False):
         keep = wanted[offset:offset + batch.num_rows]
         offset += batch.num_rows

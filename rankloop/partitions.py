@@ -70,6 +70,7 @@ def split_by_day(events_path: Path, folder: Path, *, batch_rows: int = 262_144) 
     source = ds.dataset(events_path, format="parquet")
     columns = {name: pc.field(name) for name in source.schema.names}
     columns["day"] = pc.field("ts").cast(pa.date32())
+    # A scan, not a ParquetFile: pre-buffering off as core.parquet.open_for_streaming has it, for the same reason.
     ds.write_dataset(
         source.scanner(columns=columns, batch_size=batch_rows, use_threads=False, batch_readahead=1,
                        fragment_readahead=1,

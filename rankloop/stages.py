@@ -338,34 +338,18 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     The test week is scored as serving scores: the saved model.txt opened by the registry's loader,
     given the feature set's request-time columns only (no logged slot)."""
     from models.ranker import Ranker
-    from models.training import cap_mask, group_sizes, relevant
+    from models.training import group_sizes, training_matrices
 
     release_memory()
-    cols = list(dataset.features)
-    s = dataset.split
-    query_id = s.read("train", ["query_id"])["query_id"]
-    available, cap = len(query_id), settings.ranker.max_train_queries
-    keep = cap_mask(query_id, cap, seed=settings.ranker.seed) if cap is not None else None
-    del query_id
-    release_memory(collect=False)  # the ids' text (Arrow-backed: ~0.2 GB of pages kept by the pool at 10M)
-    bias = [c for c in ("position", "propensity") if c in pq.read_schema(s.paths["train"]).names]
-    train = s.read("train", ["query_id", "label", *bias], rows=keep)  # the capped rows only
-    if len(train) < available:
-        log.info("training on %d of %d rows (max_train_queries=%d)", len(train), available,
-                 settings.ranker.max_train_queries)
-    # The features straight into the matrix LightGBM reads (no frame of them besides it); validation
-    # keeps the queries with a relevant item (NDCG is undefined for the rest), filtered while read.
-    X, dtypes = s.read_matrix("train", cols, rows=keep)
-    valid, positive = relevant(s, "valid", ["query_id", "label"])
-    X_valid, _ = s.read_matrix("valid", cols, rows=positive)
-    del positive
-    release_memory(collect=False)  # what the reads freed, before LightGBM bins the matrices
+    m = training_matrices(dataset.split, list(dataset.features),
+                          max_train_queries=settings.ranker.max_train_queries, seed=settings.ranker.seed)
+    available = m.train_rows_available
     ranker = Ranker.from_settings(settings.ranker)
-    ranker.fit(X, train["label"], group=group_sizes(train),
-               eval_set=[(X_valid, valid["label"])], eval_group=[group_sizes(valid)],
-               position=train.get("position"), propensity=train.get("propensity"), feature_dtypes=dtypes)
-    used = len(train)
-    del train, valid, keep, X, X_valid
+    ranker.fit(m.X, m.train["label"], group=group_sizes(m.train),
+               eval_set=[(m.X_valid, m.valid["label"])], eval_group=[group_sizes(m.valid)],
+               position=m.train.get("position"), propensity=m.train.get("propensity"), feature_dtypes=m.dtypes)
+    used = len(m.train)
+    del m  # the only reference to the matrices
     release_memory()
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / "model.txt"

@@ -69,7 +69,7 @@ def replay_file(model: Any, model_features: list[str], path: Path, columns: list
         path: the requests' rows; columns: the columns serving builds (the file has them).
         settings: the bounds; seed: which rows form the timed requests.
     """
-    import pyarrow.parquet as pq
+    from core.parquet import open_for_streaming
 
     expected = list(model.manifest["feature_set"]["features"])
     problems: list[str] = []
@@ -77,9 +77,9 @@ def replay_file(model: Any, model_features: list[str], path: Path, columns: list
         problems.append(f"the model's own features differ from its manifest's feature set: missing "
                         f"{[f for f in expected if f not in model_features]}, extra "
                         f"{[f for f in model_features if f not in expected]}")
-    # pre_buffer off: with it, the reader keeps every row group it has read until it is closed (the
-    # whole week again, by hand 4.8 GB for a 4.5M-row file read a batch at a time; 0.8 GB without).
-    file = pq.ParquetFile(path, pre_buffer=False)
+    # Opened for streaming (core.parquet): pre-buffered, the reader would keep the whole week again (by hand
+    # 4.8 GB for a 4.5M-row file read a batch at a time; 0.8 GB without).
+    file = open_for_streaming(path)
     rows = file.metadata.num_rows
     missing = [f for f in expected if f not in columns]
     extra = [str(c) for c in columns if c not in expected]

@@ -26,6 +26,7 @@ from filelock import FileLock
 
 from core.atomic import write_json
 from core.errors import Reason, SourceError
+from core.parquet import open_for_streaming
 from core.schema import SOURCE_ERRORS
 from sources.connect import with_retries
 from sources.hashing import DIGEST_FORMAT, TableHasher
@@ -306,7 +307,7 @@ def _column_digests(path: Path) -> dict[str, str] | None:
     """Current-format column digests of a snapshot file, streamed by row group (None if absent)."""
     if not path.is_file():
         return None
-    parquet = pq.ParquetFile(path)
+    parquet = open_for_streaming(path)
     hasher = TableHasher(parquet.schema_arrow)
     for batch in parquet.iter_batches(batch_size=_ROW_GROUP_ROWS):
         hasher.update(pa.Table.from_batches([batch]))

@@ -1,7 +1,8 @@
 """The layers, checked on the code itself.
 
-- ``core`` (schema, settings and their parts, errors, atomic writer, version, runtime) imports no
-  other package of RankLoop: each of its modules, imported alone in a fresh interpreter, loads none.
+- ``core`` (schema, settings and their parts, errors, atomic writer, streaming Parquet opener, version,
+  runtime) imports no other package of RankLoop: each of its modules, imported alone in a fresh
+  interpreter, loads none.
   Settings are data: loading them pulls in neither MLflow nor Prefect.
 - Among the packages, every import (top-level, inside functions, under TYPE_CHECKING) points to a
   lower layer or sideways without a cycle; a cycle fails the test with the modules that make it.

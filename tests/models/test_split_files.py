@@ -149,3 +149,32 @@ def test_only_the_key_columns_are_dictionary_encoded(tmp_path):
         assert any("DICTIONARY" in e for e in encodings[name]), (name, encodings[name])
     for name in features.columns:
         assert not any("DICTIONARY" in e for e in encodings[name]), (name, encodings[name])
+
+
+@pytest.mark.parametrize("cap", [5, None, 10_000])
+def test_training_matrices_hold_the_capped_train_rows_and_the_relevant_valid_rows(tmp_path, cap):
+    """What the ranker fits (stages.train_ranker and the bench's floor both build it here): the train rows
+    cap_mask keeps, the validation queries with a relevant item, features and key columns row for row."""
+    from models.training import positive_query_rows, training_matrices
+
+    keys, features = _frames()
+    rows, valid_start, test_start = split_rows(keys, end=END, valid_days=7, test_days=7)
+    keys.loc[keys["query_id"] == keys["query_id"].iloc[rows["valid"][0]], "label"] = 0  # a query without a relevant item
+    files = write_split(rows, keys, {c: features[c].to_numpy() for c in features}, tmp_path,
+                        valid_start=valid_start, test_start=test_start)
+    cols = ["f_rate", "f_count", "f_code"]
+    m = training_matrices(files, cols, max_train_queries=cap, seed=4)
+    train = files.read("train")
+    keep = cap_mask(train["query_id"], cap, seed=4) if cap is not None else None
+    kept = train if keep is None else train[keep].reset_index(drop=True)
+    assert len(m.train) == len(m.X) == (25 if cap == 5 else len(train))
+    assert m.train_rows_available == len(train)
+    pdt.assert_frame_equal(m.train, kept[["query_id", "label", "position"]])
+    np.testing.assert_array_equal(m.X.to_numpy(), kept[cols].to_numpy(dtype=np.float64))
+    assert list(m.X.columns) == cols
+    assert m.dtypes == {"f_rate": "float32", "f_count": "int32", "f_code": "int16"}
+    valid = files.read("valid")
+    relevant_rows = valid[positive_query_rows(valid)].reset_index(drop=True)
+    assert 0 < len(m.valid) < len(valid)
+    pdt.assert_frame_equal(m.valid, relevant_rows[["query_id", "label"]])
+    np.testing.assert_array_equal(m.X_valid.to_numpy(), relevant_rows[cols].to_numpy(dtype=np.float64))
