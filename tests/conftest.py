@@ -56,3 +56,17 @@ def rankloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     """``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI; no test may inherit another's."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+_CHECKOUT_MLRUNS = Path(__file__).resolve().parent.parent / "mlruns"
+_MLRUNS_BEFORE = _CHECKOUT_MLRUNS.exists()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session when a test wrote into the checkout's ``mlruns/`` (MLflow's default artifact
+    root for its default experiment): every test's store and artifacts belong in its temporary folder."""
+    if not _MLRUNS_BEFORE and _CHECKOUT_MLRUNS.exists():
+        leaked = sorted(str(p.relative_to(_CHECKOUT_MLRUNS)) for p in _CHECKOUT_MLRUNS.glob("*/*"))[:5]
+        print(f"\nERROR: tests wrote MLflow artifacts into {_CHECKOUT_MLRUNS} ({', '.join(leaked)}); "
+              "give the test's runs an experiment with an artifact location in its tmp_path", flush=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

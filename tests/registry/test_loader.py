@@ -93,7 +93,8 @@ def test_unknown_alias_is_not_found(store: Store, champion: int) -> None:
         load("forest", settings=store.settings)
 
 
-def test_bandit_tables_logged_by_policy_tracking_load_and_serve(store: Store, tmp_path) -> None:
+def test_bandit_tables_logged_by_policy_tracking_load_and_serve(store: Store, tmp_path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from core.config.policy import BanditSettings
     from models.policy_tracking import log_policy_run
     from models.thompson import BetaTables
@@ -115,6 +116,9 @@ def test_bandit_tables_logged_by_policy_tracking_load_and_serve(store: Store, tm
         data_end=None,
     )
     directory = tables.save(tmp_path / "bandit")
+    # An experiment of its own with its artifacts here: MLflow's default experiment keeps them in ./mlruns.
+    experiment = store.client.create_experiment(f"loader-{tmp_path.name}", artifact_location=(tmp_path / "art").as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
     version = log_policy_run("bandit", directory, metrics={"avg_reward": 0.5}, params={"p": 1}, ope=None)
     manifest = publish(
         "bandit", version, artifact_dir=directory, client=store.client, metrics={"avg_reward": 0.5}
