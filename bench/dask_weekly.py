@@ -8,10 +8,10 @@ or changes them) through the same mapping copy, and reuses that script's helpers
 a fresh subprocess with a fresh ``RANKLOOP_HOME``:
 
 * ``local``: ``bench/weekly.py``'s ``prefect`` variant (``flows.weekly.weekly_retrain``).
-* ``dask``: ``flows.weekly_dask.run`` against a ``distributed.LocalCluster`` (2 workers x 1 thread)
-  started before the timed span; per-task seconds from the Prefect API (mapped tasks summed over
-  their days: worker seconds, not wall), peak RSS of the driver and of the whole process tree
-  (driver + nannies + workers, sampled every 50 ms).
+* ``dask``: ``flows.weekly.weekly_retrain`` with ``RANKLOOP_EXECUTOR__KIND=dask`` against a
+  ``distributed.LocalCluster`` (2 workers x 1 thread) started before the timed span; per-task seconds
+  from the Prefect API (mapped tasks summed over their days: worker seconds, not wall), peak RSS of
+  the driver and of the whole process tree (driver + nannies + workers, sampled every 50 ms).
 
 Writes ``bench/results/dask_weekly_<N>.json``; the load average is recorded around each variant.
 """
@@ -74,8 +74,8 @@ def run_dask(uri: str, mapping: Path) -> dict[str, Any]:
 
     memory_limit = os.environ.get("RL_BENCH_WORKER_MEMORY", "auto")
 
-    import flows.weekly_dask  # noqa: F401 - imports are not the flow's time
-    from flows.weekly_dask import run
+    import flows.executors  # noqa: F401 - imports are not the flow's time
+    from flows.weekly import weekly_retrain
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       memory_limit=memory_limit) as cluster:
@@ -85,7 +85,7 @@ def run_dask(uri: str, mapping: Path) -> dict[str, Any]:
         with PeakRSS() as server, get_client(sync_client=True) as client:
             client.api_healthcheck()
         with TreeRSS() as tree, PeakRSS() as rss:
-            summary = run(window_end=bw.END.date(), source_uri=uri, mapping=str(mapping), force=True)
+            summary = weekly_retrain(window_end=bw.END.date(), source_uri=uri, mapping=str(mapping), force=True)
     return {"end_to_end": rss.figures() | {"tree_peak_rss_mb": round(tree.peak / 2**20)}, "worker_memory_limit": memory_limit,
             "server_start": server.figures(), "tasks": bw._task_seconds(), "summary": bw._brief(summary)}
 

@@ -1,5 +1,5 @@
 """What a weekly flow run leaves behind when it ends: the summary artifact and, when the gate needs
-attention or the run failed, the notification. Shared by ``flows/weekly.py`` and ``flows/weekly_dask.py``."""
+attention or the run failed, the notification. Used by ``flows/weekly.py``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def publish(settings: Any, summary: dict[str, Any], markdown: str, description: 
 def report_failure(settings: Any, ctx: stages.RunContext, stage: str, exc: BaseException,
                    extra: dict[str, Any] | None = None, label: str = "weekly retrain") -> None:
     """The failed run's summary (credentials scrubbed; a failed contract's report, quarantine and MLflow
-    run) as an artifact and a notification; ``extra`` joins the summary (the Dask flow: its executor)."""
+    run) as an artifact and a notification; ``extra`` joins the summary (the run's executor)."""
     from core.errors import ContractViolation
     from sources.uri import scrub
 

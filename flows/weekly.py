@@ -1,7 +1,10 @@
 """The ``weekly_retrain`` flow: wiring only. Each task wraps one stage in ``rankloop.stages``.
 
-A run is a transaction: the ranker and each table are registered and judged first; the last stage
-promotes what passed (``rankloop.promotion``). A run that fails anywhere moves no alias.
+One flow whatever the executor: ``settings.executor.kind`` picks where the data stages run (this
+process, or per-day tasks on a Dask cluster: ``flows/executors.py``); from scoring the champion on,
+every run calls the same tasks. A run is a transaction: the ranker and each table are registered and
+judged first; the last stage promotes what passed (``rankloop.promotion``). A run that fails anywhere
+moves no alias.
 """
 
 from __future__ import annotations
@@ -12,23 +15,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from core.config.executor import executor_summary
+from flows.executors import dask_task_runner, on_dask_runner, record_executor, stages_for
 from flows.reporting import publish, report_failure
 from flows.tasks import failed_stage
-from flows.weekly_tasks import (
-    build_dataset,
-    champion,
-    check_drift,
-    extract,
-    fit_tables,
-    judge,
-    promote,
-    record,
-    recover,
-    replay,
-    train_ranker,
-    validate,
-)
-from rankloop import ops, recovery, stages
+from flows.weekly_tasks import champion, check_drift, judge, promote, record, recover, replay
+from rankloop import distributed, ops, recovery, stages
 
 
 @flow(name="weekly_retrain", log_prints=False)
@@ -60,39 +52,47 @@ def weekly_retrain(
         reason = f"started {late:.1f} h after its schedule (limit {settings.ops.max_lateness_hours} h): skipped"
         logger.warning(reason)
         return {"status": "skipped", "reason": reason, "window_end": end.isoformat()}
-    if settings.executor.kind == "dask":  # the executor hook (docs/scale-out.md): the same run on a Dask cluster
-        from flows.weekly_dask import run as run_on_dask
-
-        return run_on_dask(window_end=window_end, source_uri=source_uri, mapping=mapping, refit_tables=refit_tables,
-                           force=force, source_secret=source_secret)
-    logger.info("window [%s, %s) from %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings))
+    if settings.executor.kind == "dask" and not on_dask_runner():
+        # The same flow with prefect-dask's task runner, as a subflow of this run (the deployment's flow
+        # object has the default runner; the executor is configuration, read at run time).
+        distributed.check_supported(settings)  # before a cluster starts
+        return weekly_retrain.with_options(task_runner=dask_task_runner(settings))(
+            window_end=window_end, source_uri=source_uri, mapping=mapping, refit_tables=refit_tables, force=force,
+            source_secret=source_secret)
+    run = stages_for(settings)
+    executor = executor_summary(settings.executor)
+    logger.info("window [%s, %s) from %s on %s", start.isoformat(), end.isoformat(), stages.redacted_source(settings),
+                executor["kind"])
     ctx = stages.RunContext.create(settings, start, end)
     recovery.claim(ctx.workdir, flow_run.get_id())  # first: a kill from here on is found by the next run
     try:
         recover(settings)
-        extracted = extract(settings, start, end)
+        extracted = run.extract(settings, start, end)
         key = stages.run_key(settings, ctx, extracted)
         earlier = None if force else ops.find_completed_run(settings, key)
         if earlier is not None:
             logger.info("run key %s already completed in MLflow run %s: returning its results", key, earlier.get("run_id"))
+            run.discard_intermediates(ctx.workdir)
             stages.discard_workdir(ctx.workdir)
             return stages.with_current_champions(settings, earlier)
-        validated = validate(settings, extracted, start, end, ctx.workdir)
-        dataset = build_dataset(settings, validated, extracted, end, ctx.workdir)
-        trained = train_ranker(settings, dataset, ctx.workdir)
+        validated = run.validate(settings, extracted, start, end, ctx.workdir)
+        dataset = run.build_dataset(settings, validated, extracted, end, ctx.workdir)
+        trained = run.train_ranker(settings, dataset, ctx.workdir)
         scored = champion(settings, dataset)
         recorded = record(settings, ctx, extracted, validated, dataset, trained, scored)
+        record_executor(recorded.run_id, executor)
         candidates = [judge(settings, recorded, trained, scored)]
         if refit_tables:
-            candidates += fit_tables(settings, ctx, validated, recorded.run_id)
+            candidates += run.fit_tables(settings, ctx, validated, recorded.run_id)
         candidates, drifted = check_drift(settings, ctx, validated, dataset, trained, candidates, recorded.run_id)
         candidates = replay(settings, candidates, dataset)
         outcomes = promote(settings, ctx, candidates, recorded.run_id)
-        summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcomes) | {"drift": drifted}
+        summary = stages.summarise(ctx, extracted, validated, dataset, trained, recorded, outcomes) | {
+            "drift": drifted, "executor": executor}
         markdown = ops.publish_summary(recorded.run_id, summary)
-        stages.discard_intermediates(ctx.workdir)  # a failed run keeps them for inspection
+        run.discard_intermediates(ctx.workdir)  # a failed run keeps them for inspection
     except Exception as exc:
-        report_failure(settings, ctx, failed_stage(exc), exc)
+        report_failure(settings, ctx, failed_stage(exc), exc, extra={"executor": executor})
         raise
     finally:
         recovery.release(ctx.workdir)

@@ -1,5 +1,5 @@
-"""The weekly retrain's stages as Prefect tasks, declared once for both flows (``flows/weekly.py`` runs
-them in this process; ``flows/weekly_dask.py`` runs the registry/gate tail with the same tasks)."""
+"""The weekly retrain's stages as Prefect tasks, declared once (``flows/weekly.py``; the per-day tasks of
+a Dask run are in ``flows/executors.py``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The weekly retrain's stages on a Dask cluster, as plain functions (docs/scale-out.md).
 
-``flows/weekly_dask.py`` runs the per-day functions as mapped Prefect tasks on the cluster's
-workers and the rest as in the local flow. What runs where:
+``flows/executors.py`` (``DaskStages``) runs the per-day functions as mapped Prefect tasks on the
+cluster's workers for the one weekly flow (``flows/weekly.py``); the rest is the local code. What runs where:
 
 * extraction: one ``sources.extract_snapshot`` per UTC day (immutable, content-addressed, reused),
   combined into one manifest whose digest is the sha256 of the days' digests (:func:`combine_extracts`);
@@ -17,8 +17,8 @@ workers and the rest as in the local flow. What runs where:
   impression; ``models.rewards.request_moves``), the Thompson and LinUCB sufficient statistics per
   day, combined in the flow's process into exactly the local refit (:func:`fit_tables_distributed`);
   Q-learning replays the combined slates in the flow's process (its updates are sequential);
-* registry, gate, promotion and the judging of the tables: the local code (``rankloop.stages``,
-  ``rankloop.tables``), unchanged.
+* registry, gate, drift, replay, promotion and the judging of the tables: the local code
+  (``rankloop.stages``, ``rankloop.tables``, ``rankloop.drift``, ``rankloop.checks``), the same tasks.
 
 Large data travels as Parquet files under the run's working folder (which must be on storage every
 worker sees); tasks exchange only paths and small results. Nothing here imports Prefect.

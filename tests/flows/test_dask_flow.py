@@ -45,9 +45,8 @@ def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
 
 @pytest.fixture(scope="module")
 def runs(homes: dict[str, Path], cluster: str, prefect_api: None) -> dict[str, dict]:
-    """The local flow and the Dask flow, each on its own copy of the same simulated source."""
+    """The weekly flow with the local and the dask executor, each on its own copy of the same simulated source."""
     from flows.weekly import weekly_retrain
-    from flows.weekly_dask import run
     from rankloop import distributed
 
     discard = distributed.discard_intermediates
@@ -67,7 +66,7 @@ def runs(homes: dict[str, Path], cluster: str, prefect_api: None) -> dict[str, d
         mp.setenv("RANKLOOP_EXECUTOR__KIND", "dask")
         mp.setenv("RANKLOOP_EXECUTOR__ADDRESS", cluster)
         mp.setattr(distributed, "discard_intermediates", keep_features)
-        out["dask"] = run(window_end=date(2026, 11, 16))
+        out["dask"] = weekly_retrain(window_end=date(2026, 11, 16))
     return out
 
 
@@ -96,6 +95,29 @@ def test_ndcg_within_tolerance_and_gate_runs(runs: dict[str, dict]) -> None:
     assert dask["version"] == 1 and dask["champion_after"] == 1  # same registry/gate code: first version promoted
     for kind in ("bandit", "linucb", "qtable"):
         assert dask["tables"][kind]["version"] == 1
+
+
+def test_the_dask_run_measures_drift_and_replays_the_ranker_as_the_local_run(runs: dict[str, dict],
+                                                                            homes: dict[str, Path],
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """One flow: the Dask run goes through the same drift check and serve-ability replay before it
+    promotes (the separate Dask flow promoted without either)."""
+    from mlflow import MlflowClient
+
+    from core.runtime import apply_environment
+    from core.settings import Settings
+
+    local, dask = runs["local"], runs["dask"]
+    assert set(dask["drift"]) == set(local["drift"]) and dask["drift"]["held"] == local["drift"]["held"] == []
+    # Same events, same valid and test weeks: the event-mix PSI is the same number.
+    assert dask["drift"]["event_mix_psi"] == pytest.approx(local["drift"]["event_mix_psi"], abs=1e-12)
+    monkeypatch.setenv("RANKLOOP_HOME", str(homes["dask"]))
+    apply_environment(Settings())
+    run = MlflowClient().get_run(dask["run_id"])
+    assert "replay: serves" in run.data.tags["gate.reasons"]
+    assert run.data.metrics["gate.replay_nonfinite_scores"] == 0
+    assert run.data.metrics["drift.features_psi_max"] == pytest.approx(dask["drift"]["features_psi_max"])
+    assert local["executor"] == {"kind": "local", "partitioning": "day"}
 
 
 def test_a_completed_run_keeps_what_the_local_run_keeps(runs: dict[str, dict], homes: dict[str, Path]) -> None:
@@ -174,8 +196,8 @@ def test_feature_values_match_on_a_sample(runs: dict[str, dict], homes: dict[str
 
 def test_the_weekly_flow_dispatches_to_dask_by_configuration(runs: dict[str, dict], homes: dict[str, Path],
                                                               cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """flows.weekly.weekly_retrain with the dask executor finds the Dask run's key (the local path's
-    snapshot digest differs), so it went through flows.weekly_dask."""
+    """flows.weekly.weekly_retrain with the dask executor again finds the Dask run's key (the local
+    path's snapshot digest differs), so the executor, not the entry point, chose the day partitions."""
     from flows.weekly import weekly_retrain
 
     _use_home(monkeypatch, homes["dask"])
@@ -232,7 +254,7 @@ def test_a_contract_failure_on_dask_behaves_as_locally(runs: dict[str, dict], ho
     from core.errors import ContractViolation
     from core.runtime import apply_environment
     from core.settings import Settings
-    from flows.weekly_dask import run
+    from flows.weekly import weekly_retrain
     from sources import write_table
 
     home = tmp_path / "home"
@@ -255,7 +277,7 @@ def test_a_contract_failure_on_dask_behaves_as_locally(runs: dict[str, dict], ho
     versions = sorted(int(v.version) for v in client.search_model_versions("name = 'rankloop.ranker'"))
 
     with pytest.raises(ContractViolation, match="max_quarantine_fraction"):
-        run(window_end=date(2026, 11, 16), force=True)
+        weekly_retrain(window_end=date(2026, 11, 16), force=True)
     assert int(client.get_model_version_by_alias("rankloop.ranker", "champion").version) == 1
     assert sorted(int(v.version) for v in client.search_model_versions("name = 'rankloop.ranker'")) == versions
     report = json.loads((home / "notifications.jsonl").read_text().splitlines()[-1])

@@ -33,8 +33,10 @@ def test_forced_implicit_queries_are_refused_on_dask_and_the_defaults_pass(tmp_p
     distributed.check_supported(Settings(home=tmp_path, executor={"kind": "dask"}))  # raises nothing
 
 
-def test_the_dask_flow_refuses_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.weekly_dask import run
+@pytest.mark.prefect
+def test_the_dask_flow_refuses_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               prefect_api: None) -> None:
+    from flows.weekly import weekly_retrain
 
     home = tmp_path / "home"
     monkeypatch.setenv("RANKLOOP_HOME", str(home))
@@ -42,7 +44,7 @@ def test_the_dask_flow_refuses_before_any_work(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("RANKLOOP_RANKER__POSITION_BIAS", "lightgbm")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(ConfigError, match="not supported with executor.kind=dask"):
-        run(window_end=date(2026, 11, 16))
+        weekly_retrain(window_end=date(2026, 11, 16))
     assert not (home / "runs").exists()
 
 
