@@ -12,6 +12,8 @@ a fresh subprocess with a fresh ``RANKLOOP_HOME``:
   ``distributed.LocalCluster`` (2 workers x 1 thread) started before the timed span; per-task seconds
   from the Prefect API (mapped tasks summed over their days: worker seconds, not wall), peak RSS of
   the driver and of the whole process tree (driver + nannies + workers, sampled every 50 ms).
+* ``dask_per_day``: the same with one query day per feature task (``RANKLOOP_EXECUTOR__FEATURE_DAYS_PER_TASK=1``,
+  how the Dask features ran before that setting), for ``--variants local,dask,dask_per_day`` side by side.
 
 Writes ``bench/results/dask_weekly_<N>.json``; the load average is recorded around each variant.
 """
@@ -69,10 +71,12 @@ class TreeRSS:
         self._thread.join()
 
 
-def run_dask(uri: str, mapping: Path) -> dict[str, Any]:
+def run_dask(uri: str, mapping: Path, feature_days_per_task: int | None = None) -> dict[str, Any]:
     from distributed import LocalCluster
 
     memory_limit = os.environ.get("RL_BENCH_WORKER_MEMORY", "auto")
+    if feature_days_per_task is not None:
+        os.environ["RANKLOOP_EXECUTOR__FEATURE_DAYS_PER_TASK"] = str(feature_days_per_task)
 
     import flows.executors  # noqa: F401 - imports are not the flow's time
     from flows.weekly import weekly_retrain
@@ -90,7 +94,9 @@ def run_dask(uri: str, mapping: Path) -> dict[str, Any]:
             "server_start": server.figures(), "tasks": bw._task_seconds(), "summary": bw._brief(summary)}
 
 
-VARIANTS = {"local": bw.run_prefect, "dask": run_dask}
+VARIANTS = {"local": bw.run_prefect, "dask": run_dask,
+            # the feature tasks one query day each, as before executor.feature_days_per_task (its default is 7)
+            "dask_per_day": lambda uri, mapping: run_dask(uri, mapping, feature_days_per_task=1)}
 
 
 def worker(variant: str, uri: str, rows: int) -> dict[str, Any]:

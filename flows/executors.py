@@ -57,7 +57,7 @@ extract_day = stage_task(distributed.extract_day, "extract-day", transient_retri
 combine_days = stage_task(distributed.combine_extracts, "combine-extracts", transient_retries=2)
 validate_days = stage_task(distributed.validate_partitioned, "validate")  # a contract failure is never retried
 label_days = stage_task(distributed.label_partitions, "labels")
-featurise_day = stage_task(distributed.featurise_day, "features-day")
+featurise_days = stage_task(distributed.featurise_days, "features-days")
 split_days = stage_task(distributed.partitioned_dataset, "time-split")
 
 
@@ -116,9 +116,10 @@ class DaskStages:
                       end: datetime, workdir: Path) -> stages.Dataset:
         valid = self._partitions("_valid", validated, "validated")
         labelled = label_days.submit(settings, valid.valid_paths, extracted, workdir).result()
-        parts = featurise_day.map(unmapped(settings), sorted(labelled.impression_paths), unmapped(labelled),
-                                  unmapped(valid.valid_paths), unmapped(workdir))
-        return split_days(settings, [f.result() for f in parts], labelled, end, workdir)
+        blocks = distributed.feature_blocks(list(labelled.impression_paths), settings.executor.feature_days_per_task)
+        parts = featurise_days.map(unmapped(settings), blocks, unmapped(labelled), unmapped(valid.valid_paths),
+                                   unmapped(workdir))
+        return split_days(settings, [part for f in parts for part in f.result()], labelled, end, workdir)
 
     def train_ranker(self, settings: Settings, dataset: stages.Dataset, workdir: Path) -> stages.TrainedRanker:
         return train_on_cluster(settings, dataset, workdir, scheduler_address())

@@ -9,8 +9,8 @@ cluster's workers for the one weekly flow (``flows/weekly.py``); the rest is the
   the valid rows are written back per day (:func:`validate_partitioned`);
 * labels: once over the whole window (a label looks forward, to responses after its impression),
   written per query day (:func:`label_partitions`);
-* features: per query day, from that day's impressions and the events of that day and before
-  (:func:`featurise_day`; ``features.partitioned``);
+* features: per block of ``executor.feature_days_per_task`` query days, from their impressions and
+  the events up to them, written per query day (:func:`featurise_days`; ``features.partitioned``);
 * the ranker: ``lightgbm.dask.DaskLGBMRanker`` over the train days, validation curve per day
   (:func:`train_ranker_distributed`; ``models.dask_ranker``);
 * the tables: rewards per request day on the workers (a request belongs to the day of its first
@@ -251,24 +251,43 @@ class FeaturePart:
     groups: np.ndarray
 
 
-def featurise_day(settings: Settings, day: date, labelled: Labelled, valid_paths: dict[date, Path],
-                  workdir: Path) -> FeaturePart:
-    """Features of one query day: its impressions, and the events of every day up to its latest impression's."""
+def featurise_days(settings: Settings, days: list[date], labelled: Labelled, valid_paths: dict[date, Path],
+                   workdir: Path) -> list[FeaturePart]:
+    """Features of the query days ``days`` (consecutive) in one task, written per query day.
+
+    Their impressions are built together over the events of every day up to the latest impression's:
+    the history is read and indexed once for the block, not once per day (per-day tasks re-read the
+    window's history 35 times, O(days^2)). Every feature is a function of (impression, events before
+    it) and a query lies in one day, so each day's rows equal what that day built alone would be
+    (``features.partitioned``; test)."""
     import features
-    from features.partitioned import build_partition
+    from features.partitioned import build_partition, query_days
     from models.training import group_sizes
 
-    imps = pd.read_parquet(labelled.impression_paths[day])
+    days = sorted(days)
+    imps = pd.concat([pd.read_parquet(labelled.impression_paths[d]) for d in days], ignore_index=True)
     items = pd.read_parquet(labelled.items_path) if labelled.items_path else None
     users = pd.read_parquet(labelled.users_path) if labelled.users_path else None
     # A query that starts before midnight may show items after it: read up to its latest impression's day.
-    last = imps["ts"].max().tz_convert("UTC").date() if len(imps) else day
-    paths = [p for d, p in sorted(valid_paths.items()) if d <= max(day, last)]
+    last = imps["ts"].max().tz_convert("UTC").date() if len(imps) else days[-1]
+    paths = [p for d, p in sorted(valid_paths.items()) if d <= max(days[-1], last)]
     names = set(pq.read_schema(paths[0]).names) if paths else set()
     events = _read_frames(paths, [c for c in features.event_columns(users) if c in names])  # only what features read
     frame = build_partition(imps, events, items=items, users=users, settings=settings.features)
-    path = _write_frame(frame, workdir / "features" / f"{day.isoformat()}.parquet")
-    return FeaturePart(day=day, path=path, rows=len(frame), groups=group_sizes(frame))
+    del imps, events
+    day_of = query_days(frame) if len(frame) else np.array([], dtype="datetime64[D]")
+    out = []
+    for day in days:
+        rows = frame[day_of == np.datetime64(day, "D")].reset_index(drop=True)  # (query_id, position) order kept
+        path = _write_frame(rows, workdir / "features" / f"{day.isoformat()}.parquet")
+        out.append(FeaturePart(day=day, path=path, rows=len(rows), groups=group_sizes(rows)))
+    return out
+
+
+def feature_blocks(days: list[date], days_per_task: int) -> list[list[date]]:
+    """``days`` (sorted) cut into runs of at most ``days_per_task`` consecutive query days, one task each."""
+    days = sorted(days)
+    return [days[i:i + days_per_task] for i in range(0, len(days), days_per_task)]
 
 
 @dataclass(frozen=True)
