@@ -7,7 +7,9 @@ Reads the tables ``bench/weekly.py --rows N`` loaded (``rl_bench_weekly_<N>_*``;
 or changes them) through the same mapping copy, and reuses that script's helpers. Variants, each in
 a fresh subprocess with a fresh ``RANKLOOP_HOME``:
 
-* ``local``: ``bench/weekly.py``'s ``prefect`` variant (``flows.weekly.weekly_retrain``).
+* ``local``: ``bench/weekly.py``'s ``prefect`` variant (``flows.weekly.weekly_retrain``); its process
+  tree's CPU seconds and peak RSS measured as the Dask variant's (``tree_*``; the tree's span includes
+  the start of Prefect's local API, not its CPU).
 * ``dask``: ``flows.weekly.weekly_retrain`` with ``RANKLOOP_EXECUTOR__KIND=dask`` against a
   ``distributed.LocalCluster`` (2 workers x 1 thread) started before the timed span; per-task seconds
   from the Prefect API (mapped tasks summed over their days: worker seconds, not wall), peak RSS of
@@ -43,17 +45,39 @@ RESULTS = Path(__file__).parent / "results"
 
 
 class TreeRSS:
-    """Peak summed RSS of this process and all its descendants (the LocalCluster's workers)."""
+    """Peak summed RSS of this process and all its descendants (the LocalCluster's workers), and the CPU
+    seconds they used in the span (``cpu_seconds``: this process and the workers, not Prefect's API server,
+    which the local variant's ``cpu_seconds`` leaves out too)."""
 
     def __enter__(self) -> TreeRSS:
         import psutil
 
         self.root = psutil.Process()
         self.peak = 0
+        self.cpu_seconds = 0.0
+        self._cpu_before, self._ended_before = self._cpu(), self._ended()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
+
+    @staticmethod
+    def _ended() -> float:
+        """CPU seconds of this process's children that have ended and been waited for (the replay's process)."""
+        times = os.times()
+        return times.children_user + times.children_system
+
+    def _cpu(self) -> dict[int, float]:
+        """User + system CPU seconds of this process and each descendant that is not a Prefect server."""
+        out = {}
+        for p in [self.root, *self.root.children(recursive=True)]:
+            with contextlib.suppress(Exception):
+                command = " ".join(p.cmdline())
+                if "uvicorn" in command or "prefect server" in command:
+                    continue
+                times = p.cpu_times()
+                out[p.pid] = times.user + times.system
+        return out
 
     def _total(self) -> int:
         total = 0
@@ -69,6 +93,9 @@ class TreeRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        after = self._cpu()  # the workers are still up: the cluster closes after this span
+        alive = sum(t - self._cpu_before.get(pid, 0.0) for pid, t in after.items())
+        self.cpu_seconds = round(alive + self._ended() - self._ended_before, 1)
 
 
 def run_dask(uri: str, mapping: Path, feature_days_per_task: int | None = None) -> dict[str, Any]:
@@ -90,11 +117,20 @@ def run_dask(uri: str, mapping: Path, feature_days_per_task: int | None = None) 
             client.api_healthcheck()
         with TreeRSS() as tree, PeakRSS() as rss:
             summary = weekly_retrain(window_end=bw.END.date(), source_uri=uri, mapping=str(mapping), force=True)
-    return {"end_to_end": rss.figures() | {"tree_peak_rss_mb": round(tree.peak / 2**20)}, "worker_memory_limit": memory_limit,
+    return {"end_to_end": rss.figures() | {"tree_peak_rss_mb": round(tree.peak / 2**20),
+                                            "tree_cpu_seconds": tree.cpu_seconds}, "worker_memory_limit": memory_limit,
             "server_start": server.figures(), "tasks": bw._task_seconds(), "summary": bw._brief(summary)}
 
 
-VARIANTS = {"local": bw.run_prefect, "dask": run_dask,
+def run_local(uri: str, mapping: Path) -> dict[str, Any]:
+    """``bench/weekly.py``'s ``prefect`` variant, with the CPU seconds of its process tree as the Dask variant's."""
+    with TreeRSS() as tree:
+        out = bw.run_prefect(uri, mapping)
+    out["end_to_end"] |= {"tree_peak_rss_mb": round(tree.peak / 2**20), "tree_cpu_seconds": tree.cpu_seconds}
+    return out
+
+
+VARIANTS = {"local": run_local, "dask": run_dask,
             # the feature tasks one query day each, as before executor.feature_days_per_task (its default is 7)
             "dask_per_day": lambda uri, mapping: run_dask(uri, mapping, feature_days_per_task=1)}
 
