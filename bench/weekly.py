@@ -99,6 +99,11 @@ def _environment(home: Path, uri: str, mapping: Path) -> None:
     os.environ.update(RANKLOOP_HOME=str(home), RANKLOOP_SOURCE__URI=uri, RANKLOOP_SOURCE__MAPPING=str(mapping),
                       PREFECT_HOME=str(home / "prefect"), GX_ANALYTICS_ENABLED="false",
                       PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    # The bench starts Prefect's local API before the flow (timed on its own): give it the time the
+    # commands give it (core.runtime); Prefect's 20 s default timed out with a test suite running beside it.
+    from core.runtime import PREFECT_STARTUP_TIMEOUT_S
+
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(PREFECT_STARTUP_TIMEOUT_S))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("PREFECT_API_URL", None)
 
