@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import unmapped
 
-from core.config.executor import executor_summary
 from core.settings import Settings
 from flows.tasks import stage_task
 from flows.weekly_tasks import build_dataset, extract, fit_tables, train_ranker, validate
@@ -185,5 +184,5 @@ def record_executor(run_id: str, executor: dict[str, Any]) -> None:
         mlflow.set_tag("rankloop.executor", executor["kind"])
 
 
-__all__ = ["DaskStages", "LocalStages", "dask_task_runner", "executor_summary", "on_dask_runner", "record_executor",
-           "scheduler_address", "stages_for"]
+__all__ = ["DaskStages", "LocalStages", "dask_task_runner", "on_dask_runner", "record_executor", "scheduler_address",
+           "stages_for"]
