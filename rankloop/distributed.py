@@ -225,9 +225,13 @@ def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracte
     """Graded labels over the whole window (they look forward), written per query day."""
     import features
     from features.implicit import LOGGED, choose_protocol
+    from features.labels import EVENT_COLUMNS as LABEL_COLUMNS
     from features.partitioned import split_by_query_day
 
-    events = PartitionedValidated(None, valid_paths).load_events()
+    # Only the columns the labels and the features read, as the local stage reads them (stages.build_dataset):
+    # every column of the window put one 8 GiB worker past its limit at 10M (bench/dask_weekly.py, stop 31).
+    events = PartitionedValidated(None, valid_paths).load_events(
+        list(dict.fromkeys([*LABEL_COLUMNS, *features.event_columns()])))
     protocol = choose_protocol(events, settings.labels.implicit)
     if protocol.name != LOGGED:
         raise ConfigError(f"this window's queries need the implicit protocol ({protocol.reason}), which the Dask "
