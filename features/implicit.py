@@ -92,7 +92,12 @@ def logged_query_count(events: pd.DataFrame) -> int:
 
 def choose_protocol(events: pd.DataFrame, settings: ImplicitQuerySettings) -> QueryProtocol:
     """Logged slates when the window has enough of them (or ``mode`` says so), else implicit queries."""
-    logged = logged_query_count(events)
+    return protocol_for(logged_query_count(events), settings)
+
+
+def protocol_for(logged: int, settings: ImplicitQuerySettings) -> QueryProtocol:
+    """:func:`choose_protocol` given the window's count of logged slates (``logged_query_count``; a
+    partitioned run sums it over partitions that share no query)."""
     used = settings.model_dump(mode="json")
     if settings.mode == "logged":
         return QueryProtocol(LOGGED, "mode=logged", logged, {})

@@ -66,6 +66,20 @@ def impressions(events: pd.DataFrame, settings: LabelSettings, attribution_hours
     return _assemble(ev, logged, fallback, settings, ts, item_code)
 
 
+def in_label_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (``impressions`` output, e.g. several partitions' concatenated) in the order ``impressions``
+    gives them: by query start time, query id, position (unknown last), item id; a fresh RangeIndex.
+
+    Rows computed apart (per user bucket, ``rankloop.distributed``) and put in this order equal the
+    whole window's rows of the same queries, row for row."""
+    if len(rows) == 0:
+        return rows.reset_index(drop=True)
+    position = pd.to_numeric(rows["position"]).to_numpy(dtype=np.float64, na_value=np.inf)
+    order = _order(rows["query_id"].astype("string"), _sorted_codes(rows["item_id"])[0], _ts_us(rows["ts"]),
+                   np.where(np.isnan(position), np.inf, position))
+    return rows.take(order).reset_index(drop=True)
+
+
 def event_grades(events: pd.DataFrame, settings: LabelSettings) -> np.ndarray:
     """Grade in [0, 1] of every event (float64); NaN for event types without a grade.
 

@@ -55,7 +55,9 @@ class LocalStages:
 extract_day = stage_task(distributed.extract_day, "extract-day", transient_retries=2)
 combine_days = stage_task(distributed.combine_extracts, "combine-extracts", transient_retries=2)
 validate_days = stage_task(distributed.validate_partitioned, "validate")  # a contract failure is never retried
-label_days = stage_task(distributed.label_partitions, "labels")
+cut_by_user = stage_task(distributed.bucket_day, "labels-cut")
+label_users = stage_task(distributed.label_bucket, "labels")
+combine_labels = stage_task(distributed.combine_labels, "labels-combine")
 featurise_days = stage_task(distributed.featurise_days, "features-days")
 split_days = stage_task(distributed.partitioned_dataset, "time-split")
 
@@ -87,7 +89,8 @@ tables_on_cluster = stage_task(_tables_on_cluster, "refit-tables-dask")
 
 class DaskStages:
     """The data stages by UTC day on the flow's Dask cluster: extraction, features and the tables' statistics
-    per day, the contract and the labels once over the window's day files, the ranker with ``lightgbm.dask``.
+    per day, the labels per bucket of users, the contract once over the window's day files, the ranker with
+    ``lightgbm.dask``.
 
     One instance serves one run: it keeps the run's day partitions (the combined extract, the valid rows per
     day) between the stages, which take and return the same results as :class:`LocalStages`.
@@ -114,7 +117,14 @@ class DaskStages:
     def build_dataset(self, settings: Settings, validated: stages.Validated, extracted: stages.Extracted,
                       end: datetime, workdir: Path) -> stages.Dataset:
         valid = self._partitions("_valid", validated, "validated")
-        labelled = label_days.submit(settings, valid.valid_paths, extracted, workdir).result()
+        days = sorted(valid.valid_paths)
+        columns = distributed.label_columns(settings, valid.valid_paths)
+        cut = cut_by_user.map(days, [valid.valid_paths[d] for d in days],
+                              unmapped(distributed.label_bucket_count(settings, len(days))), unmapped(columns),
+                              unmapped(workdir))
+        inputs = distributed.bucket_inputs([f.result() for f in cut])
+        labels = label_users.map(unmapped(settings), list(inputs), list(inputs.values()), unmapped(workdir))
+        labelled = combine_labels(settings, [f.result() for f in labels], extracted, workdir)
         blocks = distributed.feature_blocks(list(labelled.impression_paths), settings.executor.feature_days_per_task)
         parts = featurise_days.map(unmapped(settings), blocks, unmapped(labelled), unmapped(valid.valid_paths),
                                    unmapped(workdir))

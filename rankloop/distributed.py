@@ -7,8 +7,9 @@ cluster's workers for the one weekly flow (``flows/weekly.py``); the rest is the
   combined into one manifest whose digest is the sha256 of the days' digests (:func:`combine_extracts`);
 * the contract: once over the whole window (uniqueness and table-level rules need every row), then
   the valid rows are written back per day (:func:`validate_partitioned`);
-* labels: once over the whole window (a label looks forward, to responses after its impression),
-  written per query day (:func:`label_partitions`);
+* labels: per bucket of users over the whole window (a label looks forward, to responses after its
+  impression, but never past its user): each day's rows cut by hashed user_id (:func:`bucket_day`), each
+  bucket labelled alone (:func:`label_bucket`), written per query day (:func:`combine_labels`);
 * features: per block of ``executor.feature_days_per_task`` query days, from their impressions and
   the events up to them, written per query day (:func:`featurise_days`; ``features.partitioned``);
 * the ranker: ``lightgbm.dask.DaskLGBMRanker`` over the train days, validation curve per day
@@ -43,6 +44,7 @@ import pyarrow.parquet as pq
 
 from core.atomic import write_json, write_parquet
 from core.errors import ConfigError, Reason
+from core.memory import release_memory
 from core.settings import Settings
 from rankloop import stages
 
@@ -211,38 +213,143 @@ def check_supported(settings: Settings) -> None:
 
 # --- labels and features -------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Labelled:
-    """Labelled impressions per query day, and the catalogue files the feature partitions read."""
+class LabelPart:
+    """The labelled impressions of one bucket of users, per query day."""
 
-    impression_paths: dict[date, Path]
+    bucket: int
+    logged_queries: int  # features.implicit.logged_query_count of the bucket's events
+    impressions: int
+    paths: dict[date, Path]
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Labelled impressions per query day (one file per bucket of users holding any), the query protocol,
+    and the catalogue files the feature partitions read."""
+
+    impression_paths: dict[date, tuple[Path, ...]]
     impressions: int
     items_path: Path | None
     users_path: Path | None
+    protocol: dict[str, Any] = field(default_factory=dict)  # features.implicit.QueryProtocol.as_dict()
+
+    def day(self, day: date) -> pd.DataFrame:
+        """The labelled impressions of query day ``day``, in ``features.impressions``' order."""
+        from features.labels import in_label_order
+
+        return in_label_order(_read_frames(list(self.impression_paths[day])))
 
 
-def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracted: stages.Extracted,
-                     workdir: Path) -> Labelled:
-    """Graded labels over the whole window (they look forward), written per query day."""
+def label_columns(settings: Settings, valid_paths: dict[date, Path]) -> list[str]:
+    """The event columns the labels and the features read, of those the day files have (as the local
+    stage reads them, ``stages.build_dataset``: every column put 8 GiB workers past their limit at 10M)."""
     import features
-    from features.implicit import LOGGED, choose_protocol
-    from features.labels import EVENT_COLUMNS as LABEL_COLUMNS
+    from features.labels import EVENT_COLUMNS
+
+    names = set(pq.read_schema(valid_paths[min(valid_paths)]).names) if valid_paths else set()
+    return [c for c in dict.fromkeys([*EVENT_COLUMNS, *features.event_columns()]) if c in names]
+
+
+def label_bucket_count(settings: Settings, days: int) -> int:
+    """``executor.label_buckets``, or (0) one bucket per ``executor.feature_days_per_task`` days of the window."""
+    configured = settings.executor.label_buckets
+    return configured or max(1, -(-days // settings.executor.feature_days_per_task))
+
+
+def user_buckets(user_ids: pd.Series, buckets: int) -> np.ndarray:
+    """The bucket (0..buckets-1) of each user id: a hash of the id's value, the same in every process and day."""
+    return (pd.util.hash_pandas_object(user_ids.astype("string"), index=False).to_numpy() % np.uint64(buckets)
+            ).astype(np.int64)
+
+
+def bucket_day(day: date, path: Path, buckets: int, columns: list[str], workdir: Path) -> dict[int, Path]:
+    """One day's valid rows (``columns`` only) cut by user into ``<workdir>/labels-in/<bucket>/<day>.parquet``
+    (rows in their order); buckets without a row of the day get no file."""
+
+    table = pq.read_table(path, columns=columns)
+    bucket = user_buckets(table.column("user_id").to_pandas(), buckets)
+    out = {}
+    for b in np.unique(bucket):
+        rows = table.filter(pa.array(bucket == b))
+        out[int(b)] = _write_table(rows, workdir / "labels-in" / f"{int(b):04d}" / f"{day.isoformat()}.parquet")
+    del table, bucket
+    release_memory()
+    return out
+
+
+def label_bucket(settings: Settings, bucket: int, paths: list[Path], workdir: Path) -> LabelPart:
+    """Graded labels of one bucket of users over the whole window, written per query day under
+    ``<workdir>/impressions/<day>/<bucket>.parquet``.
+
+    A label looks forward (a response up to 24 h after its impression, maybe the next day), so labels
+    are not cut by day; but every label is a function of one user's events (an impression is a
+    (user, item, request) key, a response without a request joins the same user and item's slate,
+    the fallback queries name the user), so a bucket of users labelled alone gives exactly their rows of
+    the whole window's labels: a task holds its users' rows, not the window's. A request id shared by
+    two users' slates stays one query only if both start on the same day (request ids are per user in
+    every layout we map)."""
+    import features
+    from features.implicit import logged_query_count
     from features.partitioned import split_by_query_day
 
-    # Only the columns the labels and the features read, as the local stage reads them (stages.build_dataset):
-    # every column of the window put one 8 GiB worker past its limit at 10M (bench/dask_weekly.py, stop 31).
-    events = PartitionedValidated(None, valid_paths).load_events(
-        list(dict.fromkeys([*LABEL_COLUMNS, *features.event_columns()])))
-    protocol = choose_protocol(events, settings.labels.implicit)
+    events = _read_frames(sorted(paths, key=lambda p: p.name))  # <day>.parquet: the window's order
+    logged = logged_query_count(events)
+    imps = features.impressions(events, settings.labels)
+    del events
+    written = {day: _write_frame(frame, workdir / "impressions" / day.isoformat() / f"{bucket:04d}.parquet")
+               for day, frame in split_by_query_day(imps).items()}
+    part = LabelPart(bucket=bucket, logged_queries=logged, impressions=len(imps), paths=written)
+    del imps
+    release_memory()
+    return part
+
+
+def combine_labels(settings: Settings, parts: list[LabelPart], extracted: stages.Extracted, workdir: Path) -> Labelled:
+    """The buckets' labels as one :class:`Labelled`: the query protocol from their summed slate counts
+    (buckets share no query), the catalogue written for the feature tasks; the buckets' inputs removed.
+
+    Raises:
+        ConfigError: BAD_CONFIG when the window's queries need the implicit protocol, which the Dask
+            trainer does not build.
+    """
+    import shutil
+
+    from features.implicit import LOGGED, protocol_for
+
+    protocol = protocol_for(sum(p.logged_queries for p in parts), settings.labels.implicit)
     if protocol.name != LOGGED:
         raise ConfigError(f"this window's queries need the implicit protocol ({protocol.reason}), which the Dask "
                           "trainer does not build yet (it trains on logged slates only)", reason=Reason.BAD_CONFIG,
                           hint="run this source with RANKLOOP_EXECUTOR__KIND=local (docs/learning.md)")
-    imps = features.impressions(events, settings.labels)
-    paths = {day: _write_frame(frame, workdir / "impressions" / f"{day.isoformat()}.parquet")
-             for day, frame in split_by_query_day(imps).items()}
+    days: dict[date, list[Path]] = {}
+    for part in sorted(parts, key=lambda p: p.bucket):
+        for day, path in part.paths.items():
+            days.setdefault(day, []).append(path)
     items = _write_table(extracted.items, workdir / "catalog" / "items.parquet") if extracted.items is not None else None
     users = _write_table(extracted.users, workdir / "catalog" / "users.parquet") if extracted.users is not None else None
-    return Labelled(impression_paths=paths, impressions=len(imps), items_path=items, users_path=users)
+    shutil.rmtree(workdir / "labels-in", ignore_errors=True)
+    return Labelled(impression_paths={d: tuple(days[d]) for d in sorted(days)}, impressions=sum(p.impressions for p in parts),
+                    items_path=items, users_path=users, protocol=protocol.as_dict())
+
+
+def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracted: stages.Extracted,
+                     workdir: Path) -> Labelled:
+    """The Dask labels' tasks one after the other in this process (what the flow maps on the cluster:
+    :func:`bucket_day` per day, :func:`label_bucket` per bucket, :func:`combine_labels`)."""
+    columns = label_columns(settings, valid_paths)
+    buckets = label_bucket_count(settings, len(valid_paths))
+    by_bucket = bucket_inputs([bucket_day(d, p, buckets, columns, workdir) for d, p in sorted(valid_paths.items())])
+    parts = [label_bucket(settings, b, paths, workdir) for b, paths in sorted(by_bucket.items())]
+    return combine_labels(settings, parts, extracted, workdir)
+
+
+def bucket_inputs(days: list[dict[int, Path]]) -> dict[int, list[Path]]:
+    """The day files of each bucket (from every :func:`bucket_day`)."""
+    out: dict[int, list[Path]] = {}
+    for day in days:
+        for bucket, path in day.items():
+            out.setdefault(bucket, []).append(path)
+    return out
 
 
 @dataclass(frozen=True)
@@ -269,7 +376,7 @@ def featurise_days(settings: Settings, days: list[date], labelled: Labelled, val
     from models.training import group_sizes
 
     days = sorted(days)
-    imps = pd.concat([pd.read_parquet(labelled.impression_paths[d]) for d in days], ignore_index=True)
+    imps = pd.concat([labelled.day(d) for d in days], ignore_index=True)
     items = pd.read_parquet(labelled.items_path) if labelled.items_path else None
     users = pd.read_parquet(labelled.users_path) if labelled.users_path else None
     # A query that starts before midnight may show items after it: read up to its latest impression's day.
@@ -285,6 +392,8 @@ def featurise_days(settings: Settings, days: list[date], labelled: Labelled, val
         rows = frame[day_of == np.datetime64(day, "D")].reset_index(drop=True)  # (query_id, position) order kept
         path = _write_frame(rows, workdir / "features" / f"{day.isoformat()}.parquet")
         out.append(FeaturePart(day=day, path=path, rows=len(rows), groups=group_sizes(rows)))
+    del frame
+    release_memory()  # the history's pages back to the OS before the worker's next task
     return out
 
 
@@ -353,13 +462,13 @@ def partitioned_dataset(settings: Settings, parts: list[FeaturePart], labelled: 
     split = PartitionedSplit(train=train, valid=valid, test=test, valid_start=valid_start, test_start=test_start,
                              paths={"test": test_path})
     return stages.Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
-                          impressions=labelled.impressions)
+                          impressions=labelled.impressions, protocol=labelled.protocol)
 
 
 # --- cleaning up ---------------------------------------------------------------------------------
 # What a Dask run writes under its working folder besides what the local run writes there: the valid
 # rows, labelled impressions and features per day, the catalogue, the tables' per-day rewards and slates.
-INTERMEDIATES = ("valid", "impressions", "catalog", "features", "tables/days")
+INTERMEDIATES = ("valid", "labels-in", "impressions", "catalog", "features", "tables/days")
 
 
 def discard_intermediates(workdir: Path) -> None:

@@ -41,6 +41,12 @@ class ExecutorSettings(BaseModel):
         "them once. More days per task: less history re-read in all (a 35-day window re-reads it 35 times at 1); "
         "fewer: more tasks to spread over the workers. Results do not depend on it.",
     )
+    label_buckets: int = Field(
+        default=0, ge=0,
+        description="Tasks the Dask labels run in: each labels the whole window's events of one share of the users "
+        "(hashed user_id; every label is a function of one user's events). 0: one per feature_days_per_task days of "
+        "the window (a task holds about that many days of rows). Results do not depend on it.",
+    )
     partitioning: Literal["day"] = Field(
         default="day", description="How extraction, features and training partition the window: one partition per UTC day."
     )
@@ -76,6 +82,7 @@ def executor_summary(settings: ExecutorSettings) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": settings.kind, "partitioning": settings.partitioning}
     if settings.kind == "dask":
         out["feature_days_per_task"] = settings.feature_days_per_task
+        out["label_buckets"] = settings.label_buckets
         if settings.address:
             out["address"] = _redacted(settings.address)
         else:

@@ -51,5 +51,5 @@ def test_a_block_of_days_writes_what_each_day_alone_writes(labelled: tuple, tmp_
         np.testing.assert_array_equal(part.groups, alone[0].groups)
         pd.testing.assert_frame_equal(pd.read_parquet(part.path), pd.read_parquet(alone[0].path), check_exact=True)
     # Every impression of those days is in exactly one day's file.
-    expected = sum(len(pd.read_parquet(parts.impression_paths[d])) for d in days[:6])
+    expected = sum(len(parts.day(d)) for d in days[:6])
     assert sum(p.rows for p in block) == expected
