@@ -16,6 +16,15 @@ PREFECT_STARTUP_TIMEOUT_S = 180
 unless set)."""
 
 
+def quiet_libraries() -> None:
+    """Keep library chatter out of unattended logs, unless the user's environment says otherwise:
+    progress bars, telemetry, and MLflow's "View run ... at: <tracking URI>" line (credentials included)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
 def apply_environment(settings: Settings) -> None:
     """Point Prefect and MLflow at the data home. Call before using prefect or mlflow.
 
@@ -27,16 +36,11 @@ def apply_environment(settings: Settings) -> None:
 
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home_dir))
-    # Keep library chatter (progress bars, telemetry) out of unattended logs.
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    quiet_libraries()
     # Prefect's local API (no PREFECT_API_URL) migrates a new database before it answers: ~10 s on an
     # idle 2-core machine, past Prefect's 20 s default when the machine is busy (a first
     # `rankloop train` in a new home then failed with "Timed out ... ephemeral Prefect API server").
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(PREFECT_STARTUP_TIMEOUT_S))
-    # MLflow prints "View run ... at: <tracking URI>" (credentials included) to stdout after each run.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; put the environment back, or the next
     # Settings() would take our own default for the user's explicit choice.
     before = os.environ.get("MLFLOW_TRACKING_URI")

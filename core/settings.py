@@ -40,6 +40,7 @@ from core.config.policy import (
     RewardSettings,
 )
 from core.config.ranker import RankerSettings
+from core.config.registry import RegistryConfig
 from core.config.source import SourceSettings
 
 
@@ -196,6 +197,13 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.home_dir / "cache"
+
+    @property
+    def registry(self) -> RegistryConfig:
+        """The few settings the registry reads (``registry`` takes these, not the whole configuration)."""
+        return RegistryConfig(home_dir=self.home_dir, tracking_uri=self.tracking_uri,
+                              lock_timeout_s=self.gate.lock_timeout_s, replay=self.gate.replay,
+                              explicit_tracking_uri=self.mlflow_tracking_uri, manifest_config=self.model_config_dict())
 
     # --- recording ---------------------------------------------------------------------
     def model_config_dict(self) -> dict[str, Any]:

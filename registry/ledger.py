@@ -19,18 +19,21 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from core.settings import Settings
+from core.config.registry import RegistryConfig
 from registry.decision import Decision
 from registry.manifest import check_kind
 from registry.owner import owner_tags
 from registry.reach import reaches_store
 from registry.store import make_client
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +225,7 @@ def history(
     kind: str,
     *,
     client: MlflowClient | None = None,
-    settings: Settings | None = None,
+    settings: Settings | RegistryConfig | None = None,
     include_aborted: bool = False,
 ) -> list[LedgerEntry]:
     """Every alias move of a kind, oldest first (aborted operations only when asked).

@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from core.config.registry import RegistryConfig
 from core.errors import Reason, RegistryError, StorageError
-from core.settings import Settings
 from models.policy import MODEL_KINDS, serving_verbs
 from registry.cache import ModelCache
+from registry.config import config_of
 from registry.manifest import check_kind
 from registry.offline import read_pin
 from registry.reach import classify, is_empty_sqlite, probe
 from registry.store import CHAMPION, PREVIOUS, aliases, make_client, read_manifest
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,7 @@ class LoadedModel:
     """A served version. Call the kind's verbs on it (``VERBS``); :meth:`refresh` follows the alias."""
 
     def __init__(
-        self, kind: str, alias: str, settings: Settings, client: MlflowClient | None, probe_timeout: float
+        self, kind: str, alias: str, settings: Settings | RegistryConfig, client: MlflowClient | None, probe_timeout: float
     ):
         self.kind, self.alias = kind, alias
         self._settings, self._client, self._probe_timeout = settings, client, probe_timeout
@@ -177,7 +181,7 @@ def load(
     kind: str,
     alias: str = CHAMPION,
     *,
-    settings: Settings | None = None,
+    settings: Settings | RegistryConfig | None = None,
     client: MlflowClient | None = None,
     probe_timeout: float = 5.0,
 ) -> LoadedModel:
@@ -199,10 +203,10 @@ def load(
             (corrupt and no good copy); REFUSED (the alias names a version that cannot be served).
     """
     check_kind(kind)
-    return LoadedModel(kind, alias, settings or Settings(), client, probe_timeout)
+    return LoadedModel(kind, alias, config_of(settings), client, probe_timeout)
 
 
-def champion_or_none(kind: str, settings: Settings) -> LoadedModel | None:
+def champion_or_none(kind: str, settings: Settings | RegistryConfig) -> LoadedModel | None:
     """The loaded champion of ``kind``, or None when the kind has none yet (any other failure raises)."""
     try:
         return load(kind, alias=CHAMPION, settings=settings)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlflow.tracking import MlflowClient
 
+from core.config.registry import RegistryConfig
 from core.errors import Reason, RegistryError
-from core.settings import Settings
 from registry import ledger
 from registry.cache import ModelCache
 from registry.decision import Decision
@@ -27,6 +28,9 @@ from registry.store import (
     read_manifest,
     set_alias,
 )
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +84,7 @@ def move_locked(
     reason: str,
     forced: bool,
     client: MlflowClient | None,
-    settings: Settings,
+    settings: Settings | RegistryConfig,
     faults: Collection[str],
 ) -> MoveResult:
     """Move the aliases; the caller holds ``registry_lock(settings, kind)``."""
@@ -141,7 +145,7 @@ def _step(hit: Callable[[str], None], name: str, action: Callable[[], object]) -
     return result
 
 
-def _verify(client: MlflowClient, settings: Settings, kind: str, version: int, manifest: dict) -> None:
+def _verify(client: MlflowClient, settings: Settings | RegistryConfig, kind: str, version: int, manifest: dict) -> None:
     cache = ModelCache(settings.cache_dir / "models")
     tampered = cache.problems(kind, version, manifest)
     if tampered:

@@ -17,15 +17,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.tracking import MlflowClient
 
 from core.atomic import write_text
+from core.config.registry import RegistryConfig
 from core.errors import Reason, RegistryError, StorageError
-from core.settings import Settings
 from registry import ledger
 from registry.cache import ModelCache
+from registry.config import config_of
 from registry.decision import Decision
 from registry.lock import registry_lock
 from registry.manifest import check_kind, manifest_digest
@@ -33,6 +34,9 @@ from registry.move import move_locked
 from registry.owner import hostname
 from registry.reach import storage_error
 from registry.store import CHAMPION, aliases
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +61,12 @@ class Pin:
         return f"{self.reason} (offline rollback on {self.host} at {self.when[:19]}Z)"
 
 
-def pin_path(settings: Settings, kind: str) -> Path:
+def pin_path(settings: Settings | RegistryConfig, kind: str) -> Path:
     """Where an offline rollback of ``kind`` is recorded until it is applied to the registry."""
     return settings.home_dir / "registry" / f"offline-{kind}.json"
 
 
-def read_pin(settings: Settings, kind: str) -> Pin | None:
+def read_pin(settings: Settings | RegistryConfig, kind: str) -> Pin | None:
     """The pending offline rollback of ``kind`` on this host, if any."""
     path = pin_path(settings, kind)
     if not path.is_file():
@@ -79,7 +83,7 @@ def read_pin(settings: Settings, kind: str) -> Pin | None:
 
 
 def rollback_offline(kind: str, *, to: int | None = None, actor: str, reason: str,
-                     settings: Settings | None = None) -> Pin:
+                     settings: Settings | RegistryConfig | None = None) -> Pin:
     """Pin this host's serving cache to ``to`` (default: the previous version), without the registry.
 
     The target must be in this host's cache and pass its checksums offline. Like an online
@@ -94,7 +98,7 @@ def rollback_offline(kind: str, *, to: int | None = None, actor: str, reason: st
     check_kind(kind)
     if not reason or not reason.strip():
         raise ValueError(f"an offline rollback needs a reason (recorded in the ledger), got {reason!r}")
-    settings = settings or Settings()
+    settings = config_of(settings)
     cache = ModelCache(settings.cache_dir / "models")
     with registry_lock(settings, kind):
         pin = read_pin(settings, kind)
@@ -123,7 +127,7 @@ def rollback_offline(kind: str, *, to: int | None = None, actor: str, reason: st
     return new
 
 
-def _serving(cache: ModelCache, settings: Settings, kind: str,
+def _serving(cache: ModelCache, settings: Settings | RegistryConfig, kind: str,
              pin: Pin | None) -> tuple[int, int | None, tuple[int, int | None]]:
     """(served now, served before, the registry's (champion, previous) as this host last saw them)."""
     if pin is not None:
@@ -146,7 +150,7 @@ def _write(path: Path, pin: Pin) -> None:
         raise storage_error(e, path, f"old runs under {path.parent.parent / 'runs'} can go") from e
 
 
-def reconcile(client: MlflowClient, settings: Settings, kind: str) -> str | None:
+def reconcile(client: MlflowClient, settings: Settings | RegistryConfig, kind: str) -> str | None:
     """Apply this host's offline rollback of ``kind`` to the registry; the caller holds the kind's lock.
 
     Returns:
@@ -177,7 +181,7 @@ def reconcile(client: MlflowClient, settings: Settings, kind: str) -> str | None
     return outcome
 
 
-def _apply(client: MlflowClient, settings: Settings, pin: Pin) -> None:
+def _apply(client: MlflowClient, settings: Settings | RegistryConfig, pin: Pin) -> None:
     try:
         move_locked(pin.kind, pin.version, action="rollback", decision=None, actor=pin.actor,
                     reason=pin.ledger_reason(), forced=True, client=client, settings=settings, faults=())

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from mlflow.tracking import MlflowClient
 
+from core.config.registry import RegistryConfig
 from core.errors import Reason, RegistryError
-from core.settings import Settings
 from registry import ledger
+from registry.config import config_of
 from registry.decision import Decision
 from registry.lock import lock_path, registry_lock
 from registry.manifest import check_kind
@@ -46,6 +48,9 @@ from registry.store import (
     aliases,
     make_client,
 )
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 __all__ = ["STEPS", "InjectedFault", "MoveResult", "lock_path", "move_locked", "promote", "registry_lock", "rollback"]
 
@@ -60,7 +65,7 @@ def promote(
     reason: str,
     forced: bool = False,
     client: MlflowClient | None = None,
-    settings: Settings | None = None,
+    settings: Settings | RegistryConfig | None = None,
     faults: Collection[str] = (),
 ) -> MoveResult:
     """Make ``version`` the champion of ``kind``; the old champion becomes ``previous``.
@@ -80,7 +85,7 @@ def promote(
         RegistryError: refused (no alias moved): NOT_FOUND, CHECKSUM, GATE, REFUSED.
     """
     check_kind(kind)
-    settings = settings or Settings()
+    settings = config_of(settings)
     client = client or make_client(settings)
     with registry_lock(settings, kind):
         heal_kind(client, settings, kind)
@@ -105,7 +110,7 @@ def rollback(
     actor: str,
     reason: str,
     client: MlflowClient | None = None,
-    settings: Settings | None = None,
+    settings: Settings | RegistryConfig | None = None,
     faults: Collection[str] = (),
 ) -> MoveResult:
     """Make ``to`` (default: the version holding ``previous``) the champion; the champion becomes ``previous``.
@@ -119,7 +124,7 @@ def rollback(
         ``previous`` is the release the guardrail reverted), CHECKSUM.
     """
     check_kind(kind)
-    settings = settings or Settings()
+    settings = config_of(settings)
     client = client or make_client(settings)
     with registry_lock(settings, kind):
         heal_kind(client, settings, kind)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from mlflow.tracking import MlflowClient
 
+from core.config.registry import RegistryConfig
 from core.errors import Reason, RegistryError
-from core.settings import Settings
+from registry.config import config_of
 from registry.manifest import build_manifest, check_kind, verify
 from registry.store import attach_manifest, download_files, get_version, make_client, model_name
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 
 def default_artifact_uri(client: MlflowClient, kind: str, version: int) -> str:
@@ -42,7 +46,7 @@ def publish(
     artifact_dir: Path | None = None,
     artifact_uri: str | None = None,
     client: MlflowClient | None = None,
-    settings: Settings | None = None,
+    settings: Settings | RegistryConfig | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """Build a version's manifest and attach it (``manifest.json`` in its run, digest and summary as tags).
@@ -64,9 +68,9 @@ def publish(
         RegistryError: CHECKSUM when the upload is incomplete or differs from ``artifact_dir``.
     """
     check_kind(kind)
-    settings = settings or Settings()
+    settings = config_of(settings)
     client = client or make_client(settings)
-    fields.setdefault("config", settings.model_config_dict())
+    fields.setdefault("config", settings.manifest_config)
     uri = artifact_uri or default_artifact_uri(client, kind, version)
     with tempfile.TemporaryDirectory() as tmp:
         remote = download_files(client, {"artifact_uri": uri}, Path(tmp) / "files")

@@ -18,14 +18,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from core.config.registry import RegistryConfig
 from core.errors import Reason, RegistryError
-from core.settings import Settings
 from registry import ledger, offline
+from registry.config import config_of
 from registry.lock import registry_lock
 from registry.manifest import KINDS, check_kind
 from registry.owner import TAG_HOST, OwnerState, describe, hostname, owner_state
@@ -40,6 +41,9 @@ from registry.store import (
     mark_unusable,
     set_alias,
 )
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,7 @@ class RecoveryReport:
         return any(v for k, v in asdict(self).items() if k != "busy")
 
 
-def recover(settings: Settings | None = None, *, client: MlflowClient | None = None,
+def recover(settings: Settings | RegistryConfig | None = None, *, client: MlflowClient | None = None,
             kinds: tuple[str, ...] | list[str] = KINDS, lock_timeout_s: float | None = None,
             runs: bool = True) -> RecoveryReport:
     """Heal every kind in ``kinds`` (under its lock) and fail the RUNNING runs of dead processes.
@@ -86,7 +90,7 @@ def recover(settings: Settings | None = None, *, client: MlflowClient | None = N
     Raises:
         RegistryError: UNREACHABLE when the store cannot be asked (nothing is assumed then).
     """
-    settings = settings or Settings()
+    settings = config_of(settings)
     client = client or make_client(settings)
     report = RecoveryReport()
     if runs:
@@ -104,7 +108,7 @@ def recover(settings: Settings | None = None, *, client: MlflowClient | None = N
     return report
 
 
-def heal_kind(client: MlflowClient, settings: Settings, kind: str,
+def heal_kind(client: MlflowClient, settings: Settings | RegistryConfig, kind: str,
               report: RecoveryReport | None = None) -> RecoveryReport:
     """Resolve pending ledger entries, apply an offline rollback, tag manifest-less versions of ``kind``.
 

@@ -26,12 +26,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from core.config.gate import ReplaySettings
+from core.config.registry import RegistryConfig
+from registry.config import config_of
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +152,14 @@ def _p99_ms(model: Any, drawn: pd.DataFrame | None, draws: list[np.ndarray]) -> 
     return float(np.percentile(timings, 99))
 
 
-def replay_version(settings: Any, kind: str, version: int, requests: Path, columns: list[str]) -> ReplayReport:
+def replay_version(settings: Settings | RegistryConfig, kind: str, version: int, requests: Path,
+                   columns: list[str]) -> ReplayReport:
     """Replay ``version`` of ``kind`` in a fresh process on the rows of ``requests`` (Parquet; ``columns``
     are what serving builds). The temporary alias and its cache pointer are removed afterwards (and any
     ``replay-*`` alias a killed run left, before; weekly runs of one home do not overlap)."""
     from registry.store import aliases, make_client, set_alias
 
+    settings = config_of(settings)
     alias = f"replay-{version}"
     client = make_client(settings)
     for stale in [a for a in aliases(client, kind) if a.startswith("replay-")]:  # left by a killed run
@@ -165,13 +172,13 @@ def replay_version(settings: Any, kind: str, version: int, requests: Path, colum
         (settings.cache_dir / "models" / kind / f"alias-{alias}.json").unlink(missing_ok=True)
 
 
-def _run(settings: Any, kind: str, alias: str, version: int, requests: Path, columns: list[str]) -> ReplayReport:
-    replay = settings.gate.replay
+def _run(settings: RegistryConfig, kind: str, alias: str, version: int, requests: Path, columns: list[str]) -> ReplayReport:
+    replay = settings.replay
     command = [sys.executable, "-m", "registry.replay", "--kind", kind, "--alias", alias, "--requests", str(requests),
                "--columns", json.dumps(columns), "--settings", replay.model_dump_json()]
     env = {**os.environ, "RANKLOOP_HOME": str(settings.home_dir), "PYTHONPATH": _repo_path()}
-    if settings.mlflow_tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    if settings.explicit_tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = settings.explicit_tracking_uri
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=replay.timeout_s, check=False)
     except subprocess.TimeoutExpired:

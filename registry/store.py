@@ -7,18 +7,22 @@ import logging
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 from mlflow.tracking import MlflowClient
 
+from core.config.registry import RegistryConfig
 from core.errors import Reason, RegistryError
-from core.runtime import apply_environment
-from core.settings import Settings
+from core.runtime import quiet_libraries
+from registry.config import config_of
 from registry.manifest import MANIFEST_FILE, canonical_json, check_kind, manifest_digest, summary
 from registry.reach import is_not_found, reaches_store, storage_error
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 __all__ = ["is_not_found"]  # re-exported: callers import it from here
 
@@ -41,14 +45,16 @@ def model_name(kind: str) -> str:
     return f"rankloop.{check_kind(kind)}"
 
 
-def make_client(settings: Settings | None = None) -> MlflowClient:
-    """A client for the settings' tracking URI (the environment is applied first)."""
-    settings = settings or Settings()
+def make_client(settings: Settings | RegistryConfig | None = None) -> MlflowClient:
+    """A client of the configured tracking URI (``settings``: the settings, their ``registry`` part, or None
+    for the environment's). MLflow's process-wide tracking URI and ``MLFLOW_TRACKING_URI`` stay as they are."""
+    config = config_of(settings)
+    quiet_libraries()
     try:
-        apply_environment(settings)
+        config.home_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise storage_error(e, settings.home_dir, "the data home must be a writable directory") from e
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        raise storage_error(e, config.home_dir, "the data home must be a writable directory") from e
+    return MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
 
 
 def check_version(kind: str, version: int) -> int:

@@ -165,3 +165,45 @@ def test_settings_are_data_loading_them_starts_neither_mlflow_nor_prefect(tmp_pa
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"mlflow": False, "prefect": False,
                                                                 "env_changed": False}
     assert not (tmp_path / "home").exists(), "reading settings must not create the data home"
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The modules ``path`` imports when it runs: every import but those under ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = {id(n) for node in ast.walk(tree)
+                   if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+                   for n in ast.walk(node)}
+    return {node.module for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and id(node) not in typing_only} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) and id(node) not in typing_only
+        for alias in node.names}
+
+
+def test_the_registry_reads_its_small_config_not_the_settings():
+    """``registry`` takes ``core.config.registry.RegistryConfig`` (``Settings.registry``); only
+    ``registry.config`` turns settings into it. Guarded both ways: the scan finds the config's import."""
+    users = {path.name: _runtime_imports(path) for path in sorted((ROOT / "registry").glob("*.py"))}
+    assert "core.settings" in users["config.py"] and "core.config.registry" in users["store.py"]
+    reading = sorted(name for name, imported in users.items() if "core.settings" in imported and name != "config.py")
+    assert reading == [], f"registry modules importing core.settings at run time: {reading}"
+
+
+def test_making_a_registry_client_leaves_mlflows_globals_alone(tmp_path):
+    code = (
+        "import json, os\n"
+        "import mlflow\n"
+        "from core.settings import Settings\n"
+        "from registry.store import make_client\n"
+        "before = mlflow.get_tracking_uri()\n"
+        f"client = make_client(Settings(home={str(tmp_path / 'home')!r}).registry)\n"
+        "print(json.dumps({'client': client.tracking_uri, 'env': os.environ.get('MLFLOW_TRACKING_URI'),\n"
+        "                  'global': mlflow.get_tracking_uri(), 'before': before}))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env | {"PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["client"] == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    assert seen["env"] is None
+    assert seen["global"] == seen["before"] != seen["client"]  # MLflow's own default, not the home's store
