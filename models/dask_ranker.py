@@ -5,7 +5,11 @@ two partitions) and the group sizes of each partition. The LightGBM parameters a
 :class:`models.ranker.Ranker`'s. ``lightgbm.dask`` has no early stopping and evaluates an
 ``eval_set`` only on each worker's share, so the validation curve is computed here instead, over
 the *whole* validation set (per partition, then summed), and the iteration local early stopping
-would pick is chosen from it: :func:`early_stopping_iteration`.
+would pick is chosen from it: :func:`early_stopping_iteration`. The trees grow in rounds of
+``early_stopping_rounds`` (each fit continues the booster, ``init_model``; :func:`stopped` says when
+to end), so training ends about where local early stopping ends instead of growing ``n_estimators``.
+Without row or feature sampling the rounds grow exactly the trees one fit grows (test); with them
+each round draws its own samples (seeds moved on by the trees grown so far), run to run the same.
 """
 
 from __future__ import annotations
@@ -111,8 +115,10 @@ class PlacedClient:
 
 
 def fit_distributed(client: Any, frames: Sequence[Any], workers: Sequence[str], groups: Sequence[np.ndarray],
-                    features: Sequence[str], settings: RankerSettings) -> lgb.Booster:
-    """Train ``settings.n_estimators`` LambdaRank trees on the cluster; returns the whole booster.
+                    features: Sequence[str], settings: RankerSettings, *, rounds: int | None = None,
+                    init_model: lgb.Booster | None = None) -> lgb.Booster:
+    """Train ``rounds`` (default ``settings.n_estimators``) LambdaRank trees on the cluster, after those of
+    ``init_model`` when given; returns the whole booster (``init_model``'s trees, then the new ones).
 
     Args:
         client: a ``distributed.Client``.
@@ -122,6 +128,10 @@ def fit_distributed(client: Any, frames: Sequence[Any], workers: Sequence[str], 
         groups: per partition, its query sizes in row order.
         features: feature columns, in model order.
         settings: the ranker settings (as for the local Ranker).
+        rounds: trees to add.
+        init_model: a booster to continue (:func:`train_in_rounds`). Its trees are kept; the bagging and
+            feature-sampling seeds move on with the number of its trees, so a continued fit does not
+            redraw the samples the first trees were grown on.
     """
     import dask
     import dask.array as da
@@ -147,11 +157,19 @@ def fit_distributed(client: Any, frames: Sequence[Any], workers: Sequence[str], 
     sizes = [client.scatter(np.asarray(g, dtype=np.int64), workers=[w]) for g, w in zip(groups, workers, strict=True)]
     group = da.concatenate([da.from_delayed(dask.delayed(s), shape=(len(g),), dtype=np.int64)
                             for s, g in zip(sizes, groups, strict=True)])
-    model = DaskLGBMRanker(client=PlacedClient(client, workers), n_estimators=settings.n_estimators, **params)
-    log.info("training LambdaRank on %d partitions over %d workers, %d queries, %d features (lightgbm.dask)",
-             len(frames), len(set(workers)), int(sum(len(g) for g in groups)), len(cols))
-    model.fit(X, y, group=group)
-    return portable(model.to_local().booster_, settings)
+    done = init_model.current_iteration() if init_model is not None else 0
+    if done:
+        params |= {name: settings.seed + done for name in _ROUND_SEEDS}
+    model = DaskLGBMRanker(client=PlacedClient(client, workers), n_estimators=rounds or settings.n_estimators, **params)
+    log.info("training LambdaRank on %d partitions over %d workers, %d queries, %d features (lightgbm.dask): "
+             "trees %d-%d", len(frames), len(set(workers)), int(sum(len(g) for g in groups)), len(cols), done + 1,
+             done + (rounds or settings.n_estimators))
+    model.fit(X, y, group=group, **({"init_model": init_model} if init_model is not None else {}))
+    booster = model.to_local().booster_
+    if booster.current_iteration() != done + (rounds or settings.n_estimators):
+        raise RuntimeError(f"lightgbm.dask returned {booster.current_iteration()} trees after continuing {done} "
+                           f"with {rounds or settings.n_estimators}")
+    return portable(booster, settings, first=init_model)
 
 
 def _head(frame: pd.DataFrame) -> pd.DataFrame:
@@ -166,42 +184,83 @@ def _select(frame: pd.DataFrame, columns: Any) -> Any:
 _NETWORK_PARAMS = ("machines", "local_listen_port", "machine_list_filename", "num_machines", "time_out")
 
 
-def portable(booster: lgb.Booster, settings: RankerSettings) -> lgb.Booster:
-    """The booster with the cluster's parameters dropped from its text and ``num_threads`` as configured,
-    so the saved model reads like a local one (``Ranker.load`` checks its parameters against the settings)."""
+# Moved on by each continued round (fit_distributed); the model records the first round's.
+_ROUND_SEEDS = ("bagging_seed", "feature_fraction_seed")
+
+
+def _param_name(line: str) -> str | None:
+    return line[1:].split(":", 1)[0] if line.startswith("[") and ":" in line else None
+
+
+def portable(booster: lgb.Booster, settings: RankerSettings, first: lgb.Booster | None = None) -> lgb.Booster:
+    """The booster with the cluster's parameters dropped from its text, ``num_threads`` and ``num_iterations``
+    as configured (a round grows fewer), and the sampling seeds of ``first`` (the first round's booster), so the
+    saved model reads like a local one (``Ranker.load`` checks its parameters against the settings)."""
+    kept = {}
+    if first is not None:
+        kept = {n: line for line in first.model_to_string().splitlines() if (n := _param_name(line)) in _ROUND_SEEDS}
     lines = []
     for line in booster.model_to_string().splitlines():
-        name = line[1:].split(":", 1)[0] if line.startswith("[") and ":" in line else None
+        name = _param_name(line)
         if name in _NETWORK_PARAMS:
             continue
         if name == "num_threads":
             line = f"[num_threads: {settings.num_threads}]"
+        elif name == "num_iterations":
+            line = f"[num_iterations: {settings.n_estimators}]"
+        elif name in kept:
+            line = kept[name]
         lines.append(line)
     return lgb.Booster(model_str="\n".join(lines) + "\n")
 
 
 # --- validation curve -----------------------------------------------------------------------------
 def partition_curve(booster_text: str, frame: pd.DataFrame, features: Sequence[str],
-                    eval_at: Sequence[int] = (5, 10)) -> tuple[dict[int, np.ndarray], int]:
-    """Per iteration, the summed NDCG@k of the queries of ``frame`` (rows of a query contiguous).
+                    eval_at: Sequence[int] = (5, 10), start: int = 0) -> tuple[dict[int, np.ndarray], int]:
+    """Per iteration from ``start`` on, the summed NDCG@k of the queries of ``frame`` (rows of a query
+    contiguous).
 
-    Returns ``({k: (n_iterations,) sums}, number of queries)``; divide the sums of all partitions
-    by their query count for the curve of the whole set.
+    Returns ``({k: (n_iterations - start,) sums}, number of queries)``; divide the sums of all partitions
+    by their query count for the curve of the whole set. The scores before iteration ``start`` are the
+    first ``start`` trees' sum, added in the same order as tree by tree (the same values).
     """
     booster = lgb.Booster(model_str=booster_text)
     n = booster.current_iteration()
-    sums = {k: np.zeros(n) for k in eval_at}
+    sums = {k: np.zeros(n - start) for k in eval_at}
     g = group_sizes(frame)
     if len(frame) == 0:
         return sums, 0
     X = frame[list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
     labels = frame["label"].to_numpy()
-    score = np.zeros(len(frame))
-    for i in range(n):
+    score = booster.predict(X, num_iteration=start, raw_score=True) if start else np.zeros(len(frame))
+    for i in range(start, n):
         score += booster.predict(X, start_iteration=i, num_iteration=1, raw_score=True)
         for k in eval_at:
-            sums[k][i] = per_query_ndcg(labels, score, g, k).sum()
+            sums[k][i - start] = per_query_ndcg(labels, score, g, k).sum()
     return sums, len(g)
+
+
+Curves = list[tuple[dict[int, np.ndarray], int]]
+
+
+def extend_curves(curves: Curves, more: Curves) -> Curves:
+    """Each partition's curve (``partition_curve``) followed by its next iterations' (``more``, same order)."""
+    if not curves:
+        return list(more)
+    if len(curves) != len(more):
+        raise ValueError(f"{len(curves)} partitions' curves and {len(more)} continuations")
+    return [({k: np.concatenate([c[k], m[k]]) for k in c}, n) for (c, n), (m, _) in zip(curves, more, strict=True)]
+
+
+def stopped(curves: Curves, settings: RankerSettings, eval_at: Sequence[int] = (5, 10)) -> bool:
+    """Whether early stopping (``settings.early_stopping_rounds``) has ended training on these curves: the
+    best iteration is followed by that many without a strict improvement (never, without early stopping)."""
+    rounds = settings.early_stopping_rounds
+    queries = sum(n for _, n in curves)
+    if rounds is None or queries == 0:
+        return False
+    mean = sum(c[max(eval_at)] for c, _ in curves) / queries
+    return len(mean) >= early_stopping_iteration(mean, rounds) + rounds
 
 
 def early_stopping_iteration(curve: Sequence[float], rounds: int | None) -> int:

@@ -507,17 +507,25 @@ def _train_groups(path: Path, threshold: Any, seed: int) -> np.ndarray:
     return group_sizes(_train_partition(path, ["query_id"], threshold, seed))
 
 
-def _valid_curve(path: Path, booster_text: str, columns: list[str]) -> tuple[dict[int, np.ndarray], int]:
+def _valid_curve(path: Path, booster_text: str, columns: list[str], start: int = 0) -> tuple[dict[int, np.ndarray], int]:
     from models.dask_ranker import partition_curve
     from models.training import with_positive_label
 
-    return partition_curve(booster_text, with_positive_label(pd.read_parquet(path, columns=columns)), columns[2:])
+    return partition_curve(booster_text, with_positive_label(pd.read_parquet(path, columns=columns)), columns[2:],
+                           start=start)
 
 
 def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdir: Path, client: Any) -> stages.TrainedRanker:
     """``stages.train_ranker`` on the cluster: DaskLGBMRanker over the train days, the validation
     curve per valid day, then the test week scored by the same code (``stages.score_test_week``)."""
-    from models.dask_ranker import cap_threshold, choose_iteration, fit_distributed, placement
+    from models.dask_ranker import (
+        cap_threshold,
+        choose_iteration,
+        extend_curves,
+        fit_distributed,
+        placement,
+        stopped,
+    )
 
     split: PartitionedSplit = dataset.split
     cols = list(dataset.features)
@@ -535,17 +543,30 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
     workers = placement(list(client.scheduler_info(n_workers=-1)["workers"]), len(paths))
     frames = [client.submit(_train_partition, p, read=columns, threshold=threshold, seed=seed, workers=[w],
                             allow_other_workers=False, pure=False) for p, w in zip(paths, workers, strict=True)]
-    booster = fit_distributed(client, frames, workers, groups, cols, settings.ranker)
+    # Early stopping by hand (lightgbm.dask has none): trees in rounds of early_stopping_rounds, each round
+    # continuing the booster so far, until the validation curve (the whole valid set's, from the workers)
+    # has gone that many trees without improving, or n_estimators are grown.
+    ranker_settings = settings.ranker
+    step = ranker_settings.early_stopping_rounds or ranker_settings.n_estimators
+    booster, curves = None, []
+    valid_paths = [p.path for p in split.valid]
+    while True:
+        done = booster.current_iteration() if booster is not None else 0
+        rounds = min(step, ranker_settings.n_estimators - done)
+        booster = fit_distributed(client, frames, workers, groups, cols, ranker_settings, rounds=rounds,
+                                  init_model=booster)
+        text = client.scatter(booster.model_to_string(), broadcast=True)
+        curves = extend_curves(curves, client.gather(client.map(_valid_curve, valid_paths, booster_text=text,
+                                                                columns=columns, start=done, pure=False)))
+        if booster.current_iteration() >= ranker_settings.n_estimators or stopped(curves, ranker_settings):
+            break
     del frames
-    text = client.scatter(booster.model_to_string(), broadcast=True)
-    curves = client.gather(client.map(_valid_curve, [p.path for p in split.valid], booster_text=text,
-                                      columns=columns, pure=False))
-    fit = choose_iteration(booster, curves, settings.ranker)
+    fit = choose_iteration(booster, curves, ranker_settings)
     ranker = fit.ranker()
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = ranker.save(workdir / "model.txt")
     params = ranker.get_params() | {"max_train_queries": cap, "train_rows_used": used, "train_rows_available": available,
-                                    "trainer": "lightgbm.dask.DaskLGBMRanker"}
+                                    "trainer": "lightgbm.dask.DaskLGBMRanker", "trees_trained": booster.current_iteration()}
     return stages.score_test_week(dataset, model_path, best_iteration=fit.best_iteration,
                                   evals_result=fit.evals_result, params=params)
 

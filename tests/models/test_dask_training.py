@@ -104,3 +104,33 @@ def test_capped_training_reads_query_id_for_the_cap(client: object, tmp_path: Pa
     assert trained.params["train_rows_available"] == len(whole)
     assert trained.params["train_rows_used"] == len(kept) < len(whole)
     assert trained.model_path.read_text().count("Tree=") == 25
+
+
+def _trees(model_text: str) -> list[str]:
+    return model_text.split("end of trees")[0].split("Tree=")[1:]
+
+
+def test_early_stopping_grows_trees_in_rounds_and_keeps_a_single_fits_trees(client: object, tmp_path: Path) -> None:
+    """lightgbm.dask has no early stopping: the trees grow in rounds of ``early_stopping_rounds``, each
+    continuing the booster, until the whole validation set's curve has gone that many trees without
+    improving. Without row or feature sampling a continued fit grows the very trees one fit grows; the
+    iteration kept is the one the whole curve gives."""
+    from models.dask_ranker import early_stopping_iteration
+    from rankloop.distributed import train_ranker_distributed
+
+    dataset = _dataset(tmp_path)
+    exact = {"bagging_freq": 0, "feature_fraction": 1.0, "learning_rate": 0.3}
+    stopped = train_ranker_distributed(_settings(n_estimators=300, early_stopping_rounds=5, **exact), dataset,
+                                       tmp_path / "rounds", client)
+    grown, best = stopped.params["trees_trained"], stopped.best_iteration
+    assert grown < 300 and grown % 5 == 0  # stopped early, after whole rounds
+    assert best + 5 <= grown < best + 10  # the first round after which `best` was 5 trees old
+    curve = stopped.evals_result["valid"]["ndcg@10"]
+    assert early_stopping_iteration(curve, 5) == best and len(curve) == best + 5
+    assert "[num_iterations: 300]" in stopped.model_path.read_text()  # the configured trees, as a local model reads
+    assert stopped.params["n_estimators"] == 300
+
+    one_fit = train_ranker_distributed(_settings(n_estimators=grown, early_stopping_rounds=None, **exact), dataset,
+                                       tmp_path / "one", client)
+    assert one_fit.params["trees_trained"] == grown
+    assert _trees(stopped.model_path.read_text()) == _trees(one_fit.model_path.read_text())[:best]
