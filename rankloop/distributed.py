@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -43,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.atomic import write_json, write_parquet
-from core.errors import ConfigError, Reason
+from core.errors import ConfigError, Reason, TrainingError
 from core.memory import release_memory
 from core.settings import Settings
 from rankloop import stages
@@ -515,6 +516,37 @@ def _valid_curve(path: Path, booster_text: str, columns: list[str], start: int =
                            start=start)
 
 
+def ready_workers(client: Any, timeout_s: float = 300.0, poll_s: float = 2.0) -> list[str]:
+    """The cluster's workers once none is paused, each having first handed its freed memory back.
+
+    The training pins each train day to a worker (:func:`models.dask_ranker.placement`), and Dask
+    starts no task on a worker paused over its memory threshold: one paused worker would stall the
+    training for good (stop 31, 10M: a worker idle at 7.4 GB of 8 GiB). So every worker releases what
+    it can (``core.memory.release_memory``), and a worker still paused after ``timeout_s`` ends the run
+    naming it and its memory.
+
+    Raises:
+        TrainingError: TRAINING when a worker stays paused.
+    """
+    client.run(release_memory)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        paused = {address: w for address, w in info.items() if w.get("status") == "paused"}
+        if not paused:
+            return list(info)
+        if time.monotonic() >= deadline:
+            held = ", ".join(f"{a} ({w.get('metrics', {}).get('memory', 0) / 2**30:.1f} of "
+                             f"{(w.get('memory_limit') or 0) / 2**30:.1f} GiB)" for a, w in sorted(paused.items()))
+            raise TrainingError(f"Dask worker(s) {held} stayed paused over their memory threshold for {timeout_s:.0f} s; "
+                                "the training pins a share of the train days to every worker and cannot start",
+                                reason=Reason.TRAINING,
+                                hint="give the workers more memory (RANKLOOP_EXECUTOR__MEMORY_LIMIT) or fewer days per "
+                                     "feature task (RANKLOOP_EXECUTOR__FEATURE_DAYS_PER_TASK), or run locally")
+        log.warning("waiting for paused Dask worker(s) %s to go back under their memory threshold", sorted(paused))
+        time.sleep(poll_s)
+
+
 def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdir: Path, client: Any) -> stages.TrainedRanker:
     """``stages.train_ranker`` on the cluster: DaskLGBMRanker over the train days, the validation
     curve per valid day, then the test week scored by the same code (``stages.score_test_week``)."""
@@ -540,7 +572,7 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
     columns = ["query_id", "label", *cols]
     # Each train day is read on the worker placement() gives it (round robin over the sorted workers),
     # so the model is the same on every run with the same number of workers (models.dask_ranker).
-    workers = placement(list(client.scheduler_info(n_workers=-1)["workers"]), len(paths))
+    workers = placement(ready_workers(client), len(paths))
     frames = [client.submit(_train_partition, p, read=columns, threshold=threshold, seed=seed, workers=[w],
                             allow_other_workers=False, pure=False) for p, w in zip(paths, workers, strict=True)]
     # Early stopping by hand (lightgbm.dask has none): trees in rounds of early_stopping_rounds, each round

@@ -99,3 +99,4 @@ def test_a_window_without_enough_slates_is_refused_with_the_local_hint(window: t
     with pytest.raises(ConfigError, match="implicit protocol") as caught:
         distributed.label_partitions(settings.model_copy(update={"labels": labels}), valid, NO_CATALOG, tmp_path)
     assert "RANKLOOP_EXECUTOR__KIND=local" in caught.value.hint
+
