@@ -55,7 +55,7 @@ class LocalStages:
 extract_day = stage_task(distributed.extract_day, "extract-day", transient_retries=2)
 combine_days = stage_task(distributed.combine_extracts, "combine-extracts", transient_retries=2)
 validate_days = stage_task(distributed.validate_partitioned, "validate")  # a contract failure is never retried
-cut_by_user = stage_task(distributed.bucket_day, "labels-cut")
+cut_by_user = stage_task(distributed.bucket_days, "labels-cut")
 label_users = stage_task(distributed.label_bucket, "labels")
 combine_labels = stage_task(distributed.combine_labels, "labels-combine")
 featurise_days = stage_task(distributed.featurise_days, "features-days")
@@ -117,12 +117,12 @@ class DaskStages:
     def build_dataset(self, settings: Settings, validated: stages.Validated, extracted: stages.Extracted,
                       end: datetime, workdir: Path) -> stages.Dataset:
         valid = self._partitions("_valid", validated, "validated")
-        days = sorted(valid.valid_paths)
         columns = distributed.label_columns(settings, valid.valid_paths)
-        cut = cut_by_user.map(days, [valid.valid_paths[d] for d in days],
-                              unmapped(distributed.label_bucket_count(settings, len(days))), unmapped(columns),
-                              unmapped(workdir))
-        inputs = distributed.bucket_inputs([f.result() for f in cut])
+        cut = cut_by_user.map(distributed.feature_blocks(list(valid.valid_paths), settings.executor.feature_days_per_task),
+                              unmapped(valid.valid_paths),
+                              unmapped(distributed.label_bucket_count(settings, len(valid.valid_paths))),
+                              unmapped(columns), unmapped(workdir))
+        inputs = distributed.bucket_inputs([day for f in cut for day in f.result()])
         labels = label_users.map(unmapped(settings), list(inputs), list(inputs.values()), unmapped(workdir))
         labelled = combine_labels(settings, [f.result() for f in labels], extracted, workdir)
         blocks = distributed.feature_blocks(list(labelled.impression_paths), settings.executor.feature_days_per_task)

@@ -278,6 +278,13 @@ def bucket_day(day: date, path: Path, buckets: int, columns: list[str], workdir:
     return out
 
 
+def bucket_days(days: list[date], valid_paths: dict[date, Path], buckets: int, columns: list[str],
+                workdir: Path) -> list[dict[int, Path]]:
+    """:func:`bucket_day` for each of ``days``, in one task (a day's cut is too small a task: at 1M rows
+    35 per-day tasks cost more than the labels themselves, stop 32's bench)."""
+    return [bucket_day(d, valid_paths[d], buckets, columns, workdir) for d in days]
+
+
 def label_bucket(settings: Settings, bucket: int, paths: list[Path], workdir: Path) -> LabelPart:
     """Graded labels of one bucket of users over the whole window, written per query day under
     ``<workdir>/impressions/<day>/<bucket>.parquet``.
@@ -336,10 +343,12 @@ def combine_labels(settings: Settings, parts: list[LabelPart], extracted: stages
 def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracted: stages.Extracted,
                      workdir: Path) -> Labelled:
     """The Dask labels' tasks one after the other in this process (what the flow maps on the cluster:
-    :func:`bucket_day` per day, :func:`label_bucket` per bucket, :func:`combine_labels`)."""
+    :func:`bucket_days` per block of ``executor.feature_days_per_task`` days, :func:`label_bucket` per
+    bucket, :func:`combine_labels`)."""
     columns = label_columns(settings, valid_paths)
     buckets = label_bucket_count(settings, len(valid_paths))
-    by_bucket = bucket_inputs([bucket_day(d, p, buckets, columns, workdir) for d, p in sorted(valid_paths.items())])
+    blocks = feature_blocks(list(valid_paths), settings.executor.feature_days_per_task)
+    by_bucket = bucket_inputs([cut for block in blocks for cut in bucket_days(block, valid_paths, buckets, columns, workdir)])
     parts = [label_bucket(settings, b, paths, workdir) for b, paths in sorted(by_bucket.items())]
     return combine_labels(settings, parts, extracted, workdir)
 

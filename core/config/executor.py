@@ -39,7 +39,8 @@ class ExecutorSettings(BaseModel):
         default=7, ge=1,
         description="Query days whose features one Dask task builds: the task reads and indexes the events up to "
         "them once. More days per task: less history re-read in all (a 35-day window re-reads it 35 times at 1); "
-        "fewer: more tasks to spread over the workers. Results do not depend on it.",
+        "fewer: more tasks to spread over the workers. The labels' cut by user takes blocks of as many days. "
+        "Results do not depend on it.",
     )
     label_buckets: int = Field(
         default=0, ge=0,
