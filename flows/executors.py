@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 class LocalStages:
     """Each data stage once over the whole window, in this process (the tables one request day at a time)."""
 
-    kind = "local"
-
     def extract(self, settings: Settings, start: datetime, end: datetime) -> stages.Extracted:
         return extract(settings, start, end)
 
@@ -95,8 +93,6 @@ class DaskStages:
     One instance serves one run: it keeps the run's day partitions (the combined extract, the valid rows per
     day) between the stages, which take and return the same results as :class:`LocalStages`.
     """
-
-    kind = "dask"
 
     def __init__(self) -> None:
         self._extract: distributed.PartitionedExtract | None = None
