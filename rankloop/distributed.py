@@ -8,12 +8,14 @@ cluster's workers for the one weekly flow (``flows/weekly.py``); the rest is the
 * the contract: once over the whole window (uniqueness and table-level rules need every row), then
   the valid rows are written back per day (:func:`validate_partitioned`);
 * labels: per bucket of users over the whole window (a label looks forward, to responses after its
-  impression, but never past its user): each day's rows cut by hashed user_id (:func:`bucket_day`), each
-  bucket labelled alone (:func:`label_bucket`), written per query day (:func:`combine_labels`);
+  impression, but never past its user): each day's rows cut by hashed user_id (:func:`bucket_day`, a
+  block of days per task: :func:`bucket_days`), each bucket labelled alone (:func:`label_bucket`),
+  written per query day (:func:`combine_labels`);
 * features: per block of ``executor.feature_days_per_task`` query days, from their impressions and
   the events up to them, written per query day (:func:`featurise_days`; ``features.partitioned``);
-* the ranker: ``lightgbm.dask.DaskLGBMRanker`` over the train days, validation curve per day
-  (:func:`train_ranker_distributed`; ``models.dask_ranker``);
+* the ranker: ``lightgbm.dask.DaskLGBMRanker`` over the train days, grown in rounds until the
+  validation curve (per day on the workers, summed) stops improving (:func:`train_ranker_distributed`;
+  ``models.dask_ranker``);
 * the tables: rewards per request day on the workers (a request belongs to the day of its first
   impression; ``models.rewards.request_moves``), the Thompson and LinUCB sufficient statistics per
   day, combined in the flow's process into exactly the local refit (:func:`fit_tables_distributed`);
