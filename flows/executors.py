@@ -113,7 +113,7 @@ class DaskStages:
     def build_dataset(self, settings: Settings, validated: stages.Validated, extracted: stages.Extracted,
                       end: datetime, workdir: Path) -> stages.Dataset:
         valid = self._partitions("_valid", validated, "validated")
-        columns = distributed.label_columns(settings, valid.valid_paths)
+        columns = distributed.label_columns(valid.valid_paths)
         cut = cut_by_user.map(distributed.feature_blocks(list(valid.valid_paths), settings.executor.feature_days_per_task),
                               unmapped(valid.valid_paths),
                               unmapped(distributed.label_bucket_count(settings, len(valid.valid_paths))),

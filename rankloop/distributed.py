@@ -243,7 +243,7 @@ class Labelled:
         return in_label_order(_read_frames(list(self.impression_paths[day])))
 
 
-def label_columns(settings: Settings, valid_paths: dict[date, Path]) -> list[str]:
+def label_columns(valid_paths: dict[date, Path]) -> list[str]:
     """The event columns the labels and the features read, of those the day files have (as the local
     stage reads them, ``stages.build_dataset``: every column put 8 GiB workers past their limit at 10M)."""
     import features
@@ -268,7 +268,6 @@ def user_buckets(user_ids: pd.Series, buckets: int) -> np.ndarray:
 def bucket_day(day: date, path: Path, buckets: int, columns: list[str], workdir: Path) -> dict[int, Path]:
     """One day's valid rows (``columns`` only) cut by user into ``<workdir>/labels-in/<bucket>/<day>.parquet``
     (rows in their order); buckets without a row of the day get no file."""
-
     table = pq.read_table(path, columns=columns)
     bucket = user_buckets(table.column("user_id").to_pandas(), buckets)
     out = {}
@@ -347,7 +346,7 @@ def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracte
     """The Dask labels' tasks one after the other in this process (what the flow maps on the cluster:
     :func:`bucket_days` per block of ``executor.feature_days_per_task`` days, :func:`label_bucket` per
     bucket, :func:`combine_labels`)."""
-    columns = label_columns(settings, valid_paths)
+    columns = label_columns(valid_paths)
     buckets = label_bucket_count(settings, len(valid_paths))
     blocks = feature_blocks(list(valid_paths), settings.executor.feature_days_per_task)
     by_bucket = bucket_inputs([cut for block in blocks for cut in bucket_days(block, valid_paths, buckets, columns, workdir)])
