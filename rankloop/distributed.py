@@ -275,7 +275,7 @@ def bucket_day(day: date, path: Path, buckets: int, columns: list[str], workdir:
         rows = table.filter(pa.array(bucket == b))
         out[int(b)] = _write_table(rows, workdir / "labels-in" / f"{int(b):04d}" / f"{day.isoformat()}.parquet")
     del table, bucket
-    release_memory()
+    release_memory(collect=False)  # the day's pages; its frames hold no cycles (a full collect: ~50 ms a day)
     return out
 
 
