@@ -263,6 +263,24 @@ def stopped(curves: Curves, settings: RankerSettings, eval_at: Sequence[int] = (
     return len(mean) >= early_stopping_iteration(mean, rounds) + rounds
 
 
+def next_round(curves: Curves, done: int, settings: RankerSettings, eval_at: Sequence[int] = (5, 10)) -> int:
+    """How many trees the next round grows: the fewest after which early stopping could end training.
+
+    Local early stopping ends at the best iteration plus ``early_stopping_rounds`` (``E``); with ``done``
+    trees grown and the best so far at ``b`` (no curve yet: the first tree), training cannot end before
+    ``b + E`` trees, and may end there. So a round grows ``b + E - done`` trees: no more than a local fit
+    grows, and one round (not two of ``E``) when the first tree stays the best. Without early stopping:
+    the rest of ``n_estimators``. Never more than ``n_estimators - done``, never fewer than one.
+    """
+    left = settings.n_estimators - done
+    rounds = settings.early_stopping_rounds
+    if rounds is None or left <= 0:
+        return max(left, 0)
+    queries = sum(n for _, n in curves)
+    best = early_stopping_iteration(sum(c[max(eval_at)] for c, _ in curves) / queries, rounds) if queries else 1
+    return max(1, min(left, best + rounds - done))
+
+
 def early_stopping_iteration(curve: Sequence[float], rounds: int | None) -> int:
     """The (1-based) iteration ``lightgbm.early_stopping`` keeps for a higher-is-better curve.
 

@@ -565,6 +565,7 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
         choose_iteration,
         extend_curves,
         fit_distributed,
+        next_round,
         placement,
         stopped,
     )
@@ -585,18 +586,18 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
     workers = placement(ready_workers(client), len(paths))
     frames = [client.submit(_train_partition, p, read=columns, threshold=threshold, seed=seed, workers=[w],
                             allow_other_workers=False, pure=False) for p, w in zip(paths, workers, strict=True)]
-    # Early stopping by hand (lightgbm.dask has none): trees in rounds of early_stopping_rounds, each round
-    # continuing the booster so far, until the validation curve (the whole valid set's, from the workers)
-    # has gone that many trees without improving, or n_estimators are grown.
+    # Early stopping by hand (lightgbm.dask has none): trees in rounds, each round continuing the booster so
+    # far and growing the fewest trees after which training could end (next_round), until the validation
+    # curve (the whole valid set's, from the workers) has gone early_stopping_rounds trees without
+    # improving, or n_estimators are grown.
     ranker_settings = settings.ranker
-    step = ranker_settings.early_stopping_rounds or ranker_settings.n_estimators
-    booster, curves = None, []
+    booster, curves, fits = None, [], 0
     valid_paths = [p.path for p in split.valid]
     while True:
         done = booster.current_iteration() if booster is not None else 0
-        rounds = min(step, ranker_settings.n_estimators - done)
-        booster = fit_distributed(client, frames, workers, groups, cols, ranker_settings, rounds=rounds,
-                                  init_model=booster)
+        booster = fit_distributed(client, frames, workers, groups, cols, ranker_settings,
+                                  rounds=next_round(curves, done, ranker_settings), init_model=booster)
+        fits += 1
         text = client.scatter(booster.model_to_string(), broadcast=True)
         curves = extend_curves(curves, client.gather(client.map(_valid_curve, valid_paths, booster_text=text,
                                                                 columns=columns, start=done, pure=False)))
@@ -608,7 +609,8 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = ranker.save(workdir / "model.txt")
     params = ranker.get_params() | {"max_train_queries": cap, "train_rows_used": used, "train_rows_available": available,
-                                    "trainer": "lightgbm.dask.DaskLGBMRanker", "trees_trained": booster.current_iteration()}
+                                    "trainer": "lightgbm.dask.DaskLGBMRanker", "trees_trained": booster.current_iteration(),
+                                    "fit_rounds": fits}
     return stages.score_test_week(dataset, model_path, best_iteration=fit.best_iteration,
                                   evals_result=fit.evals_result, params=params)
 

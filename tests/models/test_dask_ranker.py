@@ -12,9 +12,11 @@ from models.dask_ranker import (
     cap_threshold,
     early_stopping_iteration,
     keep_capped,
+    next_round,
     partition_curve,
     portable,
     query_hashes,
+    stopped,
 )
 from models.metrics import ndcg_at_k
 from models.training import cap_queries, group_sizes
@@ -53,6 +55,38 @@ def test_early_stopping_iteration_matches_lightgbm_rules() -> None:
     assert early_stopping_iteration(curve, None) == len(curve)
     with pytest.raises(ValueError, match="empty"):
         early_stopping_iteration([], 3)
+
+
+def _grow(full: np.ndarray, settings: RankerSettings) -> tuple[int, int]:
+    """The Dask loop over a known curve (two partitions' NDCG sums: 3 + 1 queries): (trees grown, fits)."""
+    curves, done, fits = [], 0, 0
+    while True:
+        more = next_round(curves, done, settings)
+        assert more >= 1
+        piece = [({5: full[done:done + more] * 3, 10: full[done:done + more] * 3}, 3),
+                 ({5: full[done:done + more], 10: full[done:done + more]}, 1)]
+        curves = piece if not curves else [({k: np.concatenate([c[k], m[k]]) for k in c}, n)
+                                           for (c, n), (m, _) in zip(curves, piece, strict=True)]
+        done, fits = done + more, fits + 1
+        if done >= settings.n_estimators or stopped(curves, settings):
+            return done, fits
+
+
+@pytest.mark.parametrize("curve", [
+    [0.7, *[0.6] * 60],  # the first tree stays the best (the bench's best iteration 1)
+    [0.5, 0.6, 0.6, 0.55, 0.58, 0.59, 0.61, *[0.4] * 50],  # improves after a plateau
+    list(np.linspace(0.3, 0.6, 61)),  # never stops improving: n_estimators binds
+])
+def test_rounds_grow_the_trees_local_early_stopping_grows(curve: list[float]) -> None:
+    """Each round grows the fewest trees after which training could end: the Dask loop grows exactly the
+    trees LightGBM's early stopping grows (best iteration + early_stopping_rounds, at most n_estimators)."""
+    full = np.asarray(curve)
+    settings = RankerSettings(n_estimators=40, early_stopping_rounds=5)
+    grown, fits = _grow(full, settings)
+    assert grown == min(early_stopping_iteration(full[:40], 5) + 5, 40)
+    if curve[0] == 0.7:
+        assert fits == 1  # one fit of 6 trees, where rounds of 5 took two fits and 10 trees
+    assert _grow(full, settings.model_copy(update={"early_stopping_rounds": None})) == (40, 1)
 
 
 def test_partition_curve_is_the_ndcg_of_each_iteration() -> None:
