@@ -98,12 +98,12 @@ class TreeRSS:
         self.cpu_seconds = round(alive + self._ended() - self._ended_before, 1)
 
 
-def run_dask(uri: str, mapping: Path, feature_days_per_task: int | None = None) -> dict[str, Any]:
+def run_dask(uri: str, mapping: Path, days_per_task: int | None = None) -> dict[str, Any]:
     from distributed import LocalCluster
 
     memory_limit = os.environ.get("RL_BENCH_WORKER_MEMORY", "auto")
-    if feature_days_per_task is not None:
-        os.environ["RANKLOOP_EXECUTOR__FEATURE_DAYS_PER_TASK"] = str(feature_days_per_task)
+    if days_per_task is not None:
+        os.environ["RANKLOOP_EXECUTOR__DAYS_PER_TASK"] = str(days_per_task)
 
     import flows.executors  # noqa: F401 - imports are not the flow's time
     from flows.weekly import weekly_retrain
@@ -131,8 +131,8 @@ def run_local(uri: str, mapping: Path) -> dict[str, Any]:
 
 
 VARIANTS = {"local": run_local, "dask": run_dask,
-            # the feature tasks one query day each, as before executor.feature_days_per_task (its default is 7)
-            "dask_per_day": lambda uri, mapping: run_dask(uri, mapping, feature_days_per_task=1)}
+            # the feature tasks one query day each, as before executor.days_per_task (its default is 7)
+            "dask_per_day": lambda uri, mapping: run_dask(uri, mapping, days_per_task=1)}
 
 
 def worker(variant: str, uri: str, rows: int) -> dict[str, Any]:

@@ -50,7 +50,7 @@ class LocalStages:
 
 
 # The per-day stages on the cluster (rankloop.distributed): mapped tasks the DaskTaskRunner sends to workers.
-extract_day = stage_task(distributed.extract_day, "extract-day", transient_retries=2)
+extract_block = stage_task(distributed.extract_block, "extract-days", transient_retries=2)
 combine_days = stage_task(distributed.combine_extracts, "combine-extracts", transient_retries=2)
 validate_days = stage_task(distributed.validate_partitioned, "validate")  # a contract failure is never retried
 cut_by_user = stage_task(distributed.bucket_days, "labels-cut")
@@ -99,9 +99,9 @@ class DaskStages:
         self._valid: distributed.PartitionedValidated | None = None
 
     def extract(self, settings: Settings, start: datetime, end: datetime) -> stages.Extracted:
-        windows = distributed.day_windows(start, end)
-        days = extract_day.map(unmapped(settings), [w[0] for w in windows], [w[1] for w in windows])
-        self._extract = combine_days(settings, [f.result() for f in days], start, end)
+        windows = distributed.block_windows(start, end, settings.executor.days_per_task)
+        blocks = extract_block.map(unmapped(settings), [w[0] for w in windows], [w[1] for w in windows])
+        self._extract = combine_days(settings, [f.result() for f in blocks], start, end)
         return self._extract.extracted
 
     def validate(self, settings: Settings, extracted: stages.Extracted, start: datetime, end: datetime,
@@ -114,14 +114,14 @@ class DaskStages:
                       end: datetime, workdir: Path) -> stages.Dataset:
         valid = self._partitions("_valid", validated, "validated")
         columns = distributed.label_columns(valid.valid_paths)
-        cut = cut_by_user.map(distributed.feature_blocks(list(valid.valid_paths), settings.executor.feature_days_per_task),
+        cut = cut_by_user.map(distributed.feature_blocks(list(valid.valid_paths), settings.executor.days_per_task),
                               unmapped(valid.valid_paths),
                               unmapped(distributed.label_bucket_count(settings, len(valid.valid_paths))),
                               unmapped(columns), unmapped(workdir))
         inputs = distributed.bucket_inputs([day for f in cut for day in f.result()])
         labels = label_users.map(unmapped(settings), list(inputs), list(inputs.values()), unmapped(workdir))
         labelled = combine_labels(settings, [f.result() for f in labels], extracted, workdir)
-        blocks = distributed.feature_blocks(list(labelled.impression_paths), settings.executor.feature_days_per_task)
+        blocks = distributed.feature_blocks(list(labelled.impression_paths), settings.executor.days_per_task)
         parts = featurise_days.map(unmapped(settings), blocks, unmapped(labelled), unmapped(valid.valid_paths),
                                    unmapped(workdir))
         return split_days(settings, [part for f in parts for part in f.result()], labelled, end, workdir)

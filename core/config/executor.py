@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 
 class ExecutorSettings(BaseModel):
@@ -35,17 +35,18 @@ class ExecutorSettings(BaseModel):
     local_cluster_workers: int = Field(default=2, ge=1, description="Workers of the LocalCluster started when no address is given.")
     threads_per_worker: int = Field(default=1, ge=1, description="Threads per worker of that LocalCluster.")
     memory_limit: str = Field(default="auto", description="Memory limit per worker of that LocalCluster (Dask syntax, e.g. '4GiB').")
-    feature_days_per_task: int = Field(
-        default=7, ge=1,
-        description="Query days whose features one Dask task builds: the task reads and indexes the events up to "
-        "them once. More days per task: less history re-read in all (a 35-day window re-reads it 35 times at 1); "
-        "fewer: more tasks to spread over the workers. The labels' cut by user takes blocks of as many days. "
-        "Results do not depend on it.",
+    days_per_task: int = Field(
+        default=7, ge=1, validation_alias=AliasChoices("days_per_task", "feature_days_per_task"),
+        description="Consecutive UTC days one Dask task works on: the extraction snapshots a block of days in one "
+        "query, the labels' cut by user reads a block, a feature task builds a block's query days after reading and "
+        "indexing the events up to them once. More days per task: fewer queries and less history re-read in all "
+        "(a 35-day window re-reads it 35 times at 1); fewer: more tasks to spread over the workers. Results do not "
+        "depend on it. Also read under its former name feature_days_per_task.",
     )
     label_buckets: int = Field(
         default=0, ge=0,
         description="Tasks the Dask labels run in: each labels the whole window's events of one share of the users "
-        "(hashed user_id; every label is a function of one user's events). 0: one per feature_days_per_task days of "
+        "(hashed user_id; every label is a function of one user's events). 0: one per days_per_task days of "
         "the window (a task holds about that many days of rows). Results do not depend on it.",
     )
     partitioning: Literal["day"] = Field(
@@ -82,7 +83,7 @@ def executor_summary(settings: ExecutorSettings) -> dict[str, Any]:
     """What a run records about its executor (params, tags, summary): no credentials."""
     out: dict[str, Any] = {"kind": settings.kind, "partitioning": settings.partitioning}
     if settings.kind == "dask":
-        out["feature_days_per_task"] = settings.feature_days_per_task
+        out["days_per_task"] = settings.days_per_task
         out["label_buckets"] = settings.label_buckets
         if settings.address:
             out["address"] = _redacted(settings.address)

@@ -118,11 +118,11 @@ def test_a_batch_over_the_threshold_stops_before_training_and_the_champion_stays
 def test_the_validate_task_is_never_retried() -> None:
     """Neither executor's contract task retries (a violation would be re-checked, never fixed), while
     their extractions do (a dropped connection is)."""
-    from flows.executors import extract_day, validate_days
+    from flows.executors import extract_block, validate_days
     from flows.weekly_tasks import extract, validate
 
     assert validate.retries == validate_days.retries == 0
-    assert extract.retries == extract_day.retries == 2
+    assert extract.retries == extract_block.retries == 2
 
 
 def test_transient_only_retries_io_but_never_a_contract_violation(prefect_api: None) -> None:

@@ -136,7 +136,8 @@ def test_a_completed_run_keeps_what_the_local_run_keeps(runs: dict[str, dict], h
     assert not list(dask.rglob("*.parquet.*.tmp"))
     digest = runs["dask"]["snapshot_digest"]
     assert (homes["dask"] / "snapshots" / "partitioned" / digest / "manifest.json").is_file()
-    assert len(list((homes["dask"] / "snapshots" / "partitioned" / digest / "parts").glob("*.parquet"))) == 35
+    # one snapshot per block of executor.days_per_task (7) days: 35 days, 5 blocks
+    assert len(list((homes["dask"] / "snapshots" / "partitioned" / digest / "parts").glob("*.parquet"))) == 5
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RANKLOOP_HOME", str(homes["dask"]))
         apply_environment(Settings())
@@ -155,6 +156,7 @@ def test_executor_recorded_in_mlflow(runs: dict[str, dict], homes: dict[str, Pat
     params = MlflowClient().get_run(runs["dask"]["run_id"]).data.params
     assert params["executor.kind"] == "dask"
     assert params["executor.address"].startswith("tcp://")
+    assert params["executor.days_per_task"] == "7"
 
 
 def test_feature_values_match_on_a_sample(runs: dict[str, dict], homes: dict[str, Path],
