@@ -14,6 +14,10 @@ a fresh subprocess with a fresh ``RANKLOOP_HOME``:
   ``distributed.LocalCluster`` (2 workers x 1 thread) started before the timed span; per-task seconds
   from the Prefect API (mapped tasks summed over their days: worker seconds, not wall), peak RSS of
   the driver and of the whole process tree (driver + nannies + workers, sampled every 50 ms).
+
+Both variants record ``memory``: the flow process's RSS sampled every 20 ms, its highest sample within
+each task's runs (``driver_rss_mb_by_task``; a worker task's figure is the driver's while it ran) and
+the tasks running at the highest sample (``driver_peak_during``).
 * ``dask_per_day``: the same with one query day per feature task (``RANKLOOP_EXECUTOR__FEATURE_DAYS_PER_TASK=1``,
   how the Dask features ran before that setting), for ``--variants local,dask,dask_per_day`` side by side.
 
@@ -39,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 import weekly as bw  # noqa: E402 - bench/weekly.py: the tables, the mapping copy, the environment, the local variant
-from measure import PeakRSS  # noqa: E402
+from measure import PeakRSS, RSSTrace  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -98,6 +102,27 @@ class TreeRSS:
         self.cpu_seconds = round(alive + self._ended() - self._ended_before, 1)
 
 
+def _task_spans() -> dict[str, list[tuple[float, float]]]:
+    """Per task name (mapped runs together), the (start, end) epoch seconds of its runs in the Prefect API."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    out: dict[str, list[tuple[float, float]]] = {}
+    for r in runs:
+        if r.start_time and r.end_time:
+            out.setdefault(r.name.rsplit("-", 1)[0], []).append((r.start_time.timestamp(), r.end_time.timestamp()))
+    return out
+
+
+def _driver_memory(trace: RSSTrace) -> dict[str, Any]:
+    """The flow process's sampled RSS per task span, and the tasks running at its highest sample."""
+    spans = _task_spans()
+    at, peak = trace.peak_moment()
+    return {"driver_rss_mb_by_task": trace.peaks_by_span(spans), "driver_sampled_peak_mb": peak,
+            "driver_peak_during": sorted(name for name, ranges in spans.items() if any(a <= at <= b for a, b in ranges))}
+
+
 def run_dask(uri: str, mapping: Path, days_per_task: int | None = None) -> dict[str, Any]:
     from distributed import LocalCluster
 
@@ -115,19 +140,20 @@ def run_dask(uri: str, mapping: Path, days_per_task: int | None = None) -> dict[
 
         with PeakRSS() as server, get_client(sync_client=True) as client:
             client.api_healthcheck()
-        with TreeRSS() as tree, PeakRSS() as rss:
+        with TreeRSS() as tree, PeakRSS() as rss, RSSTrace() as trace:
             summary = weekly_retrain(window_end=bw.END.date(), source_uri=uri, mapping=str(mapping), force=True)
     return {"end_to_end": rss.figures() | {"tree_peak_rss_mb": round(tree.peak / 2**20),
                                             "tree_cpu_seconds": tree.cpu_seconds}, "worker_memory_limit": memory_limit,
-            "server_start": server.figures(), "tasks": bw._task_seconds(), "summary": bw._brief(summary)}
+            "server_start": server.figures(), "tasks": bw._task_seconds(), "summary": bw._brief(summary),
+            "memory": _driver_memory(trace)}
 
 
 def run_local(uri: str, mapping: Path) -> dict[str, Any]:
     """``bench/weekly.py``'s ``prefect`` variant, with the CPU seconds of its process tree as the Dask variant's."""
-    with TreeRSS() as tree:
+    with TreeRSS() as tree, RSSTrace() as trace:
         out = bw.run_prefect(uri, mapping)
     out["end_to_end"] |= {"tree_peak_rss_mb": round(tree.peak / 2**20), "tree_cpu_seconds": tree.cpu_seconds}
-    return out
+    return out | {"memory": _driver_memory(trace)}
 
 
 VARIANTS = {"local": run_local, "dask": run_dask,

@@ -77,3 +77,44 @@ class PeakRSS:
         return {"seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2),
                 "base_rss_mb": round(self.base / 2**20), "peak_rss_mb": round(self.peak / 2**20),
                 "peak_source": "VmHWM" if self.exact else "sampled every 20 ms"}
+
+
+class RSSTrace:
+    """This process's RSS every ``interval_s`` seconds through a ``with`` block: ``samples`` of
+    (epoch seconds, bytes). A sampled lower bound (a spike between two samples is missed): for saying
+    *when* the peak happens, beside :class:`PeakRSS`'s exact figure."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, int]] = []
+
+    def __enter__(self) -> RSSTrace:
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append((time.time(), self._process.memory_info().rss))
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peaks_by_span(self, spans: dict[str, list[tuple[float, float]]]) -> dict[str, int]:
+        """Per name, the highest sampled RSS (MB) inside any of its (start, end) epoch-second spans."""
+        out = {}
+        for name, ranges in spans.items():
+            inside = [rss for t, rss in self.samples if any(a <= t <= b for a, b in ranges)]
+            if inside:
+                out[name] = round(max(inside) / 2**20)
+        return out
+
+    def peak_moment(self) -> tuple[float, int]:
+        """(epoch seconds, MB) of the highest sample."""
+        t, rss = max(self.samples, key=lambda s: s[1])
+        return t, round(rss / 2**20)
