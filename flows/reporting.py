@@ -8,10 +8,11 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from core.settings import Settings
 from rankloop import ops, stages
 
 
-def publish(settings: Any, summary: dict[str, Any], markdown: str, description: str = "RankLoop weekly retrain") -> None:
+def publish(settings: Settings, summary: dict[str, Any], markdown: str, description: str = "RankLoop weekly retrain") -> None:
     """Log the verdict, publish the summary artifact and notify when the gate needs attention."""
     logger = get_run_logger()
     logger.info("ranker v%s %s (test NDCG@10 %.4f, champion %s -> %s)", summary["version"], summary["verdict"],
@@ -22,8 +23,8 @@ def publish(settings: Any, summary: dict[str, Any], markdown: str, description: 
         ops.notify(settings, summary)
 
 
-def report_failure(settings: Any, ctx: stages.RunContext, stage: str, exc: BaseException,
-                   extra: dict[str, Any] | None = None, label: str = "weekly retrain") -> None:
+def report_failure(settings: Settings, ctx: stages.RunContext, stage: str, exc: BaseException,
+                   extra: dict[str, Any] | None = None) -> None:
     """The failed run's summary (credentials scrubbed; a failed contract's report, quarantine and MLflow
     run) as an artifact and a notification; ``extra`` joins the summary (the run's executor)."""
     from core.errors import ContractViolation
@@ -37,10 +38,10 @@ def report_failure(settings: Any, ctx: stages.RunContext, stage: str, exc: BaseE
         summary.update(details.get("counts") or {}, quarantined_reasons=details.get("reasons"),
                        **{k: details.get(k) for k in ("failed_expectations", "report_path", "quarantine_path",
                                                       "mlflow_run_id")})
-    get_run_logger().error("%s failed at stage %s: %s", label, stage, summary["error"])
+    get_run_logger().error("weekly retrain failed at stage %s: %s", stage, summary["error"])
     try:
         create_markdown_artifact(ops.summary_markdown(summary), key="weekly-retrain-summary",
-                                 description=f"RankLoop {label} (failed)")
+                                 description="RankLoop weekly retrain (failed)")
         if details.get("report_markdown"):
             create_markdown_artifact(details["report_markdown"], key="contract-report",
                                      description="RankLoop data contract report (failed)")

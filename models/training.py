@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -163,10 +163,33 @@ class SplitFiles:
         return read_matrix(self.paths[part], columns, rows)
 
 
-def relevant(split: Any, part: str, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+@runtime_checkable
+class SplitParts(Protocol):
+    """What the weekly stages read of a time split however it is stored: :class:`SplitFiles` (the local
+    run: one file per part) or ``rankloop.distributed.PartitionedSplit`` (Dask: files per query day)."""
+
+    paths: dict[str, Path]
+    valid_start: datetime
+    test_start: datetime
+
+    def sizes(self) -> dict[str, int]:
+        """Rows and queries per part."""
+        ...
+
+    def read(self, part: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """``columns`` of one part, queries contiguous."""
+        ...
+
+    def read_matrix(self, part: str, columns: list[str], rows: np.ndarray | None = None
+                    ) -> tuple[pd.DataFrame, dict[str, str]]:
+        """``columns`` of one part as the matrix LightGBM reads (:func:`read_matrix`)."""
+        ...
+
+
+def relevant(split: SplitParts, part: str, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
     """The rows of ``split``'s ``part`` whose query has a relevant item (label > 0; NDCG is undefined for
     the rest, as :func:`with_positive_label`): ``columns`` of them, and their mask over the part's rows
-    (for ``read_matrix``). ``split``: anything with ``read(part, columns)``."""
+    (for ``read_matrix``)."""
     keys = split.read(part, list(dict.fromkeys(["query_id", "label", *columns])))
     mask = positive_query_rows(keys)
     return keys.loc[mask, list(columns)].reset_index(drop=True), mask

@@ -192,7 +192,7 @@ class PartitionedValidated:
     """The local contract stage's ``validated`` (what recording, the gate and the tables read) and its
     valid rows written per day (what the labels and the feature partitions read)."""
 
-    validated: Any  # rankloop.stages.Validated
+    validated: stages.Validated
     valid_paths: dict[date, Path] = field(default_factory=dict)
 
     def load_events(self, columns: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:

@@ -33,6 +33,7 @@ from core.version import code_version
 
 if TYPE_CHECKING:
     from data_contracts.validate import ContractResult
+    from models.training import SplitParts
     from rankloop.promotion import Candidate
     from registry.loader import LoadedModel
 
@@ -91,7 +92,7 @@ SPLIT_KEY_COLUMNS = ("query_id", "user_id", "item_id", "ts", "position", "propen
 class Dataset:
     """Impressions with labels and features, split by time (one Parquet file per part)."""
 
-    split: Any  # models.training.SplitFiles
+    split: SplitParts  # models.training.SplitFiles here, rankloop.distributed.PartitionedSplit on Dask
     feature_set: str
     feature_set_hash: str
     features: tuple[str, ...]

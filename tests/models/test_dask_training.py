@@ -60,6 +60,9 @@ def _dataset(tmp: Path) -> object:
     split = PartitionedSplit(train=tuple(part(i) for i in range(9)), valid=(part(9), part(10)), test=_day(11),
                              valid_start=datetime(2026, 10, 10, tzinfo=UTC), test_start=datetime(2026, 10, 12, tzinfo=UTC),
                              paths={"test": test.path})
+    from models.training import SplitParts
+
+    assert isinstance(split, SplitParts)  # the Dask split reads as the local one where the stages share code
     return stages.Dataset(split=split, feature_set="test", feature_set_hash="test", features=FEATURES, impressions=0)
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from models.training import cap_mask, cap_queries, split_rows, time_split, write_split
+from models.training import SplitParts, cap_mask, cap_queries, split_rows, time_split, write_split
 
 END = datetime(2026, 11, 16, tzinfo=UTC)
 
@@ -47,6 +47,7 @@ def test_split_files_hold_time_split_frames(tmp_path, saved):
         pdt.assert_frame_equal(got, getattr(expected, part), check_dtype=False)
         assert {c: str(got[c].dtype) for c in features} == {"f_count": "int32", "f_rate": "float32", "f_code": "int16"}
     assert files.sizes() == expected.sizes()
+    assert isinstance(files, SplitParts)  # what rankloop.stages.Dataset.split is typed as
     assert (files.valid_start, files.test_start) == (expected.valid_start, expected.test_start)
     assert list(files.read("test", ["query_id", "f_rate"]).columns) == ["query_id", "f_rate"]
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["test.parquet", "train.parquet", "valid.parquet"]
