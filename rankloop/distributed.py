@@ -60,8 +60,10 @@ log = logging.getLogger(__name__)
 
 # --- files -------------------------------------------------------------------------------------
 def _write_table(table: pa.Table, path: Path) -> Path:
-    """``table`` as Parquet (zstd), atomically."""
-    return write_parquet(table, path)
+    """``table`` as Parquet, atomically: lz4, as ``core.atomic.write_parquet`` has it for intermediates read back
+    within the run (every file written here is one, :data:`INTERMEDIATES`); for a day of 93 feature columns
+    lz4 wrote in 0.68x and read in 0.47x zstd's time."""
+    return write_parquet(table, path, compression="lz4")
 
 
 def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
