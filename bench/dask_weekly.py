@@ -18,6 +18,7 @@ a fresh subprocess with a fresh ``RANKLOOP_HOME``:
 Both variants record ``memory``: the flow process's RSS sampled every 20 ms, its highest sample within
 each task's runs (``driver_rss_mb_by_task``; a worker task's figure is the driver's while it ran) and
 the tasks running at the highest sample (``driver_peak_during``).
+* ``dask:<n>``: the same with ``executor.days_per_task`` = n (``--variants local,dask,dask:18`` side by side).
 * ``dask_per_day``: the same with one query day per feature task (``RANKLOOP_EXECUTOR__FEATURE_DAYS_PER_TASK=1``,
   how the Dask features ran before that setting), for ``--variants local,dask,dask_per_day`` side by side.
 
@@ -165,6 +166,8 @@ def worker(variant: str, uri: str, rows: int) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix=f"rl-dask-weekly-{variant}-"))
     mapping = bw.mapping_file(home, rows)
     bw._environment(home / "home", uri, mapping)
+    if variant.startswith("dask:"):  # dask:<n>: executor.days_per_task = n
+        return run_dask(uri, mapping, days_per_task=int(variant.split(":", 1)[1])) | {"home": str(home)}
     return VARIANTS[variant](uri, mapping) | {"home": str(home)}
 
 
@@ -172,13 +175,14 @@ def spawn(variant: str, uri: str, rows: int) -> dict[str, Any]:
     before, started = os.getloadavg(), time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--worker", variant, "--rows", str(rows), "--uri", uri],
                          capture_output=True, text=True)
+    log = Path(tempfile.gettempdir()) / f"rl-dask-weekly-{variant}-{rows}.stderr.log"  # the run's log lines, kept
+    log.write_text(out.stderr)
     if out.returncode != 0:
-        log = Path(tempfile.gettempdir()) / f"rl-dask-weekly-{variant}-{rows}.stderr.log"
-        log.write_text(out.stderr)
         raise RuntimeError(f"{variant} at {rows} rows failed (whole stderr: {log}):\n{out.stderr[-5000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["loadavg_before"], result["loadavg_after"] = before, os.getloadavg()
     result["subprocess_seconds"] = round(time.perf_counter() - started, 1)
+    result["stderr_log"] = str(log)
     return result
 
 
