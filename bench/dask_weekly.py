@@ -131,16 +131,19 @@ def run_dask(uri: str, mapping: Path, days_per_task: int | None = None) -> dict[
     if days_per_task is not None:
         os.environ["RANKLOOP_EXECUTOR__DAYS_PER_TASK"] = str(days_per_task)
 
+    from prefect.client.orchestration import get_client
+
     import flows.executors  # noqa: F401 - imports are not the flow's time
     from flows.weekly import weekly_retrain
 
+    with PeakRSS() as server, get_client(sync_client=True) as client:
+        client.api_healthcheck()
+        api_url = str(client.api_url).rstrip("/")
+    # The workers report to this process's Prefect API, as an existing cluster's workers must be told to
+    # (docs/scale-out.md); until stop 33 they were not, and each started a temporary server of its own.
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      memory_limit=memory_limit) as cluster:
+                      memory_limit=memory_limit, env={"PREFECT_API_URL": api_url}) as cluster:
         os.environ.update(RANKLOOP_EXECUTOR__KIND="dask", RANKLOOP_EXECUTOR__ADDRESS=cluster.scheduler_address)
-        from prefect.client.orchestration import get_client
-
-        with PeakRSS() as server, get_client(sync_client=True) as client:
-            client.api_healthcheck()
         with TreeRSS() as tree, PeakRSS() as rss, RSSTrace() as trace:
             summary = weekly_retrain(window_end=bw.END.date(), source_uri=uri, mapping=str(mapping), force=True)
     return {"end_to_end": rss.figures() | {"tree_peak_rss_mb": round(tree.peak / 2**20),

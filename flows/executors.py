@@ -166,10 +166,16 @@ def scheduler_address() -> str:
 
 
 def dask_task_runner(settings: Settings) -> Any:
-    """prefect-dask's task runner for ``settings.executor`` (an existing scheduler, or a LocalCluster)."""
+    """prefect-dask's task runner for ``settings.executor`` (an existing scheduler, or a LocalCluster whose
+    workers report to this process's Prefect API: ``ExecutorSettings.task_runner_kwargs``)."""
+    from prefect.client.orchestration import get_client
     from prefect_dask import DaskTaskRunner
 
-    return DaskTaskRunner(**settings.executor.task_runner_kwargs())
+    api_url = None
+    if not settings.executor.address:
+        with get_client(sync_client=True) as client:  # the API in use: configured, a test harness's, or temporary
+            api_url = str(client.api_url).rstrip("/")
+    return DaskTaskRunner(**settings.executor.task_runner_kwargs(api_url=api_url))
 
 
 def on_dask_runner() -> bool:

@@ -62,13 +62,21 @@ class ExecutorSettings(BaseModel):
             raise ValueError(f"executor.address must be a scheduler URL such as tcp://host:8786, got {_redacted(self.address)!r}")
         return self
 
-    def task_runner_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of prefect_dask.DaskTaskRunner for this executor."""
+    def task_runner_kwargs(self, api_url: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of prefect_dask.DaskTaskRunner for this executor.
+
+        ``api_url``: the Prefect API the flow reports to, given to the workers of the LocalCluster started
+        here (``PREFECT_API_URL`` in their environment). Without it a worker that cannot see the flow's API
+        (a temporary one, or one set in a settings context rather than the environment) starts a
+        temporary Prefect server of its own on first task, against the same database. An existing
+        cluster's workers must be given the API by whoever runs them (docs/scale-out.md)."""
         if self.address:
             return {"address": self.address}
-        return {"cluster_class": "distributed.LocalCluster",
-                "cluster_kwargs": {"n_workers": self.local_cluster_workers, "threads_per_worker": self.threads_per_worker,
-                                   "memory_limit": self.memory_limit, "processes": True}}
+        cluster: dict[str, Any] = {"n_workers": self.local_cluster_workers, "threads_per_worker": self.threads_per_worker,
+                                   "memory_limit": self.memory_limit, "processes": True}
+        if api_url:
+            cluster["env"] = {"PREFECT_API_URL": api_url}
+        return {"cluster_class": "distributed.LocalCluster", "cluster_kwargs": cluster}
 
 
 def _redacted(address: str) -> str:
