@@ -438,19 +438,22 @@ def feature_blocks(days: list[date], days_per_task: int) -> list[list[date]]:
 
 @dataclass(frozen=True)
 class PartitionedSplit:
-    """Train/valid/test by query day: train and valid stay as files; the test week is loaded."""
+    """Train/valid/test by query day: train and valid as day files, the test week as one file (``paths["test"]``,
+    queries contiguous), read when a stage needs it: until stop 33 the test week was held loaded in the flow's
+    process from the split to the end of the run (the Dask driver's peak at 10M, during drift)."""
 
     train: tuple[FeaturePart, ...]
     valid: tuple[FeaturePart, ...]
-    test: pd.DataFrame
     valid_start: datetime
     test_start: datetime
-    paths: dict[str, Path] = field(default_factory=dict)  # "test": the test week as one file
+    paths: dict[str, Path]  # "test": the test week
+    test_rows: int
+    test_queries: int
 
     def read(self, part: str, columns: list[str] | None = None) -> pd.DataFrame:
         """``columns`` of one part ("train", "valid" or "test"), queries contiguous."""
         if part == "test":
-            return self.test if columns is None else self.test[list(columns)]
+            return _read_frames([self.paths["test"]], list(columns) if columns is not None else None)
         if part not in ("train", "valid"):
             raise ValueError(f"part must be 'train', 'valid' or 'test', got {part!r}")
         return _read_frames([p.path for p in getattr(self, part)], list(columns) if columns is not None else None)
@@ -470,7 +473,7 @@ class PartitionedSplit:
         for name, parts in (("train", self.train), ("valid", self.valid)):
             out[f"{name}_rows"] = sum(p.rows for p in parts)
             out[f"{name}_queries"] = sum(len(p.groups) for p in parts)
-        out["test_rows"], out["test_queries"] = len(self.test), int(self.test["query_id"].nunique())
+        out["test_rows"], out["test_queries"] = self.test_rows, self.test_queries
         return out
 
 
@@ -492,8 +495,9 @@ def partitioned_dataset(settings: Settings, parts: list[FeaturePart], labelled: 
                          f"{test_start.isoformat()}, valid from {valid_start.isoformat()}")
     test = contiguous(_read_frames([p.path for p in test_parts]))
     test_path = _write_frame(test, workdir / "features" / "test-week" / "test.parquet")
-    split = PartitionedSplit(train=train, valid=valid, test=test, valid_start=valid_start, test_start=test_start,
-                             paths={"test": test_path})
+    split = PartitionedSplit(train=train, valid=valid, valid_start=valid_start, test_start=test_start,
+                             paths={"test": test_path}, test_rows=len(test), test_queries=int(test["query_id"].nunique()))
+    del test
     return stages.Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
                           impressions=labelled.impressions, protocol=labelled.protocol)
 

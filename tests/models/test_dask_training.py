@@ -56,10 +56,10 @@ def _dataset(tmp: Path) -> object:
         frame.to_parquet(path, index=False)
         return FeaturePart(day=day, path=path, rows=len(frame), groups=group_sizes(frame))
 
-    test = part(11)  # the test week as partitioned_dataset writes it: loaded, and one file
-    split = PartitionedSplit(train=tuple(part(i) for i in range(9)), valid=(part(9), part(10)), test=_day(11),
+    test = part(11)  # the test week as partitioned_dataset writes it: one file
+    split = PartitionedSplit(train=tuple(part(i) for i in range(9)), valid=(part(9), part(10)),
                              valid_start=datetime(2026, 10, 10, tzinfo=UTC), test_start=datetime(2026, 10, 12, tzinfo=UTC),
-                             paths={"test": test.path})
+                             paths={"test": test.path}, test_rows=test.rows, test_queries=len(test.groups))
     from models.training import SplitParts
 
     assert isinstance(split, SplitParts)  # the Dask split reads as the local one where the stages share code
