@@ -128,7 +128,20 @@ def test_early_stopping_grows_trees_in_rounds_and_keeps_a_single_fits_trees(clie
                                        tmp_path / "rounds", client)
     grown, best = stopped.params["trees_trained"], stopped.best_iteration
     assert grown == best + 5 < 300  # stopped where LightGBM's early stopping stops
-    assert 1 <= stopped.params["fit_rounds"] <= grown
+    # The fits the loop made: each round grew next_round's trees on the curve so far (the curve recorded is
+    # the whole one: best + 5 trees)
+    from models.dask_ranker import next_round
+    from models.dask_ranker import stopped as has_stopped
+
+    settings = _settings(n_estimators=300, early_stopping_rounds=5, **exact).ranker
+    whole = {k: np.asarray(stopped.evals_result["valid"][f"ndcg@{k}"]) for k in (5, 10)}
+    done, fits = 0, 0
+    while True:
+        done += next_round([({k: v[:done] for k, v in whole.items()}, 1)] if done else [], done, settings)
+        fits += 1
+        if done >= 300 or has_stopped([({k: v[:done] for k, v in whole.items()}, 1)], settings):
+            break
+    assert (done, fits) == (grown, stopped.params["fit_rounds"])
     curve = stopped.evals_result["valid"]["ndcg@10"]
     assert early_stopping_iteration(curve, 5) == best and len(curve) == best + 5
     assert "[num_iterations: 300]" in stopped.model_path.read_text()  # the configured trees, as a local model reads
