@@ -26,7 +26,7 @@ _EVENT_COLUMNS = ("user_id", "item_id", "event_type", "ts")
 # Features of one grain share timelines; computing them together bounds memory.
 _GRAIN_ORDER = ("context", "impression", "item", "user_item", "user", "user_category")
 # user_category features also read a user total (uc_engage_share_28d): its values outlive the user grain.
-_KEPT_COUNTS = frozenset({("user", ENGAGE, 28)})
+KEPT_COUNTS = frozenset({("user", ENGAGE, 28)})
 
 
 def event_columns(users: pd.DataFrame | None = None) -> tuple[str, ...]:
@@ -94,22 +94,46 @@ def iter_features(impressions: pd.DataFrame, events: pd.DataFrame, *, items: pd.
 
 
 def _iter(impressions: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...], items: pd.DataFrame | None,
-          users: pd.DataFrame | None, settings: FeatureSettings) -> Iterator[tuple[str, np.ndarray]]:
+          users: pd.DataFrame | None, settings: FeatureSettings,
+          given: dict[Any, np.ndarray] | None = None) -> Iterator[tuple[str, np.ndarray]]:
     _check(impressions, _QUERY_COLUMNS, "impressions")
     _check(events, _EVENT_COLUMNS, "events")
     _check_windows(names, settings)
     specs = _ordered(names)
     # Which memoised aggregate each feature reads, from the same features over a few rows first.
     probe = BuildContext(impressions.iloc[:_PROBE_ROWS].copy(), events.iloc[:_PROBE_ROWS].copy(), items, users,
-                         settings, kept_counts=_KEPT_COUNTS)
+                         settings, kept_counts=KEPT_COUNTS)
     last_use = _last_uses(probe, specs)
     del probe
-    return _columns(BuildContext(impressions, events, items, users, settings, kept_counts=_KEPT_COUNTS), specs,
-                    last_use)
+    return _columns(BuildContext(impressions, events, items, users, settings, kept_counts=KEPT_COUNTS,
+                                 given=dict(given or {})), specs, last_use)
 
 
 # Rows of the impressions and events the memo probe computes the features on.
 _PROBE_ROWS = 2_000
+
+
+def iter_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...], *,
+                 items: pd.DataFrame | None = None, users: pd.DataFrame | None = None, settings: FeatureSettings,
+                 given: dict[Any, np.ndarray] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """:func:`iter_features` for registered features by name, the builder ``given`` aggregates made elsewhere
+    (``BuildContext.given``: what a build by key bucket is given from the whole window)."""
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise KeyError(f"unregistered feature(s) {unknown}; `rankloop features` lists the registered ones")
+    return _iter(impressions, events, tuple(names), items, users, settings, given=given)
+
+
+def keys_read(impressions: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...], *,
+              items: pd.DataFrame | None = None, users: pd.DataFrame | None = None,
+              settings: FeatureSettings) -> set[Any]:
+    """The memoised aggregates (and event columns) the features ``names`` read, from the builder's probe
+    (the features computed on a few rows: the keys name aggregates, not data)."""
+    _check(impressions, _QUERY_COLUMNS, "impressions")
+    _check(events, _EVENT_COLUMNS, "events")
+    probe = BuildContext(impressions.iloc[:_PROBE_ROWS].copy(), events.iloc[:_PROBE_ROWS].copy(), items, users,
+                         settings, kept_counts=KEPT_COUNTS)
+    return set(_last_uses(probe, _ordered(tuple(names))))
 
 
 def _ordered(names: tuple[str, ...]) -> list[FeatureSpec]:

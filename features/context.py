@@ -130,8 +130,14 @@ class BuildContext:
     # Counts (grain, what, window_days) whose per-query values are kept once made (a later grain reads them:
     # 8 bytes a query instead of the grain's timeline and prefix sums held across the release).
     kept_counts: frozenset[tuple[str, str, int | None]] = frozenset()
+    # Aggregates made elsewhere, aligned with these queries or events (a build by key bucket is given what
+    # is summed over the whole window: ``features.partitioned``); kept until forgotten, never made here.
+    given: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        self._given_keys = frozenset(self.given)
+        self._kept.update(self.given)
+        self.given = {}  # held in _kept only: forgetting one frees it
         user_ids = [] if self.users is None else [self.users["user_id"]]
         self.q_user, self.ev_user, *table_user = _codes(self.queries["user_id"], self.events["user_id"], *user_ids)
         self.n_users = int(max(self.q_user.max(initial=-1), self.ev_user.max(initial=-1),
@@ -181,6 +187,8 @@ class BuildContext:
             self.trace(key)
         store = self._kept if keep else self._cache
         if key not in store:
+            if key in self._given_keys:  # forgotten after what the probe saw as its last reader
+                raise RuntimeError(f"the given aggregate {key!r} was read after its last reader")
             store[key] = make()
         return store[key]
 

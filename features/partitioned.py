@@ -13,10 +13,15 @@ returns for the same impressions: every feature is a function of (impression, ev
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from core.config.features import FeatureSettings
 from features.build import build_features
@@ -88,3 +93,149 @@ def build_partition(impressions: pd.DataFrame, events: pd.DataFrame, *, items: p
     X = build_features(impressions, events, items=items, users=users, settings=settings, feature_set=feature_set)
     frame = pd.concat([impressions[list(ID_COLUMNS)], X], axis=1)
     return contiguous(frame)
+
+
+# --- features by key bucket (the local build's bounded working set) -------------------------------------------
+#
+# A feature of the user, user_item or user_category grain reads the events of the query's user only; one of the
+# item grain, the events of the query's item only; apart from a few aggregates over *every* event before t (the
+# global past click-through that smooths the rates, the position click-through curve behind the position-bias
+# ratios) and the exposure mask. So the users (items) can be hashed into buckets and each bucket's impressions
+# built from that bucket's events alone, given those few window-wide aggregates: the same values, with a
+# working set of one bucket's timelines instead of the window's (tests/features/test_partitioned.py).
+
+# The column that keys each grain's events (a grain not listed is built over the whole window).
+KEY_OF_GRAIN: dict[str, str] = {"user": "user_id", "user_item": "user_id", "user_category": "user_id",
+                                "item": "item_id"}
+# Features of a keyed grain that read other keys' events: the item-item co-occurrence scores count what *other*
+# users engaged with (built over the whole window).
+ACROSS_KEYS: frozenset[str] = frozenset({"ui_cooccur_sum", "ui_cooccur_mean", "ui_cooccur_max"})
+
+
+def key_groups(names: tuple[str, ...] | list[str]) -> dict[str | None, tuple[str, ...]]:
+    """``names`` by the column whose buckets can build them (None: only the whole window can), in order."""
+    from features.registry import REGISTRY
+
+    groups: dict[str | None, list[str]] = {}
+    for name in names:
+        key = None if name in ACROSS_KEYS else KEY_OF_GRAIN.get(REGISTRY[name].grain)
+        groups.setdefault(key, []).append(name)
+    return {k: tuple(v) for k, v in groups.items()}
+
+
+def key_buckets(values: pd.Series, buckets: int) -> np.ndarray:
+    """Per row, the bucket (0..buckets-1) of its key: a hash of the key's text, the same in every process (the
+    Dask labels' ``user_buckets``); a missing key goes to bucket 0."""
+    codes, uniques = pd.factorize(values)
+    of_value = pd.util.hash_pandas_object(pd.Series(np.asarray(uniques, dtype=object)).astype("string"),
+                                          index=False).to_numpy() % np.uint64(max(1, buckets))
+    return np.where(codes >= 0, of_value[np.maximum(codes, 0)].astype(np.int64) if len(of_value) else 0, 0)
+
+
+def is_window_aggregate(key: Any) -> bool:
+    """Whether a memo key names an aggregate over every event before t (or a per-event value made from one),
+    which a key bucket cannot make from its own events."""
+    from features.context import EXPOSURE
+
+    return isinstance(key, tuple) and len(key) == 2 and (
+        key[0] == "past_rate" or key == ("values", "position_weight") or key == ("mask", EXPOSURE))
+
+
+def window_aggregates(impressions: pd.DataFrame, events: pd.DataFrame, keys: set[Any], *,
+                      items: pd.DataFrame | None, users: pd.DataFrame | None,
+                      settings: FeatureSettings) -> tuple[dict[Any, np.ndarray], dict[Any, np.ndarray]]:
+    """The window-wide aggregates ``keys`` names (and always the exposure mask), made over all of ``events``:
+    (per query, aligned with ``impressions``; per event, aligned with ``events``)."""
+    from features import defs_activity
+    from features.build import KEPT_COUNTS
+    from features.context import EXPOSURE, BuildContext
+
+    ctx = BuildContext(impressions, events, items, users, settings, kept_counts=KEPT_COUNTS)
+    per_query, per_event = {}, {("mask", EXPOSURE): ctx.mask(EXPOSURE)}
+    for key in sorted((k for k in keys if is_window_aggregate(k)), key=repr):
+        if key[0] == "past_rate":
+            per_query[key] = defs_activity.past_rate(ctx, key[1])
+        elif key == ("values", "position_weight"):
+            defs_activity.position_weights(ctx)
+            per_event[key] = ctx.values("position_weight")
+    return per_query, per_event
+
+
+def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...], *,
+                       items: pd.DataFrame | None = None, users: pd.DataFrame | None = None,
+                       settings: FeatureSettings, buckets: int, scratch: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """``features.build.iter_columns`` of ``names`` with the keyed grains built one bucket of users (items) at a
+    time.
+
+    Yields ``(name, values)`` for every name, each aligned with ``impressions``' rows: the values of
+    ``iter_columns`` (exactly: counts and sums are integers; the window-wide aggregates are made once, over
+    every event, and handed to each bucket). A bucket's inputs and values wait in ``scratch`` (a temporary
+    folder, removed on the way out). With ``buckets <= 1`` it is ``iter_columns``.
+
+    The caller should hold no other reference to ``impressions`` and ``events``: they are cut into buckets
+    and dropped before the first bucket is built.
+    """
+    from features.build import iter_columns, keys_read
+    from features.registry import REGISTRY
+
+    groups = key_groups(names)
+    if buckets <= 1 or not any(k is not None for k in groups):
+        yield from iter_columns(impressions, events, tuple(names), items=items, users=users, settings=settings)
+        return
+    keyed = tuple(n for k, names in groups.items() if k is not None for n in names)
+    read = keys_read(impressions, events, keyed, items=items, users=users, settings=settings)
+    per_query, per_event = window_aggregates(impressions, events, read, items=items, users=users,
+                                             settings=settings)
+    if None in groups:
+        yield from iter_columns(impressions, events, groups[None], items=items, users=users, settings=settings)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".keyed.", suffix=".tmp") as tmp:
+        folder = Path(tmp)
+        cuts = {}  # key column -> per bucket (query rows, paths of its queries and events)
+        for key in (k for k in groups if k is not None):
+            q_bucket, e_bucket = key_buckets(impressions[key], buckets), key_buckets(events[key], buckets)
+            cuts[key] = []
+            for b in range(buckets):
+                q_rows, e_rows = np.flatnonzero(q_bucket == b), np.flatnonzero(e_bucket == b)
+                paths = (folder / f"{key}.{b}.queries.arrow", folder / f"{key}.{b}.events.arrow")
+                _spill_rows(impressions, q_rows, paths[0])
+                _spill_rows(events, e_rows, paths[1])
+                given = {k: v[q_rows] for k, v in per_query.items()} | {k: v[e_rows] for k, v in per_event.items()}
+                np.savez(folder / f"{key}.{b}.given.npz", *given.values())
+                cuts[key].append((q_rows, paths, list(given)))
+            del q_bucket, e_bucket
+        n_queries = len(impressions)
+        del impressions, events, per_query, per_event  # the buckets on disk hold them now
+        for key, parts in cuts.items():
+            for b, (_, (q_path, e_path), given_keys) in enumerate(parts):
+                given = _load_given(folder / f"{key}.{b}.given.npz", given_keys)
+                columns = iter_columns(_unspill(q_path), _unspill(e_path), groups[key], items=items, users=users,
+                                       settings=settings, given=given)
+                del given
+                for name, values in columns:
+                    np.save(folder / f"{name}.{b}.npy", values)
+                q_path.unlink()
+                e_path.unlink()
+            for name in groups[key]:
+                out = np.empty(n_queries, dtype=REGISTRY[name].dtype)
+                for b, (q_rows, _, _) in enumerate(parts):
+                    chunk = folder / f"{name}.{b}.npy"
+                    out[q_rows] = np.load(chunk)
+                    chunk.unlink()
+                yield name, out
+                del out
+
+
+def _spill_rows(frame: pd.DataFrame, rows: np.ndarray, path: Path) -> None:
+    table = pa.Table.from_pandas(frame.take(rows), preserve_index=False)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _unspill(path: Path) -> pd.DataFrame:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all().to_pandas()
+
+
+def _load_given(path: Path, keys: list[Any]) -> dict[Any, np.ndarray]:
+    with np.load(path) as stored:
+        return {key: stored[f"arr_{i}"] for i, key in enumerate(keys)}

@@ -251,7 +251,9 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
                   workdir: Path) -> Dataset:
     """Graded labels -> point-in-time features -> time split, written to ``<workdir>/data/split/<part>.parquet``."""
     import features
+    from core.config.executor import feature_buckets
     from features.labels import EVENT_COLUMNS as LABEL_COLUMNS
+    from features.partitioned import iter_keyed_columns
     from models.training import spill, split_rows, unspill, write_split
 
     items = extracted.items.to_pandas() if extracted.items is not None else None
@@ -279,8 +281,10 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     keys_path = spill(imps[list(SPLIT_KEY_COLUMNS)], parked / "keys.parquet")
     queries = imps[[c for c in features.QUERY_COLUMNS if c in imps.columns]]
     del imps  # the label-only columns (grade, policy_version) go
-    columns = features.iter_features(queries, events, items=items, users=users, settings=settings.features,
-                                     feature_set=fset.name)
+    # One bucket of users (items) at a time past executor.feature_bucket_rows events (features.partitioned).
+    buckets = feature_buckets(len(events), settings.executor.feature_bucket_rows)
+    columns = iter_keyed_columns(queries, events, fset.features, items=items, users=users, settings=settings.features,
+                                 buckets=buckets, scratch=parked)
     del events, queries, items, users  # the builder holds them now, and drops what it has coded
     # The ids it coded and dropped were Arrow-backed strings: their pages go back to the OS before the
     # features' working set grows (mimalloc keeps freed pages: ~1.2 GB at 10M rows, resident to the end).

@@ -49,6 +49,13 @@ class ExecutorSettings(BaseModel):
         "(hashed user_id; every label is a function of one user's events). 0: one per days_per_task days of "
         "the window (a task holds about that many days of rows). Results do not depend on it.",
     )
+    feature_bucket_rows: int = Field(
+        default=2_500_000, ge=0,
+        description="The local features stage builds the user- and item-keyed features one bucket of users (items) "
+        "at a time, each bucket about this many events of the window (hashed ids), given the few aggregates over "
+        "every event once: its working set is a bucket's, not the window's. 0: the whole window at once. Results do "
+        "not depend on it (features.partitioned).",
+    )
     partitioning: Literal["day"] = Field(
         default="day", description="How extraction, features and training partition the window: one partition per UTC day."
     )
@@ -87,9 +94,16 @@ def _redacted(address: str) -> str:
     return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
 
 
+def feature_buckets(events: int, bucket_rows: int) -> int:
+    """Key buckets of the local features stage for a window of ``events`` rows (``feature_bucket_rows``)."""
+    return 1 if bucket_rows <= 0 else max(1, -(-events // bucket_rows))
+
+
 def executor_summary(settings: ExecutorSettings) -> dict[str, Any]:
     """What a run records about its executor (params, tags, summary): no credentials."""
     out: dict[str, Any] = {"kind": settings.kind, "partitioning": settings.partitioning}
+    if settings.kind == "local":
+        out["feature_bucket_rows"] = settings.feature_bucket_rows
     if settings.kind == "dask":
         out["days_per_task"] = settings.days_per_task
         out["label_buckets"] = settings.label_buckets

@@ -72,3 +72,78 @@ def test_a_partition_without_its_history_differs() -> None:
     full = build_partition(part, events, items=None, users=None, settings=settings)
     cut = build_partition(part, alone, items=None, users=None, settings=settings)
     assert not np.array_equal(full["user_event_count_7d"].to_numpy(), cut["user_event_count_7d"].to_numpy())
+
+
+# --- features by key bucket --------------------------------------------------------------------------------------
+
+def _all_request_features() -> tuple[str, ...]:
+    from features.registry import REGISTRY
+
+    return tuple(n for n, s in REGISTRY.items() if s.known == "request")
+
+
+def _every_request_feature() -> tuple[str, ...]:
+    from features.registry import REGISTRY
+
+    return tuple(n for n, s in REGISTRY.items() if s.known == "request")
+
+
+def _compare(imps, events, buckets, tmp_path, **tables) -> tuple[list[str], dict]:
+    from features.build import iter_columns
+    from features.partitioned import iter_keyed_columns
+
+    names, settings = _every_request_feature(), FeatureSettings()
+    whole = dict(iter_columns(imps, events, names, settings=settings, **tables))
+    keyed = dict(iter_keyed_columns(imps.copy(), events.copy(), names, settings=settings, buckets=buckets,
+                                    scratch=tmp_path, **tables))
+    assert sorted(keyed) == sorted(names)
+    assert list(tmp_path.iterdir()) == []  # the buckets' folder is gone
+    differing = [n for n in names if whole[n].dtype != keyed[n].dtype
+                 or not np.array_equal(whole[n].astype(np.float64), keyed[n].astype(np.float64), equal_nan=True)]
+    return differing, whole
+
+
+@pytest.mark.parametrize("buckets", [2, 7, 40])
+def test_key_buckets_give_the_whole_build_values(buckets, tmp_path) -> None:
+    """Every registered request-time feature, users and items tables given (so traits, embeddings, categories,
+    item ages are read), in 2, 7 and 40 buckets of users and of items (40: some buckets empty): the values of
+    the one-piece build."""
+    from tests.features.conftest import make_events, make_items, make_users
+
+    events = make_events(n_users=30, n_items=25, n_requests=400)
+    imps = features.impressions(events, LabelSettings())
+    differing, whole = _compare(imps, events, buckets, tmp_path, items=make_items(), users=make_users())
+    assert differing == []
+    assert np.nanmax(whole["user_click_rate_28d"]) > 0 and np.nanmax(whole["item_pbc_click_ratio_28d"]) != 1.0
+
+
+def test_key_buckets_without_logged_impressions(tmp_path) -> None:
+    """Exposures inferred from sessions (no impression events), no tables: still the same values."""
+    from tests.features.conftest import make_events
+
+    events = make_events(seed=11, n_requests=300)
+    imps = features.impressions(events, LabelSettings())  # the queries: the logged slates
+    events = events[events["event_type"] != "impression"].reset_index(drop=True)
+    differing, _ = _compare(imps, events, 3, tmp_path)
+    assert differing == []
+
+
+def test_the_window_aggregates_are_needed(tmp_path) -> None:
+    """The check above can fail: buckets that make the global past rate and the position curve from their own
+    events, or co-occurrence from one bucket's users, give other values."""
+    from features.build import iter_columns
+    from features.partitioned import ACROSS_KEYS, key_buckets
+    from tests.features.conftest import make_events
+
+    events = make_events(n_requests=400)
+    imps = features.impressions(events, LabelSettings())
+    names, settings = ("user_click_rate_28d", "item_pbc_click_ratio_28d", *sorted(ACROSS_KEYS)), FeatureSettings()
+    whole = dict(iter_columns(imps, events, names, settings=settings))
+    naive = {n: np.empty(len(imps)) for n in names}
+    for key, group in (("user_id", names[:1] + names[2:]), ("item_id", names[1:2])):
+        q, e = key_buckets(imps[key], 3), key_buckets(events[key], 3)
+        for b in range(3):
+            rows = np.flatnonzero(q == b)
+            for n, v in iter_columns(imps.iloc[rows], events[e == b], group, settings=settings):
+                naive[n][rows] = v
+    assert all(not np.array_equal(whole[n].astype(np.float64), naive[n], equal_nan=True) for n in names)

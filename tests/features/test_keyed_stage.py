@@ -1,0 +1,73 @@
+"""The weekly stage's features by key bucket (``executor.feature_bucket_rows``) write the split the one-piece
+build writes, byte for byte in values, on a simulated window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from core.config.executor import feature_buckets
+from core.settings import Settings
+from rankloop import stages
+from rankloop.simulator import SimulationConfig, items_table, make_world, simulate, users_table
+
+END = datetime(2026, 11, 16, tzinfo=UTC)
+CONFIG = SimulationConfig(n_users=200, n_items=60, weeks=5, requests_per_user_week=3.0, end=END, seed=5)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[stages.Validated, stages.Extracted]:
+    folder = tmp_path_factory.mktemp("keyed_events")
+    log = pa.concat_tables(list(simulate(CONFIG)))
+    ts = log.column("ts")
+    pq.write_table(log.filter(pc.greater_equal(ts, pa.scalar(END - timedelta(days=35), ts.type))),
+                   folder / "events.parquet")
+    rows = pq.read_metadata(folder / "events.parquet").num_rows
+    world = make_world(CONFIG)
+    validated = stages.Validated(events_path=folder / "events.parquet", rows_in=rows, rows_valid=rows,
+                                 rows_quarantined=0, quarantine_path=None, suite_name="test", suite_version="0")
+    extracted = stages.Extracted(snapshot_path=folder / "events.parquet", digest="test-digest", rows=rows,
+                                 reused=False, source="simulator", items=items_table(world), users=users_table(world))
+    return validated, extracted
+
+
+def _split(tmp_path: Path, inputs, bucket_rows: int) -> dict[str, pa.Table]:
+    validated, extracted = inputs
+    settings = Settings(home=tmp_path / f"home-{bucket_rows}", executor={"feature_bucket_rows": bucket_rows})
+    dataset = stages.build_dataset(settings, validated, extracted, END, tmp_path / f"run-{bucket_rows}")
+    return {part: pq.read_table(path) for part, path in dataset.split.paths.items()}
+
+
+def test_buckets_write_the_one_piece_split(tmp_path: Path, inputs) -> None:
+    validated, _ = inputs
+    bucket_rows = validated.rows_valid // 5
+    assert feature_buckets(validated.rows_valid, bucket_rows) >= 5
+    whole, keyed = _split(tmp_path, inputs, 0), _split(tmp_path, inputs, bucket_rows)
+    assert sorted(whole) == sorted(keyed) == ["test", "train", "valid"]
+    for part in whole:
+        assert whole[part].num_rows > 0
+        assert whole[part].schema == keyed[part].schema
+        differing = [c for c in whole[part].column_names if not _same(whole[part].column(c), keyed[part].column(c))]
+        assert differing == [], part
+    assert not any((tmp_path / f"run-{bucket_rows}" / "data" / "features").glob(".keyed.*"))
+
+
+def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
+    """Equal values and nulls, NaN equal to NaN (Arrow's ``equals`` holds NaN unequal to itself)."""
+    if a.null_count != b.null_count or not pc.all(pc.equal(pc.is_null(a), pc.is_null(b))).as_py():
+        return False
+    if pa.types.is_floating(a.type):
+        return np.array_equal(a.to_numpy(), b.to_numpy(), equal_nan=True)
+    return a.equals(b)
+
+
+def test_feature_buckets() -> None:
+    assert feature_buckets(10_047_755, 2_500_000) == 5
+    assert feature_buckets(1_001_029, 2_500_000) == 1
+    assert feature_buckets(10, 0) == 1 and feature_buckets(0, 100) == 1
