@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
+from core.config.features import FeatureSettings
 from features.context import ANY, ENGAGE, EXPOSURE, BuildContext
 from features.registry import family, feature, grid
 from features.timeline import counts_before, to_fixed
@@ -23,8 +25,28 @@ def _rate_before(ctx: BuildContext, what: str, at_ms: np.ndarray) -> np.ndarray:
     zero_e, zero_q = np.zeros(len(ctx.ev_ms), np.int8), np.zeros(len(at_ms), np.int8)
     shown = counts_before(np.where(ctx.mask(EXPOSURE), zero_e, -1), ctx.ev_ms, zero_q, at_ms)
     hits = counts_before(np.where(ctx.mask(what), zero_e, -1), ctx.ev_ms, zero_q, at_ms)
-    rate = np.where(shown > 0, hits / np.maximum(shown, 1), ctx.settings.ctr_prior_mean)
+    return rate_from_counts(shown, hits, ctx.settings)
+
+
+def rate_from_counts(shown: np.ndarray, hits: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """The global past rate from the counts of exposures and hits before t (the prior mean before any)."""
+    rate = np.where(shown > 0, hits / np.maximum(shown, 1), settings.ctr_prior_mean)
     return np.clip(rate, 1e-6, 1.0)
+
+
+def position_rate(prior: np.ndarray, clicks: np.ndarray, shown: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Fixed-point click-through at a position, (clicks + k * prior) / (shown + k), from the counts at that
+    position before t (``prior`` is overwritten: the global past click-through at t)."""
+    shown = shown.astype(np.float64)
+    k = settings.ctr_prior_strength
+    rate = prior
+    rate *= k
+    rate += clicks  # unknown position (bucket -1): no counts, the prior
+    del clicks
+    shown += k
+    rate /= shown
+    del shown
+    return to_fixed(rate)
 
 
 def smoothed_rate(ctx: BuildContext, grain: str, what: str, window: int | None) -> np.ndarray:
@@ -111,31 +133,29 @@ def position_weights(ctx: BuildContext) -> np.ndarray:
         rate = _rate_before(ctx, "click", at)  # the prior, then (clicks + k * prior) / (shown + k) in place
         slot = bucket[rows]
         clicks = counts_before(np.where(ctx.mask("click"), bucket, -1), ctx.ev_ms, slot, at)
-        shown = counts_before(np.where(exposed, bucket, -1), ctx.ev_ms, slot, at).astype(np.float64)
+        shown = counts_before(np.where(exposed, bucket, -1), ctx.ev_ms, slot, at)
         del at, slot
-        k = ctx.settings.ctr_prior_strength
-        rate *= k
-        rate += clicks  # unknown position (bucket -1): no counts, the prior
-        del clicks
-        shown += k
-        rate /= shown
-        del shown
         weights = np.zeros(len(bucket), dtype=np.int64)
-        weights[rows] = to_fixed(rate)
+        weights[rows] = position_rate(rate, clicks, shown, ctx.settings)
         return weights
     return ctx.memo(("values", "position_weight"), make, keep=True)
 
 
 def _position_bucket(ctx: BuildContext) -> np.ndarray:
-    pos = ctx.events["position"] if "position" in ctx.events.columns else None
+    return position_buckets(ctx.events, len(ctx.ev_ms), ctx.settings)
+
+
+def position_buckets(events: pd.DataFrame, n: int, settings: FeatureSettings) -> np.ndarray:
+    """Per event, its bucket of the position click-through curve (-1: no position)."""
+    pos = events["position"] if "position" in events.columns else None
     if pos is None:
-        return np.full(len(ctx.ev_ms), -1, dtype=np.int8)
+        return np.full(n, -1, dtype=np.int8)
     values = pos.to_numpy(dtype=np.float64, na_value=np.nan)
     if not (values.flags.owndata and values.flags.writeable):  # a view of the events' column: never changed
         values = values.copy()
     # The smallest integers that hold every bucket (1 byte a row, not 8): the counts take any integer keys, and
     # any negative one (a negative position) is no bucket, as -1 is. In place: one float array, not four.
-    top = ctx.settings.max_position
+    top = settings.max_position
     kind = np.int8 if top < 2**7 else np.int16 if top < 2**15 else np.int64
     missing = np.isnan(values)
     np.clip(values, -1, top, out=values)
