@@ -53,10 +53,12 @@ class LocalStages:
 extract_block = stage_task(distributed.extract_block, "extract-days", transient_retries=2)
 combine_days = stage_task(distributed.combine_extracts, "combine-extracts", transient_retries=2)
 validate_days = stage_task(distributed.validate_partitioned, "validate")  # a contract failure is never retried
-cut_by_user = stage_task(distributed.bucket_days, "labels-cut")
+cut_by_key = stage_task(distributed.bucket_days, "labels-cut")
 label_users = stage_task(distributed.label_bucket, "labels")
 combine_labels = stage_task(distributed.combine_labels, "labels-combine")
-featurise_days = stage_task(distributed.featurise_days, "features-days")
+featurise_users = stage_task(distributed.featurise_users, "features-users")
+featurise_items = stage_task(distributed.featurise_items, "features-items")
+combine_features = stage_task(distributed.combine_features, "features-days")
 split_days = stage_task(distributed.partitioned_dataset, "time-split")
 
 
@@ -114,16 +116,28 @@ class DaskStages:
                       end: datetime, workdir: Path) -> stages.Dataset:
         valid = self._partitions("_valid", validated, "validated")
         columns = distributed.label_columns(valid.valid_paths)
-        cut = cut_by_user.map(distributed.feature_blocks(list(valid.valid_paths), settings.executor.days_per_task),
-                              unmapped(valid.valid_paths),
-                              unmapped(distributed.label_bucket_count(settings, len(valid.valid_paths))),
-                              unmapped(columns), unmapped(workdir))
-        inputs = distributed.bucket_inputs([day for f in cut for day in f.result()])
+        buckets = distributed.label_bucket_count(settings, len(valid.valid_paths))
+        cut = cut_by_key.map(distributed.feature_blocks(list(valid.valid_paths), settings.executor.days_per_task),
+                             unmapped(valid.valid_paths), unmapped(buckets), unmapped(columns), unmapped(workdir),
+                             item_buckets=unmapped(buckets), settings=unmapped(settings))
+        cuts = [day for f in cut for day in f.result()]
+        inputs = distributed.bucket_inputs(cuts)
         labels = label_users.map(unmapped(settings), list(inputs), list(inputs.values()), unmapped(workdir))
         labelled = combine_labels(settings, [f.result() for f in labels], extracted, workdir)
+        # Features per bucket of users, then per bucket of items, each from its bucket's events and the window's
+        # day parts (features.window); then each block of query days joins the two.
+        windows = [c.window for c in cuts]
+        users = featurise_users.map(unmapped(settings), list(inputs), list(inputs.values()), unmapped(labelled),
+                                    unmapped(windows), unmapped(buckets), unmapped(workdir))
+        users = [f.result() for f in users]
+        by_item = distributed.item_inputs(cuts)
+        items = featurise_items.map(unmapped(settings), list(by_item), list(by_item.values()),
+                                    [[u.items[b] for u in users if b in u.items] for b in by_item],
+                                    unmapped(labelled), unmapped(windows), unmapped(workdir))
+        items = [f.result() for f in items]
         blocks = distributed.feature_blocks(list(labelled.impression_paths), settings.executor.days_per_task)
-        parts = featurise_days.map(unmapped(settings), blocks, unmapped(labelled), unmapped(valid.valid_paths),
-                                   unmapped(workdir))
+        parts = combine_features.map(unmapped(settings), blocks, unmapped(labelled), unmapped(users), unmapped(items),
+                                     unmapped(workdir))
         return split_days(settings, [part for f in parts for part in f.result()], labelled, end, workdir)
 
     def train_ranker(self, settings: Settings, dataset: stages.Dataset, workdir: Path) -> stages.TrainedRanker:

@@ -230,10 +230,24 @@ def check_supported(settings: Settings) -> None:
                           "executor.kind=dask yet (the Dask trainer has no position-bias correction)",
                           reason=Reason.BAD_CONFIG,
                           hint="set RANKLOOP_RANKER__POSITION_BIAS=none, or RANKLOOP_EXECUTOR__KIND=local")
+    from features.partitioned import ACROSS_KEYS
+
+    across = sorted(set(_feature_set(settings)) & ACROSS_KEYS)
+    if across:
+        raise ConfigError(f"feature set {settings.features.feature_set!r} holds {across}, which read other users' "
+                          "events and which the Dask features (built per bucket of users and of items) do not build",
+                          reason=Reason.BAD_CONFIG,
+                          hint="choose another RANKLOOP_FEATURES__FEATURE_SET, or RANKLOOP_EXECUTOR__KIND=local")
     if settings.labels.implicit.mode == "implicit":
         raise ConfigError("labels.implicit.mode=implicit is not supported with executor.kind=dask yet (the Dask "
                           "trainer builds logged-slate queries only)", reason=Reason.BAD_CONFIG,
                           hint="set RANKLOOP_EXECUTOR__KIND=local for implicit queries")
+
+
+def _feature_set(settings: Settings) -> tuple[str, ...]:
+    import features
+
+    return features.get_feature_set(settings.features.feature_set).features
 
 
 # --- labels and features -------------------------------------------------------------------------
@@ -287,25 +301,58 @@ def user_buckets(user_ids: pd.Series, buckets: int) -> np.ndarray:
             ).astype(np.int64)
 
 
-def bucket_day(day: date, path: Path, buckets: int, columns: list[str], workdir: Path) -> dict[int, Path]:
+@dataclass(frozen=True)
+class DayCut:
+    """One valid day cut for the labels and features: its rows per bucket of users (the label and feature
+    columns), per bucket of items (the feature columns), and its part of the window-wide counts
+    (``features.window``)."""
+
+    day: date
+    users: dict[int, Path]
+    items: dict[int, Path]
+    window: Path
+
+
+def bucket_day(day: date, path: Path, buckets: int, columns: list[str], workdir: Path, *, item_buckets: int = 0,
+               settings: Settings | None = None) -> DayCut:
     """One day's valid rows (``columns`` only) cut by user into ``<workdir>/labels-in/<bucket>/<day>.parquet``
-    (rows in their order); buckets without a row of the day get no file."""
+    and (``item_buckets``) by item into ``<workdir>/items-in/<bucket>/<day>.parquet`` (the features' event
+    columns; rows in their order; buckets without a row of the day get no file), and the day's window part
+    written to ``<workdir>/window/<day>.npz``."""
+    import features
+    from features.partitioned import key_buckets
+    from features.window import day_parts, save_parts
+
     table = pq.read_table(path, columns=columns)
     bucket = user_buckets(table.column("user_id").to_pandas(), buckets)
-    out = {}
+    users = {}
     for b in np.unique(bucket):
         rows = table.filter(pa.array(bucket == b))
-        out[int(b)] = _write_table(rows, workdir / "labels-in" / f"{int(b):04d}" / f"{day.isoformat()}.parquet")
-    del table, bucket
+        users[int(b)] = _write_table(rows, workdir / "labels-in" / f"{int(b):04d}" / f"{day.isoformat()}.parquet")
+    del bucket
+    items: dict[int, Path] = {}
+    if item_buckets:
+        kept = table.select([c for c in features.event_columns() if c in table.column_names])
+        bucket = key_buckets(kept.column("item_id").to_pandas(), item_buckets)
+        for b in np.unique(bucket):
+            rows = kept.filter(pa.array(bucket == b))
+            items[int(b)] = _write_table(rows, workdir / "items-in" / f"{int(b):04d}" / f"{day.isoformat()}.parquet")
+        del kept, bucket
+    window = workdir / "window" / f"{day.isoformat()}.npz"
+    window.parent.mkdir(parents=True, exist_ok=True)
+    frame = table.select([c for c in ("event_type", "ts", "position") if c in table.column_names]).to_pandas()
+    save_parts(day_parts(frame, (settings or Settings()).features), window)
+    del table, frame
     release_memory(collect=False)  # the day's pages; its frames hold no cycles (a full collect: ~50 ms a day)
-    return out
+    return DayCut(day=day, users=users, items=items, window=window)
 
 
 def bucket_days(days: list[date], valid_paths: dict[date, Path], buckets: int, columns: list[str],
-                workdir: Path) -> list[dict[int, Path]]:
+                workdir: Path, *, item_buckets: int = 0, settings: Settings | None = None) -> list[DayCut]:
     """:func:`bucket_day` for each of ``days``, in one task (a day's cut is too small a task: at 1M rows
     35 per-day tasks cost more than the labels themselves, stop 32's bench)."""
-    return [bucket_day(d, valid_paths[d], buckets, columns, workdir) for d in days]
+    return [bucket_day(d, valid_paths[d], buckets, columns, workdir, item_buckets=item_buckets, settings=settings)
+            for d in days]
 
 
 def label_bucket(settings: Settings, bucket: int, paths: list[Path], workdir: Path) -> LabelPart:
@@ -337,14 +384,13 @@ def label_bucket(settings: Settings, bucket: int, paths: list[Path], workdir: Pa
 
 def combine_labels(settings: Settings, parts: list[LabelPart], extracted: stages.Extracted, workdir: Path) -> Labelled:
     """The buckets' labels as one :class:`Labelled`: the query protocol from their summed slate counts
-    (buckets share no query), the catalogue written for the feature tasks; the buckets' inputs removed.
+    (buckets share no query), the catalogue written for the feature tasks (which read the buckets' inputs
+    again: :func:`combine_features` removes them).
 
     Raises:
         ConfigError: BAD_CONFIG when the window's queries need the implicit protocol, which the Dask
             trainer does not build.
     """
-    import shutil
-
     from features.implicit import LOGGED, protocol_for
 
     protocol = protocol_for(sum(p.logged_queries for p in parts), settings.labels.implicit)
@@ -358,7 +404,6 @@ def combine_labels(settings: Settings, parts: list[LabelPart], extracted: stages
             days.setdefault(day, []).append(path)
     items = _write_table(extracted.items, workdir / "catalog" / "items.parquet") if extracted.items is not None else None
     users = _write_table(extracted.users, workdir / "catalog" / "users.parquet") if extracted.users is not None else None
-    shutil.rmtree(workdir / "labels-in", ignore_errors=True)
     return Labelled(impression_paths={d: tuple(days[d]) for d in sorted(days)}, impressions=sum(p.impressions for p in parts),
                     items_path=items, users_path=users, protocol=protocol.as_dict())
 
@@ -368,19 +413,53 @@ def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracte
     """The Dask labels' tasks one after the other in this process (what the flow maps on the cluster:
     :func:`bucket_days` per block of ``executor.days_per_task`` days, :func:`label_bucket` per
     bucket, :func:`combine_labels`)."""
+    return _label_cuts(settings, valid_paths, extracted, workdir)[0]
+
+
+def _label_cuts(settings: Settings, valid_paths: dict[date, Path], extracted: stages.Extracted,
+                workdir: Path, item_buckets: int = 0) -> tuple[Labelled, list[DayCut]]:
     columns = label_columns(valid_paths)
     buckets = label_bucket_count(settings, len(valid_paths))
     blocks = feature_blocks(list(valid_paths), settings.executor.days_per_task)
-    by_bucket = bucket_inputs([cut for block in blocks for cut in bucket_days(block, valid_paths, buckets, columns, workdir)])
+    cuts = [cut for block in blocks for cut in bucket_days(block, valid_paths, buckets, columns, workdir,
+                                                           item_buckets=item_buckets, settings=settings)]
+    by_bucket = bucket_inputs(cuts)
     parts = [label_bucket(settings, b, paths, workdir) for b, paths in sorted(by_bucket.items())]
-    return combine_labels(settings, parts, extracted, workdir)
+    return combine_labels(settings, parts, extracted, workdir), cuts
 
 
-def bucket_inputs(days: list[dict[int, Path]]) -> dict[int, list[Path]]:
-    """The day files of each bucket (from every :func:`bucket_day`)."""
+def feature_partitions(settings: Settings, valid_paths: dict[date, Path], extracted: stages.Extracted,
+                       workdir: Path) -> tuple[Labelled, list[FeaturePart]]:
+    """The Dask labels' and features' tasks one after the other in this process (what the flow maps on the
+    cluster): the labels as :func:`label_partitions`, then :func:`featurise_users` per bucket of users,
+    :func:`featurise_items` per bucket of items, :func:`combine_features` per block of query days."""
+    buckets = label_bucket_count(settings, len(valid_paths))
+    labelled, cuts = _label_cuts(settings, valid_paths, extracted, workdir, item_buckets=buckets)
+    windows = [c.window for c in cuts]
+    users = [featurise_users(settings, b, paths, labelled, windows, buckets, workdir)
+             for b, paths in sorted(bucket_inputs(cuts).items())]
+    items = [featurise_items(settings, b, paths, [u.items[b] for u in users if b in u.items], labelled, windows, workdir)
+             for b, paths in sorted(item_inputs(cuts).items())]
+    blocks = feature_blocks(list(labelled.impression_paths), settings.executor.days_per_task)
+    parts = [p for block in blocks for p in combine_features(settings, block, labelled, users, items, workdir)]
+    discard_feature_inputs(workdir)
+    return labelled, parts
+
+
+def bucket_inputs(days: list[DayCut]) -> dict[int, list[Path]]:
+    """The day files of each bucket of users (from every :func:`bucket_day`)."""
     out: dict[int, list[Path]] = {}
     for day in days:
-        for bucket, path in day.items():
+        for bucket, path in day.users.items():
+            out.setdefault(bucket, []).append(path)
+    return out
+
+
+def item_inputs(days: list[DayCut]) -> dict[int, list[Path]]:
+    """The day files of each bucket of items (from every :func:`bucket_day`)."""
+    out: dict[int, list[Path]] = {}
+    for day in days:
+        for bucket, path in day.items.items():
             out.setdefault(bucket, []).append(path)
     return out
 
@@ -395,39 +474,176 @@ class FeaturePart:
     groups: np.ndarray
 
 
-def featurise_days(settings: Settings, days: list[date], labelled: Labelled, valid_paths: dict[date, Path],
-                   workdir: Path) -> list[FeaturePart]:
-    """Features of the query days ``days`` (consecutive) in one task, written per query day.
+@dataclass(frozen=True)
+class UserPart:
+    """One bucket of users' labelled impressions with their user-keyed and context features, per query day,
+    and their query columns per bucket of items (what :func:`featurise_items` reads)."""
 
-    Their impressions are built together over the events of every day up to the latest impression's:
-    the history is read and indexed once for the block, not once per day (per-day tasks re-read the
-    window's history 35 times, O(days^2)). Every feature is a function of (impression, events before
-    it) and a query lies in one day, so each day's rows equal what that day built alone would be
-    (``features.partitioned``; test)."""
+    bucket: int
+    days: dict[date, Path]
+    items: dict[int, Path]
+
+
+@dataclass(frozen=True)
+class ItemPart:
+    """One bucket of items' item-keyed features (by impression row), per query day."""
+
+    bucket: int
+    days: dict[date, Path]
+
+
+_ROW = "_row"  # an impression's id across the feature tasks: its user bucket << 40 | its row in that bucket
+_DAY = "_day"  # its query day
+
+
+def _feature_names(settings: Settings) -> dict[str | None, tuple[str, ...]]:
+    """The set's features by the key whose buckets build them (``features.partitioned.key_groups``; the Dask
+    labels build logged slates only, whose set is ``features.feature_set``)."""
     import features
-    from features.partitioned import build_partition, query_days
-    from models.training import group_sizes
+    from features.partitioned import key_groups
 
-    days = sorted(days)
-    imps = pd.concat([labelled.day(d) for d in days], ignore_index=True)
+    return key_groups(features.get_feature_set(settings.features.feature_set).features)
+
+
+def _catalog(labelled: Labelled) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     items = pd.read_parquet(labelled.items_path) if labelled.items_path else None
     users = pd.read_parquet(labelled.users_path) if labelled.users_path else None
-    # A query that starts before midnight may show items after it: read up to its latest impression's day.
-    last = imps["ts"].max().tz_convert("UTC").date() if len(imps) else days[-1]
-    paths = [p for d, p in sorted(valid_paths.items()) if d <= max(days[-1], last)]
-    names = set(pq.read_schema(paths[0]).names) if paths else set()
-    events = _read_frames(paths, [c for c in features.event_columns(users) if c in names])  # only what features read
-    frame = build_partition(imps, events, items=items, users=users, settings=settings.features)
-    del imps, events
-    day_of = query_days(frame) if len(frame) else np.array([], dtype="datetime64[D]")
-    out = []
-    for day in days:
-        rows = frame[day_of == np.datetime64(day, "D")].reset_index(drop=True)  # (query_id, position) order kept
-        path = _write_frame(rows, workdir / "features" / f"{day.isoformat()}.parquet")
-        out.append(FeaturePart(day=day, path=path, rows=len(rows), groups=group_sizes(rows)))
+    return items, users
+
+
+def _window_counts(settings: Settings, windows: list[Path]) -> Any:
+    from features.window import WindowCounts, load_parts
+
+    return WindowCounts([part for path in windows for part in load_parts(path)], settings.features)
+
+
+def _keyed_columns(settings: Settings, queries: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...],
+                   items: pd.DataFrame | None, users: pd.DataFrame | None, windows: list[Path]) -> dict[str, np.ndarray]:
+    """``names`` for ``queries`` from one bucket's ``events``, given the window-wide aggregates from the day parts."""
+    import features
+    from features.build import iter_columns, keys_read
+    from features.window import window_given
+
+    events = events[[c for c in features.event_columns(users) if c in events.columns]]
+    given = window_given(_window_counts(settings, windows), queries, events,
+                         keys_read(queries, events, names, items=items, users=users, settings=settings.features))
+    queries = queries[[c for c in features.QUERY_COLUMNS if c in queries.columns]]
+    return dict(iter_columns(queries, events, names, items=items, users=users, settings=settings.features,
+                             given=given))
+
+
+def featurise_users(settings: Settings, bucket: int, paths: list[Path], labelled: Labelled, windows: list[Path],
+                    item_buckets: int, workdir: Path) -> UserPart:
+    """The user-keyed (user, user-item, user-category) and context features of one bucket of users' impressions,
+    from that bucket's events of the window alone (:func:`bucket_day`'s ``labels-in`` files) and the window's
+    day parts (``features.window``): every such feature reads only its user's events besides those window-wide
+    counts (``features.partitioned``). Written per query day under ``<workdir>/user-features/<day>/``, with
+    the impressions' query columns cut by item for :func:`featurise_items`. A task holds its users' rows of the
+    window, once: no task re-reads the window's history."""
+    import features
+    from features.partitioned import ID_COLUMNS, key_buckets, query_days
+
+    names = _feature_names(settings)
+    mine = f"{bucket:04d}.parquet"
+    imps = _read_frames([p for day in sorted(labelled.impression_paths) for p in labelled.impression_paths[day]
+                         if p.name == mine])
+    if len(imps) == 0:
+        return UserPart(bucket=bucket, days={}, items={})
+    items, users = _catalog(labelled)
+    events = _read_frames(sorted(paths, key=lambda p: p.name))  # <day>.parquet: the window's order
+    built = _keyed_columns(settings, imps, events, (*names.get("user_id", ()), *names.get(None, ())), items, users,
+                           windows)
+    del events
+    imps[_ROW] = (np.int64(bucket) << np.int64(40)) + np.arange(len(imps), dtype=np.int64)
+    imps[_DAY] = query_days(imps)
+    frame = pd.concat([imps[[*ID_COLUMNS, _ROW, _DAY]], pd.DataFrame(built, index=imps.index, copy=False)], axis=1)
+    del built
+    days = {}
+    for day, rows in frame.groupby(_DAY, sort=True):
+        day = pd.Timestamp(day).date()
+        days[day] = _write_frame(rows.drop(columns=[_DAY]), workdir / "user-features" / day.isoformat() / mine)
     del frame
-    release_memory()  # the history's pages back to the OS before the worker's next task
+    queries = imps[[c for c in (*features.QUERY_COLUMNS, _ROW, _DAY) if c in imps.columns]]
+    by_item = key_buckets(queries["item_id"], item_buckets)
+    out_items = {}
+    for b in np.unique(by_item):
+        out_items[int(b)] = _write_frame(queries[by_item == b], workdir / "items-q" / f"{int(b):04d}" / mine)
+    del imps, queries
+    release_memory()
+    return UserPart(bucket=bucket, days=days, items=out_items)
+
+
+def featurise_items(settings: Settings, bucket: int, paths: list[Path], queries: list[Path], labelled: Labelled,
+                    windows: list[Path], workdir: Path) -> ItemPart:
+    """The item-keyed features of one bucket of items' impressions (from every bucket of users:
+    :func:`featurise_users`' ``items-q`` files), from that bucket's events of the window alone and the window's
+    day parts; written per query day under ``<workdir>/item-features/<day>/`` by impression row."""
+    names = _feature_names(settings).get("item_id", ())
+    frame = _read_frames(sorted(queries))
+    if len(frame) == 0 or not names:
+        return ItemPart(bucket=bucket, days={})
+    items, users = _catalog(labelled)
+    events = _read_frames(sorted(paths, key=lambda p: p.name))
+    built = _keyed_columns(settings, frame, events, names, items, users, windows)
+    del events
+    out = pd.concat([frame[[_ROW, _DAY]], pd.DataFrame(built, index=frame.index, copy=False)], axis=1)
+    del built, frame
+    mine = f"{bucket:04d}.parquet"
+    days = {}
+    for day, rows in out.groupby(_DAY, sort=True):
+        day = pd.Timestamp(day).date()
+        days[day] = _write_frame(rows.drop(columns=[_DAY]), workdir / "item-features" / day.isoformat() / mine)
+    del out
+    release_memory()
+    return ItemPart(bucket=bucket, days=days)
+
+
+def combine_features(settings: Settings, days: list[date], labelled: Labelled, users: list[UserPart],
+                     items: list[ItemPart], workdir: Path) -> list[FeaturePart]:
+    """Each query day's rows: the buckets of users' part (labels, user-keyed and context features) joined with
+    the buckets of items' part on the impression row, in the set's column order, queries contiguous; written
+    to ``<workdir>/features/<day>.parquet``.
+
+    Raises:
+        RuntimeError: a day's impressions and item features do not hold the same rows (a task's output lost).
+    """
+    import features
+    from features.partitioned import ID_COLUMNS, contiguous
+    from models.training import group_sizes
+
+    order = list(features.get_feature_set(settings.features.feature_set).features)
+    out = []
+    for day in sorted(days):
+        left = _read_frames([u.days[day] for u in users if day in u.days])
+        right = _read_frames([i.days[day] for i in items if day in i.days])
+        if len(left):
+            left = left.sort_values(_ROW, kind="stable").reset_index(drop=True)
+            if len(right):
+                right = right.sort_values(_ROW, kind="stable").reset_index(drop=True)
+                if not np.array_equal(left[_ROW].to_numpy(), right[_ROW].to_numpy()):
+                    raise RuntimeError(f"the features of {day}: {len(left)} impressions but item features for "
+                                       f"{len(right)} rows, not the same ones")
+                left = pd.concat([left, right.drop(columns=[_ROW])], axis=1)
+            left = contiguous(left[[*ID_COLUMNS, *order]])
+        del right
+        path = _write_frame(left, workdir / "features" / f"{day.isoformat()}.parquet")
+        out.append(FeaturePart(day=day, path=path, rows=len(left), groups=group_sizes(left) if len(left) else
+                               np.zeros(0, dtype=np.int64)))
+        del left
+    release_memory()
     return out
+
+
+# The feature tasks' inputs and outputs before the days are combined (removed by the time split).
+FEATURE_INPUTS = ("labels-in", "items-in", "items-q", "user-features", "item-features", "window")
+
+
+def discard_feature_inputs(workdir: Path) -> None:
+    """Remove what the feature tasks read and wrote before :func:`combine_features` (once every day is combined)."""
+    import shutil
+
+    for name in FEATURE_INPUTS:
+        shutil.rmtree(workdir / name, ignore_errors=True)
 
 
 def feature_blocks(days: list[date], days_per_task: int) -> list[list[date]]:
@@ -483,6 +699,7 @@ def partitioned_dataset(settings: Settings, parts: list[FeaturePart], labelled: 
     import features
     from features.partitioned import contiguous
 
+    discard_feature_inputs(workdir)  # every day is combined
     fset = features.get_feature_set(settings.features.feature_set)
     valid_start, test_start = settings.ranker.split_starts(end)
     parts = sorted((p for p in parts if p.rows), key=lambda p: p.day)
@@ -505,7 +722,7 @@ def partitioned_dataset(settings: Settings, parts: list[FeaturePart], labelled: 
 # --- cleaning up ---------------------------------------------------------------------------------
 # What a Dask run writes under its working folder besides what the local run writes there: the valid
 # rows, labelled impressions and features per day, the catalogue, the tables' per-day rewards and slates.
-INTERMEDIATES = ("valid", "labels-in", "impressions", "catalog", "features", "tables/days")
+INTERMEDIATES = ("valid", "impressions", "catalog", "features", "tables/days", *FEATURE_INPUTS)
 
 
 def discard_intermediates(workdir: Path) -> None:

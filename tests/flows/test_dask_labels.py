@@ -70,7 +70,7 @@ def test_each_query_day_equals_the_whole_windows_labels(window: tuple, tmp_path:
     for day, rows in expected.items():
         pd.testing.assert_frame_equal(labelled.day(day), rows, check_exact=True)
     assert labelled.protocol["name"] == "logged_slates"
-    assert not (tmp_path / "labels-in").exists()  # the cut's files go once labelled
+    assert (tmp_path / "labels-in").is_dir()  # the cut stays for the features (removed once they are combined)
 
 
 def test_a_user_lands_in_one_bucket_whatever_the_day_or_dtype() -> None:
