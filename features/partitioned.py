@@ -13,6 +13,7 @@ returns for the same impressions: every feature is a function of (impression, ev
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -23,8 +24,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.config.features import FeatureSettings
+from core.config.features import FeatureSettings, LabelSettings
 from features.build import build_features
+
+log = logging.getLogger(__name__)
 
 ID_COLUMNS: tuple[str, ...] = ("query_id", "user_id", "item_id", "ts", "position", "label")
 
@@ -177,6 +180,7 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
     """
     from features.build import iter_columns, keys_read
     from features.registry import REGISTRY
+    from features.window import WindowCounts, day_parts, window_given
 
     groups = key_groups(names)
     if buckets <= 1 or not any(k is not None for k in groups):
@@ -184,10 +188,18 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
         return
     keyed = tuple(n for k, names in groups.items() if k is not None for n in names)
     read = keys_read(impressions, events, keyed, items=items, users=users, settings=settings)
-    per_query, per_event = window_aggregates(impressions, events, read, items=items, users=users,
-                                             settings=settings)
-    if None in groups:
-        yield from iter_columns(impressions, events, groups[None], items=items, users=users, settings=settings)
+    # The window-wide aggregates: from per-day counts of the few columns they read (features.window), or, when
+    # exposures are inferred from sessions (no impression logged), from a builder over the whole window.
+    counts, per_query, per_event = None, {}, {}
+    if has_logged_exposures(events):
+        counts = WindowCounts(day_parts(events, settings), settings)
+    else:
+        per_query, per_event = window_aggregates(impressions, events, read, items=items, users=users,
+                                                 settings=settings)
+    if None in groups:  # context features read the impression alone; co-occurrence reads the whole window
+        context_only = all(REGISTRY[n].grain == "context" for n in groups[None])
+        yield from iter_columns(impressions, events.iloc[:0] if context_only else events, groups[None], items=items,
+                                users=users, settings=settings)
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".keyed.", suffix=".tmp") as tmp:
         folder = Path(tmp)
         cuts = {}  # key column -> per bucket (query rows, paths of its queries and events)
@@ -207,10 +219,13 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
         del impressions, events, per_query, per_event  # the buckets on disk hold them now
         for key, parts in cuts.items():
             for b, (_, (q_path, e_path), given_keys) in enumerate(parts):
+                queries, bucket_events = _unspill(q_path), _unspill(e_path)
                 given = _load_given(folder / f"{key}.{b}.given.npz", given_keys)
-                columns = iter_columns(_unspill(q_path), _unspill(e_path), groups[key], items=items, users=users,
+                if counts is not None:
+                    given = window_given(counts, queries, bucket_events, read)
+                columns = iter_columns(queries, bucket_events, groups[key], items=items, users=users,
                                        settings=settings, given=given)
-                del given
+                del given, queries, bucket_events
                 for name, values in columns:
                     np.save(folder / f"{name}.{b}.npy", values)
                 q_path.unlink()
@@ -223,6 +238,13 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
                     chunk.unlink()
                 yield name, out
                 del out
+
+
+def has_logged_exposures(events: pd.DataFrame) -> bool:
+    """Whether any event is a logged impression (else the builder infers exposures from sessions)."""
+    from core.schema import EventType
+
+    return bool((events["event_type"] == EventType.IMPRESSION.value).any())
 
 
 def _spill_rows(frame: pd.DataFrame, rows: np.ndarray, path: Path) -> None:
@@ -239,3 +261,37 @@ def _unspill(path: Path) -> pd.DataFrame:
 def _load_given(path: Path, keys: list[Any]) -> dict[Any, np.ndarray]:
     with np.load(path) as stored:
         return {key: stored[f"arr_{i}"] for i, key in enumerate(keys)}
+
+
+def ranking_queries_by_bucket(events: pd.DataFrame, settings: LabelSettings, buckets: int
+                              ) -> tuple[pd.DataFrame, Any]:
+    """``features.ranking_queries`` with logged slates labelled one bucket of users at a time (the labels'
+    working set a bucket's, not the window's): the same rows in the same order, since every label is a function
+    of one user's events (an impression is a (user, item, request) key, a response without a request joins the
+    same user's slate, fallback queries name the user; the Dask labels rely on the same,
+    tests/flows/test_dask_labels.py). The whole window at once when ``buckets <= 1``, for implicit queries
+    (their candidates are sampled across users), and when a request id is shared by several users (one query
+    whole, several in buckets)."""
+    from features.implicit import LOGGED, choose_protocol, ranking_queries
+    from features.labels import impressions, in_label_order
+
+    if buckets <= 1:
+        return ranking_queries(events, settings)
+    protocol = choose_protocol(events, settings.implicit)
+    if protocol.name != LOGGED or _shared_requests(events):
+        return ranking_queries(events, settings)
+    log.info("ranker queries: %s (labelled in %d buckets of users)", protocol.describe(), buckets)
+    bucket = key_buckets(events["user_id"], buckets)
+    parts = [impressions(events.take(np.flatnonzero(bucket == b)), settings) for b in range(buckets)]
+    del bucket
+    return in_label_order(pd.concat(parts, ignore_index=True)), protocol
+
+
+def _shared_requests(events: pd.DataFrame) -> bool:
+    """Whether any request id appears with more than one user."""
+    if "request_id" not in events.columns:
+        return False
+    pairs = events[["request_id", "user_id"]].dropna()
+    if len(pairs) == 0:
+        return False
+    return bool((pairs.groupby("request_id", observed=True, sort=False)["user_id"].nunique() > 1).any())

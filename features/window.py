@@ -25,7 +25,7 @@ from core.config.features import FeatureSettings
 from core.schema import EventType
 from features.context import ENGAGE, EXPOSURE
 from features.defs_activity import position_buckets, position_rate, rate_from_counts
-from features.timeline import DAY_MS, counts_before
+from features.timeline import DAY_MS
 
 # The selections counted: (what the global rates read, keyed by one key) and (by position bucket).
 GLOBAL: tuple[str, ...] = (EXPOSURE, "click", ENGAGE)
@@ -51,10 +51,6 @@ class DayPart:
     day: int  # days since 1970-01-01
     series: dict[str, tuple[np.ndarray, np.ndarray]]
 
-    def totals(self, name: str, n_keys: int) -> np.ndarray:
-        keys = self.series[name][0]
-        return np.bincount(keys, minlength=n_keys)[:n_keys].astype(np.int64)
-
 
 def day_parts(events: pd.DataFrame, settings: FeatureSettings) -> list[DayPart]:
     """The parts of every UTC day ``events`` (``event_type``, ``ts``, ``position``) touch."""
@@ -64,16 +60,21 @@ def day_parts(events: pd.DataFrame, settings: FeatureSettings) -> list[DayPart]:
     chosen = selections(events["event_type"], settings)
     bucket = position_buckets(events, len(events), settings)
     day = ms // DAY_MS
+    order = np.argsort(day, kind="stable")  # each day's rows one slice, in their order
+    ms, day, bucket = ms[order], day[order], bucket[order]
+    chosen = {name: mask[order] for name, mask in chosen.items()}
+    bounds = np.flatnonzero(np.r_[True, day[1:] != day[:-1], True])
     parts = []
-    for d in np.unique(day):
-        rows = day == d
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        rows = slice(lo, hi)
         series = {}
         for name in GLOBAL:
-            series[f"all:{name}"] = _sorted(np.zeros(int((chosen[name] & rows).sum()), np.int16), ms[chosen[name] & rows])
+            picked = chosen[name][rows]
+            series[f"all:{name}"] = _sorted(np.zeros(int(picked.sum()), np.int16), ms[rows][picked])
         for name in BY_POSITION:
-            keep = chosen[name] & rows & (bucket >= 0)
-            series[f"position:{name}"] = _sorted(bucket[keep].astype(np.int16), ms[keep])
-        parts.append(DayPart(day=int(d), series=series))
+            keep = chosen[name][rows] & (bucket[rows] >= 0)
+            series[f"position:{name}"] = _sorted(bucket[rows][keep].astype(np.int16), ms[rows][keep])
+        parts.append(DayPart(day=int(day[lo]), series=series))
     return parts
 
 
@@ -103,41 +104,39 @@ def load_parts(path: Any) -> list[DayPart]:
 
 
 class WindowCounts:
-    """Counts of selected events strictly before given times, from a window's day parts (each day at most once)."""
+    """Counts of selected events strictly before given times, from a window's day parts (each day at most once).
+
+    The parts' events are held as one sorted composite key per series (``key * span + time``, as
+    ``features.timeline.counts_before`` builds them): a count is two binary searches, whatever the days."""
 
     def __init__(self, parts: list[DayPart], settings: FeatureSettings) -> None:
         days = [p.day for p in parts]
         if len(set(days)) != len(days):
             raise ValueError(f"day parts overlap: days {sorted(d for d in set(days) if days.count(d) > 1)} given twice")
-        self.parts = {p.day: p for p in parts}
-        self.days = np.array(sorted(self.parts), dtype=np.int64)
         self.settings = settings
-        self.n_keys = int(settings.max_position) + 1
-        # Per series, the totals of every day before each part's day (rows follow self.days), by key.
-        self._before: dict[str, np.ndarray] = {}
+        self.days = sorted(days)
+        self._series: dict[str, tuple[np.ndarray, int, int]] = {}
         for name in (*(f"all:{n}" for n in GLOBAL), *(f"position:{n}" for n in BY_POSITION)):
-            totals = np.array([self.parts[d].totals(name, self.n_keys) for d in self.days]).reshape(-1, self.n_keys)
-            self._before[name] = np.vstack([np.zeros((1, self.n_keys), np.int64), np.cumsum(totals, axis=0)])
+            keys = np.concatenate([p.series[name][0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+            ms = np.concatenate([p.series[name][1] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+            t0 = int(ms.min()) - 1 if len(ms) else 0
+            span = (int(ms.max()) - t0 + 2) if len(ms) else 2
+            comp = keys * span + (ms - t0)
+            comp.sort(kind="stable")  # runs of sorted days: timsort merges them (the global series: already sorted)
+            self._series[name] = (comp, t0, span)
 
     def before(self, name: str, query_key: np.ndarray, query_ms: np.ndarray) -> np.ndarray:
-        """Per query, the events of series ``name`` with the query's key and a time strictly before its time."""
+        """Per query, the events of series ``name`` with the query's key and a time strictly before its time
+        (0 for a negative key)."""
+        comp, t0, span = self._series[name]
         query_key, query_ms = np.asarray(query_key), np.asarray(query_ms, dtype=np.int64)
-        out = np.zeros(len(query_ms), dtype=np.int64)
-        if len(query_ms) == 0:
-            return out
+        if len(comp) == 0 or len(query_ms) == 0:
+            return np.zeros(len(query_ms), dtype=np.int64)
         valid = query_key >= 0
-        key = np.where(valid, query_key, 0).astype(np.int64)
-        day = query_ms // DAY_MS
-        index = np.searchsorted(self.days, day, side="left")  # earlier days: rows [0, index)
-        out[:] = np.where(valid, self._before[name][index, key], 0)
-        for d in np.unique(day):
-            part = self.parts.get(int(d))
-            if part is None:
-                continue
-            rows = np.flatnonzero(day == d)
-            keys, ms = part.series[name]
-            out[rows] += counts_before(keys, ms, np.where(valid[rows], key[rows], -1), query_ms[rows])
-        return out
+        block = np.where(valid, query_key, 0).astype(np.int64) * span
+        needles = block + np.clip(query_ms - t0, 0, span - 1)
+        counts = np.searchsorted(comp, needles, side="left") - np.searchsorted(comp, block, side="left")
+        return np.where(valid, counts, 0).astype(np.int64)
 
     def past_rate(self, what: str, at_ms: np.ndarray) -> np.ndarray:
         """``features.defs_activity.past_rate``'s values at ``at_ms``."""

@@ -120,22 +120,22 @@ class DaskStages:
         cut = cut_by_key.map(distributed.feature_blocks(list(valid.valid_paths), settings.executor.days_per_task),
                              unmapped(valid.valid_paths), unmapped(buckets), unmapped(columns), unmapped(workdir),
                              item_buckets=unmapped(buckets), settings=unmapped(settings))
-        cuts = [day for f in cut for day in f.result()]
+        cuts = [f.result() for f in cut]
         inputs = distributed.bucket_inputs(cuts)
         labels = label_users.map(unmapped(settings), list(inputs), list(inputs.values()), unmapped(workdir))
         labelled = combine_labels(settings, [f.result() for f in labels], extracted, workdir)
         # Features per bucket of users, then per bucket of items, each from its bucket's events and the window's
         # day parts (features.window); then each block of query days joins the two.
         windows = [c.window for c in cuts]
+        blocks = distributed.feature_blocks(list(labelled.impression_paths), settings.executor.days_per_task)
         users = featurise_users.map(unmapped(settings), list(inputs), list(inputs.values()), unmapped(labelled),
-                                    unmapped(windows), unmapped(buckets), unmapped(workdir))
+                                    unmapped(windows), unmapped(buckets), unmapped(blocks), unmapped(workdir))
         users = [f.result() for f in users]
         by_item = distributed.item_inputs(cuts)
         items = featurise_items.map(unmapped(settings), list(by_item), list(by_item.values()),
                                     [[u.items[b] for u in users if b in u.items] for b in by_item],
-                                    unmapped(labelled), unmapped(windows), unmapped(workdir))
+                                    unmapped(labelled), unmapped(windows), unmapped(blocks), unmapped(workdir))
         items = [f.result() for f in items]
-        blocks = distributed.feature_blocks(list(labelled.impression_paths), settings.executor.days_per_task)
         parts = combine_features.map(unmapped(settings), blocks, unmapped(labelled), unmapped(users), unmapped(items),
                                      unmapped(workdir))
         return split_days(settings, [part for f in parts for part in f.result()], labelled, end, workdir)

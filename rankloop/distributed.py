@@ -9,8 +9,8 @@ cluster's workers for the one weekly flow (``flows/weekly.py``); the rest is the
 * the contract: once over the whole window (uniqueness and table-level rules need every row), then
   the valid rows are written back per day (:func:`validate_partitioned`);
 * labels: per bucket of users over the whole window (a label looks forward, to responses after its
-  impression, but never past its user): each day's rows cut by hashed user_id (:func:`bucket_day`, a
-  block of days per task: :func:`bucket_days`), each bucket labelled alone (:func:`label_bucket`),
+  impression, but never past its user): each block of days' rows cut by hashed user_id
+  (:func:`bucket_days`), each bucket labelled alone (:func:`label_bucket`),
   written per query day (:func:`combine_labels`);
 * features: per block of ``executor.days_per_task`` query days, from their impressions and
   the events up to them, written per query day (:func:`featurise_days`; ``features.partitioned``);
@@ -302,57 +302,58 @@ def user_buckets(user_ids: pd.Series, buckets: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class DayCut:
-    """One valid day cut for the labels and features: its rows per bucket of users (the label and feature
-    columns), per bucket of items (the feature columns), and its part of the window-wide counts
-    (``features.window``)."""
+class BlockCut:
+    """A block of valid days cut for the labels and features: its rows per bucket of users (the label and
+    feature columns), per bucket of items (the feature columns), and its days' parts of the window-wide counts
+    (``features.window``); one file each per block, the days in their order."""
 
-    day: date
+    days: tuple[date, ...]
     users: dict[int, Path]
     items: dict[int, Path]
     window: Path
 
 
-def bucket_day(day: date, path: Path, buckets: int, columns: list[str], workdir: Path, *, item_buckets: int = 0,
-               settings: Settings | None = None) -> DayCut:
-    """One day's valid rows (``columns`` only) cut by user into ``<workdir>/labels-in/<bucket>/<day>.parquet``
-    and (``item_buckets``) by item into ``<workdir>/items-in/<bucket>/<day>.parquet`` (the features' event
-    columns; rows in their order; buckets without a row of the day get no file), and the day's window part
-    written to ``<workdir>/window/<day>.npz``."""
+def bucket_days(days: list[date], valid_paths: dict[date, Path], buckets: int, columns: list[str],
+                workdir: Path, *, item_buckets: int = 0, settings: Settings | None = None) -> BlockCut:
+    """The valid rows of the block ``days`` (``columns`` only) cut by user into
+    ``<workdir>/labels-in/<bucket>/<first day>.parquet`` and (``item_buckets``) by item into
+    ``<workdir>/items-in/<bucket>/<first day>.parquet`` (the features' event columns; rows in their order;
+    buckets without a row get no file), and the days' window parts in ``<workdir>/window/<first day>.npz``.
+    One task per block: a day's cut is too small a task (at 1M rows 35 per-day tasks cost more than the labels
+    themselves, stop 32's bench), and a file per (day, bucket) was 1,000 small files per run."""
     import features
     from features.partitioned import key_buckets
     from features.window import day_parts, save_parts
 
-    table = pq.read_table(path, columns=columns)
-    bucket = user_buckets(table.column("user_id").to_pandas(), buckets)
-    users = {}
-    for b in np.unique(bucket):
-        rows = table.filter(pa.array(bucket == b))
-        users[int(b)] = _write_table(rows, workdir / "labels-in" / f"{int(b):04d}" / f"{day.isoformat()}.parquet")
-    del bucket
-    items: dict[int, Path] = {}
-    if item_buckets:
-        kept = table.select([c for c in features.event_columns() if c in table.column_names])
-        bucket = key_buckets(kept.column("item_id").to_pandas(), item_buckets)
+    days = sorted(days)
+    first = days[0].isoformat()
+    by_user: dict[int, list[pa.Table]] = {}
+    by_item: dict[int, list[pa.Table]] = {}
+    parts = []
+    for day in days:
+        table = pq.read_table(valid_paths[day], columns=columns)
+        bucket = user_buckets(table.column("user_id").to_pandas(), buckets)
         for b in np.unique(bucket):
-            rows = kept.filter(pa.array(bucket == b))
-            items[int(b)] = _write_table(rows, workdir / "items-in" / f"{int(b):04d}" / f"{day.isoformat()}.parquet")
-        del kept, bucket
-    window = workdir / "window" / f"{day.isoformat()}.npz"
+            by_user.setdefault(int(b), []).append(table.filter(pa.array(bucket == b)))
+        if item_buckets:
+            kept = table.select([c for c in features.event_columns() if c in table.column_names])
+            bucket = key_buckets(kept.column("item_id").to_pandas(), item_buckets)
+            for b in np.unique(bucket):
+                by_item.setdefault(int(b), []).append(kept.filter(pa.array(bucket == b)))
+        frame = table.select([c for c in ("event_type", "ts", "position") if c in table.column_names]).to_pandas()
+        parts += day_parts(frame, (settings or Settings()).features)
+        del table, bucket, frame
+    users = {b: _write_table(pa.concat_tables(t), workdir / "labels-in" / f"{b:04d}" / f"{first}.parquet")
+             for b, t in sorted(by_user.items())}
+    del by_user
+    items = {b: _write_table(pa.concat_tables(t), workdir / "items-in" / f"{b:04d}" / f"{first}.parquet")
+             for b, t in sorted(by_item.items())}
+    del by_item
+    window = workdir / "window" / f"{first}.npz"
     window.parent.mkdir(parents=True, exist_ok=True)
-    frame = table.select([c for c in ("event_type", "ts", "position") if c in table.column_names]).to_pandas()
-    save_parts(day_parts(frame, (settings or Settings()).features), window)
-    del table, frame
-    release_memory(collect=False)  # the day's pages; its frames hold no cycles (a full collect: ~50 ms a day)
-    return DayCut(day=day, users=users, items=items, window=window)
-
-
-def bucket_days(days: list[date], valid_paths: dict[date, Path], buckets: int, columns: list[str],
-                workdir: Path, *, item_buckets: int = 0, settings: Settings | None = None) -> list[DayCut]:
-    """:func:`bucket_day` for each of ``days``, in one task (a day's cut is too small a task: at 1M rows
-    35 per-day tasks cost more than the labels themselves, stop 32's bench)."""
-    return [bucket_day(d, valid_paths[d], buckets, columns, workdir, item_buckets=item_buckets, settings=settings)
-            for d in days]
+    save_parts(parts, window)
+    release_memory(collect=False)  # the block's pages; its tables hold no cycles (a full collect: ~50 ms)
+    return BlockCut(days=tuple(days), users=users, items=items, window=window)
 
 
 def label_bucket(settings: Settings, bucket: int, paths: list[Path], workdir: Path) -> LabelPart:
@@ -370,7 +371,7 @@ def label_bucket(settings: Settings, bucket: int, paths: list[Path], workdir: Pa
     from features.implicit import logged_query_count
     from features.partitioned import split_by_query_day
 
-    events = _read_frames(sorted(paths, key=lambda p: p.name))  # <day>.parquet: the window's order
+    events = _read_frames(sorted(paths, key=lambda p: p.name))  # <first day>.parquet: the window's order
     logged = logged_query_count(events)
     imps = features.impressions(events, settings.labels)
     del events
@@ -417,12 +418,12 @@ def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracte
 
 
 def _label_cuts(settings: Settings, valid_paths: dict[date, Path], extracted: stages.Extracted,
-                workdir: Path, item_buckets: int = 0) -> tuple[Labelled, list[DayCut]]:
+                workdir: Path, item_buckets: int = 0) -> tuple[Labelled, list[BlockCut]]:
     columns = label_columns(valid_paths)
     buckets = label_bucket_count(settings, len(valid_paths))
     blocks = feature_blocks(list(valid_paths), settings.executor.days_per_task)
-    cuts = [cut for block in blocks for cut in bucket_days(block, valid_paths, buckets, columns, workdir,
-                                                           item_buckets=item_buckets, settings=settings)]
+    cuts = [bucket_days(block, valid_paths, buckets, columns, workdir, item_buckets=item_buckets, settings=settings)
+            for block in blocks]
     by_bucket = bucket_inputs(cuts)
     parts = [label_bucket(settings, b, paths, workdir) for b, paths in sorted(by_bucket.items())]
     return combine_labels(settings, parts, extracted, workdir), cuts
@@ -436,18 +437,18 @@ def feature_partitions(settings: Settings, valid_paths: dict[date, Path], extrac
     buckets = label_bucket_count(settings, len(valid_paths))
     labelled, cuts = _label_cuts(settings, valid_paths, extracted, workdir, item_buckets=buckets)
     windows = [c.window for c in cuts]
-    users = [featurise_users(settings, b, paths, labelled, windows, buckets, workdir)
-             for b, paths in sorted(bucket_inputs(cuts).items())]
-    items = [featurise_items(settings, b, paths, [u.items[b] for u in users if b in u.items], labelled, windows, workdir)
-             for b, paths in sorted(item_inputs(cuts).items())]
     blocks = feature_blocks(list(labelled.impression_paths), settings.executor.days_per_task)
+    users = [featurise_users(settings, b, paths, labelled, windows, buckets, blocks, workdir)
+             for b, paths in sorted(bucket_inputs(cuts).items())]
+    items = [featurise_items(settings, b, paths, [u.items[b] for u in users if b in u.items], labelled, windows,
+                             blocks, workdir) for b, paths in sorted(item_inputs(cuts).items())]
     parts = [p for block in blocks for p in combine_features(settings, block, labelled, users, items, workdir)]
     discard_feature_inputs(workdir)
     return labelled, parts
 
 
-def bucket_inputs(days: list[DayCut]) -> dict[int, list[Path]]:
-    """The day files of each bucket of users (from every :func:`bucket_day`)."""
+def bucket_inputs(days: list[BlockCut]) -> dict[int, list[Path]]:
+    """The block files of each bucket of users (from every :func:`bucket_days`)."""
     out: dict[int, list[Path]] = {}
     for day in days:
         for bucket, path in day.users.items():
@@ -455,8 +456,8 @@ def bucket_inputs(days: list[DayCut]) -> dict[int, list[Path]]:
     return out
 
 
-def item_inputs(days: list[DayCut]) -> dict[int, list[Path]]:
-    """The day files of each bucket of items (from every :func:`bucket_day`)."""
+def item_inputs(days: list[BlockCut]) -> dict[int, list[Path]]:
+    """The block files of each bucket of items (from every :func:`bucket_days`)."""
     out: dict[int, list[Path]] = {}
     for day in days:
         for bucket, path in day.items.items():
@@ -480,20 +481,32 @@ class UserPart:
     and their query columns per bucket of items (what :func:`featurise_items` reads)."""
 
     bucket: int
-    days: dict[date, Path]
+    blocks: dict[date, Path]  # first query day of a block -> the block's rows
     items: dict[int, Path]
 
 
 @dataclass(frozen=True)
 class ItemPart:
-    """One bucket of items' item-keyed features (by impression row), per query day."""
+    """One bucket of items' item-keyed features (by impression row), per block of query days."""
 
     bucket: int
-    days: dict[date, Path]
+    blocks: dict[date, Path]  # first query day of a block -> the block's rows
 
 
 _ROW = "_row"  # an impression's id across the feature tasks: its user bucket << 40 | its row in that bucket
-_DAY = "_day"  # its query day
+_DAY = "_day"  # its query day (days since 1970-01-01)
+
+
+def _by_block(frame: pd.DataFrame, blocks: list[list[date]], folder: Path, name: str) -> dict[date, Path]:
+    """``frame``'s rows written per block of query days (``_DAY``) to ``<folder>/<first day>/<name>``."""
+    first = {(d - date(1970, 1, 1)).days: block[0] for block in blocks for d in block}
+    keys = frame[_DAY].map(first)
+    if keys.isna().any():
+        raise RuntimeError(f"{int(keys.isna().sum())} rows of query days outside the blocks {blocks[0][0]}..")
+    out = {}
+    for day, rows in frame.groupby(keys, sort=True):
+        out[day] = _write_frame(rows, folder / day.isoformat() / name)
+    return out
 
 
 def _feature_names(settings: Settings) -> dict[str | None, tuple[str, ...]]:
@@ -533,9 +546,9 @@ def _keyed_columns(settings: Settings, queries: pd.DataFrame, events: pd.DataFra
 
 
 def featurise_users(settings: Settings, bucket: int, paths: list[Path], labelled: Labelled, windows: list[Path],
-                    item_buckets: int, workdir: Path) -> UserPart:
+                    item_buckets: int, blocks: list[list[date]], workdir: Path) -> UserPart:
     """The user-keyed (user, user-item, user-category) and context features of one bucket of users' impressions,
-    from that bucket's events of the window alone (:func:`bucket_day`'s ``labels-in`` files) and the window's
+    from that bucket's events of the window alone (:func:`bucket_days`' ``labels-in`` files) and the window's
     day parts (``features.window``): every such feature reads only its user's events besides those window-wide
     counts (``features.partitioned``). Written per query day under ``<workdir>/user-features/<day>/``, with
     the impressions' query columns cut by item for :func:`featurise_items`. A task holds its users' rows of the
@@ -548,20 +561,17 @@ def featurise_users(settings: Settings, bucket: int, paths: list[Path], labelled
     imps = _read_frames([p for day in sorted(labelled.impression_paths) for p in labelled.impression_paths[day]
                          if p.name == mine])
     if len(imps) == 0:
-        return UserPart(bucket=bucket, days={}, items={})
+        return UserPart(bucket=bucket, blocks={}, items={})
     items, users = _catalog(labelled)
-    events = _read_frames(sorted(paths, key=lambda p: p.name))  # <day>.parquet: the window's order
+    events = _read_frames(sorted(paths, key=lambda p: p.name))  # <first day>.parquet: the window's order
     built = _keyed_columns(settings, imps, events, (*names.get("user_id", ()), *names.get(None, ())), items, users,
                            windows)
     del events
     imps[_ROW] = (np.int64(bucket) << np.int64(40)) + np.arange(len(imps), dtype=np.int64)
-    imps[_DAY] = query_days(imps)
+    imps[_DAY] = query_days(imps).astype("datetime64[D]").astype(np.int64)
     frame = pd.concat([imps[[*ID_COLUMNS, _ROW, _DAY]], pd.DataFrame(built, index=imps.index, copy=False)], axis=1)
     del built
-    days = {}
-    for day, rows in frame.groupby(_DAY, sort=True):
-        day = pd.Timestamp(day).date()
-        days[day] = _write_frame(rows.drop(columns=[_DAY]), workdir / "user-features" / day.isoformat() / mine)
+    written = _by_block(frame, blocks, workdir / "user-features", mine)
     del frame
     queries = imps[[c for c in (*features.QUERY_COLUMNS, _ROW, _DAY) if c in imps.columns]]
     by_item = key_buckets(queries["item_id"], item_buckets)
@@ -569,33 +579,29 @@ def featurise_users(settings: Settings, bucket: int, paths: list[Path], labelled
     for b in np.unique(by_item):
         out_items[int(b)] = _write_frame(queries[by_item == b], workdir / "items-q" / f"{int(b):04d}" / mine)
     del imps, queries
-    release_memory()
-    return UserPart(bucket=bucket, days=days, items=out_items)
+    release_memory(collect=False)  # its frames hold no cycles (a full collect: ~50 ms)
+    return UserPart(bucket=bucket, blocks=written, items=out_items)
 
 
 def featurise_items(settings: Settings, bucket: int, paths: list[Path], queries: list[Path], labelled: Labelled,
-                    windows: list[Path], workdir: Path) -> ItemPart:
+                    windows: list[Path], blocks: list[list[date]], workdir: Path) -> ItemPart:
     """The item-keyed features of one bucket of items' impressions (from every bucket of users:
     :func:`featurise_users`' ``items-q`` files), from that bucket's events of the window alone and the window's
     day parts; written per query day under ``<workdir>/item-features/<day>/`` by impression row."""
     names = _feature_names(settings).get("item_id", ())
     frame = _read_frames(sorted(queries))
     if len(frame) == 0 or not names:
-        return ItemPart(bucket=bucket, days={})
+        return ItemPart(bucket=bucket, blocks={})
     items, users = _catalog(labelled)
     events = _read_frames(sorted(paths, key=lambda p: p.name))
     built = _keyed_columns(settings, frame, events, names, items, users, windows)
     del events
     out = pd.concat([frame[[_ROW, _DAY]], pd.DataFrame(built, index=frame.index, copy=False)], axis=1)
     del built, frame
-    mine = f"{bucket:04d}.parquet"
-    days = {}
-    for day, rows in out.groupby(_DAY, sort=True):
-        day = pd.Timestamp(day).date()
-        days[day] = _write_frame(rows.drop(columns=[_DAY]), workdir / "item-features" / day.isoformat() / mine)
+    written = _by_block(out, blocks, workdir / "item-features", f"{bucket:04d}.parquet")
     del out
-    release_memory()
-    return ItemPart(bucket=bucket, days=days)
+    release_memory(collect=False)
+    return ItemPart(bucket=bucket, blocks=written)
 
 
 def combine_features(settings: Settings, days: list[date], labelled: Labelled, users: list[UserPart],
@@ -612,25 +618,31 @@ def combine_features(settings: Settings, days: list[date], labelled: Labelled, u
     from models.training import group_sizes
 
     order = list(features.get_feature_set(settings.features.feature_set).features)
+    has_items = bool(_feature_names(settings).get("item_id"))
+    days = sorted(days)
+    left_all = _read_frames([u.blocks[days[0]] for u in users if days[0] in u.blocks])
+    right_all = _read_frames([i.blocks[days[0]] for i in items if days[0] in i.blocks])
     out = []
-    for day in sorted(days):
-        left = _read_frames([u.days[day] for u in users if day in u.days])
-        right = _read_frames([i.days[day] for i in items if day in i.days])
+    for day in days:
+        code = (day - date(1970, 1, 1)).days
+        left = left_all[left_all[_DAY] == code] if len(left_all) else left_all
+        right = right_all[right_all[_DAY] == code] if len(right_all) else right_all
         if len(left):
             left = left.sort_values(_ROW, kind="stable").reset_index(drop=True)
             if len(right):
                 right = right.sort_values(_ROW, kind="stable").reset_index(drop=True)
-                if not np.array_equal(left[_ROW].to_numpy(), right[_ROW].to_numpy()):
-                    raise RuntimeError(f"the features of {day}: {len(left)} impressions but item features for "
-                                       f"{len(right)} rows, not the same ones")
-                left = pd.concat([left, right.drop(columns=[_ROW])], axis=1)
+            if has_items and not np.array_equal(left[_ROW].to_numpy(), right[_ROW].to_numpy()):
+                raise RuntimeError(f"the features of {day}: {len(left)} impressions but item features for "
+                                   f"{len(right)} rows, not the same ones")
+            if has_items:
+                left = pd.concat([left, right.drop(columns=[_ROW, _DAY])], axis=1)
             left = contiguous(left[[*ID_COLUMNS, *order]])
-        del right
         path = _write_frame(left, workdir / "features" / f"{day.isoformat()}.parquet")
         out.append(FeaturePart(day=day, path=path, rows=len(left), groups=group_sizes(left) if len(left) else
                                np.zeros(0, dtype=np.int64)))
-        del left
-    release_memory()
+        del left, right
+    del left_all, right_all
+    release_memory(collect=False)
     return out
 
 
