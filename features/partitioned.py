@@ -13,7 +13,6 @@ returns for the same impressions: every feature is a function of (impression, ev
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -24,10 +23,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.config.features import FeatureSettings, LabelSettings
+from core.config.features import FeatureSettings
 from features.build import build_features
-
-log = logging.getLogger(__name__)
 
 ID_COLUMNS: tuple[str, ...] = ("query_id", "user_id", "item_id", "ts", "position", "label")
 
@@ -262,36 +259,3 @@ def _load_given(path: Path, keys: list[Any]) -> dict[Any, np.ndarray]:
     with np.load(path) as stored:
         return {key: stored[f"arr_{i}"] for i, key in enumerate(keys)}
 
-
-def ranking_queries_by_bucket(events: pd.DataFrame, settings: LabelSettings, buckets: int
-                              ) -> tuple[pd.DataFrame, Any]:
-    """``features.ranking_queries`` with logged slates labelled one bucket of users at a time (the labels'
-    working set a bucket's, not the window's): the same rows in the same order, since every label is a function
-    of one user's events (an impression is a (user, item, request) key, a response without a request joins the
-    same user's slate, fallback queries name the user; the Dask labels rely on the same,
-    tests/flows/test_dask_labels.py). The whole window at once when ``buckets <= 1``, for implicit queries
-    (their candidates are sampled across users), and when a request id is shared by several users (one query
-    whole, several in buckets)."""
-    from features.implicit import LOGGED, choose_protocol, ranking_queries
-    from features.labels import impressions, in_label_order
-
-    if buckets <= 1:
-        return ranking_queries(events, settings)
-    protocol = choose_protocol(events, settings.implicit)
-    if protocol.name != LOGGED or _shared_requests(events):
-        return ranking_queries(events, settings)
-    log.info("ranker queries: %s (labelled in %d buckets of users)", protocol.describe(), buckets)
-    bucket = key_buckets(events["user_id"], buckets)
-    parts = [impressions(events.take(np.flatnonzero(bucket == b)), settings) for b in range(buckets)]
-    del bucket
-    return in_label_order(pd.concat(parts, ignore_index=True)), protocol
-
-
-def _shared_requests(events: pd.DataFrame) -> bool:
-    """Whether any request id appears with more than one user."""
-    if "request_id" not in events.columns:
-        return False
-    pairs = events[["request_id", "user_id"]].dropna()
-    if len(pairs) == 0:
-        return False
-    return bool((pairs.groupby("request_id", observed=True, sort=False)["user_id"].nunique() > 1).any())

@@ -253,7 +253,7 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     import features
     from core.config.executor import feature_buckets
     from features.labels import EVENT_COLUMNS as LABEL_COLUMNS
-    from features.partitioned import iter_keyed_columns, ranking_queries_by_bucket
+    from features.partitioned import iter_keyed_columns
     from models.training import spill, split_rows, unspill, write_split
 
     items = extracted.items.to_pandas() if extracted.items is not None else None
@@ -265,9 +265,7 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     events = validated.load_events(list(dict.fromkeys([*LABEL_COLUMNS, *feature_columns])),
                                    categorical=(*FEW_VALUED_COLUMNS, *CODED_ID_COLUMNS))
     release_memory()  # the read's decompression and decoding pages (~0.5 GB at 10M rows)
-    # Logged slates or implicit queries; logged ones one bucket of users at a time past feature_bucket_rows.
-    buckets = feature_buckets(len(events), settings.executor.feature_bucket_rows)
-    imps, protocol = ranking_queries_by_bucket(events, settings.labels, buckets)
+    imps, protocol = features.ranking_queries(events, settings.labels)  # logged slates or implicit queries
     events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
     fset = features.get_feature_set(features.feature_set_for(protocol, settings.features))
     n_impressions = len(imps)
@@ -284,6 +282,7 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     queries = imps[[c for c in features.QUERY_COLUMNS if c in imps.columns]]
     del imps  # the label-only columns (grade, policy_version) go
     # One bucket of users (items) at a time past executor.feature_bucket_rows events (features.partitioned).
+    buckets = feature_buckets(len(events), settings.executor.feature_bucket_rows)
     columns = iter_keyed_columns(queries, events, fset.features, items=items, users=users, settings=settings.features,
                                  buckets=buckets, scratch=parked)
     del events, queries, items, users  # the builder holds them now, and drops what it has coded

@@ -51,11 +51,10 @@ class ExecutorSettings(BaseModel):
     )
     feature_bucket_rows: int = Field(
         default=2_500_000, ge=0,
-        description="The local labels + features stage labels logged slates one bucket of users at a time and builds "
-        "the user- and item-keyed features one bucket of users (items) at a time, each bucket about this many "
-        "events of the window (hashed ids), given the few aggregates over every event from per-day counts: its "
-        "working set is a bucket's, not the window's. 0: the whole window at once. Results do not depend on it "
-        "(features.partitioned).",
+        description="The local features stage builds the user- and item-keyed features one bucket of users (items) "
+        "at a time, each bucket about this many events of the window (hashed ids), given the few aggregates over "
+        "every event from per-day counts: its working set is a bucket's, not the window's (the labels still run "
+        "over the whole window). 0: the whole window at once. Results do not depend on it (features.partitioned).",
     )
     partitioning: Literal["day"] = Field(
         default="day", description="How extraction, features and training partition the window: one partition per UTC day."

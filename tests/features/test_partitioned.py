@@ -148,35 +148,3 @@ def test_the_window_aggregates_are_needed(tmp_path) -> None:
                 naive[n][rows] = v
     assert all(not np.array_equal(whole[n].astype(np.float64), naive[n], equal_nan=True) for n in names)
 
-
-@pytest.mark.parametrize("buckets", [1, 3, 8])
-def test_labels_by_bucket_of_users_are_the_whole_windows(buckets) -> None:
-    """Logged slates, responses a day later, responses without their request, users without impressions
-    (the Dask labels' adversarial window): the same rows in the same order as one piece."""
-    from features.implicit import ranking_queries
-    from features.partitioned import ranking_queries_by_bucket
-    from tests.flows.test_dask_labels import _events
-
-    events = _events()
-    whole, protocol = ranking_queries(events, LabelSettings())
-    bucketed, same = ranking_queries_by_bucket(events, LabelSettings(), buckets)
-    assert same == protocol and len(whole) > 1000
-    pd.testing.assert_frame_equal(bucketed, whole, check_exact=True)
-
-
-def test_labels_fall_back_to_one_piece_when_users_share_a_request() -> None:
-    """A request id shared by two users is one query over the whole window; buckets would split it."""
-    from features.implicit import ranking_queries
-    from features.partitioned import _shared_requests, ranking_queries_by_bucket
-    from tests.features.conftest import make_events
-
-    events = make_events(n_requests=200)
-    assert not _shared_requests(events)
-    shared = events.copy()
-    first = shared["request_id"] == "r0"
-    shared.loc[shared["request_id"] == "r1", "request_id"] = "r0"  # r1 belonged to another user
-    assert shared.loc[shared["request_id"] == "r0", "user_id"].nunique() == 2 and first.any()
-    assert _shared_requests(shared)
-    whole, _ = ranking_queries(shared, LabelSettings())
-    bucketed, _ = ranking_queries_by_bucket(shared, LabelSettings(), 8)
-    pd.testing.assert_frame_equal(bucketed, whole, check_exact=True)
