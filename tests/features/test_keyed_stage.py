@@ -3,7 +3,7 @@ build writes, byte for byte in values, on a simulated window."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,8 @@ import pytest
 from core.config.executor import feature_buckets
 from core.settings import Settings
 from rankloop import stages
-from rankloop.simulator import SimulationConfig, items_table, make_world, simulate, users_table
+from rankloop.simulator import SimulationConfig
+from tests.simulated import stage_inputs
 
 END = datetime(2026, 11, 16, tzinfo=UTC)
 CONFIG = SimulationConfig(n_users=200, n_items=60, weeks=5, requests_per_user_week=3.0, end=END, seed=5)
@@ -23,18 +24,7 @@ CONFIG = SimulationConfig(n_users=200, n_items=60, weeks=5, requests_per_user_we
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[stages.Validated, stages.Extracted]:
-    folder = tmp_path_factory.mktemp("keyed_events")
-    log = pa.concat_tables(list(simulate(CONFIG)))
-    ts = log.column("ts")
-    pq.write_table(log.filter(pc.greater_equal(ts, pa.scalar(END - timedelta(days=35), ts.type))),
-                   folder / "events.parquet")
-    rows = pq.read_metadata(folder / "events.parquet").num_rows
-    world = make_world(CONFIG)
-    validated = stages.Validated(events_path=folder / "events.parquet", rows_in=rows, rows_valid=rows,
-                                 rows_quarantined=0, quarantine_path=None, suite_name="test", suite_version="0")
-    extracted = stages.Extracted(snapshot_path=folder / "events.parquet", digest="test-digest", rows=rows,
-                                 reused=False, source="simulator", items=items_table(world), users=users_table(world))
-    return validated, extracted
+    return stage_inputs(CONFIG, tmp_path_factory.mktemp("keyed_events"))
 
 
 def _split(tmp_path: Path, inputs, bucket_rows: int) -> dict[str, pa.Table]:

@@ -8,9 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -18,7 +15,8 @@ from core.settings import Settings
 from models.metrics import per_query_ndcg
 from models.training import group_sizes, with_positive_label
 from rankloop import stages
-from rankloop.simulator import SimulationConfig, items_table, make_world, simulate, users_table
+from rankloop.simulator import SimulationConfig
+from tests.simulated import stage_inputs
 
 END = datetime(2026, 11, 16, tzinfo=UTC)
 CONFIG = SimulationConfig(n_users=300, n_items=80, weeks=5, requests_per_user_week=3.0, end=END, seed=3)
@@ -35,18 +33,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[stages.Validated, stages.Extracted]:
     """The simulated window as the validate stage would leave it, and the catalogue."""
-    folder = tmp_path_factory.mktemp("events")
-    log = pa.concat_tables(list(simulate(CONFIG)))
-    ts = log.column("ts")
-    start = END - timedelta(days=35)
-    pq.write_table(log.filter(pc.greater_equal(ts, pa.scalar(start, ts.type))), folder / "events.parquet")
-    rows = pq.read_metadata(folder / "events.parquet").num_rows
-    world = make_world(CONFIG)
-    validated = stages.Validated(events_path=folder / "events.parquet", rows_in=rows, rows_valid=rows,
-                                 rows_quarantined=0, quarantine_path=None, suite_name="test", suite_version="0")
-    extracted = stages.Extracted(snapshot_path=folder / "events.parquet", digest="test-digest", rows=rows,
-                                 reused=False, source="simulator", items=items_table(world), users=users_table(world))
-    return validated, extracted
+    return stage_inputs(CONFIG, tmp_path_factory.mktemp("events"))
 
 
 @pytest.fixture
