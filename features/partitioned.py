@@ -209,7 +209,8 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
                 _spill_rows(impressions, q_rows, paths[0])
                 _spill_rows(events, e_rows, paths[1])
                 given = {k: v[q_rows] for k, v in per_query.items()} | {k: v[e_rows] for k, v in per_event.items()}
-                np.savez(folder / f"{key}.{b}.given.npz", *given.values())
+                if given:  # made over the whole window (inferred exposures); else each bucket's from the day parts
+                    np.savez(folder / f"{key}.{b}.given.npz", *given.values())
                 cuts[key].append((q_rows, paths, list(given)))
             del q_bucket, e_bucket
         n_queries = len(impressions)
@@ -217,9 +218,10 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
         for key, parts in cuts.items():
             for b, (_, (q_path, e_path), given_keys) in enumerate(parts):
                 queries, bucket_events = _unspill(q_path), _unspill(e_path)
-                given = _load_given(folder / f"{key}.{b}.given.npz", given_keys)
                 if counts is not None:
                     given = window_given(counts, queries, bucket_events, read)
+                else:
+                    given = _load_given(folder / f"{key}.{b}.given.npz", given_keys)
                 columns = iter_columns(queries, bucket_events, groups[key], items=items, users=users,
                                        settings=settings, given=given)
                 del given, queries, bucket_events

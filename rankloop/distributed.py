@@ -296,9 +296,11 @@ def label_bucket_count(settings: Settings, days: int) -> int:
 
 
 def user_buckets(user_ids: pd.Series, buckets: int) -> np.ndarray:
-    """The bucket (0..buckets-1) of each user id: a hash of the id's value, the same in every process and day."""
-    return (pd.util.hash_pandas_object(user_ids.astype("string"), index=False).to_numpy() % np.uint64(buckets)
-            ).astype(np.int64)
+    """The bucket (0..buckets-1) of each user id: a hash of the id's value, the same in every process and day
+    (``features.partitioned.key_buckets``, which the item buckets use too)."""
+    from features.partitioned import key_buckets
+
+    return key_buckets(user_ids, buckets)
 
 
 @dataclass(frozen=True)
