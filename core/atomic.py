@@ -56,6 +56,15 @@ def write_json(path: Path, obj: Any, *, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=str) + "\n")
 
 
+def write_arrow(table: pa.Table, path: Path, *, compression: str = "lz4") -> Path:
+    """``table`` as an Arrow IPC file (Feather v2) to ``path``, atomically: for a task's output that another
+    task of the same run reads whole (no Parquet encoding: on a day of 93 feature columns it wrote in a fifth and
+    read in under half of lz4 Parquet's CPU time, for about the same size)."""
+    import pyarrow.feather as feather
+
+    return atomic_write(path, lambda tmp: feather.write_feather(table, tmp, compression=compression))
+
+
 def write_parquet(table: pa.Table, path: Path, *, compression: str = "zstd") -> Path:
     """``table`` as Parquet to ``path``, atomically (``compression``: zstd for kept files, lz4 for
     intermediates read back within the run)."""

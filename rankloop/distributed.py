@@ -46,7 +46,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.atomic import write_json, write_parquet
+from core.atomic import write_arrow, write_json, write_parquet
 from core.errors import ConfigError, Reason, TrainingError
 from core.memory import release_memory
 from core.settings import Settings
@@ -70,12 +70,29 @@ def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
     return _write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
 
 
+def _write_part(data: pd.DataFrame | pa.Table, path: Path) -> Path:
+    """A task's output that the next tasks read whole, as an Arrow IPC file (``<path>`` ends ``.arrow``):
+    the cut, the labels and the feature parts (``core.atomic.write_arrow``: no Parquet encoding, which was a
+    quarter of these tasks' CPU time)."""
+    table = pa.Table.from_pandas(data, preserve_index=False) if isinstance(data, pd.DataFrame) else data
+    return write_arrow(table, path)
+
+
 def _write_json(obj: Any, path: Path) -> Path:
     return write_json(path, obj)
 
 
+def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file, or an Arrow IPC file (``.arrow``: :func:`_write_part`)."""
+    if Path(path).suffix == ".arrow":
+        import pyarrow.feather as feather
+
+        return feather.read_table(path, columns=columns, memory_map=True)
+    return pq.read_table(path, columns=columns)
+
+
 def _read_frames(paths: list[Path], columns: list[str] | None = None) -> pd.DataFrame:
-    tables = [pq.read_table(p, columns=columns) for p in paths]
+    tables = [_read_table(p, columns=columns) for p in paths]
     return pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame()
 
 
@@ -318,8 +335,8 @@ class BlockCut:
 def bucket_days(days: list[date], valid_paths: dict[date, Path], buckets: int, columns: list[str],
                 workdir: Path, *, item_buckets: int = 0, settings: Settings | None = None) -> BlockCut:
     """The valid rows of the block ``days`` (``columns`` only) cut by user into
-    ``<workdir>/labels-in/<bucket>/<first day>.parquet`` and (``item_buckets``) by item into
-    ``<workdir>/items-in/<bucket>/<first day>.parquet`` (the features' event columns; rows in their order;
+    ``<workdir>/labels-in/<bucket>/<first day>.arrow`` and (``item_buckets``) by item into
+    ``<workdir>/items-in/<bucket>/<first day>.arrow`` (the features' event columns; rows in their order;
     buckets without a row get no file), and the days' window parts in ``<workdir>/window/<first day>.npz``.
     One task per block: a day's cut is too small a task (at 1M rows 35 per-day tasks cost more than the labels
     themselves, stop 32's bench), and a file per (day, bucket) was 1,000 small files per run."""
@@ -345,10 +362,10 @@ def bucket_days(days: list[date], valid_paths: dict[date, Path], buckets: int, c
         frame = table.select([c for c in ("event_type", "ts", "position") if c in table.column_names]).to_pandas()
         parts += day_parts(frame, (settings or Settings()).features)
         del table, bucket, frame
-    users = {b: _write_table(pa.concat_tables(t), workdir / "labels-in" / f"{b:04d}" / f"{first}.parquet")
+    users = {b: _write_part(pa.concat_tables(t), workdir / "labels-in" / f"{b:04d}" / f"{first}.arrow")
              for b, t in sorted(by_user.items())}
     del by_user
-    items = {b: _write_table(pa.concat_tables(t), workdir / "items-in" / f"{b:04d}" / f"{first}.parquet")
+    items = {b: _write_part(pa.concat_tables(t), workdir / "items-in" / f"{b:04d}" / f"{first}.arrow")
              for b, t in sorted(by_item.items())}
     del by_item
     window = workdir / "window" / f"{first}.npz"
@@ -360,7 +377,7 @@ def bucket_days(days: list[date], valid_paths: dict[date, Path], buckets: int, c
 
 def label_bucket(settings: Settings, bucket: int, paths: list[Path], workdir: Path) -> LabelPart:
     """Graded labels of one bucket of users over the whole window, written per query day under
-    ``<workdir>/impressions/<day>/<bucket>.parquet``.
+    ``<workdir>/impressions/<day>/<bucket>.arrow``.
 
     A label looks forward (a response up to 24 h after its impression, maybe the next day), so labels
     are not cut by day; but every label is a function of one user's events (an impression is a
@@ -373,11 +390,11 @@ def label_bucket(settings: Settings, bucket: int, paths: list[Path], workdir: Pa
     from features.implicit import logged_query_count
     from features.partitioned import split_by_query_day
 
-    events = _read_frames(sorted(paths, key=lambda p: p.name))  # <first day>.parquet: the window's order
+    events = _read_frames(sorted(paths, key=lambda p: p.name))  # <first day>.arrow: the window's order
     logged = logged_query_count(events)
     imps = features.impressions(events, settings.labels)
     del events
-    written = {day: _write_frame(frame, workdir / "impressions" / day.isoformat() / f"{bucket:04d}.parquet")
+    written = {day: _write_part(frame, workdir / "impressions" / day.isoformat() / f"{bucket:04d}.arrow")
                for day, frame in split_by_query_day(imps).items()}
     part = LabelPart(bucket=bucket, logged_queries=logged, impressions=len(imps), paths=written)
     del imps
@@ -507,7 +524,7 @@ def _by_block(frame: pd.DataFrame, blocks: list[list[date]], folder: Path, name:
         raise RuntimeError(f"{int(keys.isna().sum())} rows of query days outside the blocks {blocks[0][0]}..")
     out = {}
     for day, rows in frame.groupby(keys, sort=True):
-        out[day] = _write_frame(rows, folder / day.isoformat() / name)
+        out[day] = _write_part(rows, folder / day.isoformat() / name)
     return out
 
 
@@ -559,13 +576,13 @@ def featurise_users(settings: Settings, bucket: int, paths: list[Path], labelled
     from features.partitioned import ID_COLUMNS, key_buckets, query_days
 
     names = _feature_names(settings)
-    mine = f"{bucket:04d}.parquet"
+    mine = f"{bucket:04d}.arrow"
     imps = _read_frames([p for day in sorted(labelled.impression_paths) for p in labelled.impression_paths[day]
                          if p.name == mine])
     if len(imps) == 0:
         return UserPart(bucket=bucket, blocks={}, items={})
     items, users = _catalog(labelled)
-    events = _read_frames(sorted(paths, key=lambda p: p.name))  # <first day>.parquet: the window's order
+    events = _read_frames(sorted(paths, key=lambda p: p.name))  # <first day>.arrow: the window's order
     built = _keyed_columns(settings, imps, events, (*names.get("user_id", ()), *names.get(None, ())), items, users,
                            windows)
     del events
@@ -579,7 +596,7 @@ def featurise_users(settings: Settings, bucket: int, paths: list[Path], labelled
     by_item = key_buckets(queries["item_id"], item_buckets)
     out_items = {}
     for b in np.unique(by_item):
-        out_items[int(b)] = _write_frame(queries[by_item == b], workdir / "items-q" / f"{int(b):04d}" / mine)
+        out_items[int(b)] = _write_part(queries[by_item == b], workdir / "items-q" / f"{int(b):04d}" / mine)
     del imps, queries
     release_memory(collect=False)  # its frames hold no cycles (a full collect: ~50 ms)
     return UserPart(bucket=bucket, blocks=written, items=out_items)
@@ -600,7 +617,7 @@ def featurise_items(settings: Settings, bucket: int, paths: list[Path], queries:
     del events
     out = pd.concat([frame[[_ROW, _DAY]], pd.DataFrame(built, index=frame.index, copy=False)], axis=1)
     del built, frame
-    written = _by_block(out, blocks, workdir / "item-features", f"{bucket:04d}.parquet")
+    written = _by_block(out, blocks, workdir / "item-features", f"{bucket:04d}.arrow")
     del out
     release_memory(collect=False)
     return ItemPart(bucket=bucket, blocks=written)
@@ -610,7 +627,7 @@ def combine_features(settings: Settings, days: list[date], labelled: Labelled, u
                      items: list[ItemPart], workdir: Path) -> list[FeaturePart]:
     """Each query day's rows: the buckets of users' part (labels, user-keyed and context features) joined with
     the buckets of items' part on the impression row, in the set's column order, queries contiguous; written
-    to ``<workdir>/features/<day>.parquet``.
+    to ``<workdir>/features/<day>.arrow``.
 
     Raises:
         RuntimeError: a day's impressions and item features do not hold the same rows (a task's output lost).
@@ -639,7 +656,7 @@ def combine_features(settings: Settings, days: list[date], labelled: Labelled, u
             if has_items:
                 left = pd.concat([left, right.drop(columns=[_ROW, _DAY])], axis=1)
             left = contiguous(left[[*ID_COLUMNS, *order]])
-        path = _write_frame(left, workdir / "features" / f"{day.isoformat()}.parquet")
+        path = _write_part(left, workdir / "features" / f"{day.isoformat()}.arrow")
         out.append(FeaturePart(day=day, path=path, rows=len(left), groups=group_sizes(left) if len(left) else
                                np.zeros(0, dtype=np.int64)))
         del left, right
@@ -757,7 +774,7 @@ def discard_intermediates(workdir: Path) -> None:
 def _query_hashes(path: Path, seed: int) -> np.ndarray:
     from models.dask_ranker import query_hashes
 
-    return query_hashes(pd.read_parquet(path, columns=["query_id"]), seed)
+    return query_hashes(_read_table(path, ["query_id"]).to_pandas(), seed)
 
 
 def _train_partition(path: Path, read: list[str], threshold: Any, seed: int) -> pd.DataFrame:
@@ -766,7 +783,7 @@ def _train_partition(path: Path, read: list[str], threshold: Any, seed: int) -> 
     # ``read`` names every column the partition needs: capping needs query_id even though training
     # then selects only the features. (Read through dask.dataframe.from_map, an argument named
     # ``columns`` received the training's projection and query_id was lost: tests/models/test_dask_training.py.)
-    return keep_capped(pd.read_parquet(path, columns=read), threshold, seed)
+    return keep_capped(_read_table(path, read).to_pandas(), threshold, seed)
 
 
 def _train_groups(path: Path, threshold: Any, seed: int) -> np.ndarray:
@@ -779,7 +796,7 @@ def _valid_curve(path: Path, booster_text: str, columns: list[str], start: int =
     from models.dask_ranker import partition_curve
     from models.training import with_positive_label
 
-    return partition_curve(booster_text, with_positive_label(pd.read_parquet(path, columns=columns)), columns[2:],
+    return partition_curve(booster_text, with_positive_label(_read_table(path, columns).to_pandas()), columns[2:],
                            start=start)
 
 

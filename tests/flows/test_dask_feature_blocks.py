@@ -61,7 +61,7 @@ def test_every_query_day_equals_the_one_piece_build(window: tuple, tmp_path: Pat
 
     assert [p.day for p in parts] == list(expected)
     for part in parts:
-        got, want = pd.read_parquet(part.path), contiguous(expected[part.day])
+        got, want = pd.read_feather(part.path), contiguous(expected[part.day])
         assert list(got.columns) == list(want.columns)
         assert part.rows == len(want) > 0
         pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=False)

@@ -130,10 +130,10 @@ def test_a_completed_run_keeps_what_the_local_run_keeps(runs: dict[str, dict], h
     from core.settings import Settings
 
     dask, local = _completed_run_dir(homes["dask"]), _completed_run_dir(homes["local"])
-    assert len(list(homes["dask features"].glob("*.parquet"))) >= 30  # the cleanup ran after the features existed
+    assert len(list(homes["dask features"].glob("*.arrow"))) >= 30  # the cleanup ran after the features existed
     assert sorted(p.name for p in dask.iterdir()) == sorted(p.name for p in local.iterdir()) \
         == ["bandit", "linucb", "model.txt", "qtable"]
-    assert not list(dask.rglob("*.parquet.*.tmp"))
+    assert not list(dask.rglob("*.tmp"))
     digest = runs["dask"]["snapshot_digest"]
     assert (homes["dask"] / "snapshots" / "partitioned" / digest / "manifest.json").is_file()
     # one snapshot per block of executor.days_per_task (7) days: 35 days, 5 blocks
@@ -182,9 +182,9 @@ def test_feature_values_match_on_a_sample(runs: dict[str, dict], homes: dict[str
     X = features.build_features(imps, events, items=extracted.items.to_pandas(), users=extracted.users.to_pandas(),
                                 settings=settings.features)
     local = pd.concat([imps[["query_id", "item_id", "label"]], X], axis=1)
-    files = sorted(homes["dask features"].glob("*.parquet"))  # copied aside before the run's cleanup
+    files = sorted(homes["dask features"].glob("*.arrow"))  # copied aside before the run's cleanup
     assert len(files) >= 30  # one partition per day of the 35-day window that has queries
-    dask = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    dask = pd.concat([pd.read_feather(f) for f in files], ignore_index=True)
     assert len(dask) == len(local)
     keys = ["query_id", "item_id"]
     assert not local.duplicated(keys).any()
