@@ -30,6 +30,7 @@ from features.timeline import DAY_MS
 # The selections counted: (what the global rates read, keyed by one key) and (by position bucket).
 GLOBAL: tuple[str, ...] = (EXPOSURE, "click", ENGAGE)
 BY_POSITION: tuple[str, ...] = (EXPOSURE, "click")
+SERIES: tuple[str, ...] = (*(f"all:{n}" for n in GLOBAL), *(f"position:{n}" for n in BY_POSITION))
 
 
 def _ms(ts: pd.Series) -> np.ndarray:
@@ -106,57 +107,142 @@ def load_parts(path: Any) -> list[DayPart]:
 class WindowCounts:
     """Counts of selected events strictly before given times, from a window's day parts (each day at most once).
 
-    The parts' events are held as one sorted composite key per series (``key * span + time``, as
-    ``features.timeline.counts_before`` builds them): a count is two binary searches, whatever the days."""
+    A count before t is the total of every earlier day (per-day totals per key, held as running sums) plus
+    the count in t's own day before t (a binary search in that day's part, sorted by (key, time)). Only the
+    totals are held: a day's part is read when a query falls on it, so memory is a day's events, not the
+    window's, and no part is re-sorted (:meth:`from_files` reads them from :func:`save_parts` files)."""
 
     def __init__(self, parts: list[DayPart], settings: FeatureSettings) -> None:
-        days = [p.day for p in parts]
+        self._init({p.day: p for p in parts}, [p.day for p in parts], settings)
+
+    @classmethod
+    def from_files(cls, paths: list[Any], settings: FeatureSettings) -> WindowCounts:
+        """The counts of the parts in :func:`save_parts` files, each day's events read only when needed."""
+        out = cls.__new__(cls)
+        where: dict[int, Any] = {}
+        days = []
+        for path in paths:
+            with np.load(path) as stored:
+                for day in sorted({int(n.split("|")[0]) for n in stored.files}):
+                    days.append(day)
+                    where[day] = path
+        out._init(where, days, settings)
+        return out
+
+    def _init(self, source: dict[int, Any], days: list[int], settings: FeatureSettings) -> None:
         if len(set(days)) != len(days):
             raise ValueError(f"day parts overlap: days {sorted(d for d in set(days) if days.count(d) > 1)} given twice")
         self.settings = settings
         self.days = sorted(days)
-        self._series: dict[str, tuple[np.ndarray, int, int]] = {}
-        for name in (*(f"all:{n}" for n in GLOBAL), *(f"position:{n}" for n in BY_POSITION)):
-            keys = np.concatenate([p.series[name][0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-            ms = np.concatenate([p.series[name][1] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-            t0 = int(ms.min()) - 1 if len(ms) else 0
-            span = (int(ms.max()) - t0 + 2) if len(ms) else 2
-            comp = keys * span + (ms - t0)
-            comp.sort(kind="stable")  # runs of sorted days: timsort merges them (the global series: already sorted)
-            self._series[name] = (comp, t0, span)
+        self._source = source
+        self._day_index = np.asarray(self.days, dtype=np.int64)
+        self._totals: dict[str, np.ndarray] = {}  # series -> running totals, (days + 1, keys): row i = days before i
+        keys_by_day = {name: [self._keys(day, name) for day in self.days] for name in SERIES}
+        for name, per_day in keys_by_day.items():
+            width = max((int(k.max()) + 1 for k in per_day if len(k)), default=1)
+            totals = np.zeros((len(per_day) + 1, width), dtype=np.int64)
+            for i, keys in enumerate(per_day):
+                totals[i + 1] = totals[i] + np.bincount(keys.astype(np.int64), minlength=width)
+            self._totals[name] = totals
+
+    def _keys(self, day: int, name: str) -> np.ndarray:
+        source = self._source[day]
+        if isinstance(source, DayPart):
+            return source.series[name][0]
+        with np.load(source) as stored:
+            return stored[f"{day}|{name}|keys"]
+
+    def _part(self, day: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+        source = self._source[day]
+        if isinstance(source, DayPart):
+            return source.series[name]
+        with np.load(source) as stored:
+            return stored[f"{day}|{name}|keys"], stored[f"{day}|{name}|ms"]
 
     def before(self, name: str, query_key: np.ndarray, query_ms: np.ndarray) -> np.ndarray:
         """Per query, the events of series ``name`` with the query's key and a time strictly before its time
         (0 for a negative key)."""
-        comp, t0, span = self._series[name]
-        query_key, query_ms = np.asarray(query_key), np.asarray(query_ms, dtype=np.int64)
-        if len(comp) == 0 or len(query_ms) == 0:
-            return np.zeros(len(query_ms), dtype=np.int64)
-        valid = query_key >= 0
-        block = np.where(valid, query_key, 0).astype(np.int64) * span
-        needles = block + np.clip(query_ms - t0, 0, span - 1)
-        counts = np.searchsorted(comp, needles, side="left") - np.searchsorted(comp, block, side="left")
-        return np.where(valid, counts, 0).astype(np.int64)
+        return self.before_many({0: (name, query_key, query_ms)})[0]
+
+    def before_many(self, asks: dict[Any, tuple[str, np.ndarray, np.ndarray]]) -> dict[Any, np.ndarray]:
+        """:meth:`before` of every ask (``{id: (series, query keys, query ms)}``) in one pass over the days:
+        each day's part of each series is read and made searchable once, whatever the asks."""
+        out: dict[Any, np.ndarray] = {}
+        by_day: dict[int, list[tuple[Any, str, np.ndarray]]] = {}  # day -> (ask, series, its rows of that day)
+        for ask, (name, query_key, query_ms) in asks.items():
+            query_key = np.asarray(query_key).astype(np.int64)
+            query_ms = np.asarray(query_ms, dtype=np.int64)
+            totals = self._totals[name]
+            counts = np.zeros(len(query_ms), dtype=np.int64)
+            out[ask] = counts
+            rows = np.flatnonzero((query_key >= 0) & (query_key < totals.shape[1]))  # no event of a key: 0
+            if len(rows) == 0:
+                continue
+            day = query_ms[rows] // DAY_MS
+            # Every earlier day's events: the running totals before the query's day.
+            counts[rows] = totals[np.searchsorted(self._day_index, day, side="left"), query_key[rows]]
+            order = np.argsort(day, kind="stable")
+            bounds = np.flatnonzero(np.r_[True, day[order][1:] != day[order][:-1], True])
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+                d = int(day[order[lo]])
+                if d in self._source:
+                    by_day.setdefault(d, []).append((ask, name, rows[order[lo:hi]]))
+        # The query's own day: events before the query's time, from that day's part.
+        for d in sorted(by_day):
+            composites: dict[str, np.ndarray] = {}
+            for ask, name, picked in by_day[d]:
+                if name not in composites:
+                    keys, times = self._part(d, name)
+                    composites[name] = keys.astype(np.int64) * DAY_MS + (times.astype(np.int64) - d * DAY_MS)
+                comp = composites[name]
+                if len(comp) == 0:
+                    continue
+                _, query_key, query_ms = asks[ask]
+                block = np.asarray(query_key)[picked].astype(np.int64) * DAY_MS
+                within = (np.searchsorted(comp, block + (np.asarray(query_ms, dtype=np.int64)[picked] - d * DAY_MS),
+                                          side="left") - np.searchsorted(comp, block, side="left"))
+                out[ask][picked] += within
+        return out
 
     def past_rate(self, what: str, at_ms: np.ndarray) -> np.ndarray:
         """``features.defs_activity.past_rate``'s values at ``at_ms``."""
-        zero = np.zeros(len(at_ms), np.int16)
-        return rate_from_counts(self.before(f"all:{EXPOSURE}", zero, at_ms), self.before(f"all:{what}", zero, at_ms),
-                                self.settings)
+        return window_values(self, {("past_rate", what)}, at_ms, None)[("past_rate", what)]
 
     def position_weights(self, events: pd.DataFrame) -> np.ndarray:
         """``features.defs_activity.position_weights``' values for ``events`` (any of the window's)."""
+        return window_values(self, {("values", "position_weight")}, np.zeros(0, np.int64), events)[
+            ("values", "position_weight")]
+
+
+def window_values(counts: WindowCounts, keys: set[Any], q_ms: np.ndarray,
+                  events: pd.DataFrame | None) -> dict[Any, np.ndarray]:
+    """The past rates among ``keys`` at ``q_ms`` and (``("values", "position_weight")``) the position weights of
+    ``events``, from one :meth:`WindowCounts.before_many`."""
+    zero = np.zeros(len(q_ms), np.int16)
+    whats = sorted(k[1] for k in keys if isinstance(k, tuple) and len(k) == 2 and k[0] == "past_rate")
+    asks: dict[Any, tuple[str, np.ndarray, np.ndarray]] = {}
+    if whats:
+        asks["shown"] = (f"all:{EXPOSURE}", zero, q_ms)
+        asks |= {("hits", w): (f"all:{w}", zero, q_ms) for w in whats}
+    weighted = ("values", "position_weight") in keys and events is not None
+    if weighted:
         ms = _ms(events["ts"])
-        exposed = selections(events["event_type"], self.settings)[EXPOSURE]
-        bucket = position_buckets(events, len(events), self.settings)
+        exposed = selections(events["event_type"], counts.settings)[EXPOSURE]
+        bucket = position_buckets(events, len(events), counts.settings)
         rows = np.flatnonzero(exposed)
         at, slot = ms[rows], bucket[rows]
-        prior = self.past_rate("click", at)
-        clicks = self.before("position:click", slot, at)
-        shown = self.before(f"position:{EXPOSURE}", slot, at)
+        at_zero = np.zeros(len(at), np.int16)
+        asks |= {"at shown": (f"all:{EXPOSURE}", at_zero, at), "at clicks": ("all:click", at_zero, at),
+                 "slot clicks": ("position:click", slot, at), "slot shown": (f"position:{EXPOSURE}", slot, at)}
+    got = counts.before_many(asks)
+    out: dict[Any, np.ndarray] = {("past_rate", w): rate_from_counts(got["shown"], got[("hits", w)], counts.settings)
+                                  for w in whats}
+    if weighted:
+        prior = rate_from_counts(got["at shown"], got["at clicks"], counts.settings)
         weights = np.zeros(len(events), dtype=np.int64)
-        weights[rows] = position_rate(prior, clicks, shown, self.settings)
-        return weights
+        weights[rows] = position_rate(prior, got["slot clicks"], got["slot shown"], counts.settings)
+        out[("values", "position_weight")] = weights
+    return out
 
 
 def window_given(counts: WindowCounts, impressions: pd.DataFrame, events: pd.DataFrame,
@@ -164,10 +250,4 @@ def window_given(counts: WindowCounts, impressions: pd.DataFrame, events: pd.Dat
     """What a key bucket's build is given (``BuildContext.given``): the window aggregates among ``keys``, for
     its ``impressions`` and ``events``, and the exposure mask."""
     given: dict[Any, np.ndarray] = {("mask", EXPOSURE): selections(events["event_type"], counts.settings)[EXPOSURE]}
-    q_ms = _ms(impressions["ts"])
-    for key in keys:
-        if isinstance(key, tuple) and len(key) == 2 and key[0] == "past_rate":
-            given[key] = counts.past_rate(key[1], q_ms)
-        elif key == ("values", "position_weight"):
-            given[key] = counts.position_weights(events)
-    return given
+    return given | window_values(counts, keys, _ms(impressions["ts"]), events)

@@ -544,9 +544,9 @@ def _catalog(labelled: Labelled) -> tuple[pd.DataFrame | None, pd.DataFrame | No
 
 
 def _window_counts(settings: Settings, windows: list[Path]) -> Any:
-    from features.window import WindowCounts, load_parts
+    from features.window import WindowCounts
 
-    return WindowCounts([part for path in windows for part in load_parts(path)], settings.features)
+    return WindowCounts.from_files(windows, settings.features)
 
 
 def _keyed_columns(settings: Settings, queries: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...],

@@ -35,6 +35,14 @@ def test_day_parts_give_the_window_aggregates(groups, tmp_path) -> None:
     save_parts(parts, tmp_path / "parts.npz")
     counts = WindowCounts(load_parts(tmp_path / "parts.npz"), settings)
     given = window_given(counts, imps, events, KEYS)
+    # The same from the files, each day's part read when a query falls on it.
+    paths = []
+    for i, chunk in enumerate(np.array_split(np.arange(len(parts)), 3)):
+        save_parts([parts[j] for j in chunk], tmp_path / f"block{i}.npz")
+        paths.append(tmp_path / f"block{i}.npz")
+    lazy = window_given(WindowCounts.from_files(paths, settings), imps, events, KEYS)
+    for key, value in given.items():
+        assert np.array_equal(value, lazy[key]), key
     assert set(given) == set(per_query) | set(per_event)
     for key, value in {**per_query, **per_event}.items():
         assert value.dtype == given[key].dtype and np.array_equal(value, given[key]), key
