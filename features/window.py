@@ -16,6 +16,7 @@ does not: ``features.partitioned.window_aggregates`` does, over the whole window
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,10 +48,12 @@ def selections(event_types: pd.Series, settings: FeatureSettings) -> dict[str, n
 
 @dataclass(frozen=True)
 class DayPart:
-    """One UTC day's selected events: per series name, (keys, ms) sorted by (key, ms)."""
+    """One UTC day's selected events: per series name, ``key * DAY_MS + ms into the day`` sorted (a count before
+    t in the day is two binary searches), and the day's events per key (``counts[name][key]``)."""
 
     day: int  # days since 1970-01-01
-    series: dict[str, tuple[np.ndarray, np.ndarray]]
+    series: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray]
 
 
 def day_parts(events: pd.DataFrame, settings: FeatureSettings) -> list[DayPart]:
@@ -68,40 +71,59 @@ def day_parts(events: pd.DataFrame, settings: FeatureSettings) -> list[DayPart]:
     parts = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         rows = slice(lo, hi)
-        series = {}
+        into = ms[rows] - int(day[lo]) * DAY_MS
+        series, counts = {}, {}
         for name in GLOBAL:
             picked = chosen[name][rows]
-            series[f"all:{name}"] = _sorted(np.zeros(int(picked.sum()), np.int16), ms[rows][picked])
+            series[f"all:{name}"] = np.sort(into[picked])
+            counts[f"all:{name}"] = np.array([int(picked.sum())], dtype=np.int64)
         for name in BY_POSITION:
             keep = chosen[name][rows] & (bucket[rows] >= 0)
-            series[f"position:{name}"] = _sorted(bucket[rows][keep].astype(np.int16), ms[rows][keep])
-        parts.append(DayPart(day=int(day[lo]), series=series))
+            keys = bucket[rows][keep].astype(np.int64)
+            series[f"position:{name}"] = np.sort(keys * DAY_MS + into[keep])
+            counts[f"position:{name}"] = np.bincount(keys, minlength=1).astype(np.int64)
+        parts.append(DayPart(day=int(day[lo]), series=series, counts=counts))
     return parts
 
 
-def _sorted(keys: np.ndarray, ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.lexsort((ms, keys))
-    return keys[order], ms[order]
+def _file(folder: Path, day: int, name: str) -> Path:
+    return folder / f"{day}.{name.replace(':', '-')}.npy"
 
 
-def save_parts(parts: list[DayPart], path: Any) -> None:
-    """The parts in one ``.npz`` file."""
-    arrays = {}
+def save_parts(parts: list[DayPart], folder: Any) -> Path:
+    """The parts in ``folder`` (one ``.npy`` per day and series, read through a memory map, and the counts per
+    key in ``counts.npz``); written aside and renamed into place, so a killed write leaves no folder in use."""
+    import shutil
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    counts = {}
     for part in parts:
-        for name, (keys, ms) in part.series.items():
-            arrays[f"{part.day}|{name}|keys"] = keys
-            arrays[f"{part.day}|{name}|ms"] = ms
-    np.savez(path, **arrays)
+        for name, comp in part.series.items():
+            np.save(_file(tmp, part.day, name), comp)
+            counts[f"{part.day}|{name}"] = part.counts[name]
+    np.savez(tmp / "counts.npz", **counts)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
 
 
-def load_parts(path: Any) -> list[DayPart]:
+def _stored_counts(folder: Path) -> dict[int, dict[str, np.ndarray]]:
+    out: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(Path(folder) / "counts.npz") as stored:
+        for key in stored.files:
+            day, name = key.split("|")
+            out.setdefault(int(day), {})[name] = stored[key]
+    return out
+
+
+def load_parts(folder: Any) -> list[DayPart]:
     """The parts :func:`save_parts` wrote."""
-    series: dict[int, dict[str, list[np.ndarray]]] = {}
-    with np.load(path) as stored:
-        for name in stored.files:
-            day, what, kind = name.split("|")
-            series.setdefault(int(day), {}).setdefault(what, [None, None])[kind == "ms"] = stored[name]
-    return [DayPart(day=d, series={k: (v[0], v[1]) for k, v in s.items()}) for d, s in sorted(series.items())]
+    folder = Path(folder)
+    return [DayPart(day=day, series={name: np.load(_file(folder, day, name)) for name in counts}, counts=counts)
+            for day, counts in sorted(_stored_counts(folder).items())]
 
 
 class WindowCounts:
@@ -113,23 +135,24 @@ class WindowCounts:
     window's, and no part is re-sorted (:meth:`from_files` reads them from :func:`save_parts` files)."""
 
     def __init__(self, parts: list[DayPart], settings: FeatureSettings) -> None:
-        self._init({p.day: p for p in parts}, [p.day for p in parts], settings)
+        self._init({p.day: p for p in parts}, {p.day: p.counts for p in parts}, [p.day for p in parts], settings)
 
     @classmethod
-    def from_files(cls, paths: list[Any], settings: FeatureSettings) -> WindowCounts:
-        """The counts of the parts in :func:`save_parts` files, each day's events read only when needed."""
+    def from_files(cls, folders: list[Any], settings: FeatureSettings) -> WindowCounts:
+        """The counts of the parts in :func:`save_parts` folders, each day's events mapped when its queries come."""
         out = cls.__new__(cls)
         where: dict[int, Any] = {}
+        counts: dict[int, dict[str, np.ndarray]] = {}
         days = []
-        for path in paths:
-            with np.load(path) as stored:
-                for day in sorted({int(n.split("|")[0]) for n in stored.files}):
-                    days.append(day)
-                    where[day] = path
-        out._init(where, days, settings)
+        for folder in folders:
+            for day, by_series in _stored_counts(Path(folder)).items():
+                days.append(day)
+                where[day], counts[day] = Path(folder), by_series
+        out._init(where, counts, days, settings)
         return out
 
-    def _init(self, source: dict[int, Any], days: list[int], settings: FeatureSettings) -> None:
+    def _init(self, source: dict[int, Any], counts: dict[int, dict[str, np.ndarray]], days: list[int],
+              settings: FeatureSettings) -> None:
         if len(set(days)) != len(days):
             raise ValueError(f"day parts overlap: days {sorted(d for d in set(days) if days.count(d) > 1)} given twice")
         self.settings = settings
@@ -137,27 +160,20 @@ class WindowCounts:
         self._source = source
         self._day_index = np.asarray(self.days, dtype=np.int64)
         self._totals: dict[str, np.ndarray] = {}  # series -> running totals, (days + 1, keys): row i = days before i
-        keys_by_day = {name: [self._keys(day, name) for day in self.days] for name in SERIES}
-        for name, per_day in keys_by_day.items():
-            width = max((int(k.max()) + 1 for k in per_day if len(k)), default=1)
+        for name in SERIES:
+            per_day = [counts[day][name] for day in self.days]
+            width = max((len(c) for c in per_day), default=1)
             totals = np.zeros((len(per_day) + 1, width), dtype=np.int64)
-            for i, keys in enumerate(per_day):
-                totals[i + 1] = totals[i] + np.bincount(keys.astype(np.int64), minlength=width)
+            for i, day_counts in enumerate(per_day):
+                totals[i + 1, :len(day_counts)] = totals[i, :len(day_counts)] + day_counts
+                totals[i + 1, len(day_counts):] = totals[i, len(day_counts):]
             self._totals[name] = totals
 
-    def _keys(self, day: int, name: str) -> np.ndarray:
-        source = self._source[day]
-        if isinstance(source, DayPart):
-            return source.series[name][0]
-        with np.load(source) as stored:
-            return stored[f"{day}|{name}|keys"]
-
-    def _part(self, day: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def _part(self, day: int, name: str) -> np.ndarray:
         source = self._source[day]
         if isinstance(source, DayPart):
             return source.series[name]
-        with np.load(source) as stored:
-            return stored[f"{day}|{name}|keys"], stored[f"{day}|{name}|ms"]
+        return np.load(_file(source, day, name), mmap_mode="r")
 
     def before(self, name: str, query_key: np.ndarray, query_ms: np.ndarray) -> np.ndarray:
         """Per query, the events of series ``name`` with the query's key and a time strictly before its time
@@ -192,8 +208,7 @@ class WindowCounts:
             composites: dict[str, np.ndarray] = {}
             for ask, name, picked in by_day[d]:
                 if name not in composites:
-                    keys, times = self._part(d, name)
-                    composites[name] = keys.astype(np.int64) * DAY_MS + (times.astype(np.int64) - d * DAY_MS)
+                    composites[name] = self._part(d, name)
                 comp = composites[name]
                 if len(comp) == 0:
                     continue

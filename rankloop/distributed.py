@@ -337,7 +337,7 @@ def bucket_days(days: list[date], valid_paths: dict[date, Path], buckets: int, c
     """The valid rows of the block ``days`` (``columns`` only) cut by user into
     ``<workdir>/labels-in/<bucket>/<first day>.arrow`` and (``item_buckets``) by item into
     ``<workdir>/items-in/<bucket>/<first day>.arrow`` (the features' event columns; rows in their order;
-    buckets without a row get no file), and the days' window parts in ``<workdir>/window/<first day>.npz``.
+    buckets without a row get no file), and the days' window parts in ``<workdir>/window/<first day>/``.
     One task per block: a day's cut is too small a task (at 1M rows 35 per-day tasks cost more than the labels
     themselves, stop 32's bench), and a file per (day, bucket) was 1,000 small files per run."""
     import features
@@ -368,9 +368,7 @@ def bucket_days(days: list[date], valid_paths: dict[date, Path], buckets: int, c
     items = {b: _write_part(pa.concat_tables(t), workdir / "items-in" / f"{b:04d}" / f"{first}.arrow")
              for b, t in sorted(by_item.items())}
     del by_item
-    window = workdir / "window" / f"{first}.npz"
-    window.parent.mkdir(parents=True, exist_ok=True)
-    save_parts(parts, window)
+    window = save_parts(parts, workdir / "window" / first)
     release_memory(collect=False)  # the block's pages; its tables hold no cycles (a full collect: ~50 ms)
     return BlockCut(days=tuple(days), users=users, items=items, window=window)
 

@@ -32,14 +32,13 @@ def test_day_parts_give_the_window_aggregates(groups, tmp_path) -> None:
     imps = features.impressions(events, LabelSettings())
     per_query, per_event = window_aggregates(imps, events, KEYS, items=None, users=None, settings=settings)
     parts = _parts_by_day_groups(events, settings, groups)
-    save_parts(parts, tmp_path / "parts.npz")
-    counts = WindowCounts(load_parts(tmp_path / "parts.npz"), settings)
+    save_parts(parts, tmp_path / "parts")
+    counts = WindowCounts(load_parts(tmp_path / "parts"), settings)
     given = window_given(counts, imps, events, KEYS)
     # The same from the files, each day's part read when a query falls on it.
     paths = []
     for i, chunk in enumerate(np.array_split(np.arange(len(parts)), 3)):
-        save_parts([parts[j] for j in chunk], tmp_path / f"block{i}.npz")
-        paths.append(tmp_path / f"block{i}.npz")
+        paths.append(save_parts([parts[j] for j in chunk], tmp_path / f"block{i}"))
     lazy = window_given(WindowCounts.from_files(paths, settings), imps, events, KEYS)
     for key, value in given.items():
         assert np.array_equal(value, lazy[key]), key
