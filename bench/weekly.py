@@ -141,7 +141,7 @@ def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
     """The flow's body (``flows/weekly.py``) without Prefect, stage by stage, in the flow's order."""
     import mlflow  # noqa: F401
 
-    from rankloop import checks, drift, ops, stages
+    from rankloop import checks, distributed, drift, ops, stages
 
     stage: dict[str, Any] = {}
 
@@ -159,7 +159,8 @@ def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
         extracted = timed("extract", stages.extract, settings, start, end)
         ops.find_completed_run(settings, stages.run_key(settings, ctx, extracted))
         validated = timed("validate", stages.validate, settings, extracted, start, end, ctx.workdir)
-        dataset = timed("labels+features", stages.build_dataset, settings, validated, extracted, end, ctx.workdir)
+        dataset = timed("labels+features", distributed.local_build_dataset, settings, validated, extracted, end,
+                        ctx.workdir)
         trained = timed("ranker", stages.train_ranker, settings, dataset, ctx.workdir)
         scored = timed("evaluation: champion scoring", stages.champion_per_query_ndcg, settings, dataset)
         recorded = timed("registry: record", stages.record_ranker, settings, ctx, extracted, validated, dataset,
@@ -274,8 +275,15 @@ def run_naive_validate(uri: str, mapping: Path) -> dict[str, Any]:
     return {"end_to_end": rss.figures(), "rows": table.num_rows, **extra}
 
 
-VARIANTS = {"prefect": run_prefect, "direct": run_direct, "naive_extract": run_naive_extract,
-            "naive_validate": run_naive_validate}
+def run_direct_buckets(uri: str, mapping: Path) -> dict[str, Any]:
+    """``direct`` with the labels and features by bucket in this process (``executor.feature_bucket_rows``:
+    1,000,000 events per bucket, or ``RL_BENCH_BUCKET_ROWS``)."""
+    os.environ["RANKLOOP_EXECUTOR__FEATURE_BUCKET_ROWS"] = os.environ.get("RL_BENCH_BUCKET_ROWS", "1000000")
+    return run_direct(uri, mapping) | {"feature_bucket_rows": int(os.environ["RANKLOOP_EXECUTOR__FEATURE_BUCKET_ROWS"])}
+
+
+VARIANTS = {"prefect": run_prefect, "direct": run_direct, "direct_buckets": run_direct_buckets,
+            "naive_extract": run_naive_extract, "naive_validate": run_naive_validate}
 
 
 def worker(variant: str, uri: str, rows: int) -> dict[str, Any]:
@@ -331,7 +339,14 @@ def table_text(rows: int, results: dict[str, Any]) -> str:
         lines.append(f"previous main ({results['direct_previous'].get('code', '?')}), same command, run right after:")
         for name, f in previous.items():
             lines.append(f"{'  ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}{f['peak_rss_mb']:>13,}")
-    for name in ("direct", "direct_previous", "prefect", "prefect_previous", "naive_extract", "naive_validate"):
+    buckets = (results.get("direct_buckets") or {}).get("stages", {})
+    if buckets:
+        lines.append(f"direct_buckets (feature_bucket_rows={results['direct_buckets']['feature_bucket_rows']:,}), "
+                     "same command:")
+        for name, f in buckets.items():
+            lines.append(f"{'  ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}{f['peak_rss_mb']:>13,}")
+    for name in ("direct", "direct_buckets", "direct_previous", "prefect", "prefect_previous", "naive_extract",
+                 "naive_validate"):
         if name in results:
             f = results[name]["end_to_end"]
             lines.append(f"{'= ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}"

@@ -4,12 +4,12 @@ a Dask run are in ``flows/executors.py``)."""
 from __future__ import annotations
 
 from flows.tasks import stage_task
-from rankloop import checks, drift, recovery, stages
+from rankloop import checks, distributed, drift, recovery, stages
 
 recover = stage_task(recovery.heal, "recover", transient_retries=2)
 extract = stage_task(stages.extract, "extract", transient_retries=2)
 validate = stage_task(stages.validate, "validate")  # a contract failure is never retried
-build_dataset = stage_task(stages.build_dataset, "labels-and-features")
+build_dataset = stage_task(distributed.local_build_dataset, "labels-and-features")
 train_ranker = stage_task(stages.train_ranker, "train-ranker")
 champion = stage_task(stages.champion_per_query_ndcg, "score-champion", transient_retries=2)
 record = stage_task(stages.record_ranker, "log-and-register", transient_retries=2)

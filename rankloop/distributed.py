@@ -400,7 +400,8 @@ def label_bucket(settings: Settings, bucket: int, paths: list[Path], workdir: Pa
     return part
 
 
-def combine_labels(settings: Settings, parts: list[LabelPart], extracted: stages.Extracted, workdir: Path) -> Labelled:
+def combine_labels(settings: Settings, parts: list[LabelPart], extracted: stages.Extracted, workdir: Path,
+                   refuse_implicit: bool = True) -> Labelled:
     """The buckets' labels as one :class:`Labelled`: the query protocol from their summed slate counts
     (buckets share no query), the catalogue written for the feature tasks (which read the buckets' inputs
     again: :func:`combine_features` removes them).
@@ -412,7 +413,7 @@ def combine_labels(settings: Settings, parts: list[LabelPart], extracted: stages
     from features.implicit import LOGGED, protocol_for
 
     protocol = protocol_for(sum(p.logged_queries for p in parts), settings.labels.implicit)
-    if protocol.name != LOGGED:
+    if protocol.name != LOGGED and refuse_implicit:
         raise ConfigError(f"this window's queries need the implicit protocol ({protocol.reason}), which the Dask "
                           "trainer does not build yet (it trains on logged slates only)", reason=Reason.BAD_CONFIG,
                           hint="run this source with RANKLOOP_EXECUTOR__KIND=local (docs/learning.md)")
@@ -435,33 +436,117 @@ def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracte
 
 
 def _label_cuts(settings: Settings, valid_paths: dict[date, Path], extracted: stages.Extracted,
-                workdir: Path, item_buckets: int = 0) -> tuple[Labelled, list[BlockCut]]:
+                workdir: Path, item_buckets: int = 0, buckets: int | None = None,
+                refuse_implicit: bool = True) -> tuple[Labelled, list[BlockCut]]:
     columns = label_columns(valid_paths)
-    buckets = label_bucket_count(settings, len(valid_paths))
+    buckets = buckets or label_bucket_count(settings, len(valid_paths))
     blocks = feature_blocks(list(valid_paths), settings.executor.days_per_task)
     cuts = [bucket_days(block, valid_paths, buckets, columns, workdir, item_buckets=item_buckets, settings=settings)
             for block in blocks]
     by_bucket = bucket_inputs(cuts)
     parts = [label_bucket(settings, b, paths, workdir) for b, paths in sorted(by_bucket.items())]
-    return combine_labels(settings, parts, extracted, workdir), cuts
+    return combine_labels(settings, parts, extracted, workdir, refuse_implicit=refuse_implicit), cuts
 
 
 def feature_partitions(settings: Settings, valid_paths: dict[date, Path], extracted: stages.Extracted,
-                       workdir: Path) -> tuple[Labelled, list[FeaturePart]]:
+                       workdir: Path, *, buckets: int | None = None, days_per_block: int | None = None,
+                       label_order: bool = False) -> tuple[Labelled, list[FeaturePart]]:
     """The Dask labels' and features' tasks one after the other in this process (what the flow maps on the
     cluster): the labels as :func:`label_partitions`, then :func:`featurise_users` per bucket of users,
-    :func:`featurise_items` per bucket of items, :func:`combine_features` per block of query days."""
-    buckets = label_bucket_count(settings, len(valid_paths))
-    labelled, cuts = _label_cuts(settings, valid_paths, extracted, workdir, item_buckets=buckets)
+    :func:`featurise_items` per bucket of items, :func:`combine_features` per block of query days.
+
+    ``buckets`` (default :func:`label_bucket_count`) and ``days_per_block`` (default ``executor.days_per_task``)
+    size the pieces; ``label_order`` writes each day in ``features.impressions``' order. A window whose queries
+    need the implicit protocol gets its labels and no feature part (``labelled.protocol`` says which)."""
+    from features.implicit import LOGGED
+
+    buckets = buckets or label_bucket_count(settings, len(valid_paths))
+    labelled, cuts = _label_cuts(settings, valid_paths, extracted, workdir, item_buckets=buckets, buckets=buckets,
+                                 refuse_implicit=not label_order)
+    if labelled.protocol.get("name") != LOGGED:
+        discard_feature_inputs(workdir)
+        return labelled, []
     windows = [c.window for c in cuts]
-    blocks = feature_blocks(list(labelled.impression_paths), settings.executor.days_per_task)
+    blocks = feature_blocks(list(labelled.impression_paths), days_per_block or settings.executor.days_per_task)
     users = [featurise_users(settings, b, paths, labelled, windows, buckets, blocks, workdir)
              for b, paths in sorted(bucket_inputs(cuts).items())]
     items = [featurise_items(settings, b, paths, [u.items[b] for u in users if b in u.items], labelled, windows,
                              blocks, workdir) for b, paths in sorted(item_inputs(cuts).items())]
-    parts = [p for block in blocks for p in combine_features(settings, block, labelled, users, items, workdir)]
+    parts = [p for block in blocks
+             for p in combine_features(settings, block, labelled, users, items, workdir, label_order=label_order)]
     discard_feature_inputs(workdir)
     return labelled, parts
+
+
+def local_build_dataset(settings: Settings, validated: stages.Validated, extracted: stages.Extracted, end: datetime,
+                        workdir: Path) -> stages.Dataset:
+    """The local run's labels + features stage: past ``executor.feature_bucket_rows`` events, the Dask flow's
+    tasks in this process (:func:`build_dataset_in_process`), where they build the window; else
+    ``stages.build_dataset`` (the whole window at once, its features by bucket when that setting asks). The
+    same split either way."""
+    from core.config.executor import feature_buckets
+
+    buckets = feature_buckets(validated.rows_valid, settings.executor.feature_bucket_rows)
+    if buckets > 1:
+        built = build_dataset_in_process(settings, validated, extracted, end, workdir, buckets)
+        if built is not None:
+            return built
+    return stages.build_dataset(settings, validated, extracted, end, workdir)
+
+
+def build_dataset_in_process(settings: Settings, validated: stages.Validated, extracted: stages.Extracted,
+                             end: datetime, workdir: Path, buckets: int) -> stages.Dataset | None:
+    """The local labels + features stage as the Dask flow's tasks, one after the other in this process: the
+    valid rows cut by day, labelled and featurised per bucket of users (items), joined per query day, then the
+    local time split (``models.training.write_split``) over the days' files, column by column. A step holds a
+    bucket's or a day's rows, never the window's; the split's rows, order and values are those of
+    ``stages.build_dataset``'s whole-window build (``features.impressions``' order, kept per day).
+
+    Returns None, having written nothing it keeps, for a window this build does not make: queries that need
+    the implicit protocol, or a feature set with features read across users (co-occurrence), which the
+    whole-window build makes."""
+    import shutil
+
+    import pyarrow.feather as feather
+
+    import features
+    from features.implicit import LOGGED
+    from features.partitioned import ACROSS_KEYS
+    from models.training import split_rows, write_split
+    from rankloop.partitions import split_by_day
+
+    if settings.labels.implicit.mode == "implicit" or set(_feature_set(settings)) & ACROSS_KEYS:
+        return None
+    base = workdir / "data" / "partitioned"
+    shutil.rmtree(base, ignore_errors=True)  # what a killed run left
+    try:
+        valid_paths = split_by_day(validated.events_path, base / "valid")
+        labelled, parts = feature_partitions(settings, valid_paths, extracted, base, buckets=buckets,
+                                             days_per_block=1, label_order=True)
+        if labelled.protocol.get("name") != LOGGED:
+            return None
+        fset = features.get_feature_set(settings.features.feature_set)
+        parts = sorted((p for p in parts if p.rows), key=lambda p: p.day)
+        days = pd.Series(pd.to_datetime([p.day for p in parts]).tz_localize("UTC"))
+        stages.check_split_coverage(days, end=end, valid_days=settings.ranker.valid_days,
+                                    test_days=settings.ranker.test_days)
+        names = set(feather.read_table(parts[0].path, memory_map=True).schema.names)
+        key_columns = [c for c in stages.SPLIT_KEY_COLUMNS if c in names]
+        keys = _read_frames([p.path for p in parts], key_columns)  # the days in order: the window's label order
+        rows, valid_start, test_start = split_rows(keys, end=end, valid_days=settings.ranker.valid_days,
+                                                   test_days=settings.ranker.test_days)
+        parked = base / "columns"
+        parked.mkdir(parents=True, exist_ok=True)
+        saved = {}
+        for name in fset.features:  # one column of every day at a time
+            saved[name] = parked / f"{name}.npy"
+            np.save(saved[name], np.concatenate([_read_table(p.path, [name]).column(0).to_numpy() for p in parts]))
+        split = write_split(rows, keys, saved, workdir / "data" / "split", valid_start=valid_start,
+                            test_start=test_start)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return stages.Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
+                          impressions=labelled.impressions, protocol=labelled.protocol)
 
 
 def bucket_inputs(days: list[BlockCut]) -> dict[int, list[Path]]:
@@ -510,6 +595,7 @@ class ItemPart:
     blocks: dict[date, Path]  # first query day of a block -> the block's rows
 
 
+CARRIED_KEYS = ("propensity",)  # what the local time split keeps of an impression besides features.partitioned.ID_COLUMNS
 _ROW = "_row"  # an impression's id across the feature tasks: its user bucket << 40 | its row in that bucket
 _DAY = "_day"  # its query day (days since 1970-01-01)
 
@@ -586,7 +672,8 @@ def featurise_users(settings: Settings, bucket: int, paths: list[Path], labelled
     del events
     imps[_ROW] = (np.int64(bucket) << np.int64(40)) + np.arange(len(imps), dtype=np.int64)
     imps[_DAY] = query_days(imps).astype("datetime64[D]").astype(np.int64)
-    frame = pd.concat([imps[[*ID_COLUMNS, _ROW, _DAY]], pd.DataFrame(built, index=imps.index, copy=False)], axis=1)
+    kept = [*ID_COLUMNS, *(c for c in CARRIED_KEYS if c in imps.columns), _ROW, _DAY]
+    frame = pd.concat([imps[kept], pd.DataFrame(built, index=imps.index, copy=False)], axis=1)
     del built
     written = _by_block(frame, blocks, workdir / "user-features", mine)
     del frame
@@ -622,7 +709,7 @@ def featurise_items(settings: Settings, bucket: int, paths: list[Path], queries:
 
 
 def combine_features(settings: Settings, days: list[date], labelled: Labelled, users: list[UserPart],
-                     items: list[ItemPart], workdir: Path) -> list[FeaturePart]:
+                     items: list[ItemPart], workdir: Path, label_order: bool = False) -> list[FeaturePart]:
     """Each query day's rows: the buckets of users' part (labels, user-keyed and context features) joined with
     the buckets of items' part on the impression row, in the set's column order, queries contiguous; written
     to ``<workdir>/features/<day>.arrow``.
@@ -631,6 +718,7 @@ def combine_features(settings: Settings, days: list[date], labelled: Labelled, u
         RuntimeError: a day's impressions and item features do not hold the same rows (a task's output lost).
     """
     import features
+    from features.labels import in_label_order
     from features.partitioned import ID_COLUMNS, contiguous
     from models.training import group_sizes
 
@@ -653,7 +741,10 @@ def combine_features(settings: Settings, days: list[date], labelled: Labelled, u
                                    f"{len(right)} rows, not the same ones")
             if has_items:
                 left = pd.concat([left, right.drop(columns=[_ROW, _DAY])], axis=1)
-            left = contiguous(left[[*ID_COLUMNS, *order]])
+            if label_order:  # the local split's input order (features.impressions'), with the split's keys
+                left = in_label_order(left[[*ID_COLUMNS, *(c for c in CARRIED_KEYS if c in left.columns), *order]])
+            else:
+                left = contiguous(left[[*ID_COLUMNS, *order]])
         path = _write_part(left, workdir / "features" / f"{day.isoformat()}.arrow")
         out.append(FeaturePart(day=day, path=path, rows=len(left), groups=group_sizes(left) if len(left) else
                                np.zeros(0, dtype=np.int64)))

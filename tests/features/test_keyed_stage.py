@@ -1,5 +1,6 @@
-"""The weekly stage's features by key bucket (``executor.feature_bucket_rows``) write the split the one-piece
-build writes, byte for byte in values, on a simulated window."""
+"""The weekly stage by bucket (``executor.feature_bucket_rows``: the Dask flow's label and feature tasks in this
+process) writes the split the one-piece build writes, value for value, in the same order and schema, on a
+simulated window."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from core.config.executor import feature_buckets
 from core.settings import Settings
-from rankloop import stages
+from rankloop import distributed, stages
 from rankloop.simulator import SimulationConfig
 from tests.simulated import stage_inputs
 
@@ -30,15 +31,21 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[stages.Validated, 
 def _split(tmp_path: Path, inputs, bucket_rows: int) -> dict[str, pa.Table]:
     validated, extracted = inputs
     settings = Settings(home=tmp_path / f"home-{bucket_rows}", executor={"feature_bucket_rows": bucket_rows})
-    dataset = stages.build_dataset(settings, validated, extracted, END, tmp_path / f"run-{bucket_rows}")
+    dataset = distributed.local_build_dataset(settings, validated, extracted, END, tmp_path / f"run-{bucket_rows}")
     return {part: pq.read_table(path) for part, path in dataset.split.paths.items()}
 
 
-def test_buckets_write_the_one_piece_split(tmp_path: Path, inputs) -> None:
+def test_buckets_write_the_one_piece_split(tmp_path: Path, inputs, monkeypatch: pytest.MonkeyPatch) -> None:
     validated, _ = inputs
     bucket_rows = validated.rows_valid // 5
     assert feature_buckets(validated.rows_valid, bucket_rows) >= 5
+    built = []
+    original = distributed.build_dataset_in_process
+    monkeypatch.setattr(distributed, "build_dataset_in_process",
+                        lambda *a, **k: built.append(original(*a, **k)) or built[-1])
     whole, keyed = _split(tmp_path, inputs, 0), _split(tmp_path, inputs, bucket_rows)
+    assert len(built) == 1 and built[0] is not None  # the bucketed run made its split with the tasks
+    assert not (tmp_path / f"run-{bucket_rows}" / "data" / "partitioned").exists()  # their files are gone
     assert sorted(whole) == sorted(keyed) == ["test", "train", "valid"]
     for part in whole:
         assert whole[part].num_rows > 0
