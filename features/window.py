@@ -5,9 +5,10 @@ past click-through, hits per exposure over every event before t) and the positio
 weighed by the click-through of its position before it). A build by key bucket is given those values
 (``features.partitioned``); on a cluster no task holds the window's events to make them. They are counts of
 events before t, so they split by UTC day exactly: the count before t is the total of every earlier day plus
-the count in t's own day before t. A day's part (:func:`day_part`) is that day's selected event times, sorted,
-with their keys (the position bucket, or one key); :class:`WindowCounts` holds the parts of a window and
-answers counts before any times, and :func:`window_given` turns them into the values the builder takes.
+the count in t's own day before t. A day's part (:func:`day_parts`) is that day's selected events as sorted
+``key * DAY_MS + ms into the day`` (the key: the position bucket, or one key) with its counts per key;
+:class:`WindowCounts` holds the running totals of a window's days and searches a day's part when a query falls
+on it, and :func:`window_given` turns the counts into the values the builder takes.
 
 Exposures are the logged impression events here (a window without any infers them from sessions, which this
 does not: ``features.partitioned.window_aggregates`` does, over the whole window).
