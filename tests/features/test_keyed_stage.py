@@ -4,6 +4,7 @@ simulated window."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,3 +69,56 @@ def test_feature_buckets() -> None:
     assert feature_buckets(10_047_755, 2_500_000) == 5
     assert feature_buckets(1_001_029, 2_500_000) == 1
     assert feature_buckets(10, 0) == 1 and feature_buckets(0, 100) == 1
+
+
+@pytest.fixture(scope="module")
+def no_impressions(inputs, tmp_path_factory: pytest.TempPathFactory) -> tuple[stages.Validated, stages.Extracted]:
+    """The same window without its logged impressions (the e-commerce seed's layout): implicit queries."""
+    validated, extracted = inputs
+    table = pq.read_table(validated.events_path)
+    kept = table.filter(pc.not_equal(pc.cast(table["event_type"], pa.string()), "impression"))
+    path = tmp_path_factory.mktemp("no_impressions") / "events.parquet"
+    pq.write_table(kept, path)
+    return dataclasses.replace(validated, events_path=path, rows_in=kept.num_rows, rows_valid=kept.num_rows), extracted
+
+
+def test_a_window_without_impressions_gets_the_one_piece_split(tmp_path: Path, no_impressions,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tasks build logged slates only: past the labels they hand the window back, clean, and the stage
+    makes the implicit queries over the whole window (its features by bucket), the one-piece split."""
+    validated, _ = no_impressions
+    bucket_rows = validated.rows_valid // 5
+    built = []
+    original = distributed.build_dataset_in_process
+    monkeypatch.setattr(distributed, "build_dataset_in_process",
+                        lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+    whole, keyed = _split(tmp_path, no_impressions, 0), _split(tmp_path, no_impressions, bucket_rows)
+    assert built == [None]  # the tasks ran, saw no logged slate and declined
+    assert not (tmp_path / f"run-{bucket_rows}" / "data" / "partitioned").exists()
+    assert sorted(whole) == sorted(keyed) == ["test", "train", "valid"]
+    for part in whole:
+        assert whole[part].num_rows > 0 and whole[part].schema == keyed[part].schema
+        assert [c for c in whole[part].column_names if not _same(whole[part].column(c), keyed[part].column(c))] == []
+
+
+def test_what_a_killed_run_left_is_cleared(tmp_path: Path, inputs) -> None:
+    """A run killed inside the tasks leaves their folder half written (a kill skips every cleanup); the next run
+    of that folder starts from nothing and writes the split."""
+    validated, extracted = inputs
+    run = tmp_path / "run"
+    stale = run / "data" / "partitioned"
+    (stale / "features").mkdir(parents=True)
+    (stale / "features" / "2026-10-20.arrow").write_bytes(b"half an Arrow file")
+    (stale / "impressions" / "2026-10-20").mkdir(parents=True)
+    (stale / "impressions" / "2026-10-20" / ".0001.arrow.x.tmp").write_bytes(b"")
+    (stale / "window" / "2026-10-12").mkdir(parents=True)  # a block's counts, half written
+    (stale / "window" / "2026-10-12" / "counts.npz").write_bytes(b"")
+    settings = Settings(home=tmp_path / "home", executor={"feature_bucket_rows": validated.rows_valid // 5})
+    dataset = distributed.local_build_dataset(settings, validated, extracted, END, run)
+    assert not stale.exists()
+    assert dataset.split.sizes()["train_rows"] > 0
+    clean = _split(tmp_path, inputs, validated.rows_valid // 5)  # the same settings in a fresh folder
+    for part, path in dataset.split.paths.items():
+        healed = pq.read_table(path)
+        assert healed.schema == clean[part].schema and healed.num_rows == clean[part].num_rows
+        assert [c for c in healed.column_names if not _same(healed.column(c), clean[part].column(c))] == []
