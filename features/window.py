@@ -176,14 +176,10 @@ class WindowCounts:
             return source.series[name]
         return np.load(_file(source, day, name), mmap_mode="r")
 
-    def before(self, name: str, query_key: np.ndarray, query_ms: np.ndarray) -> np.ndarray:
-        """Per query, the events of series ``name`` with the query's key and a time strictly before its time
-        (0 for a negative key)."""
-        return self.before_many({0: (name, query_key, query_ms)})[0]
-
     def before_many(self, asks: dict[Any, tuple[str, np.ndarray, np.ndarray]]) -> dict[Any, np.ndarray]:
-        """:meth:`before` of every ask (``{id: (series, query keys, query ms)}``) in one pass over the days:
-        each day's part of each series is read and made searchable once, whatever the asks."""
+        """Per ask (``{id: (series, query keys, query ms)}``), the events of the series with the query's key and a
+        time strictly before its time (0 for a negative key), in one pass over the days: each day's part of each
+        series is read once, whatever the asks."""
         out: dict[Any, np.ndarray] = {}
         by_day: dict[int, list[tuple[Any, str, np.ndarray]]] = {}  # day -> (ask, series, its rows of that day)
         for ask, (name, query_key, query_ms) in asks.items():
@@ -219,15 +215,6 @@ class WindowCounts:
                                           side="left") - np.searchsorted(comp, block, side="left"))
                 out[ask][picked] += within
         return out
-
-    def past_rate(self, what: str, at_ms: np.ndarray) -> np.ndarray:
-        """``features.defs_activity.past_rate``'s values at ``at_ms``."""
-        return window_values(self, {("past_rate", what)}, at_ms, None)[("past_rate", what)]
-
-    def position_weights(self, events: pd.DataFrame) -> np.ndarray:
-        """``features.defs_activity.position_weights``' values for ``events`` (any of the window's)."""
-        return window_values(self, {("values", "position_weight")}, np.zeros(0, np.int64), events)[
-            ("values", "position_weight")]
 
 
 def window_values(counts: WindowCounts, keys: set[Any], q_ms: np.ndarray,

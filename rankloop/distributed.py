@@ -507,8 +507,6 @@ def build_dataset_in_process(settings: Settings, validated: stages.Validated, ex
     whole-window build makes."""
     import shutil
 
-    import pyarrow.feather as feather
-
     import features
     from features.implicit import LOGGED
     from features.partitioned import ACROSS_KEYS
@@ -530,7 +528,8 @@ def build_dataset_in_process(settings: Settings, validated: stages.Validated, ex
         days = pd.Series(pd.to_datetime([p.day for p in parts]).tz_localize("UTC"))
         stages.check_split_coverage(days, end=end, valid_days=settings.ranker.valid_days,
                                     test_days=settings.ranker.test_days)
-        names = set(feather.read_table(parts[0].path, memory_map=True).schema.names)
+        with pa.memory_map(str(parts[0].path)) as source:
+            names = set(pa.ipc.open_file(source).schema.names)
         key_columns = [c for c in stages.SPLIT_KEY_COLUMNS if c in names]
         keys = _read_frames([p.path for p in parts], key_columns)  # the days in order: the window's label order
         rows, valid_start, test_start = split_rows(keys, end=end, valid_days=settings.ranker.valid_days,
