@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 import weekly as bw  # noqa: E402 - bench/weekly.py: the tables, the mapping copy, the environment, the local variant
-from measure import PeakRSS, RSSTrace  # noqa: E402
+from measure import PeakRSS, RSSTrace, commit, versions  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -212,7 +212,7 @@ def main() -> None:
               flush=True)
         print(f"  tasks: {json.dumps(results[variant]['tasks'])}", flush=True)
         out_path.write_text(json.dumps({"measured_at": datetime.now(UTC).isoformat(), "cpus": os.cpu_count(),
-                                        "variants": results}, indent=2, default=str))
+                                        "commit": commit(), "versions": versions(), "variants": results}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import commit, versions  # noqa: E402 - bench/measure.py
+
 DEFAULT_URI = "postgresql://postgres@127.0.0.1:5432/test"
 PREFIX = "rl_src_bench_"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -234,31 +237,11 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "extract_shapes.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": args.rows, "uri": "redacted-local-postgres", "repeats": args.repeats,
-                               "runs": runs, "summary": summary, "versions": versions(), "commit": commit(),
+                               "runs": runs, "summary": summary, "versions": versions(("adbc-driver-postgresql", "adbc-driver-manager", "pyarrow", "pandas", "sqlalchemy",
+                                                      "psycopg2-binary")), "commit": commit(),
                                "cpus": os.cpu_count(), "measured_at": datetime.now(UTC).isoformat()}, indent=2))
     if not args.keep:
         drop(args.uri, shapes)
-
-
-def versions() -> dict[str, str]:
-    """The installed versions of the libraries the variants use (their speed moves between releases)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("adbc-driver-postgresql", "adbc-driver-manager", "pyarrow", "pandas", "sqlalchemy", "psycopg2-binary"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "absent"
-    return found
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def drop(uri: str, shapes: list[str]) -> None:

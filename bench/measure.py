@@ -10,6 +10,7 @@ offers no reset (not Linux), a sampling thread (every 20 ms) gives a lower bound
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -118,3 +119,35 @@ class RSSTrace:
         """(epoch seconds, MB) of the highest sample."""
         t, rss = max(self.samples, key=lambda s: s[1])
         return t, round(rss / 2**20)
+
+
+# The libraries whose releases move the weekly run's time and memory (stop 35 saw the 10M features stage peak
+# ~550 MB higher than stop 34 with the same code: only the machine and the resolved versions differed).
+LIBRARIES = ("numpy", "pandas", "pyarrow", "lightgbm", "scikit-learn", "mlflow", "prefect", "dask", "distributed",
+             "great-expectations", "adbc-driver-postgresql", "adbc-driver-manager")
+
+
+def versions(packages: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
+    """The installed version of each of ``packages`` ("absent" where one is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "absent"
+    return found
+
+
+def commit(where: Path | None = None) -> str:
+    """The short commit of the checkout at ``where`` (default: this one), with ``+dirty`` when it has changes."""
+    cwd = where or Path(__file__).parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=cwd,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=cwd, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")

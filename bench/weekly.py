@@ -46,7 +46,7 @@ RESULTS = Path(__file__).parent / "results"
 ROWS_PER_USER = 200  # ~13.3 interactions per request x 3 requests per user-week x 5 weeks
 
 
-from measure import PeakRSS  # noqa: E402 - bench/ is the script's own directory
+from measure import PeakRSS, commit, versions  # noqa: E402 - bench/ is the script's own directory
 
 
 # --- source ----------------------------------------------------------------------------------
@@ -316,8 +316,7 @@ def spawn(variant: str, uri: str, rows: int, code: Path | None = None, *, floor:
         raise RuntimeError(f"{variant} at {rows} rows failed:\n{out.stderr[-5000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if code:
-        result["code"] = subprocess.run(["git", "-C", str(code), "rev-parse", "--short=12", "HEAD"],
-                                        capture_output=True, text=True).stdout.strip()
+        result["code"] = commit(code)
     result["loadavg_before"], result["loadavg_after"] = before, os.getloadavg()
     return result
 
@@ -398,7 +397,8 @@ def main() -> None:
         results[variant] = spawn(variant.removesuffix("_previous"), args.uri, args.rows, code, floor=floor)
         print(f"{variant}: {json.dumps(results[variant]['end_to_end'])}", flush=True)
         out_path.write_text(json.dumps({"source": meta, "measured_at": datetime.now(UTC).isoformat(),
-                                        "cpus": os.cpu_count(), "variants": results}, indent=2, default=str))
+                                        "cpus": os.cpu_count(), "commit": commit(), "versions": versions(),
+                                        "variants": results}, indent=2, default=str))
     print(table_text(args.rows, results))
     if args.drop:
         drop(args.uri, args.rows)
