@@ -518,7 +518,8 @@ def build_dataset_in_process(settings: Settings, validated: stages.Validated, ex
     base = workdir / "data" / "partitioned"
     shutil.rmtree(base, ignore_errors=True)  # what a killed run left
     try:
-        valid_paths = split_by_day(validated.events_path, base / "valid")
+        # The valid rows by day where the tables stage cuts them (it reuses them: rankloop.partitions.split_by_day).
+        valid_paths = split_by_day(validated.events_path, workdir / "data" / "days", reuse=True)
         labelled, parts = feature_partitions(settings, valid_paths, extracted, base, buckets=buckets,
                                              days_per_block=1, label_order=True)
         if labelled.protocol.get("name") != LOGGED:

@@ -8,6 +8,7 @@ cluster (``client.map``; shared inputs broadcast once). docs/scale-out.md.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -18,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from core.atomic import write_json
 
 T = TypeVar("T")
 
@@ -57,16 +60,34 @@ class OnDask:
         return self.client.scatter(obj, broadcast=True)
 
 
-def split_by_day(events_path: Path, folder: Path, *, batch_rows: int = 262_144) -> dict[date, Path]:
+def split_by_day(events_path: Path, folder: Path, *, batch_rows: int = 262_144, reuse: bool = False) -> dict[date, Path]:
     """The rows of ``events_path`` cut by the UTC day of ``ts``, one Parquet file per day that has rows.
 
     Streams the file (``pyarrow.dataset``: memory of a batch, not of the file); rows keep their order
     within a day. Written into a temporary folder that replaces ``folder`` at the end, so a killed
     split leaves no partial day files in use. Returns ``{day: path}``, days ascending.
+
+    ``reuse``: when ``folder`` already holds the split of this very file (its path, size, modification time
+    and rows, recorded beside the folder in ``<folder>.source.json`` by a split asked with ``reuse``, once the
+    folder is in place), return it instead of cutting again (the local run's features and tables stages cut
+    the same valid rows).
     """
     folder = Path(folder)
+    stamp = folder.with_name(f"{folder.name}.source.json")
+    source_id = _file_identity(events_path) if reuse else None
+    if reuse and folder.is_dir() and stamp.exists():
+        try:
+            recorded = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if recorded == source_id:
+            try:
+                return _day_files(folder, events_path)
+            except (RuntimeError, OSError, pa.ArrowException):  # a day file gone or damaged since: cut again
+                pass
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    stamp.unlink(missing_ok=True)  # from here until the new folder is in place, nothing claims the folder
     source = ds.dataset(events_path, format="parquet")
     columns = {name: pc.field(name) for name in source.schema.names}
     columns["day"] = pc.field("ts").cast(pa.date32())
@@ -82,6 +103,21 @@ def split_by_day(events_path: Path, folder: Path, *, batch_rows: int = 262_144) 
     )
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+    paths = _day_files(folder, events_path)
+    if reuse:
+        write_json(stamp, source_id)
+    return paths
+
+
+def _file_identity(path: Path) -> dict[str, Any]:
+    """What tells one events file from another: its resolved path, size, modification time and rows."""
+    stat = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "rows": pq.ParquetFile(path).metadata.num_rows}
+
+
+def _day_files(folder: Path, events_path: Path) -> dict[date, Path]:
+    """``{day: file}`` of a split folder, checked: one file per day, as many rows in all as ``events_path``."""
     paths = {}
     for directory in sorted(folder.glob("day=*")):
         files = sorted(directory.glob("*.parquet"))

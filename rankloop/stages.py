@@ -795,6 +795,7 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
     from rankloop.tables import fit_tables_by_day
 
     release_memory()
-    day_paths = split_by_day(validated.events_path, ctx.workdir / "data" / "days")
+    # The local features stage may have cut the same rows into the same folder already (by bucket): reused then.
+    day_paths = split_by_day(validated.events_path, ctx.workdir / "data" / "days", reuse=True)
     return fit_tables_by_day(settings, day_paths, InProcess(), end=ctx.end, workdir=ctx.workdir, actor=ctx.actor,
                              window=(ctx.start, ctx.end), parent_run_id=parent_run_id)

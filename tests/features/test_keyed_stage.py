@@ -5,7 +5,7 @@ simulated window."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import pytest
 from core.config.executor import feature_buckets
 from core.settings import Settings
 from rankloop import distributed, stages
+from rankloop.partitions import split_by_day
 from rankloop.simulator import SimulationConfig
 from tests.simulated import stage_inputs
 
@@ -54,6 +55,10 @@ def test_buckets_write_the_one_piece_split(tmp_path: Path, inputs, monkeypatch: 
         differing = [c for c in whole[part].column_names if not _same(whole[part].column(c), keyed[part].column(c))]
         assert differing == [], part
     assert not any((tmp_path / f"run-{bucket_rows}" / "data" / "features").glob(".keyed.*"))
+    # The valid rows by day stay for the tables stage, which takes them as they are (the same files).
+    days = tmp_path / f"run-{bucket_rows}" / "data" / "days"
+    cut = {d: p.stat().st_ino for d, p in split_by_day(validated.events_path, days, reuse=True).items()}
+    assert len(cut) == 35 and cut == {d: p.stat().st_ino for d, p in _day_files(days).items()}
 
 
 def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
@@ -63,6 +68,10 @@ def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
     if pa.types.is_floating(a.type):
         return np.array_equal(a.to_numpy(), b.to_numpy(), equal_nan=True)
     return a.equals(b)
+
+
+def _day_files(folder: Path) -> dict[date, Path]:
+    return {date.fromisoformat(d.name.removeprefix("day=")): next(d.glob("*.parquet")) for d in sorted(folder.glob("day=*"))}
 
 
 def test_feature_buckets() -> None:
@@ -113,9 +122,11 @@ def test_what_a_killed_run_left_is_cleared(tmp_path: Path, inputs) -> None:
     (stale / "impressions" / "2026-10-20" / ".0001.arrow.x.tmp").write_bytes(b"")
     (stale / "window" / "2026-10-12").mkdir(parents=True)  # a block's counts, half written
     (stale / "window" / "2026-10-12" / "counts.npz").write_bytes(b"")
+    (run / "data" / ".days.tmp" / "day=2026-10-12").mkdir(parents=True)  # the cut by day, half written
+    (run / "data" / ".days.tmp" / "day=2026-10-12" / "part-0.parquet").write_bytes(b"PAR1")
     settings = Settings(home=tmp_path / "home", executor={"feature_bucket_rows": validated.rows_valid // 5})
     dataset = distributed.local_build_dataset(settings, validated, extracted, END, run)
-    assert not stale.exists()
+    assert not stale.exists() and not (run / "data" / ".days.tmp").exists()
     assert dataset.split.sizes()["train_rows"] > 0
     clean = _split(tmp_path, inputs, validated.rows_valid // 5)  # the same settings in a fresh folder
     for part, path in dataset.split.paths.items():

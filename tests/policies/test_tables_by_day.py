@@ -69,6 +69,43 @@ def test_split_by_day_keeps_every_row_in_order_and_replaces_the_folder(tmp_path:
     assert not list(tmp_path.glob(".days.tmp*"))
 
 
+def test_split_by_day_reuses_the_split_of_the_same_file_only(tmp_path: Path) -> None:
+    """``reuse``: the folder holding this very file's split is returned as it is (no file rewritten); another
+    file, the same path rewritten, a day file gone, or no record of the source, and the rows are cut again."""
+    import json
+    import os
+
+    events = _no_impressions_log()
+    path = _window_file(events, tmp_path)
+    folder = tmp_path / "days"
+    first = split_by_day(path, folder, reuse=True)
+    stamp = tmp_path / "days.source.json"
+    assert json.loads(stamp.read_text())["rows"] == len(events)
+    inodes = {d: os.stat(p).st_ino for d, p in first.items()}
+    again = split_by_day(path, folder, reuse=True)
+    assert again == first and {d: os.stat(p).st_ino for d, p in again.items()} == inodes  # the same files
+    assert {d: os.stat(p).st_ino for d, p in split_by_day(path, folder).items()} != inodes  # reuse off: cut again
+    assert not stamp.exists()  # and nothing claims that split for a later reuse
+    first = split_by_day(path, folder, reuse=True)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shorter = split_by_day(_window_file(events.iloc[:4], other), folder, reuse=True)  # another file
+    assert sorted(shorter) == [date(2026, 3, 2), date(2026, 3, 3)]
+    rewritten = split_by_day(_window_file(events, other), folder, reuse=True)  # the same path, rewritten
+    assert len(rewritten) == 3
+
+    first_day = rewritten[min(rewritten)]
+    first_day.unlink()  # a day file lost since: the record no longer tells the truth
+    healed = split_by_day(path, folder, reuse=True)
+    assert healed[min(healed)].exists() and sum(pq.ParquetFile(p).metadata.num_rows for p in healed.values()) == len(events)
+
+    stamp.unlink()  # a split whose record never came (killed between the rename and the record): cut again
+    before = {d: os.stat(p).st_ino for d, p in healed.items()}
+    assert {d: os.stat(p).st_ino for d, p in split_by_day(path, folder, reuse=True).items()} != before
+    assert stamp.exists()
+
+
 def test_exposures_per_request_day_equal_the_window_exposures(tmp_path: Path) -> None:
     """Requests are filled row by row and gathered at the day of their first event, so the synthetic
     impressions and their rewards are those of the whole window, also across midnight."""
