@@ -141,13 +141,15 @@ def versions(packages: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
 
 
 def commit(where: Path | None = None) -> str:
-    """The short commit of the checkout at ``where`` (default: this one), with ``+dirty`` when it has changes."""
+    """The short commit of the checkout at ``where`` (default: this one), with ``+dirty`` when its tracked files
+    other than ``bench/results`` have changes."""
     cwd = where or Path(__file__).parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=cwd,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=cwd, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)bench/results"],  # the bench's own results, rewritten as it runs
+                               capture_output=True, text=True, cwd=cwd, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
