@@ -65,7 +65,10 @@ def write_arrow(table: pa.Table, path: Path, *, compression: str = "lz4") -> Pat
     return atomic_write(path, lambda tmp: feather.write_feather(table, tmp, compression=compression))
 
 
-def write_parquet(table: pa.Table, path: Path, *, compression: str = "zstd") -> Path:
+def write_parquet(table: pa.Table, path: Path, *, compression: str = "zstd",
+                  row_group_size: int | None = None) -> Path:
     """``table`` as Parquet to ``path``, atomically (``compression``: zstd for kept files, lz4 for
-    intermediates read back within the run)."""
-    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=compression))
+    intermediates read back within the run; ``row_group_size``: rows per group, for files read back
+    in slices)."""
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=compression,
+                                                         row_group_size=row_group_size))

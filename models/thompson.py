@@ -310,6 +310,194 @@ def combine_counts(parts: Iterable[BetaCounts]) -> BetaCounts:
                       data_end=max(ends) if ends else None, rows=rows)
 
 
+def combine_count_files(parts: Sequence[BetaCounts], paths: Sequence[Path], *, range_rows: int | None = None,
+                        base: tuple[pd.DataFrame, float] | None = None) -> BetaCounts:
+    """:func:`combine_counts` of partitions whose user x item rows are in Parquet files (``paths[i]``
+    holds ``parts[i].user_items``, which is left empty in memory), the same table to the last bit,
+    holding about ``range_rows`` of the files' rows at a time besides the result.
+
+    One pass reads each file's two key columns (whether its rows come in key order, its first and
+    last key, its rows per user), which cuts the users into ranges of about ``range_rows`` rows; then
+    each range's rows are read from every file in turn (a slice of the files written in key order, as
+    :func:`beta_counts` writes them; a filter of any other) and summed per key. A key's rows are all in
+    its user's range, in the files' order, so each sum is the one a single group-by of everything
+    gives: pandas' compensated sum; a range whose rows happen to come in key order (which pandas would
+    sum with ``np.add.reduceat``) gets a row of its own out of order. Only when all the files' rows
+    together come in key order (one file, say) does that group-by itself use ``reduceat``: then the
+    files are read whole, as :func:`combine_counts` reads them.
+
+    ``base`` (for :func:`refit_from_count_files`): a previous table's user x item rows, one per key in
+    key order, and their decay: each range's sums get that table's rows of the range's users added, as
+    :func:`_merge_counts` adds them (with files in key order: to the whole); the result's ``user_items``
+    is then the merged table."""
+    if len(parts) != len(paths):
+        raise ValueError(f"combine_count_files got {len(parts)} partitions but {len(paths)} files")
+    if not parts:
+        raise ValueError("combine_count_files needs at least one partition's BetaCounts")
+    range_rows = range_rows or _TOTAL_CHUNK_ROWS
+    scans = [_scan_keys(Path(p)) for p in paths]
+    ends = [p.data_end for p in parts if p.data_end is not None]
+
+    def counts(pairs: pd.DataFrame) -> BetaCounts:
+        return BetaCounts(items=_summed([p.items for p in parts], ["item_id"]), user_items=pairs,
+                          data_end=max(ends) if ends else None, rows=sum(p.rows for p in parts))
+
+    if _in_key_order(scans):
+        pairs = combine_counts(_loaded(parts, paths)).user_items
+        return counts(pairs if base is None else _merge_counts(base[0], pairs, ["user_id", "item_id"], base[1]))
+    users = pd.concat([s.user_rows for s in scans]).groupby(level=0, sort=True).sum()
+    if base is not None:  # the previous table's users cut into the ranges too
+        users = users.add(base[0].groupby("user_id", sort=True).size(), fill_value=0).astype(np.int64).sort_index()
+    bounds = _range_bounds(users, range_rows)
+    del users
+    pieces = []
+    for low, high in zip([None, *bounds], [*bounds, None], strict=True):
+        piece = _summed_range(scans, low, high)
+        pieces.append(piece if base is None else _merged_range(base[0], base[1], piece, low, high))
+    return counts(pd.concat(pieces, ignore_index=True))
+
+
+def _loaded(parts: Sequence[BetaCounts], paths: Sequence[Path]) -> Iterable[BetaCounts]:
+    """The partitions with their user x item rows read back, one at a time."""
+    for part, path in zip(parts, paths, strict=True):
+        yield BetaCounts(items=part.items, user_items=pd.read_parquet(path), data_end=part.data_end, rows=part.rows)
+
+
+def _merged_range(old: pd.DataFrame, factor: float, new: pd.DataFrame, low: Any, high: Any) -> pd.DataFrame:
+    """:func:`_merge_counts` of the previous table's rows of the users in ``(low, high]`` (``old``: one
+    row per key, in key order) and a range's new sums: the same group-by, over the range's rows."""
+    users = old["user_id"]
+    start = 0 if low is None else int(users.searchsorted(low, side="right"))
+    stop = len(old) if high is None else int(users.searchsorted(high, side="right"))
+    return _merge_counts(old.iloc[start:stop], new, ["user_id", "item_id"], factor)
+
+
+@dataclass
+class _KeyScan:
+    """What one file of user x item counts holds, from its key columns (:func:`_scan_keys`)."""
+
+    path: Path
+    rows: int
+    ordered: bool  # rows in key order, with any row missing a key before all the others
+    leading_missing: bool  # it starts with rows missing a key
+    first: tuple[Any, Any] | None  # first and last key of the rows with both keys
+    last: tuple[Any, Any] | None
+    user_rows: pd.Series  # rows per user, in the order the users first come
+    sliced: bool  # in key order with every key: a user range's rows are one slice of the file
+
+
+def _scan_keys(path: Path) -> _KeyScan:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["user_id", "item_id"])
+    user, item = (table.column(k).combine_chunks() for k in ("user_id", "item_id"))
+    del table
+    n = len(user)
+    valid = pc.and_(pc.is_valid(user), pc.is_valid(item)).to_numpy(zero_copy_only=False)
+    n_valid = int(valid.sum())
+    leading = n - n_valid
+    ordered = bool(valid[leading:].all())  # rows missing a key (dropped by a group-by) all come first
+    u, i = user.slice(leading), item.slice(leading)
+    if ordered and n_valid > 1:
+        later_u, earlier_u = u.slice(1), u.slice(0, n_valid - 1)
+        later_i, earlier_i = i.slice(1), i.slice(0, n_valid - 1)
+        backwards = pc.or_(pc.less(later_u, earlier_u),
+                           pc.and_(pc.equal(later_u, earlier_u), pc.less(later_i, earlier_i)))
+        ordered = not pc.any(backwards).as_py()
+    first = (u[0].as_py(), i[0].as_py()) if n_valid else None
+    last = (u[n_valid - 1].as_py(), i[n_valid - 1].as_py()) if n_valid else None
+    counts = pc.value_counts(user.filter(pc.is_valid(user)))
+    user_rows = pd.Series(counts.field("counts").to_numpy(), index=counts.field("values").to_pandas(),
+                          dtype=np.int64)
+    return _KeyScan(path, n, ordered, leading > 0 and n_valid < n, first, last, user_rows,
+                    sliced=ordered and leading == 0)
+
+
+def _in_key_order(scans: list[_KeyScan]) -> bool:
+    """Whether the files' rows, one file after another, come in key order (rows missing a key first),
+    the order in which pandas' group-by sums with ``np.add.reduceat``."""
+    last: tuple[Any, Any] | None = None
+    for s in scans:
+        if not s.ordered or (s.leading_missing and last is not None):
+            return False
+        if s.first is not None:
+            if last is not None and s.first < last:
+                return False
+            last = s.last
+    return True
+
+
+def _range_bounds(users: pd.Series, range_rows: int) -> list[Any]:
+    """The last user of each range but the last: consecutive users (sorted) of about ``range_rows`` rows."""
+    cumulative = users.to_numpy().cumsum()
+    marks = np.arange(range_rows, int(cumulative[-1]) if len(cumulative) else 0, range_rows)
+    at = np.unique(np.searchsorted(cumulative, marks, side="left"))
+    at = at[at < len(users) - 1]
+    return users.index[at].tolist()
+
+
+def _range_rows(scan: _KeyScan, low: Any, high: Any) -> pd.DataFrame:
+    """The rows of one file whose user is in ``(low, high]`` (``None``: unbounded), in the file's order."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if scan.sliced:  # users in sorted order, each user's rows together
+        users, ends = scan.user_rows.index, np.r_[0, scan.user_rows.to_numpy().cumsum()]
+        start = 0 if low is None else int(ends[users.searchsorted(low, side="right")])
+        stop = scan.rows if high is None else int(ends[users.searchsorted(high, side="right")])
+        return _read_slice(pq.ParquetFile(scan.path), start, stop)
+    table = pq.read_table(scan.path)
+    user = table.column("user_id")
+    mask = pc.is_valid(user)
+    if low is not None:
+        mask = pc.and_(mask, pc.greater(user, low))
+    if high is not None:
+        mask = pc.and_(mask, pc.less_equal(user, high))
+    return table.filter(mask).to_pandas()
+
+
+def _read_slice(file: Any, start: int, stop: int) -> pd.DataFrame:
+    """Rows ``[start, stop)`` of a Parquet file, reading only the row groups that hold them."""
+    groups, offset, first_offset = [], 0, 0
+    for g in range(file.metadata.num_row_groups):
+        n = file.metadata.row_group(g).num_rows
+        if offset < stop and offset + n > start:
+            if not groups:
+                first_offset = offset
+            groups.append(g)
+        offset += n
+    if not groups or stop <= start:
+        return file.schema_arrow.empty_table().to_pandas()
+    return file.read_row_groups(groups).slice(start - first_offset, stop - start).to_pandas()
+
+
+def _summed_range(scans: list[_KeyScan], low: Any, high: Any) -> pd.DataFrame:
+    """One user range's rows of every file, in the files' order, summed per key as pandas' group-by of
+    all the files' rows sums them when they do not come in key order (compensated sums)."""
+    frame = pd.concat([_range_rows(s, low, high) for s in scans], ignore_index=True)
+    u_codes, u_values = pd.factorize(frame["user_id"], sort=True)
+    i_codes, i_values = pd.factorize(frame["item_id"], sort=True)
+    valid = (u_codes >= 0) & (i_codes >= 0)  # a missing key: the group-by drops the row
+    size = max(len(i_values), 1)
+    key = u_codes.astype(np.int64)[valid] * size + i_codes[valid]
+    successes = frame["successes"].to_numpy(dtype=np.float64)[valid]
+    failures = frame["failures"].to_numpy(dtype=np.float64)[valid]
+    dtypes = frame["user_id"].dtype, frame["item_id"].dtype
+    del frame, u_codes, i_codes, valid
+    extra = len(key) > 0 and bool(np.all(key[1:] >= key[:-1]))
+    if extra:  # in key order: pandas would use reduceat; one row out of order keeps the compensated sum
+        key, successes, failures = np.r_[key, -1], np.r_[successes, 0.0], np.r_[failures, 0.0]
+    summed = pd.DataFrame({"key": key, "successes": successes, "failures": failures}, copy=False).groupby(
+        "key", sort=True)[["successes", "failures"]].sum()
+    if extra:
+        summed = summed.iloc[1:]
+    keys = summed.index.to_numpy()
+    return pd.DataFrame({"user_id": pd.Series(u_values.take(keys // size), dtype=dtypes[0]),
+                         "item_id": pd.Series(i_values.take(keys % size), dtype=dtypes[1]),
+                         "successes": summed["successes"].to_numpy(), "failures": summed["failures"].to_numpy()})
+
+
 def _summed(frames: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
     """Successes and failures summed per key over ``frames``, sorted by the keys (a group-by)."""
     return pd.concat(frames, ignore_index=True).groupby(keys, as_index=False)[["successes", "failures"]].sum()
@@ -453,12 +641,39 @@ def refit_from_counts(previous: BetaTables | None, counts: BetaCounts, settings:
     if now.tzinfo is None:
         raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
     base = previous or empty_tables(settings, now)
-    factor = 1.0
-    if previous is not None and settings.half_life_days is not None:
-        elapsed = (pd.Timestamp(now) - pd.Timestamp(previous.fitted_at)).total_seconds() / 86_400.0
-        factor = float(_decay(np.array([elapsed]), settings.half_life_days)[0])
+    factor = _carried(previous, settings, now)
     items = _merge_counts(base.items, counts.items, ["item_id"], factor)
     pairs = _merge_counts(base.user_items, counts.user_items, ["user_id", "item_id"], factor)
+    return _refitted(base, counts, items, pairs, settings, now)
+
+
+def refit_from_count_files(previous: BetaTables | None, parts: Sequence[BetaCounts], paths: Sequence[Path],
+                           settings: BanditSettings, now: datetime, *, range_rows: int | None = None) -> BetaTables:
+    """``refit_from_counts(previous, combine_count_files(parts, paths), settings, now)``, the same table
+    to the last bit, with the previous table's user x item rows (decayed) added a user range at a time
+    as the ranges are summed, instead of in one group-by of both whole tables (~1.8 GB at 10M
+    interactions). A previous table not in key order, one row per key, is merged as that does."""
+    if now.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
+    keys = ["user_id", "item_id"]
+    if previous is None or len(previous.user_items) == 0 or not _grouped(previous.user_items, keys):
+        return refit_from_counts(previous, combine_count_files(parts, paths, range_rows=range_rows), settings, now)
+    factor = _carried(previous, settings, now)
+    counts = combine_count_files(parts, paths, range_rows=range_rows, base=(previous.user_items, factor))
+    items = _merge_counts(previous.items, counts.items, ["item_id"], factor)
+    return _refitted(previous, counts, items, counts.user_items, settings, now)
+
+
+def _carried(previous: BetaTables | None, settings: BanditSettings, now: datetime) -> float:
+    """The decay of the previous table's counts from its fit to ``now``."""
+    if previous is None or settings.half_life_days is None:
+        return 1.0
+    elapsed = (pd.Timestamp(now) - pd.Timestamp(previous.fitted_at)).total_seconds() / 86_400.0
+    return float(_decay(np.array([elapsed]), settings.half_life_days)[0])
+
+
+def _refitted(base: BetaTables, counts: BetaCounts, items: pd.DataFrame, pairs: pd.DataFrame,
+              settings: BanditSettings, now: datetime) -> BetaTables:
     data_end = counts.data_end
     if data_end is None or (base.data_end is not None and data_end < pd.Timestamp(base.data_end)):
         data_end = base.data_end

@@ -35,6 +35,7 @@ from core.settings import Settings
 from models.policy import POLICY_TABLES
 
 if TYPE_CHECKING:
+    from core.config.policy import BanditSettings
     from models.linucb import ArmContextStats, LinUCB
     from models.ope import OPEResult
     from models.policy import PolicyTable
@@ -227,7 +228,9 @@ def _judge_window(kind: str, imps: pd.DataFrame, champion: Any, champion_version
 
 def judge_bandit_fitted(trials: TrialSummary, fitted: tuple[BetaTables, BetaTables], champion: BetaTables | None,
                         champion_version: int | None, settings: Settings) -> Judged | Skipped:
-    """Judge the (challenger, final) bandit refits on the test week's top-slot trials, against the champion."""
+    """Judge the (challenger, final) bandit refits on the test week's top-slot trials, against the champion.
+    Only the per-item tables are read (the top slot's policy is context-free): the stage refits the
+    challenger without user x item rows."""
     if trials.trials == 0:
         return Skipped("bandit", NO_TRIALS)
     challenger, final = fitted
@@ -450,16 +453,28 @@ class ParkedCounts:
     counts: BetaCounts  # user_items without rows
     path: Path
 
-    def load(self) -> BetaCounts:
-        from dataclasses import replace
 
-        return replace(self.counts, user_items=pd.read_parquet(self.path))
+def refit_bandit(champion: BetaTables | None, parked: list[ParkedCounts], which: str, settings: BanditSettings,
+                 end: datetime) -> BetaTables:
+    """The bandit refit over ``which`` days (``pre``: before the test week; ``all``) from the days'
+    parked statistics: their user x item rows, and the champion's, are summed one range of users at a
+    time (:func:`models.thompson.refit_from_count_files`: the table one group-by would give, to the last
+    bit). The challenger (``pre``) is judged by its per-item table alone (:func:`judge_bandit_fitted`: a
+    context-free top slot), so its refit leaves out the user x item rows, the champion's and the days'."""
+    from dataclasses import replace
+
+    from models.thompson import combine_counts, refit_from_count_files, refit_from_counts
+
+    if which == "all":
+        return refit_from_count_files(champion, [p.counts for p in parked], [p.path for p in parked], settings, end)
+    base = replace(champion, user_items=champion.user_items.iloc[:0]) if champion is not None else None
+    return refit_from_counts(base, combine_counts(p.counts for p in parked), settings, end)  # no file is read
 
 
 def _park(counts: BetaCounts, path: Path) -> ParkedCounts:
     from dataclasses import replace
 
-    _write_frame(counts.user_items, path)
+    _write_frame(counts.user_items, path, row_group_size=_PARKED_ROW_GROUP)  # read back a user range at a time
     return ParkedCounts(replace(counts, user_items=counts.user_items.iloc[:0]), path)
 
 
@@ -478,11 +493,10 @@ class TablePart:
     linucb_test: ArmContextStats
     slates_path: Path
 
-    def stats(self, kind: str, which: str) -> list[BetaCounts | ArmContextStats]:
-        """``kind``'s statistics of this day before the test week (``pre``) or over all of it (``all``)."""
-        pre, test = getattr(self, f"{kind}_pre"), getattr(self, f"{kind}_test")
-        out = [pre] if which == "pre" else [pre, test]
-        return [s.load() if isinstance(s, ParkedCounts) else s for s in out]
+    def stats(self, kind: str, which: str) -> list[Any]:
+        """``kind``'s statistics of this day before the test week (``pre``) or over all of it (``all``):
+        :class:`ParkedCounts` (bandit) or :class:`models.linucb.ArmContextStats`."""
+        return [getattr(self, f"{kind}_pre")] + ([getattr(self, f"{kind}_test")] if which == "all" else [])
 
 
 @dataclass(frozen=True)
@@ -574,10 +588,13 @@ def table_partition(day: date, settings: Settings, day_paths: dict[date, Path], 
     )
 
 
-def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
+def _write_frame(frame: pd.DataFrame, path: Path, row_group_size: int | None = None) -> Path:
     from core.atomic import write_parquet
 
-    return write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=row_group_size)
+
+
+_PARKED_ROW_GROUP = 1 << 16  # rows per row group of a day's parked user x item counts
 
 
 def _read_frames(paths: list[Path]) -> pd.DataFrame:
@@ -602,7 +619,6 @@ def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: R
     from core.runtime import ensure_experiment
     from models.linucb import combine_stats, refit_from_stats
     from models.rewards import request_moves
-    from models.thompson import combine_counts, refit_from_counts
 
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
     champions = load_champions(settings)
@@ -622,8 +638,8 @@ def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: R
              "exposures" if exposures else "impressions", len(parts))
     release_memory()  # the days' reads, before the combines gather the partitions' statistics
     fits = {
-        "bandit": lambda champ, which: refit_from_counts(
-            champ, combine_counts(s for p in parts for s in p.stats("bandit", which)), settings.bandit, end),
+        "bandit": lambda champ, which: refit_bandit(champ, [s for p in parts for s in p.stats("bandit", which)],
+                                                    which, settings.bandit, end),
         "linucb": lambda champ, which: refit_from_stats(
             champ, combine_stats([s for p in parts for s in p.stats("linucb", which)]), settings.linucb, end),
     }

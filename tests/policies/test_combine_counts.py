@@ -111,3 +111,108 @@ def test_key_ranges_sum_as_one_group_by_whether_rows_come_sorted_or_not(monkeypa
         alone = pd.DataFrame({"key": key[sorted_rows], "s": successes[sorted_rows]}).groupby("key")["s"].sum()
         differs += int((alone.to_numpy() != want["successes"].to_numpy()).any())
     assert differs > 10
+
+
+def _grouped_part(part: thompson.BetaCounts) -> thompson.BetaCounts:
+    """A part as :func:`thompson.beta_counts` makes it: one row per key, in key order."""
+    pairs = part.user_items.groupby(["user_id", "item_id"], as_index=False)[["successes", "failures"]].sum()
+    return thompson.BetaCounts(items=part.items, user_items=pairs, data_end=part.data_end, rows=part.rows)
+
+
+def _parked(parts: list[thompson.BetaCounts], folder, row_group_size: int) -> tuple[list[thompson.BetaCounts], list]:
+    """The parts' user x item rows written to files (small row groups), and the parts without them."""
+    paths = []
+    for i, p in enumerate(parts):
+        paths.append(folder / f"{i}.parquet")
+        p.user_items.to_parquet(paths[-1], index=False, row_group_size=row_group_size)
+    bare = [thompson.BetaCounts(items=p.items, user_items=p.user_items.iloc[:0], data_end=p.data_end, rows=p.rows)
+            for p in parts]
+    return bare, paths
+
+
+@pytest.mark.parametrize("range_rows", [None, 1, 5, 37])
+@pytest.mark.parametrize("case", ["text", "numbers", "missing", "empty parts", "grouped", "grouped, one item",
+                                  "one part", "disjoint in order"])
+def test_counts_combined_from_files_by_user_range_equal_the_group_by(case: str, range_rows: int | None,
+                                                                     tmp_path) -> None:
+    """``combine_count_files`` reads the parts' rows a user range at a time (slices of files in key
+    order, filters of others) and gives the concatenation's group-by to the last bit: also where a
+    range's rows come in key order (pandas would sum them with reduceat) while all rows together do not,
+    and where all of them do (one part; parts of disjoint users in order)."""
+    rng = np.random.default_rng(len(case) + 100)
+    users = (np.arange(40) * 7 if case == "numbers" else
+             np.array([f"u{i}" for i in range(40)] + ["é", "U", "u10 ", ""], dtype=object))
+    items = np.arange(9) if case == "numbers" else np.array([f"i{i}" for i in (3, 1, 20, 100, 2)], dtype=object)
+    if case == "grouped, one item":
+        items = items[:1]
+    sizes = {"empty parts": [0, 50, 0, 7], "one part": [400]}.get(case, [300, 1, 120, 80, 300])
+    if case == "disjoint in order":
+        ordered = np.sort(users)
+        parts = [_grouped_part(_part(rng, 200, ordered[lo:hi], items, False)) for lo, hi in ((0, 10), (10, 25), (25, 40))]
+    else:
+        parts = [_part(rng, n, users, items, case == "missing") for n in sizes]
+    if case.startswith("grouped") or case == "one part":
+        parts = [_grouped_part(p) for p in parts]
+    bare, paths = _parked(parts, tmp_path, row_group_size=16)
+    got = thompson.combine_count_files(bare, paths, range_rows=range_rows)
+    want = _by_definition([p.user_items for p in parts], ["user_id", "item_id"])
+    pdt.assert_frame_equal(got.user_items, want, check_exact=True)
+    assert got.user_items["successes"].to_numpy().tobytes() == want["successes"].to_numpy().tobytes()
+    pdt.assert_frame_equal(got.items, _by_definition([p.items for p in parts], ["item_id"]), check_exact=True)
+    assert got.rows == sum(p.rows for p in parts)
+    scans = [thompson._scan_keys(p) for p in paths]
+    in_order = thompson._in_key_order(scans)
+    assert in_order == (case in ("one part", "disjoint in order")), case
+    assert all(s.sliced for s in scans) == (case.startswith("grouped") or case in ("one part", "disjoint in order"))
+    if case == "grouped, one item" and range_rows == 1:  # the case the row out of order is for
+        sums = pd.concat([p.user_items for p in parts], ignore_index=True).sort_values(
+            "user_id", kind="stable").groupby("user_id")["successes"].sum()  # in key order: reduceat
+        assert (sums.to_numpy() != want.set_index("user_id")["successes"].reindex(sums.index).to_numpy()).any()
+
+
+def test_counts_from_files_need_one_file_per_part(tmp_path) -> None:
+    part = thompson.BetaCounts(items=pd.DataFrame({"item_id": [], "successes": [], "failures": []}),
+                               user_items=pd.DataFrame(), data_end=None, rows=0)
+    with pytest.raises(ValueError, match="2 files"):
+        thompson.combine_count_files([part], [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ValueError, match="at least one"):
+        thompson.combine_count_files([], [])
+
+
+@pytest.mark.parametrize("range_rows", [None, 1, 23])
+@pytest.mark.parametrize("case", ["champion", "champion, files in key order", "champion not in key order",
+                                  "no champion", "champion of other users"])
+def test_refit_from_files_adds_the_champion_a_user_range_at_a_time(case: str, range_rows: int | None,
+                                                                   tmp_path) -> None:
+    """``refit_from_count_files`` (the tables stage's refit) gives ``refit_from_counts`` of the combined
+    counts to the last bit, with the champion's decayed user x item rows merged range by range."""
+    from core.config.policy import BanditSettings
+
+    settings = BanditSettings(half_life_days=3.0)
+    rng = np.random.default_rng(len(case))
+    users = np.array([f"u{i}" for i in range(40)] + ["é", "U", ""], dtype=object)
+    items = np.array([f"i{i}" for i in (3, 1, 20, 100, 2)], dtype=object)
+    if case == "champion, files in key order":
+        parts = [_grouped_part(_part(rng, 150, users, items, False))]
+    else:
+        parts = [_grouped_part(_part(rng, n, users, items, False)) for n in (200, 1, 90, 160)]
+    previous = None
+    if case != "no champion":
+        old_users = np.array([f"v{i}" for i in range(15)], dtype=object) if case == "champion of other users" else users
+        old = _grouped_part(_part(rng, 300, old_users, items, False))
+        previous = thompson.refit_from_counts(None, old, settings, datetime(2025, 12, 20, tzinfo=UTC))
+        if case == "champion not in key order":
+            previous = thompson.BetaTables(items=previous.items, user_items=previous.user_items.iloc[::-1],
+                                           settings=settings, fitted_at=previous.fitted_at, data_end=previous.data_end)
+    bare, paths = _parked(parts, tmp_path, row_group_size=8)
+    now = datetime(2026, 2, 1, tzinfo=UTC)
+    got = thompson.refit_from_count_files(previous, bare, paths, settings, now, range_rows=range_rows)
+    want = thompson.refit_from_counts(previous, thompson.combine_counts(parts), settings, now)
+    pdt.assert_frame_equal(got.user_items.reset_index(drop=True), want.user_items.reset_index(drop=True),
+                           check_exact=True)
+    pdt.assert_frame_equal(got.items, want.items, check_exact=True)
+    assert (got.data_end, got.fitted_at) == (want.data_end, want.fitted_at)
+    if previous is not None:  # the champion's rows were decayed and added, not dropped or taken as they are
+        assert len(want.user_items) >= len(previous.user_items)
+        joined = want.user_items.merge(previous.user_items, on=["user_id", "item_id"], suffixes=("", "_old"))
+        assert len(joined) and (joined["successes"] != joined["successes_old"]).any()

@@ -207,9 +207,11 @@ def test_trial_summaries_of_request_days_add_up_to_the_window(events: pd.DataFra
 
 
 @pytest.mark.parametrize("kind", ["bandit", "linucb"])
-def test_judging_from_request_days_equals_judging_the_window(events: pd.DataFrame, partitions: dict, kind: str) -> None:
-    """What the tables stage judges (day summaries, refits from day statistics) is what judging the
-    window's frame gives: the same OPE figures and metrics."""
+def test_judging_from_request_days_equals_judging_the_window(events: pd.DataFrame, partitions: dict, kind: str,
+                                                             tmp_path: Path) -> None:
+    """What the tables stage judges (day summaries, refits from day statistics: for the bandit, the
+    stage's own refits from parked day files, the challenger without user x item rows) is what judging
+    the window's frame gives: the same OPE figures and metrics."""
     from core.settings import Settings
     from rankloop import tables
 
@@ -220,15 +222,20 @@ def test_judging_from_request_days_equals_judging_the_window(events: pd.DataFram
     days = [p[0] for p in partitions.values()]
     pre = [d[pd.to_datetime(d["ts"], utc=True) < test_start] for d in days]
     if kind == "bandit":
-        fit = lambda frames: thompson.refit_from_counts(  # noqa: E731
-            None, thompson.combine_counts([thompson.beta_counts(f, settings.bandit, END) for f in frames]),
-            settings.bandit, END)
+        def fit(frames: list[pd.DataFrame]) -> thompson.BetaTables:
+            which = "pre" if frames is pre else "all"
+            parked = [tables._park(thompson.beta_counts(f, settings.bandit, END), tmp_path / f"{which}-{i}.parquet")
+                      for i, f in enumerate(frames)]
+            return tables.refit_bandit(None, parked, which, settings.bandit, END)
     else:
         fit = lambda frames: linucb.refit_from_stats(  # noqa: E731
             None, linucb.combine_stats([linucb.arm_context_stats(f, settings.linucb, END) for f in frames]),
             settings.linucb, END)
     trials = tables.combine_trials([tables.summarise_trials(d, settings, END) for d in days])
-    by_day = getattr(tables, f"judge_{kind}_fitted")(trials, (fit(pre), fit(days)), None, None, settings)
+    fitted = fit(pre), fit(days)
+    by_day = getattr(tables, f"judge_{kind}_fitted")(trials, fitted, None, None, settings)
+    if kind == "bandit":  # the challenger without user x item rows, the final table with them
+        assert len(fitted[0].user_items) == 0 and len(fitted[1].user_items) > 0
     assert window.ope.verdict == by_day.ope.verdict == "ok"
     for name, value in window.ope.estimates.items():
         assert by_day.ope.estimates[name] == pytest.approx(value, rel=1e-9)
