@@ -141,6 +141,7 @@ def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
     """The flow's body (``flows/weekly.py``) without Prefect, stage by stage, in the flow's order."""
     import mlflow  # noqa: F401
 
+    from core.memory import use_arrow_pool
     from rankloop import checks, distributed, drift, ops, stages
 
     stage: dict[str, Any] = {}
@@ -154,6 +155,7 @@ def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
 
     with PeakRSS() as whole:
         settings = stages.settings_for_run(window_end=END.date(), source_uri=uri, mapping=str(mapping))
+        use_arrow_pool(settings.executor.arrow_memory_pool)  # as flows/weekly.py does
         start, end = settings.window.resolve()
         ctx = stages.RunContext.create(settings, start, end)
         extracted = timed("extract", stages.extract, settings, start, end)

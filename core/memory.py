@@ -1,16 +1,41 @@
 """Handing freed memory back to the operating system between the big steps of a stage.
 
-Arrow's default pool (mimalloc) keeps the pages it frees, and glibc keeps freed heap pages below its
-top: both stay resident under whatever the process does next (~0.6 GB beside the ranker's training
-matrix at 10M interactions, ~1.7 GB through the features stage). :func:`release_memory` returns them."""
+Arrow's pool keeps pages it frees, and glibc keeps freed heap pages below its top: both stay resident
+under whatever the process does next (~0.6 GB beside the ranker's training matrix at 10M interactions,
+~1.7 GB through the features stage). :func:`release_memory` returns them. pyarrow's default pool,
+mimalloc, kept ~1 GB at 10M between the stages even so; the runs use jemalloc, which pyarrow sets to
+hand freed pages back at once (:func:`use_arrow_pool`, ``executor.arrow_memory_pool``)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import gc
+import logging
 
 import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+_POOLS = {"jemalloc": "jemalloc_memory_pool", "mimalloc": "mimalloc_memory_pool", "system": "system_memory_pool"}
+
+
+def use_arrow_pool(backend: str) -> str:
+    """Make ``backend`` (jemalloc, mimalloc or system) Arrow's default memory pool in this process, for
+    what Arrow allocates from now on (buffers already allocated go back to their own pool). Returns
+    the backend in use: the current one, with a warning, when this build of pyarrow lacks ``backend``."""
+    if backend not in _POOLS:
+        raise ValueError(f"unknown Arrow memory pool {backend!r}; use one of {sorted(_POOLS)}")
+    current = pa.default_memory_pool().backend_name
+    if backend == current:
+        return current
+    try:
+        pool = getattr(pa, _POOLS[backend])()
+    except NotImplementedError:  # a pyarrow built without it (jemalloc is not in every wheel)
+        log.warning("this pyarrow has no %s memory pool: Arrow keeps its %s pool", backend, current)
+        return current
+    pa.set_memory_pool(pool)
+    return backend
 
 
 def release_memory(*, collect: bool = True) -> None:

@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from core.config.executor import executor_summary
+from core.memory import use_arrow_pool
 from flows.executors import dask_task_runner, on_dask_runner, record_executor, stages_for
 from flows.reporting import publish, report_failure
 from flows.tasks import failed_stage
@@ -46,6 +47,7 @@ def weekly_retrain(
     settings = stages.settings_for_run(window_end=window_end, source_uri=source_uri, mapping=mapping,
                                        source_secret=source_secret)
     logger = get_run_logger()
+    use_arrow_pool(settings.executor.arrow_memory_pool)  # this process's; a LocalCluster's workers get it too
     start, end = settings.window.resolve()
     late = _lateness_hours() if scheduled else 0.0
     if late > settings.ops.max_lateness_hours:

@@ -58,6 +58,14 @@ class ExecutorSettings(BaseModel):
         "from 3,006 to 2,103 MB and cost 64 s more (81 -> 145 s; docs/performance.md). Windows those tasks do not "
         "build (no logged slates, co-occurrence features) keep the one-piece labels, with the features by bucket.",
     )
+    arrow_memory_pool: Literal["jemalloc", "mimalloc", "system"] = Field(
+        default="jemalloc",
+        description="Arrow's memory pool in the processes that run the stages (core.memory.use_arrow_pool; the "
+        "workers of a LocalCluster started here get ARROW_DEFAULT_MEMORY_POOL; an existing cluster's workers need it "
+        "in their environment). jemalloc, as pyarrow configures it, hands freed pages back at once; pyarrow's own "
+        "default, mimalloc, kept ~0.3 GB at 1M and ~1 GB at 10M interactions resident between the stages "
+        "(docs/performance.md). A pyarrow built without the pool asked for keeps its default.",
+    )
     partitioning: Literal["day"] = Field(
         default="day", description="How extraction, features and training partition the window: one partition per UTC day."
     )
@@ -83,8 +91,9 @@ class ExecutorSettings(BaseModel):
             return {"address": self.address}
         cluster: dict[str, Any] = {"n_workers": self.local_cluster_workers, "threads_per_worker": self.threads_per_worker,
                                    "memory_limit": self.memory_limit, "processes": True}
+        cluster["env"] = {"ARROW_DEFAULT_MEMORY_POOL": self.arrow_memory_pool}
         if api_url:
-            cluster["env"] = {"PREFECT_API_URL": api_url}
+            cluster["env"]["PREFECT_API_URL"] = api_url
         return {"cluster_class": "distributed.LocalCluster", "cluster_kwargs": cluster}
 
 
