@@ -3,7 +3,7 @@
 Arrow's pool keeps pages it frees, and glibc keeps freed heap pages below its top: both stay resident
 under whatever the process does next (~0.6 GB beside the ranker's training matrix at 10M interactions,
 ~1.7 GB through the features stage). :func:`release_memory` returns them. pyarrow's default pool,
-mimalloc, kept ~1 GB at 10M between the stages even so; the runs use jemalloc, which pyarrow sets to
+mimalloc, kept 0.3-0.5 GB more resident in each stage of the 10M run by bucket even so; the runs use jemalloc, which pyarrow sets to
 hand freed pages back at once (:func:`use_arrow_pool`, ``executor.arrow_memory_pool``)."""
 
 from __future__ import annotations
