@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -284,17 +284,33 @@ def write_split(rows: dict[str, np.ndarray], keys: pd.DataFrame, features: Mappi
         directory: where the files go; each is written to a temporary name and moved into place.
         row_group_rows: rows per row group (and per step of the write).
     """
+    query_code = pd.factorize(keys["query_id"])[0]
+    queries = {}
+    for part, part_rows in rows.items():
+        codes = query_code[part_rows]
+        queries[part] = len(np.unique(codes[codes >= 0]))
+    return write_split_parts(rows, queries, len(keys), lambda chunk: keys.take(chunk).reset_index(drop=True),
+                             lambda part_rows: _part_schema(keys, part_rows), features, directory,
+                             valid_start=valid_start, test_start=test_start, row_group_rows=row_group_rows)
+
+
+def write_split_parts(rows: dict[str, np.ndarray], queries: dict[str, int], n: int,
+                      take_keys: Callable[[np.ndarray], pd.DataFrame], schema_of: Callable[[np.ndarray], pa.Schema],
+                      features: Mapping[str, np.ndarray | Path], directory: Path, *, valid_start: datetime,
+                      test_start: datetime, row_group_rows: int = SPLIT_ROW_GROUP_ROWS) -> SplitFiles:
+    """:func:`write_split` with the key columns read through ``take_keys`` (the keys of some row positions, in
+    their order) and each part's key schema from ``schema_of`` (its row positions): for keys that are never
+    in memory whole (``models.day_split``). ``n`` rows in all; ``queries``: each part's number of queries."""
     if row_group_rows < 1:
         raise ValueError(f"row_group_rows must be >= 1, got {row_group_rows}")
     for name, source in features.items():
-        n = len(np.load(source, mmap_mode="r")) if isinstance(source, (str, os.PathLike)) else len(source)
-        if n != len(keys):
-            raise ValueError(f"feature {name!r} has {n} rows; keys have {len(keys)}")
+        length = len(np.load(source, mmap_mode="r")) if isinstance(source, (str, os.PathLike)) else len(source)
+        if length != n:
+            raise ValueError(f"feature {name!r} has {length} rows; keys have {n}")
     directory.mkdir(parents=True, exist_ok=True)
-    query_code = pd.factorize(keys["query_id"])[0]
     paths, counts = {}, {}
     for part, part_rows in rows.items():
-        schema = _part_schema(keys, part_rows)
+        schema = schema_of(part_rows)
 
         def write(tmp: Path, part_rows: np.ndarray = part_rows, schema: pa.Schema = schema) -> None:
             # Dictionary pages for the key columns only (ids repeat): a feature column's values mostly do not,
@@ -304,15 +320,14 @@ def write_split(rows: dict[str, np.ndarray], keys: pd.DataFrame, features: Mappi
                                   use_dictionary=list(schema.names)) as writer:
                 for lo in range(0, len(part_rows), row_group_rows):  # an empty part: no row group
                     chunk = part_rows[lo:lo + row_group_rows]
-                    table = _arrow(keys.take(chunk).reset_index(drop=True)).cast(schema)
+                    table = _arrow(take_keys(chunk)).cast(schema)
                     for name, source in features.items():
                         table = table.append_column(name, pa.array(_gather(source, chunk)))
                     writer.write_table(table, row_group_size=row_group_rows)
                     del table
 
         paths[part] = atomic_write(directory / f"{part}.parquet", write)
-        codes = query_code[part_rows]
-        counts[f"{part}_rows"], counts[f"{part}_queries"] = len(part_rows), len(np.unique(codes[codes >= 0]))
+        counts[f"{part}_rows"], counts[f"{part}_queries"] = len(part_rows), queries[part]
     return SplitFiles(paths=paths, valid_start=valid_start, test_start=test_start, counts=counts)
 
 

@@ -50,6 +50,8 @@ from core.atomic import write_arrow, write_json, write_parquet
 from core.errors import ConfigError, Reason, TrainingError
 from core.memory import release_memory
 from core.settings import Settings
+from models.day_split import write_split_from_days
+from models.training import SplitFiles, split_rows, write_split
 from rankloop import stages
 
 if TYPE_CHECKING:
@@ -500,7 +502,7 @@ def build_dataset_in_process(settings: Settings, validated: stages.Validated, ex
                              end: datetime, workdir: Path, buckets: int) -> stages.Dataset | None:
     """The local labels + features stage as the Dask flow's tasks, one after the other in this process: the
     valid rows cut by day, labelled and featurised per bucket of users (items), joined per query day, then the
-    local time split (``models.training.write_split``) over the days' files, column by column. A step holds a
+    local time split (``models.day_split.write_split_from_days``) over the days' files. A step holds a
     bucket's or a day's rows, never the window's; the split's rows, order and values are those of
     ``stages.build_dataset``'s whole-window build (``features.impressions``' order, kept per day).
 
@@ -512,7 +514,6 @@ def build_dataset_in_process(settings: Settings, validated: stages.Validated, ex
     import features
     from features.implicit import LOGGED
     from features.partitioned import ACROSS_KEYS
-    from models.training import split_rows, write_split
     from rankloop.partitions import split_by_day
 
     if settings.labels.implicit.mode == "implicit" or set(_feature_set(settings)) & ACROSS_KEYS:
@@ -534,21 +535,32 @@ def build_dataset_in_process(settings: Settings, validated: stages.Validated, ex
         with pa.memory_map(str(parts[0].path)) as source:
             names = set(pa.ipc.open_file(source).schema.names)
         key_columns = [c for c in stages.SPLIT_KEY_COLUMNS if c in names]
-        keys = _read_frames([p.path for p in parts], key_columns)  # the days in order: the window's label order
-        rows, valid_start, test_start = split_rows(keys, end=end, valid_days=settings.ranker.valid_days,
-                                                   test_days=settings.ranker.test_days)
-        parked = base / "columns"
-        parked.mkdir(parents=True, exist_ok=True)
-        saved = {}
-        for name in fset.features:  # one column of every day at a time
-            saved[name] = parked / f"{name}.npy"
-            np.save(saved[name], np.concatenate([_read_table(p.path, [name]).column(0).to_numpy() for p in parts]))
-        split = write_split(rows, keys, saved, workdir / "data" / "split", valid_start=valid_start,
-                            test_start=test_start)
+        # The days in order are the window's label order: its queries' entries, not its keys, are sorted.
+        split = write_split_from_days([p.path for p in parts], key_columns, fset.features, workdir / "data" / "split",
+                                      base / "columns", end=end, valid_days=settings.ranker.valid_days,
+                                      test_days=settings.ranker.test_days)
+        if split is None:  # a query in two runs of rows (or keys the days cannot order): the window's keys
+            split = _window_split(parts, key_columns, fset.features, workdir / "data" / "split",
+                                  base / "columns", end=end, valid_days=settings.ranker.valid_days,
+                                  test_days=settings.ranker.test_days)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return stages.Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
                           impressions=labelled.impressions, protocol=labelled.protocol)
+
+
+def _window_split(parts: list[FeaturePart], key_columns: list[str], names: tuple[str, ...] | list[str],
+                  directory: Path, scratch: Path, *, end: datetime, valid_days: int, test_days: int) -> SplitFiles:
+    """The local time split of the days' rows with the window's key columns in memory (``split_rows``), for
+    days whose queries ``models.day_split`` cannot order."""
+    keys = _read_frames([p.path for p in parts], key_columns)
+    rows, valid_start, test_start = split_rows(keys, end=end, valid_days=valid_days, test_days=test_days)
+    scratch.mkdir(parents=True, exist_ok=True)
+    saved = {}
+    for name in names:  # one column of every day at a time
+        saved[name] = scratch / f"{name}.npy"
+        np.save(saved[name], np.concatenate([_read_table(p.path, [name]).column(0).to_numpy() for p in parts]))
+    return write_split(rows, keys, saved, directory, valid_start=valid_start, test_start=test_start)
 
 
 def bucket_inputs(days: list[BlockCut]) -> dict[int, list[Path]]:

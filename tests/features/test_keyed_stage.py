@@ -45,8 +45,12 @@ def test_buckets_write_the_one_piece_split(tmp_path: Path, inputs, monkeypatch: 
     original = distributed.build_dataset_in_process
     monkeypatch.setattr(distributed, "build_dataset_in_process",
                         lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+    by_day, write_days = [], distributed.write_split_from_days
+    monkeypatch.setattr(distributed, "write_split_from_days",
+                        lambda *a, **k: by_day.append(write_days(*a, **k)) or by_day[-1])
     whole, keyed = _split(tmp_path, inputs, 0), _split(tmp_path, inputs, bucket_rows)
     assert len(built) == 1 and built[0] is not None  # the bucketed run made its split with the tasks
+    assert len(by_day) == 1 and by_day[0] is not None  # from the query days, without the window's keys
     assert not (tmp_path / f"run-{bucket_rows}" / "data" / "partitioned").exists()  # their files are gone
     assert sorted(whole) == sorted(keyed) == ["test", "train", "valid"]
     for part in whole:
@@ -59,6 +63,20 @@ def test_buckets_write_the_one_piece_split(tmp_path: Path, inputs, monkeypatch: 
     days = tmp_path / f"run-{bucket_rows}" / "data" / "days"
     cut = {d: p.stat().st_ino for d, p in split_by_day(validated.events_path, days, reuse=True).items()}
     assert len(cut) == 35 and cut == {d: p.stat().st_ino for d, p in _day_files(days).items()}
+
+
+def test_days_the_split_cannot_order_get_the_window_keys(tmp_path: Path, inputs,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``models.day_split`` declines the days (a query in two runs of rows), the stage splits with the
+    window's key columns in memory, and writes the same split."""
+    validated, _ = inputs
+    declined = []
+    monkeypatch.setattr(distributed, "write_split_from_days", lambda *a, **k: declined.append(a[0]))
+    whole, keyed = _split(tmp_path, inputs, 0), _split(tmp_path, inputs, validated.rows_valid // 5)
+    assert len(declined) == 1 and len(declined[0]) == 35
+    for part in whole:
+        assert whole[part].num_rows > 0 and whole[part].schema == keyed[part].schema
+        assert [c for c in whole[part].column_names if not _same(whole[part].column(c), keyed[part].column(c))] == []
 
 
 def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:

@@ -1,0 +1,192 @@
+"""The local time split written from a window's query days, one day's keys at a time.
+
+:func:`models.training.split_rows` orders the window's impressions by query id (then position) and cuts them
+by each query's first impression; it needs the key columns of the whole window in memory: 22.5M rows of text
+ids and times, about 2.5 GB, at 30M interactions. When the window comes as files of query days in which each
+query is one run of rows of one day, in the order ``features.labels.in_label_order`` gives (a query's rows by
+position), the same rows in the same order follow from one entry per query (its id, first row, length and
+first time): the query ids are sorted, not the rows. :func:`write_split_from_days` writes that split: the same
+files, row for row, with the same schema, as :func:`models.training.split_rows` + :func:`write_split` over the
+days' rows concatenated, holding a chunk of rows, a day's keys and an entry per query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+
+from core.config.ranker import split_starts
+from models.training import PARTS, SPLIT_ROW_GROUP_ROWS, SplitFiles, _arrow, write_split_parts
+
+
+def _read(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """An Arrow IPC file (``.arrow``, memory-mapped, one thread) or a Parquet file."""
+    if path.suffix == ".arrow":
+        return feather.read_table(path, columns=columns, memory_map=True, use_threads=False)
+    return pq.read_table(path, columns=columns)
+
+
+@dataclass(frozen=True)
+class DayQueries:
+    """One entry per query of the days (days in order, a day's queries in row order), and where the days' key
+    columns were parked uncompressed (read back a chunk at a time through a memory map)."""
+
+    offsets: np.ndarray  # each day's first row in the window, and the window's rows last (int64)
+    ids: pa.Array  # each query's id
+    starts: np.ndarray  # its first row in the window (int64)
+    lengths: np.ndarray  # its rows (int64)
+    first: np.ndarray  # its first impression's time, as int64 in the time column's unit
+    ts_type: pa.TimestampType
+    ts_span: tuple[int, int] | None  # the window's earliest and latest time (int64), None without rows
+    null_rows: dict[str, int]  # per key column with a missing value: the window row of the first one
+    keys: list[Path]  # each day's key columns, uncompressed
+    schema: pa.Schema  # the key columns' Arrow types (the same on every day)
+
+    def take(self, rows: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+        """The key columns of window rows ``rows``, in their order, as the window's concatenated frame gives
+        them (before its dtypes: a chunk without missing integers has int dtype where the window has float).
+        Each day's file is mapped for its rows only: its pages are not kept."""
+        day = np.searchsorted(self.offsets, rows, side="right") - 1
+        pieces, where = [], []
+        for d in np.unique(day):
+            at = np.flatnonzero(day == d)
+            with pa.memory_map(str(self.keys[d])) as source:
+                table = pa.ipc.open_file(source).read_all()
+                if columns is not None:
+                    table = table.select(columns)
+                pieces.append(table.take(pa.array(rows[at] - self.offsets[d])))
+                del table
+            where.append(at)
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        if not pieces:
+            return schema.empty_table().to_pandas()
+        inverse = np.empty(len(rows), dtype=np.int64)
+        inverse[np.concatenate(where)] = np.arange(len(rows))
+        return pa.concat_tables(pieces).take(pa.array(inverse)).to_pandas()
+
+    def schema_of(self, rows: np.ndarray) -> pa.Schema:
+        """The Arrow schema :func:`models.training.write_split` gives a part with window rows ``rows`` (its
+        ``_part_schema`` over the window's frame): the types of its first row in the window's dtypes, and
+        object columns' types from all the part's values."""
+        nulls = sorted(set(self.null_rows.values()))  # a missing value gives a column the window's dtype
+        head = self.take(np.array([*rows[:1], *nulls], dtype=np.int64))
+        fields = []
+        for name, field_ in zip(head.columns, _arrow(head.iloc[:len(rows[:1])]).schema, strict=True):
+            if head[name].dtype == object:
+                field_ = field_.with_type(pa.Array.from_pandas(self.take(rows, [name])[name]).type)
+            fields.append(field_)
+        return pa.schema(fields)
+
+
+def day_queries(days: Sequence[Path], key_columns: Sequence[str], scratch: Path) -> DayQueries | None:
+    """Each query of ``days`` (Arrow IPC or Parquet files, in window order): its id, first row, length and
+    first time; the days' ``key_columns`` parked in ``scratch``.
+
+    Returns None when the days do not make the split this way: a query whose rows are not one run of one day
+    (an id seen twice), a missing query id or time, a time column that is not a UTC-aware timestamp, key
+    columns whose types differ between days, or dictionary-encoded keys."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    columns = list(key_columns)
+    offsets, ids, starts, lengths, first, keys = [0], [], [], [], [], []
+    null_rows: dict[str, int] = {}
+    schema: pa.Schema | None = None
+    span: tuple[int, int] | None = None
+    for i, path in enumerate(days):
+        table = _read(Path(path), columns).combine_chunks()
+        if schema is None:
+            schema = table.schema
+            ts = schema.field("ts").type
+            if not (pa.types.is_timestamp(ts) and ts.tz in ("UTC", "+00:00")) or any(
+                    pa.types.is_dictionary(f.type) for f in schema):
+                return None
+        elif not table.schema.equals(schema):
+            return None
+        query, time = table.column("query_id").chunk(0) if table.num_rows else None, table.column("ts")
+        if table.num_rows and (query.null_count or time.null_count):
+            return None
+        base = offsets[-1]
+        if table.num_rows:
+            change = pc.not_equal(query.slice(1), query.slice(0, len(query) - 1)).to_numpy(zero_copy_only=False)
+            run = np.flatnonzero(np.r_[True, change])
+            ids.append(query.take(pa.array(run)))
+            starts.append(base + run)
+            lengths.append(np.diff(np.r_[run, len(query)]))
+            stamp = time.cast(pa.int64()).to_numpy()
+            first.append(np.minimum.reduceat(stamp, run))
+            low, high = int(stamp.min()), int(stamp.max())
+            span = (low, high) if span is None else (min(span[0], low), max(span[1], high))
+            for name in columns:
+                column = table.column(name)
+                if column.null_count and name not in null_rows:
+                    null_rows[name] = base + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        keys.append(scratch / f"keys-{i:05d}.arrow")
+        feather.write_feather(table, keys[-1], compression="uncompressed", chunksize=max(1, table.num_rows))
+        offsets.append(base + table.num_rows)
+        del table
+    if schema is None:
+        return None
+    every = pa.chunked_array(ids, type=schema.field("query_id").type).combine_chunks()
+    ordered = every.take(pc.sort_indices(every))
+    if len(ordered) > 1 and pc.any(pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))).as_py():
+        return None  # a query in two runs: only the window-wide split orders its rows
+    empty = np.zeros(0, dtype=np.int64)
+    return DayQueries(offsets=np.asarray(offsets, dtype=np.int64), ids=every,
+                      starts=np.concatenate(starts) if starts else empty,
+                      lengths=np.concatenate(lengths) if lengths else empty,
+                      first=np.concatenate(first) if first else empty, ts_type=schema.field("ts").type,
+                      ts_span=span, null_rows=null_rows, keys=keys, schema=schema)
+
+
+def write_split_from_days(days: Sequence[Path], key_columns: Sequence[str], features: Sequence[str],
+                          directory: Path, scratch: Path, *, end: datetime, valid_days: int, test_days: int,
+                          row_group_rows: int = SPLIT_ROW_GROUP_ROWS) -> SplitFiles | None:
+    """The time split of the days' rows, as :func:`models.training.split_rows` then ``write_split`` over their
+    concatenation write it (the same files), from :func:`day_queries` and the features saved one column at
+    a time (``scratch``, which the caller removes).
+
+    ``key_columns`` must include ``query_id``, ``ts`` and ``label``. Returns None, having written nothing in
+    ``directory``, when :func:`day_queries` does not apply.
+
+    Raises:
+        ValueError: a part of the split is empty (``split_rows``' message).
+    """
+    missing = {"query_id", "ts", "label"} - set(key_columns)
+    if missing:
+        raise ValueError(f"time_split needs columns {sorted(missing)}; found {list(key_columns)}")
+    index = day_queries(days, key_columns, scratch / "keys")
+    if index is None:
+        return None
+    valid_start, test_start = split_starts(end, valid_days=valid_days, test_days=test_days)
+    bounds = [pa.scalar(t, type=index.ts_type).cast(pa.int64()).as_py() for t in (valid_start, test_start, end)]
+    masks = {"train": index.first < bounds[0], "valid": (index.first >= bounds[0]) & (index.first < bounds[1]),
+             "test": (index.first >= bounds[1]) & (index.first < bounds[2])}
+    empty = [name for name in PARTS if not masks[name].any()]
+    if empty:
+        low, high = (pd.Timestamp(v, unit=index.ts_type.unit, tz="UTC") for v in index.ts_span or (None, None))
+        raise ValueError(
+            f"time split leaves {empty} empty: window ends {end.isoformat()}, test from {test_start.isoformat()}, "
+            f"valid from {valid_start.isoformat()}; impressions span {low} .. {high}"
+        )
+    order = pc.sort_indices(index.ids).to_numpy()
+    rows, queries = {}, {}
+    for name in PARTS:
+        chosen = order[masks[name][order]]
+        lengths = index.lengths[chosen]
+        within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        rows[name], queries[name] = np.repeat(index.starts[chosen], lengths) + within, len(chosen)
+    del order, masks
+    saved = {}
+    for name in features:  # one column of every day at a time
+        saved[name] = scratch / f"{name}.npy"
+        np.save(saved[name], np.concatenate([_read(Path(p), [name]).column(0).to_numpy() for p in days]))
+    return write_split_parts(rows, queries, int(index.offsets[-1]), index.take, index.schema_of, saved, directory,
+                             valid_start=valid_start, test_start=test_start, row_group_rows=row_group_rows)
