@@ -367,6 +367,11 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
                            evals_result=ranker.evals_result_, params=params)
 
 
+def _positive_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows ``models.baselines.popularity_scores`` counts: label > 0 (a missing label counts as 0)."""
+    return frame[frame["label"].to_numpy(dtype=np.float64, na_value=0.0) > 0].reset_index(drop=True)
+
+
 def score_test_week(dataset: Dataset, model_path: Path, *, best_iteration: int, evals_result: dict[str, Any],
                     params: dict[str, Any]) -> TrainedRanker:
     """The trained ranker's figures, however it was trained (here or on a cluster): the test week
@@ -384,7 +389,9 @@ def score_test_week(dataset: Dataset, model_path: Path, *, best_iteration: int, 
     g = group_sizes(test)
     served = RankerAdapter(model_path.parent, {"feature_set": {"features": cols}})
     scores = served.predict(X)
-    history = pd.concat([s.read(part, ["item_id", "label"]) for part in ("train", "valid")], ignore_index=True)
+    # Only the rows popularity counts (label > 0), one part at a time: not every train and valid row's item id.
+    history = pd.concat([_positive_rows(s.read(part, ["item_id", "label"])) for part in ("train", "valid")],
+                        ignore_index=True)
     baselines = {"popularity": ranking_report(test["label"], popularity_scores(history, test), g)}
     del history
     if SIMILARITY_FEATURE in cols:

@@ -45,3 +45,17 @@ def test_similarity_column_is_a_parameter():
 def test_similarity_refuses_a_non_numeric_column():
     with pytest.raises(TypeError, match="must be numeric"):
         similarity_scores(TEST.astype({"emb_cos_user_profile": str}))
+
+
+def test_the_run_counts_popularity_from_the_positive_rows_alone():
+    """``rankloop.stages`` keeps only the rows with label > 0 of the train and valid parts for this baseline
+    (not every row's item id): the same scores, missing labels included."""
+    from rankloop.stages import _positive_rows
+
+    rng = np.random.default_rng(4)
+    train = pd.DataFrame({"item_id": rng.choice([f"i{k}" for k in range(30)], 5000),
+                          "label": rng.choice([0.0, 0.0, 0.0, 0.5, 1.0, np.nan], 5000)})
+    test = pd.DataFrame({"item_id": [f"i{k}" for k in range(35)]})
+    kept = _positive_rows(train)
+    assert 0 < len(kept) < len(train) and (kept["label"] > 0).all()
+    np.testing.assert_array_equal(popularity_scores(kept, test), popularity_scores(train, test))
