@@ -117,7 +117,8 @@ class DaskStages:
         valid = self._partitions("_valid", validated, "validated")
         columns = distributed.label_columns(valid.valid_paths)
         buckets = distributed.label_bucket_count(settings, len(valid.valid_paths))
-        cut = cut_by_key.map(distributed.feature_blocks(list(valid.valid_paths), settings.executor.days_per_task),
+        cut = cut_by_key.map(distributed.cut_blocks(valid.valid_paths, settings.executor.days_per_task,
+                                                    settings.executor.feature_bucket_rows),
                              unmapped(valid.valid_paths), unmapped(buckets), unmapped(columns), unmapped(workdir),
                              item_buckets=unmapped(buckets), settings=unmapped(settings))
         cuts = [f.result() for f in cut]

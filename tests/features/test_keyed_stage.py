@@ -65,6 +65,21 @@ def test_buckets_write_the_one_piece_split(tmp_path: Path, inputs, monkeypatch: 
     assert len(cut) == 35 and cut == {d: p.stat().st_ino for d, p in _day_files(days).items()}
 
 
+def test_small_buckets_cut_the_days_into_short_blocks(tmp_path: Path, inputs,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bucket of ~1/40 of the window's rows cuts the label cut's blocks to a day or two (``cut_blocks``), not
+    ``executor.days_per_task``'s 7: the same split."""
+    validated, _ = inputs
+    bucket_rows = validated.rows_valid // 40
+    blocks, cut = [], distributed.bucket_days
+    monkeypatch.setattr(distributed, "bucket_days", lambda days, *a, **k: blocks.append(len(days)) or cut(days, *a, **k))
+    whole, keyed = _split(tmp_path, inputs, 0), _split(tmp_path, inputs, bucket_rows)
+    assert len(blocks) >= 20 and max(blocks) <= 2 and sum(blocks) == 35
+    for part in whole:
+        assert whole[part].num_rows > 0 and whole[part].schema == keyed[part].schema
+        assert [c for c in whole[part].column_names if not _same(whole[part].column(c), keyed[part].column(c))] == []
+
+
 def test_days_the_split_cannot_order_get_the_window_keys(tmp_path: Path, inputs,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Where ``models.day_split`` declines the days (a query in two runs of rows), the stage splits with the

@@ -46,6 +46,20 @@ def test_feature_blocks_cut_sorted_days_into_runs() -> None:
     assert distributed.feature_blocks([], 7) == []
 
 
+def test_the_label_cut_blocks_are_bounded_by_rows_too(tmp_path: Path) -> None:
+    rows = {1: 5, 2: 5, 3: 12, 4: 1, 5: 2, 6: 3, 7: 9, 8: 1}
+    paths = {}
+    for d, n in rows.items():
+        paths[date(2026, 11, d)] = tmp_path / f"{d}.parquet"
+        pq.write_table(pa.table({"x": np.arange(n)}), paths[date(2026, 11, d)])
+    days = lambda *ds: [date(2026, 11, d) for d in ds]  # noqa: E731
+    assert distributed.cut_blocks(paths, 7) == [days(1, 2, 3, 4, 5, 6, 7), days(8)]  # no bound: feature_blocks
+    assert distributed.cut_blocks(paths, 7, 10) == [days(1, 2), days(3), days(4, 5, 6), days(7), days(8)]
+    assert distributed.cut_blocks(paths, 2, 100) == [days(1, 2), days(3, 4), days(5, 6), days(7, 8)]
+    assert distributed.cut_blocks(paths, 7, 1) == [[d] for d in sorted(paths)]  # a day above the bound: alone
+    assert distributed.cut_blocks({}, 7, 10) == []
+
+
 @pytest.mark.parametrize(("buckets", "days_per_task"), [(1, 7), (3, 2), (7, 5)])
 def test_every_query_day_equals_the_one_piece_build(window: tuple, tmp_path: Path, buckets: int,
                                                     days_per_task: int) -> None:
