@@ -25,7 +25,7 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from core.config.ranker import split_starts
-from models.training import PARTS, SPLIT_ROW_GROUP_ROWS, SplitFiles, _arrow, write_split_parts
+from models.training import PARTS, SPLIT_ROW_GROUP_ROWS, SplitFiles, arrow_table, write_split_parts
 
 
 def _read(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -80,11 +80,22 @@ class DayQueries:
         nulls = sorted(set(self.null_rows.values()))  # a missing value gives a column the window's dtype
         head = self.take(np.array([*rows[:1], *nulls], dtype=np.int64))
         fields = []
-        for name, field_ in zip(head.columns, _arrow(head.iloc[:len(rows[:1])]).schema, strict=True):
+        for name, field_ in zip(head.columns, arrow_table(head.iloc[:len(rows[:1])]).schema, strict=True):
             if head[name].dtype == object:
                 field_ = field_.with_type(pa.Array.from_pandas(self.take(rows, [name])[name]).type)
             fields.append(field_)
         return pa.schema(fields)
+
+
+def save_columns(days: Sequence[Path], names: Sequence[str], folder: Path) -> dict[str, Path]:
+    """Each column ``names`` of the days' files, concatenated in the days' order, saved with ``np.save`` to
+    ``<folder>/<name>.npy`` (what ``write_split`` reads through a memory map): one column at a time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = {}
+    for name in names:
+        saved[name] = folder / f"{name}.npy"
+        np.save(saved[name], np.concatenate([_read(Path(p), [name]).column(0).to_numpy() for p in days]))
+    return saved
 
 
 def day_queries(days: Sequence[Path], key_columns: Sequence[str], scratch: Path) -> DayQueries | None:
@@ -184,9 +195,6 @@ def write_split_from_days(days: Sequence[Path], key_columns: Sequence[str], feat
         within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         rows[name], queries[name] = np.repeat(index.starts[chosen], lengths) + within, len(chosen)
     del order, masks
-    saved = {}
-    for name in features:  # one column of every day at a time
-        saved[name] = scratch / f"{name}.npy"
-        np.save(saved[name], np.concatenate([_read(Path(p), [name]).column(0).to_numpy() for p in days]))
+    saved = save_columns(days, features, scratch)
     return write_split_parts(rows, queries, int(index.offsets[-1]), index.take, index.schema_of, saved, directory,
                              valid_start=valid_start, test_start=test_start, row_group_rows=row_group_rows)

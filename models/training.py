@@ -88,7 +88,7 @@ def split_rows(frame: pd.DataFrame, *, end: datetime, valid_days: int,
     return {k: order[mask[order]] for k, mask in masks.items()}, valid_start, test_start
 
 
-def _arrow(frame: pd.DataFrame) -> pa.Table:
+def arrow_table(frame: pd.DataFrame) -> pa.Table:
     """``frame`` as an Arrow table, column by column (NaN -> null; tz-aware times as UTC timestamps).
 
     Not ``pa.Table.from_pandas``: pyarrow 25 reads ``Series.values`` of tz-aware columns, which
@@ -106,7 +106,7 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
 def spill(frame: pd.DataFrame, path: Path) -> Path:
     """``frame`` to a Parquet file (atomic, lz4) that :func:`unspill` reads back with the same dtypes,
     values and column order (a stage parks what it needs again later out of memory)."""
-    return write_parquet(_arrow(frame), path, compression="lz4")
+    return write_parquet(arrow_table(frame), path, compression="lz4")
 
 
 def unspill(path: Path) -> pd.DataFrame:
@@ -320,7 +320,7 @@ def write_split_parts(rows: dict[str, np.ndarray], queries: dict[str, int], n: i
                                   use_dictionary=list(schema.names)) as writer:
                 for lo in range(0, len(part_rows), row_group_rows):  # an empty part: no row group
                     chunk = part_rows[lo:lo + row_group_rows]
-                    table = _arrow(take_keys(chunk)).cast(schema)
+                    table = arrow_table(take_keys(chunk)).cast(schema)
                     for name, source in features.items():
                         table = table.append_column(name, pa.array(_gather(source, chunk)))
                     writer.write_table(table, row_group_size=row_group_rows)
@@ -345,7 +345,7 @@ def _gather(source: np.ndarray | Path, rows: np.ndarray) -> np.ndarray:
 def _part_schema(keys: pd.DataFrame, part_rows: np.ndarray) -> pa.Schema:
     """The Arrow types of a part's key columns, as one conversion of the whole part would infer
     them: typed columns from their dtype, object columns (e.g. all-null ones) from all their values."""
-    head = _arrow(keys.take(part_rows[:1]).reset_index(drop=True))
+    head = arrow_table(keys.take(part_rows[:1]).reset_index(drop=True))
     fields = []
     for name, field_ in zip(keys.columns, head.schema, strict=True):
         if keys[name].dtype == object:

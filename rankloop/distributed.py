@@ -50,7 +50,7 @@ from core.atomic import write_arrow, write_json, write_parquet
 from core.errors import ConfigError, Reason, TrainingError
 from core.memory import release_memory
 from core.settings import Settings
-from models.day_split import write_split_from_days
+from models.day_split import save_columns, write_split_from_days
 from models.training import SplitFiles, split_rows, write_split
 from rankloop import stages
 
@@ -434,7 +434,7 @@ def combine_labels(settings: Settings, parts: list[LabelPart], extracted: stages
 def label_partitions(settings: Settings, valid_paths: dict[date, Path], extracted: stages.Extracted,
                      workdir: Path) -> Labelled:
     """The Dask labels' tasks one after the other in this process (what the flow maps on the cluster:
-    :func:`bucket_days` per block of ``executor.days_per_task`` days, :func:`label_bucket` per
+    :func:`bucket_days` per block of :func:`cut_blocks`, :func:`label_bucket` per
     bucket, :func:`combine_labels`)."""
     return _label_cuts(settings, valid_paths, extracted, workdir)[0]
 
@@ -555,11 +555,7 @@ def _window_split(parts: list[FeaturePart], key_columns: list[str], names: tuple
     days whose queries ``models.day_split`` cannot order."""
     keys = _read_frames([p.path for p in parts], key_columns)
     rows, valid_start, test_start = split_rows(keys, end=end, valid_days=valid_days, test_days=test_days)
-    scratch.mkdir(parents=True, exist_ok=True)
-    saved = {}
-    for name in names:  # one column of every day at a time
-        saved[name] = scratch / f"{name}.npy"
-        np.save(saved[name], np.concatenate([_read_table(p.path, [name]).column(0).to_numpy() for p in parts]))
+    saved = save_columns([p.path for p in parts], names, scratch)
     return write_split(rows, keys, saved, directory, valid_start=valid_start, test_start=test_start)
 
 
