@@ -29,7 +29,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from core.config.ranker import RANKER_PARAM_NAMES, PositionBias, RankerSettings
-from models.training import FLOAT32_INT_LIMIT
+from models.training import FLOAT32_INT_LIMIT, MatrixRows
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Ranker(BaseEstimator):
         y: Any,
         *,
         group: Any,
-        eval_set: Sequence[tuple[pd.DataFrame, Any]] | None = None,
+        eval_set: Sequence[tuple[pd.DataFrame | MatrixRows, Any]] | None = None,
         eval_group: Sequence[Any] | None = None,
         eval_at: Sequence[int] = (5, 10),
         callbacks: Sequence[Callable[..., Any]] | None = None,
@@ -135,7 +135,8 @@ class Ranker(BaseEstimator):
             y: non-negative integer relevance labels, one per row.
             group: query (slate) sizes in row order; they add up to ``len(X)``.
             eval_set: validation ``(X, y)`` pairs; the first drives early stopping on NDCG@max(eval_at)
-                (unless ``early_stopping_rounds`` is None).
+                (unless ``early_stopping_rounds`` is None). ``X`` a frame, or a
+                ``models.training.MatrixRows`` (a split part's rows, read in batches as LightGBM bins them).
             eval_group: the group sizes of each validation pair.
             eval_at: NDCG cut-offs recorded per iteration; the largest (10) drives early stopping.
             callbacks: extra LightGBM callbacks.
@@ -337,9 +338,11 @@ def _exact_in_float32(column: pd.Series) -> bool:
 
 def _dataset(X, labels, sizes, names, params, reference: lgb.Dataset | None = None, *,
              position: np.ndarray | None = None, weight: np.ndarray | None = None) -> lgb.Dataset:
-    """``position``: the rows' slot codes (LightGBM's position-bias treatment); ``weight``: row weights."""
+    """``position``: the rows' slot codes (LightGBM's position-bias treatment); ``weight``: row weights.
+    ``X`` a :class:`~models.training.MatrixRows`: LightGBM reads it in batches (its rows as the matrix
+    of a frame of them would be: the same bins)."""
     return lgb.Dataset(
-        _matrix(X[names]), label=labels, group=sizes, feature_name=names, position=position, weight=weight,
+        X.select(names) if isinstance(X, MatrixRows) else _matrix(X[names]), label=labels, group=sizes, feature_name=names, position=position, weight=weight,
         reference=reference, free_raw_data=True, params=params,
     )
 
@@ -440,14 +443,21 @@ def _group_problems(group: Any, n_rows: int, what: str) -> tuple[np.ndarray | No
     return sizes.astype(np.int64), problems
 
 
-def _frame_problems(X: Any, y: Any, group: Any, limit: int, what: str) -> tuple[Any, list[str], list[str]]:
-    if not isinstance(X, pd.DataFrame):
+def _frame_problems(X: Any, y: Any, group: Any, limit: int, what: str, *,
+                    rows_allowed: bool = False) -> tuple[Any, list[str], list[str]]:
+    """``rows_allowed``: ``X`` may also be a :class:`~models.training.MatrixRows` (validation rows read
+    in batches), checked by its ``schema`` (a zero-row frame with its columns' dtypes)."""
+    if rows_allowed and isinstance(X, MatrixRows):
+        frame, n_rows = X.schema, len(X)
+    elif isinstance(X, pd.DataFrame):
+        frame, n_rows = X, len(X)
+    else:
         raise TypeError(f"{what} X must be a pandas DataFrame, found {type(X).__name__}")
-    name_types, name_values = _name_problems(X, f"{what} X")
-    labels, label_types, label_values = _label_problems(y, len(X), limit, f"{what} labels")
-    sizes, group_values = _group_problems(group, len(X), f"{what} group")
-    types = _dtype_problems(X, f"{what} X") + name_types + label_types
-    values = ([f"{what} X has no rows"] if len(X) == 0 else []) + name_values + label_values + group_values
+    name_types, name_values = _name_problems(frame, f"{what} X")
+    labels, label_types, label_values = _label_problems(y, n_rows, limit, f"{what} labels")
+    sizes, group_values = _group_problems(group, n_rows, f"{what} group")
+    types = _dtype_problems(frame, f"{what} X") + name_types + label_types
+    values = ([f"{what} X has no rows"] if n_rows == 0 else []) + name_values + label_values + group_values
     return (labels, sizes), types, values
 
 
@@ -462,9 +472,11 @@ def _validated_training_inputs(X, y, group, eval_set, eval_group, limit, bias_pr
     for i, (pair, valid_group) in enumerate(zip(eval_set, eval_group, strict=False)):
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise TypeError(f"eval_set[{i}] must be an (X, y) tuple, found {type(pair).__name__}")
-        (v_labels, v_sizes), v_types, v_values = _frame_problems(pair[0], pair[1], valid_group, limit, f"eval_set[{i}]")
+        (v_labels, v_sizes), v_types, v_values = _frame_problems(pair[0], pair[1], valid_group, limit,
+                                                                 f"eval_set[{i}]", rows_allowed=True)
         types += v_types
-        values += v_values + _column_problems(pair[0], [str(c) for c in X.columns], f"eval_set[{i}] X")
+        values += v_values + _column_problems(getattr(pair[0], "schema", pair[0]), [str(c) for c in X.columns],
+                                              f"eval_set[{i}] X")
         evals.append((pair[0], v_labels, v_sizes))
     _raise_problems(types, values, "Ranker.fit")
     return labels, sizes, evals

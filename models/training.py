@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -162,6 +163,12 @@ class SplitFiles:
             raise ValueError(f"no split part {part!r}; parts are {sorted(self.paths)}")
         return read_matrix(self.paths[part], columns, rows)
 
+    def iter_matrix(self, part: str, columns: list[str], rows: np.ndarray | None = None) -> Iterator[pd.DataFrame]:
+        """:func:`iter_matrix` of one part: its matrix a batch at a time."""
+        if part not in self.paths:
+            raise ValueError(f"no split part {part!r}; parts are {sorted(self.paths)}")
+        return iter_matrix(self.paths[part], columns, rows)
+
 
 @runtime_checkable
 class SplitParts(Protocol):
@@ -185,6 +192,10 @@ class SplitParts(Protocol):
         """``columns`` of one part as the matrix LightGBM reads (:func:`read_matrix`)."""
         ...
 
+    def iter_matrix(self, part: str, columns: list[str], rows: np.ndarray | None = None) -> Iterator[pd.DataFrame]:
+        """The same matrix a batch of rows at a time (:func:`iter_matrix`)."""
+        ...
+
 
 def relevant(split: SplitParts, part: str, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
     """The rows of ``split``'s ``part`` whose query has a relevant item (label > 0; NDCG is undefined for
@@ -201,31 +212,138 @@ def read_matrix(path: Path, columns: list[str], rows: np.ndarray | None = None) 
     ``models.ranker``, which then uses the matrix as it is), wrapped in a DataFrame that shares its
     memory; and the dtype each column has when read as a frame (what a model's signature records).
     ``rows``: a boolean mask over the file's rows, applied batch by batch."""
-    file = open_for_streaming(path)
-    if rows is not None and len(rows) != file.metadata.num_rows:
-        raise ValueError(f"row mask has {len(rows)} values; {path.name} has {file.metadata.num_rows} rows")
-    types = {name: file.schema_arrow.field(name).type for name in columns}
-    exact = all(_exact_in_float32(file, name, types[name]) for name in columns)
-    n = file.metadata.num_rows if rows is None else int(np.count_nonzero(rows))
-    matrix = np.empty((n, len(columns)), dtype=np.float32 if exact else np.float64, order="F")
+    file, dtype, n = _matrix_file(path, columns, rows)
+    matrix = np.empty((n, len(columns)), dtype=dtype, order="F")
     nulls = dict.fromkeys(columns, False)
-    seen = kept = 0
-    for batch in file.iter_batches(batch_size=262_144, columns=columns):
-        if rows is not None:
-            batch, seen = batch.filter(pa.array(rows[seen:seen + batch.num_rows])), seen + batch.num_rows
-        for j, name in enumerate(columns):
-            column = batch.column(name)
-            nulls[name] |= column.null_count > 0
-            if not pa.types.is_floating(column.type):  # ints and bools, nulls as NaN
-                column = column.cast(pa.float64())
-            matrix[kept:kept + batch.num_rows, j] = column.to_numpy(zero_copy_only=False)
-        kept += batch.num_rows
-        batch = column = None
+    kept = 0
+    for batch in _matrix_batches(file, columns, rows, dtype, nulls):
+        matrix[kept:kept + len(batch)] = batch
+        kept += len(batch)
     # The read's decoded pages back to the OS: Arrow's pool (mimalloc) and glibc keep freed pages, which
     # held ~0.6 GB beside a 1M-row matrix at 10M interactions, under LightGBM's fit.
     release_memory(collect=False)
+    types = {name: file.schema_arrow.field(name).type for name in columns}
     dtypes = {name: _pandas_dtype(types[name], nulls[name]) for name in columns}
     return pd.DataFrame(matrix, columns=list(columns), copy=False), dtypes
+
+
+def iter_matrix(path: Path, columns: list[str], rows: np.ndarray | None = None,
+                batch_rows: int = 262_144) -> Iterator[pd.DataFrame]:
+    """:func:`read_matrix`'s matrix a batch of at most ``batch_rows`` file rows at a time (the same
+    values and dtype, decided once for the whole file), each a DataFrame sharing its batch's memory:
+    for scoring a part whose matrix need never be whole."""
+    file, dtype, _ = _matrix_file(path, columns, rows)
+    for batch in _matrix_batches(file, columns, rows, dtype, batch_rows=batch_rows):
+        yield pd.DataFrame(batch, columns=list(columns), copy=False)
+
+
+def predict_in_batches(predict: Callable[[pd.DataFrame], Any], batches: Iterable[pd.DataFrame],
+                       keep: Sequence[str] = ()) -> tuple[np.ndarray, pd.DataFrame]:
+    """``predict`` of each batch of rows (:meth:`SplitParts.iter_matrix`), the scores in row order as float64
+    (a row's score does not depend on the rows beside it), and the ``keep`` columns of every row."""
+    scores, kept = [], []
+    for X in batches:
+        scores.append(np.asarray(predict(X), dtype=np.float64))
+        if keep:
+            kept.append(X[list(keep)].copy())
+    frame = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=list(keep))
+    return (np.concatenate(scores) if scores else np.empty(0, dtype=np.float64)), frame
+
+
+def _matrix_file(path: Path, columns: list[str], rows: np.ndarray | None) -> tuple[pq.ParquetFile, type, int]:
+    """The opened file, the matrix dtype of ``columns`` (float32 when all are exact in it) and the rows kept."""
+    file = open_for_streaming(path)
+    if rows is not None and len(rows) != file.metadata.num_rows:
+        raise ValueError(f"row mask has {len(rows)} values; {path.name} has {file.metadata.num_rows} rows")
+    exact = all(_exact_in_float32(file, name, file.schema_arrow.field(name).type) for name in columns)
+    n = file.metadata.num_rows if rows is None else int(np.count_nonzero(rows))
+    return file, np.float32 if exact else np.float64, n
+
+
+def _matrix_batches(file: pq.ParquetFile, columns: list[str], rows: np.ndarray | None, dtype: type,
+                    nulls: dict[str, bool] | None = None, batch_rows: int = 262_144) -> Iterator[np.ndarray]:
+    """The kept rows of ``columns``, a file batch at a time, as column-major ``dtype`` matrices (ints and
+    bools as floats, nulls as NaN); records in ``nulls`` which columns had a null."""
+    seen = 0
+    for batch in file.iter_batches(batch_size=batch_rows, columns=columns):
+        if rows is not None:
+            batch, seen = batch.filter(pa.array(rows[seen:seen + batch.num_rows])), seen + batch.num_rows
+        matrix = np.empty((batch.num_rows, len(columns)), dtype=dtype, order="F")
+        for j, name in enumerate(columns):
+            column = batch.column(name)
+            if nulls is not None:
+                nulls[name] |= column.null_count > 0
+            if not pa.types.is_floating(column.type):  # ints and bools, nulls as NaN
+                column = column.cast(pa.float64())
+            matrix[:, j] = column.to_numpy(zero_copy_only=False)
+        batch = column = None
+        if len(matrix):
+            yield matrix
+
+
+class MatrixRows(lgb.Sequence):
+    """The kept rows of a split part's file as LightGBM reads a dataset in batches (``lightgbm.Sequence``):
+    :func:`read_matrix`'s values, a ``batch_size`` rows at a time, row-major, never the whole matrix.
+    The validation Dataset is built from it against the training Dataset's bins (the same bins the
+    whole matrix gives), so the week's validation rows are never a float matrix in memory.
+
+    ``columns`` and ``schema`` (a zero-row frame with the dtypes the columns have when read as a frame)
+    are what ``models.ranker.Ranker.fit`` checks; ``select`` reorders the columns."""
+
+    batch_size = 65_536  # rows per batch LightGBM asks for
+    read_rows = 262_144  # file rows per read
+
+    def __init__(self, path: Path, columns: list[str], rows: np.ndarray | None = None):
+        self.path, self.rows, self.columns = Path(path), rows, list(columns)
+        file, self.dtype, self._n = _matrix_file(self.path, self.columns, rows)
+        self.schema = pd.DataFrame({name: pd.Series([], dtype=_pandas_dtype(file.schema_arrow.field(name).type, False))
+                                    for name in self.columns})
+        self._reset()
+
+    def select(self, columns: list[str]) -> MatrixRows:
+        """The same rows with ``columns`` in that order."""
+        return MatrixRows(self.path, columns, self.rows)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _reset(self) -> None:
+        self._batches: Iterator[np.ndarray] | None = None
+        self._buffer = np.empty((0, len(self.columns)), dtype=self.dtype)
+        self._at = 0  # the row the buffer starts at
+
+    def __getitem__(self, idx: int | slice) -> np.ndarray:
+        if isinstance(idx, slice):
+            start, stop, step = idx.indices(self._n)
+            if step != 1:
+                raise IndexError("MatrixRows reads contiguous slices only")
+            return self._rows(start, max(start, stop))
+        if not -self._n <= idx < self._n:
+            raise IndexError(f"row {idx} of {self._n}")
+        idx %= self._n
+        return self._rows(idx, idx + 1)[0]
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as one C-ordered matrix. Read forward from the last read (how LightGBM reads
+        a Sequence: slice after slice); a read before it starts the file again."""
+        if self._batches is None or start < self._at:
+            self._reset()
+            self._batches = _matrix_batches(open_for_streaming(self.path), self.columns, self.rows, self.dtype,
+                                            batch_rows=self.read_rows)
+        pieces = []
+        while True:
+            end = self._at + len(self._buffer)
+            if start < end and stop > self._at:
+                pieces.append(self._buffer[max(0, start - self._at):stop - self._at])
+            if end >= stop:
+                break
+            following = next(self._batches, None)
+            if following is None:
+                break
+            self._at, self._buffer = end, following
+        if not pieces:
+            return np.empty((0, len(self.columns)), dtype=self.dtype)
+        return np.ascontiguousarray(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
 
 
 def _exact_in_float32(file: pq.ParquetFile, name: str, kind: pa.DataType) -> bool:
@@ -429,7 +547,7 @@ class TrainingMatrices:
     X: pd.DataFrame  # the capped train rows' features (:func:`read_matrix`)
     dtypes: dict[str, str]  # each feature's dtype when read as a frame (what a model's signature records)
     train: pd.DataFrame  # the same rows' query_id, label, and position / propensity when the part has them
-    X_valid: pd.DataFrame  # the validation rows' features
+    X_valid: MatrixRows  # the validation rows' features, read batch by batch as LightGBM builds its Dataset
     valid: pd.DataFrame  # their query_id and label
     train_rows_available: int  # the train part's rows before the cap
 
@@ -440,8 +558,10 @@ def training_matrices(split: SplitFiles, features: list[str], *, max_train_queri
 
     Train keeps at most ``max_train_queries`` whole queries (:func:`cap_mask` with ``seed``; all of them
     when None), filtered while read; validation keeps the queries with a relevant item (NDCG is undefined
-    for the rest, :func:`relevant`). The features go straight into the matrices (:func:`read_matrix`: no
-    frame of them besides), and the memory the reads freed is handed back before returning."""
+    for the rest, :func:`relevant`). The train features go straight into the matrix (:func:`read_matrix`:
+    no frame of them besides), and the memory the reads freed is handed back before returning. The
+    validation features are :class:`MatrixRows`, read as LightGBM bins them: the validation week is never
+    sampled, so its matrix grows with the window (4.5M rows x 87 features, ~1.6 GB, at 30M interactions)."""
     query_id = split.read("train", ["query_id"])["query_id"]
     available = len(query_id)
     keep = cap_mask(query_id, max_train_queries, seed=seed) if max_train_queries is not None else None
@@ -453,8 +573,8 @@ def training_matrices(split: SplitFiles, features: list[str], *, max_train_queri
         log.info("training on %d of %d rows (max_train_queries=%d)", len(train), available, max_train_queries)
     X, dtypes = split.read_matrix("train", features, rows=keep)
     valid, positive = relevant(split, "valid", ["query_id", "label"])
-    X_valid, _ = split.read_matrix("valid", features, rows=positive)
-    del keep, positive
+    X_valid = MatrixRows(split.paths["valid"], features, positive)
+    del keep
     release_memory(collect=False)  # what the reads freed, before LightGBM bins the matrices
     return TrainingMatrices(X=X, dtypes=dtypes, train=train, X_valid=X_valid, valid=valid,
                             train_rows_available=available)

@@ -36,6 +36,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -835,6 +836,14 @@ class PartitionedSplit:
         if part not in self.paths:
             raise ValueError(f"only the test week is one file here; {part!r} is read by day")
         return read_matrix(self.paths[part], columns, rows)
+
+    def iter_matrix(self, part: str, columns: list[str], rows: np.ndarray | None = None) -> Iterator[pd.DataFrame]:
+        """``models.training.iter_matrix`` of the test week's file: its matrix a batch of rows at a time."""
+        from models.training import iter_matrix
+
+        if part not in self.paths:
+            raise ValueError(f"only the test week is one file here; {part!r} is read by day")
+        return iter_matrix(self.paths[part], columns, rows)
 
     def sizes(self) -> dict[str, int]:
         """As ``models.training.Split.sizes`` (a query lives in one partition)."""

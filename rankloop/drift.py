@@ -107,12 +107,15 @@ def _event_drift(path: Any, since: datetime, end: datetime, days: int, reward_se
 
 
 def _scores(ranker: Any, split: Any, part: str, cols: list[str]) -> np.ndarray:
-    """The ranker's scores of a split part's rows: read straight into the matrix LightGBM reads where the
-    part is one file (``models.training.read_matrix``: the same values ``Ranker.predict`` makes of the
-    frame), else from the part's frame."""
-    paths = getattr(split, "paths", {})
-    X = split.read_matrix(part, cols)[0] if part in paths else split.read(part, cols)
-    return ranker.predict(X)
+    """The ranker's scores of a split part's rows: read a batch of rows at a time into the matrix LightGBM
+    reads where the part is one file (``models.training.iter_matrix``: the same values ``Ranker.predict``
+    makes of the frame; the week's matrix, ~2 GB at 30M interactions, is never whole), else from the
+    part's frame."""
+    from models.training import predict_in_batches
+
+    if part in getattr(split, "paths", {}):
+        return predict_in_batches(ranker.predict, split.iter_matrix(part, cols))[0]
+    return ranker.predict(split.read(part, cols))
 
 
 def _recent_events(path: Any, since: datetime, columns: list[str],

@@ -379,16 +379,17 @@ def score_test_week(dataset: Dataset, model_path: Path, *, best_iteration: int, 
     feature set's request-time columns only), and the popularity and similarity baselines."""
     from models.baselines import SIMILARITY_FEATURE, popularity_scores, similarity_scores
     from models.metrics import per_query_ndcg, ranking_report
-    from models.training import group_sizes, relevant
+    from models.training import group_sizes, predict_in_batches, relevant
     from registry.loader import RankerAdapter
 
     cols = list(dataset.features)
     s = dataset.split
     test, positive = relevant(s, "test", ["query_id", "item_id", "label"])
-    X, _ = s.read_matrix("test", cols, rows=positive)  # the features as the model reads them, no frame besides
     g = group_sizes(test)
     served = RankerAdapter(model_path.parent, {"feature_set": {"features": cols}})
-    scores = served.predict(X)
+    # The features as the model reads them, a batch of rows at a time: the week's matrix is never whole.
+    kept = [SIMILARITY_FEATURE] if SIMILARITY_FEATURE in cols else []
+    scores, X = predict_in_batches(served.predict, s.iter_matrix("test", cols, rows=positive), kept)
     # Only the rows popularity counts (label > 0), one part at a time: not every train and valid row's item id.
     history = pd.concat([_positive_rows(s.read(part, ["item_id", "label"])) for part in ("train", "valid")],
                         ignore_index=True)
@@ -425,7 +426,7 @@ class ChampionScores:
 def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> ChampionScores:
     """The current champion's per-query NDCG@10 and scores on this run's test week."""
     from models.metrics import per_query_ndcg
-    from models.training import group_sizes, relevant
+    from models.training import group_sizes, predict_in_batches, relevant
 
     champion = current_champion("ranker", settings)
     if champion is None:
@@ -440,9 +441,7 @@ def champion_per_query_ndcg(settings: Settings, dataset: Dataset) -> ChampionSco
     if missing:
         log.warning("champion v%s needs features %s this run did not build; judging it as broken", champion.version, missing)
         return ChampionScores(champion.version, np.zeros(test["query_id"].nunique()), None, sha, saw_test=saw)
-    X, _ = dataset.split.read_matrix("test", wanted, rows=positive)
-    scores = np.asarray(champion.predict(X), dtype=np.float64)
-    del X
+    scores, _ = predict_in_batches(champion.predict, dataset.split.iter_matrix("test", wanted, rows=positive))
     return ChampionScores(champion.version, per_query_ndcg(test["label"], scores, group_sizes(test), 10), scores, sha,
                           test["query_id"].to_numpy(), saw_test=saw)
 

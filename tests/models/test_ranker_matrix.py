@@ -156,3 +156,75 @@ def test_the_champion_scores_the_test_week_it_would_score_from_the_frame(tmp_pat
     manifest["feature_set"]["features"] = [*cols[:3], "not_built"]
     broken = stages.champion_per_query_ndcg(Settings(), dataset)
     assert broken.scores is None and broken.per_query_ndcg.tolist() == [0.0] * test["query_id"].nunique()
+
+
+# --- the validation rows read in batches as LightGBM bins them ----------------------------------
+@pytest.mark.parametrize(("big", "wide"), [(False, False), (True, False), (False, True)])
+def test_matrix_rows_and_batches_are_the_read_matrix(tmp_path, big, wide):
+    """``MatrixRows`` (LightGBM's Sequence) and ``iter_matrix`` give ``read_matrix``'s rows, values and dtype,
+    however the reads and the slices fall: across file batches, a slice over several, a step back."""
+    from models.training import MatrixRows
+
+    files, cols = _split_files(tmp_path, big=big, wide=wide)
+    n = files.sizes()["valid_rows"]
+    for rows in (None, np.random.default_rng(2).random(n) < 0.4):
+        X, _ = files.read_matrix("valid", cols, rows=rows)
+        expected = X.to_numpy()
+        batches = list(files.iter_matrix("valid", cols, rows=rows))
+        np.testing.assert_array_equal(np.concatenate([b.to_numpy() for b in batches]), expected)
+        assert {b.to_numpy().dtype for b in batches} == {expected.dtype}
+        seq = MatrixRows(files.paths["valid"], cols, rows)
+        seq.read_rows = 37  # several file reads, none aligned with the slices
+        assert len(seq) == len(expected) > 100 and seq.dtype == expected.dtype
+        got = np.concatenate([seq[a:a + 50] for a in range(0, len(seq), 50)])
+        np.testing.assert_array_equal(got, expected)
+        assert got.flags["C_CONTIGUOUS"]
+        np.testing.assert_array_equal(seq[10:95], expected[10:95])  # before the last read: read again
+        np.testing.assert_array_equal(seq[-1], expected[-1])
+        np.testing.assert_array_equal(seq.select(cols[::-1])[0:20], expected[:20, ::-1])
+        assert seq[len(seq):len(seq) + 5].shape == (0, len(cols))
+
+
+def test_validation_rows_read_in_batches_train_the_model_of_the_matrix(tmp_path, make_ranker):
+    """The validation Dataset built from ``MatrixRows`` (pushed in batches against the train set's bins) is the
+    Dataset of the whole matrix: the same trees, the same validation curve, the same best iteration."""
+    from models.training import MatrixRows, group_sizes, relevant
+
+    files, cols = _split_files(tmp_path)
+    train = files.read("train")
+    valid, positive = relevant(files, "valid", ["query_id", "label"])
+    X, dtypes = files.read_matrix("train", cols)
+
+    def fit(Xv):
+        return make_ranker().fit(X, train["label"], group=group_sizes(train), eval_set=[(Xv, valid["label"])],
+                                 eval_group=[group_sizes(valid)], feature_dtypes=dtypes)
+
+    whole = fit(files.read_matrix("valid", cols, rows=positive)[0])
+    seq = MatrixRows(files.paths["valid"], cols[::-1], positive)  # another column order: put in the model's
+    seq.batch_size, seq.read_rows = 29, 101
+    batched = fit(seq)
+    assert batched.model_to_string() == whole.model_to_string()
+    assert batched.evals_result_ == whole.evals_result_ and batched.best_iteration_ == whole.best_iteration_
+    assert len(whole.evals_result_["valid"]["ndcg@10"]) > 1
+
+
+def test_validation_rows_are_checked_like_a_frame(tmp_path, make_ranker):
+    """A ``MatrixRows`` eval set missing a feature, with a text column or with the wrong label count fails
+    ``fit`` with the frame's messages, before LightGBM reads a row."""
+    from models.training import MatrixRows, group_sizes
+
+    files, cols = _split_files(tmp_path)
+    train = files.read("train")
+    valid = files.read("valid", ["label", "query_id"])
+
+    def fit(Xv, labels=valid["label"]):
+        return make_ranker().fit(train[cols], train["label"], group=group_sizes(train),
+                                 eval_set=[(Xv, labels)], eval_group=[group_sizes(valid)])
+
+    with pytest.raises(ValueError, match=r"eval_set\[0\] X columns differ from the training features: "
+                                         r"missing \['f_flag'\]"):
+        fit(MatrixRows(files.paths["valid"], cols[:-1]))
+    with pytest.raises(TypeError, match=r"eval_set\[0\] X columns must be numeric.*'item_id'"):
+        fit(MatrixRows(files.paths["valid"], [*cols, "item_id"]))
+    with pytest.raises(ValueError, match=r"eval_set\[0\] labels has \d+ labels for \d+ rows"):
+        fit(MatrixRows(files.paths["valid"], cols), valid["label"].iloc[1:])
