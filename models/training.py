@@ -227,13 +227,12 @@ def read_matrix(path: Path, columns: list[str], rows: np.ndarray | None = None) 
     return pd.DataFrame(matrix, columns=list(columns), copy=False), dtypes
 
 
-def iter_matrix(path: Path, columns: list[str], rows: np.ndarray | None = None,
-                batch_rows: int = 262_144) -> Iterator[pd.DataFrame]:
-    """:func:`read_matrix`'s matrix a batch of at most ``batch_rows`` file rows at a time (the same
-    values and dtype, decided once for the whole file), each a DataFrame sharing its batch's memory:
-    for scoring a part whose matrix need never be whole."""
+def iter_matrix(path: Path, columns: list[str], rows: np.ndarray | None = None) -> Iterator[pd.DataFrame]:
+    """:func:`read_matrix`'s matrix a row group at a time (its kept rows; the same values and dtype, decided
+    once for the whole file), each a DataFrame sharing its batch's memory: for scoring a part whose
+    matrix need never be whole (a split part's row groups are ``SPLIT_ROW_GROUP_ROWS`` rows)."""
     file, dtype, _ = _matrix_file(path, columns, rows)
-    for batch in _matrix_batches(file, columns, rows, dtype, batch_rows=batch_rows):
+    for batch in _matrix_batches(file, columns, rows, dtype):
         yield pd.DataFrame(batch, columns=list(columns), copy=False)
 
 
@@ -260,30 +259,50 @@ def _matrix_file(path: Path, columns: list[str], rows: np.ndarray | None) -> tup
     return file, np.float32 if exact else np.float64, n
 
 
+# Columns of a row group decoded per read by :func:`_matrix_batches`.
+_MATRIX_COLUMNS_PER_READ = 8
+
+
 def _matrix_batches(file: pq.ParquetFile, columns: list[str], rows: np.ndarray | None, dtype: type,
-                    nulls: dict[str, bool] | None = None, batch_rows: int = 262_144) -> Iterator[np.ndarray]:
-    """The kept rows of ``columns``, a file batch at a time, as column-major ``dtype`` matrices (ints and
-    bools as floats, nulls as NaN); records in ``nulls`` which columns had a null."""
+                    nulls: dict[str, bool] | None = None) -> Iterator[np.ndarray]:
+    """The kept rows of each row group of ``columns`` as a column-major ``dtype`` matrix (ints and bools
+    as floats, nulls as NaN), the group decoded ``_MATRIX_COLUMNS_PER_READ`` columns at a time
+    (``read_row_group``); records in ``nulls`` which columns had a null. A row group without a kept row
+    yields nothing.
+
+    Not ``iter_batches``: reading the 10M run's capped train matrix (1M x 87 float32, 373 MB) through
+    it left 1,055 MB resident (peak 1,216) where reading it this way leaves 719 (peak 744), in 40% less
+    time: the decoded batches of every column, freed, stay with the allocator."""
     seen = 0
-    for batch in file.iter_batches(batch_size=batch_rows, columns=columns):
-        if rows is not None:
-            batch, seen = batch.filter(pa.array(rows[seen:seen + batch.num_rows])), seen + batch.num_rows
-        matrix = np.empty((batch.num_rows, len(columns)), dtype=dtype, order="F")
-        for j, name in enumerate(columns):
-            column = batch.column(name)
-            if nulls is not None:
-                nulls[name] |= column.null_count > 0
-            if not pa.types.is_floating(column.type):  # ints and bools, nulls as NaN
-                column = column.cast(pa.float64())
-            matrix[:, j] = column.to_numpy(zero_copy_only=False)
-        batch = column = None
-        if len(matrix):
-            yield matrix
+    for g in range(file.metadata.num_row_groups):
+        size = file.metadata.row_group(g).num_rows
+        keep = None if rows is None else rows[seen:seen + size]
+        seen += size
+        count = size if keep is None else int(np.count_nonzero(keep))
+        if count == 0:
+            continue
+        mask = None if keep is None or count == size else pa.array(keep)
+        matrix = np.empty((count, len(columns)), dtype=dtype, order="F")
+        for lo in range(0, len(columns), _MATRIX_COLUMNS_PER_READ):
+            names = columns[lo:lo + _MATRIX_COLUMNS_PER_READ]
+            table = file.read_row_group(g, columns=list(dict.fromkeys(names)))
+            if mask is not None:
+                table = table.filter(mask)
+            for j, name in enumerate(names, start=lo):
+                column = table.column(name)
+                if nulls is not None:
+                    nulls[name] |= column.null_count > 0
+                if not pa.types.is_floating(column.type):  # ints and bools, nulls as NaN
+                    column = column.cast(pa.float64())
+                matrix[:, j] = column.to_numpy()
+            table = column = None
+        yield matrix
 
 
 class MatrixRows(lgb.Sequence):
     """The kept rows of a split part's file as LightGBM reads a dataset in batches (``lightgbm.Sequence``):
-    :func:`read_matrix`'s values, a ``batch_size`` rows at a time, row-major, never the whole matrix.
+    :func:`read_matrix`'s values, a ``batch_size`` rows at a time, row-major, read a row group at a time:
+    never the whole matrix.
     The validation Dataset is built from it against the training Dataset's bins (the same bins the
     whole matrix gives), so the week's validation rows are never a float matrix in memory.
 
@@ -291,7 +310,6 @@ class MatrixRows(lgb.Sequence):
     are what ``models.ranker.Ranker.fit`` checks; ``select`` reorders the columns."""
 
     batch_size = 65_536  # rows per batch LightGBM asks for
-    read_rows = 262_144  # file rows per read
 
     def __init__(self, path: Path, columns: list[str], rows: np.ndarray | None = None):
         self.path, self.rows, self.columns = Path(path), rows, list(columns)
@@ -328,8 +346,7 @@ class MatrixRows(lgb.Sequence):
         a Sequence: slice after slice); a read before it starts the file again."""
         if self._batches is None or start < self._at:
             self._reset()
-            self._batches = _matrix_batches(open_for_streaming(self.path), self.columns, self.rows, self.dtype,
-                                            batch_rows=self.read_rows)
+            self._batches = _matrix_batches(open_for_streaming(self.path), self.columns, self.rows, self.dtype)
         pieces = []
         while True:
             end = self._at + len(self._buffer)
@@ -380,9 +397,9 @@ def _pandas_dtype(kind: pa.DataType, had_nulls: bool) -> str:
     return str(np.dtype(kind.to_pandas_dtype()))
 
 
-# Rows per Parquet row group of a split part: pyarrow's own default, so a part written group by
-# group has the row groups one ``write_table`` of the whole part would give.
-SPLIT_ROW_GROUP_ROWS = 1024 * 1024
+# Rows per Parquet row group of a split part: the unit a part's matrix is read in (:func:`iter_matrix`,
+# :class:`MatrixRows`), 45 MB as float32 at 87 features. (It was pyarrow's default, 1M rows.)
+SPLIT_ROW_GROUP_ROWS = 128 * 1024
 
 
 def write_split(rows: dict[str, np.ndarray], keys: pd.DataFrame, features: Mapping[str, np.ndarray | Path],

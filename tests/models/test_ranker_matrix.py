@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from models.ranker import Ranker, _matrix
@@ -35,9 +36,10 @@ def test_float32_matrix_trains_the_same_model_as_float64(make_ranker, train_spli
 
 
 # --- the split's features read straight into that matrix ----------------------------------------
-def _split_files(tmp_path, *, big: bool = False, wide: bool = False):
+def _split_files(tmp_path, *, big: bool = False, wide: bool = False, row_group_rows: int | None = None):
     """A split written as the weekly run writes it: int32/int16/bool/float32 features (with NaN),
-    optionally an int32 beyond 2**24 (``big``) or a float64 column (``wide``)."""
+    optionally an int32 beyond 2**24 (``big``) or a float64 column (``wide``), and row groups of
+    ``row_group_rows`` (the default: one per part, at this size)."""
     from datetime import UTC, datetime, timedelta
 
     from models.training import split_rows, write_split
@@ -61,8 +63,9 @@ def _split_files(tmp_path, *, big: bool = False, wide: bool = False):
     if wide:
         features["f_exact"] = rng.random(n)
     rows, valid_start, test_start = split_rows(keys, end=end, valid_days=7, test_days=7)
+    groups = {"row_group_rows": row_group_rows} if row_group_rows else {}
     return write_split(rows, keys, features, tmp_path / "split", valid_start=valid_start,
-                       test_start=test_start), list(features)
+                       test_start=test_start, **groups), list(features)
 
 
 @pytest.mark.parametrize(("big", "wide", "dtype"), [(False, False, np.float32), (True, False, np.float64),
@@ -162,27 +165,36 @@ def test_the_champion_scores_the_test_week_it_would_score_from_the_frame(tmp_pat
 @pytest.mark.parametrize(("big", "wide"), [(False, False), (True, False), (False, True)])
 def test_matrix_rows_and_batches_are_the_read_matrix(tmp_path, big, wide):
     """``MatrixRows`` (LightGBM's Sequence) and ``iter_matrix`` give ``read_matrix``'s rows, values and dtype,
-    however the reads and the slices fall: across file batches, a slice over several, a step back."""
+    however the reads and the slices fall: across row groups, a slice over several, a step back, a row group
+    with no row kept."""
+    files, cols = _split_files(tmp_path, big=big, wide=wide)
+    grouped, _ = _split_files(tmp_path / "grouped", big=big, wide=wide, row_group_rows=37)
+    n = files.sizes()["valid_rows"]
+    assert pq.ParquetFile(grouped.paths["valid"]).metadata.num_row_groups > 5
+    rng = np.random.default_rng(2)
+    for rows in (None, rng.random(n) < 0.4, np.repeat(rng.random(-(-n // 37)) < 0.5, 37)[:n]):  # whole groups out
+        X, _ = files.read_matrix("valid", cols, rows=rows)
+        np.testing.assert_array_equal(grouped.read_matrix("valid", cols, rows=rows)[0].to_numpy(), X.to_numpy())
+        for split in (files, grouped):
+            _check_batches(split, cols, rows, X.to_numpy())
+
+
+def _check_batches(files, cols, rows, expected):
+    """``iter_matrix`` and ``MatrixRows`` of ``files``' valid part are ``expected`` (``read_matrix``'s)."""
     from models.training import MatrixRows
 
-    files, cols = _split_files(tmp_path, big=big, wide=wide)
-    n = files.sizes()["valid_rows"]
-    for rows in (None, np.random.default_rng(2).random(n) < 0.4):
-        X, _ = files.read_matrix("valid", cols, rows=rows)
-        expected = X.to_numpy()
-        batches = list(files.iter_matrix("valid", cols, rows=rows))
-        np.testing.assert_array_equal(np.concatenate([b.to_numpy() for b in batches]), expected)
-        assert {b.to_numpy().dtype for b in batches} == {expected.dtype}
-        seq = MatrixRows(files.paths["valid"], cols, rows)
-        seq.read_rows = 37  # several file reads, none aligned with the slices
-        assert len(seq) == len(expected) > 100 and seq.dtype == expected.dtype
-        got = np.concatenate([seq[a:a + 50] for a in range(0, len(seq), 50)])
-        np.testing.assert_array_equal(got, expected)
-        assert got.flags["C_CONTIGUOUS"]
-        np.testing.assert_array_equal(seq[10:95], expected[10:95])  # before the last read: read again
-        np.testing.assert_array_equal(seq[-1], expected[-1])
-        np.testing.assert_array_equal(seq.select(cols[::-1])[0:20], expected[:20, ::-1])
-        assert seq[len(seq):len(seq) + 5].shape == (0, len(cols))
+    batches = list(files.iter_matrix("valid", cols, rows=rows))
+    np.testing.assert_array_equal(np.concatenate([b.to_numpy() for b in batches]), expected)
+    assert {b.to_numpy().dtype for b in batches} == {expected.dtype}
+    seq = MatrixRows(files.paths["valid"], cols, rows)  # grouped: several row groups, none aligned with the slices
+    assert len(seq) == len(expected) > 100 and seq.dtype == expected.dtype
+    got = np.concatenate([seq[a:a + 50] for a in range(0, len(seq), 50)])
+    np.testing.assert_array_equal(got, expected)
+    assert got.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(seq[10:95], expected[10:95])  # before the last read: read again
+    np.testing.assert_array_equal(seq[-1], expected[-1])
+    np.testing.assert_array_equal(seq.select(cols[::-1])[0:20], expected[:20, ::-1])
+    assert seq[len(seq):len(seq) + 5].shape == (0, len(cols))
 
 
 def test_validation_rows_read_in_batches_train_the_model_of_the_matrix(tmp_path, make_ranker):
@@ -190,7 +202,7 @@ def test_validation_rows_read_in_batches_train_the_model_of_the_matrix(tmp_path,
     Dataset of the whole matrix: the same trees, the same validation curve, the same best iteration."""
     from models.training import MatrixRows, group_sizes, relevant
 
-    files, cols = _split_files(tmp_path)
+    files, cols = _split_files(tmp_path, row_group_rows=101)
     train = files.read("train")
     valid, positive = relevant(files, "valid", ["query_id", "label"])
     X, dtypes = files.read_matrix("train", cols)
@@ -201,7 +213,7 @@ def test_validation_rows_read_in_batches_train_the_model_of_the_matrix(tmp_path,
 
     whole = fit(files.read_matrix("valid", cols, rows=positive)[0])
     seq = MatrixRows(files.paths["valid"], cols[::-1], positive)  # another column order: put in the model's
-    seq.batch_size, seq.read_rows = 29, 101
+    seq.batch_size = 29
     batched = fit(seq)
     assert batched.model_to_string() == whole.model_to_string()
     assert batched.evals_result_ == whole.evals_result_ and batched.best_iteration_ == whole.best_iteration_
