@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.atomic import atomic_write, write_bytes
 from core.config.policy import BanditSettings
@@ -102,8 +105,14 @@ class BetaTables:
     settings: BanditSettings
     fitted_at: datetime
     data_end: datetime | None
+    # A refit's user x item rows already written to this Parquet file (:func:`refit_from_count_files`
+    # with ``write_to``: never a frame in memory, ~20M rows at 30M interactions); ``user_items`` is then
+    # empty. Only :meth:`save` reads it (a copy); serve a table saved and loaded (:meth:`load`).
+    user_items_path: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.user_items_path is not None and len(self.user_items):
+            raise ValueError("a BetaTables with user_items_path holds its user x item rows there, not in user_items")
         missing = {
             name: sorted(set(cols) - set(frame.columns))
             for name, frame, cols in (("items", self.items, ("item_id", "successes", "failures")),
@@ -122,6 +131,8 @@ class BetaTables:
         return s + self.settings.prior_alpha, f + self.settings.prior_beta
 
     def _user_params(self, item_ids: Sequence[Any], user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        if self.user_items_path is not None:
+            raise RuntimeError("this table's user x item rows are in a file being written: save it and load it to serve")
         alpha, beta = self._item_params(item_ids)
         mean, k = alpha / (alpha + beta), self.settings.user_prior_strength
         mine = self.user_items[self.user_items["user_id"] == str(user_id)].set_index("item_id")
@@ -182,14 +193,21 @@ class BetaTables:
         alpha, beta = self._item_params(self.items["item_id"].tolist())
         items = self.items.assign(alpha=alpha, beta=beta)[["item_id", "alpha", "beta", "successes", "failures"]]
         atomic_write_parquet(items, directory / ITEM_FILE)
-        atomic_write_parquet(self.user_items[["user_id", "item_id", "successes", "failures"]], directory / USER_ITEM_FILE)
+        if self.user_items_path is not None:
+            source = Path(self.user_items_path)
+            atomic_write(directory / USER_ITEM_FILE, lambda tmp: shutil.copyfile(source, tmp))
+            n_user_items = pq.ParquetFile(source).metadata.num_rows
+        else:
+            atomic_write_parquet(self.user_items[["user_id", "item_id", "successes", "failures"]],
+                                 directory / USER_ITEM_FILE)
+            n_user_items = len(self.user_items)
         meta = {
             "kind": "bandit",
             "settings": self.settings.model_dump(mode="json"),
             "fitted_at": self.fitted_at.isoformat(),
             "data_end": self.data_end.isoformat() if self.data_end is not None else None,
             "n_items": len(self.items),
-            "n_user_items": len(self.user_items),
+            "n_user_items": n_user_items,
         }
         atomic_write_json(meta, directory / META_FILE)
         return directory
@@ -330,6 +348,15 @@ def combine_count_files(parts: Sequence[BetaCounts], paths: Sequence[Path], *, r
     key order, and their decay: each range's sums get that table's rows of the range's users added, as
     :func:`_merge_counts` adds them (with files in key order: to the whole); the result's ``user_items``
     is then the merged table."""
+    return _combine_count_files(parts, paths, range_rows=range_rows, base=base)[0]
+
+
+def _combine_count_files(parts: Sequence[BetaCounts], paths: Sequence[Path], *, range_rows: int | None = None,
+                         base: tuple[pd.DataFrame, float] | None = None,
+                         write_to: Path | None = None) -> tuple[BetaCounts, bool]:
+    """:func:`combine_count_files`; with ``write_to``, each range's rows are written to that Parquet file
+    as they are summed (the result's ``user_items`` is then empty: True is returned with it), except where
+    the files are read whole (all in key order), which returns the whole table as always (False)."""
     if len(parts) != len(paths):
         raise ValueError(f"combine_count_files got {len(parts)} partitions but {len(paths)} files")
     if not parts:
@@ -344,17 +371,52 @@ def combine_count_files(parts: Sequence[BetaCounts], paths: Sequence[Path], *, r
 
     if _in_key_order(scans):
         pairs = combine_counts(_loaded(parts, paths)).user_items
-        return counts(pairs if base is None else _merge_counts(base[0], pairs, ["user_id", "item_id"], base[1]))
+        return counts(pairs if base is None else _merge_counts(base[0], pairs, ["user_id", "item_id"], base[1])), False
     users = pd.concat([s.user_rows for s in scans]).groupby(level=0, sort=True).sum()
     if base is not None:  # the previous table's users cut into the ranges too
         users = users.add(base[0].groupby("user_id", sort=True).size(), fill_value=0).astype(np.int64).sort_index()
     bounds = _range_bounds(users, range_rows)
     del users
-    pieces = []
-    for low, high in zip([None, *bounds], [*bounds, None], strict=True):
-        piece = _summed_range(scans, low, high)
-        pieces.append(piece if base is None else _merged_range(base[0], base[1], piece, low, high))
-    return counts(pd.concat(pieces, ignore_index=True))
+
+    def ranges() -> Iterable[pd.DataFrame]:
+        for low, high in zip([None, *bounds], [*bounds, None], strict=True):
+            piece = _summed_range(scans, low, high)
+            yield piece if base is None else _merged_range(base[0], base[1], piece, low, high)
+
+    if write_to is None:
+        return counts(pd.concat(list(ranges()), ignore_index=True)), False
+    empty: list[pd.DataFrame] = []
+    atomic_write(Path(write_to), lambda tmp: empty.append(_write_ranges(ranges(), tmp)))
+    return counts(empty[0]), True
+
+
+_USER_ITEM_COLUMNS = ["user_id", "item_id", "successes", "failures"]
+
+
+def _write_ranges(pieces: Iterable[pd.DataFrame], path: Path) -> pd.DataFrame:
+    """The user x item ranges written one after another to the Parquet file ``path``, as
+    ``atomic_write_parquet`` writes their concatenation (the same columns and pandas metadata: the file
+    reads back as that frame); returns the table's columns with no rows."""
+    writer, schema, first = None, None, None
+    try:
+        for piece in pieces:
+            piece = piece[_USER_ITEM_COLUMNS]
+            first = piece.iloc[:0] if first is None else first
+            if not len(piece):
+                continue
+            table = pa.Table.from_pandas(piece, preserve_index=False, schema=schema)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(path, schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    first = first if first is not None else pd.DataFrame(
+        {"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object), "successes": [], "failures": []})
+    if writer is None:  # no rows: the empty frame as pandas writes it
+        first.to_parquet(path, index=False)
+    return first
 
 
 def _loaded(parts: Sequence[BetaCounts], paths: Sequence[Path]) -> Iterable[BetaCounts]:
@@ -648,20 +710,32 @@ def refit_from_counts(previous: BetaTables | None, counts: BetaCounts, settings:
 
 
 def refit_from_count_files(previous: BetaTables | None, parts: Sequence[BetaCounts], paths: Sequence[Path],
-                           settings: BanditSettings, now: datetime, *, range_rows: int | None = None) -> BetaTables:
+                           settings: BanditSettings, now: datetime, *, range_rows: int | None = None,
+                           write_to: Path | None = None) -> BetaTables:
     """``refit_from_counts(previous, combine_count_files(parts, paths), settings, now)``, the same table
     to the last bit, with the previous table's user x item rows (decayed) added a user range at a time
     as the ranges are summed, instead of in one group-by of both whole tables (~1.8 GB at 10M
-    interactions). A previous table not in key order, one row per key, is merged as that does."""
+    interactions). A previous table not in key order, one row per key, is merged as that does.
+
+    ``write_to``: a Parquet file to write the new table's user x item rows to range by range, as
+    :meth:`BetaTables.save` writes them; the table returned then holds them there (``user_items_path``)
+    and ``user_items`` is empty, so they are never a frame in memory. (Where they are anyway, files all in
+    key order or a previous table not in it, the table holds them in memory as without ``write_to``.)"""
     if now.tzinfo is None:
         raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
     keys = ["user_id", "item_id"]
-    if previous is None or len(previous.user_items) == 0 or not _grouped(previous.user_items, keys):
+    fresh = previous is None or len(previous.user_items) == 0
+    if not fresh and not _grouped(previous.user_items, keys):
         return refit_from_counts(previous, combine_count_files(parts, paths, range_rows=range_rows), settings, now)
+    base = previous if previous is not None else empty_tables(settings, now)
     factor = _carried(previous, settings, now)
-    counts = combine_count_files(parts, paths, range_rows=range_rows, base=(previous.user_items, factor))
-    items = _merge_counts(previous.items, counts.items, ["item_id"], factor)
-    return _refitted(previous, counts, items, counts.user_items, settings, now)
+    counts, written = _combine_count_files(parts, paths, range_rows=range_rows, write_to=write_to,
+                                           base=None if fresh else (base.user_items, factor))
+    if fresh and not written:
+        return refit_from_counts(previous, counts, settings, now)
+    items = _merge_counts(base.items, counts.items, ["item_id"], factor)
+    table = _refitted(base, counts, items, counts.user_items, settings, now)
+    return replace(table, user_items_path=Path(write_to)) if written else table
 
 
 def _carried(previous: BetaTables | None, settings: BanditSettings, now: datetime) -> float:

@@ -455,18 +455,21 @@ class ParkedCounts:
 
 
 def refit_bandit(champion: BetaTables | None, parked: list[ParkedCounts], which: str, settings: BanditSettings,
-                 end: datetime) -> BetaTables:
+                 end: datetime, folder: Path | None = None) -> BetaTables:
     """The bandit refit over ``which`` days (``pre``: before the test week; ``all``) from the days'
     parked statistics: their user x item rows, and the champion's, are summed one range of users at a
     time (:func:`models.thompson.refit_from_count_files`: the table one group-by would give, to the last
     bit). The challenger (``pre``) is judged by its per-item table alone (:func:`judge_bandit_fitted`: a
-    context-free top slot), so its refit leaves out the user x item rows, the champion's and the days'."""
+    context-free top slot), so its refit leaves out the user x item rows, the champion's and the days'.
+    ``folder``: where the ``all`` refit writes its user x item rows as they are summed (the table holds
+    them there, ``user_items_path``, until it is saved: never a frame of them; ~20M rows at 30M interactions)."""
     from dataclasses import replace
 
     from models.thompson import combine_counts, refit_from_count_files, refit_from_counts
 
     if which == "all":
-        return refit_from_count_files(champion, [p.counts for p in parked], [p.path for p in parked], settings, end)
+        return refit_from_count_files(champion, [p.counts for p in parked], [p.path for p in parked], settings, end,
+                                      write_to=folder / "bandit-all.user_items.parquet" if folder is not None else None)
     base = replace(champion, user_items=champion.user_items.iloc[:0]) if champion is not None else None
     return refit_from_counts(base, combine_counts(p.counts for p in parked), settings, end)  # no file is read
 
@@ -639,7 +642,7 @@ def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: R
     release_memory()  # the days' reads, before the combines gather the partitions' statistics
     fits = {
         "bandit": lambda champ, which: refit_bandit(champ, [s for p in parts for s in p.stats("bandit", which)],
-                                                    which, settings.bandit, end),
+                                                    which, settings.bandit, end, folder=workdir / "data" / "table_days"),
         "linucb": lambda champ, which: refit_from_stats(
             champ, combine_stats([s for p in parts for s in p.stats("linucb", which)]), settings.linucb, end),
     }

@@ -216,3 +216,59 @@ def test_refit_from_files_adds_the_champion_a_user_range_at_a_time(case: str, ra
         assert len(want.user_items) >= len(previous.user_items)
         joined = want.user_items.merge(previous.user_items, on=["user_id", "item_id"], suffixes=("", "_old"))
         assert len(joined) and (joined["successes"] != joined["successes_old"]).any()
+
+
+@pytest.mark.parametrize("range_rows", [None, 1, 23])
+@pytest.mark.parametrize("case", ["champion", "champion, files in key order", "champion not in key order",
+                                  "no champion", "champion of other users", "numbers"])
+def test_a_refit_written_range_by_range_saves_the_table_held_in_memory(case: str, range_rows: int | None,
+                                                                       tmp_path) -> None:
+    """With ``write_to`` the user x item rows go to a file range by range (never a frame of them); the table
+    saved from it loads back as the one refit in memory, to the last bit, with the same meta file. Where
+    the rows are read whole anyway (files in key order, a champion not in it) the table holds them."""
+    from core.config.policy import BanditSettings
+
+    settings = BanditSettings(half_life_days=3.0)
+    rng = np.random.default_rng(len(case) + 7)
+    users = np.arange(60) * 3 if case == "numbers" else np.array([f"u{i}" for i in range(40)] + ["é", "U", ""],
+                                                                  dtype=object)
+    items = np.arange(7) if case == "numbers" else np.array([f"i{i}" for i in (3, 1, 20, 100, 2)], dtype=object)
+    sizes = (150,) if case == "champion, files in key order" else (200, 1, 90, 160)
+    parts = [_grouped_part(_part(rng, n, users, items, False)) for n in sizes]
+    previous = None
+    if case not in ("no champion", "numbers"):
+        old_users = np.array([f"v{i}" for i in range(15)], dtype=object) if case == "champion of other users" else users
+        previous = thompson.refit_from_counts(None, _grouped_part(_part(rng, 300, old_users, items, False)),
+                                              settings, datetime(2025, 12, 20, tzinfo=UTC))
+        if case == "champion not in key order":
+            previous = thompson.BetaTables(items=previous.items, user_items=previous.user_items.iloc[::-1],
+                                           settings=settings, fitted_at=previous.fitted_at, data_end=previous.data_end)
+    bare, paths = _parked(parts, tmp_path, row_group_size=8)
+    now = datetime(2026, 2, 1, tzinfo=UTC)
+    held = thompson.refit_from_count_files(previous, bare, paths, settings, now, range_rows=range_rows)
+    target = tmp_path / "out" / "all.parquet"
+    written = thompson.refit_from_count_files(previous, bare, paths, settings, now, range_rows=range_rows,
+                                              write_to=target)
+    streamed = case not in ("champion, files in key order", "champion not in key order")
+    assert (written.user_items_path is not None) == streamed == target.exists()
+    if streamed:
+        assert len(written.user_items) == 0 and list(written.user_items.columns) == list(held.user_items.columns)
+        with pytest.raises(RuntimeError, match="save it and load it"):
+            written.mean(list(items[:2]), user_id=str(users[0]))
+    a = thompson.BetaTables.load(held.save(tmp_path / "held"))
+    b = thompson.BetaTables.load(written.save(tmp_path / "written"))
+    pdt.assert_frame_equal(b.user_items, a.user_items, check_exact=True)
+    assert b.user_items["successes"].to_numpy().tobytes() == a.user_items["successes"].to_numpy().tobytes()
+    pdt.assert_frame_equal(b.items, a.items, check_exact=True)
+    assert (tmp_path / "written" / thompson.META_FILE).read_text() == (tmp_path / "held" / thompson.META_FILE).read_text()
+    assert len(a.user_items) > 10
+    np.testing.assert_array_equal(b.mean(list(items), user_id=str(users[1])), a.mean(list(items), user_id=str(users[1])))
+    assert not list(target.parent.glob(".*.tmp"))  # written atomically: no temporary file left
+
+
+def test_a_table_cannot_hold_its_rows_both_in_memory_and_in_a_file(tmp_path) -> None:
+    table = thompson.empty_tables(thompson.BanditSettings(), datetime(2026, 1, 1, tzinfo=UTC))
+    rows = pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "successes": [1.0], "failures": [0.0]})
+    with pytest.raises(ValueError, match="not in user_items"):
+        thompson.BetaTables(items=table.items, user_items=rows, settings=table.settings, fitted_at=table.fitted_at,
+                            data_end=None, user_items_path=tmp_path / "x.parquet")
