@@ -82,7 +82,6 @@ def _event_drift(path: Any, since: datetime, end: datetime, days: int, reward_se
     """The report's event-type mix, Q action mix and reward rates, the week before the test week against the
     test week, from the valid events file at ``path`` (its rows from ``since`` on, with their requests)."""
     from models.drift import categorical_psi, shares
-    from models.rewards import impression_rewards
 
     # Only the columns read (the rewards' rows carry nothing but their key and time); the ids only match
     # impressions with their responses: read as codes (categoricals), not text.
@@ -90,7 +89,7 @@ def _event_drift(path: Any, since: datetime, end: datetime, days: int, reward_se
                                                   "action_id"], coded=("user_id", "item_id", "request_id"))
     # Each week's rows of only the columns read from them (a week's rows of every column were copied before).
     ev_ref, ev_cur = _weeks(events[["ts", "event_type"]], end, days)
-    rewards = impression_rewards(events, reward_settings, carry=()) \
+    rewards = _rewards_by_request_bucket(events, reward_settings) \
         if window["has_requests"] and window["has_impressions"] else None
     slates = events[["request_id", "ts", "action_id"]].drop_duplicates("request_id") if "action_id" in events \
         else events[["ts"]].iloc[:0].assign(action_id=pd.Series([], dtype=object))
@@ -104,6 +103,42 @@ def _event_drift(path: Any, since: datetime, end: datetime, days: int, reward_se
                        "actions_current": int(act_cur["action_id"].nunique())},
         "rewards": _reward_rates(rewards, end, days),
     }
+
+
+# Rows of the two weeks' events per reward computation (a bucket of requests) in the drift report.
+_REWARD_BUCKET_ROWS = 1_000_000
+
+
+def _rewards_by_request_bucket(events: pd.DataFrame, reward_settings: Any) -> pd.DataFrame:
+    """``impression_rewards(events, carry=())``'s times, clicks, successes and rewards, computed over
+    buckets of requests of about ``_REWARD_BUCKET_ROWS`` rows (an impression's reward reads only its own
+    request's rows) and put back in that function's row order (by time, then row): the same rows, values
+    and order, so the same means to the last bit. The whole two weeks' temporaries (their keys coded and
+    joined: ~1 GB at 30M interactions) were the drift stage's peak. Rows without a request go with the
+    first bucket, where the function ignores them (and says so once)."""
+    from models.rewards import impression_rewards
+
+    buckets = max(1, -(-len(events) // _REWARD_BUCKET_ROWS))
+    columns = ["ts", "reward", "clicked", "success"]
+    if buckets == 1:
+        return impression_rewards(events, reward_settings, carry=())[columns]
+    request = events["request_id"]
+    codes = request.cat.codes.to_numpy() if isinstance(request.dtype, pd.CategoricalDtype) else \
+        pd.factorize(request)[0]
+    bucket = np.where(codes >= 0, codes % buckets, 0)
+    order = np.argsort(bucket, kind="stable")  # each bucket's rows in file order
+    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if hi > lo:
+            rows = order[lo:hi]
+            part = events.take(rows).assign(_row=rows)
+            parts.append(impression_rewards(part, reward_settings, carry=("_row",))[[*columns, "_row"]])
+            del part
+    rewards = pd.concat(parts, ignore_index=True)
+    del parts
+    ts = pd.to_datetime(rewards["ts"], utc=True).to_numpy(dtype="datetime64[ns]")
+    return rewards[columns].take(np.lexsort((rewards["_row"].to_numpy(), ts))).reset_index(drop=True)
 
 
 def _scores(ranker: Any, split: Any, part: str, cols: list[str]) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from core.config.policy import RewardSettings
 from models.rewards import impression_rewards
@@ -79,12 +80,21 @@ def test_a_window_without_requests_says_so(tmp_path: Path) -> None:
     assert sub["ts"].tolist() == expected["ts"].tolist()
 
 
-def test_the_event_drift_is_the_whole_files_weeks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bucket_rows", [None, 7, 40])
+def test_the_event_drift_is_the_whole_files_weeks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  bucket_rows: int | None) -> None:
     """The report's event mix, action mix and reward rates, from the recent rows with only the columns each
-    reads, are what the whole file's frames give (the way the report was computed before)."""
+    reads, are what the whole file's frames give (the way the report was computed before), to the last bit:
+    also with the rewards computed over buckets of a few requests' rows (``bucket_rows`` per bucket)."""
     from models.drift import categorical_psi, shares
+    from rankloop import drift
     from rankloop.drift import _event_drift, _weeks
 
+    if bucket_rows is not None:
+        monkeypatch.setattr(drift, "_REWARD_BUCKET_ROWS", bucket_rows)
+        calls = []
+        real = drift._rewards_by_request_bucket
+        monkeypatch.setattr(drift, "_rewards_by_request_bucket", lambda *a: calls.append(1) or real(*a))
     path = tmp_path / "events.parquet"
     pq.write_table(pa.Table.from_pandas(_events(), preserve_index=False), path, row_group_size=17)
     end, days, settings = SINCE + timedelta(days=4), 2, RewardSettings()
@@ -104,6 +114,29 @@ def test_the_event_drift_is_the_whole_files_weeks(tmp_path: Path) -> None:
                               for name, col in (("click_rate", "clicked"), ("success_rate", "success"),
                                                 ("mean_reward", "reward"))}
     assert len(ev_ref) and len(ev_cur) and len(act_cur) and got["rewards"]["mean_reward"]["current"] > 0
+    if bucket_rows is not None:
+        assert calls == [1]
+
+
+@pytest.mark.parametrize("coded", [True, False])
+def test_rewards_by_bucket_of_requests_are_the_whole_frames_in_its_order(tmp_path: Path, monkeypatch, coded) -> None:
+    """Bucketed by request (ids as codes or text), the rewards are ``impression_rewards``' rows: the same
+    times, values and order (by time, then row; ties in time included)."""
+    from rankloop import drift
+
+    events = _events()
+    tied = (events["event_type"] == "impression") & events["request_id"].isin([f"r{r}" for r in range(12)])
+    events.loc[tied, "ts"] = events.loc[tied, "ts"].min()  # ties in time across requests (and buckets)
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pandas(events, preserve_index=False), path, row_group_size=17)
+    frame, _ = _recent_events(path, SINCE - timedelta(days=30), COLUMNS,
+                              coded=("user_id", "item_id", "request_id") if coded else ())
+    settings = RewardSettings()
+    want = impression_rewards(frame, settings, carry=())[["ts", "reward", "clicked", "success"]]
+    for rows in (3, 11, 10_000):
+        monkeypatch.setattr(drift, "_REWARD_BUCKET_ROWS", rows)
+        pd.testing.assert_frame_equal(drift._rewards_by_request_bucket(frame, settings), want, check_exact=True)
+    assert want["clicked"].any() and want["ts"].duplicated().any() and len(want) > 50
 
 
 def test_coded_ids_are_the_same_rows_and_rewards(tmp_path: Path) -> None:
