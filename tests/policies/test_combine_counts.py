@@ -4,6 +4,7 @@ partitions' frames: the combined counts are those of the concatenation's group-b
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -179,6 +180,24 @@ def test_counts_from_files_need_one_file_per_part(tmp_path) -> None:
         thompson.combine_count_files([], [])
 
 
+def _refit_case(case: str, rng: np.random.Generator, settings) -> tuple[list, thompson.BetaTables | None, Any, Any]:
+    """The days' grouped counts and the champion (None for "no champion" and "numbers") of a refit case."""
+    users = np.arange(60) * 3 if case == "numbers" else np.array([f"u{i}" for i in range(40)] + ["é", "U", ""],
+                                                                  dtype=object)
+    items = np.arange(7) if case == "numbers" else np.array([f"i{i}" for i in (3, 1, 20, 100, 2)], dtype=object)
+    sizes = (150,) if case == "champion, files in key order" else (200, 1, 90, 160)
+    parts = [_grouped_part(_part(rng, n, users, items, False)) for n in sizes]
+    previous = None
+    if case not in ("no champion", "numbers"):
+        old_users = np.array([f"v{i}" for i in range(15)], dtype=object) if case == "champion of other users" else users
+        previous = thompson.refit_from_counts(None, _grouped_part(_part(rng, 300, old_users, items, False)),
+                                              settings, datetime(2025, 12, 20, tzinfo=UTC))
+        if case == "champion not in key order":
+            previous = thompson.BetaTables(items=previous.items, user_items=previous.user_items.iloc[::-1],
+                                           settings=settings, fitted_at=previous.fitted_at, data_end=previous.data_end)
+    return parts, previous, users, items
+
+
 @pytest.mark.parametrize("range_rows", [None, 1, 23])
 @pytest.mark.parametrize("case", ["champion", "champion, files in key order", "champion not in key order",
                                   "no champion", "champion of other users"])
@@ -189,21 +208,7 @@ def test_refit_from_files_adds_the_champion_a_user_range_at_a_time(case: str, ra
     from core.config.policy import BanditSettings
 
     settings = BanditSettings(half_life_days=3.0)
-    rng = np.random.default_rng(len(case))
-    users = np.array([f"u{i}" for i in range(40)] + ["é", "U", ""], dtype=object)
-    items = np.array([f"i{i}" for i in (3, 1, 20, 100, 2)], dtype=object)
-    if case == "champion, files in key order":
-        parts = [_grouped_part(_part(rng, 150, users, items, False))]
-    else:
-        parts = [_grouped_part(_part(rng, n, users, items, False)) for n in (200, 1, 90, 160)]
-    previous = None
-    if case != "no champion":
-        old_users = np.array([f"v{i}" for i in range(15)], dtype=object) if case == "champion of other users" else users
-        old = _grouped_part(_part(rng, 300, old_users, items, False))
-        previous = thompson.refit_from_counts(None, old, settings, datetime(2025, 12, 20, tzinfo=UTC))
-        if case == "champion not in key order":
-            previous = thompson.BetaTables(items=previous.items, user_items=previous.user_items.iloc[::-1],
-                                           settings=settings, fitted_at=previous.fitted_at, data_end=previous.data_end)
+    parts, previous, _, _ = _refit_case(case, np.random.default_rng(len(case)), settings)
     bare, paths = _parked(parts, tmp_path, row_group_size=8)
     now = datetime(2026, 2, 1, tzinfo=UTC)
     got = thompson.refit_from_count_files(previous, bare, paths, settings, now, range_rows=range_rows)
@@ -229,20 +234,7 @@ def test_a_refit_written_range_by_range_saves_the_table_held_in_memory(case: str
     from core.config.policy import BanditSettings
 
     settings = BanditSettings(half_life_days=3.0)
-    rng = np.random.default_rng(len(case) + 7)
-    users = np.arange(60) * 3 if case == "numbers" else np.array([f"u{i}" for i in range(40)] + ["é", "U", ""],
-                                                                  dtype=object)
-    items = np.arange(7) if case == "numbers" else np.array([f"i{i}" for i in (3, 1, 20, 100, 2)], dtype=object)
-    sizes = (150,) if case == "champion, files in key order" else (200, 1, 90, 160)
-    parts = [_grouped_part(_part(rng, n, users, items, False)) for n in sizes]
-    previous = None
-    if case not in ("no champion", "numbers"):
-        old_users = np.array([f"v{i}" for i in range(15)], dtype=object) if case == "champion of other users" else users
-        previous = thompson.refit_from_counts(None, _grouped_part(_part(rng, 300, old_users, items, False)),
-                                              settings, datetime(2025, 12, 20, tzinfo=UTC))
-        if case == "champion not in key order":
-            previous = thompson.BetaTables(items=previous.items, user_items=previous.user_items.iloc[::-1],
-                                           settings=settings, fitted_at=previous.fitted_at, data_end=previous.data_end)
+    parts, previous, users, items = _refit_case(case, np.random.default_rng(len(case) + 7), settings)
     bare, paths = _parked(parts, tmp_path, row_group_size=8)
     now = datetime(2026, 2, 1, tzinfo=UTC)
     held = thompson.refit_from_count_files(previous, bare, paths, settings, now, range_rows=range_rows)
