@@ -33,6 +33,9 @@ from models.training import FLOAT32_INT_LIMIT, MatrixRows
 
 logger = logging.getLogger(__name__)
 
+# The validation rows LightGBM reads in batches (models.training does not import LightGBM itself).
+lgb.Sequence.register(MatrixRows)
+
 # LightGBM parameters the Ranker sets itself; extra_params may not name them (or an alias).
 _OWNED_LGB_PARAMS: tuple[str, ...] = (
     "objective", "metric", "eval_at", "verbosity", "num_iterations", "early_stopping_round",

@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -299,8 +298,9 @@ def _matrix_batches(file: pq.ParquetFile, columns: list[str], rows: np.ndarray |
         yield matrix
 
 
-class MatrixRows(lgb.Sequence):
-    """The kept rows of a split part's file as LightGBM reads a dataset in batches (``lightgbm.Sequence``):
+class MatrixRows:
+    """The kept rows of a split part's file as LightGBM reads a dataset in batches (a ``lightgbm.Sequence``,
+    registered as one by ``models.ranker``: this module does not import LightGBM, ~80 MB in every process):
     :func:`read_matrix`'s values, a ``batch_size`` rows at a time, row-major, read a row group at a time:
     never the whole matrix.
     The validation Dataset is built from it against the training Dataset's bins (the same bins the

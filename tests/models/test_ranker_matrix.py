@@ -240,3 +240,15 @@ def test_validation_rows_are_checked_like_a_frame(tmp_path, make_ranker):
         fit(MatrixRows(files.paths["valid"], [*cols, "item_id"]))
     with pytest.raises(ValueError, match=r"eval_set\[0\] labels has \d+ labels for \d+ rows"):
         fit(MatrixRows(files.paths["valid"], cols), valid["label"].iloc[1:])
+
+
+def test_the_split_module_does_not_load_lightgbm():
+    """``models.training`` (imported by every stage and worker) leaves LightGBM and scikit-learn unloaded
+    (~80 MB per process); ``MatrixRows`` is a LightGBM Sequence once ``models.ranker`` is imported."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, models.training as t; print('lightgbm' in sys.modules, 'sklearn' in sys.modules); "
+             "import lightgbm, models.ranker; print(issubclass(t.MatrixRows, lightgbm.Sequence))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "True"]
