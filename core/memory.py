@@ -13,6 +13,7 @@ import ctypes
 import gc
 import logging
 
+import pandas as pd
 import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -46,3 +47,13 @@ def release_memory(*, collect: bool = True) -> None:
     pa.default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL(None).malloc_trim(0)
+
+
+def empty_like(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame with ``frame``'s columns and dtypes and no rows that shares none of its buffers.
+
+    ``frame.iloc[:0]`` (and its ``copy()``, for Arrow-backed columns) is a view that keeps every
+    buffer of ``frame`` alive for as long as the empty frame lives: a table that "drops" its rows that
+    way still holds them."""
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in frame.dtypes.items()},
+                        columns=frame.columns)

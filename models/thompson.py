@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from core.atomic import atomic_write, write_bytes
 from core.config.policy import BanditSettings
+from core.memory import empty_like
 
 logger = logging.getLogger(__name__)
 
@@ -401,7 +402,7 @@ def _write_ranges(pieces: Iterable[pd.DataFrame], path: Path) -> pd.DataFrame:
     try:
         for piece in pieces:
             piece = piece[_USER_ITEM_COLUMNS]
-            first = piece.iloc[:0] if first is None else first
+            first = empty_like(piece) if first is None else first
             if not len(piece):
                 continue
             table = pa.Table.from_pandas(piece, preserve_index=False, schema=schema)
@@ -611,7 +612,7 @@ class _CodedCounts:
         for i, rank in enumerate(ranks):
             codes = np.concatenate([p.codes[i] for p in parts])
             for p in parts:  # each partition's codes go once gathered
-                p.codes[i] = p.codes[i][:0]
+                p.codes[i] = p.codes[i][:0].copy()  # a view would keep the codes alive
             present &= codes >= 0  # a missing key: the group-by drops the row
             key *= max(len(rank), 1)
             key += np.where(codes >= 0, rank[np.maximum(codes, 0)] if len(rank) else 0, 0)
@@ -620,7 +621,7 @@ class _CodedCounts:
         for name in ("successes", "failures"):
             columns[name] = np.concatenate([getattr(p, name) for p in parts])
             for p in parts:
-                setattr(p, name, getattr(p, name)[:0])
+                setattr(p, name, getattr(p, name)[:0].copy())
         del key
         if not present.all():
             columns = {name: values[present] for name, values in columns.items()}

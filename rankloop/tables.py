@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config.ranker import split_starts
-from core.memory import release_memory
+from core.memory import empty_like, release_memory
 from core.settings import Settings
 from models.policy import POLICY_TABLES
 
@@ -478,7 +478,7 @@ def _park(counts: BetaCounts, path: Path) -> ParkedCounts:
     from dataclasses import replace
 
     _write_frame(counts.user_items, path, row_group_size=_PARKED_ROW_GROUP)  # read back a user range at a time
-    return ParkedCounts(replace(counts, user_items=counts.user_items.iloc[:0]), path)
+    return ParkedCounts(replace(counts, user_items=empty_like(counts.user_items)), path)
 
 
 @dataclass(frozen=True)

@@ -58,3 +58,26 @@ def test_the_default_is_jemalloc_and_a_local_cluster_s_workers_get_the_pool() ->
     with LocalCluster(**kwargs | {"dashboard_address": None}) as cluster, Client(cluster) as client:
         pools = client.run(lambda: pa.default_memory_pool().backend_name)
     assert list(pools.values()) == ["system"]
+
+
+def test_an_empty_like_frame_keeps_the_columns_and_dtypes_and_none_of_the_rows() -> None:
+    """``frame.iloc[:0]`` keeps every buffer of ``frame`` alive (and so does its copy, for Arrow-backed
+    strings): a table that empties a frame that way still holds all of its rows."""
+    import numpy as np
+    import pandas as pd
+
+    from core.memory import empty_like
+    from tests.buffers import held_bytes
+
+    n = 50_000
+    frame = pd.DataFrame({
+        "user_id": pd.array([f"user-{i:08d}" for i in range(n)], dtype="str"), "count": np.arange(n),
+        "rate": np.linspace(0, 1, n), "kind": pd.Categorical(["a", "b"] * (n // 2)),
+        "ts": pd.date_range("2026-01-01", periods=n, freq="s", tz="UTC"), "n": pd.array(range(n), dtype="Int64"),
+    })
+    assert held_bytes(frame.iloc[:0]) > 1_000_000 and held_bytes(frame.iloc[:0].copy()) > 500_000
+    empty = empty_like(frame)
+    assert len(empty) == 0 and list(empty.columns) == list(frame.columns)
+    assert empty.dtypes.to_dict() == frame.dtypes.to_dict()
+    assert held_bytes(empty) < 1_000
+    assert pd.concat([empty, frame.iloc[:3]], ignore_index=True).dtypes.to_dict() == frame.dtypes.to_dict()

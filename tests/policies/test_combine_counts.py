@@ -12,6 +12,7 @@ import pandas.testing as pdt
 import pytest
 
 from models import thompson
+from tests.buffers import held_bytes
 
 
 def _by_definition(frames: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
@@ -245,6 +246,7 @@ def test_a_refit_written_range_by_range_saves_the_table_held_in_memory(case: str
     assert (written.user_items_path is not None) == streamed == target.exists()
     if streamed:
         assert len(written.user_items) == 0 and list(written.user_items.columns) == list(held.user_items.columns)
+        assert held_bytes(written.user_items) < 1_000  # not a view of a range it summed: that would stay alive
         with pytest.raises(RuntimeError, match="save it and load it"):
             written.mean(list(items[:2]), user_id=str(users[0]))
     a = thompson.BetaTables.load(held.save(tmp_path / "held"))

@@ -18,6 +18,7 @@ from models import linucb, thompson
 from models.rewards import request_index, request_moves, reward_frames
 from rankloop.simulator import SimulationConfig, simulate
 from rankloop.tables import request_day_events
+from tests.buffers import held_bytes
 
 END = datetime(2026, 3, 16, tzinfo=UTC)
 REWARDS = RewardSettings()
@@ -226,6 +227,8 @@ def test_judging_from_request_days_equals_judging_the_window(events: pd.DataFram
             which = "pre" if frames is pre else "all"
             parked = [tables._park(thompson.beta_counts(f, settings.bandit, END), tmp_path / f"{which}-{i}.parquet")
                       for i, f in enumerate(frames)]
+            # parked: the rows on disk only (an empty view of them would keep every day's rows in memory)
+            assert all(len(p.counts.user_items) == 0 and held_bytes(p.counts.user_items) < 1_000 for p in parked)
             return tables.refit_bandit(None, parked, which, settings.bandit, END)
     else:
         fit = lambda frames: linucb.refit_from_stats(  # noqa: E731
