@@ -109,18 +109,105 @@ def build_steps(slates: pd.DataFrame, settings: QLearningSettings) -> pd.DataFra
         user_id, request_id, ts, state, action, reward, next_state, done, sorted by user then ts.
     """
     logged = slates[slates["action_id"].notna()]
-    bad = logged.loc[~logged["action_id"].between(0, N_ACTIONS - 1), "action_id"]
-    if len(bad):
-        raise ValueError(f"action_id must be in [0, 26], found {sorted(set(bad.tolist()))[:10]}")
+    _check_actions(logged["action_id"])
     steps = logged.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
     state = encode_states(steps, settings)
-    last = steps["user_id"].ne(steps["user_id"].shift(-1)).to_numpy()
-    nxt = np.r_[state[1:], 0]
+    next_state, done = _links(steps["user_id"].ne(steps["user_id"].shift(-1)).to_numpy(), state)
     return pd.DataFrame({
         "user_id": steps["user_id"], "request_id": steps["request_id"], "ts": steps["ts"], "state": state,
         "action": steps["action_id"].to_numpy(dtype=np.int64), "reward": steps["reward"].to_numpy(dtype=float),
-        "next_state": np.where(last, state, nxt), "done": last,
+        "next_state": next_state, "done": done,
     })
+
+
+def _check_actions(actions: pd.Series) -> None:
+    bad = actions.loc[~actions.between(0, N_ACTIONS - 1)]
+    if len(bad):
+        raise ValueError(f"action_id must be in [0, 26], found {sorted(set(bad.tolist()))[:10]}")
+
+
+def _links(last: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each step's next state (its user's next step's state; its own at the user's last step) and done."""
+    return np.where(last, state, np.r_[state[1:], 0]) if len(state) else state.copy(), last
+
+
+COMPACT_COLUMNS = ["request_id", "user_id", "ts", "action_id", "state", "reward", "n_items", "likes"]
+
+
+def compact_slates(slates: pd.DataFrame, settings: QLearningSettings) -> pd.DataFrame:
+    """``slates`` (:func:`models.rewards.q_rewards` output) with their context folded into its state code
+    (``state``): all that a refit, the test week's OPE and :func:`replay_metrics` read of a slate, in
+    the slates' order. Row by row, so a window's slates can be compacted a part at a time."""
+    out = slates[[c for c in COMPACT_COLUMNS if c in slates and c != "state"]].copy()
+    out.insert(out.columns.get_loc("action_id") + 1, "state", encode_states(slates, settings))
+    return out
+
+
+@dataclass(frozen=True)
+class ReplayLog:
+    """The logged steps of some slates (those with an action_id) in replay order, as arrays: by user, then
+    time, then the slates' own order, as :func:`build_steps` orders them. What a refit and the test week's
+    OPE read, a few bytes a step, so a window's log is sorted once and each refit takes a selection of it
+    instead of copies of the slates.
+
+    ``users``: the user ids, sorted; ``user``: each step's index into it; ``ts``: UTC, naive."""
+
+    users: pd.Index
+    user: np.ndarray
+    ts: np.ndarray
+    state: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+
+    @classmethod
+    def of(cls, slates: pd.DataFrame, settings: QLearningSettings) -> ReplayLog:
+        """The log of ``slates``: :func:`models.rewards.q_rewards` output, or :func:`compact_slates` of it.
+
+        Raises:
+            ValueError: a logged action outside 0..26.
+        """
+        logged = slates["action_id"].notna().to_numpy()
+        actions = slates["action_id"][logged]
+        _check_actions(actions)
+        user, users = pd.factorize(slates["user_id"][logged], sort=True)
+        if (user < 0).any():
+            raise ValueError(f"{int((user < 0).sum())} logged slate(s) without a user_id: an episode is a user's "
+                             "slates; drop them or give them their user")
+        ts = pd.DatetimeIndex(pd.to_datetime(slates["ts"][logged], utc=True)).tz_localize(None).to_numpy()
+        state = (slates["state"][logged].to_numpy(dtype=np.int64) if "state" in slates
+                 else encode_states(slates[logged], settings))
+        order = np.lexsort((ts, user))  # stable: the slates' order among a user's equal times
+        return cls(users, user[order].astype(np.int64), ts[order], state[order],
+                   actions.to_numpy(dtype=np.int64)[order], slates["reward"][logged].to_numpy(dtype=float)[order])
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def between(self, after: datetime | None = None, *, since: datetime | None = None, upto: datetime | None = None,
+                before: datetime | None = None) -> ReplayLog:
+        """The steps with ``after < ts``, ``since <= ts``, ``ts <= upto`` and ``ts < before`` (each bound where
+        given; tz-aware)."""
+        keep = np.ones(len(self), dtype=bool)
+        for bound, keeps in ((after, np.greater), (since, np.greater_equal), (upto, np.less_equal),
+                             (before, np.less)):
+            if bound is not None:
+                keep &= keeps(self.ts, np.datetime64(pd.Timestamp(bound).tz_convert("UTC").tz_localize(None)))
+        if keep.all():
+            return self
+        return ReplayLog(self.users, self.user[keep], self.ts[keep], self.state[keep], self.action[keep],
+                         self.reward[keep])
+
+    def links(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each step's next state and whether it is its user's last (:func:`build_steps`' next_state, done)."""
+        return _links(np.r_[self.user[1:] != self.user[:-1], True] if len(self) else np.zeros(0, dtype=bool),
+                      self.state)
+
+    def steps(self) -> pd.DataFrame:
+        """:func:`build_steps`' frame of these steps, without request_id."""
+        next_state, done = self.links()
+        return pd.DataFrame({"user_id": self.users.take(self.user), "ts": pd.DatetimeIndex(self.ts).tz_localize("UTC"),
+                             "state": self.state, "action": self.action, "reward": self.reward,
+                             "next_state": next_state, "done": done})
 
 
 def epsilon_greedy(best: np.ndarray, epsilon: float) -> np.ndarray:
@@ -277,12 +364,13 @@ def _discretisation(settings: QLearningSettings) -> tuple[Any, ...]:
     return settings.trait_bins, settings.content_types, settings.moods, settings.times_of_day
 
 
-def refit(previous: QTable | None, slates: pd.DataFrame, settings: QLearningSettings, now: datetime) -> QTable:
+def refit(previous: QTable | None, slates: pd.DataFrame | ReplayLog, settings: QLearningSettings,
+          now: datetime) -> QTable:
     """Replay the slates logged after ``previous.data_end``, starting from the previous Q values.
 
     Args:
         previous: last version's table (warm start) or None (all zeros).
-        slates: output of :func:`models.rewards.q_rewards`.
+        slates: output of :func:`models.rewards.q_rewards`, or its :class:`ReplayLog`.
         settings: alpha, gamma, epsilon schedule, state discretisation, default action.
         now: tz-aware time of the refit (later slates are ignored).
 
@@ -296,20 +384,17 @@ def refit(previous: QTable | None, slates: pd.DataFrame, settings: QLearningSett
             f"the state discretisation changed: previous {_discretisation(previous.settings)}, "
             f"now {_discretisation(settings)}; start a new table (previous=None)"
         )
-    ts = pd.to_datetime(slates["ts"], utc=True)
-    keep = ts <= pd.Timestamp(now)
-    if previous is not None and previous.data_end is not None:
-        keep &= ts > pd.Timestamp(previous.data_end)
-    steps = build_steps(slates.loc[keep].assign(ts=ts[keep]), settings)
-    states, q, visits = _grown(previous, np.r_[steps["state"].to_numpy(), steps["next_state"].to_numpy()])
-    s = np.searchsorted(states, steps["state"].to_numpy())
-    s2 = np.searchsorted(states, steps["next_state"].to_numpy())
-    a = steps["action"].to_numpy()
-    _q_updates(q, s, a, steps["reward"].to_numpy(), s2, steps["done"].to_numpy(), settings.alpha, settings.gamma)
-    np.add.at(visits, (s, a), 1)
-    episodes = (previous.episodes if previous else 0) + int(steps["user_id"].nunique())
+    log = slates if isinstance(slates, ReplayLog) else ReplayLog.of(slates, settings)
+    steps = log.between(previous.data_end if previous is not None else None, upto=now)
+    next_state, done = steps.links()
+    states, q, visits = _grown(previous, np.r_[steps.state, next_state])
+    s = np.searchsorted(states, steps.state)
+    s2 = np.searchsorted(states, next_state)
+    _q_updates(q, s, steps.action, steps.reward, s2, done, settings.alpha, settings.gamma)
+    np.add.at(visits, (s, steps.action), 1)
+    episodes = (previous.episodes if previous else 0) + int(done.sum())  # a user's steps are one run
     n_steps = (previous.steps if previous else 0) + len(steps)
-    end = steps["ts"].max() if len(steps) else None
+    end = pd.Timestamp(steps.ts.max()).tz_localize("UTC") if len(steps) else None
     if previous is not None and previous.data_end is not None and (end is None or end < pd.Timestamp(previous.data_end)):
         end = pd.Timestamp(previous.data_end)
     end_dt = pd.Timestamp(end).to_pydatetime() if end is not None else None

@@ -303,16 +303,21 @@ def judge_linucb_fitted(trials: TrialSummary, fitted: tuple[LinUCB, LinUCB], cha
 
 def judge_qtable(slates: pd.DataFrame, champion: QTable | None, champion_version: int | None, settings: Settings,
                  end: datetime) -> Judged | Skipped:
-    """``slates``: the window's :func:`models.rewards.q_rewards` (one row per logged slate). Without
-    a slate that carries an action_id: :class:`Skipped`."""
-    from models.qlearning import build_steps, refit, replay_metrics
+    """``slates``: the window's :func:`models.rewards.q_rewards` (one row per logged slate, in its order), or
+    their :func:`models.qlearning.compact_slates`. Without a slate that carries an action_id: :class:`Skipped`.
+
+    The window's steps are put in replay order once (:class:`models.qlearning.ReplayLog`); the challenger
+    (before the test week), the final table (all of it) and the test week's OPE each take a selection."""
+    from models.qlearning import ReplayLog, refit, replay_metrics
 
     if len(slates) == 0 or not slates["action_id"].notna().any():
         return Skipped("qtable", NO_ACTIONS if len(slates) else NO_TRIALS)
-    pre, test = _split(slates, end, settings.ranker.test_days)
-    challenger = refit(champion, pre, settings.qlearning, end)
-    final = refit(champion, slates, settings.qlearning, end)
-    steps = build_steps(test, settings.qlearning)
+    log = ReplayLog.of(slates, settings.qlearning)
+    test_start = split_starts(end, valid_days=0, test_days=settings.ranker.test_days)[1]
+    challenger = refit(champion, log.between(before=test_start), settings.qlearning, end)
+    final = refit(champion, log, settings.qlearning, end)
+    steps = log.between(since=test_start, before=end).steps()
+    del log
     return _judged("qtable", final, step_policy_ope(challenger, steps, settings),
                    step_policy_ope(champion, steps, settings) if champion else None, champion_version,
                    replay_metrics(final, slates), estimator="pdwis")
@@ -600,14 +605,17 @@ def _write_frame(frame: pd.DataFrame, path: Path, row_group_size: int | None = N
 _PARKED_ROW_GROUP = 1 << 16  # rows per row group of a day's parked user x item counts
 
 
-def _read_frames(paths: list[Path]) -> pd.DataFrame:
-    tables = [pq.read_table(p) for p in paths]
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables else pd.DataFrame()
+def _slates(parts: list[TablePart], settings: Settings) -> pd.DataFrame:
+    """The window's slates as ``models.rewards.q_rewards`` orders them (a request lives in one part), each
+    part's compacted as it is read (``models.qlearning.compact_slates``: the context as its state code)."""
+    from models.qlearning import compact_slates
 
-
-def _slates(parts: list[TablePart]) -> pd.DataFrame:
-    """The window's slates as ``models.rewards.q_rewards`` orders them (a request lives in one part)."""
-    slates = _read_frames([p.slates_path for p in parts])
+    frames = [compact_slates(pq.read_table(p.slates_path).to_pandas(), settings.qlearning) for p in parts]
+    frames = [f for f in frames if len(f)] or frames[:1]
+    if not frames:
+        return pd.DataFrame()
+    slates = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    del frames
     return slates.sort_values(["ts", "request_id"], kind="stable").reset_index(drop=True) if len(slates) else slates
 
 
@@ -662,5 +670,5 @@ def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: R
         del judged
     # the Q table's updates are sequential over episodes: replayed here, from the slates
     champion = champions["qtable"]
-    judged = judge_qtable(_slates(parts), champion.table, champion.version, settings, end)
+    judged = judge_qtable(_slates(parts, settings), champion.table, champion.version, settings, end)
     return [*out, record_judged(settings, champion, judged, **common)]
