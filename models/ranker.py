@@ -390,7 +390,8 @@ def _raise_problems(type_problems: list[str], value_problems: list[str], context
 
 
 def _dtype_problems(X: pd.DataFrame, what: str) -> list[str]:
-    bad = [f"{c!r} ({X[c].dtype})" for c in X.columns if not pd.api.types.is_numeric_dtype(X[c].dtype)]
+    bad = [f"{c!r} ({dtype})" for c, dtype in zip(X.columns, X.dtypes, strict=True)  # by position: names may repeat
+           if not pd.api.types.is_numeric_dtype(dtype)]
     if not bad:
         return []
     return [f"{what} columns must be numeric (int, float or bool); non-numeric: {', '.join(bad)}"]

@@ -314,8 +314,9 @@ class MatrixRows:
     def __init__(self, path: Path, columns: list[str], rows: np.ndarray | None = None):
         self.path, self.rows, self.columns = Path(path), rows, list(columns)
         file, self.dtype, self._n = _matrix_file(self.path, self.columns, rows)
-        self.schema = pd.DataFrame({name: pd.Series([], dtype=_pandas_dtype(file.schema_arrow.field(name).type, False))
-                                    for name in self.columns})
+        # by position: a name given twice stays twice, for fit's duplicate-name check
+        self.schema = pd.DataFrame({i: pd.Series([], dtype=_pandas_dtype(file.schema_arrow.field(name).type, False))
+                                    for i, name in enumerate(self.columns)}).set_axis(self.columns, axis=1)
         self._reset()
 
     def select(self, columns: list[str]) -> MatrixRows:

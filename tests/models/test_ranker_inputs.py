@@ -82,6 +82,16 @@ def test_column_names_lightgbm_cannot_store_are_refused(make_ranker, train_split
         _fit(make_ranker(), X, train_split.y, train_split.group)
 
 
+def test_a_feature_given_twice_is_named_not_a_crash(make_ranker, train_split):
+    """A frame with a column name twice (``X[name]`` is then a frame, which once broke the dtype check
+    with an AttributeError) is refused with the name."""
+    import pandas as pd
+
+    X = pd.concat([train_split.X, train_split.X[["noise_a"]]], axis=1)
+    with pytest.raises(ValueError, match=r"training X has duplicate column names: \['noise_a'\]"):
+        _fit(make_ranker(), X, train_split.y, train_split.group)
+
+
 def test_eval_set_and_eval_group_lengths_must_match(make_ranker, train_split, valid_split):
     with pytest.raises(ValueError, match="eval_set has 1 entries but eval_group has 0"):
         _fit(make_ranker(), train_split.X, train_split.y, train_split.group,

@@ -221,8 +221,8 @@ def test_validation_rows_read_in_batches_train_the_model_of_the_matrix(tmp_path,
 
 
 def test_validation_rows_are_checked_like_a_frame(tmp_path, make_ranker):
-    """A ``MatrixRows`` eval set missing a feature, with a text column or with the wrong label count fails
-    ``fit`` with the frame's messages, before LightGBM reads a row."""
+    """A ``MatrixRows`` eval set missing a feature, with a text column, with a feature twice or with the wrong
+    label count fails ``fit`` with the frame's messages, before LightGBM reads a row."""
     from models.training import MatrixRows, group_sizes
 
     files, cols = _split_files(tmp_path)
@@ -240,6 +240,8 @@ def test_validation_rows_are_checked_like_a_frame(tmp_path, make_ranker):
         fit(MatrixRows(files.paths["valid"], [*cols, "item_id"]))
     with pytest.raises(ValueError, match=r"eval_set\[0\] labels has \d+ labels for \d+ rows"):
         fit(MatrixRows(files.paths["valid"], cols), valid["label"].iloc[1:])
+    with pytest.raises(ValueError, match=r"eval_set\[0\] X has duplicate column names: \['f_flag'\]"):
+        fit(MatrixRows(files.paths["valid"], [*cols, "f_flag"]))
 
 
 def test_the_split_module_does_not_load_lightgbm():
