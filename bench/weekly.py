@@ -17,6 +17,10 @@ peaks do not mix):
   per-stage seconds, CPU seconds and the peak RSS during the stage (the kernel's high-water mark,
   reset as the stage starts: bench/measure.py);
   ``base_rss_mb`` is what the earlier stages left resident.
+* ``direct_champion``: ``direct`` (by bucket) with a champion of every kind, as every weekly run after
+  the first: an untimed run over the window a week earlier, in another process, promotes them into the
+  same ``RANKLOOP_HOME`` first; a kind its gate held is promoted by hand (``earlier_run`` in the JSON says
+  what it promoted and what was forced).
 * ``naive_extract``: ``pandas.read_sql`` (SQLAlchemy + psycopg2) of the same window and columns.
 * ``naive_validate``: Great Expectations' plain pandas path on the same extract (``bench/validate_bench``).
 * ``--floor``: after its run, the ``direct`` variant measures in the same process what no pipeline can beat:
@@ -36,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +158,8 @@ def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
         return value
 
     with PeakRSS() as whole:
-        settings = stages.settings_for_run(window_end=END.date(), source_uri=uri, mapping=str(mapping))
+        window_end = datetime.fromisoformat(os.environ.get(EARLIER_ENV, END.isoformat())).date()
+        settings = stages.settings_for_run(window_end=window_end, source_uri=uri, mapping=str(mapping))
         use_arrow_pool(settings.executor.arrow_memory_pool)  # as flows/weekly.py does
         start, end = settings.window.resolve()
         ctx = stages.RunContext.create(settings, start, end)
@@ -287,12 +292,58 @@ def run_direct_buckets(uri: str, mapping: Path) -> dict[str, Any]:
     return run_direct(uri, mapping) | {"feature_bucket_rows": int(os.environ["RANKLOOP_EXECUTOR__FEATURE_BUCKET_ROWS"])}
 
 
+# --- with champions (issue 18): what every weekly run after the first does ------------------------
+EARLIER_ENV, HOME_ENV = "RL_BENCH_WINDOW_END", "RL_BENCH_HOME"
+
+
+def run_direct_champion(uri: str, mapping: Path) -> dict[str, Any]:
+    """``direct_buckets`` with a champion of every kind: first, in another process and untimed, the same
+    run over the window a week earlier into the same ``RANKLOOP_HOME`` (its promotions are the champions);
+    then the measured run, which loads them, scores the ranker's champion on the test week, merges the
+    champion's bandit counts into its refit and warm-starts the Q table from the champion's."""
+    home = Path(os.environ[HOME_ENV])
+    earlier = (END - timedelta(days=7)).isoformat()
+    env = {**os.environ, EARLIER_ENV: earlier}
+    command = [sys.executable, __file__, "--worker", "direct_buckets", "--rows", os.environ["RL_BENCH_ROWS"],
+               "--uri", uri]
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"the earlier run failed:\n{out.stderr[-5000:]}")
+    first = json.loads(out.stdout.strip().splitlines()[-1])
+    forced = _promote_the_held(first["summary"])
+    result = run_direct_buckets(uri, mapping)
+    return result | {"earlier_run": {"window_end": earlier, "home": str(home), "end_to_end": first["end_to_end"],
+                                     "summary": first["summary"], "promoted_by_hand": forced}}
+
+
+def _promote_the_held(summary: dict[str, Any]) -> dict[str, int]:
+    """Every kind the earlier run registered but did not promote (the simulated bandit's OPE holds it:
+    effective sample size below ``ope.min_ess``) promoted by hand, as an operator would after review, so
+    the measured run has a champion of every kind."""
+    from core.settings import Settings
+    from registry.promote import promote
+    from registry.store import CHAMPION, aliases, list_versions, make_client
+
+    settings = Settings()
+    client = make_client(settings)
+    forced = {}
+    for kind in ("ranker", *summary.get("tables", {})):
+        versions = list_versions(client, kind)
+        if versions and CHAMPION not in aliases(client, kind):
+            promote(kind, versions[0].version, decision=None, actor="bench", forced=True, client=client,
+                    settings=settings, reason="bench/weekly.py direct_champion: every kind has a champion")
+            forced[kind] = versions[0].version
+    return forced
+
+
 VARIANTS = {"prefect": run_prefect, "direct": run_direct, "direct_buckets": run_direct_buckets,
+            "direct_champion": run_direct_champion,
             "naive_extract": run_naive_extract, "naive_validate": run_naive_validate}
 
 
 def worker(variant: str, uri: str, rows: int) -> dict[str, Any]:
-    home = Path(tempfile.mkdtemp(prefix=f"rl-weekly-{variant}-"))
+    home = Path(os.environ.get(HOME_ENV) or tempfile.mkdtemp(prefix=f"rl-weekly-{variant}-"))
+    os.environ[HOME_ENV], os.environ["RL_BENCH_ROWS"] = str(home), str(rows)
     mapping = mapping_file(home, rows)
     _environment(home / "home", uri, mapping)
     result = VARIANTS[variant](uri, mapping)
@@ -343,14 +394,12 @@ def table_text(rows: int, results: dict[str, Any]) -> str:
         lines.append(f"previous main ({results['direct_previous'].get('code', '?')}), same command, run right after:")
         for name, f in previous.items():
             lines.append(f"{'  ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}{f['peak_rss_mb']:>13,}")
-    buckets = (results.get("direct_buckets") or {}).get("stages", {})
-    if buckets:
-        lines.append(f"direct_buckets (feature_bucket_rows={results['direct_buckets']['feature_bucket_rows']:,}), "
-                     "same command:")
-        for name, f in buckets.items():
+    for variant in (v for v in results if v.startswith(("direct_buckets", "direct_champion"))):
+        lines.append(f"{variant} (feature_bucket_rows={results[variant]['feature_bucket_rows']:,}), same command:")
+        for name, f in results[variant].get("stages", {}).items():
             lines.append(f"{'  ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}{f['peak_rss_mb']:>13,}")
-    for name in ("direct", "direct_buckets", "direct_previous", "prefect", "prefect_previous", "naive_extract",
-                 "naive_validate"):
+    for name in ("direct", "direct_buckets", "direct_buckets_previous", "direct_champion", "direct_champion_previous",
+                 "direct_previous", "prefect", "prefect_previous", "naive_extract", "naive_validate"):
         if name in results:
             f = results[name]["end_to_end"]
             lines.append(f"{'= ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}"
