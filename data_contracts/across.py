@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.schema import INTERACTION_SCHEMA
+from core.spill import BucketSpill, key_buckets
 from data_contracts import checks
 from data_contracts.checks import Batch, CompoundUnique, HasExposure, Unique, repeat_mask
 from data_contracts.rules import RowRule
@@ -84,9 +85,8 @@ def across_rows(
     masks = {r.name: np.zeros(n, dtype=bool) for r in rules}
     repeated = dict.fromkeys((r.name for r in rules), 0)
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".keys.", suffix=".tmp") as folder:
-        paths = [Path(folder) / f"bucket-{b:05d}.arrow" for b in range(buckets)]
-        writers = [pa.ipc.new_stream(p, _bucket_schema()) for p in paths]
-        try:
+        spill = BucketSpill(Path(folder), buckets, _bucket_schema())
+        with spill:
             offset = 0
             for table in _key_batches(files, batch_rows):
                 rows = slice(offset, offset + table.num_rows)
@@ -96,18 +96,14 @@ def across_rows(
                     hashes[r.name][rows] = _hash(column)
                 ts[rows] = pc.fill_null(table.column("ts").cast(pa.int64()), 0).to_numpy()
                 types[rows] = _type_codes(table.column("event_type"), type_codes)
-                _spill(table, offset, _user_buckets(table.column("user_id"), buckets), writers)
+                spill.append(table.select(list(_BUCKET_COLUMNS)).append_column(
+                    _ROW, pa.array(np.arange(offset, offset + table.num_rows, dtype=np.int64))),
+                    key_buckets(table.column("user_id"), buckets))
                 offset += table.num_rows
-        finally:
-            for w in writers:
-                w.close()
         for r in unique:
             masks[r.name], repeated[r.name] = _repeats(files, r.column, hashes.pop(r.name), present.pop(r.name),
                                                       batch_rows)
-        for path in paths:
-            with pa.ipc.open_stream(path) as reader:
-                bucket = reader.read_all()
-            path.unlink()
+        for bucket in spill.buckets():
             if bucket.num_rows == 0:
                 continue
             rows = bucket.column(_ROW).to_numpy()
@@ -150,29 +146,6 @@ def _hash(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     return pd.util.hash_pandas_object(pd.Series(pd.arrays.ArrowExtensionArray(array)), index=False,
                                       categorize=False).to_numpy()
-
-
-def _user_buckets(users: pa.ChunkedArray, buckets: int) -> np.ndarray:
-    """Per row, its user's bucket: the user id's hash modulo ``buckets`` (a missing user: bucket 0)."""
-    if buckets == 1:
-        return np.zeros(len(users), dtype=np.int64)
-    encoded = pc.dictionary_encode(users.combine_chunks())
-    of_value = (_hash(encoded.dictionary) % np.uint64(buckets)).astype(np.int64)
-    codes = pc.fill_null(encoded.indices, -1).to_numpy()
-    return np.where(codes >= 0, of_value[np.maximum(codes, 0)] if len(of_value) else 0, 0)
-
-
-def _spill(table: pa.Table, offset: int, bucket: np.ndarray, writers: list[pa.ipc.RecordBatchStreamWriter]) -> None:
-    """Append each row's user-keyed columns and place in the window to its bucket's file, in row order."""
-    order = np.argsort(bucket, kind="stable")
-    ends = np.cumsum(np.bincount(bucket, minlength=len(writers)))
-    spilled = table.select(list(_BUCKET_COLUMNS)).take(pa.array(order)).append_column(
-        _ROW, pa.array(order.astype(np.int64) + offset))
-    start = 0
-    for b, end in enumerate(ends):
-        if end > start:
-            writers[b].write_table(spilled.slice(start, end - start))
-        start = end
 
 
 def _type_codes(types: pa.ChunkedArray, codes: dict[str, int]) -> np.ndarray:
