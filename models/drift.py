@@ -64,18 +64,27 @@ def category_counts(values: Iterable) -> pd.Series:
 
 def categorical_psi(reference: Iterable, current: Iterable) -> float:
     """PSI of a categorical column over the union of its categories (None/NaN: a category of its own)."""
-    ref, cur = category_counts(reference), category_counts(current)
-    if ref.empty or cur.empty:
+    return categorical_psi_of_counts(category_counts(reference), category_counts(current))
+
+
+def categorical_psi_of_counts(reference: pd.Series, current: pd.Series) -> float:
+    """:func:`categorical_psi` from each side's :func:`category_counts` (counted in pieces and summed: the
+    same PSI)."""
+    if reference.empty or current.empty:
         return float("nan")
-    cats = sorted(set(ref.index) | set(cur.index), key=str)
-    ref_share = (ref / ref.sum()).reindex(cats, fill_value=0.0).to_numpy()
-    cur_share = (cur / cur.sum()).reindex(cats, fill_value=0.0).to_numpy()
+    cats = sorted(set(reference.index) | set(current.index), key=str)
+    ref_share = (reference / reference.sum()).reindex(cats, fill_value=0.0).to_numpy()
+    cur_share = (current / current.sum()).reindex(cats, fill_value=0.0).to_numpy()
     return _psi(ref_share, cur_share)
 
 
 def shares(values: Iterable) -> dict[str, float]:
     """Each category's share (what the event-type and action mixes report), categories as text."""
-    counts = category_counts(values)
+    return shares_of_counts(category_counts(values))
+
+
+def shares_of_counts(counts: pd.Series) -> dict[str, float]:
+    """:func:`shares` from :func:`category_counts`."""
     counts = counts.groupby(counts.index.map(str), sort=True).sum()
     return {str(k): float(v) for k, v in (counts / counts.sum()).items()}
 

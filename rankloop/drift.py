@@ -15,25 +15,17 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from core.config.ranker import split_starts
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _weeks(frame: pd.DataFrame, end: datetime, test_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows of the week before the test week, and of the test week."""
-    ts = pd.to_datetime(frame["ts"], utc=True)
-    ref_start, test_start = map(pd.Timestamp, split_starts(end, valid_days=test_days, test_days=test_days))
-    return frame[(ts >= ref_start) & (ts < test_start)], frame[(ts >= test_start) & (ts < pd.Timestamp(end))]
 
 
 def measure(settings: Settings, end: datetime, validated: Any, dataset: Any, model_path: Any) -> dict[str, Any]:
     """The drift report of a run (JSON-ready)."""
     from models.drift import feature_drift_of, numeric_psi
     from models.ranker import Ranker
+    from rankloop.drift_events import event_drift
 
     bins, days = settings.drift.bins, settings.ranker.test_days
     cols = list(dataset.features)
@@ -45,8 +37,7 @@ def measure(settings: Settings, end: datetime, validated: Any, dataset: Any, mod
     ref_scores, cur_scores = (_scores(ranker, split, part, cols) for part in ("valid", "test"))
     label_rate = {side: float((split.read(part, ["label"])["label"] > 0).mean())
                   for side, part in (("reference", "valid"), ("current", "test"))}
-    ref_start = split_starts(end, valid_days=days, test_days=days)[0]
-    events = _event_drift(validated.events_path, ref_start, end, days, settings.rewards)
+    events = event_drift(validated.events_path, end, days, settings.rewards)
     report = {
         "reference": "the week before the test week", "current": "the test week",
         "features": moved.head(settings.drift.top).to_dict("records"),
@@ -78,69 +69,6 @@ def _column_pairs(split: Any, cols: list[str]) -> Any:
             yield name, ref[name], cur[name]
 
 
-def _event_drift(path: Any, since: datetime, end: datetime, days: int, reward_settings: Any) -> dict[str, Any]:
-    """The report's event-type mix, Q action mix and reward rates, the week before the test week against the
-    test week, from the valid events file at ``path`` (its rows from ``since`` on, with their requests)."""
-    from models.drift import categorical_psi, shares
-
-    # Only the columns read (the rewards' rows carry nothing but their key and time); the ids only match
-    # impressions with their responses: read as codes (categoricals), not text.
-    events, window = _recent_events(path, since, ["user_id", "item_id", "event_type", "ts", "value", "request_id",
-                                                  "action_id"], coded=("user_id", "item_id", "request_id"))
-    # Each week's rows of only the columns read from them (a week's rows of every column were copied before).
-    ev_ref, ev_cur = _weeks(events[["ts", "event_type"]], end, days)
-    rewards = _rewards_by_request_bucket(events, reward_settings) \
-        if window["has_requests"] and window["has_impressions"] else None
-    slates = events[["request_id", "ts", "action_id"]].drop_duplicates("request_id") if "action_id" in events \
-        else events[["ts"]].iloc[:0].assign(action_id=pd.Series([], dtype=object))
-    del events
-    act_ref, act_cur = _weeks(slates[slates["action_id"].notna()], end, days)
-    return {
-        "event_mix": {"reference": shares(ev_ref["event_type"]), "current": shares(ev_cur["event_type"]),
-                      "psi": categorical_psi(ev_ref["event_type"], ev_cur["event_type"])},
-        "action_mix": {"psi": categorical_psi(act_ref["action_id"], act_cur["action_id"]) if len(act_cur) else None,
-                       "actions_reference": int(act_ref["action_id"].nunique()),
-                       "actions_current": int(act_cur["action_id"].nunique())},
-        "rewards": _reward_rates(rewards, end, days),
-    }
-
-
-# Rows of the two weeks' events per reward computation (a bucket of requests) in the drift report.
-_REWARD_BUCKET_ROWS = 1_000_000
-
-
-def _rewards_by_request_bucket(events: pd.DataFrame, reward_settings: Any) -> pd.DataFrame:
-    """``impression_rewards(events, carry=())``'s times, clicks, successes and rewards, computed over
-    buckets of requests of about ``_REWARD_BUCKET_ROWS`` rows (an impression's reward reads only its own
-    request's rows) and put back in that function's row order (by time, then row): the same rows, values
-    and order, so the same means to the last bit. The whole two weeks' temporaries (their keys coded and
-    joined: ~1 GB at 30M interactions) were the drift stage's peak. Rows without a request go with the
-    first bucket, where the function ignores them (and says so once)."""
-    from models.rewards import impression_rewards
-
-    buckets = max(1, -(-len(events) // _REWARD_BUCKET_ROWS))
-    columns = ["ts", "reward", "clicked", "success"]
-    if buckets == 1:
-        return impression_rewards(events, reward_settings, carry=())[columns]
-    request = events["request_id"]
-    codes = request.cat.codes.to_numpy() if isinstance(request.dtype, pd.CategoricalDtype) else \
-        pd.factorize(request)[0]
-    bucket = np.where(codes >= 0, codes % buckets, 0)
-    order = np.argsort(bucket, kind="stable")  # each bucket's rows in file order
-    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
-    parts = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        if hi > lo:
-            rows = order[lo:hi]
-            part = events.take(rows).assign(_row=rows)
-            parts.append(impression_rewards(part, reward_settings, carry=("_row",))[[*columns, "_row"]])
-            del part
-    rewards = pd.concat(parts, ignore_index=True)
-    del parts
-    ts = pd.to_datetime(rewards["ts"], utc=True).to_numpy(dtype="datetime64[ns]")
-    return rewards[columns].take(np.lexsort((rewards["_row"].to_numpy(), ts))).reset_index(drop=True)
-
-
 def _scores(ranker: Any, split: Any, part: str, cols: list[str]) -> np.ndarray:
     """The ranker's scores of a split part's rows: read a batch of rows at a time into the matrix LightGBM
     reads where the part is one file (``models.training.iter_matrix``: the same values ``Ranker.predict``
@@ -151,60 +79,6 @@ def _scores(ranker: Any, split: Any, part: str, cols: list[str]) -> np.ndarray:
     if part in getattr(split, "paths", {}):
         return predict_in_batches(ranker.predict, split.iter_matrix(part, cols))[0]
     return ranker.predict(split.read(part, cols))
-
-
-def _recent_events(path: Any, since: datetime, columns: list[str],
-                   coded: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict[str, bool]]:
-    """The valid events the report reads, without the window's older rows: every row from ``since``
-    on, every row of a request with a row from ``since`` on (an impression's rewards need its whole
-    request), and the first row without a request (``drop_duplicates("request_id")`` keeps it); in
-    file order. So each week's rewards, event mix and slates are those of the whole window. Streams
-    the file (a record batch at a time); also says whether the window has requests and impressions.
-    The ``coded`` columns come as categoricals (Parquet's dictionaries: codes and the distinct values)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from core.parquet import open_for_streaming
-    from core.schema import EventType
-
-    names = set(pq.read_schema(path).names)
-    keys = pq.read_table(path, columns=[c for c in ("request_id", "event_type", "ts") if c in names])
-    recent = pc.greater_equal(keys.column("ts"), pa.scalar(since, pa.timestamp("us", tz="UTC"))).to_numpy(
-        zero_copy_only=False)
-    request = keys.column("request_id") if "request_id" in names else pa.nulls(keys.num_rows, pa.string())
-    has_request = pc.is_valid(request).to_numpy(zero_copy_only=False)
-    impression = pc.equal(keys.column("event_type"), EventType.IMPRESSION.value).to_numpy(zero_copy_only=False)
-    wanted = recent | pc.is_in(request, value_set=pc.unique(request.filter(pa.array(recent & has_request)))) \
-        .to_numpy(zero_copy_only=False) & has_request
-    if (~has_request).any():
-        wanted[np.argmax(~has_request)] = True
-    window = {"has_requests": bool(has_request.any()), "has_impressions": bool((has_request & impression).any())}
-    del keys, request
-    read = [c for c in columns if c in names]
-    parts, offset = [], 0
-    for batch in open_for_streaming(path, read_dictionary=[c for c in coded if c in read]).iter_batches(
-            columns=read, use_threads=False):
-        keep = wanted[offset:offset + batch.num_rows]
-        offset += batch.num_rows
-        if keep.any():
-            parts.append(batch.filter(pa.array(keep)))
-    table = pa.Table.from_batches(parts, schema=parts[0].schema) if parts else \
-        pq.read_schema(path).empty_table().select(read)
-    del parts  # the table holds the only reference: its buffers go as pandas takes each column
-    frame = table.to_pandas(self_destruct=True, split_blocks=True)
-    pa.default_memory_pool().release_unused()  # the read's pages (mimalloc keeps them: ~0.3 GB at 10M rows)
-    return frame, window
-
-
-def _reward_rates(rewards: pd.DataFrame | None, end: datetime, days: int) -> dict[str, Any]:
-    """Per week: click, success and mean reward (None: no rewards in the window, or no impression in it)."""
-    if rewards is None:
-        return {}
-    ref, cur = _weeks(rewards[["ts", "clicked", "success", "reward"]], end, days)
-    return {name: {"reference": float(ref[col].mean()) if len(ref) else None,
-                   "current": float(cur[col].mean()) if len(cur) else None}
-            for name, col in (("click_rate", "clicked"), ("success_rate", "success"), ("mean_reward", "reward"))}
 
 
 def over_threshold(report: dict[str, Any], hold_psi: float | None) -> list[str]:
