@@ -229,6 +229,11 @@ class LinUCB:
         return directory
 
     @classmethod
+    def load_for_refit(cls, directory: Path) -> LinUCB:
+        """:meth:`load` (a refit reads the whole table: it is small)."""
+        return cls.load(directory)
+
+    @classmethod
     def load(cls, directory: Path) -> LinUCB:
         """Read a table written by :meth:`save`."""
         directory = Path(directory)

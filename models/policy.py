@@ -35,6 +35,12 @@ class PolicyTable(Protocol):
         """Read a table written by :meth:`save`."""
         ...
 
+    @classmethod
+    def load_for_refit(cls, directory: Path) -> Self:
+        """Read a table written by :meth:`save` as a refit reads it: what the refit reads a piece at a time
+        may stay in its file (not to be served)."""
+        ...
+
 
 POLICY_TABLES: dict[str, type[PolicyTable]] = {cls.kind: cls for cls in (BetaTables, LinUCB, QTable)}
 """Policy kind -> its class, in the order the tables stage fits and reports them."""
@@ -51,11 +57,12 @@ def serving_verbs(kind: str) -> tuple[str, ...]:
     return RANKER_VERBS if kind == RANKER else POLICY_TABLES[kind].verbs
 
 
-def load_policy_table(directory: Path) -> PolicyTable:
-    """Load whichever policy table ``directory`` holds (told apart by its meta file)."""
+def load_policy_table(directory: Path, *, for_refit: bool = False) -> PolicyTable:
+    """Load whichever policy table ``directory`` holds (told apart by its meta file); ``for_refit``: as a
+    refit reads it (:meth:`PolicyTable.load_for_refit`)."""
     directory = Path(directory)
     for cls in POLICY_TABLES.values():
         if (directory / cls.meta_file).is_file():
-            return cls.load(directory)
+            return cls.load_for_refit(directory) if for_refit else cls.load(directory)
     expected = sorted(cls.meta_file for cls in POLICY_TABLES.values())
     raise FileNotFoundError(f"{directory} holds no policy table; expected one of {expected}")

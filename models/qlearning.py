@@ -323,6 +323,11 @@ class QTable:
         return directory
 
     @classmethod
+    def load_for_refit(cls, directory: Path) -> QTable:
+        """:meth:`load` (a refit reads the whole table: it is small)."""
+        return cls.load(directory)
+
+    @classmethod
     def load(cls, directory: Path) -> QTable:
         """Read a table written by :meth:`save`."""
         directory = Path(directory)

@@ -106,9 +106,10 @@ class BetaTables:
     settings: BanditSettings
     fitted_at: datetime
     data_end: datetime | None
-    # A refit's user x item rows already written to this Parquet file (:func:`refit_from_count_files`
-    # with ``write_to``: never a frame in memory, ~20M rows at 30M interactions); ``user_items`` is then
-    # empty. Only :meth:`save` reads it (a copy); serve a table saved and loaded (:meth:`load`).
+    # The user x item rows in this Parquet file instead of ``user_items`` (then empty): a refit's rows
+    # already written (:func:`refit_from_count_files` with ``write_to``; ~20M rows at 30M interactions)
+    # or a saved table read for a refit (:meth:`load_for_refit`). Only :meth:`save` (a copy), a refit
+    # (a user range at a time) and :meth:`with_user_items` read it; serve a table read by :meth:`load`.
     user_items_path: Path | None = None
 
     def __post_init__(self) -> None:
@@ -133,7 +134,8 @@ class BetaTables:
 
     def _user_params(self, item_ids: Sequence[Any], user_id: str) -> tuple[np.ndarray, np.ndarray]:
         if self.user_items_path is not None:
-            raise RuntimeError("this table's user x item rows are in a file being written: save it and load it to serve")
+            raise RuntimeError("this table's user x item rows are in a file (user_items_path): "
+                               "read it with BetaTables.load to serve")
         alpha, beta = self._item_params(item_ids)
         mean, k = alpha / (alpha + beta), self.settings.user_prior_strength
         mine = self.user_items[self.user_items["user_id"] == str(user_id)].set_index("item_id")
@@ -216,18 +218,38 @@ class BetaTables:
     @classmethod
     def load(cls, directory: Path) -> BetaTables:
         """Read a table written by :meth:`save`."""
-        directory = Path(directory)
+        return cls._read(Path(directory), user_items_in_file=False)
+
+    @classmethod
+    def load_for_refit(cls, directory: Path) -> BetaTables:
+        """A table written by :meth:`save` as a refit reads it: its user x item rows left in their file
+        (``user_items_path``; ~7M rows at 10M interactions, read a user range at a time by
+        :func:`refit_from_count_files`), the rest read. Serve a table read by :meth:`load`."""
+        return cls._read(Path(directory), user_items_in_file=True)
+
+    @classmethod
+    def _read(cls, directory: Path, *, user_items_in_file: bool) -> BetaTables:
         missing = [f for f in (ITEM_FILE, USER_ITEM_FILE, META_FILE) if not (directory / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{directory} lacks {missing}; expected {[ITEM_FILE, USER_ITEM_FILE, META_FILE]}")
         meta = json.loads((directory / META_FILE).read_text())
         items = pd.read_parquet(directory / ITEM_FILE)[["item_id", "successes", "failures"]]
-        user_items = pd.read_parquet(directory / USER_ITEM_FILE)
+        if user_items_in_file:
+            user_items = pq.read_schema(directory / USER_ITEM_FILE).empty_table().to_pandas()
+        else:
+            user_items = pd.read_parquet(directory / USER_ITEM_FILE)
         data_end = pd.Timestamp(meta["data_end"]).to_pydatetime() if meta["data_end"] else None
         return cls(
             items=items, user_items=user_items, settings=BanditSettings(**meta["settings"]),
             fitted_at=pd.Timestamp(meta["fitted_at"]).to_pydatetime(), data_end=data_end,
+            user_items_path=directory / USER_ITEM_FILE if user_items_in_file else None,
         )
+
+    def with_user_items(self) -> BetaTables:
+        """This table with its user x item rows in memory (read from ``user_items_path`` if there)."""
+        if self.user_items_path is None:
+            return self
+        return replace(self, user_items=pd.read_parquet(self.user_items_path), user_items_path=None)
 
 
 def empty_tables(settings: BanditSettings, now: datetime) -> BetaTables:
@@ -330,7 +352,7 @@ def combine_counts(parts: Iterable[BetaCounts]) -> BetaCounts:
 
 
 def combine_count_files(parts: Sequence[BetaCounts], paths: Sequence[Path], *, range_rows: int | None = None,
-                        base: tuple[pd.DataFrame, float] | None = None) -> BetaCounts:
+                        base: tuple[pd.DataFrame | Path, float] | None = None) -> BetaCounts:
     """:func:`combine_counts` of partitions whose user x item rows are in Parquet files (``paths[i]``
     holds ``parts[i].user_items``, which is left empty in memory), the same table to the last bit,
     holding about ``range_rows`` of the files' rows at a time besides the result.
@@ -346,15 +368,16 @@ def combine_count_files(parts: Sequence[BetaCounts], paths: Sequence[Path], *, r
     files are read whole, as :func:`combine_counts` reads them.
 
     ``base`` (for :func:`refit_from_count_files`): a previous table's user x item rows, one per key in
-    key order, and their decay: each range's sums get that table's rows of the range's users added, as
-    :func:`_merge_counts` adds them (with files in key order: to the whole); the result's ``user_items``
-    is then the merged table."""
-    return _combine_count_files(parts, paths, range_rows=range_rows, base=base)[0]
+    key order (a frame, or the Parquet file that holds them: read a user range at a time), and their
+    decay: each range's sums get that table's rows of the range's users added, as :func:`_merge_counts`
+    adds them (with files in key order: to the whole); the result's ``user_items`` is then the merged
+    table."""
+    return _combine_count_files(parts, paths, range_rows=range_rows,
+                                base=None if base is None else _Base.of(base[0], base[1]))[0]
 
 
 def _combine_count_files(parts: Sequence[BetaCounts], paths: Sequence[Path], *, range_rows: int | None = None,
-                         base: tuple[pd.DataFrame, float] | None = None,
-                         write_to: Path | None = None) -> tuple[BetaCounts, bool]:
+                         base: _Base | None = None, write_to: Path | None = None) -> tuple[BetaCounts, bool]:
     """:func:`combine_count_files`; with ``write_to``, each range's rows are written to that Parquet file
     as they are summed (the result's ``user_items`` is then empty: True is returned with it), except where
     the files are read whole (all in key order), which returns the whole table as always (False)."""
@@ -372,21 +395,19 @@ def _combine_count_files(parts: Sequence[BetaCounts], paths: Sequence[Path], *, 
 
     if _in_key_order(scans):
         pairs = combine_counts(_loaded(parts, paths)).user_items
-        return counts(pairs if base is None else _merge_counts(base[0], pairs, ["user_id", "item_id"], base[1])), False
+        return counts(pairs if base is None else _merge_counts(base.whole(), pairs, ["user_id", "item_id"],
+                                                               base.factor)), False
     users = pd.concat([s.user_rows for s in scans]).groupby(level=0, sort=True).sum()
-    offsets = None
     if base is not None:  # the previous table's users cut into the ranges too
-        base_users = base[0].groupby("user_id", sort=True).size()
-        offsets = _UserOffsets(base_users.index.to_numpy(), base_users.cumsum().to_numpy())
-        users = users.add(base_users, fill_value=0).astype(np.int64).sort_index()
-        del base_users
+        users = users.add(base.user_rows, fill_value=0).astype(np.int64).sort_index()
     bounds = _range_bounds(users, range_rows)
     del users
 
     def ranges() -> Iterable[pd.DataFrame]:
         for low, high in zip([None, *bounds], [*bounds, None], strict=True):
             piece = _summed_range(scans, low, high)
-            yield piece if base is None else _merged_range(base[0], base[1], piece, low, high, offsets)
+            yield piece if base is None else _merge_counts(base.rows(low, high), piece, ["user_id", "item_id"],
+                                                           base.factor)
 
     if write_to is None:
         return counts(pd.concat(list(ranges()), ignore_index=True)), False
@@ -440,20 +461,56 @@ class _UserOffsets:
     users: np.ndarray
     ends: np.ndarray
 
+    @classmethod
+    def of(cls, user_rows: pd.Series) -> _UserOffsets:
+        """From rows per user, sorted by user."""
+        return cls(user_rows.index.to_numpy(), user_rows.to_numpy().cumsum())
+
     def rows_through(self, bound: Any) -> int:
         """How many rows belong to users <= ``bound``."""
         at = int(np.searchsorted(self.users, bound, side="right"))
         return int(self.ends[at - 1]) if at else 0
 
+    def slice(self, low: Any, high: Any) -> tuple[int, int]:
+        """The rows ``[start, stop)`` of the users in ``(low, high]`` (``None``: unbounded)."""
+        total = int(self.ends[-1]) if len(self.ends) else 0
+        return (0 if low is None else self.rows_through(low)), (total if high is None else self.rows_through(high))
 
-def _merged_range(old: pd.DataFrame, factor: float, new: pd.DataFrame, low: Any, high: Any,
-                  offsets: _UserOffsets) -> pd.DataFrame:
-    """:func:`_merge_counts` of the previous table's rows of the users in ``(low, high]`` (``old``: one
-    row per key, in key order; ``offsets``: its users' row ends) and a range's new sums: the same
-    group-by, over the range's rows."""
-    start = 0 if low is None else offsets.rows_through(low)
-    stop = len(old) if high is None else offsets.rows_through(high)
-    return _merge_counts(old.iloc[start:stop], new, ["user_id", "item_id"], factor)
+
+@dataclass(frozen=True)
+class _Base:
+    """A previous table's user x item rows, one per key in key order, in memory (``frame``) or in a
+    Parquet file written in that order (``path``, never read whole), and the decay of their counts
+    (``factor``); read a user range at a time."""
+
+    factor: float
+    user_rows: pd.Series  # rows per user, sorted by user
+    offsets: _UserOffsets
+    frame: pd.DataFrame | None = None
+    path: Path | None = None
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame | Path | _KeyScan, factor: float) -> _Base:
+        if isinstance(rows, pd.DataFrame):
+            users = rows.groupby("user_id", sort=True).size()
+            return cls(factor, users, _UserOffsets.of(users), frame=rows)
+        scan = rows if isinstance(rows, _KeyScan) else _scan_keys(Path(rows))
+        if not (scan.sliced and scan.distinct):
+            raise ValueError(f"{scan.path} does not hold one row per user x item key in key order")
+        return cls(factor, scan.user_rows, _UserOffsets.of(scan.user_rows), path=scan.path)
+
+    def rows(self, low: Any, high: Any) -> pd.DataFrame:
+        """The rows of the users in ``(low, high]`` (``None``: unbounded)."""
+        start, stop = self.offsets.slice(low, high)
+        if self.frame is not None:
+            return self.frame.iloc[start:stop]
+        return _read_slice(pq.ParquetFile(self.path), start, stop)
+
+    def whole(self) -> pd.DataFrame:
+        return self.frame if self.frame is not None else pd.read_parquet(self.path)
+
+
+_SCAN_BATCH_ROWS = 1 << 20  # key rows per record batch of _scan_keys
 
 
 @dataclass
@@ -463,39 +520,65 @@ class _KeyScan:
     path: Path
     rows: int
     ordered: bool  # rows in key order, with any row missing a key before all the others
-    leading_missing: bool  # it starts with rows missing a key
-    first: tuple[Any, Any] | None  # first and last key of the rows with both keys
+    leading_missing: bool  # it starts with rows missing a key (of a file in key order)
+    first: tuple[Any, Any] | None  # first and last key of the rows with both keys (of a file in key order)
     last: tuple[Any, Any] | None
     user_rows: pd.Series  # rows per user, in the order the users first come
     sliced: bool  # in key order with every key: a user range's rows are one slice of the file
+    distinct: bool  # in key order, no key twice
 
 
-def _scan_keys(path: Path) -> _KeyScan:
+def _scan_keys(path: Path, batch_rows: int | None = None) -> _KeyScan:
+    """:class:`_KeyScan` of a file, from its key columns read a record batch at a time (a champion's
+    file holds ~20M rows at 30M interactions: its key columns are never whole in memory)."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["user_id", "item_id"])
-    user, item = (table.column(k).combine_chunks() for k in ("user_id", "item_id"))
-    del table
-    n = len(user)
-    valid = pc.and_(pc.is_valid(user), pc.is_valid(item)).to_numpy(zero_copy_only=False)
-    n_valid = int(valid.sum())
-    leading = n - n_valid
-    ordered = bool(valid[leading:].all())  # rows missing a key (dropped by a group-by) all come first
-    u, i = user.slice(leading), item.slice(leading)
-    if ordered and n_valid > 1:
-        later_u, earlier_u = u.slice(1), u.slice(0, n_valid - 1)
-        later_i, earlier_i = i.slice(1), i.slice(0, n_valid - 1)
-        backwards = pc.or_(pc.less(later_u, earlier_u),
-                           pc.and_(pc.equal(later_u, earlier_u), pc.less(later_i, earlier_i)))
-        ordered = not pc.any(backwards).as_py()
-    first = (u[0].as_py(), i[0].as_py()) if n_valid else None
-    last = (u[n_valid - 1].as_py(), i[n_valid - 1].as_py()) if n_valid else None
-    counts = pc.value_counts(user.filter(pc.is_valid(user)))
-    user_rows = pd.Series(counts.field("counts").to_numpy(), index=counts.field("values").to_pandas(),
-                          dtype=np.int64)
-    return _KeyScan(path, n, ordered, leading > 0 and n_valid < n, first, last, user_rows,
-                    sliced=ordered and leading == 0)
+    from core.parquet import open_for_streaming
+
+    file = open_for_streaming(path)
+    n = file.metadata.num_rows
+    leading = 0  # rows missing a key before the first row with both
+    ordered = distinct = True
+    first: tuple[Any, Any] | None = None
+    last: tuple[Any, Any] | None = None
+    counts = []
+    for batch in file.iter_batches(batch_size=batch_rows or _SCAN_BATCH_ROWS, columns=["user_id", "item_id"],
+                                   use_threads=False):
+        user, item = batch.column(0), batch.column(1)
+        present = pc.is_valid(user)
+        counts.append(pc.value_counts(user.filter(present)))
+        if not ordered:
+            continue
+        valid = pc.and_(present, pc.is_valid(item)).to_numpy(zero_copy_only=False)
+        skip = 0 if first is not None else (int(np.argmax(valid)) if valid.any() else len(valid))
+        leading += skip
+        if not valid[skip:].all():  # a row missing a key after a row with both
+            ordered = distinct = False
+            continue
+        u, i = user.slice(skip), item.slice(skip)
+        m = len(u)
+        if m == 0:
+            continue
+        head = (u[0].as_py(), i[0].as_py())
+        if last is not None and head <= last:
+            ordered, distinct = ordered and head == last, False
+        if m > 1:
+            later_u, earlier_u = u.slice(1), u.slice(0, m - 1)
+            later_i, earlier_i = i.slice(1), i.slice(0, m - 1)
+            same_user = pc.equal(later_u, earlier_u)
+            backwards = pc.or_(pc.less(later_u, earlier_u), pc.and_(same_user, pc.less(later_i, earlier_i)))
+            ordered = ordered and not pc.any(backwards).as_py()
+            distinct = distinct and ordered and not pc.any(pc.and_(same_user, pc.equal(later_i, earlier_i))).as_py()
+        first = head if first is None else first
+        last = (u[m - 1].as_py(), i[m - 1].as_py())
+    if not counts:  # no rows: the users' type all the same
+        counts.append(pc.value_counts(pa.array([], type=file.schema_arrow.field("user_id").type)))
+    per_batch = [pd.Series(c.field("counts").to_numpy(), index=c.field("values").to_pandas(), dtype=np.int64)
+                 for c in counts]
+    user_rows = per_batch[0] if len(per_batch) == 1 else pd.concat(per_batch).groupby(level=0, sort=False).sum()
+    distinct = distinct and ordered
+    return _KeyScan(Path(path), n, ordered, leading > 0, first, last, user_rows,
+                    sliced=ordered and leading == 0, distinct=distinct)
 
 
 def _in_key_order(scans: list[_KeyScan]) -> bool:
@@ -745,19 +828,34 @@ def refit_from_count_files(previous: BetaTables | None, parts: Sequence[BetaCoun
     key order or a previous table not in it, the table holds them in memory as without ``write_to``.)"""
     if now.tzinfo is None:
         raise ValueError(f"now must be timezone-aware (UTC), got naive {now!r}")
-    keys = ["user_id", "item_id"]
-    fresh = previous is None or len(previous.user_items) == 0
-    if not fresh and not _grouped(previous.user_items, keys):
-        return refit_from_counts(previous, combine_count_files(parts, paths, range_rows=range_rows), settings, now)
+    rows: pd.DataFrame | _KeyScan | None = None
+    if previous is not None and previous.user_items_path is not None:
+        scan = _scan_keys(Path(previous.user_items_path))
+        if not (scan.sliced and scan.distinct):  # not as save writes it: merged whole, as refit_from_counts does
+            previous = previous.with_user_items()
+        elif scan.rows:
+            rows = scan
+    if previous is not None and previous.user_items_path is None and len(previous.user_items):
+        rows = previous.user_items
+        if not _grouped(rows, ["user_id", "item_id"]):
+            return refit_from_counts(previous, combine_count_files(parts, paths, range_rows=range_rows), settings,
+                                     now)
     base = previous if previous is not None else empty_tables(settings, now)
     factor = _carried(previous, settings, now)
     counts, written = _combine_count_files(parts, paths, range_rows=range_rows, write_to=write_to,
-                                           base=None if fresh else (base.user_items, factor))
-    if fresh and not written:
-        return refit_from_counts(previous, counts, settings, now)
+                                           base=None if rows is None else _Base.of(rows, factor))
+    if rows is None and not written:
+        return refit_from_counts(without_user_items(previous), counts, settings, now)
     items = _merge_counts(base.items, counts.items, ["item_id"], factor)
     table = _refitted(base, counts, items, counts.user_items, settings, now)
     return replace(table, user_items_path=Path(write_to)) if written else table
+
+
+def without_user_items(table: BetaTables | None) -> BetaTables | None:
+    """``table`` without user x item rows, in memory or in a file (a refit judged by its per-item table)."""
+    if table is None:
+        return None
+    return replace(table, user_items=empty_like(table.user_items), user_items_path=None)
 
 
 def _carried(previous: BetaTables | None, settings: BanditSettings, now: datetime) -> float:

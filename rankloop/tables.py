@@ -421,14 +421,16 @@ class Champion:
 
 
 def load_champions(settings: Settings) -> dict[str, Champion]:
-    """Every policy kind's champion (:data:`models.policy.POLICY_TABLES` order)."""
+    """Every policy kind's champion (:data:`models.policy.POLICY_TABLES` order), as a refit reads it: the
+    bandit's user x item rows stay in the champion's file (~7M rows at 10M interactions), read a user range
+    at a time by the refit."""
     from models.policy import load_policy_table
     from registry.loader import champion_or_none
 
     out = {}
     for kind in POLICY_TABLES:
         loaded = champion_or_none(kind, settings)
-        out[kind] = Champion(loaded, load_policy_table(loaded.path) if loaded is not None else None)
+        out[kind] = Champion(loaded, load_policy_table(loaded.path, for_refit=True) if loaded is not None else None)
     return out
 
 
@@ -468,15 +470,13 @@ def refit_bandit(champion: BetaTables | None, parked: list[ParkedCounts], which:
     context-free top slot), so its refit leaves out the user x item rows, the champion's and the days'.
     ``folder``: where the ``all`` refit writes its user x item rows as they are summed (the table holds
     them there, ``user_items_path``, until it is saved: never a frame of them; ~20M rows at 30M interactions)."""
-    from dataclasses import replace
-
-    from models.thompson import combine_counts, refit_from_count_files, refit_from_counts
+    from models.thompson import combine_counts, refit_from_count_files, refit_from_counts, without_user_items
 
     if which == "all":
         return refit_from_count_files(champion, [p.counts for p in parked], [p.path for p in parked], settings, end,
                                       write_to=folder / "bandit-all.user_items.parquet" if folder is not None else None)
-    base = replace(champion, user_items=champion.user_items.iloc[:0]) if champion is not None else None
-    return refit_from_counts(base, combine_counts(p.counts for p in parked), settings, end)  # no file is read
+    return refit_from_counts(without_user_items(champion), combine_counts(p.counts for p in parked), settings,
+                             end)  # no file is read
 
 
 def _park(counts: BetaCounts, path: Path) -> ParkedCounts:

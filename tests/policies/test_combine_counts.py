@@ -247,7 +247,7 @@ def test_a_refit_written_range_by_range_saves_the_table_held_in_memory(case: str
     if streamed:
         assert len(written.user_items) == 0 and list(written.user_items.columns) == list(held.user_items.columns)
         assert held_bytes(written.user_items) < 1_000  # not a view of a range it summed: that would stay alive
-        with pytest.raises(RuntimeError, match="save it and load it"):
+        with pytest.raises(RuntimeError, match="read it with BetaTables.load"):
             written.mean(list(items[:2]), user_id=str(users[0]))
     a = thompson.BetaTables.load(held.save(tmp_path / "held"))
     b = thompson.BetaTables.load(written.save(tmp_path / "written"))
@@ -266,3 +266,105 @@ def test_a_table_cannot_hold_its_rows_both_in_memory_and_in_a_file(tmp_path) -> 
     with pytest.raises(ValueError, match="not in user_items"):
         thompson.BetaTables(items=table.items, user_items=rows, settings=table.settings, fitted_at=table.fitted_at,
                             data_end=None, user_items_path=tmp_path / "x.parquet")
+
+
+def _saved_champion(previous: thompson.BetaTables, case: str, folder) -> Any:
+    """The champion as the registry holds it (saved), its user x item file made as ``case`` says."""
+    if case == "champion with a key twice":  # a hand-made file: one key's row split in two
+        rows = previous.user_items
+        twice = pd.concat([rows.iloc[:3], rows.iloc[2:]], ignore_index=True)
+        twice.loc[2, ["successes", "failures"]] /= 2.0
+        twice.loc[3, ["successes", "failures"]] = twice.loc[2, ["successes", "failures"]].to_numpy()
+        previous = thompson.BetaTables(items=previous.items, user_items=twice, settings=previous.settings,
+                                       fitted_at=previous.fitted_at, data_end=previous.data_end)
+    return previous.save(folder)
+
+
+@pytest.mark.parametrize("range_rows", [None, 1, 23])
+@pytest.mark.parametrize("case", ["champion", "champion, files in key order", "champion not in key order",
+                                  "champion of other users", "champion with a key twice"])
+def test_a_champion_read_for_a_refit_is_read_a_user_range_at_a_time(case: str, range_rows: int | None, tmp_path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tables stage reads the champion bandit with its user x item rows left in their file
+    (``load_for_refit``); the refit reads them a user range at a time, never whole, and gives the table the
+    champion read whole gives, to the last bit (written range by range or held). A file not as ``save``
+    writes a refit's rows (not in key order, a key twice) is read whole and merged as before."""
+    from core.config.policy import BanditSettings
+
+    settings = BanditSettings(half_life_days=3.0)
+    monkeypatch.setattr(thompson, "_SCAN_BATCH_ROWS", 7)  # the champion's keys scanned a few rows at a time
+    base_case = "champion" if case == "champion with a key twice" else case
+    parts, previous, users, items = _refit_case(base_case, np.random.default_rng(len(case) + 3), settings)
+    saved = _saved_champion(previous, case, tmp_path / "champion")
+    champion_file = saved / thompson.USER_ITEM_FILE
+    lazy = thompson.BetaTables.load_for_refit(saved)
+    whole = thompson.BetaTables.load(saved)
+    assert len(lazy.user_items) == 0 and lazy.user_items_path == champion_file
+    assert list(lazy.user_items.columns) == list(whole.user_items.columns) and len(whole.user_items) > 10
+    with pytest.raises(RuntimeError, match="read it with BetaTables.load"):
+        lazy.mean(list(items[:2]), user_id=str(users[0]))
+    bare, paths = _parked(parts, tmp_path, row_group_size=8)
+    now = datetime(2026, 2, 1, tzinfo=UTC)
+    whole_reads = []
+    real_read = pd.read_parquet
+    monkeypatch.setattr(pd, "read_parquet", lambda path, *a, **k: whole_reads.append(str(path)) or real_read(path, *a, **k))
+    for n, write_to in enumerate((None, tmp_path / "out" / "all.parquet")):
+        got = thompson.refit_from_count_files(lazy, bare, paths, settings, now, range_rows=range_rows,
+                                              write_to=write_to)
+        want = thompson.refit_from_count_files(whole, bare, paths, settings, now, range_rows=range_rows,
+                                               write_to=write_to)
+        a = thompson.BetaTables.load(want.save(tmp_path / f"want{n}"))
+        b = thompson.BetaTables.load(got.save(tmp_path / f"got{n}"))
+        pdt.assert_frame_equal(b.user_items, a.user_items, check_exact=True)
+        pdt.assert_frame_equal(b.items, a.items, check_exact=True)
+        assert (b.data_end, b.fitted_at) == (a.data_end, a.fitted_at)
+        joined = a.user_items.merge(whole.user_items, on=["user_id", "item_id"], suffixes=("", "_old"))
+        assert len(joined) and (joined["successes"] != joined["successes_old"]).any()  # the champion was added
+    read_whole = str(champion_file) in whole_reads
+    assert read_whole == (case in ("champion not in key order", "champion with a key twice",
+                                   "champion, files in key order"))
+    # the challenger's refit (judged by its per-item table): no user x item rows, the champion's file forgotten
+    pre = thompson.refit_from_counts(thompson.without_user_items(lazy), thompson.combine_counts(parts), settings, now)
+    assert pre.user_items_path is None and len(pre.user_items) == len(thompson.combine_counts(parts).user_items)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 3, 5, 1000])
+@pytest.mark.parametrize("layout", ["grouped", "a key twice", "backwards at a batch edge", "missing first",
+                                    "missing later", "all missing", "empty", "numbers"])
+def test_the_key_scan_in_batches_is_the_scan_of_the_whole_file(layout: str, batch_rows: int, tmp_path) -> None:
+    """``_scan_keys`` reads a file's keys a record batch at a time: what it finds (in key order, a key twice,
+    rows missing a key first, first and last keys, rows per user) is what one read of the whole file shows."""
+    users = ["a", "a", "b", "b", "b", "c", "d", "d"]
+    items = ["x", "y", "x", "y", "z", "x", "x", "y"]
+    if layout == "a key twice":
+        items[4] = "y"
+    elif layout == "backwards at a batch edge":
+        users[3], users[4] = "c", "b"
+    elif layout in ("missing first", "missing later"):
+        users[0 if layout == "missing first" else 5] = None
+    elif layout == "all missing":
+        users = [None] * len(users)
+    frame = pd.DataFrame({"user_id": pd.Series(users, dtype="str"), "item_id": pd.Series(items, dtype="str"),
+                          "successes": 1.0, "failures": 0.0})
+    if layout == "empty":
+        frame = frame.iloc[:0]
+    if layout == "numbers":
+        frame = frame.assign(user_id=frame["user_id"].map({"a": 1, "b": 5, "c": 7, "d": 30}))
+    path = tmp_path / "keys.parquet"
+    frame.to_parquet(path, index=False, row_group_size=3)
+    got = thompson._scan_keys(path, batch_rows=batch_rows)
+    whole = frame[frame["user_id"].notna() & frame["item_id"].notna()]
+    keys = list(zip(whole["user_id"], whole["item_id"], strict=True))
+    missing = int(len(frame) - len(whole))
+    ordered = frame.iloc[:missing]["user_id"].isna().all() and keys == sorted(keys)
+    assert got.ordered == ordered
+    assert got.distinct == (ordered and len(set(keys)) == len(keys))
+    assert got.sliced == (ordered and missing == 0)
+    if ordered:  # rows missing a key first, first and last key: read only of a file in key order
+        assert got.leading_missing == (missing > 0)
+        assert (got.first, got.last) == ((keys[0], keys[-1]) if keys else (None, None))
+    assert got.rows == len(frame)
+    want_rows = frame["user_id"].dropna().value_counts(sort=False)
+    assert got.user_rows.to_dict() == want_rows.to_dict() and list(got.user_rows.index) == list(want_rows.index)
+    assert {"grouped": ordered and got.distinct, "a key twice": ordered and not got.distinct,
+            "backwards at a batch edge": not ordered, "missing later": not ordered}.get(layout, True)
