@@ -610,13 +610,13 @@ def _slates(parts: list[TablePart], settings: Settings) -> pd.DataFrame:
     part's compacted as it is read (``models.qlearning.compact_slates``: the context as its state code)."""
     from models.qlearning import compact_slates
 
-    frames = [compact_slates(pq.read_table(p.slates_path).to_pandas(), settings.qlearning) for p in parts]
-    frames = [f for f in frames if len(f)] or frames[:1]
-    if not frames:
+    held = [f for f in (compact_slates(pq.read_table(p.slates_path).to_pandas(), settings.qlearning) for p in parts)
+            if len(f)]
+    if not held:  # no slate in the window: judge_qtable skips the Q table
         return pd.DataFrame()
-    slates = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    del frames
-    return slates.sort_values(["ts", "request_id"], kind="stable").reset_index(drop=True) if len(slates) else slates
+    slates = pd.concat(held, ignore_index=True) if len(held) > 1 else held[0]
+    del held
+    return slates.sort_values(["ts", "request_id"], kind="stable").reset_index(drop=True)
 
 
 def fit_tables_by_day(settings: Settings, day_paths: dict[date, Path], runner: Runner, *, end: datetime,

@@ -267,3 +267,25 @@ def test_the_first_thompson_fit_keeps_the_counts_as_grouped(partitions: dict) ->
     first = fitted.user_items.merge(counts.user_items.iloc[:5][["user_id", "item_id"]])
     again = twice.merge(counts.user_items.iloc[:5][["user_id", "item_id"]])
     np.testing.assert_allclose(again["successes"], 2 * first["successes"])
+
+
+def test_a_window_whose_days_hold_no_slate_skips_the_q_table(events: pd.DataFrame, tmp_path: Path) -> None:
+    """Every request day's slates file empty: the window's slates are empty and the Q table's judge skips
+    it; with one day's slates the judge reads those."""
+    from types import SimpleNamespace
+
+    from core.settings import Settings
+    from rankloop.tables import NO_TRIALS, Skipped, _slates, judge_qtable
+
+    settings = Settings()
+    slates = reward_frames(events, RewardSettings())[1]
+    paths = []
+    for n, rows in enumerate((slates.iloc[:0], slates.iloc[:0], slates)):
+        paths.append(tmp_path / f"{n}.slates.parquet")
+        rows.to_parquet(paths[-1], index=False)
+    empty = _slates([SimpleNamespace(slates_path=p) for p in paths[:2]], settings)
+    assert len(empty) == 0
+    end = pd.Timestamp(events["ts"].max()).ceil("D").to_pydatetime()
+    assert judge_qtable(empty, None, None, settings, end) == Skipped("qtable", NO_TRIALS)
+    held = _slates([SimpleNamespace(slates_path=p) for p in paths], settings)
+    assert len(held) == len(slates) and held["ts"].is_monotonic_increasing
