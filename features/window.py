@@ -202,19 +202,34 @@ class WindowCounts:
                     by_day.setdefault(d, []).append((ask, name, rows[order[lo:hi]]))
         # The query's own day: events before the query's time, from that day's part.
         for d in sorted(by_day):
-            composites: dict[str, np.ndarray] = {}
+            composites: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             for ask, name, picked in by_day[d]:
                 if name not in composites:
-                    composites[name] = self._part(d, name)
-                comp = composites[name]
+                    comp = self._part(d, name)
+                    # Where each key's events start in the part (keys are < the totals' width).
+                    width = self._totals[name].shape[1]
+                    composites[name] = comp, np.searchsorted(comp, np.arange(width, dtype=np.int64) * DAY_MS)
+                comp, starts = composites[name]
                 if len(comp) == 0:
                     continue
                 _, query_key, query_ms = asks[ask]
-                block = np.asarray(query_key)[picked].astype(np.int64) * DAY_MS
-                within = (np.searchsorted(comp, block + (np.asarray(query_ms, dtype=np.int64)[picked] - d * DAY_MS),
-                                          side="left") - np.searchsorted(comp, block, side="left"))
-                out[ask][picked] += within
+                key = np.asarray(query_key)[picked].astype(np.int64)
+                out[ask][picked] += _searched(comp, key * DAY_MS + (np.asarray(query_ms, dtype=np.int64)[picked]
+                                                                    - d * DAY_MS), key) - starts[key]
         return out
+
+
+def _searched(comp: np.ndarray, needles: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(comp, needles)``, the needles searched grouped by key: their times come about in order,
+    and a binary search of ascending needles stays in cached pages (about 3x faster on a day's exposures than
+    the needles in event order, which jump between the position buckets' runs)."""
+    if len(key) < 2 or not key.any():
+        return np.searchsorted(comp, needles, side="left")
+    small = np.int16 if int(key.max()) < 2**15 else np.int64  # int16: numpy's stable sort is a radix sort
+    order = np.argsort(key.astype(small), kind="stable")
+    found = np.empty(len(needles), dtype=np.int64)
+    found[order] = np.searchsorted(comp, needles[order], side="left")
+    return found
 
 
 def window_values(counts: WindowCounts, keys: set[Any], q_ms: np.ndarray,
