@@ -49,14 +49,16 @@ class ExecutorSettings(BaseModel):
         "the window (a task holds about that many days of rows). Results do not depend on it.",
     )
     feature_bucket_rows: int = Field(
-        default=0, ge=0,
-        description="When set, the local labels + features stage runs the Dask flow's label and feature tasks one "
-        "after the other in its own process, each bucket of users (items) about this many events of the window "
-        "(hashed ids), each day joined alone, then the same time split: a step holds a bucket's or a day's rows, "
-        "not the window's. The split, hence the model, is the one-piece build's (tests/features/test_keyed_stage.py). "
-        "0 (the default): the whole window at once, faster: at 10M interactions 1,000,000 lowered the stage's peak "
-        "from 3,006 to 2,103 MB and cost 64 s more (81 -> 145 s; docs/performance.md). Windows those tasks do not "
-        "build (no logged slates, co-occurrence features) keep the one-piece labels, with the features by bucket.",
+        default=1_000_000, ge=0,
+        description="Past this many valid events in the window, the local labels + features stage runs the Dask "
+        "flow's label and feature tasks one after the other in its own process, each bucket of users (items) about "
+        "this many events of the window (hashed ids), each day joined alone, then the same time split: a step holds "
+        "a bucket's or a day's rows, not the window's, so the stage's memory does not grow with the window. The "
+        "split, hence the model, is the one-piece build's (tests/features/test_keyed_stage.py). A window of at most "
+        "this many events is built in one piece. 0: always in one piece, faster and larger: at 10M interactions "
+        "84 s / 2,700 MB in one piece vs 138 s / 1,416 MB by bucket (docs/performance.md, stop 42). The Dask flow "
+        "cuts its label blocks at this many rows too. Windows those tasks do not build (no logged slates, "
+        "co-occurrence features) keep the one-piece labels, with the features by bucket.",
     )
     arrow_memory_pool: Literal["jemalloc", "mimalloc", "system"] = Field(
         default="jemalloc",

@@ -117,7 +117,7 @@ def test_the_dask_run_measures_drift_and_replays_the_ranker_as_the_local_run(run
     assert "replay: serves" in run.data.tags["gate.reasons"]
     assert run.data.metrics["gate.replay_nonfinite_scores"] == 0
     assert run.data.metrics["drift.features_psi_max"] == pytest.approx(dask["drift"]["features_psi_max"])
-    assert local["executor"] == {"kind": "local", "partitioning": "day", "feature_bucket_rows": 0}
+    assert local["executor"] == {"kind": "local", "partitioning": "day", "feature_bucket_rows": 1_000_000}
 
 
 def test_a_completed_run_keeps_what_the_local_run_keeps(runs: dict[str, dict], homes: dict[str, Path]) -> None:
