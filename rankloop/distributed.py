@@ -621,14 +621,32 @@ _DAY = "_day"  # its query day (days since 1970-01-01)
 
 
 def _by_block(frame: pd.DataFrame, blocks: list[list[date]], folder: Path, name: str) -> dict[date, Path]:
-    """``frame``'s rows written per block of query days (``_DAY``) to ``<folder>/<first day>/<name>``."""
-    first = {(d - date(1970, 1, 1)).days: block[0] for block in blocks for d in block}
-    keys = frame[_DAY].map(first)
-    if keys.isna().any():
-        raise RuntimeError(f"{int(keys.isna().sum())} rows of query days outside the blocks {blocks[0][0]}..")
+    """``frame``'s rows written per block of query days (``_DAY``) to ``<folder>/<first day>/<name>``, each
+    block's rows in their order: the frame made an Arrow table once, its rows grouped by block with one stable
+    sort (none when they already are), a slice written per block (a pandas group and its conversion per block
+    cost ~3x as much)."""
+    epoch = date(1970, 1, 1)
+    of_day = {(d - epoch).days: i for i, block in enumerate(blocks) for d in block}
+    days = frame[_DAY].to_numpy(dtype=np.int64)
+    if len(days) == 0:
+        return {}
+    low = int(days.min())
+    lookup = np.full(int(days.max()) - low + 1, -1, dtype=np.int64)
+    for day, index in of_day.items():
+        if 0 <= day - low < len(lookup):
+            lookup[day - low] = index
+    block = lookup[days - low]
+    if (block < 0).any():
+        raise RuntimeError(f"{int((block < 0).sum())} rows of query days outside the blocks {blocks[0][0]}..")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if len(block) > 1 and (block[1:] < block[:-1]).any():
+        order = np.argsort(block, kind="stable")
+        table, block = table.take(pa.array(order)), block[order]
+    bounds = np.flatnonzero(np.r_[True, block[1:] != block[:-1], True])
     out = {}
-    for day, rows in frame.groupby(keys, sort=True):
-        out[day] = _write_part(rows, folder / day.isoformat() / name)
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        first = blocks[int(block[lo])][0]
+        out[first] = _write_part(table.slice(int(lo), int(hi - lo)), folder / first.isoformat() / name)
     return out
 
 
