@@ -50,12 +50,12 @@ class ExecutorSettings(BaseModel):
     )
     feature_bucket_rows: int = Field(
         default=1_000_000, ge=0,
-        description="Past this many valid events in the window, the local labels + features stage runs the Dask "
+        description="From 1.5x this many valid events in the window, the local labels + features stage runs the Dask "
         "flow's label and feature tasks one after the other in its own process, each bucket of users (items) about "
         "this many events of the window (hashed ids), each day joined alone, then the same time split: a step holds "
         "a bucket's or a day's rows, not the window's, so the stage's memory does not grow with the window. The "
-        "split, hence the model, is the one-piece build's (tests/features/test_keyed_stage.py). A window of at most "
-        "this many events is built in one piece. 0: always in one piece, faster and larger: at 10M interactions "
+        "split, hence the model, is the one-piece build's (tests/features/test_keyed_stage.py). A smaller window "
+        "is built in one piece. 0: always in one piece, faster and larger: at 10M interactions "
         "84 s / 2,700 MB in one piece vs 138 s / 1,416 MB by bucket (docs/performance.md, stop 42). The Dask flow "
         "cuts its label blocks at this many rows too. Windows those tasks do not build (no logged slates, "
         "co-occurrence features) keep the one-piece labels, with the features by bucket.",
@@ -109,8 +109,10 @@ def _redacted(address: str) -> str:
 
 
 def feature_buckets(events: int, bucket_rows: int) -> int:
-    """Key buckets of the local features stage for a window of ``events`` rows (``feature_bucket_rows``)."""
-    return 1 if bucket_rows <= 0 else max(1, -(-events // bucket_rows))
+    """Key buckets of the local features stage for a window of ``events`` rows (``feature_bucket_rows``): the
+    nearest whole number of buckets of ``bucket_rows`` (a window of 1.001M rows is one piece, not two buckets of
+    half a million: the stage by bucket costs its cut and files for no smaller a peak)."""
+    return 1 if bucket_rows <= 0 else max(1, (2 * events + bucket_rows) // (2 * bucket_rows))
 
 
 def executor_summary(settings: ExecutorSettings) -> dict[str, Any]:

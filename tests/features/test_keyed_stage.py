@@ -108,8 +108,11 @@ def _day_files(folder: Path) -> dict[date, Path]:
 
 
 def test_feature_buckets() -> None:
-    assert feature_buckets(10_047_755, 2_500_000) == 5
+    assert feature_buckets(10_047_755, 2_500_000) == 4 and feature_buckets(10_047_755, 1_000_000) == 10
     assert feature_buckets(1_001_029, 2_500_000) == 1
+    # The nearest whole number of buckets: a window just past the size is one piece, 1.5x it two buckets.
+    assert feature_buckets(1_001_029, 1_000_000) == 1 and feature_buckets(1_499_999, 1_000_000) == 1
+    assert feature_buckets(1_500_000, 1_000_000) == 2 and feature_buckets(2_600_000, 1_000_000) == 3
     assert feature_buckets(10, 0) == 1 and feature_buckets(0, 100) == 1
 
 
