@@ -56,7 +56,7 @@ class ExecutorSettings(BaseModel):
         "a bucket's or a day's rows, not the window's, so the stage's memory does not grow with the window. The "
         "split, hence the model, is the one-piece build's (tests/features/test_keyed_stage.py). A smaller window "
         "is built in one piece. 0: always in one piece, faster and larger: at 10M interactions "
-        "84 s / 2,700 MB in one piece vs 138 s / 1,416 MB by bucket (docs/performance.md, stop 42). The Dask flow "
+        "84 s / 2,700 MB in one piece vs 139 s / ~1,500 MB by bucket (docs/performance.md, stop 42). The Dask flow "
         "cuts its label blocks at this many rows too. Windows those tasks do not build (no logged slates, "
         "co-occurrence features) keep the one-piece labels, with the features by bucket.",
     )
