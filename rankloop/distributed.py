@@ -377,14 +377,16 @@ def bucket_days(days: list[date], valid_paths: dict[date, Path], buckets: int, c
 
 
 def _cut_by(table: pa.Table, bucket: np.ndarray) -> list[tuple[int, pa.Table]]:
-    """``table``'s rows of each bucket (ascending, rows in their order): one stable sort by bucket and one take,
-    then a slice per bucket (a filter per bucket scanned the whole table once per bucket)."""
-    small = np.int16 if len(bucket) == 0 or int(bucket.max()) < 2**15 else np.int64  # int16: a radix sort
-    order = np.argsort(bucket.astype(small), kind="stable")
+    """``table``'s rows of each bucket (ascending, rows in their order): one stable sort by bucket and one take
+    (none when the rows are already grouped), then a slice per bucket (a filter, or a pandas group, per bucket
+    went over the whole table once per bucket)."""
+    if len(bucket) > 1 and (bucket[1:] < bucket[:-1]).any():
+        small = np.int16 if int(bucket.max()) < 2**15 else np.int64  # int16: numpy's stable sort is a radix sort
+        order = np.argsort(bucket.astype(small), kind="stable")
+        table = table.take(pa.array(order))
     counts = np.bincount(bucket, minlength=1) if len(bucket) else np.zeros(0, dtype=np.int64)
-    grouped = table.take(pa.array(order))
     starts = np.cumsum(counts) - counts
-    return [(int(b), grouped.slice(int(starts[b]), int(counts[b]))) for b in np.flatnonzero(counts)]
+    return [(int(b), table.slice(int(starts[b]), int(counts[b]))) for b in np.flatnonzero(counts)]
 
 
 def label_bucket(settings: Settings, bucket: int, paths: list[Path], workdir: Path) -> LabelPart:
@@ -622,9 +624,8 @@ _DAY = "_day"  # its query day (days since 1970-01-01)
 
 def _by_block(frame: pd.DataFrame, blocks: list[list[date]], folder: Path, name: str) -> dict[date, Path]:
     """``frame``'s rows written per block of query days (``_DAY``) to ``<folder>/<first day>/<name>``, each
-    block's rows in their order: the frame made an Arrow table once, its rows grouped by block with one stable
-    sort (none when they already are), a slice written per block (a pandas group and its conversion per block
-    cost ~3x as much)."""
+    block's rows in their order: the frame made an Arrow table once and cut by block (:func:`_cut_by`; a pandas
+    group and its conversion per block cost ~3x as much)."""
     epoch = date(1970, 1, 1)
     of_day = {(d - epoch).days: i for i, block in enumerate(blocks) for d in block}
     days = frame[_DAY].to_numpy(dtype=np.int64)
@@ -638,16 +639,8 @@ def _by_block(frame: pd.DataFrame, blocks: list[list[date]], folder: Path, name:
     block = lookup[days - low]
     if (block < 0).any():
         raise RuntimeError(f"{int((block < 0).sum())} rows of query days outside the blocks {blocks[0][0]}..")
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    if len(block) > 1 and (block[1:] < block[:-1]).any():
-        order = np.argsort(block, kind="stable")
-        table, block = table.take(pa.array(order)), block[order]
-    bounds = np.flatnonzero(np.r_[True, block[1:] != block[:-1], True])
-    out = {}
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        first = blocks[int(block[lo])][0]
-        out[first] = _write_part(table.slice(int(lo), int(hi - lo)), folder / first.isoformat() / name)
-    return out
+    return {blocks[b][0]: _write_part(rows, folder / blocks[b][0].isoformat() / name)
+            for b, rows in _cut_by(pa.Table.from_pandas(frame, preserve_index=False), block)}
 
 
 def _feature_names(settings: Settings) -> dict[str | None, tuple[str, ...]]:
