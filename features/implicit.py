@@ -31,6 +31,8 @@ from features.labels import (
     _check_events,
     _fallback_query,
     _order,
+    _sorted_codes,
+    _ts_us,
     _with_optional_columns,
     event_grades,
 )
@@ -146,36 +148,86 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings) -> pd.DataFr
     Returns:
         Columns ``OUTPUT_COLUMNS``, ordered by query start, query id, item id. Engaged items carry
         their best event's grade; sampled candidates grade 0. ``position``, ``propensity`` and
-        ``policy_version`` are null on every row.
+        ``policy_version`` are null on every row. An event without a user or an item (the contract
+        quarantines them) names no query.
+
+    Queries, items and (query, item) pairs are integer codes throughout; a query's id is made as text
+    once per query, and an output row's values are taken by code (at 8.5M events of a log without
+    slates, text per event and the window's candidate draws at once held ~9 GB).
     """
     _check_events(events, 24)
-    if events.empty:
+    ev = events.reset_index(drop=True)
+    if len(ev):
+        ev = ev[(ev["user_id"].notna() & ev["item_id"].notna()).to_numpy()].reset_index(drop=True)
+    if ev.empty:
         empty = pd.DataFrame({"query_id": [], "user_id": [], "item_id": [], "grade": [],
                               "ts": pd.Series([], dtype="datetime64[us, UTC]")})
         return _frame(empty, settings)
-    ev = events.reset_index(drop=True)
-    query = _query_ids(ev, settings.implicit.query_by)
-    ts = ev["ts"].dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64)
+    us = _ts_us(ev["ts"])
+    query_code, query_text = _query_codes(ev, settings.implicit.query_by, us)
+    # The queries in start order (their first event: earliest, then first in the log).
+    by_time = np.argsort(us, kind="stable")
+    first_at = np.unique(query_code[by_time], return_index=True)[1]
+    first_rows = by_time[np.sort(first_at)]
+    del by_time, first_at
+    n_queries = len(first_rows)
+    position = np.empty(n_queries, dtype=np.int64)
+    position[query_code[first_rows]] = np.arange(n_queries)
+    query = position[query_code]  # per event: its query's place in start order
+    query_ids = query_text[query_code[first_rows]]
+    start_us = us[first_rows]
+    del query_code, position
+    item_code, items = _sorted_codes(ev["item_id"])
+    n_items = np.int64(len(items))
+    # Engaged: each (query, item) pair touched, with its best event's grade (none graded: 0).
     grades = event_grades(_with_optional_columns(ev), settings)
-    touched = pd.DataFrame({"query_id": query.to_numpy(dtype=object), "user_id": ev["user_id"].to_numpy(dtype=object),
-                            "item_id": ev["item_id"].to_numpy(dtype=object), "us": ts, "grade": grades,
-                            "row": np.arange(len(ev))})
-    first = touched.sort_values(["us", "row"], kind="stable").drop_duplicates("query_id")
-    start_us = touched["query_id"].map(first.set_index("query_id")["us"])
-    engaged = (touched.assign(start=start_us).groupby(["query_id", "item_id"], sort=False)
-               .agg(user_id=("user_id", "first"), us=("start", "first"), grade=("grade", "max")).reset_index())
-    engaged["grade"] = engaged["grade"].fillna(0.0)
-    sampled = _sampled(engaged, first, item_ids=touched["item_id"], event_us=ts, settings=settings.implicit)
-    rows = pd.concat([engaged, sampled], ignore_index=True)
-    rows["ts"] = pd.to_datetime(rows["us"], unit="us", utc=True).astype("datetime64[us, UTC]")
-    context = ev.iloc[first["row"].to_numpy()][[c for c in QUERY_CONTEXT if c in ev.columns]]
-    rows = rows.join(context.set_axis(first["query_id"].to_numpy()), on="query_id")
-    for column in ITEM_ATTRIBUTES:
-        if column in ev.columns:
-            rows[column] = rows["item_id"].map(ev.dropna(subset=[column]).drop_duplicates("item_id")
-                                               .set_index("item_id")[column])
-    log.debug("implicit queries: %d queries, %d engaged rows, %d sampled", len(first), len(engaged), len(sampled))
-    return _frame(rows, settings)
+    best = pd.Series(grades).groupby(query * n_items + item_code, sort=True).max()
+    del grades
+    engaged = best.index.to_numpy(dtype=np.int64)
+    engaged_grade = best.fillna(0.0).to_numpy(dtype=np.float64)
+    del best
+    s_query, s_item = _sampled(engaged, query_ids, start_us, item_code, us, n_items, settings.implicit)
+    del query, item_code
+    row_query = np.concatenate([engaged // n_items, s_query])
+    row_item = np.concatenate([engaged % n_items, s_item])
+    grade = np.concatenate([engaged_grade, np.zeros(len(s_query))])
+    del engaged, engaged_grade, s_query, s_item
+    # The rows in the output's order: queries by (start, id), then items (every row's position is unknown).
+    text_order = np.argsort(query_ids, kind="stable")
+    text_rank = np.empty(n_queries, dtype=np.int64)
+    text_rank[text_order] = np.arange(n_queries)
+    rank = np.empty(n_queries, dtype=np.int64)
+    rank[np.lexsort((text_rank, start_us))] = np.arange(n_queries)
+    order = np.lexsort((row_item, rank[row_query]))
+    row_query, row_item, grade = row_query[order], row_item[order], grade[order]
+    del order, rank, text_rank, text_order
+    users = ev["user_id"].take(first_rows).to_numpy(dtype=object)
+    rows = pd.DataFrame({"query_id": query_ids[row_query], "user_id": users[row_query],
+                         "item_id": items[row_item], "grade": grade})
+    rows["ts"] = pd.to_datetime(start_us[row_query], unit="us", utc=True).astype("datetime64[us, UTC]")
+    for column in (c for c in QUERY_CONTEXT if c in ev.columns):  # from the query's first event
+        rows[column] = ev[column].take(first_rows[row_query]).reset_index(drop=True)
+    for column in (c for c in ITEM_ATTRIBUTES if c in ev.columns):  # the item's first value in the window
+        known = ev[["item_id", column]].dropna(subset=[column]).drop_duplicates("item_id")
+        rows[column] = rows["item_id"].map(known.set_index("item_id")[column])
+    log.debug("implicit queries: %d queries, %d rows", n_queries, len(rows))
+    return _frame(rows, settings, ordered=True)
+
+
+def _query_codes(ev: pd.DataFrame, query_by: str, us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per event, a code of its query; per code, the query's id as :func:`_query_ids` writes it): the ids made
+    as text from one event of each query, not from every event."""
+    user, _ = pd.factorize(ev["user_id"])
+    day = us // _DAY_US  # the UTC day
+    part = day - day.min()
+    if query_by == "session" and "session_id" in ev.columns:
+        session, _ = pd.factorize(ev["session_id"])
+        span = int(part.max()) + 1
+        part = np.where(session >= 0, session.astype(np.int64) + span, part)
+    code, _ = pd.factorize(user.astype(np.int64) * (int(part.max()) + 1) + part)
+    one = np.empty(int(code.max()) + 1, dtype=np.int64)
+    one[code] = np.arange(len(code))  # an event of each query (any: they share user and session or day)
+    return code, _query_ids(ev.iloc[one], query_by).to_numpy(dtype=object)
 
 
 def _query_ids(ev: pd.DataFrame, query_by: str) -> pd.Series:
@@ -186,68 +238,68 @@ def _query_ids(ev: pd.DataFrame, query_by: str) -> pd.Series:
     return ev["user_id"].astype("string") + "|" + day
 
 
-def _sampled(engaged: pd.DataFrame, queries: pd.DataFrame, *, item_ids: pd.Series, event_us: np.ndarray,
-             settings: ImplicitQuerySettings) -> pd.DataFrame:
-    """Candidates per query, from the items seen before the query's UTC day (none on the window's first day).
+def _sampled(engaged: np.ndarray, query_ids: np.ndarray, start_us: np.ndarray, item_code: np.ndarray,
+             event_us: np.ndarray, n_items: np.int64, settings: ImplicitQuerySettings) -> tuple[np.ndarray, np.ndarray]:
+    """(query, item code) of each sampled candidate: per query, from the items seen before the query's UTC day
+    (none on the window's first day). ``engaged``: the sorted (query * n_items + item) keys the queries touched.
 
     Draws are kept in (query, kind, draw) order; a draw repeating an earlier one of its query, or
-    naming an item the user touched in it, is dropped; each kind keeps its first ``n``. Keys are
-    integer (query row, item code) pairs throughout."""
-    wanted = {"popular": settings.popular_negatives, "uniform": settings.uniform_negatives}
-    item_code, items = pd.factorize(item_ids, sort=True)
-    drawn = list(_draws(queries, item_code, event_us, settings, wanted))
-    if not drawn:
-        return pd.DataFrame(columns=["query_id", "user_id", "item_id", "us", "grade"])
-    qrow, code, kind, draw = (np.concatenate([np.broadcast_to(d[k], d[0].shape) for d in drawn]) for k in range(4))
-    order = np.lexsort((draw, kind, qrow))
-    qrow, code, kind = qrow[order], code[order], kind[order]
-    n_items = np.int64(len(items))
-    key = qrow.astype(np.int64) * n_items + code
-    touched = (pd.Index(queries["query_id"]).get_indexer(engaged["query_id"]).astype(np.int64) * n_items
-               + pd.Index(items).get_indexer(engaged["item_id"]))
-    keep = ~np.isin(key, touched)
-    first = np.zeros(len(key), dtype=bool)
-    first[np.unique(key, return_index=True)[1]] = True  # the earliest draw of each (query, item)
-    keep &= first
-    qrow, code, kind = qrow[keep], code[keep], kind[keep]
-    group = qrow.astype(np.int64) * 2 + kind
-    at = np.arange(len(group))
-    starts = np.maximum.accumulate(np.where(np.r_[True, group[1:] != group[:-1]], at, 0)) if len(group) else at
-    within = (at - starts) < np.array(list(wanted.values()))[kind]
-    qrow, code = qrow[within], code[within]
-    q = queries.iloc[qrow]
-    return pd.DataFrame({"query_id": q["query_id"].to_numpy(), "user_id": q["user_id"].to_numpy(),
-                         "item_id": np.asarray(items, dtype=object)[code], "us": q["us"].to_numpy(), "grade": 0.0})
+    naming an item the user touched in it, is dropped; each kind keeps its first ``n``. A query's draws
+    depend on its own day only, so they are made, filtered and kept a day at a time."""
+    wanted = np.array([settings.popular_negatives, settings.uniform_negatives])
+    out_query, out_item = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for at, drawn in _draws(query_ids, start_us, item_code, event_us, settings, wanted):
+        qrow, code, kind, draw = (np.concatenate([np.broadcast_to(d[k], d[0].shape) for d in drawn]) for k in range(4))
+        order = np.lexsort((draw, kind, qrow))
+        qrow, code, kind = qrow[order], code[order], kind[order]
+        key = qrow * n_items + code
+        lo, hi = np.searchsorted(engaged, [at[0] * n_items, (at[-1] + 1) * n_items])
+        keep = ~np.isin(key, engaged[lo:hi])
+        first = np.zeros(len(key), dtype=bool)
+        first[np.unique(key, return_index=True)[1]] = True  # the earliest draw of each (query, item)
+        keep &= first
+        qrow, code, kind = qrow[keep], code[keep], kind[keep]
+        group = qrow * 2 + kind
+        step = np.arange(len(group))
+        starts = np.maximum.accumulate(np.where(np.r_[True, group[1:] != group[:-1]], step, 0)) if len(group) else step
+        within = (step - starts) < wanted[kind]
+        out_query.append(qrow[within])
+        out_item.append(code[within])
+    return np.concatenate(out_query), np.concatenate(out_item)
 
 
-def _draws(queries: pd.DataFrame, item_code: np.ndarray, event_us: np.ndarray, settings: ImplicitQuerySettings,
-           wanted: dict[str, int]):
-    """Per query day and kind: (query rows, drawn item codes, kind index, draw index), flattened.
+def _draws(query_ids: np.ndarray, start_us: np.ndarray, item_code: np.ndarray, event_us: np.ndarray,
+           settings: ImplicitQuerySettings, wanted: np.ndarray):
+    """Per query day with candidates: (its queries, [(query rows, drawn item codes, kind index, draw index)
+    per kind]).
 
     The pool of a day is every item with an event before it; popularity weights count each item's
     events in the ``popularity_days`` before it. Days are walked in order with running counts."""
     n_items = int(item_code.max()) + 1
     ev_day = event_us // _DAY_US
-    q_day = queries["us"].to_numpy() // _DAY_US
+    q_day = start_us // _DAY_US
     order = np.argsort(ev_day, kind="stable")
     days, starts = np.unique(ev_day[order], return_index=True)
     by_day = dict(zip(days.tolist(), np.split(item_code[order], starts[1:]), strict=True))
+    del order
     seen = np.zeros(n_items, dtype=np.int64)  # events before the current day
     recent = np.zeros(n_items, dtype=np.int64)  # events in the popularity_days before it
-    query_ids = queries["query_id"].to_numpy(dtype=object)
     for day in range(int(ev_day.min()), int(q_day.max()) + 1):
         at = np.flatnonzero(q_day == day)
         pool = np.flatnonzero(seen > 0)
         if len(at) and len(pool):
             weights = {"popular": recent[pool].astype(np.float64), "uniform": np.ones(len(pool))}
-            for j, (kind, n) in enumerate(wanted.items()):
+            drawn = []
+            for j, (kind, n) in enumerate(zip(weights, wanted.tolist(), strict=True)):
                 if n == 0 or weights[kind].sum() <= 0:
                     continue
                 draws = 3 * n + 5  # duplicates and engaged items are dropped afterwards
                 u = _uniforms(query_ids[at], draws, settings.seed + 7919 * j)
                 cum = np.cumsum(weights[kind])
                 pick = np.minimum(np.searchsorted(cum, u * cum[-1], side="right"), len(pool) - 1)
-                yield np.repeat(at, draws), pool[pick].ravel(), j, np.tile(np.arange(draws), len(at))
+                drawn.append((np.repeat(at, draws), pool[pick].ravel(), np.int64(j), np.tile(np.arange(draws), len(at))))
+            if drawn:
+                yield at, drawn
         today = np.bincount(by_day.get(day, np.zeros(0, np.intp)), minlength=n_items)
         seen += today
         recent += today
@@ -267,8 +319,9 @@ def _uniforms(query_ids: np.ndarray, draws: int, seed: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
-def _frame(rows: pd.DataFrame, settings: LabelSettings) -> pd.DataFrame:
-    """``rows`` (query_id, user_id, item_id, ts, grade, context) as ``OUTPUT_COLUMNS``, in query order."""
+def _frame(rows: pd.DataFrame, settings: LabelSettings, *, ordered: bool = False) -> pd.DataFrame:
+    """``rows`` (query_id, user_id, item_id, ts, grade, context) as ``OUTPUT_COLUMNS``, in query order
+    (``ordered``: they are already)."""
     rows = rows.reset_index(drop=True)
     out = pd.DataFrame({"query_id": rows["query_id"].astype("string")})
     for column in CARRIED_COLUMNS:
@@ -280,7 +333,7 @@ def _frame(rows: pd.DataFrame, settings: LabelSettings) -> pd.DataFrame:
             out[column] = pd.Series(None, index=out.index, dtype=object)
     out["grade"] = np.clip(rows["grade"].to_numpy(dtype=np.float64), 0.0, 1.0)
     out["label"] = np.rint(out["grade"].to_numpy() * settings.levels).astype(np.int32)
-    if len(out):
+    if len(out) and not ordered:
         item_code = pd.factorize(out["item_id"], sort=True)[0]
         us = out["ts"].dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64)
         out = out.take(_order(out["query_id"], item_code, us, np.full(len(out), np.inf)))

@@ -167,3 +167,21 @@ def test_a_short_history_is_noted_with_the_protocol(log):
     assert "holds 39 days of history" in short.note and "HISTORY_DAYS=91" in short.note
     _, enough = ranking_queries(log, _labels(advised_history_days=30))
     assert enough.note == "" and enough.as_dict()["note"] == ""
+
+
+def test_rows_are_in_query_order_for_text_or_categorical_ids(log):
+    """The stage reads ids and few-valued columns as categoricals (``stages.build_dataset``): the same rows, in
+    (query start, query id, item id) order; events without a user or an item name no query."""
+    settings = _labels(popular_negatives=4, uniform_negatives=3)
+    at = log["ts"].iloc[len(log) // 2]  # two queries starting together, the later id logged first
+    log = pd.concat([log, log.head(2).assign(user_id=["zz-tie", "aa-tie"], session_id=["t1", "t2"], ts=at)],
+                    ignore_index=True)
+    out = implicit_queries(log, settings)
+    assert {"zz-tie|s:t1", "aa-tie|s:t2"} <= set(out["query_id"])
+    resorted = out.sort_values(["ts", "query_id", "item_id"], kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(out, resorted)
+    as_codes = log.astype({c: "category" for c in ("user_id", "item_id", "session_id", "device", "event_type")})
+    text = {"user_id": str, "item_id": str, "device": str}
+    pd.testing.assert_frame_equal(implicit_queries(as_codes, settings).astype(text), out.astype(text))
+    orphan = pd.concat([log, log.head(3).assign(user_id=None), log.tail(2).assign(item_id=None)], ignore_index=True)
+    pd.testing.assert_frame_equal(implicit_queries(orphan, settings), out)
