@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.atomic import write_arrow, write_json, write_parquet
@@ -524,12 +525,14 @@ def build_dataset_in_process(settings: Settings, validated: stages.Validated, ex
     import shutil
 
     import features
-    from features.implicit import LOGGED
+    from features.implicit import LOGGED, protocol_for
     from features.partitioned import ACROSS_KEYS
     from rankloop.partitions import split_by_day
 
     if settings.labels.implicit.mode == "implicit" or set(_feature_set(settings)) & ACROSS_KEYS:
         return None
+    if protocol_for(0, settings.labels.implicit).name != LOGGED and not _has_impressions(validated.events_path):
+        return None  # no slate logged: the implicit protocol, decided without cutting and labelling the window
     base = workdir / "data" / "partitioned"
     shutil.rmtree(base, ignore_errors=True)  # what a killed run left
     try:
@@ -559,6 +562,18 @@ def build_dataset_in_process(settings: Settings, validated: stages.Validated, ex
         shutil.rmtree(base, ignore_errors=True)
     return stages.Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
                           impressions=labelled.impressions, protocol=labelled.protocol)
+
+
+def _has_impressions(events_path: Path) -> bool:
+    """Whether the valid events hold an impression (their event types read alone, a row group at a time)."""
+    from core.schema import EventType
+
+    source = pq.ParquetFile(events_path)
+    for group in range(source.num_row_groups):
+        types = source.read_row_group(group, columns=["event_type"]).column(0)
+        if pc.any(pc.equal(types.cast(pa.string()), EventType.IMPRESSION.value)).as_py():
+            return True
+    return False
 
 
 def _window_split(parts: list[FeaturePart], key_columns: list[str], names: tuple[str, ...] | list[str],

@@ -129,16 +129,18 @@ def no_impressions(inputs, tmp_path_factory: pytest.TempPathFactory) -> tuple[st
 
 def test_a_window_without_impressions_gets_the_one_piece_split(tmp_path: Path, no_impressions,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tasks build logged slates only: past the labels they hand the window back, clean, and the stage
+    """The tasks build logged slates only: a window without an impression is handed back before they cut or
+    label anything (at 8.5M events of the e-commerce layout that was 27 s of labels thrown away), and the stage
     makes the implicit queries over the whole window (its features by bucket), the one-piece split."""
     validated, _ = no_impressions
     bucket_rows = validated.rows_valid // 5
-    built = []
-    original = distributed.build_dataset_in_process
+    built, cut = [], []
+    original, partitions = distributed.build_dataset_in_process, distributed.feature_partitions
     monkeypatch.setattr(distributed, "build_dataset_in_process",
                         lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+    monkeypatch.setattr(distributed, "feature_partitions", lambda *a, **k: cut.append(1) or partitions(*a, **k))
     whole, keyed = _split(tmp_path, no_impressions, 0), _split(tmp_path, no_impressions, bucket_rows)
-    assert built == [None]  # the tasks ran, saw no logged slate and declined
+    assert built == [None] and cut == []  # the tasks saw no logged slate and declined before any work
     assert not (tmp_path / f"run-{bucket_rows}" / "data" / "partitioned").exists()
     assert sorted(whole) == sorted(keyed) == ["test", "train", "valid"]
     for part in whole:
