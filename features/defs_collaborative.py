@@ -84,14 +84,45 @@ def cooccurrence_scores(ev_user, ev_item, ev_ms, q_user, q_item, q_ms, n_users: 
     return out[0], out[1], out[2]
 
 
+# A day's query rows are scored a slice at a time: at most this many (earlier item, candidate) pairs at once.
+# At 8.5M events (19.3M query rows, 1,000 items), scoring a day at once took each row's similarity row
+# from S (a dense ~1,000 items each): 13 GB.
+PAIRS_PER_SLICE = 4_000_000
+DENSE_ITEMS = 4096  # up to this many items S is read as a dense array (<= 128 MiB), beyond that by rows
+
+
 def _scores(x: sp.csr_matrix, c: sp.csr_matrix, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """(3, len(users)): sum, mean and max over the user's items j of S[j, item]."""
     n = c.diagonal()
     scale = sp.diags(np.where(n > 0, 1.0 / np.sqrt(np.maximum(n, 1)), 0.0))
     s = (scale @ (c - sp.diags(n)) @ scale).tocsr()
-    history = x[users]  # (rows, items): the user's items so far
-    similar = s[items]  # (rows, items): the candidate's similarities (S is symmetric)
-    both = history.multiply(similar).tocsr()
+    dense = s.toarray() if s.shape[0] <= DENSE_ITEMS else None
+    pairs = np.diff(x.indptr)[users] + (0 if dense is not None else np.diff(s.indptr)[items])
+    reach = np.cumsum(pairs, dtype=np.int64)
+    out = np.zeros((3, len(users)))
+    start = 0
+    while start < len(users):  # rows [start, stop): at most PAIRS_PER_SLICE pairs, at least one row
+        before = int(reach[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(reach, before + PAIRS_PER_SLICE, side="right")))
+        out[:, start:stop] = _slice_scores(x[users[start:stop]], s, dense, items[start:stop])
+        start = stop
+    return out
+
+
+def _slice_scores(history: sp.csr_matrix, s: sp.csr_matrix, dense: np.ndarray | None,
+                  items: np.ndarray) -> np.ndarray:
+    """:func:`_scores` of some rows: ``history`` their users' rows of X. The products history[j] * S[item, j]
+    are S's stored values (history is 0/1), read for the user's items only when S is dense; the same values
+    in the same (ascending j) order either way, so the same sums to the last bit."""
+    if dense is None:
+        both = history.multiply(s[items]).tocsr()
+    else:
+        counts = np.diff(history.indptr)
+        row = np.repeat(np.arange(len(items)), counts)
+        values = dense[items[row], history.indices]  # S[item, j], as the rows of S the product takes
+        kept = values != 0  # S stores no zero (scipy drops them): nor does the product
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(row[kept], minlength=len(items)))])
+        both = sp.csr_matrix((values[kept], history.indices[kept], indptr), shape=history.shape)
     total = np.asarray(both.sum(axis=1)).ravel()
     seen = np.diff(history.indptr)
     best = np.asarray(both.max(axis=1).todense()).ravel() if both.shape[0] else np.zeros(0)

@@ -43,3 +43,25 @@ def test_the_query_s_own_day_and_later_are_invisible(make_frame):
     later = [("C", "y", "rating", "2026-01-02T00:00:00"), ("F", "x", "rating", "2026-01-02T07:00:00"),
              ("F", "y", "rating", "2026-01-03T07:00:00")]
     pd.testing.assert_frame_equal(_features(make_frame, _events(make_frame, later), query), base, check_exact=True)
+
+
+def test_slices_and_the_dense_read_give_the_row_by_row_scores_to_the_last_bit(monkeypatch):
+    """A day's rows are scored a slice at a time, reading S dense for a small catalogue: the same float64
+    values as taking each row's row of S (S is symmetric only up to rounding: S[item, j] is what it reads)."""
+    from features import defs_collaborative as dc
+
+    rng = np.random.default_rng(7)
+    n_users, n_items, n_events, n_queries = 300, 120, 20_000, 6_000
+    day = 86_400_000
+    args = (rng.integers(0, n_users, n_events), rng.integers(0, n_items, n_events), rng.integers(0, 20, n_events) * day,
+            rng.integers(0, n_users, n_queries), rng.integers(0, n_items, n_queries), rng.integers(1, 21, n_queries) * day)
+    monkeypatch.setattr(dc, "DENSE_ITEMS", 0)
+    monkeypatch.setattr(dc, "PAIRS_PER_SLICE", 10**12)
+    by_rows = np.vstack(dc.cooccurrence_scores(*args, n_users, n_items))
+    monkeypatch.setattr(dc, "DENSE_ITEMS", 4096)
+    monkeypatch.setattr(dc, "PAIRS_PER_SLICE", 500)
+    sliced = np.vstack(dc.cooccurrence_scores(*args, n_users, n_items))
+    assert (by_rows[0] > 0).mean() > 0.9 and np.array_equal(sliced, by_rows)
+    monkeypatch.setattr(dc, "DENSE_ITEMS", 0)
+    monkeypatch.setattr(dc, "PAIRS_PER_SLICE", 1)  # a row a slice, by rows of S
+    assert np.array_equal(np.vstack(dc.cooccurrence_scores(*args, n_users, n_items)), by_rows)
