@@ -72,6 +72,7 @@ def load(uri: str, rows: int, items: int) -> dict[str, Any]:
     from sources import write_table
 
     config, names = sim_config(rows, items), tables(rows)
+    drop(uri, rows)  # and the e-commerce table made from the old rows (ecommerce_table)
     started, written = time.perf_counter(), 0
     for i, chunk in enumerate(simulate(config, chunk_requests=20_000)):
         written += write_table(uri, names["interactions"], chunk, mode="replace" if i == 0 else "append")
@@ -86,9 +87,53 @@ def load(uri: str, rows: int, items: int) -> dict[str, Any]:
     return meta
 
 
+# --- the e-commerce seed's layout (``--shape ecommerce``): what the simulator never writes ------------
+SHAPE_ENV = "RL_BENCH_SHAPE"
+# Seed 004's user_product_interactions, in PostgreSQL: BIGINT ids, an upper-case VARCHAR event type,
+# a naive TIMESTAMP, a JSON context, a DECIMAL reward, and no impressions. The simulator's impressions
+# become VIEWs (the seed's tracker logs every product a user saw), its product-page views go (they
+# would double the VIEWs), and the event types the seed's enum lacks go.
+ECOMMERCE_TYPES = {"impression": "VIEW", "click": "CLICK", "cart_add": "CART_ADD", "purchase": "PURCHASE",
+                   "save": "WISHLIST"}
+ECOMMERCE_REWARD = {"VIEW": 0.0, "CLICK": 1.0, "CART_ADD": 3.0, "PURCHASE": 10.0, "WISHLIST": 2.0}
+
+
+def ecommerce_table(uri: str, rows: int) -> dict[str, Any]:
+    """``rl_bench_weekly_<N>_ecommerce`` from the loaded simulator table (made once; not timed)."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    source, target = tables(rows)["interactions"], tables(rows)["interactions"].replace("_interactions", "_ecommerce")
+    kinds = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in ECOMMERCE_TYPES.items())
+    rewards = " ".join(f"WHEN '{k}' THEN {v}" for k, v in ECOMMERCE_REWARD.items())
+    started = time.perf_counter()
+    with pg.connect(uri) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT to_regclass('{target}') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            cur.execute(f"""
+                CREATE TABLE {target} AS
+                SELECT row_number() OVER (ORDER BY ts, event_id)::bigint AS id,
+                       substr(user_id, 2)::bigint AS user_id, substr(item_id, 2)::bigint AS product_id,
+                       (CASE event_type {kinds} END)::varchar(50) AS interaction_type,
+                       session_id::varchar(255) AS session_id, (ts AT TIME ZONE 'UTC') AS "timestamp",
+                       json_build_object('category', category, 'device', device) AS context,
+                       (CASE (CASE event_type {kinds} END) {rewards} END)::decimal(10, 2) AS reward
+                FROM {source} WHERE event_type IN ({", ".join(f"'{k}'" for k in ECOMMERCE_TYPES)})""")
+            cur.execute(f'CREATE INDEX ix_{target}_timestamp ON {target} ("timestamp")')
+            conn.commit()
+        cur.execute(f"SELECT count(*) FROM {target}")
+        count = cur.fetchone()[0]
+    return {"rows": count, "table": target, "from": source, "seconds": round(time.perf_counter() - started, 1)}
+
+
 def mapping_file(directory: Path, rows: int) -> Path:
     from sources.mapping import MAPPINGS_DIR
 
+    if os.environ.get(SHAPE_ENV) == "ecommerce":
+        table = tables(rows)["interactions"].replace("_interactions", "_ecommerce")
+        text = (MAPPINGS_DIR / "ecommerce_mysql.yaml").read_text()
+        path = directory / "bench_weekly_ecommerce.yaml"
+        path.write_text(text.replace("table: user_product_interactions\n", f"table: {table}\n"))
+        return path
     text = (MAPPINGS_DIR / "rankloop.yaml").read_text()
     for name, table in tables(rows).items():
         text = text.replace(f"table: {name}\n", f"table: {table}\n")
@@ -431,6 +476,9 @@ def main() -> None:
                         "variant also runs on its code, right after this one's, as <variant>_previous")
     parser.add_argument("--floor", action="store_true", help="the direct variant (this checkout's) then measures "
                         "the floor in its process: a raw ADBC read of the window + LightGBM's fit of its capped matrix")
+    parser.add_argument("--shape", choices=("rankloop", "ecommerce"), default="rankloop", help="the source's "
+                        "layout: the simulator's own tables, or seed 004's e-commerce table made from them "
+                        "(no impressions; ecommerce_table)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -442,6 +490,11 @@ def main() -> None:
             else load(args.uri, args.rows, args.items))
     print(f"source: {meta['rows']:,} rows in {meta['tables']['interactions']} (load {meta['load_seconds']} s)", flush=True)
     out_path = RESULTS / f"weekly_{args.rows}.json"
+    if args.shape == "ecommerce":
+        os.environ[SHAPE_ENV] = "ecommerce"  # the workers' mapping (mapping_file)
+        meta = meta | {"ecommerce": ecommerce_table(args.uri, args.rows)}
+        print(f"e-commerce layout: {meta['ecommerce']}", flush=True)
+        out_path = RESULTS / f"weekly_{args.rows}_ecommerce.json"
     results: dict[str, Any] = {}  # this command's variants only: figures from different runs are not comparable
     runs = [(v, None) for v in args.variants.split(",")]
     if args.previous:
@@ -462,7 +515,7 @@ def drop(uri: str, rows: int) -> None:
     import adbc_driver_postgresql.dbapi as pg
 
     with pg.connect(uri) as conn, conn.cursor() as cur:
-        for table in tables(rows).values():
+        for table in [*tables(rows).values(), tables(rows)["interactions"].replace("_interactions", "_ecommerce")]:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
         conn.commit()
 
