@@ -157,8 +157,10 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings) -> pd.DataFr
     """
     _check_events(events, 24)
     ev = events.reset_index(drop=True)
-    if len(ev):
-        ev = ev[(ev["user_id"].notna() & ev["item_id"].notna()).to_numpy()].reset_index(drop=True)
+    named = (ev["user_id"].notna() & ev["item_id"].notna()).to_numpy()
+    if not named.all():  # a copy of the events only when there is something to drop
+        ev = ev[named].reset_index(drop=True)
+    del named
     if ev.empty:
         empty = pd.DataFrame({"query_id": [], "user_id": [], "item_id": [], "grade": [],
                               "ts": pd.Series([], dtype="datetime64[us, UTC]")})
@@ -188,30 +190,40 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings) -> pd.DataFr
     del best
     s_query, s_item = _sampled(engaged, query_ids, start_us, item_code, us, n_items, settings.implicit)
     del query, item_code
-    row_query = np.concatenate([engaged // n_items, s_query])
-    row_item = np.concatenate([engaged % n_items, s_item])
+    small = np.int32 if max(n_queries, int(n_items)) < 2**31 else np.int64
+    row_query = np.concatenate([engaged // n_items, s_query]).astype(small)
+    row_item = np.concatenate([engaged % n_items, s_item]).astype(small)
     grade = np.concatenate([engaged_grade, np.zeros(len(s_query))])
     del engaged, engaged_grade, s_query, s_item
     # The rows in the output's order: queries by (start, id), then items (every row's position is unknown).
     text_order = np.argsort(query_ids, kind="stable")
     text_rank = np.empty(n_queries, dtype=np.int64)
     text_rank[text_order] = np.arange(n_queries)
-    rank = np.empty(n_queries, dtype=np.int64)
+    rank = np.empty(n_queries, dtype=small)
     rank[np.lexsort((text_rank, start_us))] = np.arange(n_queries)
     order = np.lexsort((row_item, rank[row_query]))
     row_query, row_item, grade = row_query[order], row_item[order], grade[order]
     del order, rank, text_rank, text_order
-    users = ev["user_id"].take(first_rows).to_numpy(dtype=object)
-    rows = pd.DataFrame({"query_id": query_ids[row_query], "user_id": users[row_query],
-                         "item_id": items[row_item], "grade": grade})
+    # Each column taken by code from its few distinct values (a text per row made once, in Arrow, not as
+    # Python objects): the dtypes a frame of the rows' own values would infer.
+    by_query = {"query_id": pd.Series(query_ids, dtype="string"),
+                "user_id": pd.Series(ev["user_id"].take(first_rows).to_numpy(dtype=object))}
+    rows = pd.DataFrame({name: _taken(values, row_query) for name, values in by_query.items()})
+    rows["item_id"] = _taken(pd.Series(items), row_item)
+    rows["grade"] = grade
     rows["ts"] = pd.to_datetime(start_us[row_query], unit="us", utc=True).astype("datetime64[us, UTC]")
     for column in (c for c in QUERY_CONTEXT if c in ev.columns):  # from the query's first event
-        rows[column] = ev[column].take(first_rows[row_query]).reset_index(drop=True)
+        rows[column] = _taken(ev[column].take(first_rows).reset_index(drop=True), row_query)
     for column in (c for c in ITEM_ATTRIBUTES if c in ev.columns):  # the item's first value in the window
         known = ev[["item_id", column]].dropna(subset=[column]).drop_duplicates("item_id")
-        rows[column] = rows["item_id"].map(known.set_index("item_id")[column])
+        rows[column] = _taken(known.set_index("item_id")[column].reindex(items).reset_index(drop=True), row_item)
     log.debug("implicit queries: %d queries, %d rows", n_queries, len(rows))
     return _frame(rows, settings, ordered=True)
+
+
+def _taken(values: pd.Series, codes: np.ndarray) -> pd.Series:
+    """``values``' entries at ``codes``, with ``values``' dtype and a fresh RangeIndex."""
+    return pd.Series(values.array.take(codes))
 
 
 def _query_codes(ev: pd.DataFrame, query_by: str, us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
