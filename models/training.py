@@ -480,12 +480,15 @@ def _gather(source: np.ndarray | Path, rows: np.ndarray) -> np.ndarray:
 
 def _part_schema(keys: pd.DataFrame, part_rows: np.ndarray) -> pa.Schema:
     """The Arrow types of a part's key columns, as one conversion of the whole part would infer
-    them: typed columns from their dtype, object columns (e.g. all-null ones) from all their values."""
+    them: typed columns from their dtype, object columns (e.g. all-null ones) from all their values,
+    categorical ones as their values (the file holds the ids, not codes)."""
     head = arrow_table(keys.take(part_rows[:1]).reset_index(drop=True))
     fields = []
     for name, field_ in zip(keys.columns, head.schema, strict=True):
         if keys[name].dtype == object:
             field_ = field_.with_type(pa.Array.from_pandas(keys[name].take(part_rows)).type)
+        elif pa.types.is_dictionary(field_.type):
+            field_ = field_.with_type(field_.type.value_type)
         fields.append(field_)
     return pa.schema(fields)
 

@@ -118,3 +118,29 @@ def test_ids_decoded_from_codes_are_what_astype_gives(categories):
     assert got.index.equals(values.index) and got.name == "user_id"
     assert got.isna().tolist() == (codes < 0).tolist()
     assert [v for v in got.tolist() if not pd.isna(v)] == [v for v in expected.tolist() if not pd.isna(v)]
+
+
+@pytest.mark.parametrize("as_read", [False, True])
+def test_implicit_queries_with_categorical_ids_are_the_text_ones_coded(items, users, as_read):
+    """``categorical_ids`` (the weekly stage's implicit queries: a code per row, not a text): the same rows, each id
+    column's values those of the text frame (its categories sorted, so a sort by code is a sort by text), and every
+    feature the same from them."""
+    events = _no_slates(_context(make_events(n_requests=400), seed=6))
+    read = _as_read(events) if as_read else events
+    labels = LabelSettings()
+    text, _ = ranking_queries(events, labels)
+    coded, protocol = ranking_queries(read, labels, categorical_ids=True)
+    assert protocol.name == IMPLICIT and len(coded) == len(text) > 0
+    for c in ("query_id", "user_id", "item_id"):
+        assert isinstance(coded[c].dtype, pd.CategoricalDtype), c
+        categories = coded[c].cat.categories
+        assert categories.is_monotonic_increasing and categories.is_unique, c
+        assert coded[c].cat.codes.min() >= 0, c
+    as_text = coded.assign(**{c: coded[c].astype(text[c].dtype) for c in coded.columns
+                              if isinstance(coded[c].dtype, pd.CategoricalDtype)})
+    pdt.assert_frame_equal(as_text, text)
+    names = tuple(REGISTRY)
+    settings = FeatureSettings()
+    expected = build_columns(text, events, names, items=items, users=users, settings=settings)
+    got = build_columns(coded, read, names, items=items, users=users, settings=settings)
+    pdt.assert_frame_equal(got, expected)

@@ -180,3 +180,25 @@ def test_training_matrices_hold_the_capped_train_rows_and_the_relevant_valid_row
     pdt.assert_frame_equal(m.valid, relevant_rows[["query_id", "label"]])
     assert len(m.X_valid) == len(m.valid) and m.X_valid.columns == cols  # read in batches as LightGBM bins them
     np.testing.assert_array_equal(m.X_valid[0:len(m.X_valid)], relevant_rows[cols].to_numpy(dtype=np.float64))
+
+
+def test_categorical_ids_write_the_files_text_ids_write(tmp_path):
+    """The weekly stage's implicit queries carry their ids as categoricals (a code per row); the split's files
+    hold the ids themselves: the same schema and values as from text ids, and the same rows in each part (a sort
+    by code is a sort by text: the categories are sorted)."""
+    import pyarrow.parquet as pq
+
+    keys, features = _frames()
+    coded = keys.assign(**{c: keys[c].astype(pd.CategoricalDtype(sorted(keys[c].unique())))
+                           for c in ("query_id", "user_id", "item_id")})
+    sources = {c: features[c].to_numpy() for c in features}
+    written = {}
+    for name, frame in (("text", keys), ("coded", coded)):
+        rows, valid_start, test_start = split_rows(frame, end=END, valid_days=7, test_days=7)
+        written[name] = write_split(rows, frame, sources, tmp_path / name, valid_start=valid_start,
+                                    test_start=test_start)
+    for part in ("train", "valid", "test"):
+        text, got = (pq.read_table(written[n].paths[part]) for n in ("text", "coded"))
+        assert got.schema == text.schema and got.num_rows > 0
+        pdt.assert_frame_equal(got.to_pandas(), text.to_pandas())
+    assert written["coded"].sizes() == written["text"].sizes()
