@@ -220,15 +220,7 @@ class BuildContext:
         logged = self.ev_type == self.type_code.get(EventType.IMPRESSION.value, -2)
         if logged.any() or len(logged) == 0:
             return logged
-        session, _ = pd.factorize(column_or_null(self.events, "session_id"))
-        day = self.ev_ms // DAY_MS
-        context = np.where(session >= 0, session, session.max(initial=-1) + 1 + day - day.min())
-        key = pd.DataFrame({"u": self.ev_user, "i": self.ev_item, "c": context}).groupby(["u", "i", "c"]).ngroup()
-        order = np.lexsort((self.ev_ms, key.to_numpy()))
-        sorted_key = key.to_numpy()[order]
-        first = np.zeros(len(order), dtype=bool)
-        first[order[np.r_[True, sorted_key[1:] != sorted_key[:-1]]]] = True
-        return first
+        return inferred_exposures(self.ev_user, self.ev_item, column_or_null(self.events, "session_id"), self.ev_ms)
 
     # --- keys per grain -----------------------------------------------------------------
     def keys(self, grain: str) -> tuple[np.ndarray, np.ndarray]:
@@ -344,3 +336,25 @@ class BuildContext:
         """Per query: seconds since the key's first selected event before t (NaN if none)."""
         first = self.timeline(grain).first_ms(self.prefix(grain, what), self.mask(what))
         return (self.q_ms - first) / 1000.0
+
+
+def inferred_exposures(ev_user: np.ndarray, ev_item: np.ndarray, session_id: pd.Series, ev_ms: np.ndarray) -> np.ndarray:
+    """Per event of a log without impressions, whether it is the first of its (user, item, session or UTC day):
+    the exposures the builder infers (the earliest; of equal times, the first in the events' order). A group
+    depends on its user's (item's) events only: a bucket of users (items) infers its events' values itself."""
+    session, _ = pd.factorize(session_id)
+    day = ev_ms // DAY_MS
+    context = np.where(session >= 0, session, session.max(initial=-1) + 1 + day - (day.min() if len(day) else 0))
+    del session, day
+    # One stable sort by (user, item, context, time): each group's rows together, its earliest first (of equal
+    # times, the first in the events' order). Not a groupby's ngroup: ~1.5 GB of working set at 8.5M events.
+    order = np.lexsort((ev_ms, context, ev_item, ev_user))
+    starts = np.ones(len(order), dtype=bool)
+    for codes in (ev_user, ev_item, context):
+        ranked = codes[order]
+        starts[1:] &= ranked[1:] == ranked[:-1]
+        del ranked
+    first = np.zeros(len(order), dtype=bool)
+    first[order[~starts]] = True
+    first[order[:1]] = True
+    return first

@@ -132,35 +132,6 @@ def key_buckets(values: pd.Series, buckets: int) -> np.ndarray:
     return np.where(codes >= 0, of_value[np.maximum(codes, 0)].astype(np.int64) if len(of_value) else 0, 0)
 
 
-def is_window_aggregate(key: Any) -> bool:
-    """Whether a memo key names an aggregate over every event before t (or a per-event value made from one),
-    which a key bucket cannot make from its own events."""
-    from features.context import EXPOSURE
-
-    return isinstance(key, tuple) and len(key) == 2 and (
-        key[0] == "past_rate" or key == ("values", "position_weight") or key == ("mask", EXPOSURE))
-
-
-def window_aggregates(impressions: pd.DataFrame, events: pd.DataFrame, keys: set[Any], *,
-                      items: pd.DataFrame | None, users: pd.DataFrame | None,
-                      settings: FeatureSettings) -> tuple[dict[Any, np.ndarray], dict[Any, np.ndarray]]:
-    """The window-wide aggregates ``keys`` names (and always the exposure mask), made over all of ``events``:
-    (per query, aligned with ``impressions``; per event, aligned with ``events``)."""
-    from features import defs_activity
-    from features.build import KEPT_COUNTS
-    from features.context import EXPOSURE, BuildContext
-
-    ctx = BuildContext(impressions, events, items, users, settings, kept_counts=KEPT_COUNTS)
-    per_query, per_event = {}, {("mask", EXPOSURE): ctx.mask(EXPOSURE)}
-    for key in sorted((k for k in keys if is_window_aggregate(k)), key=repr):
-        if key[0] == "past_rate":
-            per_query[key] = defs_activity.past_rate(ctx, key[1])
-        elif key == ("values", "position_weight"):
-            defs_activity.position_weights(ctx)
-            per_event[key] = ctx.values("position_weight")
-    return per_query, per_event
-
-
 def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...], *,
                        items: pd.DataFrame | None = None, users: pd.DataFrame | None = None,
                        settings: FeatureSettings, buckets: int, scratch: Path) -> Iterator[tuple[str, np.ndarray]]:
@@ -185,14 +156,10 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
         return
     keyed = tuple(n for k, names in groups.items() if k is not None for n in names)
     read = keys_read(impressions, events, keyed, items=items, users=users, settings=settings)
-    # The window-wide aggregates: from per-day counts of the few columns they read (features.window), or, when
-    # exposures are inferred from sessions (no impression logged), from a builder over the whole window.
-    counts, per_query, per_event = None, {}, {}
-    if has_logged_exposures(events):
-        counts = WindowCounts(day_parts(events, settings), settings)
-    else:
-        per_query, per_event = window_aggregates(impressions, events, read, items=items, users=users,
-                                                 settings=settings)
+    # The window-wide aggregates from per-day counts of the few columns they read (features.window); exposures
+    # inferred from sessions when no impression is logged (each bucket is handed its events' part of the mask).
+    exposures = None if has_logged_exposures(events) else window_exposures(events)
+    counts = WindowCounts(day_parts(events, settings, exposures), settings)
     if None in groups:  # context features read the impression alone; co-occurrence reads the whole window
         context_only = all(REGISTRY[n].grain == "context" for n in groups[None])
         yield from iter_columns(impressions, events.iloc[:0] if context_only else events, groups[None], items=items,
@@ -208,20 +175,18 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
                 paths = (folder / f"{key}.{b}.queries.arrow", folder / f"{key}.{b}.events.arrow")
                 _spill_rows(impressions, q_rows, paths[0])
                 _spill_rows(events, e_rows, paths[1])
-                given = {k: v[q_rows] for k, v in per_query.items()} | {k: v[e_rows] for k, v in per_event.items()}
-                if given:  # made over the whole window (inferred exposures); else each bucket's from the day parts
-                    np.savez(folder / f"{key}.{b}.given.npz", *given.values())
-                cuts[key].append((q_rows, paths, list(given)))
+                if exposures is not None:
+                    np.save(folder / f"{key}.{b}.exposures.npy", exposures[e_rows])
+                cuts[key].append((q_rows, paths))
             del q_bucket, e_bucket
         n_queries = len(impressions)
-        del impressions, events, per_query, per_event  # the buckets on disk hold them now
+        del impressions, events, exposures  # the buckets on disk hold them now
         for key, parts in cuts.items():
-            for b, (_, (q_path, e_path), given_keys) in enumerate(parts):
+            for b, (_, (q_path, e_path)) in enumerate(parts):
                 queries, bucket_events = _unspill(q_path), _unspill(e_path)
-                if counts is not None:
-                    given = window_given(counts, queries, bucket_events, read)
-                else:
-                    given = _load_given(folder / f"{key}.{b}.given.npz", given_keys)
+                inferred = folder / f"{key}.{b}.exposures.npy"
+                given = window_given(counts, queries, bucket_events, read,
+                                     np.load(inferred) if inferred.exists() else None)
                 columns = iter_columns(queries, bucket_events, groups[key], items=items, users=users,
                                        settings=settings, given=given)
                 del given, queries, bucket_events
@@ -231,7 +196,7 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
                 e_path.unlink()
             for name in groups[key]:
                 out = np.empty(n_queries, dtype=REGISTRY[name].dtype)
-                for b, (q_rows, _, _) in enumerate(parts):
+                for b, (q_rows, _) in enumerate(parts):
                     chunk = folder / f"{name}.{b}.npy"
                     out[q_rows] = np.load(chunk)
                     chunk.unlink()
@@ -257,7 +222,11 @@ def _unspill(path: Path) -> pd.DataFrame:
         return pa.ipc.open_file(source).read_all().to_pandas()
 
 
-def _load_given(path: Path, keys: list[Any]) -> dict[Any, np.ndarray]:
-    with np.load(path) as stored:
-        return {key: stored[f"arr_{i}"] for i, key in enumerate(keys)}
+def window_exposures(events: pd.DataFrame) -> np.ndarray:
+    """Per event of a window without logged impressions, whether it is an inferred exposure (the builder's own,
+    ``features.context.inferred_exposures``), from the ids' codes, sessions and times alone."""
+    from features.context import _ms, column_or_null, inferred_exposures
+
+    user, item = pd.factorize(events["user_id"])[0], pd.factorize(events["item_id"])[0]
+    return inferred_exposures(user, item, column_or_null(events, "session_id"), _ms(events["ts"]))
 

@@ -10,8 +10,9 @@ the count in t's own day before t. A day's part (:func:`day_parts`) is that day'
 :class:`WindowCounts` holds the running totals of a window's days and searches a day's part when a query falls
 on it, and :func:`window_given` turns the counts into the values the builder takes.
 
-Exposures are the logged impression events here (a window without any infers them from sessions, which this
-does not: ``features.partitioned.window_aggregates`` does, over the whole window).
+Exposures are the logged impression events; a window without any infers them from sessions
+(``features.context.inferred_exposures``), and its caller hands the inferred mask to :func:`day_parts` and
+:func:`window_given` (``exposures``).
 """
 
 from __future__ import annotations
@@ -57,12 +58,15 @@ class DayPart:
     counts: dict[str, np.ndarray]
 
 
-def day_parts(events: pd.DataFrame, settings: FeatureSettings) -> list[DayPart]:
-    """The parts of every UTC day ``events`` (``event_type``, ``ts``, ``position``) touch."""
+def day_parts(events: pd.DataFrame, settings: FeatureSettings, exposures: np.ndarray | None = None) -> list[DayPart]:
+    """The parts of every UTC day ``events`` (``event_type``, ``ts``, ``position``) touch; ``exposures``: per
+    event, whether it is one (inferred from sessions; default: the logged impressions)."""
     if len(events) == 0:
         return []
     ms = _ms(events["ts"])
     chosen = selections(events["event_type"], settings)
+    if exposures is not None:
+        chosen[EXPOSURE] = np.asarray(exposures, dtype=bool)
     bucket = position_buckets(events, len(events), settings)
     day = ms // DAY_MS
     order = np.argsort(day, kind="stable")  # each day's rows one slice, in their order
@@ -233,9 +237,10 @@ def _searched(comp: np.ndarray, needles: np.ndarray, key: np.ndarray) -> np.ndar
 
 
 def window_values(counts: WindowCounts, keys: set[Any], q_ms: np.ndarray,
-                  events: pd.DataFrame | None) -> dict[Any, np.ndarray]:
+                  events: pd.DataFrame | None, exposures: np.ndarray | None = None) -> dict[Any, np.ndarray]:
     """The past rates among ``keys`` at ``q_ms`` and (``("values", "position_weight")``) the position weights of
-    ``events``, from one :meth:`WindowCounts.before_many`."""
+    ``events`` (``exposures``: their exposure mask, default the logged impressions), from one
+    :meth:`WindowCounts.before_many`."""
     zero = np.zeros(len(q_ms), np.int16)
     whats = sorted(k[1] for k in keys if isinstance(k, tuple) and len(k) == 2 and k[0] == "past_rate")
     asks: dict[Any, tuple[str, np.ndarray, np.ndarray]] = {}
@@ -245,7 +250,8 @@ def window_values(counts: WindowCounts, keys: set[Any], q_ms: np.ndarray,
     weighted = ("values", "position_weight") in keys and events is not None
     if weighted:
         ms = _ms(events["ts"])
-        exposed = selections(events["event_type"], counts.settings)[EXPOSURE]
+        exposed = (selections(events["event_type"], counts.settings)[EXPOSURE] if exposures is None
+                   else np.asarray(exposures, dtype=bool))
         bucket = position_buckets(events, len(events), counts.settings)
         rows = np.flatnonzero(exposed)
         at, slot = ms[rows], bucket[rows]
@@ -264,8 +270,11 @@ def window_values(counts: WindowCounts, keys: set[Any], q_ms: np.ndarray,
 
 
 def window_given(counts: WindowCounts, impressions: pd.DataFrame, events: pd.DataFrame,
-                 keys: set[Any]) -> dict[Any, np.ndarray]:
+                 keys: set[Any], exposures: np.ndarray | None = None) -> dict[Any, np.ndarray]:
     """What a key bucket's build is given (``BuildContext.given``): the window aggregates among ``keys``, for
-    its ``impressions`` and ``events``, and the exposure mask."""
-    given: dict[Any, np.ndarray] = {("mask", EXPOSURE): selections(events["event_type"], counts.settings)[EXPOSURE]}
-    return given | window_values(counts, keys, _ms(impressions["ts"]), events)
+    its ``impressions`` and ``events``, and the exposure mask (``exposures``, the bucket's events' inferred
+    ones; default the logged impressions)."""
+    if exposures is None:
+        exposures = selections(events["event_type"], counts.settings)[EXPOSURE]
+    given: dict[Any, np.ndarray] = {("mask", EXPOSURE): np.asarray(exposures, dtype=bool)}
+    return given | window_values(counts, keys, _ms(impressions["ts"]), events, exposures)

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import features
 from core.config.features import FeatureSettings, LabelSettings
 from features.context import EXPOSURE
-from features.partitioned import window_aggregates
 from features.window import WindowCounts, day_parts, load_parts, save_parts, window_given
 from tests.features.conftest import make_events
 
 KEYS = {("past_rate", "click"), ("past_rate", "engage"), ("values", "position_weight")}
+
+
+def window_aggregates(impressions, events, keys, *, items, users, settings):
+    """The reference: the window-wide aggregates ``keys`` names (and the exposure mask) from a builder over all of
+    ``events`` (per query, per event)."""
+    from features import defs_activity
+    from features.build import KEPT_COUNTS
+    from features.context import BuildContext
+
+    ctx = BuildContext(impressions, events, items, users, settings, kept_counts=KEPT_COUNTS)
+    per_query, per_event = {}, {("mask", EXPOSURE): ctx.mask(EXPOSURE)}
+    for key in sorted(keys, key=repr):
+        if key[0] == "past_rate":
+            per_query[key] = defs_activity.past_rate(ctx, key[1])
+        elif key == ("values", "position_weight"):
+            defs_activity.position_weights(ctx)
+            per_event[key] = ctx.values("position_weight")
+    return per_query, per_event
 
 
 def _parts_by_day_groups(events, settings, groups: int):
@@ -63,3 +81,55 @@ def test_missing_or_repeated_days_are_caught() -> None:
     whole = window_given(WindowCounts(parts, settings), imps, events, KEYS)
     gap = window_given(WindowCounts(parts[:3] + parts[4:], settings), imps, events, KEYS)  # a day lost
     assert not np.array_equal(whole[("past_rate", "click")], gap[("past_rate", "click")])
+
+
+def test_inferred_exposures_give_the_builders_aggregates(tmp_path) -> None:
+    """A window without logged impressions: the exposures inferred from sessions over the whole window
+    (``window_exposures``) give the day parts the builder's past rates and position weights, and a bucket of
+    users infers its own events' part of the mask (the stage hands each bucket that part)."""
+    from features.context import _ms, column_or_null, inferred_exposures
+    from features.partitioned import key_buckets, window_exposures
+
+    settings = FeatureSettings()
+    events = make_events(n_requests=400)
+    imps = features.impressions(events, LabelSettings())
+    events = events[events["event_type"] != "impression"].reset_index(drop=True)
+    events.loc[events.index[::5], "session_id"] = None  # some events without a session: their UTC day
+    per_query, per_event = window_aggregates(imps, events, KEYS, items=None, users=None, settings=settings)
+    exposures = window_exposures(events)
+    assert 0 < exposures.sum() < len(exposures)
+    counts = WindowCounts(day_parts(events, settings, exposures), settings)
+    given = window_given(counts, imps, events, KEYS, exposures)
+    assert set(given) == set(per_query) | set(per_event)
+    for key, value in {**per_query, **per_event}.items():
+        assert value.dtype == given[key].dtype and np.array_equal(value, given[key]), key
+    assert len(set(given[("past_rate", "click")])) > 10
+    logged = window_given(WindowCounts(day_parts(events, settings), settings), imps, events, KEYS)
+    assert not np.array_equal(logged[("past_rate", "click")], given[("past_rate", "click")])  # the mask is read
+    for key in ("user_id", "item_id"):
+        bucket = key_buckets(events[key], 3)
+        for b in range(3):
+            own = events[bucket == b]
+            mine = inferred_exposures(pd.factorize(own["user_id"])[0], pd.factorize(own["item_id"])[0],
+                                      column_or_null(own, "session_id"), _ms(own["ts"]))
+            assert np.array_equal(mine, exposures[bucket == b]), (key, b)
+
+
+def test_inferred_exposures_are_each_groups_first_event() -> None:
+    """``inferred_exposures`` (one stable sort) marks exactly the earliest event of each (user, item, session or
+    UTC day), of equal times the first in order: the rows a groupby over those keys picks."""
+    from features.context import inferred_exposures
+    from features.timeline import DAY_MS
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(1, 300))
+        user, item = rng.integers(-1, 5, n), rng.integers(-1, 6, n)  # -1: a missing id
+        ms = rng.integers(0, 3 * DAY_MS, n) // rng.choice([1, 3_600_000]) * 1  # some trials with many equal times
+        session = pd.Series(np.where(rng.random(n) < 0.3, None, rng.choice(["a", "b", "c"], n)), dtype=object)
+        day = np.where(session.isna(), ms // DAY_MS, -1)
+        frame = pd.DataFrame({"u": user, "i": item, "s": session.fillna("").to_numpy(), "d": day, "ms": ms,
+                              "row": np.arange(n)})
+        expected = np.zeros(n, dtype=bool)
+        expected[frame.sort_values(["ms", "row"]).groupby(["u", "i", "s", "d"]).head(1)["row"].to_numpy()] = True
+        assert np.array_equal(inferred_exposures(user, item, session, ms), expected), trial
