@@ -14,6 +14,8 @@ These features are in ``ranker_implicit`` (the set for implicit-feedback queries
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -44,8 +46,9 @@ def ui_cooccur_max(ctx: BuildContext) -> np.ndarray:
 
 
 def _cooccurrence(ctx: BuildContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # keep: a build by user bucket is given the scores (CooccurrenceDays), held with what is kept until forgotten
     return ctx.memo(("cooccurrence",), lambda: cooccurrence_scores(
-        ctx.ev_user, ctx.ev_item, ctx.ev_ms, ctx.q_user, ctx.q_item, ctx.q_ms, ctx.n_users, ctx.n_items))
+        ctx.ev_user, ctx.ev_item, ctx.ev_ms, ctx.q_user, ctx.q_item, ctx.q_ms, ctx.n_users, ctx.n_items), keep=True)
 
 
 def cooccurrence_scores(ev_user, ev_item, ev_ms, q_user, q_item, q_ms, n_users: int,
@@ -63,25 +66,105 @@ def cooccurrence_scores(ev_user, ev_item, ev_ms, q_user, q_item, q_ms, n_users: 
     out = np.zeros((3, len(q_user)))
     if len(q_user) == 0 or len(ev_user) == 0:
         return out[0], out[1], out[2]
+    first = _first_pairs(ev_user, ev_item, ev_ms)
+    q_day = np.asarray(q_ms) // DAY_MS
+    shape = (max(n_users, 1), max(n_items, 1))
+    for day, x, c in _walk(first, np.unique(q_day), shape):
+        rows = np.flatnonzero(q_day == day)
+        out[:, rows] = _scores(x, _similarity(c), np.asarray(q_user)[rows], np.asarray(q_item)[rows])
+    return out[0], out[1], out[2]
+
+
+def _first_pairs(ev_user, ev_item, ev_ms) -> pd.DataFrame:
+    """The (user ``u``, item ``i``) pairs of the events with a code each, and the UTC ``day`` each first appears."""
     keep = (np.asarray(ev_user) >= 0) & (np.asarray(ev_item) >= 0)
     pairs = pd.DataFrame({"u": np.asarray(ev_user)[keep], "i": np.asarray(ev_item)[keep],
                           "day": np.asarray(ev_ms)[keep] // DAY_MS})
-    first = pairs.groupby(["u", "i"], sort=False)["day"].min().reset_index()  # the day each pair appears
-    q_day = np.asarray(q_ms) // DAY_MS
-    shape = (max(n_users, 1), max(n_items, 1))
+    return pairs.groupby(["u", "i"], sort=False)["day"].min().reset_index()
+
+
+def _walk(first: pd.DataFrame, days: np.ndarray, shape: tuple[int, int]):
+    """Per day of ``days`` (ascending): (day, X, C) of the pairs first touched before it. The day's C is the
+    previous one's plus the new pairs' (each day costs its new pairs, not the whole log)."""
     x = sp.csr_matrix(shape, dtype=np.float64)
     c = sp.csr_matrix((shape[1], shape[1]), dtype=np.float64)
     added_until = None
-    for day in np.unique(q_day):
+    for day in days:
         new = first[(first["day"] < day) & ((first["day"] >= added_until) if added_until is not None else True)]
         if len(new):
             delta = sp.csr_matrix((np.ones(len(new)), (new["u"].to_numpy(), new["i"].to_numpy())), shape=shape)
             c = c + delta.T @ x + x.T @ delta + delta.T @ delta
             x = x + delta
         added_until = day
-        rows = np.flatnonzero(q_day == day)
-        out[:, rows] = _scores(x, c, np.asarray(q_user)[rows], np.asarray(q_item)[rows])
-    return out[0], out[1], out[2]
+        yield int(day), x, c
+
+
+def _similarity(c: sp.csr_matrix) -> sp.csr_matrix:
+    """S = C / sqrt(n_i n_j) with a zero diagonal (n: C's diagonal, each item's users)."""
+    n = c.diagonal()
+    scale = sp.diags(np.where(n > 0, 1.0 / np.sqrt(np.maximum(n, 1)), 0.0))
+    return (scale @ (c - sp.diags(n)) @ scale).tocsr()
+
+
+class CooccurrenceDays:
+    """The window's S of each query day, kept in a folder, for scoring one bucket of users' queries at a time.
+
+    S counts *every* user's pairs; a query's score also reads its own user's earlier items, which a bucket of
+    users holds whole. So the window's walk is made once, as the builder over the whole window makes it (its
+    codes, its query days: the same S to the last bit), and each day's S saved; a bucket's scores are then
+    :func:`_scores` of its own users' rows of X (the same rows: the items in the window's codes) and the saved S,
+    summed in the same order: the builder's values, bit for bit (``tests/features/test_collaborative.py``)."""
+
+    def __init__(self, items: pd.Index, folder: Path, days: set[int]) -> None:
+        self.items, self.folder, self.days = items, folder, days
+
+    @classmethod
+    def build(cls, queries: pd.DataFrame, events: pd.DataFrame, *, items: pd.DataFrame | None,
+              users: pd.DataFrame | None, folder: Path) -> CooccurrenceDays:
+        """From the window's queries and events (``user_id``, ``item_id``, ``ts``) and the catalogue tables (coded as
+        ``features.context.BuildContext`` codes them); the S files go into ``folder``."""
+        from features.context import _codes, _codes_and_uniques, _ms
+
+        folder.mkdir(parents=True, exist_ok=True)
+        user_ids = [] if users is None else [users["user_id"]]
+        user_codes = _codes(queries["user_id"], events["user_id"], *user_ids)
+        item_ids = [queries["user_id"].iloc[:0]] if items is None else [items["item_id"]]
+        item_codes, values = _codes_and_uniques(queries["item_id"], events["item_id"], *item_ids)
+        shape = (max(max(int(c.max(initial=-1)) for c in user_codes) + 1, 1),
+                 max(max(int(c.max(initial=-1)) for c in item_codes) + 1, 1))
+        first = _first_pairs(user_codes[1].astype(np.int32), item_codes[1].astype(np.int32), _ms(events["ts"]))
+        del user_codes, item_codes
+        days = np.unique(_ms(queries["ts"]) // DAY_MS)
+        for day, _, c in _walk(first, days, shape):
+            s = _similarity(c)
+            if s.shape[0] <= DENSE_ITEMS:
+                np.save(folder / f"{day}.npy", s.toarray())
+            else:
+                sp.save_npz(folder / f"{day}.npz", s, compressed=False)
+        return cls(pd.Index(values[:shape[1]], dtype=object), folder, set(days.tolist()))
+
+    def scores(self, queries: pd.DataFrame, events: pd.DataFrame) -> np.ndarray:
+        """(3, len(queries)): sum, mean and max, for queries whose users' events are all in ``events``."""
+        from features.context import _codes, _ms
+
+        out = np.zeros((3, len(queries)))
+        if len(queries) == 0:
+            return out
+        q_user, ev_user = _codes(queries["user_id"], events["user_id"])
+        q_item = self.items.get_indexer(pd.Series(queries["item_id"], dtype=object))
+        ev_item = self.items.get_indexer(pd.Series(events["item_id"], dtype=object))
+        q_day = _ms(queries["ts"]) // DAY_MS
+        missing = sorted(set(np.unique(q_day).tolist()) - self.days)
+        if missing:
+            raise ValueError(f"no co-occurrence saved for query days {missing[:3]}: the window's walk did not see them")
+        first = _first_pairs(ev_user.astype(np.int32), ev_item.astype(np.int32), _ms(events["ts"]))
+        shape = (max(int(max(q_user.max(initial=-1), ev_user.max(initial=-1))) + 1, 1), max(len(self.items), 1))
+        for day, x, _ in _walk(first, np.unique(q_day), shape):
+            rows = np.flatnonzero((q_day == day) & (q_user >= 0) & (q_item >= 0))  # no id: nothing co-occurs
+            dense = self.folder / f"{day}.npy"
+            s = np.load(dense) if dense.exists() else sp.load_npz(self.folder / f"{day}.npz").tocsr()
+            out[:, rows] = _scores(x, s, q_user[rows], q_item[rows])
+        return out
 
 
 # A day's query rows are scored a slice at a time: at most this many (earlier item, candidate) pairs at once.
@@ -91,12 +174,12 @@ PAIRS_PER_SLICE = 4_000_000
 DENSE_ITEMS = 4096  # up to this many items S is read as a dense array (<= 128 MiB), beyond that by rows
 
 
-def _scores(x: sp.csr_matrix, c: sp.csr_matrix, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """(3, len(users)): sum, mean and max over the user's items j of S[j, item]."""
-    n = c.diagonal()
-    scale = sp.diags(np.where(n > 0, 1.0 / np.sqrt(np.maximum(n, 1)), 0.0))
-    s = (scale @ (c - sp.diags(n)) @ scale).tocsr()
-    dense = s.toarray() if s.shape[0] <= DENSE_ITEMS else None
+def _scores(x: sp.csr_matrix, s: sp.csr_matrix | np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """(3, len(users)): sum, mean and max over the user's items j of S[j, item] (``s``: S, or S made dense)."""
+    if isinstance(s, np.ndarray):
+        dense = s
+    else:
+        dense = s.toarray() if s.shape[0] <= DENSE_ITEMS else None
     pairs = np.diff(x.indptr)[users] + (0 if dense is not None else np.diff(s.indptr)[items])
     reach = np.cumsum(pairs, dtype=np.int64)
     out = np.zeros((3, len(users)))

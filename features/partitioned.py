@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from core.config.features import FeatureSettings
 from features.build import build_features
+from features.defs_collaborative import CooccurrenceDays
 
 ID_COLUMNS: tuple[str, ...] = ("query_id", "user_id", "item_id", "ts", "position", "label")
 
@@ -160,12 +161,22 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
     # inferred from sessions when no impression is logged (each bucket is handed its events' part of the mask).
     exposures = None if has_logged_exposures(events) else window_exposures(events)
     counts = WindowCounts(day_parts(events, settings, exposures), settings)
-    if None in groups:  # context features read the impression alone; co-occurrence reads the whole window
-        context_only = all(REGISTRY[n].grain == "context" for n in groups[None])
-        yield from iter_columns(impressions, events.iloc[:0] if context_only else events, groups[None], items=items,
-                                users=users, settings=settings)
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".keyed.", suffix=".tmp") as tmp:
         folder = Path(tmp)
+        # Co-occurrence reads every user's pairs: the window's S of each query day is made once (kept on disk)
+        # and each bucket of users scores its own queries with it (defs_collaborative.CooccurrenceDays).
+        across = tuple(n for n in groups.get(None, ()) if n in ACROSS_KEYS)
+        cooccurrence = None
+        if across:
+            cooccurrence = CooccurrenceDays.build(impressions, events, items=items, users=users,
+                                                  folder=folder / "cooccurrence")
+            groups["user_id"] = (*groups.get("user_id", ()), *across)
+            groups[None] = tuple(n for n in groups[None] if n not in across)
+        if groups.get(None):  # context features read the impression alone
+            context_only = all(REGISTRY[n].grain == "context" for n in groups[None])
+            yield from iter_columns(impressions, events.iloc[:0] if context_only else events, groups[None],
+                                    items=items, users=users, settings=settings)
+        groups.pop(None, None)
         cuts = {}  # key column -> per bucket (query rows, paths of its queries and events)
         for key in (k for k in groups if k is not None):
             q_bucket, e_bucket = key_buckets(impressions[key], buckets), key_buckets(events[key], buckets)
@@ -187,6 +198,8 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
                 inferred = folder / f"{key}.{b}.exposures.npy"
                 given = window_given(counts, queries, bucket_events, read,
                                      np.load(inferred) if inferred.exists() else None)
+                if key == "user_id" and cooccurrence is not None:
+                    given[("cooccurrence",)] = cooccurrence.scores(queries, bucket_events)
                 columns = iter_columns(queries, bucket_events, groups[key], items=items, users=users,
                                        settings=settings, given=given)
                 del given, queries, bucket_events

@@ -148,3 +148,31 @@ def test_the_window_aggregates_are_needed(tmp_path) -> None:
                 naive[n][rows] = v
     assert all(not np.array_equal(whole[n].astype(np.float64), naive[n], equal_nan=True) for n in names)
 
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_cooccurrence_by_user_bucket_is_the_whole_windows_to_the_last_bit(dense, tmp_path, monkeypatch) -> None:
+    """A log without slates (implicit queries, ``ranker_implicit``'s co-occurrence): each bucket of users scores
+    its queries with the window's saved S of each day (dense, or sparse rows for a large catalogue) and gets the
+    one-piece build's values bit for bit; the catalogue lists items no event names."""
+    from features import defs_collaborative
+    from features.build import iter_columns
+    from features.implicit import implicit_queries
+    from features.partitioned import ACROSS_KEYS, iter_keyed_columns
+    from tests.features.conftest import make_events, make_items
+
+    if not dense:
+        monkeypatch.setattr(defs_collaborative, "DENSE_ITEMS", 0)
+    events = make_events(seed=12, n_users=40, n_items=20, n_requests=500)
+    events = events[events["event_type"] != "impression"].reset_index(drop=True)
+    queries = implicit_queries(events, LabelSettings(), categorical_ids=True)
+    items = make_items()
+    assert set(items["item_id"]) - set(events["item_id"])  # items without an event
+    names, settings = (*sorted(ACROSS_KEYS), "ctx_hour", "user_click_rate_28d"), FeatureSettings()
+    whole = dict(iter_columns(queries, events, names, settings=settings, items=items))
+    keyed = dict(iter_keyed_columns(queries.copy(), events.copy(), names, settings=settings, buckets=5,
+                                    scratch=tmp_path, items=items))
+    for name in names:
+        assert whole[name].dtype == keyed[name].dtype and np.array_equal(whole[name], keyed[name], equal_nan=True), name
+    assert (whole["ui_cooccur_sum"] > 0).mean() > 0.3 and len(np.unique(whole["ui_cooccur_max"])) > 50
+    assert list(tmp_path.iterdir()) == []  # the S files went with the buckets' folder
