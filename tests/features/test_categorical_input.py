@@ -47,6 +47,20 @@ def _no_slates(events: pd.DataFrame) -> pd.DataFrame:
     return kept.drop(columns=["request_id", "position", "propensity"]).reset_index(drop=True)
 
 
+def _same_as_text(coded, text, read, events, items, users) -> pd.DataFrame:
+    """``coded`` (from ``read``) is ``text`` (from ``events``) with some columns categorical, and every registered
+    feature is the same from either: returns the features from ``text``."""
+    as_text = coded.assign(**{c: coded[c].astype(text[c].dtype) for c in coded.columns
+                              if isinstance(coded[c].dtype, pd.CategoricalDtype)})
+    pdt.assert_frame_equal(as_text, text)
+    names = tuple(REGISTRY)
+    settings = FeatureSettings()
+    expected = build_columns(text, events, names, items=items, users=users, settings=settings)
+    got = build_columns(coded, read, names, items=items, users=users, settings=settings)
+    pdt.assert_frame_equal(got, expected)
+    return expected
+
+
 @pytest.mark.parametrize("slates", [True, False])
 def test_categorical_columns_give_the_same_labels_and_features(items, users, slates):
     events = _context(make_events(n_requests=400), seed=4)
@@ -64,14 +78,7 @@ def test_categorical_columns_give_the_same_labels_and_features(items, users, sla
     assert coded_protocol == protocol and protocol.name == (LOGGED if slates else IMPLICIT)
     for c in ("query_id", "user_id", "item_id"):  # what the split's key files hold: text, as before
         assert coded[c].dtype == text[c].dtype, c
-    as_text = coded.assign(**{c: coded[c].astype(text[c].dtype) for c in coded.columns
-                              if isinstance(coded[c].dtype, pd.CategoricalDtype)})
-    pdt.assert_frame_equal(as_text, text)
-    names = tuple(REGISTRY)
-    settings = FeatureSettings()
-    expected = build_columns(text, events, names, items=items, users=users, settings=settings)
-    got = build_columns(coded, read, names, items=items, users=users, settings=settings)
-    pdt.assert_frame_equal(got, expected)
+    expected = _same_as_text(coded, text, read, events, items, users)
     for column in ("ctx_device", "ctx_mood", "ctx_time_of_day"):
         assert expected[column].nunique() > 1, column  # the context is read, not constant
 
@@ -136,11 +143,4 @@ def test_implicit_queries_with_categorical_ids_are_the_text_ones_coded(items, us
         categories = coded[c].cat.categories
         assert categories.is_monotonic_increasing and categories.is_unique, c
         assert coded[c].cat.codes.min() >= 0, c
-    as_text = coded.assign(**{c: coded[c].astype(text[c].dtype) for c in coded.columns
-                              if isinstance(coded[c].dtype, pd.CategoricalDtype)})
-    pdt.assert_frame_equal(as_text, text)
-    names = tuple(REGISTRY)
-    settings = FeatureSettings()
-    expected = build_columns(text, events, names, items=items, users=users, settings=settings)
-    got = build_columns(coded, read, names, items=items, users=users, settings=settings)
-    pdt.assert_frame_equal(got, expected)
+    _same_as_text(coded, text, read, events, items, users)
