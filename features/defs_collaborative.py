@@ -176,10 +176,7 @@ DENSE_ITEMS = 4096  # up to this many items S is read as a dense array (<= 128 M
 
 def _scores(x: sp.csr_matrix, s: sp.csr_matrix | np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """(3, len(users)): sum, mean and max over the user's items j of S[j, item] (``s``: S, or S made dense)."""
-    if isinstance(s, np.ndarray):
-        dense = s
-    else:
-        dense = s.toarray() if s.shape[0] <= DENSE_ITEMS else None
+    dense = s if isinstance(s, np.ndarray) else s.toarray() if s.shape[0] <= DENSE_ITEMS else None
     pairs = np.diff(x.indptr)[users] + (0 if dense is not None else np.diff(s.indptr)[items])
     reach = np.cumsum(pairs, dtype=np.int64)
     out = np.zeros((3, len(users)))
