@@ -108,7 +108,8 @@ def build_partition(impressions: pd.DataFrame, events: pd.DataFrame, *, items: p
 KEY_OF_GRAIN: dict[str, str] = {"user": "user_id", "user_item": "user_id", "user_category": "user_id",
                                 "item": "item_id"}
 # Features of a keyed grain that read other keys' events: the item-item co-occurrence scores count what *other*
-# users engaged with (built over the whole window).
+# users engaged with (key_groups puts them with no key: the Dask tasks refuse them; iter_keyed_columns scores them by
+# user bucket from the window's S of each day, defs_collaborative.CooccurrenceDays).
 ACROSS_KEYS: frozenset[str] = frozenset({"ui_cooccur_sum", "ui_cooccur_mean", "ui_cooccur_max"})
 
 
@@ -140,7 +141,8 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
 
     Yields ``(name, values)`` for every name, each aligned with ``impressions``' rows: the values of
     ``iter_columns`` (exactly: counts and sums are integers; the window-wide aggregates are made once, over
-    every event, and handed to each bucket). A bucket's inputs and values wait in ``scratch`` (a temporary
+    every event, and handed to each bucket, the co-occurrence scores from the window's S of each query day).
+    A bucket's inputs and values wait in ``scratch`` (a temporary
     folder, removed on the way out). With ``buckets <= 1`` it is ``iter_columns``.
 
     The caller should hold no other reference to ``impressions`` and ``events``: they are cut into buckets
