@@ -83,17 +83,19 @@ def _first_pairs(ev_user, ev_item, ev_ms) -> pd.DataFrame:
     return pairs.groupby(["u", "i"], sort=False)["day"].min().reset_index()
 
 
-def _walk(first: pd.DataFrame, days: np.ndarray, shape: tuple[int, int]):
+def _walk(first: pd.DataFrame, days: np.ndarray, shape: tuple[int, int], *, counts: bool = True):
     """Per day of ``days`` (ascending): (day, X, C) of the pairs first touched before it. The day's C is the
-    previous one's plus the new pairs' (each day costs its new pairs, not the whole log)."""
+    previous one's plus the new pairs' (each day costs its new pairs, not the whole log); ``counts=False``: X only
+    (C is None), for a bucket of users scored with the window's saved S."""
     x = sp.csr_matrix(shape, dtype=np.float64)
-    c = sp.csr_matrix((shape[1], shape[1]), dtype=np.float64)
+    c = sp.csr_matrix((shape[1], shape[1]), dtype=np.float64) if counts else None
     added_until = None
     for day in days:
         new = first[(first["day"] < day) & ((first["day"] >= added_until) if added_until is not None else True)]
         if len(new):
             delta = sp.csr_matrix((np.ones(len(new)), (new["u"].to_numpy(), new["i"].to_numpy())), shape=shape)
-            c = c + delta.T @ x + x.T @ delta + delta.T @ delta
+            if counts:
+                c = c + delta.T @ x + x.T @ delta + delta.T @ delta
             x = x + delta
         added_until = day
         yield int(day), x, c
@@ -113,7 +115,7 @@ class CooccurrenceDays:
     users holds whole. So the window's walk is made once, as the builder over the whole window makes it (its
     codes, its query days: the same S to the last bit), and each day's S saved; a bucket's scores are then
     :func:`_scores` of its own users' rows of X (the same rows: the items in the window's codes) and the saved S,
-    summed in the same order: the builder's values, bit for bit (``tests/features/test_collaborative.py``)."""
+    summed in the same order: the builder's values, bit for bit (``tests/features/test_partitioned.py``)."""
 
     def __init__(self, items: pd.Index, folder: Path, days: set[int]) -> None:
         self.items, self.folder, self.days = items, folder, days
@@ -159,7 +161,7 @@ class CooccurrenceDays:
             raise ValueError(f"no co-occurrence saved for query days {missing[:3]}: the window's walk did not see them")
         first = _first_pairs(ev_user.astype(np.int32), ev_item.astype(np.int32), _ms(events["ts"]))
         shape = (max(int(max(q_user.max(initial=-1), ev_user.max(initial=-1))) + 1, 1), max(len(self.items), 1))
-        for day, x, _ in _walk(first, np.unique(q_day), shape):
+        for day, x, _ in _walk(first, np.unique(q_day), shape, counts=False):
             rows = np.flatnonzero((q_day == day) & (q_user >= 0) & (q_item >= 0))  # no id: nothing co-occurs
             dense = self.folder / f"{day}.npy"
             s = np.load(dense) if dense.exists() else sp.load_npz(self.folder / f"{day}.npz").tocsr()

@@ -237,10 +237,9 @@ def _searched(comp: np.ndarray, needles: np.ndarray, key: np.ndarray) -> np.ndar
 
 
 def window_values(counts: WindowCounts, keys: set[Any], q_ms: np.ndarray,
-                  events: pd.DataFrame | None, exposures: np.ndarray | None = None) -> dict[Any, np.ndarray]:
+                  events: pd.DataFrame | None, exposures: np.ndarray | None) -> dict[Any, np.ndarray]:
     """The past rates among ``keys`` at ``q_ms`` and (``("values", "position_weight")``) the position weights of
-    ``events`` (``exposures``: their exposure mask, default the logged impressions), from one
-    :meth:`WindowCounts.before_many`."""
+    ``events`` (``exposures``: their exposure mask), from one :meth:`WindowCounts.before_many`."""
     zero = np.zeros(len(q_ms), np.int16)
     whats = sorted(k[1] for k in keys if isinstance(k, tuple) and len(k) == 2 and k[0] == "past_rate")
     asks: dict[Any, tuple[str, np.ndarray, np.ndarray]] = {}
@@ -250,8 +249,7 @@ def window_values(counts: WindowCounts, keys: set[Any], q_ms: np.ndarray,
     weighted = ("values", "position_weight") in keys and events is not None
     if weighted:
         ms = _ms(events["ts"])
-        exposed = (selections(events["event_type"], counts.settings)[EXPOSURE] if exposures is None
-                   else np.asarray(exposures, dtype=bool))
+        exposed = np.asarray(exposures, dtype=bool)
         bucket = position_buckets(events, len(events), counts.settings)
         rows = np.flatnonzero(exposed)
         at, slot = ms[rows], bucket[rows]
