@@ -267,13 +267,14 @@ def measure_floor(uri: str, mapping: Path, settings: Any, paths: dict[str, Path]
     split = SplitFiles(paths=paths, valid_start=END, test_start=END)
     m = training_matrices(split, features, max_train_queries=settings.ranker.max_train_queries,
                           seed=settings.ranker.seed)  # what stages.train_ranker fits, built the same way
-    # The validation rows as one matrix in memory (the run reads them in batches while LightGBM bins
-    # them): the floor's fit reads nothing from disk.
+    # The train and validation rows as matrices in memory (the run reads them in batches while LightGBM
+    # bins them): the floor's fit reads nothing from disk.
+    X = read_matrix(m.X.path, m.X.columns, m.X.rows)[0]
     X_valid = read_matrix(m.X_valid.path, m.X_valid.columns, m.X_valid.rows)[0]
     release_memory()
     with PeakRSS() as fit:
         ranker = Ranker.from_settings(settings.ranker)
-        ranker.fit(m.X, m.train["label"], group=group_sizes(m.train), eval_set=[(X_valid, m.valid["label"])],
+        ranker.fit(X, m.train["label"], group=group_sizes(m.train), eval_set=[(X_valid, m.valid["label"])],
                    eval_group=[group_sizes(m.valid)], position=m.train.get("position"),
                    propensity=m.train.get("propensity"), feature_dtypes=m.dtypes)
     for path in paths.values():

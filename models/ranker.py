@@ -119,7 +119,7 @@ class Ranker(BaseEstimator):
     # --- training ------------------------------------------------------------------------
     def fit(
         self,
-        X: pd.DataFrame,
+        X: pd.DataFrame | MatrixRows,
         y: Any,
         *,
         group: Any,
@@ -134,7 +134,8 @@ class Ranker(BaseEstimator):
         """Train on ``X`` (rows of one query contiguous, in ``group`` order).
 
         Args:
-            X: numeric feature frame, one row per impression.
+            X: numeric feature frame, one row per impression; or a ``models.training.MatrixRows`` (a split
+                part's rows, read in batches as LightGBM bins them: the same Dataset, bins and model).
             y: non-negative integer relevance labels, one per row.
             group: query (slate) sizes in row order; they add up to ``len(X)``.
             eval_set: validation ``(X, y)`` pairs; the first drives early stopping on NDCG@max(eval_at)
@@ -168,6 +169,11 @@ class Ranker(BaseEstimator):
         params = self._lgb_params(settings, eval_at) | (
             {"lambdarank_position_bias_regularization": settings.position_bias_regularization}
             if applied == "lightgbm" else {})
+        # A training Dataset samples the rows its bins are made from with ``data_random_seed``. From a matrix,
+        # LightGBM derives it from ``seed``; from a Sequence (MatrixRows) it does not (its Python side passes
+        # the Dataset's own parameters only). Given here, as derived: the same sample, bins and model either
+        # way (tests/models/test_ranker_matrix.py).
+        params |= _data_random_seed(params)
         train_set = _dataset(X, labels, sizes, names, params, position=bias if applied == "lightgbm" else None,
                              weight=bias if applied == "propensity" else None)
         valid_sets = [train_set] + [_dataset(Xv, yv, gv, names, params, train_set) for Xv, yv, gv in evals]
@@ -181,7 +187,8 @@ class Ranker(BaseEstimator):
                             valid_names=valid_names, callbacks=hooks)
         self.booster_ = booster
         self.feature_names_ = names
-        self.feature_dtypes_ = {name: (feature_dtypes or {}).get(name) or str(X[name].dtype) for name in names}
+        frame = X.schema if isinstance(X, MatrixRows) else X
+        self.feature_dtypes_ = {name: (feature_dtypes or {}).get(name) or str(frame[name].dtype) for name in names}
         self.best_iteration_ = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
         self.evals_result_ = {name: {m: list(v) for m, v in metrics.items()} for name, metrics in history.items()}
         self.position_bias_applied_ = applied
@@ -343,11 +350,24 @@ def _dataset(X, labels, sizes, names, params, reference: lgb.Dataset | None = No
              position: np.ndarray | None = None, weight: np.ndarray | None = None) -> lgb.Dataset:
     """``position``: the rows' slot codes (LightGBM's position-bias treatment); ``weight``: row weights.
     ``X`` a :class:`~models.training.MatrixRows`: LightGBM reads it in batches (its rows as the matrix
-    of a frame of them would be: the same bins)."""
+    of a frame of them would be: the same bins, given ``data_random_seed``: :meth:`Ranker.fit`)."""
     return lgb.Dataset(
         X.select(names) if isinstance(X, MatrixRows) else _matrix(X[names]), label=labels, group=sizes, feature_name=names, position=position, weight=weight,
         reference=reference, free_raw_data=True, params=params,
     )
+
+
+def _data_random_seed(params: Mapping[str, Any]) -> dict[str, int]:
+    """``{"data_random_seed": value}`` as LightGBM's config derives it from ``seed`` (``Config::Set``: the
+    first ``NextShort(0, 32767)`` of ``Random(seed)``, a 32-bit linear congruential generator), or nothing
+    when no seed is set or the data seed is set itself (it then reaches the Sequence's sampling as given)."""
+    if any(k in params for k in _ConfigAliases.get("data_random_seed")):
+        return {}
+    seeds = [params[k] for k in _ConfigAliases.get("seed") if k in params]
+    if not seeds:
+        return {}
+    x = (214013 * (int(seeds[0]) & 0xFFFFFFFF) + 2531011) & 0xFFFFFFFF
+    return {"data_random_seed": ((x >> 16) & 0x7FFF) % 32767}
 
 
 def _bias_inputs(settings: RankerSettings, position: Any, propensity: Any,
@@ -449,7 +469,7 @@ def _group_problems(group: Any, n_rows: int, what: str) -> tuple[np.ndarray | No
 
 def _frame_problems(X: Any, y: Any, group: Any, limit: int, what: str, *,
                     rows_allowed: bool = False) -> tuple[Any, list[str], list[str]]:
-    """``rows_allowed``: ``X`` may also be a :class:`~models.training.MatrixRows` (validation rows read
+    """``rows_allowed``: ``X`` may also be a :class:`~models.training.MatrixRows` (a split part's rows read
     in batches), checked by its ``schema`` (a zero-row frame with its columns' dtypes)."""
     if rows_allowed and isinstance(X, MatrixRows):
         frame, n_rows = X.schema, len(X)
@@ -467,7 +487,7 @@ def _frame_problems(X: Any, y: Any, group: Any, limit: int, what: str, *,
 
 def _validated_training_inputs(X, y, group, eval_set, eval_group, limit, bias_problems=()):
     """Check the training and validation inputs together; raise once listing every problem."""
-    (labels, sizes), types, values = _frame_problems(X, y, group, limit, "training")
+    (labels, sizes), types, values = _frame_problems(X, y, group, limit, "training", rows_allowed=True)
     values += list(bias_problems)
     eval_set, eval_group = list(eval_set or []), list(eval_group or [])
     if len(eval_set) != len(eval_group):

@@ -340,7 +340,9 @@ class MatrixRows:
         if not -self._n <= idx < self._n:
             raise IndexError(f"row {idx} of {self._n}")
         idx %= self._n
-        return self._rows(idx, idx + 1)[0]
+        # One row is what LightGBM's sampling for the bins reads: as float64, the type it requires there (the
+        # matrix path widens each sampled float32 to a double too). Slices keep the matrix dtype.
+        return self._rows(idx, idx + 1)[0].astype(np.float64)
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` as one C-ordered matrix. Read forward from the last read (how LightGBM reads
@@ -387,6 +389,38 @@ def _exact_in_float32(file: pq.ParquetFile, name: str, kind: pa.DataType) -> boo
 
 
 FLOAT32_INT_LIMIT = 2**24  # every integer of magnitude <= 2**24 is a float32
+
+
+def matrix_dtypes(path: Path, columns: list[str], rows: np.ndarray | None = None) -> dict[str, str]:
+    """The dtype each of ``columns`` has when the kept ``rows`` of ``path`` are read as a frame: what
+    :func:`read_matrix` returns beside its matrix, without reading the matrix. Only an integer or boolean
+    column whose row group's statistics count nulls is read, that group's one column (its dtype depends on
+    whether a kept row is null)."""
+    file = open_for_streaming(path)
+    if rows is not None and len(rows) != file.metadata.num_rows:
+        raise ValueError(f"row mask has {len(rows)} values; {Path(path).name} has {file.metadata.num_rows} rows")
+    leaves = [file.metadata.schema.column(k).path for k in range(file.metadata.num_columns)]
+    out = {}
+    for name in columns:
+        kind = file.schema_arrow.field(name).type
+        had_nulls = False
+        if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+            seen = 0
+            for g in range(file.metadata.num_row_groups):
+                group = file.metadata.row_group(g)
+                keep = None if rows is None else rows[seen:seen + group.num_rows]
+                seen += group.num_rows
+                stats = group.column(leaves.index(name)).statistics
+                if (stats is not None and stats.null_count == 0) or (keep is not None and not keep.any()):
+                    continue
+                column = file.read_row_group(g, columns=[name]).column(name)
+                if keep is not None:
+                    column = column.filter(pa.array(keep))
+                if column.null_count > 0:
+                    had_nulls = True
+                    break
+        out[name] = _pandas_dtype(kind, had_nulls)
+    return out
 
 
 def _pandas_dtype(kind: pa.DataType, had_nulls: bool) -> str:
@@ -563,9 +597,9 @@ def cap_mask(query_id: pd.Series, max_queries: int, *, seed: int = 0) -> np.ndar
 @dataclass(frozen=True)
 class TrainingMatrices:
     """What the ranker fits (:func:`training_matrices`): the capped train rows and the validation rows
-    whose query has a relevant item, each as the feature matrix LightGBM reads plus its key columns."""
+    whose query has a relevant item, each as the rows LightGBM reads in batches plus its key columns."""
 
-    X: pd.DataFrame  # the capped train rows' features (:func:`read_matrix`)
+    X: MatrixRows  # the capped train rows' features, read batch by batch as LightGBM builds its Dataset
     dtypes: dict[str, str]  # each feature's dtype when read as a frame (what a model's signature records)
     train: pd.DataFrame  # the same rows' query_id, label, and position / propensity when the part has them
     X_valid: MatrixRows  # the validation rows' features, read batch by batch as LightGBM builds its Dataset
@@ -578,11 +612,12 @@ def training_matrices(split: SplitFiles, features: list[str], *, max_train_queri
     """The ranker's training and validation matrices from ``split``'s files, read as the fit needs them.
 
     Train keeps at most ``max_train_queries`` whole queries (:func:`cap_mask` with ``seed``; all of them
-    when None), filtered while read; validation keeps the queries with a relevant item (NDCG is undefined
-    for the rest, :func:`relevant`). The train features go straight into the matrix (:func:`read_matrix`:
-    no frame of them besides), and the memory the reads freed is handed back before returning. The
-    validation features are :class:`MatrixRows`, read as LightGBM bins them: the validation week is never
-    sampled, so its matrix grows with the window (4.5M rows x 87 features, ~1.6 GB, at 30M interactions)."""
+    when None); validation keeps the queries with a relevant item (NDCG is undefined for the rest,
+    :func:`relevant`). Both feature matrices are :class:`MatrixRows`, read a row group at a time as
+    LightGBM bins them (``models.ranker`` builds the same Dataset a whole matrix gives): neither is ever
+    a float matrix in memory. The train matrix was: 3.1M rows x 90 features at 10M interactions of a log
+    without slates (~31 rows a query); the validation week is never sampled, so its matrix grows with the
+    window. The key columns are read whole, filtered while read."""
     query_id = split.read("train", ["query_id"])["query_id"]
     available = len(query_id)
     keep = cap_mask(query_id, max_train_queries, seed=seed) if max_train_queries is not None else None
@@ -592,7 +627,8 @@ def training_matrices(split: SplitFiles, features: list[str], *, max_train_queri
     train = split.read("train", ["query_id", "label", *bias], rows=keep)  # the capped rows only
     if len(train) < available:
         log.info("training on %d of %d rows (max_train_queries=%d)", len(train), available, max_train_queries)
-    X, dtypes = split.read_matrix("train", features, rows=keep)
+    X = MatrixRows(split.paths["train"], features, keep)
+    dtypes = matrix_dtypes(split.paths["train"], features, keep)
     valid, positive = relevant(split, "valid", ["query_id", "label"])
     X_valid = MatrixRows(split.paths["valid"], features, positive)
     del keep

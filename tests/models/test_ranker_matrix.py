@@ -220,6 +220,65 @@ def test_validation_rows_read_in_batches_train_the_model_of_the_matrix(tmp_path,
     assert len(whole.evals_result_["valid"]["ndcg@10"]) > 1
 
 
+@pytest.mark.parametrize("seed", [0, 42, 2**31 - 1])
+def test_train_rows_read_in_batches_train_the_model_of_the_matrix(tmp_path, make_ranker, seed):
+    """The training Dataset built from ``MatrixRows`` (its bins from a sample of rows, then every row pushed in
+    batches) is the Dataset of the whole matrix: the same trees, validation curve and best iteration, the
+    same recorded dtypes, under any seed. The sample is smaller than the part, so the rows it draws matter:
+    LightGBM draws them with ``data_random_seed``, which a Sequence's Dataset does not derive from ``seed``
+    unless ``models.ranker`` passes it."""
+    from models.training import MatrixRows, cap_mask, group_sizes, matrix_dtypes, relevant
+
+    files, cols = _split_files(tmp_path, row_group_rows=101)
+    keep = cap_mask(files.read("train", ["query_id"])["query_id"], 150, seed=3)
+    train = files.read("train", rows=keep)
+    valid, positive = relevant(files, "valid", ["query_id", "label"])
+    X, dtypes = files.read_matrix("train", cols, rows=keep)
+    assert len(X) > 500 and matrix_dtypes(files.paths["train"], cols, keep) == dtypes
+
+    def fit(Xt):
+        return make_ranker(seed=seed, extra_params={"bin_construct_sample_cnt": 300}).fit(
+            Xt, train["label"], group=group_sizes(train), eval_set=[(MatrixRows(files.paths["valid"], cols, positive),
+                                                                     valid["label"])],
+            eval_group=[group_sizes(valid)], feature_dtypes=dtypes)
+
+    whole = fit(X)
+    seq = MatrixRows(files.paths["train"], cols, keep)
+    seq.batch_size = 53
+    batched = fit(seq)
+    assert batched.model_to_string() == whole.model_to_string()
+    assert batched.evals_result_ == whole.evals_result_ and batched.best_iteration_ == whole.best_iteration_
+    assert batched.feature_dtypes_ == whole.feature_dtypes_ == dtypes
+    assert len(whole.evals_result_["valid"]["ndcg@10"]) > 1
+    # Without the seed it derives from ``seed``, a Sequence's Dataset samples other rows: other bins.
+    other = make_ranker(seed=seed, extra_params={"bin_construct_sample_cnt": 300, "data_random_seed": 1 + seed % 7})
+    other.fit(MatrixRows(files.paths["train"], cols, keep), train["label"], group=group_sizes(train))
+    assert other.model_to_string().split("Tree=0")[0] != whole.model_to_string().split("Tree=0")[0]
+
+
+def test_a_frames_dtypes_are_known_without_reading_the_matrix(tmp_path):
+    """``matrix_dtypes`` gives ``read_matrix``'s dtypes: an integer or boolean column is float64 / object only
+    when a kept row is null (a null in a dropped row, or in another row group, does not count)."""
+    import pyarrow as pa
+
+    from models.training import matrix_dtypes, read_matrix
+
+    n = 60
+    table = pa.table({"i": pa.array([None if k == 45 else k for k in range(n)], pa.int32()),
+                      "b": pa.array([None if k == 5 else k % 2 == 0 for k in range(n)]),
+                      "f": pa.array([None if k == 1 else 0.5 for k in range(n)], pa.float32()),
+                      "j": pa.array(range(n), pa.int64())})
+    path = tmp_path / "part.parquet"
+    pq.write_table(table, path, row_group_size=20)
+    everything = np.ones(n, dtype=bool)
+    for rows in (None, everything, everything & (np.arange(n) != 45), np.arange(n) >= 20, np.arange(n) < 40,
+                 np.zeros(n, dtype=bool)):
+        assert matrix_dtypes(path, ["i", "b", "f", "j"], rows) == read_matrix(path, ["i", "b", "f", "j"], rows)[1]
+    assert matrix_dtypes(path, ["i", "b"]) == {"i": "float64", "b": "object"}
+    assert matrix_dtypes(path, ["i", "b"], np.arange(n) >= 20) == {"i": "float64", "b": "bool"}
+    assert matrix_dtypes(path, ["i", "b"], np.arange(n) != 45) == {"i": "int32", "b": "object"}
+
+
 def test_validation_rows_are_checked_like_a_frame(tmp_path, make_ranker):
     """A ``MatrixRows`` eval set missing a feature, with a text column, with a feature twice or with the wrong
     label count fails ``fit`` with the frame's messages, before LightGBM reads a row."""
