@@ -17,6 +17,7 @@ events before its day, so adding later events never changes an earlier query.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -26,11 +27,9 @@ import pandas as pd
 from core.config.features import FeatureSettings, ImplicitQuerySettings, LabelSettings
 from core.schema import EventType
 from features.labels import (
-    CARRIED_COLUMNS,
     OUTPUT_COLUMNS,
     _check_events,
     _fallback_query,
-    _order,
     _sorted_codes,
     _ts_us,
     _with_optional_columns,
@@ -117,32 +116,43 @@ def feature_set_for(protocol: QueryProtocol, settings: FeatureSettings) -> str:
     return settings.implicit_feature_set if protocol.name == IMPLICIT else settings.feature_set
 
 
-def ranking_queries(events: pd.DataFrame, settings: LabelSettings, *,
-                    categorical_ids: bool = False) -> tuple[pd.DataFrame, QueryProtocol]:
+def ranking_queries(events: pd.DataFrame, settings: LabelSettings, *, categorical_ids: bool = False,
+                    columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, QueryProtocol]:
     """The graded rows the ranker trains and is judged on, and the protocol that built them.
 
     ``categorical_ids``: implicit queries' ``query_id``, ``user_id`` and ``item_id`` as categoricals
-    (:func:`implicit_queries`); logged slates' ids are text either way.
+    (:func:`implicit_queries`); logged slates' ids are text either way. ``columns``: only these of
+    ``OUTPUT_COLUMNS``, in that order (implicit queries never make the others).
 
     Returns:
-        (rows with ``features.labels.OUTPUT_COLUMNS``, the protocol).
+        (rows with ``features.labels.OUTPUT_COLUMNS``, or ``columns``, the protocol).
     """
     from features.labels import impressions
 
     protocol = choose_protocol(events, settings.implicit)
     log.info("ranker queries: %s", protocol.describe())
     if protocol.name == LOGGED:
-        return impressions(events, settings), protocol
+        logged = impressions(events, settings)
+        return (logged if columns is None else logged[_kept(columns)]), protocol
     days = (events["ts"].max() - events["ts"].min()).days if len(events) else 0
     if days < settings.implicit.advised_history_days:
         note = (f"the window holds {days} days of history; implicit queries learn little more than popularity "
                 f"from less than {settings.implicit.advised_history_days} (set RANKLOOP_WINDOW__HISTORY_DAYS=91)")
         log.warning("ranker queries: %s", note)
         protocol = replace(protocol, note=note)
-    return implicit_queries(events, settings, categorical_ids=categorical_ids), protocol
+    return implicit_queries(events, settings, categorical_ids=categorical_ids, columns=columns), protocol
 
 
-def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categorical_ids: bool = False) -> pd.DataFrame:
+def _kept(columns: Sequence[str] | None) -> list[str]:
+    """``OUTPUT_COLUMNS`` in ``columns`` (all of them: None), in ``OUTPUT_COLUMNS``' order."""
+    unknown = sorted(set(columns or ()) - set(OUTPUT_COLUMNS))
+    if unknown:
+        raise ValueError(f"no query column(s) {unknown}; the columns are {list(OUTPUT_COLUMNS)}")
+    return list(OUTPUT_COLUMNS) if columns is None else [c for c in OUTPUT_COLUMNS if c in set(columns)]
+
+
+def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categorical_ids: bool = False,
+                     columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Engaged items plus sampled candidates per user session (or day), dated at the query's start.
 
     Args:
@@ -155,7 +165,9 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
         ``policy_version`` are null on every row. An event without a user or an item (the contract
         quarantines them) names no query. ``categorical_ids``: ``query_id``, ``user_id`` and ``item_id`` as
         categoricals of those values (categories in sorted order: ``astype`` of their categories' dtype gives
-        the text columns), a code per row instead of a text (~0.7 GB less at 19.3M rows).
+        the text columns), a code per row instead of a text (~0.7 GB less at 19.3M rows). ``columns``: only
+        these of ``OUTPUT_COLUMNS`` are made (in its order): each other one is 19.3M values at 10M events of a log
+        without slates (``grade`` and the null ``policy_version``: ~0.3 GB).
 
     Queries, items and (query, item) pairs are integer codes throughout; a query's id is made as text
     once per query, and an output row's values are taken by code (at 8.5M events of a log without
@@ -170,7 +182,7 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
     if ev.empty:
         empty = pd.DataFrame({"query_id": [], "user_id": [], "item_id": [], "grade": [],
                               "ts": pd.Series([], dtype="datetime64[us, UTC]")})
-        return _frame(empty, settings)
+        return _frame(empty, settings, columns=columns)
     us = _ts_us(ev["ts"])
     query_code, query_text = _query_codes(ev, settings.implicit.query_by, us)
     # The queries in start order (their first event: earliest, then first in the log).
@@ -219,13 +231,14 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
     rows["item_id"] = take(pd.Series(items), row_item)
     rows["grade"] = grade
     rows["ts"] = pd.to_datetime(start_us[row_query], unit="us", utc=True).astype("datetime64[us, UTC]")
-    for column in (c for c in QUERY_CONTEXT if c in ev.columns):  # from the query's first event
+    wanted = _kept(columns)
+    for column in (c for c in QUERY_CONTEXT if c in ev.columns and c in wanted):  # from the query's first event
         rows[column] = _taken(ev[column].take(first_rows).reset_index(drop=True), row_query)
-    for column in (c for c in ITEM_ATTRIBUTES if c in ev.columns):  # the item's first value in the window
+    for column in (c for c in ITEM_ATTRIBUTES if c in ev.columns and c in wanted):  # the item's first value
         known = ev[["item_id", column]].dropna(subset=[column]).drop_duplicates("item_id")
         rows[column] = _taken(known.set_index("item_id")[column].reindex(items).reset_index(drop=True), row_item)
     log.debug("implicit queries: %d queries, %d rows", n_queries, len(rows))
-    return _frame(rows, settings, ordered=True)
+    return _frame(rows, settings, columns=columns)
 
 
 def _taken(values: pd.Series, codes: np.ndarray) -> pd.Series:
@@ -346,23 +359,26 @@ def _uniforms(query_ids: np.ndarray, draws: int, seed: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
-def _frame(rows: pd.DataFrame, settings: LabelSettings, *, ordered: bool = False) -> pd.DataFrame:
-    """``rows`` (query_id, user_id, item_id, ts, grade, context) as ``OUTPUT_COLUMNS``, in query order
-    (``ordered``: they are already)."""
+def _frame(rows: pd.DataFrame, settings: LabelSettings, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """``rows`` (query_id, user_id, item_id, ts, grade, context; already in query order) as ``OUTPUT_COLUMNS``
+    (or only ``columns`` of them). Each column is taken from ``rows`` as it goes: the two frames never hold
+    a column twice."""
     rows = rows.reset_index(drop=True)
-    ids = rows["query_id"]
-    out = pd.DataFrame({"query_id": ids if isinstance(ids.dtype, pd.CategoricalDtype) else ids.astype("string")})
-    for column in CARRIED_COLUMNS:
-        if column in rows.columns:
-            out[column] = rows[column]  # a Series: tz-aware times stay datetime64 (no per-row Timestamps)
+    grade = np.clip(rows.pop("grade").to_numpy(dtype=np.float64), 0.0, 1.0)
+    out = {}
+    for column in _kept(columns):
+        if column == "query_id":
+            ids = rows.pop("query_id")
+            out[column] = ids if isinstance(ids.dtype, pd.CategoricalDtype) else ids.astype("string")
+        elif column == "grade":
+            out[column] = pd.Series(grade)
+        elif column == "label":
+            out[column] = pd.Series(np.rint(grade * settings.levels).astype(np.int32))
+        elif column in rows.columns:
+            out[column] = rows.pop(column)  # a Series: tz-aware times stay datetime64 (no per-row Timestamps)
         elif column in _NUMERIC:
-            out[column] = np.full(len(out), np.nan)
+            out[column] = pd.Series(np.full(len(grade), np.nan))
         else:
-            out[column] = pd.Series(None, index=out.index, dtype=object)
-    out["grade"] = np.clip(rows["grade"].to_numpy(dtype=np.float64), 0.0, 1.0)
-    out["label"] = np.rint(out["grade"].to_numpy() * settings.levels).astype(np.int32)
-    if len(out) and not ordered:
-        item_code = pd.factorize(out["item_id"], sort=True)[0]
-        us = out["ts"].dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64)
-        out = out.take(_order(out["query_id"], item_code, us, np.full(len(out), np.inf)))
-    return out.reset_index(drop=True)[list(OUTPUT_COLUMNS)]
+            out[column] = pd.Series(None, index=pd.RangeIndex(len(grade)), dtype=object)
+    del rows, grade
+    return pd.DataFrame(out, copy=False)

@@ -185,3 +185,26 @@ def test_rows_are_in_query_order_for_text_or_categorical_ids(log):
     pd.testing.assert_frame_equal(implicit_queries(as_codes, settings).astype(text), out.astype(text))
     orphan = pd.concat([log, log.head(3).assign(user_id=None), log.tail(2).assign(item_id=None)], ignore_index=True)
     pd.testing.assert_frame_equal(implicit_queries(orphan, settings), out)
+
+
+def test_only_the_columns_asked_for_are_made(log, events):
+    """``columns`` (the weekly stage asks for the split's keys and the features' query columns): the same rows and
+    values as the whole frame's columns, in ``OUTPUT_COLUMNS``' order, for implicit queries (text or categorical
+    ids, an empty log) and logged slates; a column that is not a query column is refused."""
+    from features.labels import OUTPUT_COLUMNS
+
+    settings = _labels(popular_negatives=4, uniform_negatives=3)
+    asked = ["label", "ts", "query_id", "position", "device", "item_id"]
+    in_order = [c for c in OUTPUT_COLUMNS if c in asked]
+    for categorical in (False, True):
+        whole = implicit_queries(log, settings, categorical_ids=categorical)
+        some = implicit_queries(log, settings, categorical_ids=categorical, columns=asked)
+        assert list(some.columns) == in_order != asked
+        pd.testing.assert_frame_equal(some, whole[in_order])
+    empty = log.iloc[:0]
+    pd.testing.assert_frame_equal(implicit_queries(empty, settings, columns=asked), implicit_queries(empty, settings)[in_order])
+    logged, protocol = ranking_queries(events, settings, columns=asked)
+    assert protocol.name == LOGGED
+    pd.testing.assert_frame_equal(logged, ranking_queries(events, settings)[0][in_order])
+    with pytest.raises(ValueError, match=r"no query column\(s\) \['score'\]"):
+        implicit_queries(log, settings, columns=["label", "score"])
