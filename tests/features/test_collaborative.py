@@ -65,3 +65,20 @@ def test_slices_and_the_dense_read_give_the_row_by_row_scores_to_the_last_bit(mo
     monkeypatch.setattr(dc, "DENSE_ITEMS", 0)
     monkeypatch.setattr(dc, "PAIRS_PER_SLICE", 1)  # a row a slice, by rows of S
     assert np.array_equal(np.vstack(dc.cooccurrence_scores(*args, n_users, n_items)), by_rows)
+
+
+def test_first_pairs_are_each_pairs_earliest_day():
+    """Each (user, item) pair with both codes known, once, with the UTC day of its first event: the groupby it
+    replaced, over random logs with missing codes, repeats and empty ones."""
+    from features.defs_collaborative import DAY_MS, _first_pairs
+
+    rng = np.random.default_rng(11)
+    for n in (0, 1, 50, 5_000):
+        user, item = rng.integers(-1, 40, n), rng.integers(-1, 25, n)
+        ms = rng.integers(0, 30 * DAY_MS, n)
+        got = _first_pairs(user, item, ms)
+        keep = (user >= 0) & (item >= 0)
+        expected = (pd.DataFrame({"u": user[keep], "i": item[keep], "day": ms[keep] // DAY_MS})
+                    .groupby(["u", "i"])["day"].min().reset_index())
+        pd.testing.assert_frame_equal(got.sort_values(["u", "i"]).reset_index(drop=True), expected, check_dtype=False)
+        assert got["u"].dtype == user.dtype and len(got) == len(expected)
