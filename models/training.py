@@ -72,20 +72,36 @@ def split_rows(frame: pd.DataFrame, *, end: datetime, valid_days: int,
     if missing:
         raise ValueError(f"time_split needs columns {sorted(missing)}; found {list(frame.columns)}")
     valid_start, test_start = split_starts(end, valid_days=valid_days, test_days=test_days)
-    query_ts = frame.groupby("query_id", sort=False)["ts"].transform("min")
+    # Each row's query's first time, through the queries' codes (a groupby's transform held ~0.5 GB more at
+    # 19.3M rows); a row without a query id or a time is in no part.
+    query, _ = pd.factorize(frame["query_id"], sort=True)
+    us = _utc_us(frame["ts"])
+    unknown = np.iinfo(np.int64).max
+    first = np.full(int(query.max(initial=-1)) + 2, unknown, dtype=np.int64)  # the last slot: no query id
+    np.minimum.at(first, query, np.where(np.isnat(us), unknown, us.view(np.int64)))
+    first[-1] = unknown
+    query_us = first[query]
+    del first, us
+    bounds = [_utc_us(pd.Series([t])).view(np.int64)[0] for t in (valid_start, test_start, end)]
     masks = {
-        "train": (query_ts < valid_start).to_numpy(),
-        "valid": ((query_ts >= valid_start) & (query_ts < test_start)).to_numpy(),
-        "test": ((query_ts >= test_start) & (query_ts < end)).to_numpy(),
+        "train": query_us < bounds[0],
+        "valid": (query_us >= bounds[0]) & (query_us < bounds[1]),
+        "test": (query_us >= bounds[1]) & (query_us < bounds[2]),
     }
+    del query_us
     empty = [name for name, mask in masks.items() if not mask.any()]
     if empty:
         raise ValueError(
             f"time split leaves {empty} empty: window ends {end.isoformat()}, test from {test_start.isoformat()}, "
             f"valid from {valid_start.isoformat()}; impressions span {frame['ts'].min()} .. {frame['ts'].max()}"
         )
-    order = _contiguous_order(frame)
+    order = _contiguous_order(frame, query)
     return {k: order[mask[order]] for k, mask in masks.items()}, valid_start, test_start
+
+
+def _utc_us(ts: pd.Series) -> np.ndarray:
+    """Times (tz-aware, any unit) as UTC ``datetime64[us]``; missing as NaT."""
+    return pd.to_datetime(ts, utc=True).dt.tz_localize(None).to_numpy().astype("datetime64[us]")
 
 
 def arrow_table(frame: pd.DataFrame) -> pa.Table:
@@ -533,14 +549,16 @@ def _with_features(schema: pa.Schema, features: Mapping[str, np.ndarray | Path],
     return schema
 
 
-def _contiguous_order(frame: pd.DataFrame) -> np.ndarray:
-    """Row order of a stable sort by (query_id, position), missing values last.
+def _contiguous_order(frame: pd.DataFrame, query: np.ndarray) -> np.ndarray:
+    """Row order of a stable sort by (query_id, position), missing values last. ``query``: the rows' codes of
+    ``pd.factorize(frame["query_id"], sort=True)``.
 
     Each part takes its rows in this order: one copy per part instead of a filtered copy that is
     then sorted (a stable sort restricted to a subset is the subset's stable sort)."""
-    query, _ = pd.factorize(frame["query_id"], sort=True)
     query = np.where(query < 0, len(query), query)
-    position = frame["position"].to_numpy(dtype=np.float64, na_value=np.nan) if "position" in frame else np.zeros(len(frame))
+    position = frame["position"].to_numpy(dtype=np.float64, na_value=np.nan) if "position" in frame else None
+    if position is None or np.isnan(position).all():  # no slot to order by (implicit queries): by query alone
+        return np.argsort(query, kind="stable")
     return np.lexsort((position, query))
 
 

@@ -202,3 +202,38 @@ def test_categorical_ids_write_the_files_text_ids_write(tmp_path):
         assert got.schema == text.schema and got.num_rows > 0
         pdt.assert_frame_equal(got.to_pandas(), text.to_pandas())
     assert written["coded"].sizes() == written["text"].sizes()
+
+
+def test_split_rows_are_the_groupby_split(tmp_path):
+    """Each row goes to the part of its query's first time (a groupby's ``transform("min")``, as before it was
+    made through the query codes), in (query, position) order; a row without a query id, or of a query without a
+    time, is in no part; text or categorical ids, times in ns or us."""
+    keys, _ = _frames()
+    keys = pd.concat([keys, keys.head(3).assign(query_id=None), keys.head(2).assign(query_id="q-no-time", ts=pd.NaT)],
+                     ignore_index=True)
+    keys["ts"] = pd.to_datetime(keys["ts"], utc=True)
+    keys.loc[keys.index[5], "ts"] = pd.NaT  # one row of a query without its time: the query's other rows decide
+    for frame in (keys, keys.astype({"query_id": "category"}), keys.assign(ts=keys["ts"].dt.as_unit("ns")),
+                  keys.assign(position=np.nan)):
+        rows, valid_start, test_start = split_rows(frame, end=END, valid_days=7, test_days=7)
+        first = frame.groupby("query_id", sort=False, observed=True)["ts"].transform("min")
+        order = np.lexsort((frame["position"].to_numpy(dtype=np.float64),
+                            pd.factorize(frame["query_id"], sort=True)[0] % (len(frame) + 1)))
+        expected = {"train": first < valid_start, "valid": (first >= valid_start) & (first < test_start),
+                    "test": (first >= test_start) & (first < END)}
+        for part, mask in expected.items():
+            np.testing.assert_array_equal(rows[part], order[mask.to_numpy()[order]])
+        assert sum(len(r) for r in rows.values()) == len(frame) - 5
+
+
+def test_an_unsplittable_window_names_the_empty_parts_and_the_days_held():
+    from core.errors import Reason, TrainingError
+    from rankloop.stages import check_split_coverage
+
+    ts = pd.Series(pd.to_datetime(["2026-10-20T05:00", "2026-10-20T23:59", "2026-11-03T10:00", None], utc=True))
+    with pytest.raises(TrainingError) as info:
+        check_split_coverage(ts, end=END, valid_days=7, test_days=7)
+    assert "test part(s) empty" in str(info.value) and "2 day(s) with impressions, 2026-10-20 .. 2026-11-03" in str(info.value)
+    assert info.value.reason is Reason.EMPTY and info.value.details["days"] == ["2026-10-20", "2026-11-03"]
+    check_split_coverage(pd.concat([ts, pd.Series(pd.to_datetime(["2026-11-12T01:00"], utc=True))]).dt.as_unit("ns"),
+                         end=END, valid_days=7, test_days=7)  # every part holds a day: no error
