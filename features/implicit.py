@@ -43,6 +43,7 @@ QUERY_CONTEXT = ("device", "mood", "time_of_day")  # taken from the query's firs
 ITEM_ATTRIBUTES = ("content_type", "category")  # one value per item (its first in the window)
 _DAY_US = 86_400 * 1_000_000
 _NUMERIC = ("position", "propensity")  # null on every implicit row
+UNSET = (*_NUMERIC, "policy_version")  # no implicit row has a value in these
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,14 @@ def feature_set_for(protocol: QueryProtocol, settings: FeatureSettings) -> str:
 
 
 def ranking_queries(events: pd.DataFrame, settings: LabelSettings, *, categorical_ids: bool = False,
-                    columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, QueryProtocol]:
+                    columns: Sequence[str] | None = None,
+                    null_columns: bool = True) -> tuple[pd.DataFrame, QueryProtocol]:
     """The graded rows the ranker trains and is judged on, and the protocol that built them.
 
     ``categorical_ids``: implicit queries' ``query_id``, ``user_id`` and ``item_id`` as categoricals
     (:func:`implicit_queries`); logged slates' ids are text either way. ``columns``: only these of
-    ``OUTPUT_COLUMNS``, in that order (implicit queries never make the others).
+    ``OUTPUT_COLUMNS``, in that order (implicit queries never make the others). ``null_columns=False``: implicit
+    queries leave out the columns none of their rows has a value in (:data:`UNSET`).
 
     Returns:
         (rows with ``features.labels.OUTPUT_COLUMNS``, or ``columns``, the protocol).
@@ -140,7 +143,8 @@ def ranking_queries(events: pd.DataFrame, settings: LabelSettings, *, categorica
                 f"from less than {settings.implicit.advised_history_days} (set RANKLOOP_WINDOW__HISTORY_DAYS=91)")
         log.warning("ranker queries: %s", note)
         protocol = replace(protocol, note=note)
-    return implicit_queries(events, settings, categorical_ids=categorical_ids, columns=columns), protocol
+    return implicit_queries(events, settings, categorical_ids=categorical_ids, columns=columns,
+                            null_columns=null_columns), protocol
 
 
 def _kept(columns: Sequence[str] | None) -> list[str]:
@@ -152,7 +156,7 @@ def _kept(columns: Sequence[str] | None) -> list[str]:
 
 
 def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categorical_ids: bool = False,
-                     columns: Sequence[str] | None = None) -> pd.DataFrame:
+                     columns: Sequence[str] | None = None, null_columns: bool = True) -> pd.DataFrame:
     """Engaged items plus sampled candidates per user session (or day), dated at the query's start.
 
     Args:
@@ -167,7 +171,8 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
         categoricals of those values (categories in sorted order: ``astype`` of their categories' dtype gives
         the text columns), a code per row instead of a text (~0.7 GB less at 19.3M rows). ``columns``: only
         these of ``OUTPUT_COLUMNS`` are made (in its order): each other one is 19.3M values at 10M events of a log
-        without slates (``grade`` and the null ``policy_version``: ~0.3 GB).
+        without slates (``grade`` and the null ``policy_version``: ~0.3 GB). ``null_columns=False``: the columns
+        null on every row (:data:`UNSET`: position, propensity, policy_version) are left out too (~0.45 GB there).
 
     Queries, items and (query, item) pairs are integer codes throughout; a query's id is made as text
     once per query, and an output row's values are taken by code (at 8.5M events of a log without
@@ -182,7 +187,7 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
     if ev.empty:
         empty = pd.DataFrame({"query_id": [], "user_id": [], "item_id": [], "grade": [],
                               "ts": pd.Series([], dtype="datetime64[us, UTC]")})
-        return _frame(empty, settings, columns=columns)
+        return _frame(empty, settings, columns=columns, null_columns=null_columns)
     us = _ts_us(ev["ts"])
     query_code, query_text = _query_codes(ev, settings.implicit.query_by, us)
     # The queries in start order (their first event: earliest, then first in the log).
@@ -238,7 +243,7 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
         known = ev[["item_id", column]].dropna(subset=[column]).drop_duplicates("item_id")
         rows[column] = _taken(known.set_index("item_id")[column].reindex(items).reset_index(drop=True), row_item)
     log.debug("implicit queries: %d queries, %d rows", n_queries, len(rows))
-    return _frame(rows, settings, columns=columns)
+    return _frame(rows, settings, columns=columns, null_columns=null_columns)
 
 
 def _taken(values: pd.Series, codes: np.ndarray) -> pd.Series:
@@ -359,14 +364,17 @@ def _uniforms(query_ids: np.ndarray, draws: int, seed: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
-def _frame(rows: pd.DataFrame, settings: LabelSettings, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def _frame(rows: pd.DataFrame, settings: LabelSettings, *, columns: Sequence[str] | None = None,
+           null_columns: bool = True) -> pd.DataFrame:
     """``rows`` (query_id, user_id, item_id, ts, grade, context; already in query order) as ``OUTPUT_COLUMNS``
-    (or only ``columns`` of them). Each column is taken from ``rows`` as it goes: the two frames never hold
-    a column twice."""
+    (or only ``columns`` of them; without :data:`UNSET` unless ``null_columns``). Each column is taken from
+    ``rows`` as it goes: the two frames never hold a column twice."""
     rows = rows.reset_index(drop=True)
     grade = np.clip(rows.pop("grade").to_numpy(dtype=np.float64), 0.0, 1.0)
     out = {}
     for column in _kept(columns):
+        if column in UNSET and not null_columns:
+            continue
         if column == "query_id":
             ids = rows.pop("query_id")
             out[column] = ids if isinstance(ids.dtype, pd.CategoricalDtype) else ids.astype("string")

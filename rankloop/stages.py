@@ -104,7 +104,8 @@ def null_columns(path: Path, names: Sequence[str]) -> set[str]:
     return found
 
 
-# Beside the features; position and propensity are the ranker's position-bias inputs, never features.
+# Beside the features; position and propensity are the ranker's position-bias inputs, never features (implicit
+# queries have neither: their split holds no such column).
 SPLIT_KEY_COLUMNS = ("query_id", "user_id", "item_id", "ts", "position", "propensity", "label")
 
 
@@ -288,9 +289,12 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     release_memory()  # the read's decompression and decoding pages (~0.5 GB at 10M rows)
     # Logged slates, or implicit queries (their ids as categoricals: 19.3M rows of a log without slates at 10M
     # are ~0.7 GB less than as text; the split's files hold the ids, models.training.write_split). Only the
-    # columns the split and the features read: grade and policy_version would be 0.3 GB more at that size.
+    # columns the split and the features read, and of implicit queries not the ones no row has a value in
+    # (position, propensity: the ranker reads them where the split has them; the features read an absent
+    # position as null): grade, policy_version, position and propensity would be 0.6 GB more at that size.
     imps, protocol = features.ranking_queries(events, settings.labels, categorical_ids=True,
-                                              columns=(*SPLIT_KEY_COLUMNS, *features.QUERY_COLUMNS))
+                                              columns=(*SPLIT_KEY_COLUMNS, *features.QUERY_COLUMNS),
+                                              null_columns=False)
     events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
     fset = features.get_feature_set(features.feature_set_for(protocol, settings.features))
     n_impressions = len(imps)
@@ -303,7 +307,7 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     # matrix several GB at 10M rows): never in memory together with the builder's working set.
     parked = workdir / "data" / "features"
     parked.mkdir(parents=True, exist_ok=True)
-    keys_path = spill(imps[list(SPLIT_KEY_COLUMNS)], parked / "keys.parquet")
+    keys_path = spill(imps[[c for c in SPLIT_KEY_COLUMNS if c in imps.columns]], parked / "keys.parquet")
     queries = imps[[c for c in features.QUERY_COLUMNS if c in imps.columns]]
     del imps  # the label column goes
     # One bucket of users (items) at a time past executor.feature_bucket_rows events (features.partitioned).

@@ -201,10 +201,16 @@ def test_only_the_columns_asked_for_are_made(log, events):
         some = implicit_queries(log, settings, categorical_ids=categorical, columns=asked)
         assert list(some.columns) == in_order != asked
         pd.testing.assert_frame_equal(some, whole[in_order])
+        unset = implicit_queries(log, settings, categorical_ids=categorical, columns=asked, null_columns=False)
+        assert "position" in some and "position" not in unset
+        pd.testing.assert_frame_equal(unset, whole[[c for c in in_order if c != "position"]])
+        assert whole[["position", "propensity", "policy_version"]].isna().all().all()  # what is left out holds nothing
     empty = log.iloc[:0]
     pd.testing.assert_frame_equal(implicit_queries(empty, settings, columns=asked), implicit_queries(empty, settings)[in_order])
     logged, protocol = ranking_queries(events, settings, columns=asked)
     assert protocol.name == LOGGED
     pd.testing.assert_frame_equal(logged, ranking_queries(events, settings)[0][in_order])
+    kept, _ = ranking_queries(events, settings, columns=asked, null_columns=False)  # logged slates have positions
+    pd.testing.assert_frame_equal(kept, logged)
     with pytest.raises(ValueError, match=r"no query column\(s\) \['score'\]"):
         implicit_queries(log, settings, columns=["label", "score"])
