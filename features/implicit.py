@@ -44,6 +44,7 @@ ITEM_ATTRIBUTES = ("content_type", "category")  # one value per item (its first 
 _DAY_US = 86_400 * 1_000_000
 _NUMERIC = ("position", "propensity")  # null on every implicit row
 UNSET = (*_NUMERIC, "policy_version")  # no implicit row has a value in these
+_SLICE = 1 << 20  # rows per slice of a per-row computation with temporaries
 
 
 @dataclass(frozen=True)
@@ -232,10 +233,12 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
     by_query = {"query_id": pd.Series(query_ids, dtype="string"),
                 "user_id": pd.Series(ev["user_id"].take(first_rows).to_numpy(dtype=object))}
     take = _coded if categorical_ids else _taken
-    rows = pd.DataFrame({name: take(values, row_query) for name, values in by_query.items()})
+    rows = pd.DataFrame({name: take(values, row_query) for name, values in by_query.items()}, copy=False)
     rows["item_id"] = take(pd.Series(items), row_item)
     rows["grade"] = grade
-    rows["ts"] = pd.to_datetime(start_us[row_query], unit="us", utc=True).astype("datetime64[us, UTC]")
+    # The query's start per row, made tz-aware in one copy (to_datetime(unit="us") and then astype to the us unit
+    # held ~0.7 GB more at 19.3M rows).
+    rows["ts"] = pd.Series(start_us[row_query].view("datetime64[us]")).dt.tz_localize("UTC")
     wanted = _kept(columns)
     for column in (c for c in QUERY_CONTEXT if c in ev.columns and c in wanted):  # from the query's first event
         rows[column] = _taken(ev[column].take(first_rows).reset_index(drop=True), row_query)
@@ -370,7 +373,13 @@ def _frame(rows: pd.DataFrame, settings: LabelSettings, *, columns: Sequence[str
     (or only ``columns`` of them; without :data:`UNSET` unless ``null_columns``). Each column is taken from
     ``rows`` as it goes: the two frames never hold a column twice."""
     rows = rows.reset_index(drop=True)
-    grade = np.clip(rows.pop("grade").to_numpy(dtype=np.float64), 0.0, 1.0)
+    raw = rows.pop("grade").to_numpy(dtype=np.float64)
+    grade = np.clip(raw, 0.0, 1.0) if "grade" in _kept(columns) else None
+    # The label a slice at a time: grade * levels, rounded, over 19.3M rows at once held ~0.4 GB more.
+    label = np.empty(len(raw), dtype=np.int32)
+    for lo in range(0, len(raw), _SLICE):
+        label[lo:lo + _SLICE] = np.rint(np.clip(raw[lo:lo + _SLICE], 0.0, 1.0) * settings.levels)
+    del raw
     out = {}
     for column in _kept(columns):
         if column in UNSET and not null_columns:
@@ -381,12 +390,12 @@ def _frame(rows: pd.DataFrame, settings: LabelSettings, *, columns: Sequence[str
         elif column == "grade":
             out[column] = pd.Series(grade)
         elif column == "label":
-            out[column] = pd.Series(np.rint(grade * settings.levels).astype(np.int32))
+            out[column] = pd.Series(label)
         elif column in rows.columns:
             out[column] = rows.pop(column)  # a Series: tz-aware times stay datetime64 (no per-row Timestamps)
         elif column in _NUMERIC:
-            out[column] = pd.Series(np.full(len(grade), np.nan))
+            out[column] = pd.Series(np.full(len(label), np.nan))
         else:
-            out[column] = pd.Series(None, index=pd.RangeIndex(len(grade)), dtype=object)
-    del rows, grade
+            out[column] = pd.Series(None, index=pd.RangeIndex(len(label)), dtype=object)
+    del rows, grade, label
     return pd.DataFrame(out, copy=False)
