@@ -118,6 +118,63 @@ def feature_set_for(protocol: QueryProtocol, settings: FeatureSettings) -> str:
     return settings.implicit_feature_set if protocol.name == IMPLICIT else settings.feature_set
 
 
+@dataclass(frozen=True)
+class ImplicitPool:
+    """What the candidate draws read of the whole window: its items and their events per UTC day.
+
+    A query's rows depend on its own user's events and on this alone (the pool of each day is every item
+    with an event before it; popularity counts events in the ``popularity_days`` before it; an item's
+    ``content_type`` and ``category`` are its first values in the window). So a bucket of users' queries, made
+    from that bucket's events and the window's pool, are the window's queries of those users, row for row."""
+
+    items: np.ndarray  # the window's item ids (of events naming a user and an item), sorted; codes index it
+    first_day: int  # the window's first UTC day (days since 1970-01-01)
+    by_day: dict[int, np.ndarray]  # per UTC day holding events, its events' item codes
+    attributes: dict[str, pd.Series]  # per ITEM_ATTRIBUTES column the events have: each item's first value
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def codes(self, item_ids: pd.Series) -> np.ndarray:
+        """Each id's code (its place in ``items``); -1 for an id not in the window."""
+        if isinstance(item_ids.dtype, pd.CategoricalDtype):  # through the few categories
+            at = self.codes(pd.Series(np.asarray(item_ids.cat.categories, dtype=object)))
+            codes = item_ids.cat.codes.to_numpy()
+            return np.where(codes >= 0, at[np.maximum(codes, 0)] if len(at) else -1, -1)
+        return pd.Index(self.items, dtype=object).get_indexer(np.asarray(item_ids, dtype=object))
+
+
+def implicit_pool(events: pd.DataFrame, columns: Sequence[str] | None = None) -> ImplicitPool:
+    """The window's :class:`ImplicitPool`, from its events (``user_id``, ``item_id``, ``ts``, the item attributes):
+    made once and handed to :func:`implicit_queries` of each bucket of users. ``columns``: the query columns that
+    will be asked for (None: all); an item attribute not among them is not kept."""
+    named = (events["user_id"].notna() & events["item_id"].notna()).to_numpy()
+    ev = events[[c for c in ("item_id", "ts", *ITEM_ATTRIBUTES) if c in events.columns]]
+    if not named.all():
+        ev = ev[named]
+    ev = ev.reset_index(drop=True)
+    return _pool(ev, *_sorted_codes(ev["item_id"]), _ts_us(ev["ts"]) if len(ev) else np.zeros(0, np.int64),
+                 _kept(columns))
+
+
+def _pool(ev: pd.DataFrame, item_code: np.ndarray, items: np.ndarray, us: np.ndarray,
+          wanted: Sequence[str]) -> ImplicitPool:
+    """:func:`implicit_pool` of named events ``ev`` given their sorted item codes and times (microseconds)."""
+    ev_day = us // _DAY_US
+    order = np.argsort(ev_day, kind="stable")
+    days, starts = np.unique(ev_day[order], return_index=True)
+    small = np.int32 if len(items) < 2**31 else np.int64
+    by_day = dict(zip(days.tolist(), np.split(item_code[order].astype(small), starts[1:]), strict=True))
+    del order
+    attributes = {}
+    for column in (c for c in ITEM_ATTRIBUTES if c in ev.columns and c in wanted):
+        known = ev[["item_id", column]].dropna(subset=[column]).drop_duplicates("item_id")
+        attributes[column] = known.set_index("item_id")[column].reindex(items).reset_index(drop=True)
+    return ImplicitPool(items=items, first_day=int(ev_day.min()) if len(ev_day) else 0, by_day=by_day,
+                        attributes=attributes)
+
+
 def ranking_queries(events: pd.DataFrame, settings: LabelSettings, *, categorical_ids: bool = False,
                     columns: Sequence[str] | None = None,
                     null_columns: bool = True) -> tuple[pd.DataFrame, QueryProtocol]:
@@ -157,7 +214,8 @@ def _kept(columns: Sequence[str] | None) -> list[str]:
 
 
 def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categorical_ids: bool = False,
-                     columns: Sequence[str] | None = None, null_columns: bool = True) -> pd.DataFrame:
+                     columns: Sequence[str] | None = None, null_columns: bool = True,
+                     pool: ImplicitPool | None = None) -> pd.DataFrame:
     """Engaged items plus sampled candidates per user session (or day), dated at the query's start.
 
     Args:
@@ -174,6 +232,8 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
         these of ``OUTPUT_COLUMNS`` are made (in its order): each other one is 19.3M values at 10M events of a log
         without slates (``grade`` and the null ``policy_version``: ~0.3 GB). ``null_columns=False``: the columns
         null on every row (:data:`UNSET`: position, propensity, policy_version) are left out too (~0.45 GB there).
+        ``pool``: the window's :func:`implicit_pool` when ``events`` are one bucket of its users (default: the
+        pool of ``events``): the rows are then the window's rows of those users' queries, in the same order.
 
     Queries, items and (query, item) pairs are integer codes throughout; a query's id is made as text
     once per query, and an output row's values are taken by code (at 8.5M events of a log without
@@ -203,7 +263,15 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
     query_ids = query_text[query_code[first_rows]]
     start_us = us[first_rows]
     del query_code, position
-    item_code, items = _sorted_codes(ev["item_id"])
+    wanted = _kept(columns)
+    if pool is None:
+        item_code, items = _sorted_codes(ev["item_id"])
+        pool = _pool(ev, item_code, items, us, wanted)
+    else:
+        item_code, items = pool.codes(ev["item_id"]), pool.items
+        if (item_code < 0).any():
+            raise ValueError(f"{int((item_code < 0).sum())} event(s) name an item the window's pool does not hold: "
+                             "make the pool from the window these events are a bucket of")
     n_items = np.int64(len(items))
     # Engaged: each (query, item) pair touched, with its best event's grade (none graded: 0).
     grades = event_grades(_with_optional_columns(ev), settings)
@@ -212,7 +280,7 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
     engaged = best.index.to_numpy(dtype=np.int64)
     engaged_grade = best.fillna(0.0).to_numpy(dtype=np.float64)
     del best
-    s_query, s_item = _sampled(engaged, query_ids, start_us, item_code, us, n_items, settings.implicit)
+    s_query, s_item = _sampled(engaged, query_ids, start_us, pool, n_items, settings.implicit)
     del query, item_code
     small = np.int32 if max(n_queries, int(n_items)) < 2**31 else np.int64
     row_query = np.concatenate([engaged // n_items, s_query]).astype(small)
@@ -239,12 +307,10 @@ def implicit_queries(events: pd.DataFrame, settings: LabelSettings, *, categoric
     # The query's start per row, made tz-aware in one copy (to_datetime(unit="us") and then astype to the us unit
     # held ~0.7 GB more at 19.3M rows).
     rows["ts"] = pd.Series(start_us[row_query].view("datetime64[us]")).dt.tz_localize("UTC")
-    wanted = _kept(columns)
     for column in (c for c in QUERY_CONTEXT if c in ev.columns and c in wanted):  # from the query's first event
         rows[column] = _taken(ev[column].take(first_rows).reset_index(drop=True), row_query)
-    for column in (c for c in ITEM_ATTRIBUTES if c in ev.columns and c in wanted):  # the item's first value
-        known = ev[["item_id", column]].dropna(subset=[column]).drop_duplicates("item_id")
-        rows[column] = _taken(known.set_index("item_id")[column].reindex(items).reset_index(drop=True), row_item)
+    for column in (c for c in ITEM_ATTRIBUTES if c in pool.attributes and c in wanted):  # the item's first value
+        rows[column] = _taken(pool.attributes[column], row_item)
     log.debug("implicit queries: %d queries, %d rows", n_queries, len(rows))
     return _frame(rows, settings, columns=columns, null_columns=null_columns)
 
@@ -286,8 +352,8 @@ def _query_ids(ev: pd.DataFrame, query_by: str) -> pd.Series:
     return ev["user_id"].astype("string") + "|" + day
 
 
-def _sampled(engaged: np.ndarray, query_ids: np.ndarray, start_us: np.ndarray, item_code: np.ndarray,
-             event_us: np.ndarray, n_items: np.int64, settings: ImplicitQuerySettings) -> tuple[np.ndarray, np.ndarray]:
+def _sampled(engaged: np.ndarray, query_ids: np.ndarray, start_us: np.ndarray, pool: ImplicitPool,
+             n_items: np.int64, settings: ImplicitQuerySettings) -> tuple[np.ndarray, np.ndarray]:
     """(query, item code) of each sampled candidate: per query, from the items seen before the query's UTC day
     (none on the window's first day). ``engaged``: the sorted (query * n_items + item) keys the queries touched.
 
@@ -296,7 +362,7 @@ def _sampled(engaged: np.ndarray, query_ids: np.ndarray, start_us: np.ndarray, i
     depend on its own day only, so they are made, filtered and kept a day at a time."""
     wanted = np.array([settings.popular_negatives, settings.uniform_negatives])
     out_query, out_item = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    for at, drawn in _draws(query_ids, start_us, item_code, event_us, settings, wanted):
+    for at, drawn in _draws(query_ids, start_us, pool, settings, wanted):
         qrow, code, kind, draw = (np.concatenate([np.broadcast_to(d[k], d[0].shape) for d in drawn]) for k in range(4))
         order = np.lexsort((draw, kind, qrow))
         qrow, code, kind = qrow[order], code[order], kind[order]
@@ -316,23 +382,18 @@ def _sampled(engaged: np.ndarray, query_ids: np.ndarray, start_us: np.ndarray, i
     return np.concatenate(out_query), np.concatenate(out_item)
 
 
-def _draws(query_ids: np.ndarray, start_us: np.ndarray, item_code: np.ndarray, event_us: np.ndarray,
-           settings: ImplicitQuerySettings, wanted: np.ndarray):
+def _draws(query_ids: np.ndarray, start_us: np.ndarray, pool: ImplicitPool, settings: ImplicitQuerySettings,
+           wanted: np.ndarray):
     """Per query day with candidates: (its queries, [(query rows, drawn item codes, kind index, draw index)
     per kind]).
 
     The pool of a day is every item with an event before it; popularity weights count each item's
-    events in the ``popularity_days`` before it. Days are walked in order with running counts."""
-    n_items = int(item_code.max()) + 1
-    ev_day = event_us // _DAY_US
+    events in the ``popularity_days`` before it (``pool``: the window's). Days are walked in order with running counts."""
+    n_items, by_day = pool.n_items, pool.by_day
     q_day = start_us // _DAY_US
-    order = np.argsort(ev_day, kind="stable")
-    days, starts = np.unique(ev_day[order], return_index=True)
-    by_day = dict(zip(days.tolist(), np.split(item_code[order], starts[1:]), strict=True))
-    del order
     seen = np.zeros(n_items, dtype=np.int64)  # events before the current day
     recent = np.zeros(n_items, dtype=np.int64)  # events in the popularity_days before it
-    for day in range(int(ev_day.min()), int(q_day.max()) + 1):
+    for day in range(pool.first_day, int(q_day.max()) + 1):
         at = np.flatnonzero(q_day == day)
         pool = np.flatnonzero(seen > 0)
         if len(at) and len(pool):

@@ -214,3 +214,36 @@ def test_only_the_columns_asked_for_are_made(log, events):
     pd.testing.assert_frame_equal(kept, logged)
     with pytest.raises(ValueError, match=r"no query column\(s\) \['score'\]"):
         implicit_queries(log, settings, columns=["label", "score"])
+
+
+@pytest.mark.parametrize("buckets", [2, 7])
+def test_a_bucket_of_users_with_the_window_pool_gives_its_users_window_rows(log, buckets):
+    """Each bucket of users' queries, made from its own events and the window's pool (items, per-day counts, the
+    items' first attributes), are the window's rows of those users, in the window's order: popularity and the
+    candidate pool count every user's events, including events of days before the bucket's first."""
+    from features.implicit import implicit_pool
+    from features.partitioned import key_buckets
+
+    settings = _labels(popular_negatives=4, uniform_negatives=3)
+    log = log.assign(category=log["item_id"].str[-1:])
+    # an item only one late user touches: in a bucket's pool only through the window's
+    log = pd.concat([log, log.tail(1).assign(user_id="late", item_id="only-late", category="z")], ignore_index=True)
+    as_codes = log.astype({c: "category" for c in ("user_id", "item_id", "session_id", "device", "category")})
+    for events, categorical in ((log, False), (as_codes, True)):
+        whole = implicit_queries(events, settings, categorical_ids=categorical)
+        pool = implicit_pool(events)
+        bucket = key_buckets(events["user_id"], buckets)
+        parts = [implicit_queries(events[bucket == b], settings, categorical_ids=categorical, pool=pool)
+                 for b in range(buckets)]
+        assert all(len(p) for p in parts) and sum(map(len, parts)) == len(whole)
+        text = {c: "string" for c in ("query_id", "user_id", "item_id")}
+        joined = pd.concat([p.astype(text) for p in parts], ignore_index=True)
+        joined = joined.sort_values(["ts", "query_id", "item_id"], kind="stable").reset_index(drop=True)
+        pd.testing.assert_frame_equal(joined, whole.astype(text))
+        if categorical:  # the item ids' categories are the window's in every bucket
+            assert all(p["item_id"].cat.categories.equals(whole["item_id"].cat.categories) for p in parts)
+        # the pool matters: a bucket's own pool draws other candidates
+        alone = implicit_queries(events[bucket == 0], settings, categorical_ids=categorical)
+        assert not alone.astype(text).reset_index(drop=True).equals(parts[0].astype(text).reset_index(drop=True))
+    with pytest.raises(ValueError, match="1 event.* an item the window's pool does not hold"):
+        implicit_queries(log.tail(1).assign(item_id="unknown"), settings, pool=implicit_pool(log))
