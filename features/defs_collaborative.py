@@ -135,23 +135,35 @@ class CooccurrenceDays:
               users: pd.DataFrame | None, folder: Path) -> CooccurrenceDays:
         """From the window's queries and events (``user_id``, ``item_id``, ``ts``) and the catalogue tables (coded as
         ``features.context.BuildContext`` codes them); the S files go into ``folder``."""
+        from features.context import _ms
+
+        return cls.from_parts(queries["user_id"], queries["item_id"], np.unique(_ms(queries["ts"]) // DAY_MS), events,
+                              items=items, users=users, folder=folder)
+
+    @classmethod
+    def from_parts(cls, query_users: pd.Series, query_items: pd.Series, days: np.ndarray, events: pd.DataFrame, *,
+                   items: pd.DataFrame | None, users: pd.DataFrame | None, folder: Path) -> CooccurrenceDays:
+        """:meth:`build` from what it reads of the queries: their user ids (any subset holding those not among the
+        events': only their number counts), their item ids in the order the window's rows first name them (each
+        once will do: the builder numbers items by first appearance, and a score sums in that order), and their
+        UTC days (days since 1970-01-01): for queries that are never in memory whole."""
         from features.context import _codes, _codes_and_uniques, _ms
 
         folder.mkdir(parents=True, exist_ok=True)
         # The builder's codes (numbered over the queries' ids, then the events', then the catalogue's); of the
         # queries' codes only the largest is kept (19.3M rows each at 10M events of a log without slates).
         user_ids = [] if users is None else [users["user_id"]]
-        codes = _codes(queries["user_id"], events["user_id"], *user_ids)
+        codes = _codes(query_users, events["user_id"], *user_ids)
         n_users = max(max(int(c.max(initial=-1)) for c in codes) + 1, 1)
         ev_user = codes[1].astype(np.int32)
-        item_ids = [queries["user_id"].iloc[:0]] if items is None else [items["item_id"]]
-        codes, values = _codes_and_uniques(queries["item_id"], events["item_id"], *item_ids)
+        item_ids = [query_users.iloc[:0]] if items is None else [items["item_id"]]
+        codes, values = _codes_and_uniques(query_items, events["item_id"], *item_ids)
         shape = (n_users, max(max(int(c.max(initial=-1)) for c in codes) + 1, 1))
         ev_item = codes[1].astype(np.int32)
         del codes
         first = _first_pairs(ev_user, ev_item, _ms(events["ts"]))
         del ev_user, ev_item
-        days = np.unique(_ms(queries["ts"]) // DAY_MS)
+        days = np.unique(np.asarray(days, dtype=np.int64))
         for day, _, c in _walk(first, days, shape):
             s = _similarity(c)
             if s.shape[0] <= DENSE_ITEMS:

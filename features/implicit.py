@@ -176,33 +176,42 @@ def _pool(ev: pd.DataFrame, item_code: np.ndarray, items: np.ndarray, us: np.nda
 
 
 def ranking_queries(events: pd.DataFrame, settings: LabelSettings, *, categorical_ids: bool = False,
-                    columns: Sequence[str] | None = None,
-                    null_columns: bool = True) -> tuple[pd.DataFrame, QueryProtocol]:
+                    columns: Sequence[str] | None = None, null_columns: bool = True,
+                    protocol: QueryProtocol | None = None) -> tuple[pd.DataFrame, QueryProtocol]:
     """The graded rows the ranker trains and is judged on, and the protocol that built them.
 
     ``categorical_ids``: implicit queries' ``query_id``, ``user_id`` and ``item_id`` as categoricals
     (:func:`implicit_queries`); logged slates' ids are text either way. ``columns``: only these of
     ``OUTPUT_COLUMNS``, in that order (implicit queries never make the others). ``null_columns=False``: implicit
-    queries leave out the columns none of their rows has a value in (:data:`UNSET`).
+    queries leave out the columns none of their rows has a value in (:data:`UNSET`). ``protocol``: the window's
+    :func:`ranking_protocol`, when the caller has it.
 
     Returns:
         (rows with ``features.labels.OUTPUT_COLUMNS``, or ``columns``, the protocol).
     """
     from features.labels import impressions
 
-    protocol = choose_protocol(events, settings.implicit)
-    log.info("ranker queries: %s", protocol.describe())
+    protocol = protocol or ranking_protocol(events, settings)
     if protocol.name == LOGGED:
         logged = impressions(events, settings)
         return (logged if columns is None else logged[_kept(columns)]), protocol
+    return implicit_queries(events, settings, categorical_ids=categorical_ids, columns=columns,
+                            null_columns=null_columns), protocol
+
+
+def ranking_protocol(events: pd.DataFrame, settings: LabelSettings) -> QueryProtocol:
+    """:func:`choose_protocol`, logged, with a note when an implicit protocol has too short a history to learn from."""
+    protocol = choose_protocol(events, settings.implicit)
+    log.info("ranker queries: %s", protocol.describe())
+    if protocol.name == LOGGED:
+        return protocol
     days = (events["ts"].max() - events["ts"].min()).days if len(events) else 0
     if days < settings.implicit.advised_history_days:
         note = (f"the window holds {days} days of history; implicit queries learn little more than popularity "
                 f"from less than {settings.implicit.advised_history_days} (set RANKLOOP_WINDOW__HISTORY_DAYS=91)")
         log.warning("ranker queries: %s", note)
         protocol = replace(protocol, note=note)
-    return implicit_queries(events, settings, categorical_ids=categorical_ids, columns=columns,
-                            null_columns=null_columns), protocol
+    return protocol
 
 
 def _kept(columns: Sequence[str] | None) -> list[str]:

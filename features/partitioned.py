@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.config.features import FeatureSettings
+from core.config.features import FeatureSettings, LabelSettings
 from features.build import build_features
 from features.defs_collaborative import CooccurrenceDays
 
@@ -133,7 +134,100 @@ def key_buckets(values: pd.Series, buckets: int) -> np.ndarray:
     return np.where(codes >= 0, of_value[np.maximum(codes, 0)].astype(np.int64) if len(of_value) else 0, 0)
 
 
-def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: tuple[str, ...], *,
+@dataclass(frozen=True)
+class QueryBuckets:
+    """A window's queries made and written one bucket of users at a time (:func:`implicit_query_buckets`): the
+    window's rows are bucket 0's, then bucket 1's, ...; within a bucket in the window's order (queries contiguous).
+    Bucket ``b`` holds the queries of the users :func:`key_buckets` puts in bucket ``b`` of ``buckets``."""
+
+    buckets: int
+    keys: tuple[Path, ...]  # per bucket: its rows' key columns (Arrow IPC, plain Arrow types)
+    queries: tuple[Path, ...]  # per bucket: its rows' query columns (Arrow IPC, ids dictionary-coded)
+    rows: tuple[int, ...]  # per bucket
+    days: np.ndarray  # the UTC days holding a query's start (days since 1970-01-01), ascending
+    items: pd.Series  # the queries' item ids, each once, in the order the window's rows first name them
+
+    @property
+    def n(self) -> int:
+        return int(sum(self.rows))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Each bucket's first row in the window, and the window's rows last."""
+        return np.r_[0, np.cumsum(self.rows, dtype=np.int64)]
+
+    def read_queries(self, bucket: int) -> pd.DataFrame:
+        return _unspill(self.queries[bucket])
+
+    def key_names(self) -> list[str]:
+        """The key columns the buckets' files hold."""
+        with pa.memory_map(str(self.keys[0])) as source:
+            return list(pa.ipc.open_file(source).schema.names)
+
+    def probe(self) -> pd.DataFrame:
+        """A few query rows (the first bucket's that holds any): what ``features.build.keys_read`` probes."""
+        return next((self.read_queries(b).iloc[:64] for b, n in enumerate(self.rows) if n), self.read_queries(0))
+
+
+def implicit_query_buckets(events: pd.DataFrame, settings: LabelSettings, *, buckets: int, folder: Path,
+                           key_columns: tuple[str, ...] | list[str], query_columns: tuple[str, ...] | list[str]
+                           ) -> QueryBuckets:
+    """The window's implicit queries (``features.implicit_queries`` with categorical ids, without the columns no row
+    has a value in) made one bucket of users at a time from that bucket's events and the window's pool, each
+    bucket's ``key_columns`` and ``query_columns`` written to ``folder``: the window's 19.3M query rows of a log
+    without slates at 10M events are never in memory together (made whole they held ~2.2 GB while made).
+    ``events`` are the window's, in its order; the caller removes ``folder``."""
+    from core.parquet import arrow_table
+    from features.implicit import implicit_pool, implicit_queries
+
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys([*key_columns, *query_columns]))
+    pool = implicit_pool(events, columns)
+    bucket = key_buckets(events["user_id"], buckets)
+    small = np.int16 if buckets < 2**15 else np.int64  # int16: numpy's stable sort is a radix sort
+    order = np.argsort(bucket.astype(small), kind="stable")  # each bucket's events in the window's order
+    bounds = np.r_[0, np.cumsum(np.bincount(bucket, minlength=buckets))]
+    del bucket
+    keys, queries, rows, days, firsts = [], [], [], [], []
+    for b in range(buckets):
+        bucket_events = events.take(order[bounds[b]:bounds[b + 1]])
+        q = implicit_queries(bucket_events, settings, categorical_ids=True, columns=columns, null_columns=False,
+                             pool=pool)
+        del bucket_events
+        us = q["ts"].dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64)
+        days.append(np.unique(us // (86_400 * 1_000_000)))
+        # Where each item is first named: the window's rows are ordered by (start, query id, item), so an item's
+        # first row in the window is the least (start, query id) of its first rows in the buckets.
+        code = pool.codes(q["item_id"])
+        item, first = np.unique(code, return_index=True)
+        firsts.append(pd.DataFrame({"item": item, "us": us[first],
+                                    "query": q["query_id"].take(first).astype("string").to_numpy(dtype=object)}))
+        del us, code, item, first
+        present = [c for c in key_columns if c in q.columns]
+        keys.append(folder / f"keys.{b}.arrow")
+        _write_ipc(_plain(arrow_table(q[present])), keys[-1])
+        queries.append(folder / f"queries.{b}.arrow")
+        _write_ipc(arrow_table(q[[c for c in query_columns if c in q.columns]]), queries[-1])
+        rows.append(len(q))
+        del q
+    firsts = pd.concat(firsts, ignore_index=True).sort_values(["us", "query", "item"], kind="stable")
+    named = pd.Series(pool.items[firsts.drop_duplicates("item")["item"].to_numpy()], dtype=object)
+    return QueryBuckets(buckets=buckets, keys=tuple(keys), queries=tuple(queries), rows=tuple(rows),
+                        days=np.unique(np.concatenate(days)) if days else np.zeros(0, dtype=np.int64), items=named)
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """``table`` with each dictionary-coded column as its values (what a split's key files hold)."""
+    return pa.table({name: column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+                     for name, column in zip(table.column_names, table.columns, strict=True)})
+
+
+def _write_ipc(table: pa.Table, path: Path) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def iter_keyed_columns(impressions: pd.DataFrame | QueryBuckets, events: pd.DataFrame, names: tuple[str, ...], *,
                        items: pd.DataFrame | None = None, users: pd.DataFrame | None = None,
                        settings: FeatureSettings, buckets: int, scratch: Path) -> Iterator[tuple[str, np.ndarray]]:
     """``features.build.iter_columns`` of ``names`` with the keyed grains built one bucket of users (items) at a
@@ -147,17 +241,28 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
 
     The caller should hold no other reference to ``impressions`` and ``events``: they are cut into buckets
     and dropped before the first bucket is built.
+
+    ``impressions`` may be :class:`QueryBuckets` (queries never whole): the values are then aligned with its rows
+    (bucket 0's, then bucket 1's, ...), its buckets of users are the user buckets (``buckets`` is its own), and
+    the buckets of items are cut from its files.
     """
     from features.build import iter_columns, keys_read
     from features.registry import REGISTRY
     from features.window import WindowCounts, day_parts, window_given
 
     groups = key_groups(names)
-    if buckets <= 1 or not any(k is not None for k in groups):
+    bucketed = isinstance(impressions, QueryBuckets)
+    if bucketed:
+        buckets = impressions.buckets
+    if bucketed and not any(k is not None for k in groups):  # nothing keyed: the window's queries, read whole
+        impressions = _concat([impressions.read_queries(b) for b in range(impressions.buckets)])
+        bucketed = False
+    if not bucketed and (buckets <= 1 or not any(k is not None for k in groups)):
         yield from iter_columns(impressions, events, tuple(names), items=items, users=users, settings=settings)
         return
     keyed = tuple(n for k, names in groups.items() if k is not None for n in names)
-    read = keys_read(impressions, events, keyed, items=items, users=users, settings=settings)
+    read = keys_read(impressions.probe() if bucketed else impressions, events, keyed, items=items, users=users,
+                     settings=settings)
     # The window-wide aggregates from per-day counts of the few columns they read (features.window); exposures
     # inferred from sessions when no impression is logged (each bucket is handed its events' part of the mask).
     exposures = None if has_logged_exposures(events) else window_exposures(events)
@@ -168,7 +273,10 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
         # and each bucket of users scores its own queries with it (defs_collaborative.CooccurrenceDays).
         across = tuple(n for n in groups.get(None, ()) if n in ACROSS_KEYS)
         cooccurrence = None
-        if across:
+        if across and bucketed:  # the queries' users are among the events' (only their number counts)
+            cooccurrence = CooccurrenceDays.from_parts(events["user_id"].iloc[:0], impressions.items, impressions.days,
+                                                       events, items=items, users=users, folder=folder / "cooccurrence")
+        elif across:
             cooccurrence = CooccurrenceDays.build(impressions, events, items=items, users=users,
                                                   folder=folder / "cooccurrence")
             groups["user_id"] = (*groups.get("user_id", ()), *across)
@@ -180,26 +288,37 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
             host = "user_id" if "user_id" in groups else next(k for k in groups if k is not None)
             groups[host] = (*groups[host], *groups.pop(None))
         if groups.get(None):
-            yield from iter_columns(impressions, events, groups[None], items=items, users=users, settings=settings)
+            whole = _concat([impressions.read_queries(b) for b in range(buckets)]) if bucketed else impressions
+            yield from iter_columns(whole, events, groups[None], items=items, users=users, settings=settings)
+            del whole
         groups.pop(None, None)
-        cuts = {}  # key column -> per bucket (query rows, paths of its queries and events)
+        cuts = {}  # key column -> per bucket (query rows, paths of its queries, path of its events)
         for key in (k for k in groups if k is not None):
-            q_bucket, e_bucket = key_buckets(impressions[key], buckets), key_buckets(events[key], buckets)
+            e_bucket = key_buckets(events[key], buckets)
+            if bucketed:
+                q_cuts = _cut_buckets(impressions, key, folder)
+            else:
+                q_bucket = key_buckets(impressions[key], buckets)
+                q_cuts = []
+                for b in range(buckets):
+                    q_rows = np.flatnonzero(q_bucket == b)
+                    _spill_rows(impressions, q_rows, folder / f"{key}.{b}.queries.arrow")
+                    q_cuts.append((q_rows, [folder / f"{key}.{b}.queries.arrow"]))
+                del q_bucket
             cuts[key] = []
             for b in range(buckets):
-                q_rows, e_rows = np.flatnonzero(q_bucket == b), np.flatnonzero(e_bucket == b)
-                paths = (folder / f"{key}.{b}.queries.arrow", folder / f"{key}.{b}.events.arrow")
-                _spill_rows(impressions, q_rows, paths[0])
-                _spill_rows(events, e_rows, paths[1])
+                e_rows = np.flatnonzero(e_bucket == b)
+                e_path = folder / f"{key}.{b}.events.arrow"
+                _spill_rows(events, e_rows, e_path)
                 if exposures is not None:
                     np.save(folder / f"{key}.{b}.exposures.npy", exposures[e_rows])
-                cuts[key].append((q_rows, paths))
-            del q_bucket, e_bucket
-        n_queries = len(impressions)
+                cuts[key].append((q_cuts[b][0], q_cuts[b][1], e_path))
+            del e_bucket
+        n_queries = impressions.n if bucketed else len(impressions)
         del impressions, events, exposures  # the buckets on disk hold them now
         for key, parts in cuts.items():
-            for b, (_, (q_path, e_path)) in enumerate(parts):
-                queries, bucket_events = _unspill(q_path), _unspill(e_path)
+            for b, (_, q_paths, e_path) in enumerate(parts):
+                queries, bucket_events = _concat([_unspill(p) for p in q_paths]), _unspill(e_path)
                 inferred = folder / f"{key}.{b}.exposures.npy"
                 given = window_given(counts, queries, bucket_events, read,
                                      np.load(inferred) if inferred.exists() else None)
@@ -210,16 +329,59 @@ def iter_keyed_columns(impressions: pd.DataFrame, events: pd.DataFrame, names: t
                 del given, queries, bucket_events
                 for name, values in columns:
                     np.save(folder / f"{name}.{b}.npy", values)
-                q_path.unlink()
-                e_path.unlink()
+                for path in (*q_paths, e_path):
+                    if path.parent == folder:  # not a QueryBuckets' own file
+                        path.unlink()
             for name in groups[key]:
                 out = np.empty(n_queries, dtype=REGISTRY[name].dtype)
-                for b, (q_rows, _) in enumerate(parts):
+                for b, (q_rows, _, _) in enumerate(parts):
                     chunk = folder / f"{name}.{b}.npy"
                     out[q_rows] = np.load(chunk)
                     chunk.unlink()
                 yield name, out
                 del out
+
+
+def _cut_buckets(queries: QueryBuckets, key: str, folder: Path) -> list[tuple[np.ndarray, list[Path]]]:
+    """Per bucket of ``key`` (its :func:`key_buckets`): the window rows of ``queries`` in it, ascending, and the
+    files of its rows (for the user buckets ``queries``' own files; else one piece per bucket of users)."""
+    offsets = queries.offsets
+    if key == "user_id":
+        return [(np.arange(offsets[b], offsets[b + 1], dtype=np.int64), [queries.queries[b]])
+                for b in range(queries.buckets)]
+    rows: list[list[np.ndarray]] = [[] for _ in range(queries.buckets)]
+    paths: list[list[Path]] = [[] for _ in range(queries.buckets)]
+    for u in range(queries.buckets):
+        frame = queries.read_queries(u)
+        of_row = key_buckets(frame[key], queries.buckets)
+        for b in np.unique(of_row).tolist():
+            at = np.flatnonzero(of_row == b)
+            paths[b].append(folder / f"{key}.{b}.queries.{u}.arrow")
+            _spill_rows(frame, at, paths[b][-1])
+            rows[b].append(offsets[u] + at)
+        del of_row
+    for b in (b for b in range(queries.buckets) if not paths[b]):  # a bucket of items no query names
+        paths[b].append(folder / f"{key}.{b}.queries.none.arrow")
+        _spill_rows(frame, np.zeros(0, dtype=np.int64), paths[b][-1])
+    return [(np.concatenate(r) if r else np.zeros(0, dtype=np.int64), p) for r, p in zip(rows, paths, strict=True)]
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``frames`` one after the other; categorical columns stay categorical (their categories united)."""
+    from pandas.api.types import union_categoricals
+
+    if len(frames) == 1:
+        return frames[0]
+    if not frames:
+        return pd.DataFrame()
+    out = {}
+    for name in frames[0].columns:
+        parts = [f[name] for f in frames]
+        if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
+            out[name] = pd.Series(union_categoricals(parts))
+        else:
+            out[name] = pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(out, copy=False)
 
 
 def has_logged_exposures(events: pd.DataFrame) -> bool:
@@ -230,9 +392,9 @@ def has_logged_exposures(events: pd.DataFrame) -> bool:
 
 
 def _spill_rows(frame: pd.DataFrame, rows: np.ndarray, path: Path) -> None:
-    table = pa.Table.from_pandas(frame.take(rows), preserve_index=False)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+    from core.parquet import arrow_table
+
+    _write_ipc(arrow_table(frame.take(rows).reset_index(drop=True)), path)
 
 
 def _unspill(path: Path) -> pd.DataFrame:

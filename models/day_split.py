@@ -12,7 +12,7 @@ days' rows concatenated, holding a chunk of rows, a day's keys and an entry per 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -157,12 +157,13 @@ def day_queries(days: Sequence[Path], key_columns: Sequence[str], scratch: Path)
                       ts_span=span, null_rows=null_rows, keys=keys, schema=schema)
 
 
-def write_split_from_days(days: Sequence[Path], key_columns: Sequence[str], features: Sequence[str],
+def write_split_from_days(days: Sequence[Path], key_columns: Sequence[str], features: Sequence[str] | Mapping[str, Path],
                           directory: Path, scratch: Path, *, end: datetime, valid_days: int, test_days: int,
                           row_group_rows: int = SPLIT_ROW_GROUP_ROWS) -> SplitFiles | None:
     """The time split of the days' rows, as :func:`models.training.split_rows` then ``write_split`` over their
     concatenation write it (the same files), from :func:`day_queries` and the features saved one column at
-    a time (``scratch``, which the caller removes).
+    a time (``scratch``, which the caller removes). ``features``: the names of the days' feature columns, or each
+    feature's values over the days' rows (in the days' order) saved with ``np.save``.
 
     ``key_columns`` must include ``query_id``, ``ts`` and ``label``. Returns None, having written nothing in
     ``directory``, when :func:`day_queries` does not apply.
@@ -195,6 +196,6 @@ def write_split_from_days(days: Sequence[Path], key_columns: Sequence[str], feat
         within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         rows[name], queries[name] = np.repeat(index.starts[chosen], lengths) + within, len(chosen)
     del order, masks
-    saved = save_columns(days, features, scratch)
+    saved = dict(features) if isinstance(features, Mapping) else save_columns(days, features, scratch)
     return write_split_parts(rows, queries, int(index.offsets[-1]), index.take, index.schema_of, saved, directory,
                              valid_start=valid_start, test_start=test_start, row_group_rows=row_group_rows)

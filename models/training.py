@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from core.atomic import atomic_write, write_parquet
 from core.config.ranker import split_starts
 from core.memory import release_memory
-from core.parquet import open_for_streaming
+from core.parquet import arrow_table, open_for_streaming
 
 PARTS = ("train", "valid", "test")
 
@@ -102,21 +102,6 @@ def split_rows(frame: pd.DataFrame, *, end: datetime, valid_days: int,
 def _utc_us(ts: pd.Series) -> np.ndarray:
     """Times (tz-aware, any unit) as UTC ``datetime64[us]``; missing as NaT."""
     return pd.to_datetime(ts, utc=True).dt.tz_localize(None).to_numpy().astype("datetime64[us]")
-
-
-def arrow_table(frame: pd.DataFrame) -> pa.Table:
-    """``frame`` as an Arrow table, column by column (NaN -> null; tz-aware times as UTC timestamps).
-
-    Not ``pa.Table.from_pandas``: pyarrow 25 reads ``Series.values`` of tz-aware columns, which
-    pandas 3.1 deprecates; and without pandas metadata the file reads back by its Arrow types."""
-    columns = {}
-    for name, column in frame.items():
-        if isinstance(column.dtype, pd.DatetimeTZDtype):
-            naive = column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-            columns[str(name)] = pa.array(naive).cast(pa.timestamp(column.dtype.unit, tz="UTC"))
-        else:
-            columns[str(name)] = pa.Array.from_pandas(column)
-    return pa.table(columns)
 
 
 def spill(frame: pd.DataFrame, path: Path) -> Path:

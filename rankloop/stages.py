@@ -14,7 +14,7 @@ import contextlib
 import logging
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -273,8 +273,10 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     """Graded labels -> point-in-time features -> time split, written to ``<workdir>/data/split/<part>.parquet``."""
     import features
     from core.config.executor import feature_buckets
+    from features.implicit import IMPLICIT
     from features.labels import EVENT_COLUMNS as LABEL_COLUMNS
-    from features.partitioned import iter_keyed_columns
+    from features.partitioned import implicit_query_buckets, iter_keyed_columns
+    from models.day_split import write_split_from_days
     from models.training import spill, split_rows, unspill, write_split
 
     items = extracted.items.to_pandas() if extracted.items is not None else None
@@ -287,51 +289,80 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
                                    categorical=(*FEW_VALUED_COLUMNS, *CODED_ID_COLUMNS),
                                    unless_null=TRAIT_COLUMNS)  # the trait features read absent traits as null
     release_memory()  # the read's decompression and decoding pages (~0.5 GB at 10M rows)
-    # Logged slates, or implicit queries (their ids as categoricals: 19.3M rows of a log without slates at 10M
-    # are ~0.7 GB less than as text; the split's files hold the ids, models.training.write_split). Only the
-    # columns the split and the features read, and of implicit queries not the ones no row has a value in
-    # (position, propensity: the ranker reads them where the split has them; the features read an absent
-    # position as null): grade, policy_version, position and propensity would be 0.6 GB more at that size.
-    imps, protocol = features.ranking_queries(events, settings.labels, categorical_ids=True,
-                                              columns=(*SPLIT_KEY_COLUMNS, *features.QUERY_COLUMNS),
-                                              null_columns=False)
-    events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
+    protocol = features.ranking_protocol(events, settings.labels)
     fset = features.get_feature_set(features.feature_set_for(protocol, settings.features))
-    n_impressions = len(imps)
-    # The split is decided (and an unsplittable window refused) before any feature is computed.
-    check_split_coverage(imps["ts"], end=end, valid_days=settings.ranker.valid_days,
-                         test_days=settings.ranker.test_days)
-    rows, valid_start, test_start = split_rows(imps, end=end, valid_days=settings.ranker.valid_days,
-                                               test_days=settings.ranker.test_days)
-    # The split's key columns and each feature column wait on disk (the key columns ~0.5 GB, the
-    # matrix several GB at 10M rows): never in memory together with the builder's working set.
-    parked = workdir / "data" / "features"
-    parked.mkdir(parents=True, exist_ok=True)
-    keys_path = spill(imps[[c for c in SPLIT_KEY_COLUMNS if c in imps.columns]], parked / "keys.parquet")
-    queries = imps[[c for c in features.QUERY_COLUMNS if c in imps.columns]]
-    del imps  # the label column goes
     # One bucket of users (items) at a time past executor.feature_bucket_rows events (features.partitioned).
     buckets = feature_buckets(len(events), settings.executor.feature_bucket_rows)
-    columns = iter_keyed_columns(queries, events, fset.features, items=items, users=users, settings=settings.features,
-                                 buckets=buckets, scratch=parked)
-    del events, queries, items, users  # the builder holds them now, and drops what it has coded
-    # The ids it coded and dropped were Arrow-backed strings: their pages go back to the OS before the
+    parked = workdir / "data" / "features"
+    shutil.rmtree(parked, ignore_errors=True)  # what a killed run left
+    parked.mkdir(parents=True, exist_ok=True)
+    if protocol.name == IMPLICIT and buckets > 1:
+        # Implicit queries made, featurised and split one bucket of users at a time: the window's query rows
+        # (19.3M at 10M events of a log without slates) are never in memory together.
+        queries = implicit_query_buckets(events, settings.labels, buckets=buckets, folder=parked / "queries",
+                                         key_columns=SPLIT_KEY_COLUMNS, query_columns=features.QUERY_COLUMNS)
+        n_impressions = queries.n
+        check_split_coverage(pd.Series(pd.to_datetime(queries.days, unit="D", utc=True)), end=end,
+                             valid_days=settings.ranker.valid_days, test_days=settings.ranker.test_days)
+        events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
+        columns = iter_keyed_columns(queries, events, fset.features, items=items, users=users,
+                                     settings=settings.features, buckets=buckets, scratch=parked)
+        del events, items, users  # the builder holds them now, and drops what it has cut
+        saved = _saved_columns(columns, parked)
+        kept = [k for k, n in zip(queries.keys, queries.rows, strict=True) if n]
+        key_columns = [c for c in SPLIT_KEY_COLUMNS if c in queries.key_names()]
+        split = write_split_from_days(kept, key_columns, {n: saved[n] for n in fset.features},
+                                      workdir / "data" / "split", parked / "split-keys", end=end,
+                                      valid_days=settings.ranker.valid_days, test_days=settings.ranker.test_days)
+        if split is None:  # each bucket's queries are runs of rows with plain keys: not expected
+            raise RuntimeError("the implicit queries' bucket files cannot be split by query (a query in two runs)")
+    else:
+        # Logged slates, or implicit queries (their ids as categoricals: 19.3M rows of a log without slates at 10M
+        # are ~0.7 GB less than as text; the split's files hold the ids, models.training.write_split). Only the
+        # columns the split and the features read, and of implicit queries not the ones no row has a value in
+        # (position, propensity: the ranker reads them where the split has them; the features read an absent
+        # position as null): grade, policy_version, position and propensity would be 0.6 GB more at that size.
+        imps, _ = features.ranking_queries(events, settings.labels, categorical_ids=True,
+                                           columns=(*SPLIT_KEY_COLUMNS, *features.QUERY_COLUMNS), null_columns=False,
+                                           protocol=protocol)
+        events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
+        n_impressions = len(imps)
+        # The split is decided (and an unsplittable window refused) before any feature is computed.
+        check_split_coverage(imps["ts"], end=end, valid_days=settings.ranker.valid_days,
+                             test_days=settings.ranker.test_days)
+        rows, valid_start, test_start = split_rows(imps, end=end, valid_days=settings.ranker.valid_days,
+                                                   test_days=settings.ranker.test_days)
+        # The split's key columns and each feature column wait on disk (the key columns ~0.5 GB, the
+        # matrix several GB at 10M rows): never in memory together with the builder's working set.
+        keys_path = spill(imps[[c for c in SPLIT_KEY_COLUMNS if c in imps.columns]], parked / "keys.parquet")
+        queries = imps[[c for c in features.QUERY_COLUMNS if c in imps.columns]]
+        del imps  # the label column goes
+        columns = iter_keyed_columns(queries, events, fset.features, items=items, users=users,
+                                     settings=settings.features, buckets=buckets, scratch=parked)
+        del events, queries, items, users  # the builder holds them now, and drops what it has coded
+        saved = _saved_columns(columns, parked)
+        keys = unspill(keys_path)
+        split = write_split(rows, keys, {n: saved[n] for n in fset.features}, workdir / "data" / "split",
+                            valid_start=valid_start, test_start=test_start)
+        del keys, rows
+    shutil.rmtree(parked, ignore_errors=True)
+    release_memory()
+    return Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
+                   impressions=n_impressions, protocol=protocol.as_dict())
+
+
+def _saved_columns(columns: Iterator[tuple[str, np.ndarray]], parked: Path) -> dict[str, Path]:
+    """Each ``(name, values)`` of ``columns`` saved to ``<parked>/<name>.npy``, one at a time."""
+    # The ids the builder coded and dropped were Arrow-backed strings: their pages go back to the OS before the
     # features' working set grows (mimalloc keeps freed pages: ~1.2 GB at 10M rows, resident to the end).
     release_memory()
     saved: dict[str, Path] = {}
     for name, values in columns:
         saved[name] = parked / f"{name}.npy"
         np.save(saved[name], values)
-    del columns
+        del values
     release_memory()
-    keys = unspill(keys_path)
-    split = write_split(rows, keys, {n: saved[n] for n in fset.features}, workdir / "data" / "split",
-                        valid_start=valid_start, test_start=test_start)
-    shutil.rmtree(parked, ignore_errors=True)
-    del keys, rows
-    release_memory()
-    return Dataset(split=split, feature_set=fset.name, feature_set_hash=fset.hash, features=tuple(fset.features),
-                   impressions=n_impressions, protocol=protocol.as_dict())
+    return saved
 
 
 def check_split_coverage(ts: pd.Series, *, end: datetime, valid_days: int, test_days: int) -> None:

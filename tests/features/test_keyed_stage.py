@@ -127,25 +127,37 @@ def no_impressions(inputs, tmp_path_factory: pytest.TempPathFactory) -> tuple[st
     return dataclasses.replace(validated, events_path=path, rows_in=kept.num_rows, rows_valid=kept.num_rows), extracted
 
 
-def test_a_window_without_impressions_gets_the_one_piece_split(tmp_path: Path, no_impressions,
+@pytest.mark.parametrize("parts", [5, 40])
+def test_a_window_without_impressions_gets_the_one_piece_split(tmp_path: Path, no_impressions, parts: int,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The tasks build logged slates only: a window without an impression is handed back before they cut or
     label anything (at 8.5M events of the e-commerce layout that was 27 s of labels thrown away), and the stage
-    makes the implicit queries over the whole window (its features by bucket), the one-piece split."""
+    makes the implicit queries one bucket of users at a time (from the window's pool), featurises them by bucket
+    and splits them from the buckets' files: the one-piece split, value for value, in the same order and schema.
+    At 40 buckets some buckets of items hold no query row."""
+    import features.partitioned as partitioned
+    from features.implicit import IMPLICIT
+
     validated, _ = no_impressions
-    bucket_rows = validated.rows_valid // 5
-    built, cut = [], []
+    bucket_rows = validated.rows_valid // parts
+    built, cut, made = [], [], []
     original, partitions = distributed.build_dataset_in_process, distributed.feature_partitions
     monkeypatch.setattr(distributed, "build_dataset_in_process",
                         lambda *a, **k: built.append(original(*a, **k)) or built[-1])
     monkeypatch.setattr(distributed, "feature_partitions", lambda *a, **k: cut.append(1) or partitions(*a, **k))
+    by_bucket = partitioned.implicit_query_buckets
+    monkeypatch.setattr(partitioned, "implicit_query_buckets", lambda *a, **k: made.append(by_bucket(*a, **k)) or made[-1])
     whole, keyed = _split(tmp_path, no_impressions, 0), _split(tmp_path, no_impressions, bucket_rows)
     assert built == [None] and cut == []  # the tasks saw no logged slate and declined before any work
+    assert len(made) == 1 and made[0].buckets >= parts  # the one-piece run made its queries whole
+    assert all(made[0].rows) and made[0].n == sum(whole[p].num_rows for p in whole)
     assert not (tmp_path / f"run-{bucket_rows}" / "data" / "partitioned").exists()
+    assert not (tmp_path / f"run-{bucket_rows}" / "data" / "features").exists()  # the buckets' files are gone
     assert sorted(whole) == sorted(keyed) == ["test", "train", "valid"]
     for part in whole:
         assert whole[part].num_rows > 0 and whole[part].schema == keyed[part].schema
         assert [c for c in whole[part].column_names if not _same(whole[part].column(c), keyed[part].column(c))] == []
+    assert IMPLICIT == "implicit_sampled" and "ui_cooccur_max" in whole["train"].column_names
 
 
 def test_what_a_killed_run_left_is_cleared(tmp_path: Path, inputs) -> None:
