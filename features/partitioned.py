@@ -279,6 +279,7 @@ def iter_keyed_columns(impressions: pd.DataFrame | QueryBuckets, events: pd.Data
         elif across:
             cooccurrence = CooccurrenceDays.build(impressions, events, items=items, users=users,
                                                   folder=folder / "cooccurrence")
+        if across:
             groups["user_id"] = (*groups.get("user_id", ()), *across)
             groups[None] = tuple(n for n in groups[None] if n not in across)
         if groups.get(None) and all(REGISTRY[n].grain == "context" for n in groups[None]):

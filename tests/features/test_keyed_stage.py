@@ -147,10 +147,17 @@ def test_a_window_without_impressions_gets_the_one_piece_split(tmp_path: Path, n
     monkeypatch.setattr(distributed, "feature_partitions", lambda *a, **k: cut.append(1) or partitions(*a, **k))
     by_bucket = partitioned.implicit_query_buckets
     monkeypatch.setattr(partitioned, "implicit_query_buckets", lambda *a, **k: made.append(by_bucket(*a, **k)) or made[-1])
-    whole, keyed = _split(tmp_path, no_impressions, 0), _split(tmp_path, no_impressions, bucket_rows)
+    whole = _split(tmp_path, no_impressions, 0)
+    import features.build as build
+
+    built_rows, iter_columns = [], build.iter_columns
+    monkeypatch.setattr(build, "iter_columns", lambda q, *a, **k: built_rows.append(len(q)) or iter_columns(q, *a, **k))
+    keyed = _split(tmp_path, no_impressions, bucket_rows)
     assert built == [None] and cut == []  # the tasks saw no logged slate and declined before any work
     assert len(made) == 1 and made[0].buckets >= parts  # the one-piece run made its queries whole
     assert all(made[0].rows) and made[0].n == sum(whole[p].num_rows for p in whole)
+    # every feature (co-occurrence and context included) built a bucket at a time, never over the window's queries
+    assert len(built_rows) == 2 * made[0].buckets and max(built_rows) < made[0].n / 2
     assert not (tmp_path / f"run-{bucket_rows}" / "data" / "partitioned").exists()
     assert not (tmp_path / f"run-{bucket_rows}" / "data" / "features").exists()  # the buckets' files are gone
     assert sorted(whole) == sorted(keyed) == ["test", "train", "valid"]
