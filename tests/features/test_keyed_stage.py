@@ -190,3 +190,24 @@ def test_what_a_killed_run_left_is_cleared(tmp_path: Path, inputs) -> None:
         healed = pq.read_table(path)
         assert healed.schema == clean[part].schema and healed.num_rows == clean[part].num_rows
         assert [c for c in healed.column_names if not _same(healed.column(c), clean[part].column(c))] == []
+
+
+def test_an_unsplittable_window_by_bucket_is_refused_before_its_features(tmp_path: Path, no_impressions,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window without slates made by bucket is refused, from its buckets' query days, before any feature is
+    computed: the message names the empty parts and the days that hold queries."""
+    from datetime import timedelta
+
+    import features.partitioned as partitioned
+    from core.errors import TrainingError
+
+    validated, extracted = no_impressions
+    built, made = [], []
+    monkeypatch.setattr(partitioned, "iter_keyed_columns", lambda *a, **k: built.append(1))
+    by_bucket = partitioned.implicit_query_buckets
+    monkeypatch.setattr(partitioned, "implicit_query_buckets", lambda *a, **k: made.append(by_bucket(*a, **k)) or made[-1])
+    settings = Settings(home=tmp_path / "home", executor={"feature_bucket_rows": validated.rows_valid // 5})
+    with pytest.raises(TrainingError, match=r"cannot be split: valid, test part\(s\) empty .* the window has 3[45] "
+                                            r"day\(s\) with impressions"):
+        distributed.local_build_dataset(settings, validated, extracted, END + timedelta(days=30), tmp_path / "run")
+    assert len(made) == 1 and made[0].buckets == 5 and built == []  # the queries by bucket, no feature
