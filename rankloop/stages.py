@@ -878,5 +878,9 @@ def fit_tables(settings: Settings, ctx: RunContext, validated: Validated, parent
     release_memory()
     # The local features stage may have cut the same rows into the same folder already (by bucket): reused then.
     day_paths = split_by_day(validated.events_path, ctx.workdir / "data" / "days", reuse=True)
-    return fit_tables_by_day(settings, day_paths, InProcess(), end=ctx.end, workdir=ctx.workdir, actor=ctx.actor,
-                             window=(ctx.start, ctx.end), parent_run_id=parent_run_id)
+    candidates = fit_tables_by_day(settings, day_paths, InProcess(), end=ctx.end, workdir=ctx.workdir,
+                                   actor=ctx.actor, window=(ctx.start, ctx.end), parent_run_id=parent_run_id)
+    # What the refits freed goes back to the OS, not under the next stage (~0.6 GB at 10M events of a log without
+    # slates stood under drift's peak).
+    release_memory()
+    return candidates
