@@ -37,15 +37,20 @@ def numeric_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> f
     ref, cur = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)
     if ref.size == 0 or cur.size == 0:
         return float("nan")
-    finite = ref[np.isfinite(ref)]
-    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])) if finite.size else np.array([])
+    return _sorted_psi(np.sort(ref[np.isfinite(ref)]), ref.size, np.sort(cur[np.isfinite(cur)]), cur.size, bins)
 
-    def shares(x: np.ndarray) -> np.ndarray:
-        ok = np.isfinite(x)
-        counts = np.bincount(np.searchsorted(edges, x[ok], side="right"), minlength=edges.size + 1)
-        return np.append(counts, (~ok).sum()) / x.size
 
-    return _psi(shares(ref), shares(cur))
+def _sorted_psi(ref: np.ndarray, n_ref: int, cur: np.ndarray, n_cur: int, bins: int) -> float:
+    """:func:`numeric_psi` from each sample's finite values, sorted, and its size (the values not given are its
+    missing bin). A bin's count is where its upper edge falls among the sorted values: the counts of a search
+    of each value among the edges, without one."""
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1])) if ref.size else np.array([])
+
+    def shares(xs: np.ndarray, n: int) -> np.ndarray:
+        counts = np.diff(np.r_[0, np.searchsorted(xs, edges, side="left"), xs.size])
+        return np.append(counts, n - xs.size) / n
+
+    return _psi(shares(ref, n_ref), shares(cur, n_cur))
 
 
 MISSING = "<missing>"
@@ -99,15 +104,31 @@ def ks_statistic(reference: np.ndarray, current: np.ndarray) -> float:
     """The two-sample Kolmogorov-Smirnov statistic of ``scipy.stats.ks_2samp`` (two-sided), without its
     p-value: scipy's own call for samples up to 10,000 values (its exact mode rounds the statistic to
     a multiple of 1/lcm(n1, n2)), else scipy's asymptotic-mode statistic, bit for bit."""
-    a, b = np.sort(np.asarray(reference, dtype=float)), np.sort(np.asarray(current, dtype=float))
+    return _sorted_ks(np.sort(np.asarray(reference, dtype=float)), np.sort(np.asarray(current, dtype=float)))
+
+
+def _sorted_ks(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`ks_statistic` of two sorted samples."""
     if a.size == 0 or b.size == 0:
         raise ValueError("ks_statistic needs two non-empty samples")
     if max(a.size, b.size) <= _SCIPY_MAX_N:
         from scipy.stats import ks_2samp
 
         return float(ks_2samp(a, b).statistic)
+    # The ECDF gap at every value of either sample: how many of each sample are <= it, over its size. The two
+    # sorted runs merge in one pass of a stable sort; at the last of equal values the running count of a's
+    # values is a's count <= it, and the rest b's. The largest gap either way is that of every value's (the
+    # same counts: scipy's searches, without 2 x 7.8M binary searches per feature of the 10M run's weeks).
     both = np.concatenate([a, b])
-    gaps = np.searchsorted(a, both, side="right") / a.size - np.searchsorted(b, both, side="right") / b.size
+    order = np.argsort(both, kind="stable")
+    values = both[order]
+    del both
+    in_a = np.cumsum(order < a.size)
+    del order
+    ends = np.flatnonzero(np.r_[values[1:] != values[:-1], True])
+    del values
+    in_a = in_a[ends]
+    gaps = in_a / a.size - (ends + 1 - in_a) / b.size
     low, high = np.clip(-gaps[np.argmin(gaps)], 0, 1), gaps[np.argmax(gaps)]
     return float(low if low > high else high)
 
@@ -123,15 +144,23 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: Itera
 
 def feature_drift_of(samples: Iterable[tuple[str, Any, Any]], bins: int = 10) -> pd.DataFrame:
     """:func:`feature_drift` of ``(name, reference values, current values)`` given one column at a time
-    (a caller reading each column when it comes never holds two samples' tables)."""
+    (a caller reading each column when it comes never holds two samples' tables). Each sample's finite values
+    are sorted once, for both statistics (:func:`numeric_psi`, :func:`ks_statistic`: the same values); the
+    means are taken before, in the values' order."""
     rows = []
     for name, reference, current in samples:
         ref = np.asarray(pd.Series(reference).to_numpy(dtype=float, na_value=np.nan), dtype=float)
         cur = np.asarray(pd.Series(current).to_numpy(dtype=float, na_value=np.nan), dtype=float)
+        n_ref, n_cur = ref.size, cur.size
         rf, cf = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
-        ks = ks_statistic(rf, cf) if rf.size and cf.size else float("nan")
-        rows.append({"feature": name, "psi": numeric_psi(ref, cur, bins), "ks": ks,
-                     "reference_mean": float(rf.mean()) if rf.size else float("nan"),
-                     "current_mean": float(cf.mean()) if cf.size else float("nan")})
+        del ref, cur
+        means = (float(rf.mean()) if rf.size else float("nan"), float(cf.mean()) if cf.size else float("nan"))
+        rf.sort()
+        cf.sort()
+        rows.append({"feature": name,
+                     "psi": _sorted_psi(rf, n_ref, cf, n_cur, bins) if n_ref and n_cur else float("nan"),
+                     "ks": _sorted_ks(rf, cf) if rf.size and cf.size else float("nan"),
+                     "reference_mean": means[0], "current_mean": means[1]})
+        del rf, cf
     frame = pd.DataFrame(rows, columns=["feature", "psi", "ks", "reference_mean", "current_mean"])
     return frame.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
