@@ -133,3 +133,35 @@ def test_inferred_exposures_are_each_groups_first_event() -> None:
         expected = np.zeros(n, dtype=bool)
         expected[frame.sort_values(["ms", "row"]).groupby(["u", "i", "s", "d"]).head(1)["row"].to_numpy()] = True
         assert np.array_equal(inferred_exposures(user, item, session, ms), expected), trial
+
+
+@pytest.mark.parametrize("dtype", ["category", "string", object])
+def test_selections_of_categorical_event_types_are_those_of_their_text(dtype) -> None:
+    """The stage reads event types as categoricals: each row's answer is its category's (a null: no selection),
+    the same as the text's, and so are the window parts made from them."""
+    from features.window import selections
+
+    settings = FeatureSettings()
+    rng = np.random.default_rng(3)
+    kinds = np.array(["impression", "click", "view", "purchase", "save", "dwell", None], dtype=object)
+    text = pd.Series(kinds[rng.integers(0, len(kinds), 500)], dtype=object)
+    typed = text.astype(dtype)
+    reference = selections(text, settings)
+    got = selections(typed, settings)
+    assert set(got) == set(reference)
+    for name in reference:
+        assert got[name].dtype == bool
+        np.testing.assert_array_equal(got[name], reference[name])
+    assert reference["click"].sum() > 0 and (~reference["click"]).sum() > 0  # both answers are checked
+    # Categories no row holds, and a column of nulls only
+    wider = pd.Series(pd.Categorical(text, categories=["zzz", *sorted(set(kinds) - {None})]))
+    np.testing.assert_array_equal(selections(wider, settings)["impression"], reference["impression"])
+    empty = selections(pd.Series(pd.Categorical([None, None])), settings)
+    assert all(not v.any() and len(v) == 2 for v in empty.values())
+    events = make_events(seed=5, n_users=8, n_items=6, n_requests=80)
+    for a, b in zip(day_parts(events, settings), day_parts(events.assign(event_type=events["event_type"].astype("category")),
+                                                           settings), strict=True):
+        assert a.day == b.day
+        for name in a.series:
+            np.testing.assert_array_equal(a.series[name], b.series[name])
+            np.testing.assert_array_equal(a.counts[name], b.counts[name])
