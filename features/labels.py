@@ -20,6 +20,7 @@ from core.schema import EventType
 log = logging.getLogger(__name__)
 
 CONTEXT_COLUMNS: tuple[str, ...] = ("device", "content_type", "category", "mood", "time_of_day")
+_NUMERIC_CARRIED: tuple[str, ...] = ("position", "propensity")
 CARRIED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "ts", "position", "propensity", "policy_version", *CONTEXT_COLUMNS)
 OUTPUT_COLUMNS: tuple[str, ...] = ("query_id", *CARRIED_COLUMNS, "grade", "label")
 _REQUIRED: tuple[str, ...] = ("user_id", "item_id", "event_type", "ts")
@@ -248,8 +249,11 @@ def _assemble(ev, logged, fallback, settings: LabelSettings, ts: np.ndarray, ite
     for c in ("user_id", "item_id"):  # ids read as codes (categoricals) come out as the text they stand for
         if isinstance(out[c].dtype, pd.CategoricalDtype):
             out[c] = _decoded(out[c])
-    out = out.assign(**{c: pd.Series(None, index=out.index, dtype=object) for c in CARRIED_COLUMNS
-                        if c not in present})[list(CARRIED_COLUMNS)]
+    # An absent carried column as a null one reads: the numeric ones (position, propensity) as float NaN, the
+    # split's key columns keeping their type whether the stage read an empty column or left it unread.
+    out = out.assign(**{c: pd.Series(np.nan if c in _NUMERIC_CARRIED else None, index=out.index,
+                                     dtype=np.float64 if c in _NUMERIC_CARRIED else object)
+                        for c in CARRIED_COLUMNS if c not in present})[list(CARRIED_COLUMNS)]
     out.insert(0, "query_id", qid.iloc[order].reset_index(drop=True))
     out["grade"] = np.clip(np.r_[logged[1], fallback[1]], 0.0, 1.0)[order]
     out["label"] = np.rint(out["grade"].to_numpy() * settings.levels).astype(np.int32)

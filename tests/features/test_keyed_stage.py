@@ -211,3 +211,39 @@ def test_an_unsplittable_window_by_bucket_is_refused_before_its_features(tmp_pat
                                             r"day\(s\) with impressions"):
         distributed.local_build_dataset(settings, validated, extracted, END + timedelta(days=30), tmp_path / "run")
     assert len(made) == 1 and made[0].buckets == 5 and built == []  # the queries by bucket, no feature
+
+
+def _with_empty_columns(validated: stages.Validated, names: tuple[str, ...], folder: Path) -> stages.Validated:
+    """The window with ``names`` holding no value (their types kept): a layout that lacks them."""
+    table = pq.read_table(validated.events_path)
+    for name in names:
+        at = table.schema.get_field_index(name)
+        table = table.set_column(at, table.schema.field(at), pa.nulls(table.num_rows, table.schema.field(at).type))
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / "events.parquet")
+    return dataclasses.replace(validated, events_path=folder / "events.parquet")
+
+
+@pytest.mark.parametrize(("window", "parts"), [("slates", 0), ("no impressions", 0), ("no impressions", 5)])
+def test_columns_without_a_value_are_not_read_and_change_nothing(tmp_path: Path, inputs, no_impressions, window: str,
+                                                                  parts: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage does not read an optional column whose every value is null (``stages.ABSENT_AS_NULL``): labels,
+    queries and features take it absent as they take it null, so the split is the one read with the columns, in
+    every value and in its schema (slates without values, positions, policies or context; a log without slates
+    that also lacks sessions, by bucket too)."""
+    empty = ("value", "position", "propensity", "policy_version", "mood", "time_of_day", "device", "content_type",
+             "category", *(("session_id",) if window == "no impressions" else ()))
+    source, extracted = inputs if window == "slates" else no_impressions
+    validated = _with_empty_columns(source, empty, tmp_path / "events")
+    loaded, load = [], stages.Validated.load_events
+    monkeypatch.setattr(stages.Validated, "load_events", lambda self, *a, **k: loaded.append(load(self, *a, **k)) or loaded[-1])
+    bucket_rows = validated.rows_valid // parts if parts else 0
+    skipped = _split(tmp_path / "skipped", (validated, extracted), bucket_rows)
+    assert len(loaded) == 1 and not set(empty) & set(loaded[0].columns)  # not read
+    assert {"user_id", "item_id", "event_type", "ts"} <= set(loaded[0].columns)
+    monkeypatch.setattr(stages, "ABSENT_AS_NULL", ())
+    read = _split(tmp_path / "read", (validated, extracted), bucket_rows)
+    assert set(empty) <= set(loaded[1].columns)  # read, as null
+    for part in read:
+        assert read[part].num_rows > 0 and read[part].schema == skipped[part].schema, part
+        assert [c for c in read[part].column_names if not _same(read[part].column(c), skipped[part].column(c))] == []
