@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from data_contracts import ContractSettings, row_rules, validate_interactions
 from data_contracts.synthetic import FAULTS, inject_faults, synthetic_interactions
 
@@ -61,3 +63,29 @@ def test_ge_loggers_held_at_warning_and_root_logger_untouched(window, settings, 
     validate_interactions(clean, window=window, settings=settings, run_ge=True)
     assert logging.getLogger("great_expectations").getEffectiveLevel() >= logging.WARNING
     assert (root.level, list(root.handlers)) == before
+
+
+def test_great_expectations_keeps_no_frame_after_the_contract(window) -> None:
+    """GE's context lives on after a run (it keeps the one made last); it does not keep the frame it checked,
+    which would stand under every later stage of the weekly run (45 MB at 10M interactions)."""
+    import gc
+    import weakref
+
+    import pandas as pd
+
+    from data_contracts import ge_suite
+
+    table, _ = _seeded(window)
+    kept = []
+    original = ge_suite.run_suite
+
+    def run_suite(frame: pd.DataFrame, *args, **kwargs):
+        kept.append(weakref.ref(frame))
+        return original(frame, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ge_suite, "run_suite", run_suite)
+        result = validate_interactions(table, window=window, settings=SETTINGS, run_ge=True)
+    assert any(e["engine"] == "great_expectations" for e in result.expectations)
+    gc.collect()
+    assert len(kept) == 1 and kept[0]() is None
