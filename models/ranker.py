@@ -177,6 +177,10 @@ class Ranker(BaseEstimator):
         train_set = _dataset(X, labels, sizes, names, params, position=bias if applied == "lightgbm" else None,
                              weight=bias if applied == "propensity" else None)
         valid_sets = [train_set] + [_dataset(Xv, yv, gv, names, params, train_set) for Xv, yv, gv in evals]
+        # Binned before the booster: the booster makes its row-wise copy of the training bins (force_row_wise), and
+        # a validation set read in batches after it stood on it with the batches (the 10M run's peak).
+        for data in valid_sets:
+            data.construct()
         valid_names = ["train"] + [_valid_name(i) for i in range(len(evals))]
         history: dict[str, Any] = {}
         hooks = [lgb.record_evaluation(history), *(callbacks or [])]
