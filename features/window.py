@@ -44,7 +44,7 @@ def selections(event_types: pd.Series, settings: FeatureSettings) -> dict[str, n
     """Per event, whether it is an exposure (a logged impression), a click, an engagement."""
     if isinstance(event_types.dtype, pd.CategoricalDtype):
         # Through the few categories, each event's code picking its category's answer: the events as text were a
-        # string per row (~0.2 GB while made, the features stage's highest point at 10M events without slates).
+        # string per row (~0.1 GB while made, the features stage's highest point at 10M events without slates).
         answers = selections(pd.Series(np.asarray(event_types.cat.categories, dtype=object), dtype=object), settings)
         codes = event_types.cat.codes.to_numpy()
         known = codes >= 0
