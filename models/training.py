@@ -466,12 +466,14 @@ def write_split(rows: dict[str, np.ndarray], keys: pd.DataFrame, features: Mappi
 
 
 def write_split_parts(rows: dict[str, np.ndarray], queries: dict[str, int], n: int,
-                      take_keys: Callable[[np.ndarray], pd.DataFrame], schema_of: Callable[[np.ndarray], pa.Schema],
+                      take_keys: Callable[[np.ndarray], pd.DataFrame],
+                      schema_of: Callable[[np.ndarray], pa.Schema] | Mapping[str, pa.Schema],
                       features: Mapping[str, np.ndarray | Path], directory: Path, *, valid_start: datetime,
                       test_start: datetime, row_group_rows: int = SPLIT_ROW_GROUP_ROWS) -> SplitFiles:
     """:func:`write_split` with the key columns read through ``take_keys`` (the keys of some row positions, in
     their order) and each part's key schema from ``schema_of`` (its row positions): for keys that are never
-    in memory whole (``models.day_split``). ``n`` rows in all; ``queries``: each part's number of queries."""
+    in memory whole (``models.day_split``), or each part's key schema given. ``n`` rows in all; ``queries``: each
+    part's number of queries."""
     if row_group_rows < 1:
         raise ValueError(f"row_group_rows must be >= 1, got {row_group_rows}")
     for name, source in features.items():
@@ -481,7 +483,7 @@ def write_split_parts(rows: dict[str, np.ndarray], queries: dict[str, int], n: i
     directory.mkdir(parents=True, exist_ok=True)
     paths, counts = {}, {}
     for part, part_rows in rows.items():
-        schema = schema_of(part_rows)
+        schema = schema_of[part] if isinstance(schema_of, Mapping) else schema_of(part_rows)
 
         def write(tmp: Path, part_rows: np.ndarray = part_rows, schema: pa.Schema = schema) -> None:
             # Dictionary pages for the key columns only (ids repeat): a feature column's values mostly do not,

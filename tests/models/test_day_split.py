@@ -101,6 +101,27 @@ def test_the_days_split_is_the_window_split(tmp_path: Path, ids: str, propensity
     assert got.sizes()["test_queries"] == pq.read_table(got.paths["test"])["query_id"].to_pandas().nunique()
 
 
+def test_the_split_laid_out_in_blocks_is_the_window_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split's order is laid out a block of rows at a time (features and keys): blocks that cut parts and
+    queries anywhere give the window's split, row group for row group."""
+    import models.day_split as day_split
+
+    monkeypatch.setattr(day_split, "ORDER_BLOCK_ROWS", 37)
+    days = _days(_window("text", "partial"), tmp_path / "days", empty_day=True)
+    expected = _expected(days, tmp_path / "expected")
+    got = write_split_from_days(days, KEYS, FEATURES, tmp_path / "split", tmp_path / "scratch", end=END,
+                                valid_days=7, test_days=7, row_group_rows=50)
+    assert got is not None and got.sizes() == expected.sizes()
+    assert got.sizes()["train_rows"] > 3 * 37  # several blocks in a part
+    for part in ("train", "valid", "test"):
+        a, b = pq.read_table(expected.paths[part]), pq.read_table(got.paths[part])
+        assert b.schema == a.schema
+        assert pq.ParquetFile(got.paths[part]).metadata.num_row_groups == -(-a.num_rows // 50)
+        pdt.assert_frame_equal(b.to_pandas(), a.to_pandas())
+    ordered = np.load(tmp_path / "scratch" / "ordered" / "f_rate.npy")
+    assert len(ordered) == sum(got.sizes()[f"{p}_rows"] for p in ("train", "valid", "test"))
+
+
 def test_a_query_on_two_days_is_left_to_the_window_split(tmp_path: Path) -> None:
     frame = _window("text", "partial")
     days = _days(frame, tmp_path / "days")
