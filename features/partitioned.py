@@ -414,8 +414,9 @@ def _spill_rows(frame: pd.DataFrame, rows: np.ndarray, path: Path) -> None:
 
     piece = frame.take(rows).reset_index(drop=True)
     for name in piece.columns:
-        if isinstance(piece[name].dtype, pd.CategoricalDtype):
-            piece[name] = piece[name].cat.remove_unused_categories()
+        column = piece[name]
+        if isinstance(column.dtype, pd.CategoricalDtype) and len(column.cat.categories) > len(column):
+            piece[name] = column.cat.remove_unused_categories()  # only where the dictionary outweighs the rows
     _write_ipc(arrow_table(piece), path)
 
 
