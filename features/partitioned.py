@@ -406,7 +406,8 @@ def has_logged_exposures(events: pd.DataFrame) -> bool:
 
 
 def _spill_rows(frame: pd.DataFrame, rows: np.ndarray, path: Path) -> None:
-    """``frame``'s rows ``rows`` written to ``path``; a categorical column keeps only the categories those rows use.
+    """``frame``'s rows ``rows`` written to ``path``; a categorical column with more categories than rows keeps only
+    the ones those rows use.
     A bucket's events took the window's categories with them: every bucket's file held the window's session ids
     (1.8M texts at 30M events of a log without slates), each read back and checked once per bucket of users and
     of items (the 30M stage's highest point, and a cost that grew with the buckets times the window)."""

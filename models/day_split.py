@@ -243,25 +243,24 @@ def _in_split_order(rows: dict[str, np.ndarray], index: DayQueries, saved: Mappi
     window's files touched nearly every page of every column, once per group, a cost of the groups times the
     window (at 30M events of a log without slates the write took ~510 of the stage's 1,274 s, 38 s at 10M)."""
     folder.mkdir(parents=True, exist_ok=True)
+    total = sum(len(r) for r in rows.values())
+    blocks = [rows[part][lo:lo + ORDER_BLOCK_ROWS] for part in PARTS for lo in range(0, len(rows[part]), ORDER_BLOCK_ROWS)]
     ordered = {}
     for name, source in saved.items():
         column = np.load(source)  # whole, read in order once (~0.2 GB at 58M float32 rows)
         ordered[name] = folder / f"{name}.npy"
         with open(ordered[name], "wb") as out:
-            total = sum(len(r) for r in rows.values())
             header = {"descr": np.lib.format.dtype_to_descr(column.dtype), "fortran_order": False, "shape": (total,)}
             np.lib.format.write_array_header_1_0(out, header)
-            for name_ in PARTS:
-                for lo in range(0, len(rows[name_]), ORDER_BLOCK_ROWS):
-                    column[rows[name_][lo:lo + ORDER_BLOCK_ROWS]].tofile(out)
+            for block in blocks:
+                column[block].tofile(out)
         del column
     keys = folder / "keys.arrow"
     with pa.OSFile(str(keys), "wb") as sink, pa.ipc.new_file(sink, index.schema) as writer:
-        for name_ in PARTS:
-            for lo in range(0, len(rows[name_]), ORDER_BLOCK_ROWS):
-                writer.write_table(index.take_table(rows[name_][lo:lo + ORDER_BLOCK_ROWS]))
+        for block in blocks:
+            writer.write_table(index.take_table(block))
     placed, at = {}, 0
-    for name_ in PARTS:
-        placed[name_] = np.arange(at, at + len(rows[name_]), dtype=np.int64)
-        at += len(rows[name_])
+    for part in PARTS:
+        placed[part] = np.arange(at, at + len(rows[part]), dtype=np.int64)
+        at += len(rows[part])
     return placed, ordered, OrderedKeys(keys, at)
