@@ -8,6 +8,9 @@ position), the same rows in the same order follow from one entry per query (its 
 first time): the query ids are sorted, not the rows. :func:`write_split_from_days` writes that split: the same
 files, row for row, with the same schema, as :func:`models.training.split_rows` + :func:`write_split` over the
 days' rows concatenated, holding a chunk of rows, a day's keys and an entry per query.
+
+The split needs only the keys: :func:`plan_split` decides it before any feature is built (its order and keys on
+disk), and :meth:`SplitPlan.save_ordered` lays each feature column out in that order as the builder yields it.
 """
 
 from __future__ import annotations
@@ -161,16 +164,14 @@ def day_queries(days: Sequence[Path], key_columns: Sequence[str], scratch: Path)
                       ts_span=span, null_rows=null_rows, keys=keys, schema=schema)
 
 
-def write_split_from_days(days: Sequence[Path], key_columns: Sequence[str], features: Sequence[str] | Mapping[str, Path],
-                          directory: Path, scratch: Path, *, end: datetime, valid_days: int, test_days: int,
-                          row_group_rows: int = SPLIT_ROW_GROUP_ROWS) -> SplitFiles | None:
-    """The time split of the days' rows, as :func:`models.training.split_rows` then ``write_split`` over their
-    concatenation write it (the same files), from :func:`day_queries` and the features saved one column at
-    a time (``scratch``, which the caller removes). ``features``: the names of the days' feature columns, or each
-    feature's values over the days' rows (in the days' order) saved with ``np.save``.
+def plan_split(days: Sequence[Path], key_columns: Sequence[str], scratch: Path, *, end: datetime, valid_days: int,
+               test_days: int) -> SplitPlan | None:
+    """The time split of the days' rows decided from their key columns alone, before any feature is built: the
+    split's order (each part's window rows, the parts one after the other) and its key columns in that order, on
+    disk under ``scratch`` (which the caller removes). Holds an entry per query and a block of rows.
 
-    ``key_columns`` must include ``query_id``, ``ts`` and ``label``. Returns None, having written nothing in
-    ``directory``, when :func:`day_queries` does not apply.
+    ``key_columns`` must include ``query_id``, ``ts`` and ``label``. Returns None when :func:`day_queries` does
+    not apply.
 
     Raises:
         ValueError: a part of the split is empty (``split_rows``' message).
@@ -192,26 +193,77 @@ def write_split_from_days(days: Sequence[Path], key_columns: Sequence[str], feat
             f"time split leaves {empty} empty: window ends {end.isoformat()}, test from {test_start.isoformat()}, "
             f"valid from {valid_start.isoformat()}; impressions span {low} .. {high}"
         )
-    order = pc.sort_indices(index.ids).to_numpy()
-    rows, queries = {}, {}
-    for name in PARTS:
-        chosen = order[masks[name][order]]
-        lengths = index.lengths[chosen]
-        within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        rows[name], queries[name] = np.repeat(index.starts[chosen], lengths) + within, len(chosen)
-    del order, masks
-    saved = dict(features) if isinstance(features, Mapping) else save_columns(days, features, scratch)
-    schemas = {name: index.schema_of(rows[name]) for name in PARTS}
-    placed, ordered, keys = _in_split_order(rows, index, saved, scratch / "ordered")
-    del rows
-    return write_split_parts(placed, queries, len(keys), keys.take, schemas, ordered, directory,
-                             valid_start=valid_start, test_start=test_start, row_group_rows=row_group_rows)
+    folder = scratch / "ordered"
+    folder.mkdir(parents=True, exist_ok=True)
+    order_path = folder / "order.int64"
+    by_id = pc.sort_indices(index.ids).to_numpy()
+    sizes, queries = {}, {}
+    with open(order_path, "wb") as out:  # a part's rows in query-id order, a run per query, written by block
+        for name in PARTS:
+            chosen = by_id[masks[name][by_id]]
+            queries[name], sizes[name] = len(chosen), int(index.lengths[chosen].sum())
+            for lo in range(0, len(chosen), _QUERY_BLOCK):
+                _query_rows(index.starts, index.lengths, chosen[lo:lo + _QUERY_BLOCK]).tofile(out)
+    del by_id, masks
+    order = np.memmap(order_path, dtype=np.int64, mode="r") if sum(sizes.values()) else np.zeros(0, np.int64)
+    schemas, at = {}, 0
+    for name in PARTS:  # a part's first row, and all its rows only for an object column (mapped, not held)
+        schemas[name] = index.schema_of(order[at:at + sizes[name]])
+        at += sizes[name]
+    del order
+    keys = folder / "keys.arrow"
+    with pa.OSFile(str(keys), "wb") as sink, pa.ipc.new_file(sink, index.schema) as writer:
+        for lo in range(0, at, ORDER_BLOCK_ROWS):
+            writer.write_table(index.take_table(_order_block(order_path, lo, at)))
+    return SplitPlan(folder=folder, order=order_path, sizes=sizes, queries=queries, schemas=schemas,
+                     window_rows=int(index.offsets[-1]), keys=OrderedKeys(keys, at), valid_start=valid_start,
+                     test_start=test_start)
 
 
-# Rows of the split's order gathered at once while it is laid out (:func:`_in_split_order`): the key columns of
-# this many rows are in memory twice (as taken from the days' files, then in order: ~0.14 GB of ids, times and
-# labels of implicit queries), and each block reads every day's keys once.
+def write_split_from_days(days: Sequence[Path], key_columns: Sequence[str], features: Sequence[str] | Mapping[str, Path],
+                          directory: Path, scratch: Path, *, end: datetime, valid_days: int, test_days: int,
+                          row_group_rows: int = SPLIT_ROW_GROUP_ROWS) -> SplitFiles | None:
+    """The time split of the days' rows, as :func:`models.training.split_rows` then ``write_split`` over their
+    concatenation write it (the same files): :func:`plan_split`, then each feature column laid out in the split's
+    order. ``features``: the names of the days' feature columns, or each feature's values over the days' rows (in
+    the days' order) saved with ``np.save``. ``scratch`` is the caller's to remove.
+
+    Returns None, having written nothing in ``directory``, when :func:`day_queries` does not apply.
+
+    Raises:
+        ValueError: a part of the split is empty (``split_rows``' message), or ``key_columns`` lack ``query_id``,
+            ``ts`` or ``label``.
+    """
+    plan = plan_split(days, key_columns, scratch, end=end, valid_days=valid_days, test_days=test_days)
+    if plan is None:
+        return None
+    ordered = {}
+    for name in features:  # one column in memory at a time (~0.2 GB at 58M float32 rows)
+        values = (np.load(features[name]) if isinstance(features, Mapping)
+                  else np.concatenate([_read(Path(p), [name]).column(0).to_numpy() for p in days]))
+        ordered[name] = plan.save_ordered(name, values)
+        del values
+    return plan.write(ordered, directory, row_group_rows=row_group_rows)
+
+
+# Rows of the split's order handled at once while its keys and feature columns are laid out in it: the key
+# columns of this many rows are in memory twice (as taken from the days' files, then in order: ~0.14 GB of ids,
+# times and labels of implicit queries), and each block reads every day's keys once.
 ORDER_BLOCK_ROWS = 1 << 20
+_QUERY_BLOCK = 1 << 18  # queries whose rows are written to the order at once
+
+
+def _query_rows(starts: np.ndarray, lengths: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The window rows of queries ``chosen``, each query's run in turn."""
+    length = lengths[chosen]
+    within = np.arange(int(length.sum()), dtype=np.int64) - np.repeat(np.cumsum(length) - length, length)
+    return np.repeat(starts[chosen], length) + within
+
+
+def _order_block(path: Path, lo: int, total: int) -> np.ndarray:
+    """Rows ``lo`` .. ``lo + ORDER_BLOCK_ROWS`` of the split's order (read, not mapped: its pages are not kept)."""
+    count = min(ORDER_BLOCK_ROWS, total - lo)
+    return np.fromfile(path, dtype=np.int64, count=count, offset=lo * 8)
 
 
 @dataclass(frozen=True)
@@ -233,34 +285,47 @@ class OrderedKeys:
             return table.take(pa.array(rows)).to_pandas()
 
 
-def _in_split_order(rows: dict[str, np.ndarray], index: DayQueries, saved: Mapping[str, Path],
-                    folder: Path) -> tuple[dict[str, np.ndarray], dict[str, Path], OrderedKeys]:
-    """The split's rows laid out in its order under ``folder``: each feature column (read whole, then taken a block
-    at a time) and the key columns, the parts one after the other. Returns each part's rows in that layout (runs),
-    the ordered features' files and the ordered keys.
+@dataclass(frozen=True)
+class SplitPlan:
+    """A time split decided before its features exist (:func:`plan_split`): its order and key columns wait on
+    disk; each feature column is laid out in that order as it comes (:meth:`save_ordered`), then the parts are
+    written (:meth:`write`).
 
     A part's rows are in query-id order, spread over the whole window: a row group gathered straight from the
     window's files touched nearly every page of every column, once per group, a cost of the groups times the
     window (at 30M events of a log without slates the write took ~510 of the stage's 1,274 s, 38 s at 10M)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    total = sum(len(r) for r in rows.values())
-    blocks = [rows[part][lo:lo + ORDER_BLOCK_ROWS] for part in PARTS for lo in range(0, len(rows[part]), ORDER_BLOCK_ROWS)]
-    ordered = {}
-    for name, source in saved.items():
-        column = np.load(source)  # whole, read in order once (~0.2 GB at 58M float32 rows)
-        ordered[name] = folder / f"{name}.npy"
-        with open(ordered[name], "wb") as out:
-            header = {"descr": np.lib.format.dtype_to_descr(column.dtype), "fortran_order": False, "shape": (total,)}
+
+    folder: Path
+    order: Path  # the window rows of each part in turn, raw int64
+    sizes: dict[str, int]  # each part's rows
+    queries: dict[str, int]  # each part's queries
+    schemas: dict[str, pa.Schema]  # each part's key columns' types (``DayQueries.schema_of``)
+    window_rows: int  # the days' rows, which a feature column holds
+    keys: OrderedKeys
+    valid_start: datetime
+    test_start: datetime
+
+    def save_ordered(self, name: str, values: np.ndarray) -> Path:
+        """``values`` (one per row of the days, in their order) written in the split's order to
+        ``<folder>/<name>.npy``, a block of rows at a time (``np.load`` reads it back)."""
+        if len(values) != self.window_rows:
+            raise ValueError(f"feature {name!r} has {len(values)} rows; the days have {self.window_rows}")
+        path = self.folder / f"{name}.npy"
+        total = len(self.keys)
+        with open(path, "wb") as out:  # a .npy written by block: no memory map, whose dirty pages count as resident
+            header = {"descr": np.lib.format.dtype_to_descr(values.dtype), "fortran_order": False, "shape": (total,)}
             np.lib.format.write_array_header_1_0(out, header)
-            for block in blocks:
-                column[block].tofile(out)
-        del column
-    keys = folder / "keys.arrow"
-    with pa.OSFile(str(keys), "wb") as sink, pa.ipc.new_file(sink, index.schema) as writer:
-        for block in blocks:
-            writer.write_table(index.take_table(block))
-    placed, at = {}, 0
-    for part in PARTS:
-        placed[part] = np.arange(at, at + len(rows[part]), dtype=np.int64)
-        at += len(rows[part])
-    return placed, ordered, OrderedKeys(keys, at)
+            for lo in range(0, total, ORDER_BLOCK_ROWS):
+                values[_order_block(self.order, lo, total)].tofile(out)
+        return path
+
+    def write(self, features: Mapping[str, Path], directory: Path, *,
+              row_group_rows: int = SPLIT_ROW_GROUP_ROWS) -> SplitFiles:
+        """The split's parts, from each feature laid out by :meth:`save_ordered`, to ``<directory>/<part>.parquet``."""
+        placed, at = {}, 0
+        for part in PARTS:
+            placed[part] = np.arange(at, at + self.sizes[part], dtype=np.int64)
+            at += self.sizes[part]
+        return write_split_parts(placed, self.queries, len(self.keys), self.keys.take, self.schemas, features,
+                                 directory, valid_start=self.valid_start, test_start=self.test_start,
+                                 row_group_rows=row_group_rows)

@@ -107,6 +107,7 @@ def test_the_split_laid_out_in_blocks_is_the_window_split(tmp_path: Path, monkey
     import models.day_split as day_split
 
     monkeypatch.setattr(day_split, "ORDER_BLOCK_ROWS", 37)
+    monkeypatch.setattr(day_split, "_QUERY_BLOCK", 5)
     days = _days(_window("text", "partial"), tmp_path / "days", empty_day=True)
     expected = _expected(days, tmp_path / "expected")
     got = write_split_from_days(days, KEYS, FEATURES, tmp_path / "split", tmp_path / "scratch", end=END,
@@ -154,3 +155,16 @@ def test_an_empty_part_says_which(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"time_split needs columns \['label'\]"):
         write_split_from_days(days, KEYS[:-1], FEATURES, tmp_path / "split", tmp_path / "scratch", end=END,
                               valid_days=7, test_days=7)
+
+
+def test_a_feature_column_of_other_rows_is_refused_before_the_split_is_written(tmp_path: Path) -> None:
+    """The plan's features are laid out as they come: a column that is not one value per row of the days is named
+    and refused, and nothing is written in the split's folder."""
+    from models.day_split import plan_split
+
+    days = _days(_window("text", "partial"), tmp_path / "days", empty_day=True)
+    plan = plan_split(days, KEYS, tmp_path / "scratch", end=END, valid_days=7, test_days=7)
+    assert plan is not None and plan.window_rows == sum(feather.read_table(p).num_rows for p in days)
+    with pytest.raises(ValueError, match="feature 'f_rate' has 3 rows; the days have"):
+        plan.save_ordered("f_rate", np.zeros(3, dtype=np.float32))
+    assert not (tmp_path / "split").exists()
