@@ -424,7 +424,7 @@ def spawn(variant: str, uri: str, rows: int, code: Path | None = None, *, floor:
 
 
 # --- report ----------------------------------------------------------------------------------
-def table_text(rows: int, results: dict[str, Any]) -> str:
+def table_text(rows: int, results: dict[str, Any], *, previous_first: bool = False) -> str:
     lines = [f"weekly retrain at {rows:,} source rows (load average before/after each variant in the JSON)",
              f"{'stage':<32}{'seconds':>9}{'CPU s':>9}{'peak RSS MB':>13}{'Prefect task s':>16}"]
     direct, prefect = results.get("direct"), results.get("prefect")
@@ -437,7 +437,8 @@ def table_text(rows: int, results: dict[str, Any]) -> str:
         lines.append(f"{name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}{f['peak_rss_mb']:>13,}{t!s:>16}")
     previous = (results.get("direct_previous") or {}).get("stages", {})
     if previous:
-        lines.append(f"previous main ({results['direct_previous'].get('code', '?')}), same command, run right after:")
+        when = "before" if previous_first else "after"
+        lines.append(f"previous main ({results['direct_previous'].get('code', '?')}), same command, run right {when}:")
         for name, f in previous.items():
             lines.append(f"{'  ' + name:<32}{f['seconds']:>9.1f}{f['cpu_seconds']:>9.1f}{f['peak_rss_mb']:>13,}")
     for variant in (v for v in results if v.startswith(("direct_buckets", "direct_champion"))):
@@ -475,6 +476,9 @@ def main() -> None:
     parser.add_argument("--drop", action="store_true", help="drop the bench tables afterwards")
     parser.add_argument("--previous", type=Path, help="a checkout of the previous main (git worktree): each "
                         "variant also runs on its code, right after this one's, as <variant>_previous")
+    parser.add_argument("--previous-first", action="store_true", help="with --previous: each variant runs on the "
+                        "previous checkout first (on a 2-core machine the first run of a pair has been ~15%% slower: "
+                        "run both orders before trusting a few percent)")
     parser.add_argument("--floor", action="store_true", help="the direct variant (this checkout's) then measures "
                         "the floor in its process: a raw ADBC read of the window + LightGBM's fit of its capped matrix")
     parser.add_argument("--shape", choices=("rankloop", "ecommerce"), default="rankloop", help="the source's "
@@ -499,15 +503,18 @@ def main() -> None:
     results: dict[str, Any] = {}  # this command's variants only: figures from different runs are not comparable
     runs = [(v, None) for v in args.variants.split(",")]
     if args.previous:
-        runs = [r for v, _ in runs for r in ((v, None), (f"{v}_previous", args.previous.resolve()))]
+        pair = (lambda v: ((f"{v}_previous", args.previous.resolve()), (v, None))) if args.previous_first else (
+            lambda v: ((v, None), (f"{v}_previous", args.previous.resolve())))
+        runs = [r for v, _ in runs for r in pair(v)]
     for variant, code in runs:
         floor = args.floor and variant == "direct"
         results[variant] = spawn(variant.removesuffix("_previous"), args.uri, args.rows, code, floor=floor)
         print(f"{variant}: {json.dumps(results[variant]['end_to_end'])}", flush=True)
-        out_path.write_text(json.dumps({"source": meta, "measured_at": datetime.now(UTC).isoformat(),
+        out_path.write_text(json.dumps({"source": meta, "order": [v for v, _ in runs],
+                                        "measured_at": datetime.now(UTC).isoformat(),
                                         "cpus": os.cpu_count(), "commit": commit(), "versions": versions(),
                                         "variants": results}, indent=2, default=str))
-    print(table_text(args.rows, results))
+    print(table_text(args.rows, results, previous_first=args.previous_first))
     if args.drop:
         drop(args.uri, args.rows)
 
