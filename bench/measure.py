@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ class PeakRSS:
         self.base = self.peak = self.process.memory_info().rss
         self.exact = _high_water_mark() is not None and _reset_high_water_mark()
         _OPEN.append(self)
+        self._caller, self._sampled, self.where = threading.get_ident(), 0, []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._cpu0, self._t0 = sum(self.process.cpu_times()[:2]), time.perf_counter()
@@ -63,7 +65,10 @@ class PeakRSS:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
+            rss = self.process.memory_info().rss
+            self.peak = max(self.peak, rss)
+            if rss > self._sampled:  # a new sampled high: where the measured code is now
+                self._sampled, self.where = rss, _stack_of(self._caller)
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._t0
@@ -74,10 +79,23 @@ class PeakRSS:
         _OPEN.remove(self)
         self.peak = max(self.peak, self.process.memory_info().rss)
 
-    def figures(self) -> dict[str, float | str]:
+    def figures(self) -> dict[str, float | str | list[str]]:
+        """Seconds, CPU seconds, base and peak RSS (MB); ``peak_at``: the measured thread's innermost frames
+        (``file:function:line``, innermost first) when the 20 ms samples saw their highest RSS (where the
+        peak is, within a sample of the kernel's mark; ``peak_sampled_mb``)."""
         return {"seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2),
                 "base_rss_mb": round(self.base / 2**20), "peak_rss_mb": round(self.peak / 2**20),
-                "peak_source": "VmHWM" if self.exact else "sampled every 20 ms"}
+                "peak_source": "VmHWM" if self.exact else "sampled every 20 ms",
+                "peak_sampled_mb": round(self._sampled / 2**20), "peak_at": self.where}
+
+
+def _stack_of(thread_id: int, depth: int = 12) -> list[str]:
+    """The innermost ``depth`` frames of thread ``thread_id`` now, innermost first."""
+    frame, out = sys._current_frames().get(thread_id), []
+    while frame is not None and len(out) < depth:
+        out.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}:{frame.f_lineno}")
+        frame = frame.f_back
+    return out
 
 
 class RSSTrace:
