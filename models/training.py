@@ -132,15 +132,20 @@ class SplitFiles:
         """Rows and queries per part, as :meth:`Split.sizes`."""
         return dict(self.counts)
 
-    def read(self, part: str, columns: list[str] | None = None, rows: np.ndarray | None = None) -> pd.DataFrame:
+    def read(self, part: str, columns: list[str] | None = None, rows: np.ndarray | None = None, *,
+             categorical: Sequence[str] = ()) -> pd.DataFrame:
         """One part (``train``, ``valid`` or ``test``) as a DataFrame: optionally only ``columns``, and
         only the rows where the boolean mask ``rows`` (one per row of the part) is True, filtered
-        batch by batch while reading (the unfiltered part is never in memory)."""
+        batch by batch while reading (the unfiltered part is never in memory). ``categorical``: columns read
+        as categoricals from the file's dictionary pages (the key columns are written with them): a query id
+        is then a 4-byte code, not its text (~38 bytes a row of an implicit query)."""
         if part not in self.paths:
             raise ValueError(f"no split part {part!r}; parts are {sorted(self.paths)}")
+        dictionary = list(categorical) or None
         if rows is None:  # Arrow's buffers freed as pandas takes each column: never both whole in memory
-            return pq.read_table(self.paths[part], columns=columns).to_pandas(self_destruct=True, split_blocks=True)
-        file = open_for_streaming(self.paths[part])
+            return pq.read_table(self.paths[part], columns=columns, read_dictionary=dictionary).to_pandas(
+                self_destruct=True, split_blocks=True)
+        file = open_for_streaming(self.paths[part], read_dictionary=dictionary)
         if len(rows) != file.metadata.num_rows:
             raise ValueError(f"row mask has {len(rows)} values; split part {part!r} has {file.metadata.num_rows} rows")
         batches, lo = [], 0
@@ -148,7 +153,7 @@ class SplitFiles:
             batches.append(batch.filter(pa.array(rows[lo:lo + batch.num_rows])))
             lo += batch.num_rows
         if not batches:  # an empty part
-            return pq.read_table(self.paths[part], columns=columns).to_pandas()
+            return pq.read_table(self.paths[part], columns=columns, read_dictionary=dictionary).to_pandas()
         table = pa.Table.from_batches(batches)
         del batches  # the table holds the only reference: its buffers go as pandas takes them
         frame = table.to_pandas(self_destruct=True, split_blocks=True)
@@ -183,8 +188,8 @@ class SplitParts(Protocol):
         """Rows and queries per part."""
         ...
 
-    def read(self, part: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """``columns`` of one part, queries contiguous."""
+    def read(self, part: str, columns: list[str] | None = None, *, categorical: Sequence[str] = ()) -> pd.DataFrame:
+        """``columns`` of one part, queries contiguous; ``categorical`` ones as categoricals."""
         ...
 
     def read_matrix(self, part: str, columns: list[str], rows: np.ndarray | None = None
@@ -201,7 +206,7 @@ def relevant(split: SplitParts, part: str, columns: list[str]) -> tuple[pd.DataF
     """The rows of ``split``'s ``part`` whose query has a relevant item (label > 0; NDCG is undefined for
     the rest, as :func:`with_positive_label`): ``columns`` of them, and their mask over the part's rows
     (for ``read_matrix``)."""
-    keys = split.read(part, list(dict.fromkeys(["query_id", "label", *columns])))
+    keys = split.read(part, list(dict.fromkeys(["query_id", "label", *columns])), categorical=["query_id"])
     mask = positive_query_rows(keys)
     return keys.loc[mask, list(columns)].reset_index(drop=True), mask
 
@@ -551,7 +556,8 @@ def _contiguous_order(frame: pd.DataFrame, query: np.ndarray) -> np.ndarray:
 
 def group_sizes(part: pd.DataFrame) -> np.ndarray:
     """Sizes of consecutive query groups (the frame must be sorted by ``query_id``)."""
-    q = part["query_id"].to_numpy()
+    q = part["query_id"]
+    q = q.cat.codes.to_numpy() if isinstance(q.dtype, pd.CategoricalDtype) else q.to_numpy()  # no text made
     if len(q) == 0:
         return np.zeros(0, dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
@@ -623,13 +629,13 @@ def training_matrices(split: SplitFiles, features: list[str], *, max_train_queri
     a float matrix in memory. The train matrix was: 3.1M rows x 90 features at 10M interactions of a log
     without slates (~31 rows a query); the validation week is never sampled, so its matrix grows with the
     window. The key columns are read whole, filtered while read."""
-    query_id = split.read("train", ["query_id"])["query_id"]
+    query_id = split.read("train", ["query_id"], categorical=["query_id"])["query_id"]  # codes, not 34M texts at 30M
     available = len(query_id)
     keep = cap_mask(query_id, max_train_queries, seed=seed) if max_train_queries is not None else None
     del query_id
     release_memory(collect=False)  # the ids' text (Arrow-backed: ~0.2 GB of pages kept by the pool at 10M)
     bias = [c for c in ("position", "propensity") if c in pq.read_schema(split.paths["train"]).names]
-    train = split.read("train", ["query_id", "label", *bias], rows=keep)  # the capped rows only
+    train = split.read("train", ["query_id", "label", *bias], rows=keep, categorical=["query_id"])  # the capped rows
     if len(train) < available:
         log.info("training on %d of %d rows (max_train_queries=%d)", len(train), available, max_train_queries)
     X = MatrixRows(split.paths["train"], features, keep)

@@ -36,7 +36,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -855,13 +855,18 @@ class PartitionedSplit:
     test_rows: int
     test_queries: int
 
-    def read(self, part: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """``columns`` of one part ("train", "valid" or "test"), queries contiguous."""
+    def read(self, part: str, columns: list[str] | None = None, *, categorical: Sequence[str] = ()) -> pd.DataFrame:
+        """``columns`` of one part ("train", "valid" or "test"), queries contiguous; ``categorical`` ones as
+        categoricals (converted after the read: a day's files hold a few days of rows)."""
         if part == "test":
-            return _read_frames([self.paths["test"]], list(columns) if columns is not None else None)
-        if part not in ("train", "valid"):
+            frame = _read_frames([self.paths["test"]], list(columns) if columns is not None else None)
+        elif part in ("train", "valid"):
+            frame = _read_frames([p.path for p in getattr(self, part)], list(columns) if columns is not None else None)
+        else:
             raise ValueError(f"part must be 'train', 'valid' or 'test', got {part!r}")
-        return _read_frames([p.path for p in getattr(self, part)], list(columns) if columns is not None else None)
+        for name in categorical:
+            frame[name] = frame[name].astype("category")
+        return frame
 
     def read_matrix(self, part: str, columns: list[str], rows: np.ndarray | None = None
                     ) -> tuple[pd.DataFrame, dict[str, str]]:

@@ -156,7 +156,7 @@ def test_only_the_key_columns_are_dictionary_encoded(tmp_path):
 def test_training_matrices_hold_the_capped_train_rows_and_the_relevant_valid_rows(tmp_path, cap):
     """What the ranker fits (stages.train_ranker and the bench's floor both build it here): the train rows
     cap_mask keeps, the validation queries with a relevant item, features and key columns row for row."""
-    from models.training import positive_query_rows, training_matrices
+    from models.training import group_sizes, positive_query_rows, training_matrices
 
     keys, features = _frames()
     rows, valid_start, test_start = split_rows(keys, end=END, valid_days=7, test_days=7)
@@ -170,14 +170,19 @@ def test_training_matrices_hold_the_capped_train_rows_and_the_relevant_valid_row
     kept = train if keep is None else train[keep].reset_index(drop=True)
     assert len(m.train) == len(m.X) == (25 if cap == 5 else len(train))
     assert m.train_rows_available == len(train)
-    pdt.assert_frame_equal(m.train, kept[["query_id", "label", "position"]])
+    # the query ids are read as codes of the file's dictionary (34M texts at 30M events without slates), the same ids
+    assert isinstance(m.train["query_id"].dtype, pd.CategoricalDtype)
+    pdt.assert_frame_equal(m.train.astype({"query_id": train["query_id"].dtype}), kept[["query_id", "label", "position"]])
+    if cap is not None:  # the cap keeps the same queries whichever way the ids are held
+        np.testing.assert_array_equal(cap_mask(train["query_id"].astype("category"), cap, seed=4), keep)
     assert m.X.columns == cols  # read in batches as LightGBM bins them
     np.testing.assert_array_equal(m.X[0:len(m.X)], kept[cols].to_numpy(dtype=np.float64))
     assert m.dtypes == {"f_rate": "float32", "f_count": "int32", "f_code": "int16"}
     valid = files.read("valid")
     relevant_rows = valid[positive_query_rows(valid)].reset_index(drop=True)
     assert 0 < len(m.valid) < len(valid)
-    pdt.assert_frame_equal(m.valid, relevant_rows[["query_id", "label"]])
+    pdt.assert_frame_equal(m.valid.astype({"query_id": valid["query_id"].dtype}), relevant_rows[["query_id", "label"]])
+    np.testing.assert_array_equal(group_sizes(m.valid), group_sizes(relevant_rows))
     assert len(m.X_valid) == len(m.valid) and m.X_valid.columns == cols  # read in batches as LightGBM bins them
     np.testing.assert_array_equal(m.X_valid[0:len(m.X_valid)], relevant_rows[cols].to_numpy(dtype=np.float64))
 
