@@ -39,18 +39,10 @@ def _read(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 @dataclass(frozen=True)
-class DayQueries:
-    """One entry per query of the days (days in order, a day's queries in row order), and where the days' key
-    columns were parked uncompressed (read back a chunk at a time through a memory map)."""
+class DayKeys:
+    """Where the days' key columns were parked uncompressed (read back a chunk at a time through a memory map)."""
 
     offsets: np.ndarray  # each day's first row in the window, and the window's rows last (int64)
-    ids: pa.Array  # each query's id
-    starts: np.ndarray  # its first row in the window (int64)
-    lengths: np.ndarray  # its rows (int64)
-    first: np.ndarray  # its first impression's time, as int64 in the time column's unit
-    ts_type: pa.TimestampType
-    ts_span: tuple[int, int] | None  # the window's earliest and latest time (int64), None without rows
-    null_rows: dict[str, int]  # per key column with a missing value: the window row of the first one
     keys: list[Path]  # each day's key columns, uncompressed
     schema: pa.Schema  # the key columns' Arrow types (the same on every day)
 
@@ -79,6 +71,20 @@ class DayQueries:
         inverse = np.empty(len(rows), dtype=np.int64)
         inverse[np.concatenate(where)] = np.arange(len(rows))
         return pa.concat_tables(pieces).take(pa.array(inverse))
+
+
+@dataclass(frozen=True)
+class DayQueries(DayKeys):
+    """The days' keys (:class:`DayKeys`) and one entry per query of the days (days in order, a day's queries in
+    row order)."""
+
+    ids: pa.Array  # each query's id
+    starts: np.ndarray  # its first row in the window (int64)
+    lengths: np.ndarray  # its rows (int64)
+    first: np.ndarray  # its first impression's time, as int64 in the time column's unit
+    ts_type: pa.TimestampType
+    ts_span: tuple[int, int] | None  # the window's earliest and latest time (int64), None without rows
+    null_rows: dict[str, int]  # per key column with a missing value: the window row of the first one
 
     def schema_of(self, rows: np.ndarray) -> pa.Schema:
         """The Arrow schema :func:`models.training.write_split` gives a part with window rows ``rows`` (its
@@ -211,13 +217,9 @@ def plan_split(days: Sequence[Path], key_columns: Sequence[str], scratch: Path, 
         schemas[name] = index.schema_of(order[at:at + sizes[name]])
         at += sizes[name]
     del order
-    keys = folder / "keys.arrow"
-    with pa.OSFile(str(keys), "wb") as sink, pa.ipc.new_file(sink, index.schema) as writer:
-        for lo in range(0, at, ORDER_BLOCK_ROWS):
-            writer.write_table(index.take_table(_order_block(order_path, lo, at)))
     return SplitPlan(folder=folder, order=order_path, sizes=sizes, queries=queries, schemas=schemas,
-                     window_rows=int(index.offsets[-1]), keys=OrderedKeys(keys, at), valid_start=valid_start,
-                     test_start=test_start)
+                     window_rows=int(index.offsets[-1]), days=DayKeys(index.offsets, index.keys, index.schema),
+                     valid_start=valid_start, test_start=test_start)
 
 
 def write_split_from_days(days: Sequence[Path], key_columns: Sequence[str], features: Sequence[str] | Mapping[str, Path],
@@ -301,9 +303,14 @@ class SplitPlan:
     queries: dict[str, int]  # each part's queries
     schemas: dict[str, pa.Schema]  # each part's key columns' types (``DayQueries.schema_of``)
     window_rows: int  # the days' rows, which a feature column holds
-    keys: OrderedKeys
+    days: DayKeys  # the days' key columns, laid out in the split's order when the parts are written
     valid_start: datetime
     test_start: datetime
+
+    @property
+    def rows(self) -> int:
+        """The split's rows (its parts' together)."""
+        return sum(self.sizes.values())
 
     def save_ordered(self, name: str, values: np.ndarray) -> Path:
         """``values`` (one per row of the days, in their order) written in the split's order to
@@ -311,7 +318,7 @@ class SplitPlan:
         if len(values) != self.window_rows:
             raise ValueError(f"feature {name!r} has {len(values)} rows; the days have {self.window_rows}")
         path = self.folder / f"{name}.npy"
-        total = len(self.keys)
+        total = self.rows
         with open(path, "wb") as out:  # a .npy written by block: no memory map, whose dirty pages count as resident
             header = {"descr": np.lib.format.dtype_to_descr(values.dtype), "fortran_order": False, "shape": (total,)}
             np.lib.format.write_array_header_1_0(out, header)
@@ -321,11 +328,18 @@ class SplitPlan:
 
     def write(self, features: Mapping[str, Path], directory: Path, *,
               row_group_rows: int = SPLIT_ROW_GROUP_ROWS) -> SplitFiles:
-        """The split's parts, from each feature laid out by :meth:`save_ordered`, to ``<directory>/<part>.parquet``."""
+        """The split's parts, from each feature laid out by :meth:`save_ordered`, to ``<directory>/<part>.parquet``.
+        The key columns are laid out in the split's order first (a block of rows at a time; not before the
+        features: their blocks were ~0.3 GB beside the window's events)."""
+        path, total = self.folder / "keys.arrow", self.rows
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, self.days.schema) as writer:
+            for lo in range(0, total, ORDER_BLOCK_ROWS):
+                writer.write_table(self.days.take_table(_order_block(self.order, lo, total)))
+        keys = OrderedKeys(path, total)
         placed, at = {}, 0
         for part in PARTS:
             placed[part] = np.arange(at, at + self.sizes[part], dtype=np.int64)
             at += self.sizes[part]
-        return write_split_parts(placed, self.queries, len(self.keys), self.keys.take, self.schemas, features,
-                                 directory, valid_start=self.valid_start, test_start=self.test_start,
+        return write_split_parts(placed, self.queries, total, keys.take, self.schemas, features, directory,
+                                 valid_start=self.valid_start, test_start=self.test_start,
                                  row_group_rows=row_group_rows)
