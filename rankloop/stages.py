@@ -321,6 +321,7 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
                           test_days=settings.ranker.test_days)
         if plan is None:  # each bucket's queries are runs of rows with plain keys: not expected
             raise RuntimeError("the implicit queries' bucket files cannot be split by query (a query in two runs)")
+        release_memory()  # the plan read each bucket's keys whole: their pages go back before the features grow
         columns = iter_keyed_columns(queries, events, fset.features, items=items, users=users,
                                      settings=settings.features, buckets=buckets, scratch=parked)
         del events, items, users  # the builder holds them now, and drops what it has cut
