@@ -188,8 +188,10 @@ class SplitParts(Protocol):
         """Rows and queries per part."""
         ...
 
-    def read(self, part: str, columns: list[str] | None = None, *, categorical: Sequence[str] = ()) -> pd.DataFrame:
-        """``columns`` of one part, queries contiguous; ``categorical`` ones as categoricals."""
+    def read(self, part: str, columns: list[str] | None = None, rows: np.ndarray | None = None, *,
+             categorical: Sequence[str] = ()) -> pd.DataFrame:
+        """``columns`` of one part, queries contiguous; only the rows where the boolean mask ``rows`` is True;
+        ``categorical`` ones as categoricals."""
         ...
 
     def read_matrix(self, part: str, columns: list[str], rows: np.ndarray | None = None

@@ -855,15 +855,21 @@ class PartitionedSplit:
     test_rows: int
     test_queries: int
 
-    def read(self, part: str, columns: list[str] | None = None, *, categorical: Sequence[str] = ()) -> pd.DataFrame:
-        """``columns`` of one part ("train", "valid" or "test"), queries contiguous; ``categorical`` ones as
-        categoricals (converted after the read: a day's files hold a few days of rows)."""
+    def read(self, part: str, columns: list[str] | None = None, rows: np.ndarray | None = None, *,
+             categorical: Sequence[str] = ()) -> pd.DataFrame:
+        """``columns`` of one part ("train", "valid" or "test"), queries contiguous; the rows where the boolean
+        mask ``rows`` is True; ``categorical`` ones as categoricals (masked and converted after the read: a
+        day's files hold a few days of rows)."""
         if part == "test":
             frame = _read_frames([self.paths["test"]], list(columns) if columns is not None else None)
         elif part in ("train", "valid"):
             frame = _read_frames([p.path for p in getattr(self, part)], list(columns) if columns is not None else None)
         else:
             raise ValueError(f"part must be 'train', 'valid' or 'test', got {part!r}")
+        if rows is not None:
+            if len(rows) != len(frame):
+                raise ValueError(f"row mask has {len(rows)} values; split part {part!r} has {len(frame)} rows")
+            frame = frame[rows].reset_index(drop=True)
         for name in categorical:
             frame[name] = frame[name].astype("category")
         return frame

@@ -242,3 +242,22 @@ def test_an_unsplittable_window_names_the_empty_parts_and_the_days_held():
     assert info.value.reason is Reason.EMPTY and info.value.details["days"] == ["2026-10-20", "2026-11-03"]
     check_split_coverage(pd.concat([ts, pd.Series(pd.to_datetime(["2026-11-12T01:00"], utc=True))]).dt.as_unit("ns"),
                          end=END, valid_days=7, test_days=7)  # every part holds a day: no error
+
+
+def test_the_popularity_history_reads_the_item_ids_of_engaged_rows_only(tmp_path):
+    """The test-week scoring counts each item's engaged (label > 0) train and valid rows: read by their labels
+    first, then the ids of those rows, it is the same history as every row read and filtered."""
+    from rankloop.stages import _positive_history, _positive_rows
+
+    keys, features = _frames()
+    keys["label"] = keys["label"].astype("float64")
+    keys.loc[keys.index[::11], "label"] = np.nan  # a missing label counts as 0
+    rows, valid_start, test_start = split_rows(keys, end=END, valid_days=7, test_days=7)
+    files = write_split(rows, keys, {c: features[c].to_numpy() for c in features}, tmp_path,
+                        valid_start=valid_start, test_start=test_start)
+    for part in ("train", "valid"):
+        every = files.read(part, ["item_id", "label"])
+        got = _positive_history(files, part)
+        assert 0 < len(got) < len(every)
+        pdt.assert_frame_equal(_positive_rows(got), _positive_rows(every))
+        pdt.assert_frame_equal(got, _positive_rows(every))
