@@ -9,8 +9,10 @@ first time): the query ids are sorted, not the rows. :func:`write_split_from_day
 files, row for row, with the same schema, as :func:`models.training.split_rows` + :func:`write_split` over the
 days' rows concatenated, holding a chunk of rows, a day's keys and an entry per query.
 
-The split needs only the keys: :func:`plan_split` decides it before any feature is built (its order and keys on
-disk), and :meth:`SplitPlan.save_ordered` lays each feature column out in that order as the builder yields it.
+The split needs only the keys: :func:`plan_split` decides it (its order on disk), :meth:`SplitPlan.save_ordered`
+lays each feature column out in that order, and :meth:`SplitPlan.write` lays out the keys and writes the parts.
+The local stage decides it after the features: decided before them, beside the window's events, it raised the
+stage's peak (docs/performance.md, stop 49).
 """
 
 from __future__ import annotations
@@ -172,9 +174,9 @@ def day_queries(days: Sequence[Path], key_columns: Sequence[str], scratch: Path)
 
 def plan_split(days: Sequence[Path], key_columns: Sequence[str], scratch: Path, *, end: datetime, valid_days: int,
                test_days: int) -> SplitPlan | None:
-    """The time split of the days' rows decided from their key columns alone, before any feature is built: the
-    split's order (each part's window rows, the parts one after the other) and its key columns in that order, on
-    disk under ``scratch`` (which the caller removes). Holds an entry per query and a block of rows.
+    """The time split of the days' rows decided from their key columns alone (no feature is read): the
+    split's order (each part's window rows, the parts one after the other) on disk under ``scratch`` (which the
+    caller removes), and each part's key schema. Holds an entry per query and a block of rows.
 
     ``key_columns`` must include ``query_id``, ``ts`` and ``label``. Returns None when :func:`day_queries` does
     not apply.
@@ -289,9 +291,9 @@ class OrderedKeys:
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """A time split decided before its features exist (:func:`plan_split`): its order and key columns wait on
-    disk; each feature column is laid out in that order as it comes (:meth:`save_ordered`), then the parts are
-    written (:meth:`write`).
+    """A time split decided from the days' keys alone (:func:`plan_split`): its order waits on disk; each feature
+    column is laid out in that order (:meth:`save_ordered`, one column in memory), then the parts are written
+    (:meth:`write`).
 
     A part's rows are in query-id order, spread over the whole window: a row group gathered straight from the
     window's files touched nearly every page of every column, once per group, a cost of the groups times the

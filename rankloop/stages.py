@@ -14,7 +14,7 @@ import contextlib
 import logging
 import shutil
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -284,7 +284,7 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
     from features.implicit import IMPLICIT
     from features.labels import EVENT_COLUMNS as LABEL_COLUMNS
     from features.partitioned import implicit_query_buckets, iter_keyed_columns
-    from models.day_split import plan_split
+    from models.day_split import write_split_from_days
     from models.training import spill, split_rows, unspill, write_split
 
     items = extracted.items.to_pandas() if extracted.items is not None else None
@@ -313,20 +313,20 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
         check_split_coverage(pd.Series(pd.to_datetime(queries.days, unit="D", utc=True)), end=end,
                              valid_days=settings.ranker.valid_days, test_days=settings.ranker.test_days)
         events = events[[c for c in feature_columns if c in events.columns]]  # the label-only columns go
-        # The split decided from the queries' keys first, so each feature column is laid out in its order as
-        # it comes (written once, not saved and read back: models.day_split.SplitPlan).
-        kept = [k for k, n in zip(queries.keys, queries.rows, strict=True) if n]
-        key_columns = [c for c in SPLIT_KEY_COLUMNS if c in queries.key_names()]
-        plan = plan_split(kept, key_columns, parked / "split-keys", end=end, valid_days=settings.ranker.valid_days,
-                          test_days=settings.ranker.test_days)
-        if plan is None:  # each bucket's queries are runs of rows with plain keys: not expected
-            raise RuntimeError("the implicit queries' bucket files cannot be split by query (a query in two runs)")
-        release_memory()  # the plan read each bucket's keys whole: their pages go back before the features grow
         columns = iter_keyed_columns(queries, events, fset.features, items=items, users=users,
                                      settings=settings.features, buckets=buckets, scratch=parked)
         del events, items, users  # the builder holds them now, and drops what it has cut
-        saved = _saved_columns(columns, parked, save=plan.save_ordered)
-        split = plan.write({n: saved[n] for n in fset.features}, workdir / "data" / "split")
+        saved = _saved_columns(columns, parked)
+        kept = [k for k, n in zip(queries.keys, queries.rows, strict=True) if n]
+        key_columns = [c for c in SPLIT_KEY_COLUMNS if c in queries.key_names()]
+        # The split is decided after the features (models.day_split.plan_split): decided before them, with the
+        # window's events in memory, the stage's peak (the co-occurrence walk) was ~270 MB higher at 10M events
+        # of a log without slates, for no time gained (bench results weekly_10000000_ecommerce_stop49{,b}).
+        split = write_split_from_days(kept, key_columns, {n: saved[n] for n in fset.features},
+                                      workdir / "data" / "split", parked / "split-keys", end=end,
+                                      valid_days=settings.ranker.valid_days, test_days=settings.ranker.test_days)
+        if split is None:  # each bucket's queries are runs of rows with plain keys: not expected
+            raise RuntimeError("the implicit queries' bucket files cannot be split by query (a query in two runs)")
     else:
         # Logged slates, or implicit queries (their ids as categoricals: 19.3M rows of a log without slates at 10M
         # are ~0.7 GB less than as text; the split's files hold the ids, models.training.write_split). Only the
@@ -362,19 +362,15 @@ def build_dataset(settings: Settings, validated: Validated, extracted: Extracted
                    impressions=n_impressions, protocol=protocol.as_dict())
 
 
-def _saved_columns(columns: Iterator[tuple[str, np.ndarray]], parked: Path,
-                   save: Callable[[str, np.ndarray], Path] | None = None) -> dict[str, Path]:
-    """Each ``(name, values)`` of ``columns`` saved to ``<parked>/<name>.npy`` (or by ``save``), one at a time."""
+def _saved_columns(columns: Iterator[tuple[str, np.ndarray]], parked: Path) -> dict[str, Path]:
+    """Each ``(name, values)`` of ``columns`` saved to ``<parked>/<name>.npy``, one at a time."""
     # The ids the builder coded and dropped were Arrow-backed strings: their pages go back to the OS before the
     # features' working set grows (mimalloc keeps freed pages: ~1.2 GB at 10M rows, resident to the end).
     release_memory()
     saved: dict[str, Path] = {}
     for name, values in columns:
-        if save is None:
-            saved[name] = parked / f"{name}.npy"
-            np.save(saved[name], values)
-        else:
-            saved[name] = save(name, values)
+        saved[name] = parked / f"{name}.npy"
+        np.save(saved[name], values)
         del values
     release_memory()
     return saved
