@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from core.config.features import FeatureSettings
 from features import build_features
@@ -82,3 +83,25 @@ def test_first_pairs_are_each_pairs_earliest_day():
                     .groupby(["u", "i"])["day"].min().reset_index())
         pd.testing.assert_frame_equal(got.sort_values(["u", "i"]).reset_index(drop=True), expected, check_dtype=False)
         assert got["u"].dtype == user.dtype and len(got) == len(expected)
+
+
+@pytest.mark.parametrize("pack_rows", [7, 1 << 22])
+def test_first_pairs_packed_are_the_argsorted_pairs(monkeypatch: pytest.MonkeyPatch, pack_rows: int):
+    """The pairs sorted as packed (key and day in one int64, sorted in place, a few events at a time) are the
+    frame the argsort of keys made, row for row and dtype for dtype; keys too wide to pack take the argsort."""
+    import features.defs_collaborative as dc
+    from features.defs_collaborative import DAY_MS
+
+    monkeypatch.setattr(dc, "PACK_ROWS", pack_rows)  # 7: the key changes are found across chunks
+    rng = np.random.default_rng(5)
+    for n, users, items in ((1, 3, 3), (300, 40, 25), (20_000, 3_000, 900)):
+        user = rng.integers(-1, users, n).astype(np.int32)
+        item = rng.integers(-1, items, n).astype(np.int32)
+        ms = rng.integers(-3 * DAY_MS, 40 * DAY_MS, n)  # days before 1970 too
+        got = dc._first_pairs(user, item, ms)
+        pd.testing.assert_frame_equal(got, dc._first_pairs_by_argsort(user, item, ms))
+    user = np.array([2**40, 5, 2**40], dtype=np.int64)  # 2**40 users x 2**22 items: no room for the day
+    item = np.array([2**22, 1, 2**22], dtype=np.int64)
+    ms = np.array([5 * DAY_MS, DAY_MS, 2 * DAY_MS])
+    pd.testing.assert_frame_equal(dc._first_pairs(user, item, ms), pd.DataFrame(
+        {"u": np.array([5, 2**40]), "i": np.array([1, 2**22]), "day": np.array([1, 2])}))
