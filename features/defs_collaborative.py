@@ -93,14 +93,12 @@ def _first_pairs(ev_user, ev_item, ev_ms) -> pd.DataFrame:
     n = sum(int(k.sum()) for k in kept)
     if n == 0:
         return _first_pairs_by_argsort(user, item, ms)
-    n_users = max(int(user[c][k].max(initial=-1)) for c, k in zip(chunks, kept, strict=True)) + 1
-    n_items = max(int(item[c][k].max(initial=-1)) for c, k in zip(chunks, kept, strict=True)) + 1
-    low, high = None, None
-    for c, k in zip(chunks, kept, strict=True):
-        if k.any():
-            day = ms[c][k] // DAY_MS
-            low = int(day.min()) if low is None else min(low, int(day.min()))
-            high = int(day.max()) if high is None else max(high, int(day.max()))
+    n_users = n_items = 0
+    low, high = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    for c, k in ((c, k) for c, k in zip(chunks, kept, strict=True) if k.any()):  # the ranges, a chunk at a time
+        day = ms[c][k] // DAY_MS
+        n_users, n_items = max(n_users, int(user[c][k].max()) + 1), max(n_items, int(item[c][k].max()) + 1)
+        low, high = min(low, int(day.min())), max(high, int(day.max()))
     day_bits = max((high - low).bit_length(), 1)
     if (n_users * n_items).bit_length() + day_bits > 62:
         return _first_pairs_by_argsort(user, item, ms)
