@@ -228,7 +228,9 @@ def run_direct(uri: str, mapping: Path) -> dict[str, Any]:
         kept = _keep_for_floor(dataset.split, ctx.workdir.parent / "floor") if os.environ.get(FLOOR_ENV) else None
         stages.discard_intermediates(ctx.workdir)
     result = {"end_to_end": whole.figures(), "stages": stage, "summary": _brief(summary),
-              "split": dataset.split.sizes()}
+              "split": dataset.split.sizes(),
+              "fit_rows": {k: trained.params.get(k) for k in ("train_rows_used", "train_rows_available",
+                                                              "valid_rows_used", "valid_rows_available")}}
     if kept is not None:  # after the run's span: not part of its figures
         result["floor"] = measure_floor(uri, mapping, settings, kept, list(dataset.features))
     return result
@@ -266,6 +268,7 @@ def measure_floor(uri: str, mapping: Path, settings: Any, paths: dict[str, Path]
     release_memory()
     split = SplitFiles(paths=paths, valid_start=END, test_start=END)
     m = training_matrices(split, features, max_train_queries=settings.ranker.max_train_queries,
+                          max_valid_queries=settings.ranker.max_valid_queries,
                           seed=settings.ranker.seed)  # what stages.train_ranker fits, built the same way
     # The train and validation rows as matrices in memory (the run reads them in batches while LightGBM
     # bins them): the floor's fit reads nothing from disk.
@@ -282,6 +285,7 @@ def measure_floor(uri: str, mapping: Path, settings: Any, paths: dict[str, Path]
     r, f = read.figures(), fit.figures()
     return {"read": r | {"rows": rows}, "fit": f | {"train_rows": len(m.train),
                                                    "train_rows_available": m.train_rows_available,
+                                                   "valid_rows": len(m.valid),
                                                    "best_iteration": int(ranker.best_iteration_)},
             "seconds": round(r["seconds"] + f["seconds"], 2)}
 

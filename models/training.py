@@ -618,19 +618,21 @@ class TrainingMatrices:
     X_valid: MatrixRows  # the validation rows' features, read batch by batch as LightGBM builds its Dataset
     valid: pd.DataFrame  # their query_id and label
     train_rows_available: int  # the train part's rows before the cap
+    valid_rows_available: int  # the validation rows of queries with a relevant item, before the cap
 
 
 def training_matrices(split: SplitFiles, features: list[str], *, max_train_queries: int | None,
-                      seed: int) -> TrainingMatrices:
+                      max_valid_queries: int | None, seed: int) -> TrainingMatrices:
     """The ranker's training and validation matrices from ``split``'s files, read as the fit needs them.
 
     Train keeps at most ``max_train_queries`` whole queries (:func:`cap_mask` with ``seed``; all of them
     when None); validation keeps the queries with a relevant item (NDCG is undefined for the rest,
-    :func:`relevant`). Both feature matrices are :class:`MatrixRows`, read a row group at a time as
-    LightGBM bins them (``models.ranker`` builds the same Dataset a whole matrix gives): neither is ever
-    a float matrix in memory. The train matrix was: 3.1M rows x 90 features at 10M interactions of a log
-    without slates (~31 rows a query); the validation week is never sampled, so its matrix grows with the
-    window. The key columns are read whole, filtered while read."""
+    :func:`relevant`), at most ``max_valid_queries`` of them (the same rule). Both feature matrices are
+    :class:`MatrixRows`, read a row group at a time as LightGBM bins them (``models.ranker`` builds the
+    same Dataset a whole matrix gives): neither is ever a float matrix in memory. The train matrix was:
+    3.1M rows x 90 features at 10M interactions of a log without slates (~31 rows a query); uncapped, the
+    validation week's binned rows grow with the window (3.9M at 10M, 11.8M at 30M). The key columns are
+    read whole, filtered while read."""
     query_id = split.read("train", ["query_id"], categorical=["query_id"])["query_id"]  # codes, not 34M texts at 30M
     available = len(query_id)
     keep = cap_mask(query_id, max_train_queries, seed=seed) if max_train_queries is not None else None
@@ -643,8 +645,16 @@ def training_matrices(split: SplitFiles, features: list[str], *, max_train_queri
     X = MatrixRows(split.paths["train"], features, keep)
     dtypes = matrix_dtypes(split.paths["train"], features, keep)
     valid, positive = relevant(split, "valid", ["query_id", "label"])
+    valid_available = len(valid)
+    capped = cap_mask(valid["query_id"], max_valid_queries, seed=seed) if max_valid_queries is not None else None
+    if capped is not None:  # the kept relevant queries' rows, as a mask over the part's rows
+        positive = positive.copy()
+        positive[np.flatnonzero(positive)[~capped]] = False
+        valid = valid[capped].reset_index(drop=True)
+        log.info("early-stopping on %d of %d validation rows (max_valid_queries=%d)", len(valid), valid_available,
+                 max_valid_queries)
     X_valid = MatrixRows(split.paths["valid"], features, positive)
-    del keep
+    del keep, capped
     release_memory(collect=False)  # what the reads freed, before LightGBM bins the matrices
     return TrainingMatrices(X=X, dtypes=dtypes, train=train, X_valid=X_valid, valid=valid,
-                            train_rows_available=available)
+                            train_rows_available=available, valid_rows_available=valid_available)

@@ -969,12 +969,30 @@ def _train_groups(path: Path, threshold: Any, seed: int) -> np.ndarray:
     return group_sizes(_train_partition(path, ["query_id"], threshold, seed))
 
 
-def _valid_curve(path: Path, booster_text: str, columns: list[str], start: int = 0) -> tuple[dict[int, np.ndarray], int]:
-    from models.dask_ranker import partition_curve
+def _valid_queries(path: Path, seed: int) -> tuple[np.ndarray, int]:
+    """The seeded hashes of a valid day's queries with a relevant item (what ``max_valid_queries`` ranks) and
+    their rows."""
+    from models.dask_ranker import query_hashes
     from models.training import with_positive_label
 
-    return partition_curve(booster_text, with_positive_label(_read_table(path, columns).to_pandas()), columns[2:],
-                           start=start)
+    relevant = with_positive_label(_read_table(path, ["query_id", "label"]).to_pandas())
+    return query_hashes(relevant, seed), len(relevant)
+
+
+def _valid_rows_kept(path: Path, threshold: Any, seed: int) -> int:
+    from models.dask_ranker import keep_capped
+    from models.training import with_positive_label
+
+    return len(keep_capped(with_positive_label(_read_table(path, ["query_id", "label"]).to_pandas()), threshold, seed))
+
+
+def _valid_curve(path: Path, booster_text: str, columns: list[str], start: int = 0, threshold: Any = None,
+                 seed: int = 0) -> tuple[dict[int, np.ndarray], int]:
+    from models.dask_ranker import keep_capped, partition_curve
+    from models.training import with_positive_label
+
+    rows = keep_capped(with_positive_label(_read_table(path, columns).to_pandas()), threshold, seed)
+    return partition_curve(booster_text, rows, columns[2:], start=start)
 
 
 def ready_workers(client: Any, timeout_s: float = 300.0, poll_s: float = 2.0) -> list[str]:
@@ -1044,6 +1062,18 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
     ranker_settings = settings.ranker
     booster, curves, fits = None, [], 0
     valid_paths = [p.path for p in split.valid]
+    # The validation queries early stopping reads: those with a relevant item, at most max_valid_queries of them
+    # by the same seeded hash as the local run (models.training.training_matrices), so the same queries.
+    valid_cap = ranker_settings.max_valid_queries
+    queries = client.gather(client.map(_valid_queries, valid_paths, seed=seed, pure=False))
+    valid_threshold = cap_threshold([h for h, _ in queries], valid_cap) if valid_cap else None
+    valid_available = sum(n for _, n in queries)
+    valid_used = (sum(client.gather(client.map(_valid_rows_kept, valid_paths, threshold=valid_threshold, seed=seed,
+                                               pure=False)))
+                  if valid_threshold is not None else valid_available)
+    if valid_used < valid_available:
+        log.info("early-stopping on %d of %d validation rows (max_valid_queries=%d)", valid_used, valid_available,
+                 valid_cap)
     while True:
         done = booster.current_iteration() if booster is not None else 0
         booster = fit_distributed(client, frames, workers, groups, cols, ranker_settings,
@@ -1051,7 +1081,8 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
         fits += 1
         text = client.scatter(booster.model_to_string(), broadcast=True)
         curves = extend_curves(curves, client.gather(client.map(_valid_curve, valid_paths, booster_text=text,
-                                                                columns=columns, start=done, pure=False)))
+                                                                columns=columns, start=done, threshold=valid_threshold,
+                                                                seed=seed, pure=False)))
         if booster.current_iteration() >= ranker_settings.n_estimators or stopped(curves, ranker_settings):
             break
     del frames
@@ -1060,6 +1091,8 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = ranker.save(workdir / "model.txt")
     params = ranker.get_params() | {"max_train_queries": cap, "train_rows_used": used, "train_rows_available": available,
+                                    "max_valid_queries": valid_cap, "valid_rows_used": valid_used,
+                                    "valid_rows_available": valid_available,
                                     "trainer": "lightgbm.dask.DaskLGBMRanker", "trees_trained": booster.current_iteration(),
                                     "fit_rounds": fits}
     return stages.score_test_week(dataset, model_path, best_iteration=fit.best_iteration,

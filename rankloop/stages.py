@@ -421,9 +421,10 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     from models.training import group_sizes, training_matrices
 
     release_memory()
-    m = training_matrices(dataset.split, list(dataset.features),
-                          max_train_queries=settings.ranker.max_train_queries, seed=settings.ranker.seed)
+    m = training_matrices(dataset.split, list(dataset.features), max_train_queries=settings.ranker.max_train_queries,
+                          max_valid_queries=settings.ranker.max_valid_queries, seed=settings.ranker.seed)
     available, used = m.train_rows_available, len(m.train)
+    valid_rows = {"valid_rows_used": len(m.valid), "valid_rows_available": m.valid_rows_available}
     # What the fit reads of the key columns, and then not the query ids (3.1M train and ~2.5M valid rows of text
     # at 10M events of a log without slates): LightGBM's Datasets are built without them.
     train = {"y": m.train["label"].to_numpy(), "group": group_sizes(m.train), "position": m.train.get("position"),
@@ -442,6 +443,7 @@ def train_ranker(settings: Settings, dataset: Dataset, workdir: Path) -> Trained
     ranker.save(model_path)
     params = ranker.get_params() | {"max_train_queries": settings.ranker.max_train_queries,
                                     "train_rows_used": used, "train_rows_available": available,
+                                    "max_valid_queries": settings.ranker.max_valid_queries, **valid_rows,
                                     "query_protocol": dataset.protocol.get("name", "logged_slates"),
                                     "position_bias_applied": ranker.position_bias_applied_}
     trained = score_test_week(dataset, model_path, best_iteration=int(ranker.best_iteration_),

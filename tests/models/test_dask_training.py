@@ -151,3 +151,27 @@ def test_early_stopping_grows_trees_in_rounds_and_keeps_a_single_fits_trees(clie
                                        tmp_path / "one", client)
     assert one_fit.params["trees_trained"] == grown
     assert _trees(stopped.model_path.read_text()) == _trees(one_fit.model_path.read_text())[:best]
+
+
+def test_the_validation_curve_reads_the_queries_max_valid_queries_keeps(client: object, tmp_path: Path) -> None:
+    """ranker.max_valid_queries on Dask: the curve early stopping reads is over the valid days' queries with a
+    relevant item, at most the cap of them, by the seeded hash the local run caps with (cap_queries over the
+    relevant rows): the rows used and available are recorded, and the curve is the capped queries', not the
+    whole week's."""
+    from models.training import with_positive_label
+    from rankloop.distributed import train_ranker_distributed
+
+    dataset = _dataset(tmp_path)
+    relevant = with_positive_label(pd.concat([pd.read_parquet(p.path) for p in dataset.split.valid],
+                                             ignore_index=True))
+    cap = 30  # of 80 valid queries
+    assert relevant["query_id"].nunique() > cap
+    capped = train_ranker_distributed(_settings(max_valid_queries=cap), dataset, tmp_path / "capped", client)
+    whole = train_ranker_distributed(_settings(max_valid_queries=None), dataset, tmp_path / "whole", client)
+    kept = cap_queries(relevant, cap, seed=capped.params["seed"])
+    assert kept["query_id"].nunique() == cap
+    assert capped.params["max_valid_queries"] == cap and whole.params["max_valid_queries"] is None
+    assert capped.params["valid_rows_available"] == whole.params["valid_rows_available"] == len(relevant)
+    assert capped.params["valid_rows_used"] == len(kept) < len(relevant) == whole.params["valid_rows_used"]
+    assert capped.model_path.read_text() == whole.model_path.read_text()  # no early stopping: the same trees
+    assert capped.evals_result["valid"]["ndcg@10"] != whole.evals_result["valid"]["ndcg@10"]

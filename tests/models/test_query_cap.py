@@ -43,5 +43,9 @@ def test_no_cap_or_small_part_is_returned_unchanged() -> None:
 def test_setting_is_validated_and_on_by_default() -> None:
     assert RankerSettings().max_train_queries == 100_000
     assert RankerSettings(max_train_queries=None).max_train_queries is None
+    assert RankerSettings().max_valid_queries == 50_000
+    assert RankerSettings(max_valid_queries=None).max_valid_queries is None
+    with pytest.raises(ValueError):
+        RankerSettings(max_valid_queries=0)
     with pytest.raises(ValueError):
         RankerSettings(max_train_queries=0)

@@ -164,7 +164,7 @@ def test_training_matrices_hold_the_capped_train_rows_and_the_relevant_valid_row
     files = write_split(rows, keys, {c: features[c].to_numpy() for c in features}, tmp_path,
                         valid_start=valid_start, test_start=test_start)
     cols = ["f_rate", "f_count", "f_code"]
-    m = training_matrices(files, cols, max_train_queries=cap, seed=4)
+    m = training_matrices(files, cols, max_train_queries=cap, max_valid_queries=None, seed=4)
     train = files.read("train")
     keep = cap_mask(train["query_id"], cap, seed=4) if cap is not None else None
     kept = train if keep is None else train[keep].reset_index(drop=True)
@@ -185,6 +185,38 @@ def test_training_matrices_hold_the_capped_train_rows_and_the_relevant_valid_row
     np.testing.assert_array_equal(group_sizes(m.valid), group_sizes(relevant_rows))
     assert len(m.X_valid) == len(m.valid) and m.X_valid.columns == cols  # read in batches as LightGBM bins them
     np.testing.assert_array_equal(m.X_valid[0:len(m.X_valid)], relevant_rows[cols].to_numpy(dtype=np.float64))
+
+
+@pytest.mark.parametrize("cap", [1, 3, 1_000])
+def test_training_matrices_early_stop_on_at_most_max_valid_queries_relevant_queries(tmp_path, cap):
+    """ranker.max_valid_queries: the validation queries with a relevant item, at most ``cap`` of them, whole, by
+    the train cap's seeded hash (cap_mask over the relevant rows); their features row for row with their keys."""
+    from models.training import group_sizes, positive_query_rows, training_matrices
+
+    keys, features = _frames()
+    rows, valid_start, test_start = split_rows(keys, end=END, valid_days=7, test_days=7)
+    keys.loc[keys["query_id"] == keys["query_id"].iloc[rows["valid"][0]], "label"] = 0  # a query without a relevant item
+    files = write_split(rows, keys, {c: features[c].to_numpy() for c in features}, tmp_path,
+                        valid_start=valid_start, test_start=test_start)
+    cols = ["f_rate", "f_count", "f_code"]
+    m = training_matrices(files, cols, max_train_queries=None, max_valid_queries=cap, seed=4)
+    valid = files.read("valid")
+    relevant_rows = valid[positive_query_rows(valid)].reset_index(drop=True)
+    assert relevant_rows["query_id"].nunique() > 3  # the caps below 1,000 bind
+    keep = cap_mask(relevant_rows["query_id"], cap, seed=4)
+    expected = relevant_rows if keep is None else relevant_rows[keep].reset_index(drop=True)
+    assert expected["query_id"].nunique() == min(cap, relevant_rows["query_id"].nunique())
+    assert m.valid_rows_available == len(relevant_rows)
+    pdt.assert_frame_equal(m.valid.astype({"query_id": valid["query_id"].dtype}), expected[["query_id", "label"]])
+    np.testing.assert_array_equal(group_sizes(m.valid), group_sizes(expected))
+    assert len(m.X_valid) == len(m.valid)
+    np.testing.assert_array_equal(m.X_valid[0:len(m.X_valid)], expected[cols].to_numpy(dtype=np.float64))
+    # a seeded choice: the same queries every time, others with another seed (the train cap's seed)
+    again = training_matrices(files, cols, max_train_queries=None, max_valid_queries=cap, seed=4)
+    pdt.assert_frame_equal(again.valid, m.valid)
+    if cap == 3:
+        other = training_matrices(files, cols, max_train_queries=None, max_valid_queries=cap, seed=5)
+        assert set(other.valid["query_id"]) != set(m.valid["query_id"])
 
 
 def test_categorical_ids_write_the_files_text_ids_write(tmp_path):
