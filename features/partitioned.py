@@ -341,7 +341,10 @@ def iter_keyed_columns(impressions: pd.DataFrame | QueryBuckets, events: pd.Data
                 out = np.empty(n_queries, dtype=REGISTRY[name].dtype)
                 for b, (q_rows, _, _) in enumerate(parts):
                     chunk = folder / f"{name}.{b}.npy"
-                    out[_bucket_rows(q_rows)] = np.load(chunk)
+                    if isinstance(q_rows, range):  # a bucket of users of QueryBuckets: its rows are one run
+                        out[q_rows.start:q_rows.stop] = np.load(chunk)
+                    else:
+                        out[_bucket_rows(q_rows)] = np.load(chunk)
                     chunk.unlink()
                 yield name, out
                 del out
