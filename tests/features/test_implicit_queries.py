@@ -247,3 +247,32 @@ def test_a_bucket_of_users_with_the_window_pool_gives_its_users_window_rows(log,
         assert not alone.astype(text).reset_index(drop=True).equals(parts[0].astype(text).reset_index(drop=True))
     with pytest.raises(ValueError, match="1 event.* an item the window's pool does not hold"):
         implicit_queries(log.tail(1).assign(item_id="unknown"), settings, pool=implicit_pool(log))
+
+
+@pytest.mark.parametrize("span_days", [0, 40, 50_000])
+def test_the_pool_holds_each_utc_days_item_codes_in_the_windows_order(span_days):
+    """ImplicitPool.by_day: per UTC day holding events (days since 1970, before it too), its events' item codes in
+    the window's order, as int32; first_day the earliest. Days are counted by a radix sort of their offsets (a
+    span past int16's range takes int64): the same as grouping the events by day by hand."""
+    from features.implicit import implicit_pool
+
+    rng = np.random.default_rng(span_days)
+    n = 3_000
+    day_us = 86_400 * 1_000_000
+    us = rng.integers(-3 * day_us, (span_days + 1) * day_us - 3 * day_us, n)
+    if span_days:
+        us[:2] = [-3 * day_us, (span_days - 3) * day_us + 5]  # both ends of the span present
+    events = pd.DataFrame({"user_id": [f"u{k}" for k in rng.integers(0, 50, n)],
+                           "item_id": [f"i{k:03d}" for k in rng.integers(0, 200, n)],
+                           "ts": pd.to_datetime(us, unit="us", utc=True)})
+    pool = implicit_pool(events)
+    day = us // day_us
+    assert pool.first_day == int(day.min())
+    code = pd.Index(pool.items).get_indexer(events["item_id"])
+    expected = {int(d): code[day == d] for d in np.unique(day)}
+    assert list(pool.by_day) == sorted(expected) == list(expected)
+    for d, codes in expected.items():
+        assert pool.by_day[d].dtype == np.int32
+        np.testing.assert_array_equal(pool.by_day[d], codes)
+    empty = implicit_pool(events.iloc[:0])
+    assert empty.by_day == {} and empty.n_items == 0
