@@ -73,6 +73,12 @@ def test_the_corrected_ranker_is_recorded_registered_and_served_without_slots(se
     assert recorded.manifest["params"]["position_bias"] == "lightgbm"
     assert recorded.manifest["params"]["position_bias_applied"] == "lightgbm"
     assert recorded.manifest["config"]["ranker"]["position_bias"] == "lightgbm"
+    # and what the fit read of each week: the caps (on by default), the rows used and available
+    manifest = recorded.manifest
+    assert manifest["config"]["ranker"]["max_valid_queries"] == manifest["params"]["max_valid_queries"] == 50_000
+    valid = with_positive_label(dataset.split.read("valid", ["query_id", "label"]))
+    assert manifest["params"]["valid_rows_used"] == manifest["params"]["valid_rows_available"] == len(valid) > 0
+    assert manifest["params"]["train_rows_used"] == manifest["params"]["train_rows_available"] == dataset.split.sizes()["train_rows"]
     params = MlflowClient(settings.tracking_uri).get_run(recorded.run_id).data.params
     assert params["ranker.position_bias"] == "lightgbm"
     assert params["ranker.position_bias_regularization"] == "0.0"
