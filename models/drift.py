@@ -142,6 +142,13 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: Itera
     return feature_drift_of(((name, reference[name], current[name]) for name in columns), bins)
 
 
+def _finite(values: np.ndarray) -> np.ndarray:
+    """The finite ones of ``values``, an array the caller may sort in place: ``values`` itself when every one is
+    finite and it owns its memory (a week's column converted to float64; no copy of it), else a copy."""
+    finite = np.isfinite(values)
+    return values if values.flags.owndata and values.flags.writeable and finite.all() else values[finite]
+
+
 def feature_drift_of(samples: Iterable[tuple[str, Any, Any]], bins: int = 10) -> pd.DataFrame:
     """:func:`feature_drift` of ``(name, reference values, current values)`` given one column at a time
     (a caller reading each column when it comes never holds two samples' tables). Each sample's finite values
@@ -152,7 +159,7 @@ def feature_drift_of(samples: Iterable[tuple[str, Any, Any]], bins: int = 10) ->
         ref = np.asarray(pd.Series(reference).to_numpy(dtype=float, na_value=np.nan), dtype=float)
         cur = np.asarray(pd.Series(current).to_numpy(dtype=float, na_value=np.nan), dtype=float)
         n_ref, n_cur = ref.size, cur.size
-        rf, cf = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
+        rf, cf = _finite(ref), _finite(cur)  # the values themselves when all are finite (sorted in place below)
         del ref, cur
         means = (float(rf.mean()) if rf.size else float("nan"), float(cf.mean()) if cf.size else float("nan"))
         rf.sort()

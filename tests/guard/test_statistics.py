@@ -217,3 +217,24 @@ def test_feature_drift_is_its_definition_bit_for_bit(shape: str) -> None:
     assert numeric_psi(ref, cur) == expected["psi"] or np.isnan(expected["psi"])
     if shape in ("continuous", "counts", "non-finite"):
         assert expected["ks"] > 0.01 and expected["psi"] > 0.01  # a real difference is measured
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_feature_drift_of_sorts_its_own_copies_never_the_callers_columns(dtype) -> None:
+    """feature_drift_of sorts each sample in place where it owns it (a column converted to float64, all finite:
+    no copy of a week's column); a caller's float64 column, a numpy array or one with missing values is left
+    as it was, and the figures are those of copies."""
+    from models.drift import feature_drift_of
+
+    rng = np.random.default_rng(1)
+    ref = pd.Series(rng.normal(0, 1, 4000).astype(dtype))
+    cur = pd.Series(np.where(rng.random(3000) < 0.1, np.nan, rng.normal(0.5, 1, 3000)).astype(dtype))
+    raw = rng.normal(0, 2, 2000)
+    kept = ref.copy(), cur.copy(), raw.copy()
+    frame = feature_drift_of([("a", ref, cur), ("b", raw, ref)])
+    pd.testing.assert_series_equal(ref, kept[0])
+    pd.testing.assert_series_equal(cur, kept[1])
+    np.testing.assert_array_equal(raw, kept[2])
+    again = feature_drift_of([("a", ref.copy(), cur.copy()), ("b", raw.copy(), ref.copy())])
+    pd.testing.assert_frame_equal(frame, again)
+    assert frame.set_index("feature").loc["a", "reference_mean"] == float(np.asarray(kept[0], dtype=float).mean())
