@@ -113,16 +113,33 @@ def _first_pairs(ev_user, ev_item, ev_ms) -> pd.DataFrame:
         at += len(piece)
     del kept, piece
     packed.sort()  # equal values are equal: no stable sort needed
-    starts = []
+    # Each pair's first value (the first of its run) moved to the front of ``packed``, a chunk at a time (a chunk's
+    # firsts never pass its own start): no index per pair, nor a gathered copy, beside the sorted events.
+    kept_rows, previous = 0, None
     for lo in range(0, n, PACK_ROWS):
-        key = packed[max(lo - 1, 0):lo + PACK_ROWS] >> day_bits
-        change = np.flatnonzero(key[1:] != key[:-1]) + max(lo - 1, 0) + 1
-        starts.append(np.r_[0, change] if lo == 0 else change)
-    first = packed[np.concatenate(starts)]
-    del packed, starts
+        block = packed[lo:lo + PACK_ROWS]
+        key = block >> day_bits
+        starts = np.empty(len(key), dtype=bool)
+        starts[0] = previous is None or key[0] != previous
+        np.not_equal(key[1:], key[:-1], out=starts[1:])
+        previous = key[-1]
+        chosen = block[starts]
+        del key, starts, block
+        packed[kept_rows:kept_rows + len(chosen)] = chosen
+        kept_rows += len(chosen)
+        del chosen
+    first = packed[:kept_rows].copy()
+    del packed
+    # The columns made in place or straight into their dtypes, and the frame over them as they are (copy=False):
+    # the int64 quotient and remainder and the frame's stacked copy of u and i were the 30M stage's peak.
     pair = first >> day_bits
-    return pd.DataFrame({"u": (pair // n_items).astype(user.dtype), "i": (pair % n_items).astype(item.dtype),
-                         "day": (first & ((1 << day_bits) - 1)) + low})
+    first &= (1 << day_bits) - 1
+    first += low  # each pair's first day
+    u, i = np.empty(len(pair), dtype=user.dtype), np.empty(len(pair), dtype=item.dtype)
+    np.floor_divide(pair, n_items, out=u, casting="unsafe")
+    np.remainder(pair, n_items, out=i, casting="unsafe")
+    del pair
+    return pd.DataFrame({"u": u, "i": i, "day": first}, copy=False)
 
 
 def _first_pairs_by_argsort(ev_user, ev_item, ev_ms) -> pd.DataFrame:
@@ -138,7 +155,7 @@ def _first_pairs_by_argsort(ev_user, ev_item, ev_ms) -> pd.DataFrame:
     first = key[starts]
     return pd.DataFrame({"u": (first // max(n_items, 1)).astype(np.asarray(ev_user).dtype),
                          "i": (first % max(n_items, 1)).astype(np.asarray(ev_item).dtype),
-                         "day": np.minimum.reduceat(day, starts) if len(starts) else day[:0]})
+                         "day": np.minimum.reduceat(day, starts) if len(starts) else day[:0]}, copy=False)
 
 
 def _walk(first: pd.DataFrame, days: np.ndarray, shape: tuple[int, int], *, counts: bool = True):
