@@ -17,10 +17,10 @@ from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from core.atomic import write_json
+from core.parquet import open_for_streaming
 
 T = TypeVar("T")
 
@@ -88,25 +88,53 @@ def split_by_day(events_path: Path, folder: Path, *, batch_rows: int = 262_144, 
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     stamp.unlink(missing_ok=True)  # from here until the new folder is in place, nothing claims the folder
-    source = ds.dataset(events_path, format="parquet")
-    columns = {name: pc.field(name) for name in source.schema.names}
-    columns["day"] = pc.field("ts").cast(pa.date32())
-    # A scan, not a ParquetFile: pre-buffering off as core.parquet.open_for_streaming has it, for the same reason.
-    ds.write_dataset(
-        source.scanner(columns=columns, batch_size=batch_rows, use_threads=False, batch_readahead=1,
-                       fragment_readahead=1,
-                       fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)), tmp, format="parquet",
-        partitioning=ds.partitioning(pa.schema([("day", pa.date32())]), flavor="hive"),
-        basename_template="part-{i}.parquet", preserve_order=True, use_threads=False,
-        file_options=ds.ParquetFileFormat().make_write_options(compression="lz4"),
-        existing_data_behavior="error",
-    )
+    _write_days(events_path, tmp, batch_rows)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     paths = _day_files(folder, events_path)
     if reuse:
         write_json(stamp, source_id)
     return paths
+
+
+def _write_days(events_path: Path, folder: Path, batch_rows: int) -> None:
+    """The rows of ``events_path`` by UTC day of ``ts`` into ``<folder>/day=<day>/part-0.parquet`` (LZ4), read a
+    batch at a time; the days' rows wait until they are two batches together, then each day's go to its file as a
+    row group (a log in time order: about a day's rows a row group; in no order, smaller ones).
+
+    Written by hand, not by ``pyarrow.dataset.write_dataset``: at 8.5M events (a log without slates, 23 columns)
+    the dataset writer held ~0.9 GB over the split, of which Arrow's pool ~0.45 GB (the tables stage's peak at
+    10M)."""
+    source = open_for_streaming(events_path)
+    schema = source.schema_arrow
+    waiting: dict[Any, list[pa.RecordBatch]] = {}
+    writers: dict[Any, pq.ParquetWriter] = {}
+
+    def flush(day: Any) -> None:
+        pieces = waiting.pop(day)
+        if day not in writers:
+            target = folder / f"day={day.isoformat()}" / "part-0.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            writers[day] = pq.ParquetWriter(target, schema, compression="lz4")
+        writers[day].write_table(pa.Table.from_batches(pieces, schema=schema), row_group_size=batch_rows)
+
+    try:
+        held = 0
+        for batch in source.iter_batches(batch_size=batch_rows, use_threads=False):
+            days = pc.cast(batch.column("ts"), pa.date32())
+            for day in pc.unique(days).to_pylist():
+                waiting.setdefault(day, []).append(batch.filter(pc.equal(days, pa.scalar(day, pa.date32()))))
+            held += batch.num_rows
+            del batch, days
+            if held >= 2 * batch_rows:
+                for day in sorted(waiting):
+                    flush(day)
+                held = 0
+        for day in sorted(waiting):
+            flush(day)
+    finally:
+        for writer in writers.values():
+            writer.close()
 
 
 def _file_identity(path: Path) -> dict[str, Any]:

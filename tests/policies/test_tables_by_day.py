@@ -69,6 +69,29 @@ def test_split_by_day_keeps_every_row_in_order_and_replaces_the_folder(tmp_path:
     assert not list(tmp_path.glob(".days.tmp*"))
 
 
+def test_split_by_day_in_small_batches_writes_the_same_day_files(tmp_path: Path) -> None:
+    """The split reads a batch of rows at a time and writes the days' waiting rows once they are two batches
+    together: batches of 1, 2, 3 and 5 rows of a log whose days interleave give each day's rows in the file's
+    order, the same tables (schema and field descriptions included) as one batch, in more row groups."""
+    import pyarrow as pa
+
+    events = _no_impressions_log()
+    source = pa.Table.from_pandas(events, preserve_index=False)
+    path = tmp_path / "events.parquet"
+    described = source.schema.set(0, source.schema.field(0).with_metadata({"description": "Who acted."}))
+    pq.write_table(source.cast(described), path)
+    whole = split_by_day(path, tmp_path / "whole")
+    for batch_rows in (1, 2, 3, 5):
+        days = split_by_day(path, tmp_path / f"by{batch_rows}", batch_rows=batch_rows)
+        assert list(days) == list(whole)
+        for d in days:
+            got, expected = pq.read_table(days[d]), pq.read_table(whole[d])
+            assert got.equals(expected) and got.schema.equals(expected.schema, check_metadata=True)
+            assert got.schema.field("user_id").metadata == {b"description": b"Who acted."}
+        groups = sum(pq.ParquetFile(p).metadata.num_row_groups for p in days.values())
+        assert groups > len(days) if batch_rows < 3 else groups >= len(days)
+
+
 def test_split_by_day_reuses_the_split_of_the_same_file_only(tmp_path: Path) -> None:
     """``reuse``: the folder holding this very file's split is returned as it is (no file rewritten); another
     file, the same path rewritten, a day file gone, or no record of the source, and the rows are cut again."""
