@@ -9,7 +9,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from models.training import SplitParts, cap_mask, cap_queries, split_rows, time_split, write_split
+from models.training import SplitFiles, SplitParts, cap_mask, cap_queries, split_rows, time_split, write_split
 
 END = datetime(2026, 11, 16, tzinfo=UTC)
 
@@ -152,18 +152,23 @@ def test_only_the_key_columns_are_dictionary_encoded(tmp_path):
         assert not any("DICTIONARY" in e for e in encodings[name]), (name, encodings[name])
 
 
+def _fit_split(tmp_path) -> tuple[SplitFiles, list[str]]:
+    """The split files of :func:`_frames` with one validation query without a relevant item, and their features."""
+    keys, features = _frames()
+    rows, valid_start, test_start = split_rows(keys, end=END, valid_days=7, test_days=7)
+    keys.loc[keys["query_id"] == keys["query_id"].iloc[rows["valid"][0]], "label"] = 0  # a query without a relevant item
+    files = write_split(rows, keys, {c: features[c].to_numpy() for c in features}, tmp_path,
+                        valid_start=valid_start, test_start=test_start)
+    return files, ["f_rate", "f_count", "f_code"]
+
+
 @pytest.mark.parametrize("cap", [5, None, 10_000])
 def test_training_matrices_hold_the_capped_train_rows_and_the_relevant_valid_rows(tmp_path, cap):
     """What the ranker fits (stages.train_ranker and the bench's floor both build it here): the train rows
     cap_mask keeps, the validation queries with a relevant item, features and key columns row for row."""
     from models.training import group_sizes, positive_query_rows, training_matrices
 
-    keys, features = _frames()
-    rows, valid_start, test_start = split_rows(keys, end=END, valid_days=7, test_days=7)
-    keys.loc[keys["query_id"] == keys["query_id"].iloc[rows["valid"][0]], "label"] = 0  # a query without a relevant item
-    files = write_split(rows, keys, {c: features[c].to_numpy() for c in features}, tmp_path,
-                        valid_start=valid_start, test_start=test_start)
-    cols = ["f_rate", "f_count", "f_code"]
+    files, cols = _fit_split(tmp_path)
     m = training_matrices(files, cols, max_train_queries=cap, max_valid_queries=None, seed=4)
     train = files.read("train")
     keep = cap_mask(train["query_id"], cap, seed=4) if cap is not None else None
@@ -193,12 +198,7 @@ def test_training_matrices_early_stop_on_at_most_max_valid_queries_relevant_quer
     the train cap's seeded hash (cap_mask over the relevant rows); their features row for row with their keys."""
     from models.training import group_sizes, positive_query_rows, training_matrices
 
-    keys, features = _frames()
-    rows, valid_start, test_start = split_rows(keys, end=END, valid_days=7, test_days=7)
-    keys.loc[keys["query_id"] == keys["query_id"].iloc[rows["valid"][0]], "label"] = 0  # a query without a relevant item
-    files = write_split(rows, keys, {c: features[c].to_numpy() for c in features}, tmp_path,
-                        valid_start=valid_start, test_start=test_start)
-    cols = ["f_rate", "f_count", "f_code"]
+    files, cols = _fit_split(tmp_path)
     m = training_matrices(files, cols, max_train_queries=None, max_valid_queries=cap, seed=4)
     valid = files.read("valid")
     relevant_rows = valid[positive_query_rows(valid)].reset_index(drop=True)
