@@ -969,21 +969,14 @@ def _train_groups(path: Path, threshold: Any, seed: int) -> np.ndarray:
     return group_sizes(_train_partition(path, ["query_id"], threshold, seed))
 
 
-def _valid_queries(path: Path, seed: int) -> tuple[np.ndarray, int]:
-    """The seeded hashes of a valid day's queries with a relevant item (what ``max_valid_queries`` ranks) and
-    their rows."""
+def _valid_queries(path: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded hashes of a valid day's queries with a relevant item (what ``max_valid_queries`` ranks) and each
+    one's rows, in the same order."""
     from models.dask_ranker import query_hashes
     from models.training import with_positive_label
 
     relevant = with_positive_label(_read_table(path, ["query_id", "label"]).to_pandas())
-    return query_hashes(relevant, seed), len(relevant)
-
-
-def _valid_rows_kept(path: Path, threshold: Any, seed: int) -> int:
-    from models.dask_ranker import keep_capped
-    from models.training import with_positive_label
-
-    return len(keep_capped(with_positive_label(_read_table(path, ["query_id", "label"]).to_pandas()), threshold, seed))
+    return query_hashes(relevant, seed), np.bincount(pd.factorize(relevant["query_id"])[0])
 
 
 def _valid_curve(path: Path, booster_text: str, columns: list[str], start: int = 0, threshold: Any = None,
@@ -1067,9 +1060,8 @@ def train_ranker_distributed(settings: Settings, dataset: stages.Dataset, workdi
     valid_cap = ranker_settings.max_valid_queries
     queries = client.gather(client.map(_valid_queries, valid_paths, seed=seed, pure=False))
     valid_threshold = cap_threshold([h for h, _ in queries], valid_cap) if valid_cap else None
-    valid_available = sum(n for _, n in queries)
-    valid_used = (sum(client.gather(client.map(_valid_rows_kept, valid_paths, threshold=valid_threshold, seed=seed,
-                                               pure=False)))
+    valid_available = int(sum(rows.sum() for _, rows in queries))
+    valid_used = (int(sum(rows[hashes <= valid_threshold].sum() for hashes, rows in queries))
                   if valid_threshold is not None else valid_available)
     if valid_used < valid_available:
         log.info("early-stopping on %d of %d validation rows (max_valid_queries=%d)", valid_used, valid_available,

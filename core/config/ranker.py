@@ -86,8 +86,8 @@ class RankerSettings(BaseModel):
         description="Train on at most this many queries (slates): a deterministic sample of whole queries, "
         "chosen by a seeded hash of query_id (so the same week gives the same sample). None = all. Bounds "
         "training at ~10^6 impressions: on 2 cores LambdaRank on 4.5M impressions (10M interactions) does "
-        "not fit a weekly 10-minute budget, and NDCG@10 gains little beyond 10^5 queries. The test week is never sampled (validation: "
-        "max_valid_queries).",
+        "not fit a weekly 10-minute budget, and NDCG@10 gains little beyond 10^5 queries. The test week is "
+        "never sampled (validation: max_valid_queries).",
     )
     max_valid_queries: int | None = Field(
         default=50_000,
@@ -95,8 +95,8 @@ class RankerSettings(BaseModel):
         description="Early-stop on at most this many validation queries (those with a relevant item): a "
         "deterministic sample of whole queries by the same seeded hash of query_id as max_train_queries. None "
         "= all. The validation week is what grows with the window under the fit (3.9M rows at 10M "
-        "interactions, 11.8M at 30M, binned beside the capped train rows); the sample only picks the iteration early stopping keeps. The "
-        "test week, which the gate judges, is never sampled.",
+        "interactions, 11.8M at 30M, binned beside the capped train rows); the sample only picks the "
+        "iteration early stopping keeps. The test week, which the gate judges, is never sampled.",
     )
     valid_days: int = Field(default=7, ge=1, description="Days before the test period used for validation/early stopping.")
     test_days: int = Field(default=7, ge=1, description="The last days of the window, held out as the test week.")
